@@ -1,0 +1,1 @@
+"""Control-plane REST API (FastAPI) under ``/api/v1``."""

@@ -1,0 +1,28 @@
+"""API application factory: the API process's composition root."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from shipway import __version__
+from shipway.api import errors
+from shipway.api.routes import builds, deployments, models, system
+from shipway.container import Container
+
+
+def create_app(container: Container) -> FastAPI:
+    app = FastAPI(
+        title="Shipway",
+        version=__version__,
+        description="Register models, build engines, deploy them to Triton.",
+    )
+    app.state.container = container
+    errors.install(app)
+    for module in (models, builds, deployments, system):
+        app.include_router(module.router, prefix="/api/v1")
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,1 @@
+"""Engine builds: recipes and targets, Triton packaging, the Celery app and its tasks."""

@@ -1,0 +1,42 @@
+"""The Celery application for builds, configured from settings.
+
+Locally the broker is kombu's SQLAlchemy transport on a SQLite file (no server);
+in tests and production it is Redis. Task code is registered by
+``shipway.builds.tasks.register`` in the worker only: the API enqueues by name.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from shipway.settings import Settings
+
+BUILD_TASK = "shipway.builds.run_build"
+
+
+def create_celery(settings: Settings) -> Celery:
+    app = Celery("shipway")
+    app.conf.update(
+        broker_url=settings.resolved_broker_url,
+        result_backend=settings.resolved_result_backend,
+        task_default_queue=settings.build_queue,
+        task_routes={BUILD_TASK: {"queue": settings.build_queue}},
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_track_started=True,
+        broker_connection_retry_on_startup=True,
+        result_extended=True,
+        worker_hijack_root_logger=False,
+    )
+    if settings.resolved_broker_url.startswith("redis"):
+        # An unacknowledged build is re-delivered after this long; builds are shorter.
+        app.conf.broker_transport_options = {"visibility_timeout": 3600}
+    # (kombu's SQLAlchemy transport hands its options to create_engine: none for it.)
+    return app
+
+
+def enqueue_build(app: Celery, build_id: str) -> str:
+    """Send a build by task name; the caller has committed the build row already."""
+    result = app.send_task(BUILD_TASK, args=[build_id])
+    return str(result.id)

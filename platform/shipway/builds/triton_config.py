@@ -1,0 +1,92 @@
+"""Generate Triton ``config.pbtxt`` text from a model signature. Pure; no I/O.
+
+The text format is protobuf text of Triton's ``ModelConfig``; see
+https://github.com/triton-inference-server/server/blob/main/docs/user_guide/model_configuration.md
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from shipway.errors import InvalidInput
+from shipway.registry.signature import Signature, TensorSpec
+
+# numpy dtype name -> Triton data type
+TRITON_DTYPES = {
+    "bool": "TYPE_BOOL",
+    "uint8": "TYPE_UINT8",
+    "uint16": "TYPE_UINT16",
+    "uint32": "TYPE_UINT32",
+    "uint64": "TYPE_UINT64",
+    "int8": "TYPE_INT8",
+    "int16": "TYPE_INT16",
+    "int32": "TYPE_INT32",
+    "int64": "TYPE_INT64",
+    "float16": "TYPE_FP16",
+    "float32": "TYPE_FP32",
+    "float64": "TYPE_FP64",
+}
+
+
+@dataclass(frozen=True)
+class ServingOptions:
+    """How Triton should serve a build; defaults suit a CPU replica on a small machine."""
+
+    max_batch_size: int = 8
+    instance_count: int = 1
+    max_queue_delay_us: int = 500
+    preferred_batch_sizes: tuple[int, ...] = (4, 8)
+
+
+def _dims(spec: TensorSpec, batched: bool) -> str:
+    shape = spec.shape[1:] if batched else spec.shape
+    return "[ " + ", ".join(str(d) if isinstance(d, int) else "-1" for d in shape) + " ]"
+
+
+def _tensor(spec: TensorSpec, batched: bool) -> str:
+    try:
+        dtype = TRITON_DTYPES[spec.dtype]
+    except KeyError:
+        raise InvalidInput(
+            f"tensor {spec.name!r} has dtype {spec.dtype}, which Triton cannot serve"
+        ) from None
+    dims = _dims(spec, batched)
+    if dims == "[  ]":
+        dims = "[ 1 ]"  # Triton wants at least one dimension; reshape keeps it scalar
+        return (
+            f"  {{ name: {json.dumps(spec.name)} data_type: {dtype} dims: {dims} "
+            "reshape: { shape: [ ] } }"
+        )
+    return f"  {{ name: {json.dumps(spec.name)} data_type: {dtype} dims: {dims} }}"
+
+
+def is_batchable(signature: Signature) -> bool:
+    """Triton batches on the first axis only when every tensor has a free first axis."""
+    return all(spec.has_batch_dim for spec in (*signature.inputs, *signature.outputs))
+
+
+def render_config(
+    model_name: str, signature: Signature, backend: str, options: ServingOptions
+) -> str:
+    batched = is_batchable(signature) and options.max_batch_size > 0
+    lines = [
+        f"name: {json.dumps(model_name)}",
+        f"backend: {json.dumps(backend)}",
+        f"max_batch_size: {options.max_batch_size if batched else 0}",
+        "input [",
+        ",\n".join(_tensor(s, batched) for s in signature.inputs),
+        "]",
+        "output [",
+        ",\n".join(_tensor(s, batched) for s in signature.outputs),
+        "]",
+        f"instance_group [ {{ kind: KIND_CPU count: {options.instance_count} }} ]",
+    ]
+    if batched:
+        sizes = [b for b in options.preferred_batch_sizes if b <= options.max_batch_size]
+        lines.append(
+            "dynamic_batching { "
+            f"preferred_batch_size: [ {', '.join(map(str, sizes))} ] "
+            f"max_queue_delay_microseconds: {options.max_queue_delay_us} }}"
+        )
+    return "\n".join(lines) + "\n"

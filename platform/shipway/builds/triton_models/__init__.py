@@ -1,0 +1,1 @@
+"""Model code that Shipway copies into Triton model repositories (runs inside Triton)."""

@@ -1,0 +1,1 @@
+"""The ``shipway`` command line: a client of the API, plus the local process supervisor."""

@@ -1,0 +1,124 @@
+"""HTTP client of the control-plane API, used by the CLI, the demo and the tests."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+class ApiError(Exception):
+    """The API refused or could not be reached; the message is for the user."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+TERMINAL_BUILD = {"succeeded", "failed"}
+
+
+class ApiClient:
+    def __init__(self, base_url: str, token: str, timeout: float = 60.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=f"{self.base_url}/api/v1",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+            trust_env=False,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ApiError(
+                f"cannot reach the Shipway API at {self.base_url} ({exc.__class__.__name__}); "
+                "is `shipway up` running?"
+            ) from None
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            if isinstance(detail, list):  # FastAPI validation errors
+                detail = "; ".join(
+                    f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}" for d in detail
+                )
+            raise ApiError(f"{response.status_code}: {detail}", response.status_code)
+        return response.json() if response.content else None
+
+    def register(
+        self, name: str, onnx: Path, sample: Path, tags: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        with onnx.open("rb") as onnx_file, sample.open("rb") as sample_file:
+            return self._call(
+                "POST",
+                f"/models/{name}/versions",
+                files={"onnx": (onnx.name, onnx_file), "sample": (sample.name, sample_file)},
+                data={"tags": json.dumps(tags or {})},
+            )
+
+    def models(self, name: str | None = None) -> list[dict[str, Any]]:
+        return self._call("GET", "/models", params={"name": name} if name else None)
+
+    def create_build(self, model: str, version: int, recipe: str, target: str) -> dict[str, Any]:
+        body = {"model": model, "version": version, "recipe": recipe, "target": target}
+        return self._call("POST", "/builds", json=body)
+
+    def build(self, build_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/builds/{build_id}")
+
+    def builds(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/builds")
+
+    def wait_build(
+        self,
+        build_id: str,
+        timeout: float = 1800.0,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            build = self.build(build_id)
+            if on_progress:
+                on_progress(build)
+            if build["status"] in TERMINAL_BUILD:
+                return build
+            if time.monotonic() > deadline:
+                raise ApiError(f"build {build_id} still {build['status']} after {timeout:.0f}s")
+            time.sleep(0.5)
+
+    def deploy(self, name: str, build_id: str) -> dict[str, Any]:
+        return self._call("PUT", f"/deployments/{name}", json={"build_id": build_id})
+
+    def deployment(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/deployments/{name}")
+
+    def wait_deployment(self, name: str, build_id: str, timeout: float = 300.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            deployment = self.deployment(name)
+            if deployment["build_id"] == build_id and deployment["status"] == "ready":
+                return deployment
+            if deployment["build_id"] == build_id and deployment["status"] == "failed":
+                raise ApiError(f"deployment {name} failed: {deployment['message']}")
+            if time.monotonic() > deadline:
+                raise ApiError(f"deployment {name} not ready after {timeout:.0f}s")
+            time.sleep(0.5)
+
+    def status(self) -> dict[str, Any]:
+        return self._call("GET", "/status")

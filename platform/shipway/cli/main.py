@@ -1,0 +1,292 @@
+"""``shipway``: every command, each with ``--json`` for pipelines.
+
+The CLI is a client of the API (``SHIPWAY_API_URL``, ``SHIPWAY_TOKEN``); ``up``,
+``serve`` and ``demo`` run Shipway itself on this machine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.progress import BarColumn, Progress, TextColumn
+
+from shipway.cli.client import ApiClient, ApiError
+from shipway.cli.output import console, emit_json, err_console, fail, table
+from shipway.settings import Settings
+
+app = typer.Typer(
+    help="Shipway: register, build, deploy and roll out models.", no_args_is_help=True
+)
+models_app = typer.Typer(help="Register and list model versions.", no_args_is_help=True)
+builds_app = typer.Typer(
+    help="Build inference engines and follow their progress.", no_args_is_help=True
+)
+app.add_typer(models_app, name="models")
+app.add_typer(builds_app, name="builds")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+class State:
+    settings: Settings
+    api_url: str
+    token: str
+
+    def client(self) -> ApiClient:
+        return ApiClient(self.api_url, self.token)
+
+
+state = State()
+
+
+@app.callback()
+def main(
+    api_url: Annotated[str | None, typer.Option(help="API URL [env: SHIPWAY_API_URL]")] = None,
+    token: Annotated[str | None, typer.Option(help="Bearer token [env: SHIPWAY_TOKEN]")] = None,
+) -> None:
+    try:
+        state.settings = Settings()
+    except ValidationError as exc:
+        fail(f"invalid SHIPWAY_* settings:\n{exc}")
+    state.api_url = api_url or state.settings.resolved_api_url
+    state.token = token or state.settings.token
+
+
+def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        with state.client() as client:
+            return fn(client, *args, **kwargs)
+    except ApiError as exc:
+        fail(str(exc))
+
+
+def _parse_tags(tags: list[str]) -> dict[str, str]:
+    parsed = {}
+    for tag in tags:
+        key, sep, value = tag.partition("=")
+        if not sep or not key:
+            fail(f"--tag takes KEY=VALUE, got {tag!r}", 2)
+        parsed[key] = value
+    return parsed
+
+
+@models_app.command("register")
+def models_register(
+    name: Annotated[str, typer.Argument(help="Model name (lower-case, digits, '-')")],
+    onnx: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="ONNX model file")],
+    sample: Annotated[
+        Path,
+        typer.Option(
+            exists=True, dir_okay=False, help=".npz reference sample, one array per input"
+        ),
+    ],
+    tag: Annotated[list[str], typer.Option(help="KEY=VALUE tag; repeatable")] = [],  # noqa: B006
+    json_out: JsonOpt = False,
+) -> None:
+    """Register a new model version in MLflow, checked against its ONNX graph."""
+    version = _run(ApiClient.register, name, onnx, sample, _parse_tags(tag))
+    if json_out:
+        emit_json(version)
+    else:
+        console.print(f"registered [bold]{name}[/bold] version {version['version']}")
+
+
+@models_app.command("list")
+def models_list(
+    name: Annotated[str | None, typer.Argument(help="Only this model")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List registered model versions."""
+    versions = _run(ApiClient.models, name)
+    if json_out:
+        emit_json(versions)
+        return
+    rows = [
+        [
+            v["name"],
+            v["version"],
+            ", ".join(i["name"] for i in v["signature"]["inputs"]),
+            v["onnx_sha256"][:12],
+            v["created_at"],
+        ]
+        for v in versions
+    ]
+    table("Model versions", ["name", "version", "inputs", "sha256", "created"], rows)
+
+
+def _follow(client: ApiClient, build: dict[str, Any], quiet: bool) -> dict[str, Any]:
+    if quiet:
+        return client.wait_build(build["id"])
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[stage]}"),
+        console=err_console,
+    ) as progress:
+        task = progress.add_task(f"build {build['id']}", total=1.0, stage=build["stage"])
+        return client.wait_build(
+            build["id"],
+            on_progress=lambda b: progress.update(task, completed=b["progress"], stage=b["stage"]),
+        )
+
+
+@builds_app.command("create")
+def builds_create(
+    name: Annotated[str, typer.Argument(help="Registered model name")],
+    version: Annotated[int, typer.Option(help="Model version")],
+    recipe: Annotated[str, typer.Option(help="fp32 | fp16 | int8 | int8-dynamic")] = "fp32",
+    target: Annotated[str, typer.Option(help="onnxruntime-cpu | tensorrt")] = "onnxruntime-cpu",
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the build to its end")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Queue an engine build of a model version."""
+
+    def go(client: ApiClient) -> dict[str, Any]:
+        build = client.create_build(name, version, recipe, target)
+        return _follow(client, build, json_out) if wait else build
+
+    build = _run(go)
+    if json_out:
+        emit_json(build)
+    else:
+        console.print(f"build [bold]{build['id']}[/bold]: {build['status']} ({build['stage']})")
+    if build["status"] == "failed":
+        fail(f"build {build['id']} failed: {build['error']}")
+
+
+@builds_app.command("show")
+def builds_show(build_id: str, json_out: JsonOpt = False) -> None:
+    """Show one build: status, stage, artifact, error."""
+    build = _run(ApiClient.build, build_id)
+    if json_out:
+        emit_json(build)
+        return
+    for key in (
+        "id",
+        "model",
+        "version",
+        "recipe",
+        "target",
+        "status",
+        "stage",
+        "artifact_path",
+        "error",
+    ):
+        console.print(f"{key:>14}: {build[key]}")
+
+
+@builds_app.command("list")
+def builds_list(json_out: JsonOpt = False) -> None:
+    """List recent builds."""
+    builds = _run(ApiClient.builds)
+    if json_out:
+        emit_json(builds)
+        return
+    rows = [
+        [b["id"], b["model"], b["version"], b["recipe"], b["target"], b["status"], b["stage"]]
+        for b in builds
+    ]
+    table("Builds", ["id", "model", "version", "recipe", "target", "status", "stage"], rows)
+
+
+@app.command("deploy")
+def deploy(
+    name: Annotated[str, typer.Argument(help="Deployment name (the gateway's model name)")],
+    build: Annotated[str, typer.Option(help="Build id to serve")],
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Wait until replicas are ready")
+    ] = True,
+    json_out: JsonOpt = False,
+) -> None:
+    """Serve a succeeded build under a deployment name, through the gateway."""
+
+    def go(client: ApiClient) -> dict[str, Any]:
+        client.deploy(name, build)
+        return client.wait_deployment(name, build) if wait else client.deployment(name)
+
+    deployment = _run(go)
+    if json_out:
+        emit_json(deployment)
+    else:
+        console.print(
+            f"deployment [bold]{name}[/bold]: {deployment['status']} → {deployment['infer_url']}"
+        )
+
+
+@app.command("status")
+def status(json_out: JsonOpt = False) -> None:
+    """Show the API and gateway URLs, counts, and every deployment."""
+    data = _run(ApiClient.status)
+    if json_out:
+        emit_json(data)
+        return
+    console.print(
+        f"API      {data['api_url']}\n"
+        f"Gateway  {data['gateway_url']}\n"
+        f"MLflow   {data['mlflow_tracking_uri']}"
+    )
+    console.print(f"models: {data['models']}  builds: {data['builds']}")
+    rows = [
+        [d["name"], d["build_id"], d["status"], len(d["replicas"]), d["infer_url"]]
+        for d in data["deployments"]
+    ]
+    table("Deployments", ["name", "build", "status", "replicas", "infer url"], rows)
+
+
+@app.command("up")
+def up() -> None:
+    """Run API, build worker, runtime manager and gateway here until Ctrl-C."""
+    from shipway.cli.supervisor import Supervisor, SupervisorError
+
+    supervisor = Supervisor(state.settings)
+    try:
+        supervisor.start()
+        console.print(
+            f"Shipway is up: API {state.settings.resolved_api_url}, gateway "
+            f"{state.settings.gateway_url}, logs {supervisor.log_dir}. Ctrl-C stops."
+        )
+        supervisor.wait()
+    except SupervisorError as exc:
+        fail(str(exc))
+    console.print("stopped")
+
+
+@app.command("serve")
+def serve(
+    role: Annotated[str, typer.Argument(help="api | gateway | worker | runtime")],
+    migrate: Annotated[
+        bool, typer.Option("--migrate/--no-migrate", help="Upgrade the schema first")
+    ] = True,
+) -> None:
+    """Run one Shipway process (what `up` starts; Helm runs each as its own Deployment)."""
+    from shipway.cli.serve import SERVERS
+    from shipway.errors import ShipwayError
+
+    if role not in SERVERS:
+        fail(f"unknown role {role!r}; choose one of {', '.join(SERVERS)}", 2)
+    try:
+        SERVERS[role](state.settings, migrate)
+    except ShipwayError as exc:
+        fail(str(exc))
+
+
+@app.command("demo")
+def demo(json_out: JsonOpt = False) -> None:
+    """The whole story on this machine: register MiniLM, build, deploy, infer, compare."""
+    from shipway.cli.demo import run_demo
+
+    try:
+        result = run_demo(state.settings, say=err_console.print)
+    except Exception as exc:  # the demo reports any failure as one readable line
+        fail(f"demo failed: {exc}")
+    if json_out:
+        emit_json(result)
+    else:
+        console.print(result)
+
+
+if __name__ == "__main__":
+    app()

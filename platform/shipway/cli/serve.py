@@ -1,0 +1,83 @@
+"""One Shipway role per process: the entry points ``shipway up`` starts."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from shipway.container import Container
+from shipway.settings import Settings
+
+
+def _logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def serve_api(settings: Settings, migrate: bool) -> None:
+    import uvicorn
+
+    from shipway.api.app import create_app
+
+    _logging()
+    app = create_app(Container(settings, run_migrations=migrate))
+    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning")
+
+
+def serve_gateway(settings: Settings, migrate: bool) -> None:
+    import uvicorn
+
+    from shipway.gateway.app import create_gateway_app
+
+    _logging()
+    container = Container(settings, run_migrations=migrate)
+    app = create_gateway_app(settings, container.db)
+    uvicorn.run(app, host=settings.gateway_host, port=settings.gateway_port, log_level="warning")
+
+
+def serve_worker(settings: Settings, migrate: bool) -> None:
+    from shipway.builds import tasks
+
+    _logging()
+    container = Container(settings, run_migrations=migrate)
+    app = container.celery
+    tasks.register(app, container)
+    app.worker_main(
+        [
+            "worker",
+            "--pool=solo",
+            "--loglevel=INFO",
+            f"--queues={settings.build_queue}",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+    )
+
+
+def serve_runtime(settings: Settings, migrate: bool) -> None:
+    from shipway.runtime.local import LocalRuntime
+    from shipway.runtime.manager import RuntimeManager
+    from shipway.runtime.triton_distribution import TritonDistribution
+
+    _logging()
+    container = Container(settings, run_migrations=migrate)
+    dist = TritonDistribution(settings.triton_home)
+    dist.check()
+    runtime = LocalRuntime(
+        container.registry, dist, settings.runtime_dir, settings.triton_start_timeout
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    RuntimeManager(container.db, runtime).run(stop, settings.reconcile_seconds)
+
+
+SERVERS = {
+    "api": serve_api,
+    "gateway": serve_gateway,
+    "worker": serve_worker,
+    "runtime": serve_runtime,
+}

@@ -1,0 +1,43 @@
+"""Composition root: the long-lived objects one Shipway process needs, built from settings.
+
+Each process (API, worker, runtime manager, gateway, CLI) builds one ``Container``
+at start-up and hands its parts down; nothing else reaches for globals.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from shipway.settings import Settings
+from shipway.store.db import Database, migrate
+
+
+class Container:
+    def __init__(self, settings: Settings, *, run_migrations: bool = True) -> None:
+        self.settings = settings
+        settings.ensure_home()
+        if run_migrations:
+            migrate(settings.resolved_database_url)
+
+    @cached_property
+    def db(self) -> Database:
+        return Database(self.settings.resolved_database_url)
+
+    @cached_property
+    def registry(self):  # type: ignore[no-untyped-def] - MLflow imports lazily
+        from shipway.registry.mlflow_registry import ModelRegistry
+
+        s = self.settings
+        return ModelRegistry(
+            s.resolved_mlflow_tracking_uri, s.resolved_mlflow_registry_uri, s.resolved_artifact_root
+        )
+
+    @cached_property
+    def celery(self):  # type: ignore[no-untyped-def] - Celery imports lazily
+        from shipway.builds.celery_app import create_celery
+
+        return create_celery(self.settings)
+
+    def close(self) -> None:
+        if "db" in self.__dict__:
+            self.db.dispose()

@@ -1,0 +1,1 @@
+"""The inference gateway: KServe v2 HTTP in front of the Triton replicas (local ``Router``)."""

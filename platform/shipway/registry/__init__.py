@@ -1,0 +1,1 @@
+"""Model registry: ONNX signatures and reference samples, stored in MLflow."""

@@ -1,0 +1,149 @@
+"""MLflow adapter: the model registry and artifact store behind Shipway.
+
+Layout of a version's run (experiment ``shipway/<name>``)::
+
+    model/model.onnx            the registered model (the version's source)
+    reference/sample.npz        reference sample: calibration set and drift baseline
+    signature.json              inputs and outputs read from the graph
+    builds/<build-id>/triton/   one Triton model repository per build
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from shipway.errors import NotFound, Unavailable
+from shipway.registry.signature import Signature
+
+log = logging.getLogger(__name__)
+
+MODEL_PATH = "model"
+ONNX_FILE = "model.onnx"
+SAMPLE_PATH = "reference/sample.npz"
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    name: str
+    version: int
+    run_id: str
+    source: str
+
+
+def experiment_name(model: str) -> str:
+    return f"shipway/{model}"
+
+
+class ModelRegistry:
+    """Registers model versions and moves their artifacts; one per process."""
+
+    def __init__(self, tracking_uri: str, registry_uri: str, artifact_root: str | None) -> None:
+        # None: a tracking server decides where artifacts go (proxied artifact store).
+        self._artifact_root = artifact_root.rstrip("/") if artifact_root else None
+        self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+
+    def initialize(self) -> None:
+        """Touch both stores, so a SQLite backend is created (migrated) once, by the
+        caller, before several processes would race to create it."""
+        try:
+            self._client.search_experiments(max_results=1)
+            self._client.search_registered_models(max_results=1)
+        except MlflowException as exc:
+            raise Unavailable(f"MLflow is not usable: {exc.message}") from exc
+
+    def register(
+        self,
+        name: str,
+        onnx_bytes: bytes,
+        sample_bytes: bytes,
+        signature: Signature,
+        tags: dict[str, str],
+    ) -> RegisteredVersion:
+        """Log the files to a new run and create a registered model version from it.
+
+        Inputs are validated by the caller; should MLflow fail half-way, the run is
+        deleted so that no orphan version or artifact stays behind.
+        """
+        try:
+            experiment_id = self._experiment_id(name)
+            run = self._client.create_run(experiment_id, run_name=f"register-{name}", tags=tags)
+        except MlflowException as exc:
+            raise Unavailable(f"MLflow refused the registration: {exc.message}") from exc
+        run_id = run.info.run_id
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                root = Path(tmp)
+                (root / MODEL_PATH).mkdir()
+                (root / MODEL_PATH / ONNX_FILE).write_bytes(onnx_bytes)
+                (root / "reference").mkdir()
+                (root / SAMPLE_PATH).write_bytes(sample_bytes)
+                (root / "signature.json").write_text(json.dumps(signature.to_dict(), indent=2))
+                self._client.log_artifacts(run_id, str(root))
+            self._client.set_terminated(run_id)
+            if not self._client.search_registered_models(filter_string=f"name = '{name}'"):
+                try:
+                    self._client.create_registered_model(name)
+                except MlflowException as exc:
+                    if "already exists" not in exc.message.lower():
+                        raise
+            version = self._client.create_model_version(
+                name, source=f"{run.info.artifact_uri}/{MODEL_PATH}", run_id=run_id, tags=tags
+            )
+        except MlflowException as exc:
+            self._client.delete_run(run_id)
+            raise Unavailable(f"MLflow refused the registration: {exc.message}") from exc
+        return RegisteredVersion(name, int(version.version), run_id, version.source)
+
+    def delete_version(self, name: str, version: int) -> None:
+        """Undo a registration whose database record could not be written."""
+        mv = self._client.get_model_version(name, str(version))
+        self._client.delete_model_version(name, str(version))
+        if mv.run_id:
+            self._client.delete_run(mv.run_id)
+
+    def download(self, run_id: str, path: str, dst: Path) -> Path:
+        dst.mkdir(parents=True, exist_ok=True)
+        try:
+            return Path(self._client.download_artifacts(run_id, path, str(dst)))
+        except (MlflowException, OSError) as exc:
+            raise NotFound(f"artifact {path!r} of run {run_id} is not available: {exc}") from exc
+
+    def has_artifact(self, run_id: str, path: str) -> bool:
+        parent, _, leaf = path.rstrip("/").rpartition("/")
+        return any(
+            item.path.rstrip("/").rpartition("/")[2] == leaf
+            for item in self._client.list_artifacts(run_id, parent or None)
+        )
+
+    def log_dir(self, run_id: str, local_dir: Path, artifact_path: str) -> None:
+        self._client.log_artifacts(run_id, str(local_dir), artifact_path)
+
+    def set_version_tag(self, name: str, version: int, key: str, value: str) -> None:
+        self._client.set_model_version_tag(name, str(version), key, value)
+
+    def version_tags(self, name: str, version: int) -> dict[str, str]:
+        try:
+            return dict(self._client.get_model_version(name, str(version)).tags)
+        except MlflowException as exc:
+            raise NotFound(f"model {name!r} has no version {version} in MLflow") from exc
+
+    def _experiment_id(self, name: str) -> str:
+        exp_name = experiment_name(name)
+        experiment = self._client.get_experiment_by_name(exp_name)
+        if experiment is not None:
+            return experiment.experiment_id
+        try:
+            location = f"{self._artifact_root}/{name}" if self._artifact_root else None
+            return self._client.create_experiment(exp_name, artifact_location=location)
+        except MlflowException:
+            experiment = self._client.get_experiment_by_name(exp_name)  # lost a race
+            if experiment is None:
+                raise
+            return experiment.experiment_id

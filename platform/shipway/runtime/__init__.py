@@ -1,0 +1,1 @@
+"""Runtimes place Triton replicas for a deployment's variants and report their health."""

@@ -1,0 +1,120 @@
+"""One supervised ``tritonserver`` process on free loopback ports."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from shipway.errors import Unavailable
+from shipway.runtime.triton_distribution import TritonDistribution
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class TritonProcess:
+    def __init__(
+        self,
+        dist: TritonDistribution,
+        model_repository: Path,
+        log_path: Path,
+        host: str = "127.0.0.1",
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.dist = dist
+        self.model_repository = model_repository
+        self.log_path = log_path
+        self.host = host
+        self.extra_args = extra_args
+        self.http_port = 0
+        self.metrics_port = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def start(self) -> None:
+        self.dist.check()
+        self.http_port, self.metrics_port = free_port(self.host), free_port(self.host)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        args = [
+            str(self.dist.binary),
+            f"--model-repository={self.model_repository}",
+            f"--backend-directory={self.dist.backends}",
+            f"--http-address={self.host}",
+            f"--http-port={self.http_port}",
+            "--allow-grpc=false",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-gpu-metrics=false",
+            "--exit-on-error=true",
+            "--log-verbose=0",
+            *self.extra_args,
+        ]
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.dist.environment(),
+                start_new_session=True,  # a Ctrl-C to Shipway reaches us, not Triton first
+            )
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def ready(self, timeout: float = 2.0) -> bool:
+        if not self.alive():
+            return False
+        try:
+            return httpx.get(f"{self.url}/v2/health/ready", timeout=timeout).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.ready():
+                return
+            if not self.alive():
+                raise Unavailable(
+                    f"tritonserver exited with code {self._proc.returncode if self._proc else '?'}"
+                    f" while loading; last log lines:\n{self.tail()}"
+                )
+            time.sleep(0.25)
+        self.stop()
+        raise Unavailable(f"tritonserver not ready after {timeout:.0f}s; log:\n{self.tail()}")
+
+    def stop(self, grace: float = 10.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        # The server leads its own process group, with its Python-backend stubs in it.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"

@@ -1,0 +1,1 @@
+"""Use cases of the control plane: what the API and CLI ask for, with validation first."""

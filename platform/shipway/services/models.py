@@ -1,0 +1,93 @@
+"""Register model versions: validate everything, then write MLflow, then the store."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from shipway import audit
+from shipway.container import Container
+from shipway.errors import InvalidInput, NotFound
+from shipway.registry.signature import check_sample, load_model, load_sample, read_signature
+from shipway.store.models import ModelVersion
+
+# DNS-label-like: the name ends up in Kubernetes object names and URLs.
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Registration:
+    name: str
+    onnx_bytes: bytes
+    sample_bytes: bytes
+    tags: dict[str, str]
+
+
+def check_name(name: str) -> None:
+    if not NAME_RE.match(name):
+        raise InvalidInput(
+            f"invalid model name {name!r}: use lower-case letters, digits and '-', "
+            "at most 63 characters, starting and ending with a letter or digit"
+        )
+
+
+def register(container: Container, request: Registration, actor: str) -> ModelVersion:
+    check_name(request.name)
+    model = load_model(request.onnx_bytes)
+    signature = read_signature(model)
+    rows = check_sample(signature, load_sample(request.sample_bytes))
+    digest = hashlib.sha256(request.onnx_bytes).hexdigest()
+    tags = {**request.tags, "shipway.onnx_sha256": digest, "shipway.sample_rows": str(rows)}
+
+    registered = container.registry.register(
+        request.name, request.onnx_bytes, request.sample_bytes, signature, tags
+    )
+    try:
+        with container.db.session() as session:
+            row = ModelVersion(
+                name=request.name,
+                version=registered.version,
+                mlflow_run_id=registered.run_id,
+                onnx_sha256=digest,
+                signature=signature.to_dict(),
+                tags=tags,
+            )
+            session.add(row)
+            audit.record(
+                session,
+                actor,
+                "model.register",
+                f"model/{request.name}/{registered.version}",
+                sha256=digest,
+                sample_rows=rows,
+            )
+    except Exception:
+        container.registry.delete_version(request.name, registered.version)
+        raise
+    return row
+
+
+def get_version(container: Container, name: str, version: int) -> ModelVersion:
+    with container.db.session() as session:
+        row = session.scalar(
+            select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == version)
+        )
+        if row is None:
+            known = session.scalars(
+                select(ModelVersion.version).where(ModelVersion.name == name)
+            ).all()
+            if not known:
+                raise NotFound(f"model {name!r} is not registered")
+            raise NotFound(f"model {name!r} has no version {version}; versions: {sorted(known)}")
+        return row
+
+
+def list_versions(container: Container, name: str | None = None) -> list[ModelVersion]:
+    with container.db.session() as session:
+        query = select(ModelVersion).order_by(ModelVersion.name, ModelVersion.version)
+        if name:
+            query = query.where(ModelVersion.name == name)
+        return list(session.scalars(query))

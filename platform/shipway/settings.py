@@ -1,0 +1,183 @@
+"""One settings object for every Shipway process, read from ``SHIPWAY_*`` variables.
+
+Nothing is parsed at import time: each process builds a ``Settings`` in its
+composition root (API app factory, Celery app factory, CLI callback) and passes it
+down. Tests build their own instead of monkeypatching globals.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEV_TOKEN = "shipway-dev-token"
+
+
+class Role(StrEnum):
+    """What a token may do: viewers read, deployers change, admins do everything."""
+
+    VIEWER = "viewer"
+    DEPLOYER = "deployer"
+    ADMIN = "admin"
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+def _default_home() -> Path:
+    return Path.home() / ".local" / "share" / "shipway"
+
+
+def _default_triton_home() -> Path:
+    return Path.home() / ".cache" / "shipway" / "triton"
+
+
+class Settings(BaseSettings):
+    """Shipway's configuration, field by field.
+
+    Every field can be set as ``SHIPWAY_<FIELD>`` (upper case). Defaults are the
+    embedded local mode: SQLite files and a SQLite-backed Celery broker under
+    ``home``, so ``shipway up`` needs no server of any kind.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SHIPWAY_", extra="ignore")
+
+    environment: Environment = Field(
+        Environment.DEVELOPMENT,
+        description="`production` refuses the built-in development token.",
+    )
+    home: Path = Field(
+        default_factory=_default_home,
+        description="Directory for local state: SQLite files, MLflow artifacts, Triton "
+        "model repositories and process logs.",
+    )
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL of the state store. Default: SQLite in `home`."
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI (an `http://` server or a database URI). "
+        "Default: SQLite in `home`.",
+    )
+    mlflow_registry_uri: str | None = Field(
+        None, description="MLflow model registry URI. Default: the tracking URI."
+    )
+    mlflow_artifact_root: str | None = Field(
+        None,
+        description="Artifact location for new experiments when MLflow is used "
+        "without a server. Default: `home`/mlartifacts.",
+    )
+    broker_url: str | None = Field(
+        None,
+        description="Celery broker. Default: kombu's SQLAlchemy transport on SQLite in "
+        "`home`; use `redis://...` in production.",
+    )
+    result_backend: str | None = Field(
+        None, description="Celery result backend. Default: SQLite in `home`."
+    )
+    build_queue: str = Field("builds", description="Celery queue of engine builds.")
+    triton_home: Path = Field(
+        default_factory=_default_triton_home,
+        description="Local Triton distribution: `dist/` holds the tritonserver binary and "
+        "libraries from the nvidia-pytriton wheel, `pyenv/` the Python environment "
+        "its Python backend runs in. `scripts/install-triton.sh` fills it.",
+    )
+    triton_start_timeout: float = Field(
+        120.0, description="Seconds to wait for a tritonserver to report ready."
+    )
+    api_host: str = Field("127.0.0.1", description="Address the control-plane API binds.")
+    api_port: int = Field(8700, description="Port of the control-plane API.")
+    gateway_host: str = Field("127.0.0.1", description="Address the inference gateway binds.")
+    gateway_port: int = Field(8800, description="Port of the inference gateway.")
+    gateway_timeout: float = Field(30.0, description="Per-request timeout to Triton, seconds.")
+    routes_refresh_seconds: float = Field(
+        1.0, description="How often the gateway re-reads the routing table."
+    )
+    reconcile_seconds: float = Field(
+        1.0, description="How often the runtime manager compares desired and actual replicas."
+    )
+    api_url: str | None = Field(
+        None, description="Where the CLI finds the API. Default: http://api_host:api_port."
+    )
+    token: str = Field(DEV_TOKEN, description="Bearer token the CLI sends.")
+    api_tokens: Annotated[dict[str, Role], NoDecode] = Field(
+        default_factory=lambda: {DEV_TOKEN: Role.ADMIN},
+        description='Tokens the API accepts, as JSON `{"token": "role"}` or '
+        "`token=role,token=role`. Roles: viewer, deployer, admin.",
+    )
+
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _parse_tokens(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("{"):
+            return json.loads(text)
+        pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+        if any(len(pair) != 2 for pair in pairs):
+            raise ValueError("SHIPWAY_API_TOKENS must be JSON or token=role,token=role")
+        return {token.strip(): role.strip() for token, role in pairs}
+
+    @model_validator(mode="after")
+    def _refuse_dev_token_in_production(self) -> Settings:
+        if self.environment is Environment.PRODUCTION and DEV_TOKEN in self.api_tokens:
+            raise ValueError(
+                "the built-in development token is refused in production: "
+                "set SHIPWAY_API_TOKENS to your own tokens"
+            )
+        return self
+
+    # Derived locations: one place that knows the local layout under `home`.
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'shipway.db'}"
+
+    @property
+    def resolved_mlflow_tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def resolved_mlflow_registry_uri(self) -> str:
+        return self.mlflow_registry_uri or self.resolved_mlflow_tracking_uri
+
+    @property
+    def resolved_artifact_root(self) -> str | None:
+        """None when a tracking server is used: the server then chooses the store."""
+        if self.mlflow_artifact_root:
+            return self.mlflow_artifact_root
+        if self.resolved_mlflow_tracking_uri.startswith(("http://", "https://")):
+            return None
+        return (self.home / "mlartifacts").as_uri()
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{self.home / 'broker.db'}"
+
+    @property
+    def resolved_result_backend(self) -> str:
+        return self.result_backend or f"db+sqlite:///{self.home / 'results.db'}"
+
+    @property
+    def resolved_api_url(self) -> str:
+        return self.api_url or f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.gateway_host}:{self.gateway_port}"
+
+    @property
+    def runtime_dir(self) -> Path:
+        """Model repositories and logs of the local tritonserver replicas."""
+        return self.home / "runtime"
+
+    def ensure_home(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)

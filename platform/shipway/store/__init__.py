@@ -1,0 +1,4 @@
+"""State store: SQLAlchemy models and Alembic migrations.
+
+SQLite locally, PostgreSQL in production.
+"""

@@ -1,0 +1,128 @@
+"""Tables of the state store.
+
+MLflow stays the source of truth for model files and build artifacts; these tables
+hold what the control plane needs to act quickly: which versions exist, build
+progress, what each deployment should serve, which replicas are up, and an audit
+trail of every change.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class BuildStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class DeploymentStatus(StrEnum):
+    PENDING = "pending"  # desired build changed; the runtime has not caught up
+    READY = "ready"
+    FAILED = "failed"
+
+
+class ReplicaState(StrEnum):
+    STARTING = "starting"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    mlflow_run_id: Mapped[str] = mapped_column(String(64))
+    onnx_sha256: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[dict[str, Any]]
+    tags: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Build(Base):
+    __tablename__ = "builds"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    recipe: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default=BuildStatus.QUEUED)
+    stage: Mapped[str] = mapped_column(String(64), default="queued")
+    progress: Mapped[float] = mapped_column(default=0.0)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    artifact_path: Mapped[str | None] = mapped_column(String(500), default=None)
+    triton_model_name: Mapped[str | None] = mapped_column(String(200), default=None)
+    report: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    model_version: Mapped[ModelVersion] = relationship(lazy="joined")
+
+
+class Deployment(Base):
+    __tablename__ = "deployments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    build_id: Mapped[str] = mapped_column(ForeignKey("builds.id"))
+    status: Mapped[str] = mapped_column(String(16), default=DeploymentStatus.PENDING)
+    message: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    build: Mapped[Build] = relationship(lazy="joined")
+    replicas: Mapped[list[Replica]] = relationship(
+        back_populates="deployment", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+
+class Replica(Base):
+    """One running inference server of a deployment variant, as the runtime reports it."""
+
+    __tablename__ = "replicas"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id"), index=True)
+    variant: Mapped[str] = mapped_column(String(32), default="stable")
+    build_id: Mapped[str] = mapped_column(String(32))
+    url: Mapped[str] = mapped_column(String(300))
+    triton_model_name: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int | None] = mapped_column(Integer, default=None)
+    state: Mapped[str] = mapped_column(String(16), default=ReplicaState.STARTING)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    deployment: Mapped[Deployment] = relationship(back_populates="replicas")
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(100))
+    subject: Mapped[str] = mapped_column(String(300))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
