@@ -1,0 +1,63 @@
+"""Fixtures shared by every test layer. Real services start once per session."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shipway.examples import minilm
+from shipway.runtime.triton_distribution import TritonDistribution
+from shipway.settings import Settings
+from tests.support import services
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with services.redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    with services.postgres_server() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url(postgres_admin_url: str) -> str:
+    return services.create_database(postgres_admin_url, f"t_{uuid.uuid4().hex[:10]}")
+
+
+@pytest.fixture(scope="session")
+def triton_dist() -> TritonDistribution:
+    dist = TritonDistribution(Settings().triton_home)
+    try:
+        dist.check()
+    except Exception as exc:
+        services.unavailable("tritonserver", str(exc))
+    return dist
+
+
+@pytest.fixture(scope="session")
+def minilm_onnx() -> Path:
+    return minilm.onnx_path()
+
+
+@pytest.fixture(scope="session")
+def minilm_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return minilm.write_sample(tmp_path_factory.mktemp("sample") / "reference.npz", rows=16)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Embedded-default settings rooted in a fresh directory."""
+    return Settings(home=tmp_path / "home", _env_file=None)
+
+
+@pytest.fixture(scope="session")
+def minilm_inputs() -> dict[str, np.ndarray]:
+    return minilm.make_inputs(3, seq_len=16, seed=11)

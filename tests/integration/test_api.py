@@ -1,0 +1,186 @@
+"""API behaviour on real parts (PostgreSQL store, MLflow, Redis broker): auth, bad input
+leaves nothing behind, and the happy path of registration."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from mlflow import MlflowClient
+from sqlalchemy import func, select
+
+from shipway.api.app import create_app
+from shipway.container import Container
+from shipway.settings import Settings
+from shipway.store.models import AuditEvent, Build, ModelVersion
+
+pytestmark = pytest.mark.integration
+
+ADMIN, VIEWER = "admin-token", "viewer-token"
+
+
+@pytest.fixture
+def container(tmp_path: Path, postgres_url: str, redis_url: str) -> Iterator[Container]:
+    settings = Settings(
+        home=tmp_path / "home",
+        database_url=postgres_url,
+        broker_url=redis_url,
+        result_backend=redis_url,
+        api_tokens={ADMIN: "admin", VIEWER: "viewer"},
+    )
+    container = Container(settings)
+    yield container
+    container.close()
+
+
+@pytest.fixture
+def api(container: Container) -> Iterator[TestClient]:
+    with TestClient(create_app(container)) as client:
+        client.headers["Authorization"] = f"Bearer {ADMIN}"
+        yield client
+
+
+def register(api: TestClient, name: str, onnx: bytes, sample: bytes):  # type: ignore[no-untyped-def]
+    return api.post(
+        f"/api/v1/models/{name}/versions",
+        files={"onnx": ("m.onnx", onnx), "sample": ("s.npz", sample)},
+        data={"tags": '{"team": "search"}'},
+    )
+
+
+def npz(**arrays: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def nothing_registered(container: Container, name: str) -> bool:
+    s = container.settings
+    client = MlflowClient(s.resolved_mlflow_tracking_uri, s.resolved_mlflow_registry_uri)
+    with container.db.session() as session:
+        rows = session.scalar(select(func.count()).select_from(ModelVersion))
+    return rows == 0 and not client.search_registered_models(filter_string=f"name = '{name}'")
+
+
+def test_missing_and_unknown_tokens_are_401(api: TestClient) -> None:
+    for headers in ({"Authorization": ""}, {"Authorization": "Bearer nope"}):
+        response = api.get("/api/v1/models", headers=headers)
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert "token" in response.json()["detail"]
+
+
+def test_viewer_reads_but_may_not_act(api: TestClient, minilm_onnx: Path) -> None:
+    viewer = {"Authorization": f"Bearer {VIEWER}"}
+    assert api.get("/api/v1/models", headers=viewer).status_code == 200
+    response = api.post(
+        "/api/v1/builds", json={"model": "m", "version": 1}, headers=viewer
+    )
+    assert response.status_code == 403
+    assert "needs 'deployer'" in response.json()["detail"]
+
+
+def test_invalid_onnx_is_422_and_registers_nothing(api: TestClient, container: Container) -> None:
+    sample = npz(x=np.ones((1, 2), np.float32))
+    response = register(api, "broken", b"\x08\x07garbage-not-onnx", sample)
+    assert response.status_code == 422
+    assert "not a valid ONNX model" in response.json()["detail"]
+    assert nothing_registered(container, "broken")
+
+
+def test_mismatched_sample_is_422_and_registers_nothing(
+    api: TestClient, container: Container, minilm_onnx: Path
+) -> None:
+    sample = npz(input_ids=np.ones((2, 8), np.int32), attention_mask=np.ones((2, 8), np.int64))
+    response = register(api, "minilm", minilm_onnx.read_bytes(), sample)
+    assert response.status_code == 422
+    assert "dtype int32, the model expects int64" in response.json()["detail"]
+    assert nothing_registered(container, "minilm")
+
+
+def test_bad_name_and_bad_tags(api: TestClient, minilm_onnx: Path, minilm_sample: Path) -> None:
+    response = register(api, "Bad_Name", minilm_onnx.read_bytes(), minilm_sample.read_bytes())
+    assert response.status_code == 422 and "invalid model name" in response.json()["detail"]
+    response = api.post(
+        "/api/v1/models/ok/versions",
+        files={"onnx": ("m.onnx", minilm_onnx.read_bytes()),
+               "sample": ("s.npz", minilm_sample.read_bytes())},
+        data={"tags": "[1, 2]"},
+    )
+    assert response.status_code == 422 and "tags must be a JSON object" in response.json()["detail"]
+
+
+def test_register_then_build_requests(
+    api: TestClient, container: Container, minilm_onnx: Path, minilm_sample: Path
+) -> None:
+    response = register(api, "minilm", minilm_onnx.read_bytes(), minilm_sample.read_bytes())
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["version"] == 1 and body["tags"]["team"] == "search"
+    assert body["tags"]["shipway.sample_rows"] == "16"
+    assert [i["name"] for i in body["signature"]["inputs"]] == ["input_ids", "attention_mask"]
+    assert register(api, "minilm", minilm_onnx.read_bytes(), minilm_sample.read_bytes()).json()[
+        "version"
+    ] == 2
+
+    # MLflow holds the version with its files and tags.
+    s = container.settings
+    mlflow = MlflowClient(s.resolved_mlflow_tracking_uri, s.resolved_mlflow_registry_uri)
+    version = mlflow.get_model_version("minilm", "1")
+    assert version.tags["team"] == "search"
+    files = {a.path for a in mlflow.list_artifacts(body["mlflow_run_id"])}
+    assert {"model", "reference", "signature.json"} <= files
+
+    unknown = api.post("/api/v1/builds", json={"model": "nope", "version": 1})
+    assert unknown.status_code == 404 and "not registered" in unknown.json()["detail"]
+    missing = api.post("/api/v1/builds", json={"model": "minilm", "version": 9})
+    assert missing.status_code == 404 and "versions: [1, 2]" in missing.json()["detail"]
+    recipe = api.post("/api/v1/builds", json={"model": "minilm", "version": 1, "recipe": "fp8"})
+    assert recipe.status_code == 422 and "unknown recipe" in recipe.json()["detail"]
+
+    queued = api.post("/api/v1/builds", json={"model": "minilm", "version": 1})
+    assert queued.status_code == 202, queued.text
+    build = queued.json()
+    assert build["status"] == "queued" and build["model"] == "minilm"
+    assert api.get(f"/api/v1/builds/{build['id']}").json()["id"] == build["id"]
+
+    # Deploying a build that has not succeeded is a conflict, and changes nothing.
+    conflict = api.put("/api/v1/deployments/web", json={"build_id": build["id"]})
+    assert conflict.status_code == 409 and "only a succeeded build deploys" in conflict.json()["detail"]
+    assert api.get("/api/v1/deployments/web").status_code == 404
+    assert api.get("/api/v1/deployments/web").json()["detail"] == "deployment 'web' does not exist"
+
+    with container.db.session() as session:
+        actions = session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)).all()
+        assert actions == ["model.register", "model.register", "build.create"]
+        assert session.scalar(select(func.count()).select_from(Build)) == 1
+
+
+def test_unreachable_broker_fails_the_build_clearly(
+    tmp_path: Path, postgres_url: str, minilm_onnx: Path, minilm_sample: Path
+) -> None:
+    settings = Settings(
+        home=tmp_path / "h", database_url=postgres_url,
+        broker_url="redis://127.0.0.1:1/0", result_backend="redis://127.0.0.1:1/0",
+    )
+    container = Container(settings)
+    container.celery.conf.broker_connection_max_retries = 0
+    container.celery.conf.broker_connection_timeout = 1
+    with TestClient(create_app(container)) as api:
+        api.headers["Authorization"] = f"Bearer {settings.token}"
+        assert register(api, "m", minilm_onnx.read_bytes(), minilm_sample.read_bytes()).status_code == 201
+        response = api.post("/api/v1/builds", json={"model": "m", "version": 1})
+        assert response.status_code == 503
+        assert "build queue is not reachable" in response.json()["detail"]
+        assert api.get("/api/v1/builds").json()[0]["status"] == "failed"
+    container.close()
+
+
+def test_openapi_document_lists_the_routes(api: TestClient) -> None:
+    paths = api.get("/openapi.json").json()["paths"]
+    assert {"/api/v1/models/{name}/versions", "/api/v1/builds", "/api/v1/deployments/{name}",
+            "/api/v1/status"} <= set(paths)

@@ -1,0 +1,1 @@
+"""Helpers for tests: starting real services, free ports, waiting."""

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import pytest
+
+from shipway.builds import recipes
+from shipway.builds.triton_config import ServingOptions, is_batchable, render_config
+from shipway.errors import InvalidInput
+from shipway.registry.signature import Signature, TensorSpec
+
+MINILM = Signature(
+    inputs=(
+        TensorSpec("input_ids", "int64", ("batch", "seq")),
+        TensorSpec("attention_mask", "int64", ("batch", "seq")),
+    ),
+    outputs=(TensorSpec("onnx::Shape_422", "float32", ("b", "s", 384)),),
+)
+
+
+def test_batched_config_drops_the_batch_axis_and_enables_dynamic_batching() -> None:
+    text = render_config("m-1", MINILM, "python", ServingOptions(max_batch_size=8))
+    assert 'name: "m-1"' in text and 'backend: "python"' in text
+    assert "max_batch_size: 8" in text
+    assert '{ name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] }' in text
+    assert '{ name: "onnx::Shape_422" data_type: TYPE_FP32 dims: [ -1, 384 ] }' in text
+    assert "dynamic_batching { preferred_batch_size: [ 4, 8 ]" in text
+    assert "instance_group [ { kind: KIND_CPU count: 1 } ]" in text
+
+
+def test_fixed_first_axis_means_no_batching() -> None:
+    fixed = Signature((TensorSpec("x", "float32", (1, 3)),), (TensorSpec("y", "float32", (1, 3)),))
+    assert not is_batchable(fixed)
+    text = render_config("m", fixed, "python", ServingOptions())
+    assert "max_batch_size: 0" in text
+    assert "dims: [ 1, 3 ]" in text
+    assert "dynamic_batching" not in text
+
+
+def test_preferred_batch_sizes_never_exceed_the_maximum() -> None:
+    text = render_config("m", MINILM, "python", ServingOptions(max_batch_size=4))
+    assert "preferred_batch_size: [ 4 ]" in text
+
+
+def test_unservable_dtype_is_refused() -> None:
+    bad = Signature((TensorSpec("x", "complex64", ("n",)),), (TensorSpec("y", "float32", ("n",)),))
+    with pytest.raises(InvalidInput, match="complex64"):
+        render_config("m", bad, "python", ServingOptions())
+
+
+def test_recipe_and_target_parsing() -> None:
+    assert recipes.parse("fp32", "onnxruntime-cpu") == (
+        recipes.Recipe.FP32, recipes.Target.ONNXRUNTIME_CPU,
+    )
+    with pytest.raises(InvalidInput, match="unknown recipe 'fp8'"):
+        recipes.parse("fp8", "onnxruntime-cpu")
+    with pytest.raises(InvalidInput, match="unknown target 'tpu'"):
+        recipes.parse("fp32", "tpu")
+    with pytest.raises(InvalidInput, match="not available in this version"):
+        recipes.parse("int8", "tensorrt")
