@@ -77,9 +77,7 @@ def test_missing_and_unknown_tokens_are_401(api: TestClient) -> None:
 def test_viewer_reads_but_may_not_act(api: TestClient, minilm_onnx: Path) -> None:
     viewer = {"Authorization": f"Bearer {VIEWER}"}
     assert api.get("/api/v1/models", headers=viewer).status_code == 200
-    response = api.post(
-        "/api/v1/builds", json={"model": "m", "version": 1}, headers=viewer
-    )
+    response = api.post("/api/v1/builds", json={"model": "m", "version": 1}, headers=viewer)
     assert response.status_code == 403
     assert "needs 'deployer'" in response.json()["detail"]
 
@@ -107,8 +105,10 @@ def test_bad_name_and_bad_tags(api: TestClient, minilm_onnx: Path, minilm_sample
     assert response.status_code == 422 and "invalid model name" in response.json()["detail"]
     response = api.post(
         "/api/v1/models/ok/versions",
-        files={"onnx": ("m.onnx", minilm_onnx.read_bytes()),
-               "sample": ("s.npz", minilm_sample.read_bytes())},
+        files={
+            "onnx": ("m.onnx", minilm_onnx.read_bytes()),
+            "sample": ("s.npz", minilm_sample.read_bytes()),
+        },
         data={"tags": "[1, 2]"},
     )
     assert response.status_code == 422 and "tags must be a JSON object" in response.json()["detail"]
@@ -123,9 +123,12 @@ def test_register_then_build_requests(
     assert body["version"] == 1 and body["tags"]["team"] == "search"
     assert body["tags"]["shipway.sample_rows"] == "16"
     assert [i["name"] for i in body["signature"]["inputs"]] == ["input_ids", "attention_mask"]
-    assert register(api, "minilm", minilm_onnx.read_bytes(), minilm_sample.read_bytes()).json()[
-        "version"
-    ] == 2
+    assert (
+        register(api, "minilm", minilm_onnx.read_bytes(), minilm_sample.read_bytes()).json()[
+            "version"
+        ]
+        == 2
+    )
 
     # MLflow holds the version with its files and tags.
     s = container.settings
@@ -150,7 +153,10 @@ def test_register_then_build_requests(
 
     # Deploying a build that has not succeeded is a conflict, and changes nothing.
     conflict = api.put("/api/v1/deployments/web", json={"build_id": build["id"]})
-    assert conflict.status_code == 409 and "only a succeeded build deploys" in conflict.json()["detail"]
+    assert (
+        conflict.status_code == 409
+        and "only a succeeded build deploys" in conflict.json()["detail"]
+    )
     assert api.get("/api/v1/deployments/web").status_code == 404
     assert api.get("/api/v1/deployments/web").json()["detail"] == "deployment 'web' does not exist"
 
@@ -164,15 +170,20 @@ def test_unreachable_broker_fails_the_build_clearly(
     tmp_path: Path, postgres_url: str, minilm_onnx: Path, minilm_sample: Path
 ) -> None:
     settings = Settings(
-        home=tmp_path / "h", database_url=postgres_url,
-        broker_url="redis://127.0.0.1:1/0", result_backend="redis://127.0.0.1:1/0",
+        home=tmp_path / "h",
+        database_url=postgres_url,
+        broker_url="redis://127.0.0.1:1/0",
+        result_backend="redis://127.0.0.1:1/0",
     )
     container = Container(settings)
     container.celery.conf.broker_connection_max_retries = 0
     container.celery.conf.broker_connection_timeout = 1
     with TestClient(create_app(container)) as api:
         api.headers["Authorization"] = f"Bearer {settings.token}"
-        assert register(api, "m", minilm_onnx.read_bytes(), minilm_sample.read_bytes()).status_code == 201
+        assert (
+            register(api, "m", minilm_onnx.read_bytes(), minilm_sample.read_bytes()).status_code
+            == 201
+        )
         response = api.post("/api/v1/builds", json={"model": "m", "version": 1})
         assert response.status_code == 503
         assert "build queue is not reachable" in response.json()["detail"]
@@ -182,5 +193,9 @@ def test_unreachable_broker_fails_the_build_clearly(
 
 def test_openapi_document_lists_the_routes(api: TestClient) -> None:
     paths = api.get("/openapi.json").json()["paths"]
-    assert {"/api/v1/models/{name}/versions", "/api/v1/builds", "/api/v1/deployments/{name}",
-            "/api/v1/status"} <= set(paths)
+    assert {
+        "/api/v1/models/{name}/versions",
+        "/api/v1/builds",
+        "/api/v1/deployments/{name}",
+        "/api/v1/status",
+    } <= set(paths)

@@ -22,8 +22,12 @@ def _exercise(url: str) -> None:
         assert set(inspect(db.engine).get_table_names()) >= TABLES
         with db.session() as session:
             mv = ModelVersion(
-                name="m", version=1, mlflow_run_id="r", onnx_sha256="0" * 64,
-                signature={"inputs": [], "outputs": []}, tags={"k": "v"},
+                name="m",
+                version=1,
+                mlflow_run_id="r",
+                onnx_sha256="0" * 64,
+                signature={"inputs": [], "outputs": []},
+                tags={"k": "v"},
             )
             session.add(mv)
             session.flush()
@@ -33,8 +37,14 @@ def _exercise(url: str) -> None:
             deployment = Deployment(name="d", build_id=build.id)
             session.add(deployment)
             session.flush()
-            session.add(Replica(deployment_id=deployment.id, build_id=build.id,
-                                url="http://x", triton_model_name="m"))
+            session.add(
+                Replica(
+                    deployment_id=deployment.id,
+                    build_id=build.id,
+                    url="http://x",
+                    triton_model_name="m",
+                )
+            )
             session.add(AuditEvent(actor="t", action="a", subject="s", details={"n": 1}))
         with db.session() as session:
             loaded = session.scalar(select(Deployment).where(Deployment.name == "d"))

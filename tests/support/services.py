@@ -24,9 +24,10 @@ import pytest
 
 
 def strict() -> bool:
-    return os.environ.get("CI", "").lower() == "true" or os.environ.get(
-        "SHIPWAY_REQUIRE_SERVICES"
-    ) == "1"
+    return (
+        os.environ.get("CI", "").lower() == "true"
+        or os.environ.get("SHIPWAY_REQUIRE_SERVICES") == "1"
+    )
 
 
 def unavailable(what: str, hint: str) -> None:
@@ -66,9 +67,21 @@ def redis_server(workdir: Path) -> Iterator[str]:
         unavailable("Redis", "install it with `apt-get install redis-server`")
     port = free_port()
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_until(lambda: _port_open(port), 20, "redis-server")
@@ -106,21 +119,35 @@ def postgres_server() -> Iterator[str]:
         prefix = ["runuser", "-u", "postgres", "--"]
     subprocess.run(
         [*prefix, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     port = free_port()
     options = f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off"
     subprocess.run(
-        [*prefix, pg_ctl, "-D", str(data), "-o", options, "-l", str(workdir / "pg.log"), "-w",
-         "start"],
-        check=True, stdout=subprocess.DEVNULL,
+        [
+            *prefix,
+            pg_ctl,
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-l",
+            str(workdir / "pg.log"),
+            "-w",
+            "start",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
     try:
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run(
             [*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
-            check=False, stdout=subprocess.DEVNULL,
+            check=False,
+            stdout=subprocess.DEVNULL,
         )
         shutil.rmtree(workdir, ignore_errors=True)
 

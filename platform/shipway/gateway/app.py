@@ -88,29 +88,34 @@ def create_gateway_app(settings: Settings, db: Database) -> FastAPI:
         return chosen
 
     async def forward(request: Request, deployment: str, suffix: str) -> Response:
+        """Send the request to one ready replica; only inference is counted in metrics."""
         endpoint = await endpoint_for(deployment)
         if endpoint is None:
             return _error(404, f"deployment {deployment!r} has no ready replica")
+        counted = suffix == "/infer"
         labels = (deployment, endpoint.variant)
         url = f"{endpoint.url}/v2/models/{endpoint.triton_model_name}{suffix}"
         headers = {k: v for k, v in request.headers.items() if k.lower() in REQUEST_HEADERS}
         headers["accept-encoding"] = "identity"
         started = time.perf_counter()
-        metrics.in_flight.labels(*labels).inc()
+        if counted:
+            metrics.in_flight.labels(*labels).inc()
+        code = "502"
         try:
             upstream = await request.app.state.client.request(
                 request.method, url, content=await request.body(), headers=headers
             )
+            code = str(upstream.status_code)
         except httpx.TimeoutException:
-            metrics.requests.labels(*labels, "504").inc()
+            code = "504"
             return _error(504, f"replica {endpoint.url} timed out")
         except httpx.TransportError as exc:
-            metrics.requests.labels(*labels, "502").inc()
             return _error(502, f"replica {endpoint.url} unreachable: {exc.__class__.__name__}")
         finally:
-            metrics.in_flight.labels(*labels).dec()
-            metrics.latency.labels(*labels).observe(time.perf_counter() - started)
-        metrics.requests.labels(*labels, str(upstream.status_code)).inc()
+            if counted:
+                metrics.in_flight.labels(*labels).dec()
+                metrics.latency.labels(*labels).observe(time.perf_counter() - started)
+                metrics.requests.labels(*labels, code).inc()
         out_headers = {k: v for k, v in upstream.headers.items() if k.lower() in RESPONSE_HEADERS}
         return Response(upstream.content, upstream.status_code, headers=out_headers)
 

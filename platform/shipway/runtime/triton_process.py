@@ -91,9 +91,10 @@ class TritonProcess:
             if self.ready():
                 return
             if not self.alive():
+                code = self._proc.returncode if self._proc else "?"
                 raise Unavailable(
-                    f"tritonserver exited with code {self._proc.returncode if self._proc else '?'}"
-                    f" while loading; last log lines:\n{self.tail()}"
+                    f"tritonserver exited with code {code} while loading: "
+                    f"{self.load_errors() or self.tail()} (log: {self.log_path})"
                 )
             time.sleep(0.25)
         self.stop()
@@ -112,6 +113,14 @@ class TritonProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
+
+    def load_errors(self) -> str:
+        """Triton's own words on why a model did not load, without the banner around them."""
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "; ".join(line[-600:] for line in lines if "failed to load" in line)
 
     def tail(self, lines: int = 20) -> str:
         try:

@@ -48,7 +48,8 @@ def test_unservable_dtype_is_refused() -> None:
 
 def test_recipe_and_target_parsing() -> None:
     assert recipes.parse("fp32", "onnxruntime-cpu") == (
-        recipes.Recipe.FP32, recipes.Target.ONNXRUNTIME_CPU,
+        recipes.Recipe.FP32,
+        recipes.Target.ONNXRUNTIME_CPU,
     )
     with pytest.raises(InvalidInput, match="unknown recipe 'fp8'"):
         recipes.parse("fp8", "onnxruntime-cpu")

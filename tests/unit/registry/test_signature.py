@@ -55,7 +55,8 @@ def test_rejects_bytes_that_are_not_onnx(payload: bytes, message: str) -> None:
 def test_rejects_a_graph_that_fails_the_checker() -> None:
     node = helper.make_node("Add", ["x", "nowhere"], ["y"])  # reads an undefined tensor
     graph = helper.make_graph(
-        [node], "g",
+        [node],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
     )
@@ -75,8 +76,11 @@ def test_good_sample_counts_rows(minilm_signature: Signature) -> None:
     [
         ({"input_ids": np.ones((2, 4), np.int64)}, r"missing \['attention_mask'\]"),
         (
-            {"input_ids": np.ones((2, 4), np.int64), "attention_mask": np.ones((2, 4), np.int64),
-             "extra": np.ones(2)},
+            {
+                "input_ids": np.ones((2, 4), np.int64),
+                "attention_mask": np.ones((2, 4), np.int64),
+                "extra": np.ones(2),
+            },
             r"unexpected \['extra'\]",
         ),
         (
@@ -84,7 +88,10 @@ def test_good_sample_counts_rows(minilm_signature: Signature) -> None:
             "dtype int32, the model expects int64",
         ),
         (
-            {"input_ids": np.ones((2, 4, 1), np.int64), "attention_mask": np.ones((2, 4), np.int64)},
+            {
+                "input_ids": np.ones((2, 4, 1), np.int64),
+                "attention_mask": np.ones((2, 4), np.int64),
+            },
             "expects rank 2",
         ),
         (
@@ -106,7 +113,8 @@ def test_rejects_mismatched_samples(
 
 def test_fixed_dimensions_must_match() -> None:
     graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"])], "g",
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
     )
@@ -116,8 +124,8 @@ def test_fixed_dimensions_must_match() -> None:
 
 
 def test_sample_must_be_npz_and_never_unpickled() -> None:
-    with pytest.raises(InvalidInput, match="not a readable .npz"):
+    with pytest.raises(InvalidInput, match=r"not a readable \.npz"):
         load_sample(b"plain text")
     pickled = npz(input_ids=np.array([object()], dtype=object))
-    with pytest.raises(InvalidInput, match="not a readable .npz"):
+    with pytest.raises(InvalidInput, match=r"not a readable \.npz"):
         load_sample(pickled)["input_ids"]

@@ -1,0 +1,149 @@
+"""The whole local story as a user drives it: `shipway up`, then the CLI.
+
+Register MiniLM → build fp32 for onnxruntime-cpu → deploy → infer through the
+gateway with tritonclient → compare with ONNX Runtime run directly → Ctrl-C stops
+everything, Triton replicas included.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from shipway.examples import minilm
+from shipway.runtime.triton_distribution import TritonDistribution
+from shipway.settings import Settings
+from tests.integration.test_triton import infer
+from tests.support.processes import settings_env, shipway_cmd
+from tests.support.services import free_port, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def cli(settings: Settings, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        shipway_cmd(*args), env=settings_env(settings), capture_output=True, text=True, timeout=600
+    )
+    if ok:
+        assert result.returncode == 0, (
+            f"shipway {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def up_is_healthy(settings: Settings) -> bool:
+    try:
+        return httpx.get(f"{settings.resolved_api_url}/healthz", timeout=1).status_code == 200 and (
+            httpx.get(f"{settings.gateway_url}/v2/health/ready", timeout=1).status_code == 200
+        )
+    except httpx.HTTPError:
+        return False
+
+
+def test_register_build_deploy_infer(
+    tmp_path: Path, triton_dist: TritonDistribution, minilm_onnx: Path, minilm_sample: Path
+) -> None:
+    settings = Settings(
+        home=tmp_path / "home",
+        api_port=free_port(),
+        gateway_port=free_port(),
+        triton_home=triton_dist.home,
+    )
+    log = (tmp_path / "up.log").open("w")
+    up = subprocess.Popen(
+        shipway_cmd("up"), env=settings_env(settings), stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        wait_until(lambda: up_is_healthy(settings) or up.poll() is not None, 120, "shipway up")
+        assert up.poll() is None, (tmp_path / "up.log").read_text()
+
+        version = json.loads(
+            cli(
+                settings,
+                "models",
+                "register",
+                "minilm",
+                "--onnx",
+                str(minilm_onnx),
+                "--sample",
+                str(minilm_sample),
+                "--tag",
+                "team=search",
+                "--json",
+            ).stdout
+        )
+        assert version["version"] == 1 and version["tags"]["team"] == "search"
+
+        build = json.loads(
+            cli(
+                settings,
+                "builds",
+                "create",
+                "minilm",
+                "--version",
+                "1",
+                "--recipe",
+                "fp32",
+                "--target",
+                "onnxruntime-cpu",
+                "--wait",
+                "--json",
+            ).stdout
+        )
+        assert build["status"] == "succeeded" and build["progress"] == 1.0
+
+        deployment = json.loads(
+            cli(settings, "deploy", "minilm", "--build", build["id"], "--json").stdout
+        )
+        assert deployment["status"] == "ready"
+        assert deployment["infer_url"] == f"{settings.gateway_url}/v2/models/minilm/infer"
+
+        status = json.loads(cli(settings, "status", "--json").stdout)
+        assert status["api_url"] == settings.resolved_api_url
+        assert status["gateway_url"] == settings.gateway_url
+        assert status["builds"] == {"succeeded": 1}
+        replica_url = status["deployments"][0]["replicas"][0]["url"]
+
+        inputs = minilm.make_inputs(4, seq_len=24, seed=3)
+        served = infer(settings.gateway_url, "minilm", inputs, binary=True)
+        expected = ort.InferenceSession(str(minilm_onnx)).run([minilm.HIDDEN_STATE], inputs)[0]
+        diff = float(np.max(np.abs(served - expected)))
+        print(f"e2e: max |gateway - onnxruntime| = {diff:.3e} over {served.shape}")
+        assert served.shape == (4, 24, 384)
+        assert diff < 1e-4
+
+        # Bad input through the CLI: clear messages, non-zero exits.
+        unknown = cli(settings, "builds", "create", "nope", "--version", "1", ok=False)
+        assert unknown.returncode == 1 and "model 'nope' is not registered" in unknown.stderr
+        bad_onnx = tmp_path / "bad.onnx"
+        bad_onnx.write_bytes(b"not onnx")
+        broken = cli(
+            settings,
+            "models",
+            "register",
+            "minilm",
+            "--onnx",
+            str(bad_onnx),
+            "--sample",
+            str(minilm_sample),
+            ok=False,
+        )
+        assert broken.returncode == 1 and "422: not a valid ONNX model" in broken.stderr
+        denied = cli(settings, "--token", "wrong", "status", ok=False)
+        assert denied.returncode == 1 and "401: unknown token" in denied.stderr
+        models = json.loads(cli(settings, "models", "list", "--json").stdout)
+        assert [m["version"] for m in models] == [1]  # the failed registration left nothing
+    finally:
+        up.send_signal(signal.SIGINT)
+        code = up.wait(60)
+        log.close()
+    assert code == 0, (tmp_path / "up.log").read_text()[-3000:]
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{replica_url}/v2/health/live", timeout=2)  # the replica went with `up`
