@@ -10,7 +10,6 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
-import tritonclient.http as triton_http
 import uvicorn
 
 from shipway.examples import minilm

@@ -1,0 +1,37 @@
+# Shipway — the two commands of the README, and the steps behind them.
+#   make demo   set everything up on this machine and run the local end-to-end story
+#   make test   run the whole test suite (starts Redis and PostgreSQL itself if needed)
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: demo test setup triton lint up clean
+
+demo: setup triton
+	$(BIN)/shipway demo
+
+test: setup triton
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+triton:
+	PYTHON=$(PYTHON) bash scripts/install-triton.sh
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+up: setup triton
+	$(BIN)/shipway up
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
