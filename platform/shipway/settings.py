@@ -100,6 +100,18 @@ class Settings(BaseSettings):
     routes_refresh_seconds: float = Field(
         1.0, description="How often the gateway re-reads the routing table."
     )
+    health_check_seconds: float = Field(
+        1.0, description="Period of the gateway's active health checks of each replica."
+    )
+    ejection_failures: int = Field(
+        3, description="Consecutive 5xx answers or connection errors that eject a replica."
+    )
+    ejection_seconds: float = Field(
+        2.0, description="First ejection period; it doubles on each repeat, up to 30 s."
+    )
+    sample_rate: float = Field(
+        0.1, ge=0.0, le=1.0, description="Share of requests the gateway keeps for drift checks."
+    )
     reconcile_seconds: float = Field(
         1.0, description="How often the runtime manager compares desired and actual replicas."
     )

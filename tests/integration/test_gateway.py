@@ -1,125 +1,180 @@
-"""The gateway forwards KServe v2 requests to the replicas the store lists as ready."""
+"""The gateway in front of real tritonservers: forwarding, errors, routes from the
+store, shadows and samples."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
-import uvicorn
 
 from shipway.examples import minilm
-from shipway.gateway.app import create_gateway_app
+from shipway.gateway.routing import DeploymentRoute, ReplicaRoute, RoutingTable, VariantRoute
+from shipway.gateway.store_routes import load_table
+from shipway.runtime.triton_distribution import TritonDistribution
 from shipway.settings import Settings
 from shipway.store.db import Database, migrate
-from shipway.store.models import Build, Deployment, ModelVersion, Replica, ReplicaState
+from shipway.store.models import (
+    Build,
+    Deployment,
+    ModelVersion,
+    Replica,
+    ReplicaState,
+    Split,
+    Variant,
+)
 from tests.integration.conftest import RunningTriton
 from tests.integration.test_triton import infer
+from tests.support.gateway import flaky_replicas, infer_flaky, running_gateway
 from tests.support.services import free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
+def settings_for(tmp_path: Path, **overrides: object) -> Settings:
+    return Settings(
+        home=tmp_path, routes_refresh_seconds=0.2, health_check_seconds=0.3, **overrides
+    )
+
+
+def table_of(**deployments: tuple[VariantRoute, ...]) -> RoutingTable:
+    return RoutingTable({n: DeploymentRoute(n, v) for n, v in deployments.items()})
+
+
+def test_inference_through_the_gateway_matches_onnxruntime(
+    tmp_path: Path,
+    minilm_triton: RunningTriton,
+    minilm_onnx: Path,
+    minilm_inputs: dict[str, np.ndarray],
+) -> None:
+    replica = ReplicaRoute(minilm_triton.process.url, minilm_triton.model_name)
+    table = table_of(web=(VariantRoute("stable", 100, (replica,)),))
+    expected = ort.InferenceSession(str(minilm_onnx)).run([minilm.HIDDEN_STATE], minilm_inputs)[0]
+    with running_gateway(settings_for(tmp_path, sample_rate=1.0), lambda: table) as (url, _):
+        for binary in (True, False):
+            served = infer(url, "web", minilm_inputs, binary)
+            assert float(np.max(np.abs(served - expected))) < 1e-4
+
+        metadata = httpx.get(f"{url}/v2/models/web").json()
+        assert metadata["name"] == "web"
+        assert {i["name"] for i in metadata["inputs"]} == {"input_ids", "attention_mask"}
+        assert httpx.get(f"{url}/v2/models/web/ready").status_code == 200
+
+        metrics = httpx.get(f"{url}/metrics").text
+        line = (
+            'shipway_gateway_requests_total{code="200",deployment="web",'
+            f'replica="{replica.url}",variant="stable"}} 2.0'
+        )
+        assert line in metrics
+        assert (
+            'shipway_gateway_request_seconds_count{deployment="web",variant="stable"} 2.0'
+            in metrics
+        )
+
+        # Both requests were sampled (rate 1.0); the admin API returns their inputs.
+        assert httpx.get(f"{url}/admin/samples/web/stable").status_code == 401
+        auth = {"Authorization": f"Bearer {Settings().token}"}
+        samples = httpx.get(f"{url}/admin/samples/web/stable?limit=5", headers=auth).json()
+        assert len(samples["samples"]) == 2
+        assert samples["samples"][0]["inputs"]["input_ids"] == minilm_inputs["input_ids"].tolist()
+
+
+def test_errors_are_kserve_shaped(tmp_path: Path, minilm_triton: RunningTriton) -> None:
+    replica = ReplicaRoute(minilm_triton.process.url, minilm_triton.model_name)
+    gone = ReplicaRoute(f"http://127.0.0.1:{free_port()}", "m")
+    table = table_of(
+        web=(VariantRoute("stable", 100, (replica,)),),
+        cold=(VariantRoute("stable", 100, ()),),
+        gone=(VariantRoute("stable", 100, (gone,)),),
+    )
+    with running_gateway(settings_for(tmp_path), lambda: table) as (url, _):
+        response = httpx.post(f"{url}/v2/models/nope/infer", json={"inputs": []})
+        assert response.status_code == 404
+        assert response.json() == {"error": "deployment 'nope' does not exist"}
+        cold = httpx.post(f"{url}/v2/models/cold/infer", json={"inputs": []})
+        assert cold.status_code == 503 and "no ready replica" in cold.json()["error"]
+        # Triton's own 400 for a malformed request comes back as it was, not retried.
+        bad = httpx.post(f"{url}/v2/models/web/infer", json={"inputs": []})
+        assert bad.status_code == 400 and "error" in bad.json()
+        # A replica that is gone: a 502 after the retry found no other, not a hang or trace.
+        down = httpx.post(f"{url}/v2/models/gone/infer", json={"inputs": []})
+        assert down.status_code == 502 and "no replica could be reached" in down.json()["error"]
+        assert httpx.get(f"{url}/v2/nothing/here").status_code == 404
+
+
+def test_routes_come_from_the_store(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'state.db'}"
     migrate(url)
-    database = Database(url)
-    yield database
-    database.dispose()
-
-
-def add_deployment(db: Database, name: str, url: str, model: str, state: str) -> None:
+    db = Database(url)
     with db.session() as session:
         mv = ModelVersion(
-            name=name, version=1, mlflow_run_id="r", onnx_sha256="0" * 64, signature={}, tags={}
+            name="m", version=1, mlflow_run_id="r", onnx_sha256="0", signature={}, tags={}
         )
         session.add(mv)
         session.flush()
         build = Build(model_version_id=mv.id, recipe="fp32", target="onnxruntime-cpu")
         session.add(build)
         session.flush()
-        deployment = Deployment(name=name, build_id=build.id, status="ready")
-        session.add(deployment)
-        session.flush()
-        session.add(
+        d = Deployment(name="web", build_id=build.id, split=Split.STICKY, sticky_header="x-user")
+        d.variants = [
+            Variant(name="stable", build_id=build.id, weight=80),
+            Variant(name="canary", build_id=build.id, weight=20),
+        ]
+        d.replicas = [
             Replica(
-                deployment_id=deployment.id,
+                variant="stable",
                 build_id=build.id,
-                url=url,
-                triton_model_name=model,
-                state=state,
+                url="http://s1",
+                triton_model_name="t",
+                state=ReplicaState.READY,
+            ),
+            Replica(
+                variant="stable",
+                build_id=build.id,
+                url="http://s2",
+                triton_model_name="t",
+                state=ReplicaState.DRAINING,
+            ),
+            Replica(
+                variant="canary",
+                build_id=build.id,
+                url="http://c1",
+                triton_model_name="t",
+                state=ReplicaState.STARTING,
+            ),
+        ]
+        session.add(d)
+    route = load_table(db).get("web")
+    db.dispose()
+    assert route is not None and route.sticky and route.sticky_header == "x-user"
+    variants = {v.name: v for v in route.variants}
+    assert variants["stable"].weight == 80
+    assert [r.url for r in variants["stable"].replicas] == ["http://s1"]  # draining: out
+    assert variants["canary"].replicas == ()  # starting: not yet
+
+
+def test_shadow_traffic_is_compared_and_never_answers(
+    tmp_path: Path, triton_dist: TritonDistribution
+) -> None:
+    with flaky_replicas(triton_dist, tmp_path, 2) as replicas:
+        (live, _), (shadow, shadow_flag) = replicas
+        table = table_of(
+            flaky=(
+                VariantRoute("stable", 100, (ReplicaRoute(live.url, "flaky"),)),
+                VariantRoute("shadow", 0, (ReplicaRoute(shadow.url, "flaky"),), shadow_share=1.0),
             )
         )
+        with running_gateway(settings_for(tmp_path), lambda: table) as (url, _):
+            assert all(infer_flaky(url) == 200 for _ in range(5))
+            shadow_flag.touch()  # the shadow now fails: users must not notice
+            assert all(infer_flaky(url) == 200 for _ in range(5))
 
+            def outcome(kind: str) -> float:
+                for line in httpx.get(f"{url}/metrics").text.splitlines():
+                    if line.startswith("shipway_gateway_shadow_total") and f'"{kind}"' in line:
+                        return float(line.rsplit(" ", 1)[1])
+                return 0.0
 
-@pytest.fixture
-def gateway(db: Database, tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    settings = Settings(home=tmp_path, gateway_port=port, routes_refresh_seconds=0.2)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_gateway_app(settings, db), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: server.started, 20, "gateway")
-    yield url
-    server.should_exit = True
-    thread.join(10)
-
-
-def test_inference_through_the_gateway_matches_onnxruntime(
-    db: Database,
-    gateway: str,
-    minilm_triton: RunningTriton,
-    minilm_onnx: Path,
-    minilm_inputs: dict[str, np.ndarray],
-) -> None:
-    add_deployment(
-        db, "web", minilm_triton.process.url, minilm_triton.model_name, ReplicaState.READY
-    )
-    expected = ort.InferenceSession(str(minilm_onnx)).run([minilm.HIDDEN_STATE], minilm_inputs)[0]
-    for binary in (True, False):
-        served = infer(gateway, "web", minilm_inputs, binary)
-        assert float(np.max(np.abs(served - expected))) < 1e-4
-
-    metadata = httpx.get(f"{gateway}/v2/models/web").json()
-    assert {i["name"] for i in metadata["inputs"]} == {"input_ids", "attention_mask"}
-    assert httpx.get(f"{gateway}/v2/models/web/ready").status_code == 200
-
-    metrics = httpx.get(f"{gateway}/metrics").text
-    assert (
-        'shipway_gateway_requests_total{code="200",deployment="web",variant="stable"} 2.0'
-        in metrics
-    )
-
-
-def test_errors_are_kserve_shaped(db: Database, gateway: str, minilm_triton: RunningTriton) -> None:
-    response = httpx.post(f"{gateway}/v2/models/nope/infer", json={"inputs": []})
-    assert response.status_code == 404
-    assert response.json() == {"error": "deployment 'nope' has no ready replica"}
-
-    # A replica that is listed but not ready receives nothing.
-    add_deployment(
-        db, "cold", minilm_triton.process.url, minilm_triton.model_name, ReplicaState.STARTING
-    )
-    assert httpx.post(f"{gateway}/v2/models/cold/infer", json={"inputs": []}).status_code == 404
-
-    # Triton's own 400 for a malformed request comes back as it was.
-    add_deployment(
-        db, "web", minilm_triton.process.url, minilm_triton.model_name, ReplicaState.READY
-    )
-    bad = httpx.post(f"{gateway}/v2/models/web/infer", json={"inputs": []})
-    assert bad.status_code == 400 and "error" in bad.json()
-
-    # A replica that is gone is a 502 with its address, not a hang or a trace.
-    add_deployment(db, "gone", f"http://127.0.0.1:{free_port()}", "m", ReplicaState.READY)
-    gone = httpx.post(f"{gateway}/v2/models/gone/infer", json={"inputs": []})
-    assert gone.status_code == 502 and "unreachable" in gone.json()["error"]
+            wait_until(lambda: outcome("agree") == 5 and outcome("error") == 5, 10, "shadows")

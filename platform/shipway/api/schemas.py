@@ -58,6 +58,39 @@ class BuildOut(BaseModel):
 
 class DeploymentIn(BaseModel):
     build_id: str
+    replicas: int = Field(
+        1, description="Replicas of the stable variant (the minimum when autoscaling)"
+    )
+    max_replicas: int | None = Field(None, description="Upper bound when autoscaling")
+    target_inflight: float | None = Field(
+        None, description="Autoscale to this mean number of requests in flight per replica"
+    )
+
+
+class VariantIn(BaseModel):
+    build_id: str
+    weight: int = Field(0, description="Percent of live traffic; taken from stable")
+    shadow_share: float = Field(0.0, description="Share of requests mirrored to it (0..1)")
+    replicas: int = 1
+    max_replicas: int | None = None
+
+
+class RoutingIn(BaseModel):
+    weights: dict[str, int] | None = Field(None, description="Percent per variant; sums to 100")
+    split: str | None = Field(None, description="weighted | sticky")
+    sticky_header: str | None = Field(None, description="Request header holding the sticky key")
+
+
+class VariantOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    build_id: str
+    weight: int
+    shadow_share: float
+    min_replicas: int
+    max_replicas: int
+    desired_replicas: int
 
 
 class ReplicaOut(BaseModel):
@@ -76,6 +109,10 @@ class DeploymentOut(BaseModel):
     build_id: str
     status: str
     message: str | None
+    split: str
+    sticky_header: str
+    autoscale: dict[str, Any]
+    variants: list[VariantOut]
     replicas: list[ReplicaOut]
     infer_url: str
     updated_at: datetime

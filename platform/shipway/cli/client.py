@@ -102,8 +102,30 @@ class ApiClient:
                 raise ApiError(f"build {build_id} still {build['status']} after {timeout:.0f}s")
             time.sleep(0.5)
 
-    def deploy(self, name: str, build_id: str) -> dict[str, Any]:
-        return self._call("PUT", f"/deployments/{name}", json={"build_id": build_id})
+    def deploy(
+        self,
+        name: str,
+        build_id: str,
+        replicas: int = 1,
+        max_replicas: int | None = None,
+        target_inflight: float | None = None,
+    ) -> dict[str, Any]:
+        body = {
+            "build_id": build_id,
+            "replicas": replicas,
+            "max_replicas": max_replicas,
+            "target_inflight": target_inflight,
+        }
+        return self._call("PUT", f"/deployments/{name}", json=body)
+
+    def set_variant(self, name: str, variant: str, **body: Any) -> dict[str, Any]:
+        return self._call("PUT", f"/deployments/{name}/variants/{variant}", json=body)
+
+    def remove_variant(self, name: str, variant: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/deployments/{name}/variants/{variant}")
+
+    def set_routing(self, name: str, **body: Any) -> dict[str, Any]:
+        return self._call("PUT", f"/deployments/{name}/routing", json=body)
 
     def deployment(self, name: str) -> dict[str, Any]:
         return self._call("GET", f"/deployments/{name}")
@@ -112,7 +134,19 @@ class ApiClient:
         deadline = time.monotonic() + timeout
         while True:
             deployment = self.deployment(name)
-            if deployment["build_id"] == build_id and deployment["status"] == "ready":
+            if (
+                deployment["build_id"] == build_id
+                and deployment["status"] == "ready"
+                and all(
+                    v["desired_replicas"]
+                    <= sum(
+                        r["state"] == "ready" and r["build_id"] == v["build_id"]
+                        for r in deployment["replicas"]
+                        if r["variant"] == v["name"]
+                    )
+                    for v in deployment["variants"]
+                )
+            ):
                 return deployment
             if deployment["build_id"] == build_id and deployment["status"] == "failed":
                 raise ApiError(f"deployment {name} failed: {deployment['message']}")

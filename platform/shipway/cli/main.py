@@ -24,8 +24,12 @@ models_app = typer.Typer(help="Register and list model versions.", no_args_is_he
 builds_app = typer.Typer(
     help="Build inference engines and follow their progress.", no_args_is_help=True
 )
+variants_app = typer.Typer(
+    help="Canaries, experiment arms and shadows of a deployment.", no_args_is_help=True
+)
 app.add_typer(models_app, name="models")
 app.add_typer(builds_app, name="builds")
+app.add_typer(variants_app, name="variants")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -196,15 +200,20 @@ def builds_list(json_out: JsonOpt = False) -> None:
 def deploy(
     name: Annotated[str, typer.Argument(help="Deployment name (the gateway's model name)")],
     build: Annotated[str, typer.Option(help="Build id to serve")],
+    replicas: Annotated[int, typer.Option(help="Replicas (the minimum when autoscaling)")] = 1,
+    max_replicas: Annotated[int | None, typer.Option(help="Autoscale up to this many")] = None,
+    target_inflight: Annotated[
+        float | None, typer.Option(help="Autoscale to this many requests in flight per replica")
+    ] = None,
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="Wait until replicas are ready")
     ] = True,
     json_out: JsonOpt = False,
 ) -> None:
-    """Serve a succeeded build under a deployment name, through the gateway."""
+    """Serve a succeeded build as the stable variant of a deployment, through the gateway."""
 
     def go(client: ApiClient) -> dict[str, Any]:
-        client.deploy(name, build)
+        client.deploy(name, build, replicas, max_replicas, target_inflight)
         return client.wait_deployment(name, build) if wait else client.deployment(name)
 
     deployment = _run(go)
@@ -214,6 +223,84 @@ def deploy(
         console.print(
             f"deployment [bold]{name}[/bold]: {deployment['status']} → {deployment['infer_url']}"
         )
+
+
+def _show_deployment(deployment: dict[str, Any], json_out: bool) -> None:
+    if json_out:
+        emit_json(deployment)
+        return
+    rows = [
+        [
+            v["name"],
+            v["build_id"],
+            v["weight"],
+            v["shadow_share"],
+            f"{v['desired_replicas']} ({v['min_replicas']}..{v['max_replicas']})",
+            sum(r["state"] == "ready" for r in deployment["replicas"] if r["variant"] == v["name"]),
+        ]
+        for v in deployment["variants"]
+    ]
+    table(
+        f"{deployment['name']} ({deployment['split']})",
+        ["variant", "build", "weight %", "shadow", "replicas", "ready"],
+        rows,
+    )
+
+
+@variants_app.command("set")
+def variants_set(
+    name: Annotated[str, typer.Argument(help="Deployment")],
+    variant: Annotated[str, typer.Argument(help="Variant name, e.g. canary")],
+    build: Annotated[str, typer.Option(help="Build id the variant serves")],
+    weight: Annotated[int, typer.Option(help="Percent of live traffic, taken from stable")] = 0,
+    shadow: Annotated[float, typer.Option(help="Share of requests mirrored to it, 0..1")] = 0.0,
+    replicas: Annotated[int, typer.Option(help="Replicas of this variant")] = 1,
+    json_out: JsonOpt = False,
+) -> None:
+    """Add or change a variant: a canary (weight), an experiment arm, or a shadow."""
+    deployment = _run(
+        ApiClient.set_variant,
+        name,
+        variant,
+        build_id=build,
+        weight=weight,
+        shadow_share=shadow,
+        replicas=replicas,
+    )
+    _show_deployment(deployment, json_out)
+
+
+@variants_app.command("remove")
+def variants_remove(
+    name: Annotated[str, typer.Argument(help="Deployment")],
+    variant: Annotated[str, typer.Argument(help="Variant to remove")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Remove a variant; its weight returns to stable."""
+    _show_deployment(_run(ApiClient.remove_variant, name, variant), json_out)
+
+
+@app.command("route")
+def route(
+    name: Annotated[str, typer.Argument(help="Deployment")],
+    weight: Annotated[
+        list[str], typer.Option(help="VARIANT=PERCENT; repeatable; sums to 100")
+    ] = [],  # noqa: B006
+    split: Annotated[str | None, typer.Option(help="weighted | sticky")] = None,
+    header: Annotated[str | None, typer.Option(help="Header with the sticky key")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Set the traffic split between variants, all weights at once."""
+    weights: dict[str, int] | None = None
+    if weight:
+        weights = {}
+        for item in weight:
+            variant, sep, value = item.partition("=")
+            if not sep or not value.strip().isdigit():
+                fail(f"--weight takes VARIANT=PERCENT, got {item!r}", 2)
+            weights[variant] = int(value)
+    body = {"weights": weights, "split": split, "sticky_header": header}
+    _show_deployment(_run(ApiClient.set_routing, name, **body), json_out)
 
 
 @app.command("status")

@@ -34,7 +34,16 @@ def serve_gateway(settings: Settings, migrate: bool) -> None:
     _logging()
     container = Container(settings, run_migrations=migrate)
     app = create_gateway_app(settings, container.db)
-    uvicorn.run(app, host=settings.gateway_host, port=settings.gateway_port, log_level="warning")
+    uvicorn.run(
+        app,
+        host=settings.gateway_host,
+        port=settings.gateway_port,
+        log_level="warning",
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        lifespan="on",
+    )
 
 
 def serve_worker(settings: Settings, migrate: bool) -> None:
@@ -58,6 +67,7 @@ def serve_worker(settings: Settings, migrate: bool) -> None:
 
 
 def serve_runtime(settings: Settings, migrate: bool) -> None:
+    from shipway.runtime.load import LoadMeter, read_inflight_seconds
     from shipway.runtime.local import LocalRuntime
     from shipway.runtime.manager import RuntimeManager
     from shipway.runtime.triton_distribution import TritonDistribution
@@ -67,12 +77,21 @@ def serve_runtime(settings: Settings, migrate: bool) -> None:
     dist = TritonDistribution(settings.triton_home)
     dist.check()
     runtime = LocalRuntime(
-        container.registry, dist, settings.runtime_dir, settings.triton_start_timeout
+        container.registry,
+        dist,
+        settings.runtime_dir,
+        settings.triton_start_timeout,
+        drain_seconds=2 * settings.routes_refresh_seconds + 1.0,
     )
+    meter = LoadMeter()
+    gateway = settings.gateway_url
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    RuntimeManager(container.db, runtime).run(stop, settings.reconcile_seconds)
+    manager = RuntimeManager(
+        container.db, runtime, load=lambda now: meter.update(now, read_inflight_seconds(gateway))
+    )
+    manager.run(stop, settings.reconcile_seconds)
 
 
 SERVERS = {

@@ -87,8 +87,7 @@ class Supervisor:
             if proc.poll() is not None:
                 raise SupervisorError(
                     f"{role} exited with code {proc.returncode}; "
-                    f"see {self.log_dir / (role + '.log')}:\n"
-                    + self.tail(role)
+                    f"see {self.log_dir / (role + '.log')}:\n" + self.tail(role)
                 )
 
     def tail(self, role: str, lines: int = 15) -> str:

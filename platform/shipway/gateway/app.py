@@ -1,146 +1,445 @@
-"""Gateway ASGI app: forwards KServe v2 requests to a ready replica of the deployment.
+"""The gateway: a plain ASGI app forwarding KServe v2 requests to Triton replicas.
 
-The request body is passed through untouched, so Triton's binary tensor extension
-(``Inference-Header-Content-Length``) works as it does against Triton itself.
+It is on every request's path, so it is written against ASGI directly (no framework
+routing or validation) with one pooled aiohttp client. Bodies pass through
+untouched, so Triton's binary tensor extension works as it does against Triton.
+
+Per request: pick the variant (weights, or a sticky hash of the request key), pick a
+replica in it (power of two choices on outstanding requests, skipping ejected and
+unhealthy replicas), forward, retry once on another replica after a connection
+failure (never after an answer, whatever its code). After the answer is sent: keep a
+sample for drift checks, and mirror to shadow variants.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+import aiohttp
 import anyio
-import httpx
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import select
 
+from shipway.gateway.balancer import Balancer, EjectionPolicy
+from shipway.gateway.kserve_codec import agree, decode
 from shipway.gateway.metrics import GatewayMetrics
-from shipway.gateway.routing import Endpoint, RoutingTable
+from shipway.gateway.routing import DeploymentRoute, ReplicaRoute, RoutingTable, VariantRoute
+from shipway.gateway.samples import Sample, SampleBuffer
 from shipway.settings import Settings
-from shipway.store.db import Database
-from shipway.store.models import Deployment, Replica, ReplicaState
 
 log = logging.getLogger(__name__)
 
-# Request bodies pass through as sent (a compressed one stays compressed); responses
-# are asked for uncompressed, so their bytes pass through as Triton wrote them.
-REQUEST_HEADERS = ("content-type", "inference-header-content-length", "content-encoding")
-RESPONSE_HEADERS = ("content-type", "inference-header-content-length")
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+HEADER_LENGTH = "inference-header-content-length"
+FORWARDED = (b"content-type", HEADER_LENGTH.encode(), b"content-encoding")
+KEY_COOKIE = "shipway-key"
+MAX_SHADOWS_IN_FLIGHT = 32
 
 
-def load_table(db: Database) -> RoutingTable:
-    with db.session() as session:
-        rows = session.execute(
-            select(Deployment.name, Replica)
-            .join(Replica, Replica.deployment_id == Deployment.id)
-            .where(Replica.state == ReplicaState.READY)
-        ).all()
-        return RoutingTable.build(
-            (name, Endpoint(r.url, r.triton_model_name, r.variant)) for name, r in rows
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings,
+        load_table: Callable[[], RoutingTable],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.load_table = load_table
+        self.rng = rng or random.Random()
+        self.table = RoutingTable()
+        self.balancer = Balancer(
+            EjectionPolicy(settings.ejection_failures, settings.ejection_seconds), self.rng
         )
+        self.samples = SampleBuffer(rate=settings.sample_rate, rng=self.rng)
+        self.metrics = GatewayMetrics()
+        self.session: aiohttp.ClientSession | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._shadows_in_flight = 0
 
+    # ---- ASGI entry -------------------------------------------------------------
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)  # KServe v2 error shape
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        if path.startswith("/v2/models/"):
+            name, _, suffix = path[len("/v2/models/") :].partition("/")
+            if suffix == "infer" and method == "POST":
+                await self._infer(scope, receive, send, name)
+                return
+            if suffix in ("", "ready") and method == "GET":
+                await self._metadata(send, name, suffix)
+                return
+        elif path in ("/v2/health/ready", "/v2/health/live", "/v2"):
+            await _respond(send, 200, b"")
+            return
+        elif path == "/metrics":
+            await _respond(send, 200, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST)
+            return
+        elif path.startswith("/admin/"):
+            await self._admin(scope, send, path)
+            return
+        await _error(send, 404, f"no route for {method} {path}")
 
+    # ---- inference --------------------------------------------------------------
 
-def create_gateway_app(settings: Settings, db: Database) -> FastAPI:
-    metrics = GatewayMetrics()
-    state: dict[str, RoutingTable] = {"table": RoutingTable()}
+    async def _route(self, name: str) -> DeploymentRoute | None:
+        route = self.table.get(name)
+        if route is None or not route.serving():
+            await self.refresh()  # it may have just become ready: look once before refusing
+            route = self.table.get(name)
+        return route
 
-    async def refresh() -> None:
-        table = await anyio.to_thread.run_sync(load_table, db)
-        if table != state["table"]:
-            log.info("routes now %s", {k: [e.url for e in v] for k, v in table.routes.items()})
-            state["table"] = table  # one assignment: requests see the old or the new table
+    async def _infer(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
+        body = await _read_body(receive)
+        forward, custom, header_length = self._request_headers(scope)
+        route = await self._route(name)
+        if route is None:
+            self.metrics.no_route.labels(name).inc()
+            await _error(send, 404, f"deployment {name!r} does not exist")
+            return
+        key = None
+        if route.sticky:
+            key = custom.get(route.sticky_header.lower()) or _cookie(scope, KEY_COOKIE)
+        variant = route.choose(key, self.rng.random())
+        if variant is None:
+            self.metrics.no_route.labels(name).inc()
+            await _error(send, 503, f"deployment {name!r} has no ready replica")
+            return
+        status, payload, reply_headers = await self._forward(name, variant, body, forward)
+        await send({"type": "http.response.start", "status": status, "headers": reply_headers})
+        await send({"type": "http.response.body", "body": payload})
 
-    async def refresh_forever() -> None:
-        while True:
-            with contextlib.suppress(Exception):
-                await refresh()
-            await asyncio.sleep(settings.routes_refresh_seconds)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
-        app.state.client = httpx.AsyncClient(
-            timeout=settings.gateway_timeout, limits=limits, trust_env=False
-        )
-        task = asyncio.create_task(refresh_forever())
-        try:
-            yield
-        finally:
-            task.cancel()
-            await app.state.client.aclose()
-
-    app = FastAPI(title="Shipway gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
-
-    async def endpoint_for(deployment: str) -> Endpoint | None:
-        chosen = state["table"].pick(deployment)
-        if chosen is None:  # maybe it just became ready: look once more before refusing
-            await refresh()
-            chosen = state["table"].pick(deployment)
-        return chosen
-
-    async def forward(request: Request, deployment: str, suffix: str) -> Response:
-        """Send the request to one ready replica; only inference is counted in metrics."""
-        endpoint = await endpoint_for(deployment)
-        if endpoint is None:
-            return _error(404, f"deployment {deployment!r} has no ready replica")
-        counted = suffix == "/infer"
-        labels = (deployment, endpoint.variant)
-        url = f"{endpoint.url}/v2/models/{endpoint.triton_model_name}{suffix}"
-        headers = {k: v for k, v in request.headers.items() if k.lower() in REQUEST_HEADERS}
-        headers["accept-encoding"] = "identity"
-        started = time.perf_counter()
-        if counted:
-            metrics.in_flight.labels(*labels).inc()
-        code = "502"
-        try:
-            upstream = await request.app.state.client.request(
-                request.method, url, content=await request.body(), headers=headers
+        if status == 200 and self.samples.wants():
+            self.samples.add(
+                name,
+                variant.name,
+                Sample(time.time(), body, header_length, payload, _header_length(reply_headers)),
             )
-            code = str(upstream.status_code)
-        except httpx.TimeoutException:
-            code = "504"
-            return _error(504, f"replica {endpoint.url} timed out")
-        except httpx.TransportError as exc:
-            return _error(502, f"replica {endpoint.url} unreachable: {exc.__class__.__name__}")
+        for shadow in route.shadows():
+            if (
+                shadow.name != variant.name
+                and status == 200
+                and self._shadows_in_flight < MAX_SHADOWS_IN_FLIGHT
+                and self.rng.random() < shadow.shadow_share
+            ):
+                self._spawn(self._shadow(name, shadow, body, forward, payload, reply_headers))
+
+    async def _forward(
+        self, name: str, variant: VariantRoute, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """Send to one replica; after a connection failure, once more to another."""
+        assert self.session is not None
+        replicas = {r.url: r for r in variant.replicas}
+        urls = list(replicas)
+        started = time.perf_counter()
+        failed_url: str | None = None
+        try:
+            for attempt in (0, 1):
+                url = self.balancer.pick(urls, time.monotonic(), exclude=failed_url)
+                if url is None:
+                    break
+                if attempt:
+                    self.metrics.retries.labels(name, variant.name).inc()
+                result = await self._attempt(name, variant.name, replicas[url], body, headers)
+                if result is not None:
+                    return result
+                failed_url = url
+            return 502, _error_body("no replica could be reached"), _JSON_HEADERS
         finally:
-            if counted:
-                metrics.in_flight.labels(*labels).dec()
-                metrics.latency.labels(*labels).observe(time.perf_counter() - started)
-                metrics.requests.labels(*labels, code).inc()
-        out_headers = {k: v for k, v in upstream.headers.items() if k.lower() in RESPONSE_HEADERS}
-        return Response(upstream.content, upstream.status_code, headers=out_headers)
+            self.metrics.latency.labels(name, variant.name).observe(time.perf_counter() - started)
 
-    @app.post("/v2/models/{deployment}/infer")
-    async def infer(request: Request, deployment: str) -> Response:
-        return await forward(request, deployment, "/infer")
+    async def _attempt(
+        self, name: str, variant: str, replica: ReplicaRoute, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]] | None:
+        """One upstream try; ``None`` means a connection failure worth a retry elsewhere."""
+        assert self.session is not None
+        labels = (name, variant, replica.url)
+        in_flight = self.metrics.in_flight.labels(*labels)
+        in_flight.inc()
+        self.balancer.started(replica.url)
+        failed = True
+        try:
+            async with self.session.post(
+                f"{replica.url}/v2/models/{replica.triton_model_name}/infer",
+                data=body,
+                headers=headers,
+            ) as upstream:
+                payload = await upstream.read()
+                status = upstream.status
+                reply = [
+                    (k.lower().encode(), v.encode())
+                    for k, v in upstream.headers.items()
+                    if k.lower() in ("content-type", HEADER_LENGTH)
+                ]
+            failed = status >= 500
+            if failed:
+                self.metrics.errors.labels(*labels, "5xx").inc()
+            self.metrics.requests.labels(*labels, str(status)).inc()
+            return status, payload, reply
+        except TimeoutError:
+            self.metrics.errors.labels(*labels, "timeout").inc()
+            self.metrics.requests.labels(*labels, "504").inc()
+            return 504, _error_body(f"replica {replica.url} timed out"), _JSON_HEADERS
+        except aiohttp.ClientError as exc:
+            self.metrics.errors.labels(*labels, "connect").inc()
+            log.warning("replica %s failed: %s", replica.url, exc.__class__.__name__)
+            return None
+        finally:
+            in_flight.dec()
+            self.balancer.finished(replica.url, failed, time.monotonic())
 
-    @app.get("/v2/models/{deployment}")
-    async def model_metadata(request: Request, deployment: str) -> Response:
-        return await forward(request, deployment, "")
+    async def _shadow(
+        self,
+        name: str,
+        shadow: VariantRoute,
+        body: bytes,
+        headers: dict[str, str],
+        primary: bytes,
+        primary_headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        """Mirror a request to a shadow variant; record whether it agrees with the answer."""
+        self._shadows_in_flight += 1
+        try:
+            status, payload, reply = await self._forward(name, shadow, body, headers)
+            if status != 200:
+                outcome = "error"
+            else:
+                ours = decode(payload, _header_length(reply), "outputs")
+                theirs = decode(primary, _header_length(primary_headers), "outputs")
+                outcome = "agree" if agree(ours, theirs) else "disagree"
+        except Exception:
+            outcome = "error"
+        finally:
+            self._shadows_in_flight -= 1
+        self.metrics.shadow.labels(name, shadow.name, outcome).inc()
 
-    @app.get("/v2/models/{deployment}/ready")
-    async def model_ready(request: Request, deployment: str) -> Response:
-        return await forward(request, deployment, "/ready")
+    async def _metadata(self, send: Send, name: str, suffix: str) -> None:
+        assert self.session is not None
+        route = await self._route(name)
+        variant = route.choose(None, 0.0) if route else None
+        if variant is None:
+            await _error(send, 404, f"deployment {name!r} has no ready replica")
+            return
+        url = self.balancer.pick([r.url for r in variant.replicas], time.monotonic())
+        replica = next(r for r in variant.replicas if r.url == url)
+        target = f"{replica.url}/v2/models/{replica.triton_model_name}"
+        try:
+            async with self.session.get(f"{target}/{suffix}" if suffix else target) as upstream:
+                payload, status = await upstream.read(), upstream.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            await _error(send, 502, f"replica {replica.url} unreachable: {exc.__class__.__name__}")
+            return
+        if status == 200 and not suffix:  # present the model under its deployment name
+            data = json.loads(payload)
+            data["name"] = name
+            payload = json.dumps(data).encode()
+        await _respond(send, status, payload, "application/json")
 
-    @app.get("/v2/health/ready")
-    async def ready() -> Response:
-        return Response(status_code=200)
+    @staticmethod
+    def _request_headers(scope: Scope) -> tuple[dict[str, str], dict[str, str], int | None]:
+        """Headers to forward, the ``x-`` headers (one may be the sticky key), and the
+        length of the JSON part of a binary-tensor body."""
+        forward: dict[str, str] = {}
+        custom: dict[str, str] = {}
+        header_length: int | None = None
+        for raw_name, raw_value in scope["headers"]:
+            if raw_name in FORWARDED:
+                forward[raw_name.decode()] = raw_value.decode("latin-1")
+                if raw_name == b"inference-header-content-length":
+                    header_length = int(raw_value)
+            elif raw_name.startswith(b"x-"):
+                custom[raw_name.decode()] = raw_value.decode("latin-1")
+        return forward, custom, header_length
 
-    @app.get("/v2/health/live")
-    async def live() -> Response:
-        return Response(status_code=200)
+    # ---- routes and health ------------------------------------------------------
 
-    @app.get("/metrics")
-    async def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    async def refresh(self) -> None:
+        table = await anyio.to_thread.run_sync(self.load_table)
+        if table != self.table:
+            log.info(
+                "routes: %s",
+                {
+                    n: {v.name: (v.weight, len(v.replicas)) for v in d.variants}
+                    for n, d in table.deployments.items()
+                },
+            )
+            self.table = table  # one assignment: requests see the old table or the new
+            self.balancer.forget_except(table.replica_urls())
 
-    return app
+    async def check_health(self) -> None:
+        """Active checks: each replica's model must answer ready, quickly."""
+        assert self.session is not None
+        timeout = aiohttp.ClientTimeout(total=max(0.2, self.settings.health_check_seconds / 2))
+        checks = {
+            r.url: f"{r.url}/v2/models/{r.triton_model_name}/ready"
+            for d in self.table.deployments.values()
+            for v in d.variants
+            for r in v.replicas
+        }
+
+        async def probe(url: str) -> bool:
+            try:
+                async with self.session.get(url, timeout=timeout) as response:  # type: ignore[union-attr]
+                    return response.status == 200
+            except (aiohttp.ClientError, TimeoutError):
+                return False
+
+        results = await asyncio.gather(*(probe(u) for u in checks.values()))
+        now = time.monotonic()
+        for (replica_url, _), healthy in zip(checks.items(), results, strict=True):
+            self.balancer.checked(replica_url, healthy)
+        for d in self.table.deployments.values():
+            for v in d.variants:
+                for r in v.replicas:
+                    available = self.balancer.health(r.url).available(now)
+                    self.metrics.available.labels(d.name, v.name, r.url).set(int(available))
+
+    async def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            try:
+                await job()
+            except Exception:  # keep going; the next round retries
+                log.exception("background job %s failed", job.__name__)
+            await asyncio.sleep(seconds)
+
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.session = aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60),
+                    timeout=aiohttp.ClientTimeout(total=self.settings.gateway_timeout),
+                    auto_decompress=False,
+                    skip_auto_headers=("User-Agent", "Accept-Encoding"),
+                )
+                with contextlib.suppress(Exception):
+                    await self.refresh()
+                self._spawn(self._every(self.settings.routes_refresh_seconds, self.refresh))
+                self._spawn(self._every(self.settings.health_check_seconds, self.check_health))
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                for task in list(self._background):
+                    task.cancel()
+                if self.session:
+                    await self.session.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # ---- admin ------------------------------------------------------------------
+
+    async def _admin(self, scope: Scope, send: Send, path: str) -> None:
+        token = dict(scope["headers"]).get(b"authorization", b"").decode().removeprefix("Bearer ")
+        if token not in self.settings.api_tokens:
+            await _error(send, 401, "admin endpoints need a bearer token")
+            return
+        if path == "/admin/routes":
+            data = {
+                name: {
+                    "sticky": d.sticky,
+                    "variants": {
+                        v.name: {
+                            "weight": v.weight,
+                            "shadow_share": v.shadow_share,
+                            "replicas": [r.url for r in v.replicas],
+                        }
+                        for v in d.variants
+                    },
+                }
+                for name, d in self.table.deployments.items()
+            }
+        elif path.startswith("/admin/samples/"):
+            deployment, _, variant = path[len("/admin/samples/") :].partition("/")
+            query = dict(
+                part.split("=", 1)
+                for part in scope["query_string"].decode().split("&")
+                if "=" in part
+            )
+            limit = int(query.get("limit", "100"))
+            data = {
+                "deployment": deployment,
+                "variant": variant,
+                "samples": [
+                    {"at": s.at, "inputs": {k: v.tolist() for k, v in s.inputs().items()}}
+                    for s in self.samples.requests(deployment, variant, limit)
+                ],
+            }
+        else:
+            await _error(send, 404, f"no admin route {path}")
+            return
+        await _respond(send, 200, json.dumps(data).encode(), "application/json")
+
+
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+def _error_body(message: str) -> bytes:
+    return json.dumps({"error": message}).encode()  # the KServe v2 error shape
+
+
+async def _error(send: Send, status: int, message: str) -> None:
+    await _respond(send, status, _error_body(message), "application/json")
+
+
+async def _respond(send: Send, status: int, body: bytes, content_type: str = "text/plain") -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", content_type.encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _read_body(receive: Receive) -> bytes:
+    message = await receive()
+    body = message.get("body", b"")
+    if not message.get("more_body"):
+        return body
+    chunks = [body]
+    while message.get("more_body"):
+        message = await receive()
+        chunks.append(message.get("body", b""))
+    return b"".join(chunks)
+
+
+def _header_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == HEADER_LENGTH.encode():
+            return int(value)
+    return None
+
+
+def _cookie(scope: Scope, name: str) -> str | None:
+    for raw_name, raw_value in scope["headers"]:
+        if raw_name == b"cookie":
+            for part in raw_value.decode("latin-1").split(";"):
+                key, _, value = part.strip().partition("=")
+                if key == name:
+                    return value
+    return None
+
+
+def create_gateway_app(settings: Settings, db: Any) -> Gateway:
+    """The gateway process's composition root: routes come from the state store."""
+    from shipway.gateway.store_routes import load_table
+
+    return Gateway(settings, lambda: load_table(db))

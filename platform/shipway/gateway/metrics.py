@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-LABELS = ("deployment", "variant")
+VARIANT = ("deployment", "variant")
+REPLICA = ("deployment", "variant", "replica")
 
 
 @dataclass
@@ -14,19 +15,47 @@ class GatewayMetrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
+        r = self.registry
         self.requests = Counter(
             "shipway_gateway_requests",
-            "Inference requests",
-            (*LABELS, "code"),
-            registry=self.registry,
+            "Inference requests answered, by HTTP code",
+            (*REPLICA, "code"),
+            registry=r,
+        )
+        self.errors = Counter(
+            "shipway_gateway_errors",
+            "Failed upstream attempts: kind is 5xx, connect or timeout",
+            (*REPLICA, "kind"),
+            registry=r,
         )
         self.latency = Histogram(
             "shipway_gateway_request_seconds",
             "Inference latency seen by the gateway",
-            LABELS,
-            registry=self.registry,
+            VARIANT,
+            registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
         self.in_flight = Gauge(
-            "shipway_gateway_in_flight", "Requests being served", LABELS, registry=self.registry
+            "shipway_gateway_in_flight", "Requests being served", REPLICA, registry=r
+        )
+        self.retries = Counter(
+            "shipway_gateway_retries", "Requests retried on another replica", VARIANT, registry=r
+        )
+        self.no_route = Counter(
+            "shipway_gateway_no_route",
+            "Requests refused for want of a ready replica",
+            ("deployment",),
+            registry=r,
+        )
+        self.available = Gauge(
+            "shipway_gateway_replica_available",
+            "1 when a replica takes traffic (healthy, not ejected)",
+            REPLICA,
+            registry=r,
+        )
+        self.shadow = Counter(
+            "shipway_gateway_shadow",
+            "Mirrored requests; outcome is agree, disagree or error",
+            (*VARIANT, "outcome"),
+            registry=r,
         )

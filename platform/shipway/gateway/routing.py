@@ -1,40 +1,79 @@
-"""The routing table: which replicas serve a deployment. Pure; swapped whole on change."""
+"""Which variant and which replica a request goes to. Pure: no I/O, no clock of its own.
+
+A ``RoutingTable`` is a snapshot built from the store; the gateway swaps the whole
+table in one assignment, so a request sees either the old routes or the new ones,
+never a mix, and requests in flight finish where they started.
+"""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterable
+import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+BUCKETS = 10_000  # sticky assignment resolution: 0.01 % of traffic
 
 
 @dataclass(frozen=True)
-class Endpoint:
+class ReplicaRoute:
     url: str
     triton_model_name: str
-    variant: str = "stable"
 
 
-@dataclass
-class RoutingTable:
-    """An immutable-by-convention snapshot; the gateway replaces it atomically."""
+@dataclass(frozen=True)
+class VariantRoute:
+    name: str
+    weight: int
+    replicas: tuple[ReplicaRoute, ...]
+    shadow_share: float = 0.0
 
-    routes: dict[str, tuple[Endpoint, ...]] = field(default_factory=dict)
-    _counters: dict[str, itertools.count[int]] = field(default_factory=dict, repr=False)
 
-    @classmethod
-    def build(cls, rows: Iterable[tuple[str, Endpoint]]) -> RoutingTable:
-        grouped: dict[str, list[Endpoint]] = {}
-        for deployment, endpoint in rows:
-            grouped.setdefault(deployment, []).append(endpoint)
-        return cls({name: tuple(sorted(eps, key=lambda e: e.url)) for name, eps in grouped.items()})
+@dataclass(frozen=True)
+class DeploymentRoute:
+    name: str
+    variants: tuple[VariantRoute, ...]
+    sticky: bool = False
+    sticky_header: str = "x-shipway-key"
 
-    def pick(self, deployment: str) -> Endpoint | None:
-        """Round robin over ready replicas; ``None`` when the deployment has none."""
-        endpoints = self.routes.get(deployment)
-        if not endpoints:
+    def serving(self) -> tuple[VariantRoute, ...]:
+        """Variants that take live traffic: a weight above zero and a ready replica."""
+        return tuple(v for v in self.variants if v.weight > 0 and v.replicas)
+
+    def shadows(self) -> tuple[VariantRoute, ...]:
+        return tuple(v for v in self.variants if v.shadow_share > 0 and v.replicas)
+
+    def choose(self, key: str | None, draw: float) -> VariantRoute | None:
+        """Pick the variant for one request.
+
+        Sticky deployments hash the request key into one of ``BUCKETS`` buckets laid
+        out by weight, so a key keeps its arm for as long as the weights stay; without
+        a key, or for weighted deployments, ``draw`` (uniform in [0, 1)) decides.
+        """
+        serving = self.serving()
+        if not serving:
             return None
-        counter = self._counters.setdefault(deployment, itertools.count())
-        return endpoints[next(counter) % len(endpoints)]
+        total = sum(v.weight for v in serving)
+        point = sticky_bucket(key) / BUCKETS if self.sticky and key else draw
+        target = point * total
+        running = 0
+        for variant in serving:
+            running += variant.weight
+            if target < running:
+                return variant
+        return serving[-1]
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, RoutingTable) and self.routes == other.routes
+
+def sticky_bucket(key: str) -> int:
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % BUCKETS
+
+
+@dataclass(frozen=True)
+class RoutingTable:
+    deployments: Mapping[str, DeploymentRoute] = field(default_factory=dict)
+
+    def get(self, name: str) -> DeploymentRoute | None:
+        return self.deployments.get(name)
+
+    def replica_urls(self) -> set[str]:
+        return {r.url for d in self.deployments.values() for v in d.variants for r in v.replicas}

@@ -1,18 +1,47 @@
-"""Local ``Runtime``: ``tritonserver`` processes on this machine, one per replica."""
+"""Local ``Runtime``: supervised ``tritonserver`` processes on this machine.
+
+Level-triggered and non-blocking: each ``place`` call looks at the processes, moves
+them one step (start, promote to ready, restart with backoff, drain, stop) and
+returns at once, so one slow replica never holds up the others.
+"""
 
 from __future__ import annotations
 
 import logging
 import shutil
 import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from shipway.registry.mlflow_registry import ModelRegistry
-from shipway.runtime.port import ReplicaStatus, VariantSpec
+from shipway.runtime.port import Phase, ReplicaStatus, VariantSpec
 from shipway.runtime.triton_distribution import TritonDistribution
 from shipway.runtime.triton_process import TritonProcess
 
 log = logging.getLogger(__name__)
+
+MAX_BACKOFF = 30.0
+
+
+@dataclass
+class Replica:
+    process: TritonProcess
+    build_id: str
+    triton_model_name: str
+    phase: Phase = Phase.STARTING
+    started_at: float = 0.0
+    draining_since: float = 0.0
+    failures: int = 0  # consecutive exits or failed starts
+    retry_at: float = 0.0
+    message: str | None = None
+
+
+@dataclass
+class VariantRun:
+    spec: VariantSpec
+    replicas: list[Replica] = field(default_factory=list)
 
 
 class LocalRuntime:
@@ -22,13 +51,116 @@ class LocalRuntime:
         dist: TritonDistribution,
         workdir: Path,
         start_timeout: float = 120.0,
+        drain_seconds: float = 3.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry
         self.dist = dist
         self.workdir = workdir
         self.start_timeout = start_timeout
+        self.drain_seconds = drain_seconds
+        self.clock = clock
         self._lock = threading.Lock()
-        self._running: dict[tuple[str, str], tuple[VariantSpec, list[TritonProcess]]] = {}
+        self._runs: dict[tuple[str, str], VariantRun] = {}
+        self._serial = 0
+
+    # ---- the port ----------------------------------------------------------------
+
+    def place(self, spec: VariantSpec) -> list[ReplicaStatus]:
+        with self._lock:
+            run = self._runs.setdefault((spec.deployment, spec.variant), VariantRun(spec))
+            run.spec = spec
+            now = self.clock()
+            current = [
+                r for r in run.replicas if r.build_id == spec.build_id and r.phase != Phase.DRAINING
+            ]
+            for replica in current:
+                self._supervise(replica, now)
+            if len(current) < spec.replicas:
+                repo = self._repository(spec)
+                for _ in range(spec.replicas - len(current)):
+                    replica = self._start(spec, repo, now)
+                    run.replicas.append(replica)
+                    current.append(replica)
+            elif len(current) > spec.replicas:
+                # Shed the least useful first: not-ready before ready, newest first.
+                extras = sorted(current, key=lambda r: (r.phase == Phase.READY, -r.started_at))
+                for replica in extras[: len(current) - spec.replicas]:
+                    self._drain(replica, now)
+            ready = [
+                r for r in run.replicas if r.build_id == spec.build_id and r.phase == Phase.READY
+            ]
+            if len(ready) >= spec.replicas:  # the new build carries the load: retire the old
+                for replica in run.replicas:
+                    if replica.build_id != spec.build_id and replica.phase != Phase.DRAINING:
+                        self._drain(replica, now)
+            for replica in list(run.replicas):
+                if (
+                    replica.phase == Phase.DRAINING
+                    and now - replica.draining_since >= self.drain_seconds
+                ):
+                    replica.process.stop()
+                    run.replicas.remove(replica)
+            return [self._status(spec, r) for r in run.replicas]
+
+    def remove(self, deployment: str, variant: str) -> None:
+        with self._lock:
+            run = self._runs.pop((deployment, variant), None)
+        for replica in run.replicas if run else []:
+            replica.process.stop()
+
+    def close(self) -> None:
+        with self._lock:
+            runs, self._runs = list(self._runs.values()), {}
+        for run in runs:
+            for replica in run.replicas:
+                replica.process.stop()
+
+    def running(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self._runs)
+
+    # ---- steps -------------------------------------------------------------------
+
+    def _start(self, spec: VariantSpec, repo: Path, now: float) -> Replica:
+        self._serial += 1
+        log_path = self.workdir / "logs" / f"{spec.deployment}-{spec.variant}-{self._serial}.log"
+        process = TritonProcess(self.dist, repo, log_path)
+        replica = Replica(process, spec.build_id, spec.triton_model_name, started_at=now)
+        process.start()
+        log.info("starting %s/%s replica on %s", spec.deployment, spec.variant, process.url)
+        return replica
+
+    def _supervise(self, replica: Replica, now: float) -> None:
+        process = replica.process
+        if replica.phase == Phase.FAILED:
+            if now >= replica.retry_at:
+                log.info("restarting replica %s (failure %d)", process.url, replica.failures)
+                process.start(reuse_ports=True)
+                replica.phase, replica.started_at = Phase.STARTING, now
+            return
+        if not process.alive():
+            replica.failures += 1
+            replica.message = process.load_errors() or f"exited; log: {process.log_path}"
+            backoff = min(MAX_BACKOFF, 2.0 ** (replica.failures - 1))
+            replica.phase, replica.retry_at = Phase.FAILED, now + backoff
+            log.warning(
+                "replica %s exited; retry in %.0fs: %s", process.url, backoff, replica.message
+            )
+            process.stop()
+            return
+        if replica.phase == Phase.STARTING:
+            if process.model_ready(replica.triton_model_name):
+                replica.phase, replica.failures, replica.message = Phase.READY, 0, None
+            elif now - replica.started_at > self.start_timeout:
+                replica.message = f"not ready after {self.start_timeout:.0f}s"
+                process.stop()  # the next pass sees it dead and schedules a retry
+        elif replica.phase == Phase.READY and not process.model_ready(replica.triton_model_name):
+            replica.phase = Phase.STARTING  # alive but not answering: out of the routes
+
+    def _drain(self, replica: Replica, now: float) -> None:
+        log.info("draining replica %s", replica.process.url)
+        replica.phase, replica.draining_since = Phase.DRAINING, now
 
     def _repository(self, spec: VariantSpec) -> Path:
         """The build's model repository, fetched from MLflow once per build."""
@@ -42,69 +174,17 @@ class LocalRuntime:
             shutil.rmtree(staging, ignore_errors=True)
         return repo
 
-    def place(self, spec: VariantSpec) -> list[ReplicaStatus]:
-        key = (spec.deployment, spec.variant)
-        with self._lock:
-            current = self._running.get(key)
-        if current and current[0] == spec and all(p.alive() for p in current[1]):
-            return self._statuses(spec, current[1])
-        repo = self._repository(spec)
-        started: list[TritonProcess] = []
-        try:
-            for index in range(spec.replicas):
-                log_path = self.workdir / "logs" / f"{spec.deployment}-{spec.variant}-{index}.log"
-                process = TritonProcess(self.dist, repo, log_path)
-                process.start()
-                started.append(process)
-            for process in started:
-                process.wait_ready(self.start_timeout)
-        except Exception:
-            for process in started:
-                process.stop()
-            raise
-        with self._lock:
-            old = self._running.get(key)
-            self._running[key] = (spec, started)
-        if old:  # new replicas are ready before the old ones go
-            for process in old[1]:
-                process.stop()
-        log.info("placed %s/%s build %s on %s", *key, spec.build_id, [p.url for p in started])
-        return self._statuses(spec, started)
-
-    def remove(self, deployment: str, variant: str) -> None:
-        with self._lock:
-            entry = self._running.pop((deployment, variant), None)
-        for process in entry[1] if entry else []:
-            process.stop()
-
-    def status(self) -> list[ReplicaStatus]:
-        with self._lock:
-            entries = list(self._running.values())
-        return [status for spec, procs in entries for status in self._statuses(spec, procs)]
-
-    def running(self) -> list[VariantSpec]:
-        with self._lock:
-            return [spec for spec, _ in self._running.values()]
-
-    def close(self) -> None:
-        with self._lock:
-            entries, self._running = list(self._running.values()), {}
-        for _, processes in entries:
-            for process in processes:
-                process.stop()
-
     @staticmethod
-    def _statuses(spec: VariantSpec, processes: list[TritonProcess]) -> list[ReplicaStatus]:
-        return [
-            ReplicaStatus(
-                spec.deployment,
-                spec.variant,
-                spec.build_id,
-                p.url,
-                spec.triton_model_name,
-                ready=p.ready(),
-                pid=p.pid,
-                message=None if p.alive() else f"exited; log:\n{p.tail(5)}",
-            )
-            for p in processes
-        ]
+    def _status(spec: VariantSpec, replica: Replica) -> ReplicaStatus:
+        p = replica.process
+        return ReplicaStatus(
+            spec.deployment,
+            spec.variant,
+            replica.build_id,
+            p.url,
+            replica.triton_model_name,
+            replica.phase,
+            pid=p.pid,
+            metrics_url=p.metrics_url,
+            message=replica.message,
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 
@@ -19,6 +20,13 @@ class VariantSpec:
     replicas: int = 1
 
 
+class Phase(StrEnum):
+    STARTING = "starting"
+    READY = "ready"
+    DRAINING = "draining"  # out of the routes; stopped after the drain period
+    FAILED = "failed"  # exited or never became ready; restarted with backoff
+
+
 @dataclass(frozen=True)
 class ReplicaStatus:
     deployment: str
@@ -26,22 +34,28 @@ class ReplicaStatus:
     build_id: str
     url: str
     triton_model_name: str
-    ready: bool
+    phase: Phase
     pid: int | None = None
+    metrics_url: str | None = None
     message: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.phase is Phase.READY
 
 
 class Runtime(Protocol):
     def place(self, spec: VariantSpec) -> list[ReplicaStatus]:
-        """Make ``spec`` run (idempotent); return its replicas once they are ready."""
+        """Move a variant one step towards ``spec`` without blocking; report its replicas.
+
+        Called again and again (level-triggered): starts missing replicas, restarts
+        crashed ones with backoff, drains extras, and replaces an older build only
+        once the new build's replicas are ready.
+        """
         ...
 
     def remove(self, deployment: str, variant: str) -> None:
         """Stop every replica of a variant."""
-        ...
-
-    def status(self) -> list[ReplicaStatus]:
-        """Every replica this runtime runs, with a fresh readiness check."""
         ...
 
     def close(self) -> None:

@@ -39,6 +39,7 @@ class TritonProcess:
         self.http_port = 0
         self.metrics_port = 0
         self._proc: subprocess.Popen[bytes] | None = None
+        self.extra_env: dict[str, str] = {}
 
     @property
     def url(self) -> str:
@@ -48,9 +49,17 @@ class TritonProcess:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
-    def start(self) -> None:
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    def start(self, reuse_ports: bool = False, extra_env: dict[str, str] | None = None) -> None:
+        """Start the server; a restart may keep its ports so that its address stays."""
+        if extra_env is not None:
+            self.extra_env = extra_env
         self.dist.check()
-        self.http_port, self.metrics_port = free_port(self.host), free_port(self.host)
+        if not (reuse_ports and self.http_port):
+            self.http_port, self.metrics_port = free_port(self.host), free_port(self.host)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         args = [
             str(self.dist.binary),
@@ -70,7 +79,7 @@ class TritonProcess:
                 args,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=self.dist.environment(),
+                env={**self.dist.environment(), **self.extra_env},
                 start_new_session=True,  # a Ctrl-C to Shipway reaches us, not Triton first
             )
 
@@ -81,7 +90,17 @@ class TritonProcess:
         if not self.alive():
             return False
         try:
-            return httpx.get(f"{self.url}/v2/health/ready", timeout=timeout).status_code == 200
+            url = f"{self.url}/v2/health/ready"
+            return httpx.get(url, timeout=timeout, trust_env=False).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def model_ready(self, model: str, timeout: float = 1.0) -> bool:
+        if not self.alive():
+            return False
+        try:
+            url = f"{self.url}/v2/models/{model}/ready"
+            return httpx.get(url, timeout=timeout, trust_env=False).status_code == 200
         except httpx.HTTPError:
             return False
 

@@ -1,32 +1,102 @@
-"""Say which build a deployment should serve; the runtime manager makes it so."""
+"""Deployments and their variants: which builds serve, with what weights and replicas.
+
+The runtime manager and the gateway follow what is written here; every change is
+validated whole first and committed in one transaction, with its audit event.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from shipway import audit
 from shipway.container import Container
-from shipway.errors import Conflict, NotFound
+from shipway.errors import Conflict, InvalidInput, NotFound
 from shipway.services.models import check_name
-from shipway.store.models import Build, BuildStatus, Deployment, DeploymentStatus
+from shipway.store.models import Build, BuildStatus, Deployment, DeploymentStatus, Split, Variant
+
+STABLE = "stable"
 
 
-def deploy(container: Container, name: str, build_id: str, actor: str) -> Deployment:
+@dataclass(frozen=True)
+class Scale:
+    min_replicas: int = 1
+    max_replicas: int | None = None  # None: same as min (no autoscaling)
+
+    def bounds(self) -> tuple[int, int]:
+        high = self.max_replicas if self.max_replicas is not None else self.min_replicas
+        if not 1 <= self.min_replicas <= high:
+            raise InvalidInput(f"replicas need 1 <= min ({self.min_replicas}) <= max ({high})")
+        if high > 16:
+            raise InvalidInput(f"at most 16 replicas per variant locally, asked for {high}")
+        return self.min_replicas, high
+
+
+def _succeeded_build(session: Session, build_id: str) -> Build:
+    build = session.get(Build, build_id)
+    if build is None:
+        raise NotFound(f"build {build_id!r} does not exist")
+    if build.status != BuildStatus.SUCCEEDED:
+        raise Conflict(f"build {build_id} is {build.status}; only a succeeded build deploys")
+    return build
+
+
+def _deployment(session: Session, name: str) -> Deployment:
+    deployment = session.scalar(select(Deployment).where(Deployment.name == name))
+    if deployment is None:
+        raise NotFound(f"deployment {name!r} does not exist")
+    return deployment
+
+
+def _variant(deployment: Deployment, name: str) -> Variant:
+    for variant in deployment.variants:
+        if variant.name == name:
+            return variant
+    known = ", ".join(v.name for v in deployment.variants)
+    raise NotFound(f"deployment {deployment.name!r} has no variant {name!r}; variants: {known}")
+
+
+def _apply_scale(variant: Variant, scale: Scale) -> None:
+    low, high = scale.bounds()
+    variant.min_replicas, variant.max_replicas = low, high
+    current = variant.desired_replicas if variant.desired_replicas is not None else low
+    variant.desired_replicas = max(low, min(high, current))
+
+
+def deploy(
+    container: Container,
+    name: str,
+    build_id: str,
+    actor: str,
+    scale: Scale | None = None,
+    target_inflight: float | None = None,
+) -> Deployment:
+    """Create the deployment, or point its stable variant at another build."""
     check_name(name)
+    scale = scale or Scale()
+    scale.bounds()
+    if target_inflight is not None and target_inflight <= 0:
+        raise InvalidInput("target_inflight must be positive")
     with container.db.session() as session:
-        build = session.get(Build, build_id)
-        if build is None:
-            raise NotFound(f"build {build_id!r} does not exist")
-        if build.status != BuildStatus.SUCCEEDED:
-            raise Conflict(f"build {build_id} is {build.status}; only a succeeded build deploys")
+        _succeeded_build(session, build_id)
         deployment = session.scalar(select(Deployment).where(Deployment.name == name))
         previous = deployment.build_id if deployment else None
         if deployment is None:
             deployment = Deployment(name=name, build_id=build_id)
+            deployment.variants.append(Variant(name=STABLE, build_id=build_id, weight=100))
             session.add(deployment)
-        elif previous != build_id:
-            deployment.build_id = build_id
+        stable = _variant(deployment, STABLE)
+        if previous not in (None, build_id):
             deployment.status, deployment.message = DeploymentStatus.PENDING, None
+        deployment.build_id = stable.build_id = build_id
+        _apply_scale(stable, scale)
+        deployment.autoscale = (
+            {"target_inflight": target_inflight, "scale_down_window_s": 30.0}
+            if target_inflight
+            else {}
+        )
         audit.record(
             session,
             actor,
@@ -34,16 +104,126 @@ def deploy(container: Container, name: str, build_id: str, actor: str) -> Deploy
             f"deployment/{name}",
             build=build_id,
             previous_build=previous,
+            replicas=stable.min_replicas,
+            max_replicas=stable.max_replicas,
+            target_inflight=target_inflight,
+        )
+    return get(container, name)
+
+
+def set_variant(
+    container: Container,
+    name: str,
+    variant_name: str,
+    build_id: str,
+    actor: str,
+    weight: int = 0,
+    shadow_share: float = 0.0,
+    scale: Scale | None = None,
+) -> Deployment:
+    """Add or change a non-stable variant (a canary, an experiment arm, a shadow).
+
+    The weight taken by the variant comes off stable, so the weights keep summing to 100.
+    """
+    check_name(variant_name)
+    if variant_name == STABLE:
+        raise InvalidInput("the stable variant changes through deploy, not set_variant")
+    if not 0 <= weight <= 100:
+        raise InvalidInput(f"weight must be within 0..100, got {weight}")
+    if not 0.0 <= shadow_share <= 1.0:
+        raise InvalidInput(f"shadow_share must be within 0..1, got {shadow_share}")
+    if weight and shadow_share:
+        raise InvalidInput("a variant is either live (weight) or a shadow, not both")
+    with container.db.session() as session:
+        _succeeded_build(session, build_id)
+        deployment = _deployment(session, name)
+        stable = _variant(deployment, STABLE)
+        variant = next((v for v in deployment.variants if v.name == variant_name), None)
+        if variant is None:
+            variant = Variant(name=variant_name, build_id=build_id, weight=0)
+            deployment.variants.append(variant)
+        others = sum(v.weight for v in deployment.variants if v not in (stable, variant))
+        if others + weight > 100:
+            raise Conflict(
+                f"weights would exceed 100: other variants hold {others}, asked {weight}"
+            )
+        variant.build_id, variant.weight, variant.shadow_share = build_id, weight, shadow_share
+        stable.weight = 100 - others - weight
+        _apply_scale(variant, scale or Scale())
+        audit.record(
+            session,
+            actor,
+            "variant.set",
+            f"deployment/{name}/{variant_name}",
+            build=build_id,
+            weight=weight,
+            shadow_share=shadow_share,
+            stable_weight=stable.weight,
+        )
+    return get(container, name)
+
+
+def remove_variant(container: Container, name: str, variant_name: str, actor: str) -> Deployment:
+    """Take a variant out; its weight returns to stable."""
+    if variant_name == STABLE:
+        raise InvalidInput("the stable variant cannot be removed; delete the deployment")
+    with container.db.session() as session:
+        deployment = _deployment(session, name)
+        variant = _variant(deployment, variant_name)
+        _variant(deployment, STABLE).weight += variant.weight
+        deployment.variants.remove(variant)
+        session.delete(variant)
+        audit.record(session, actor, "variant.remove", f"deployment/{name}/{variant_name}")
+    return get(container, name)
+
+
+def set_routing(
+    container: Container,
+    name: str,
+    actor: str,
+    weights: dict[str, int] | None = None,
+    split: str | None = None,
+    sticky_header: str | None = None,
+) -> Deployment:
+    """Change weights (all at once: they must sum to 100) and the split mode."""
+    with container.db.session() as session:
+        deployment = _deployment(session, name)
+        if weights is not None:
+            for variant_name in weights:
+                _variant(deployment, variant_name)
+            if any(w < 0 for w in weights.values()):
+                raise InvalidInput("weights cannot be negative")
+            merged = {v.name: weights.get(v.name, v.weight) for v in deployment.variants}
+            if sum(merged.values()) != 100:
+                raise InvalidInput(f"weights must sum to 100, got {merged}")
+            shadows = [v.name for v in deployment.variants if v.shadow_share and merged[v.name]]
+            if shadows:
+                raise InvalidInput(f"shadow variants cannot take live weight: {shadows}")
+            for variant in deployment.variants:
+                variant.weight = merged[variant.name]
+        if split is not None:
+            try:
+                deployment.split = Split(split)
+            except ValueError:
+                raise InvalidInput(f"split must be 'weighted' or 'sticky', got {split!r}") from None
+        if sticky_header is not None:
+            if not sticky_header.lower().startswith("x-"):
+                raise InvalidInput("the sticky key header must be an x- header")
+            deployment.sticky_header = sticky_header.lower()
+        audit.record(
+            session,
+            actor,
+            "routing.set",
+            f"deployment/{name}",
+            weights={v.name: v.weight for v in deployment.variants},
+            split=deployment.split,
         )
     return get(container, name)
 
 
 def get(container: Container, name: str) -> Deployment:
     with container.db.session() as session:
-        deployment = session.scalar(select(Deployment).where(Deployment.name == name))
-        if deployment is None:
-            raise NotFound(f"deployment {name!r} does not exist")
-        return deployment
+        return _deployment(session, name)
 
 
 def list_deployments(container: Container) -> list[Deployment]:
@@ -53,8 +233,5 @@ def list_deployments(container: Container) -> list[Deployment]:
 
 def delete(container: Container, name: str, actor: str) -> None:
     with container.db.session() as session:
-        deployment = session.scalar(select(Deployment).where(Deployment.name == name))
-        if deployment is None:
-            raise NotFound(f"deployment {name!r} does not exist")
-        session.delete(deployment)
+        session.delete(_deployment(session, name))
         audit.record(session, actor, "deployment.delete", f"deployment/{name}")

@@ -45,7 +45,13 @@ class DeploymentStatus(StrEnum):
 class ReplicaState(StrEnum):
     STARTING = "starting"
     READY = "ready"
+    DRAINING = "draining"  # no new requests; stopped once in-flight ones are done
     FAILED = "failed"
+
+
+class Split(StrEnum):
+    WEIGHTED = "weighted"  # each request drawn by weight
+    STICKY = "sticky"  # a hash of the request key picks the variant: same key, same arm
 
 
 class ModelVersion(Base):
@@ -87,16 +93,47 @@ class Deployment(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
-    build_id: Mapped[str] = mapped_column(ForeignKey("builds.id"))
+    build_id: Mapped[str] = mapped_column(ForeignKey("builds.id"))  # the stable build
     status: Mapped[str] = mapped_column(String(16), default=DeploymentStatus.PENDING)
     message: Mapped[str | None] = mapped_column(Text, default=None)
+    split: Mapped[str] = mapped_column(String(16), default=Split.WEIGHTED)
+    sticky_header: Mapped[str] = mapped_column(String(100), default="x-shipway-key")
+    # {"target_inflight": 2.0, "scale_down_window_s": 30.0}; empty: fixed replica counts
+    autoscale: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     build: Mapped[Build] = relationship(lazy="joined")
+    variants: Mapped[list[Variant]] = relationship(
+        back_populates="deployment",
+        cascade="all, delete-orphan",
+        lazy="selectin",
+        order_by="Variant.name",
+    )
     replicas: Mapped[list[Replica]] = relationship(
         back_populates="deployment", cascade="all, delete-orphan", lazy="selectin"
     )
+
+
+class Variant(Base):
+    """A build serving under a deployment: stable, a canary, an experiment arm, a shadow."""
+
+    __tablename__ = "deployment_variants"
+    __table_args__ = (UniqueConstraint("deployment_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id"), index=True)
+    name: Mapped[str] = mapped_column(String(32))
+    build_id: Mapped[str] = mapped_column(ForeignKey("builds.id"))
+    weight: Mapped[int] = mapped_column(Integer, default=100)  # percent of live traffic
+    shadow_share: Mapped[float] = mapped_column(default=0.0)  # share of requests mirrored
+    min_replicas: Mapped[int] = mapped_column(Integer, default=1)
+    max_replicas: Mapped[int] = mapped_column(Integer, default=1)
+    desired_replicas: Mapped[int] = mapped_column(Integer, default=1)  # the autoscaler's
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    deployment: Mapped[Deployment] = relationship(back_populates="variants")
+    build: Mapped[Build] = relationship(lazy="joined")
 
 
 class Replica(Base):
@@ -111,6 +148,7 @@ class Replica(Base):
     url: Mapped[str] = mapped_column(String(300))
     triton_model_name: Mapped[str] = mapped_column(String(200))
     pid: Mapped[int | None] = mapped_column(Integer, default=None)
+    metrics_url: Mapped[str | None] = mapped_column(String(300), default=None)
     state: Mapped[str] = mapped_column(String(16), default=ReplicaState.STARTING)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -3,19 +3,23 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from shipway.api.deps import ContainerDep, Deployer, Viewer
-from shipway.api.schemas import DeploymentIn, DeploymentOut
+from shipway.api.schemas import DeploymentIn, DeploymentOut, RoutingIn, VariantIn
 from shipway.container import Container
 from shipway.services import deployments
+from shipway.services.deployments import Scale
 from shipway.store.models import Deployment
 
 router = APIRouter(prefix="/deployments", tags=["deployments"])
+
+FIELDS = ("name", "build_id", "status", "message", "split", "sticky_header", "autoscale")
 
 
 def deployment_out(container: Container, deployment: Deployment) -> DeploymentOut:
     return DeploymentOut.model_validate(
         {
-            **{k: getattr(deployment, k) for k in ("name", "build_id", "status", "message")},
+            **{k: getattr(deployment, k) for k in FIELDS},
             "updated_at": deployment.updated_at,
+            "variants": deployment.variants,
             "replicas": deployment.replicas,
             "infer_url": f"{container.settings.gateway_url}/v2/models/{deployment.name}/infer",
         }
@@ -26,10 +30,54 @@ def deployment_out(container: Container, deployment: Deployment) -> DeploymentOu
 def deploy(
     name: str, body: DeploymentIn, container: ContainerDep, caller: Deployer
 ) -> DeploymentOut:
-    """Create the deployment or point it at another build; the runtime follows."""
-    return deployment_out(
-        container, deployments.deploy(container, name, body.build_id, caller.actor)
+    """Create the deployment or point its stable variant at another build."""
+    deployment = deployments.deploy(
+        container,
+        name,
+        body.build_id,
+        caller.actor,
+        Scale(body.replicas, body.max_replicas),
+        body.target_inflight,
     )
+    return deployment_out(container, deployment)
+
+
+@router.put("/{name}/variants/{variant}", response_model=DeploymentOut)
+def set_variant(
+    name: str, variant: str, body: VariantIn, container: ContainerDep, caller: Deployer
+) -> DeploymentOut:
+    """Add or change a canary, experiment arm or shadow; its weight comes off stable."""
+    deployment = deployments.set_variant(
+        container,
+        name,
+        variant,
+        body.build_id,
+        caller.actor,
+        body.weight,
+        body.shadow_share,
+        Scale(body.replicas, body.max_replicas),
+    )
+    return deployment_out(container, deployment)
+
+
+@router.delete("/{name}/variants/{variant}", response_model=DeploymentOut)
+def remove_variant(
+    name: str, variant: str, container: ContainerDep, caller: Deployer
+) -> DeploymentOut:
+    return deployment_out(
+        container, deployments.remove_variant(container, name, variant, caller.actor)
+    )
+
+
+@router.put("/{name}/routing", response_model=DeploymentOut)
+def set_routing(
+    name: str, body: RoutingIn, container: ContainerDep, caller: Deployer
+) -> DeploymentOut:
+    """Set all weights at once (summing to 100) and the split: weighted or sticky."""
+    deployment = deployments.set_routing(
+        container, name, caller.actor, body.weights, body.split, body.sticky_header
+    )
+    return deployment_out(container, deployment)
 
 
 @router.get("", response_model=list[DeploymentOut])

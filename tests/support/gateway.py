@@ -1,0 +1,76 @@
+"""Run the real gateway (uvicorn, uvloop, httptools) in a thread, and real Triton
+replicas of the test models, for integration tests."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from shipway.gateway.app import Gateway
+from shipway.gateway.routing import RoutingTable
+from shipway.runtime.triton_distribution import TritonDistribution
+from shipway.runtime.triton_process import TritonProcess
+from shipway.settings import Settings
+from tests.support.services import free_port, wait_until
+
+MODELS = Path(__file__).parent / "models"
+
+
+@contextmanager
+def running_gateway(
+    settings: Settings, load_table: Callable[[], RoutingTable]
+) -> Iterator[tuple[str, Gateway]]:
+    port = free_port()
+    gateway = Gateway(settings, load_table)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            gateway,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, 20, "gateway")
+    try:
+        yield f"http://127.0.0.1:{port}", gateway
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+@contextmanager
+def flaky_replicas(
+    dist: TritonDistribution, workdir: Path, count: int
+) -> Iterator[list[tuple[TritonProcess, Path]]]:
+    """``count`` tritonservers serving the flaky model; each with its own failure flag."""
+    started: list[tuple[TritonProcess, Path]] = []
+    repo = workdir / "flaky-repo"
+    shutil.copytree(MODELS, repo, dirs_exist_ok=True)
+    try:
+        for index in range(count):
+            flag = workdir / f"fail-{index}"
+            process = TritonProcess(dist, repo, workdir / f"flaky-{index}.log")
+            process.start(extra_env={"FLAKY_FAIL_FLAG": str(flag)})
+            started.append((process, flag))
+        for process, _ in started:
+            process.wait_ready(60)
+        yield started
+    finally:
+        for process, _ in started:
+            process.stop()
+
+
+def infer_flaky(url: str, deployment: str = "flaky", timeout: float = 10.0) -> int:
+    body = {"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1.0, 2.0]}]}
+    return httpx.post(f"{url}/v2/models/{deployment}/infer", json=body, timeout=timeout).status_code
