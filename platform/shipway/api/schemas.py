@@ -65,6 +65,9 @@ class DeploymentIn(BaseModel):
     target_inflight: float | None = Field(
         None, description="Autoscale to this mean number of requests in flight per replica"
     )
+    scale_down_window_s: float = Field(
+        30.0, description="Scale down only to the highest recommendation of this window"
+    )
 
 
 class VariantIn(BaseModel):

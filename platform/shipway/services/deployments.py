@@ -72,13 +72,20 @@ def deploy(
     actor: str,
     scale: Scale | None = None,
     target_inflight: float | None = None,
+    scale_down_window_s: float = 30.0,
 ) -> Deployment:
-    """Create the deployment, or point its stable variant at another build."""
+    """Create the deployment, or point its stable variant at another build.
+
+    With ``target_inflight`` and ``scale.max_replicas`` above the minimum, the runtime
+    scales the stable variant on the gateway's measured load.
+    """
     check_name(name)
     scale = scale or Scale()
     scale.bounds()
     if target_inflight is not None and target_inflight <= 0:
         raise InvalidInput("target_inflight must be positive")
+    if scale_down_window_s < 0:
+        raise InvalidInput("scale_down_window_s cannot be negative")
     with container.db.session() as session:
         _succeeded_build(session, build_id)
         deployment = session.scalar(select(Deployment).where(Deployment.name == name))
@@ -93,7 +100,7 @@ def deploy(
         deployment.build_id = stable.build_id = build_id
         _apply_scale(stable, scale)
         deployment.autoscale = (
-            {"target_inflight": target_inflight, "scale_down_window_s": 30.0}
+            {"target_inflight": target_inflight, "scale_down_window_s": scale_down_window_s}
             if target_inflight
             else {}
         )

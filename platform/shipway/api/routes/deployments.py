@@ -38,6 +38,7 @@ def deploy(
         caller.actor,
         Scale(body.replicas, body.max_replicas),
         body.target_inflight,
+        body.scale_down_window_s,
     )
     return deployment_out(container, deployment)
 
