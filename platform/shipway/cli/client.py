@@ -109,12 +109,14 @@ class ApiClient:
         replicas: int = 1,
         max_replicas: int | None = None,
         target_inflight: float | None = None,
+        scale_down_window_s: float = 30.0,
     ) -> dict[str, Any]:
         body = {
             "build_id": build_id,
             "replicas": replicas,
             "max_replicas": max_replicas,
             "target_inflight": target_inflight,
+            "scale_down_window_s": scale_down_window_s,
         }
         return self._call("PUT", f"/deployments/{name}", json=body)
 

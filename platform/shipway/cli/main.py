@@ -205,6 +205,9 @@ def deploy(
     target_inflight: Annotated[
         float | None, typer.Option(help="Autoscale to this many requests in flight per replica")
     ] = None,
+    scale_down_window: Annotated[
+        float, typer.Option(help="Seconds of low load before replicas are removed")
+    ] = 30.0,
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="Wait until replicas are ready")
     ] = True,
@@ -213,7 +216,7 @@ def deploy(
     """Serve a succeeded build as the stable variant of a deployment, through the gateway."""
 
     def go(client: ApiClient) -> dict[str, Any]:
-        client.deploy(name, build, replicas, max_replicas, target_inflight)
+        client.deploy(name, build, replicas, max_replicas, target_inflight, scale_down_window)
         return client.wait_deployment(name, build) if wait else client.deployment(name)
 
     deployment = _run(go)
