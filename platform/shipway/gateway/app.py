@@ -119,7 +119,9 @@ class Gateway:
             await _error(send, 503, f"deployment {name!r} has no ready replica")
             return
         status, payload, reply_headers = await self._forward(name, variant, body, forward)
-        await send({"type": "http.response.start", "status": status, "headers": reply_headers})
+        # An explicit length spares the client from chunked transfer decoding.
+        headers = [*reply_headers, (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
         if status == 200 and self.samples.wants():
@@ -328,6 +330,8 @@ class Gateway:
                     connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60),
                     timeout=aiohttp.ClientTimeout(total=self.settings.gateway_timeout),
                     auto_decompress=False,
+                    cookie_jar=aiohttp.DummyCookieJar(),  # replicas set no cookies
+                    read_bufsize=1 << 20,  # MiniLM answers are ~200 KB: read in few chunks
                     skip_auto_headers=("User-Agent", "Accept-Encoding"),
                 )
                 with contextlib.suppress(Exception):
@@ -399,13 +403,8 @@ async def _error(send: Send, status: int, message: str) -> None:
 
 
 async def _respond(send: Send, status: int, body: bytes, content_type: str = "text/plain") -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", content_type.encode())],
-        }
-    )
+    headers = [(b"content-type", content_type.encode()), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
