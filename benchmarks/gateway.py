@@ -52,7 +52,9 @@ def make_request() -> list[triton_http.InferInput]:
     return tensors
 
 
-def run_load(url: str, model: str, clients: int, seconds: float) -> tuple[float, list[float], int]:
+def run_load(
+    url: str, model: str, clients: int, seconds: float, output: str = minilm.HIDDEN_STATE
+) -> tuple[float, list[float], int]:
     """Closed loop: each client sends its next request when the last one answered."""
     latencies: list[float] = []
     errors = 0
