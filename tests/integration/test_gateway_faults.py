@@ -242,6 +242,9 @@ def test_sigkill_of_one_of_three_replicas_under_load(
                 "the killed replica to come back",
             )
             back_at = time.monotonic()
+            # Nothing of the killed server's process group (its Python-backend stub) lives on.
+            with pytest.raises(ProcessLookupError):
+                os.killpg(victim.pid, 0)
             time.sleep(2.0)
         metrics = httpx.get(f"{url}/metrics").text
         urls = [r.url for r in replicas(container)]

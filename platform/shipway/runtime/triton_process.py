@@ -120,17 +120,24 @@ class TritonProcess:
         raise Unavailable(f"tritonserver not ready after {timeout:.0f}s; log:\n{self.tail()}")
 
     def stop(self, grace: float = 10.0) -> None:
+        """Stop the server and everything in its process group.
+
+        The group goes too when the server itself already died (killed, crashed):
+        its Python-backend stubs would otherwise live on as orphans.
+        """
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        # The server leads its own process group, with its Python-backend stubs in it.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
+        if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group, if any
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(5)
 
     def load_errors(self) -> str:
