@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -36,6 +37,15 @@ def cli(settings: Settings, *args: str, ok: bool = True) -> subprocess.Completed
             f"shipway {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
         )
     return result
+
+
+def per_variant(settings: Settings) -> dict[str, float]:
+    counts: dict[str, float] = {}
+    for line in httpx.get(f"{settings.gateway_url}/metrics").text.splitlines():
+        if line.startswith("shipway_gateway_requests_total{"):
+            variant = line.split('variant="', 1)[1].split('"', 1)[0]
+            counts[variant] = counts.get(variant, 0) + float(line.rsplit(" ", 1)[1])
+    return counts
 
 
 def up_is_healthy(settings: Settings) -> bool:
@@ -109,6 +119,7 @@ def test_register_build_deploy_infer(
         assert status["api_url"] == settings.resolved_api_url
         assert status["gateway_url"] == settings.gateway_url
         assert status["builds"] == {"succeeded": 1}
+        assert len(status["deployments"][0]["replicas"]) == 1
         replica_url = status["deployments"][0]["replicas"][0]["url"]
 
         inputs = minilm.make_inputs(4, seq_len=24, seed=3)
@@ -118,6 +129,60 @@ def test_register_build_deploy_infer(
         print(f"e2e: max |gateway - onnxruntime| = {diff:.3e} over {served.shape}")
         assert served.shape == (4, 24, 384)
         assert diff < 1e-4
+
+        # A second build as a sticky 50 % arm: one key always lands on one arm.
+        second = json.loads(
+            cli(settings, "builds", "create", "minilm", "--version", "1", "--wait", "--json").stdout
+        )
+        cli(
+            settings,
+            "variants",
+            "set",
+            "minilm",
+            "arm-b",
+            "--build",
+            second["id"],
+            "--weight",
+            "50",
+        )
+        routed = json.loads(cli(settings, "route", "minilm", "--split", "sticky", "--json").stdout)
+        assert {v["name"]: v["weight"] for v in routed["variants"]} == {"arm-b": 50, "stable": 50}
+        wait_until(
+            lambda: any(
+                r["variant"] == "arm-b" and r["state"] == "ready"
+                for r in json.loads(cli(settings, "status", "--json").stdout)["deployments"][0][
+                    "replicas"
+                ]
+            ),
+            120,
+            "arm-b ready",
+        )
+        time.sleep(2 * settings.routes_refresh_seconds)
+        body = {
+            "inputs": [
+                {"name": n, "shape": [1, 4], "datatype": "INT64", "data": v}
+                for n, v in (
+                    ("input_ids", [101, 2000, 2001, 102]),
+                    ("attention_mask", [1, 1, 1, 1]),
+                )
+            ],
+            "outputs": [{"name": "461"}],
+        }
+        arms = {}
+        for key in ("alice", "bob", "carol", "dave", "erin", "frank"):
+            before = per_variant(settings)
+            for _ in range(3):
+                response = httpx.post(
+                    f"{settings.gateway_url}/v2/models/minilm/infer",
+                    json=body,
+                    headers={"x-shipway-key": key},
+                    timeout=30,
+                )
+                assert response.status_code == 200
+            moved = {v: n - before.get(v, 0) for v, n in per_variant(settings).items()}
+            arms[key] = next(v for v, n in moved.items() if n)
+            assert moved[arms[key]] == 3, moved  # all three on one arm
+        assert set(arms.values()) == {"stable", "arm-b"}, arms
 
         # Bad input through the CLI: clear messages, non-zero exits.
         unknown = cli(settings, "builds", "create", "nope", "--version", "1", ok=False)
