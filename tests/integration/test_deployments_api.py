@@ -82,6 +82,15 @@ def test_deploy_then_canary_then_routing(setup) -> None:  # type: ignore[no-unty
     assert body["autoscale"] == {"target_inflight": 2.0, "scale_down_window_s": 10.0}
     assert body["variants"][0]["max_replicas"] == 3
 
+    # A new build without scale settings keeps the autoscaling; naming one replaces it.
+    body = api.put("/api/v1/deployments/web", json={"build_id": candidate}).json()
+    assert body["build_id"] == candidate
+    assert body["autoscale"] == {"target_inflight": 2.0, "scale_down_window_s": 10.0}
+    assert (body["variants"][0]["min_replicas"], body["variants"][0]["max_replicas"]) == (1, 3)
+    body = api.put("/api/v1/deployments/web", json={"build_id": candidate, "replicas": 2}).json()
+    assert body["autoscale"] == {}
+    assert (body["variants"][0]["min_replicas"], body["variants"][0]["max_replicas"]) == (2, 2)
+
     with container.db.session() as session:
         actions = session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)).all()
     assert actions == [
@@ -89,6 +98,8 @@ def test_deploy_then_canary_then_routing(setup) -> None:  # type: ignore[no-unty
         "variant.set",
         "routing.set",
         "variant.remove",
+        "deployment.set",
+        "deployment.set",
         "deployment.set",
     ]
 

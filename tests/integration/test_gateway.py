@@ -102,6 +102,29 @@ def test_errors_are_kserve_shaped(tmp_path: Path, minilm_triton: RunningTriton) 
         down = httpx.post(f"{url}/v2/models/gone/infer", json={"inputs": []})
         assert down.status_code == 502 and "no replica could be reached" in down.json()["error"]
         assert httpx.get(f"{url}/v2/nothing/here").status_code == 404
+        # A binary-tensor header length that is no number: the client's fault, said so.
+        odd = httpx.post(
+            f"{url}/v2/models/web/infer",
+            content=b"{}",
+            headers={"inference-header-content-length": "twelve"},
+        )
+        assert odd.status_code == 400 and "must be a byte count" in odd.json()["error"]
+        auth = {"Authorization": f"Bearer {settings_for(tmp_path).token}"}
+        for limit in ("0", "many", "100000"):
+            samples = httpx.get(f"{url}/admin/samples/web/stable?limit={limit}", headers=auth)
+            assert samples.status_code == 400 and "limit must be" in samples.json()["error"]
+        # Unknown names share one metric label: probing names cannot grow /metrics.
+        for name in ("a1", "a2", "a3"):
+            httpx.post(f"{url}/v2/models/{name}/infer", json={"inputs": []})
+        no_route = [
+            line
+            for line in httpx.get(f"{url}/metrics").text.splitlines()
+            if line.startswith("shipway_gateway_no_route_total")
+        ]
+        assert sorted(no_route) == [
+            'shipway_gateway_no_route_total{deployment="(unknown)"} 4.0',
+            'shipway_gateway_no_route_total{deployment="cold"} 1.0',
+        ]
 
 
 def test_routes_come_from_the_store(tmp_path: Path) -> None:

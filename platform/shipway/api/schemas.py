@@ -58,15 +58,17 @@ class BuildOut(BaseModel):
 
 class DeploymentIn(BaseModel):
     build_id: str
-    replicas: int = Field(
-        1, description="Replicas of the stable variant (the minimum when autoscaling)"
+    replicas: int | None = Field(
+        None,
+        description="Replicas of the stable variant (the minimum when autoscaling); 1 on a "
+        "new deployment. Leave all scale fields out to keep the current scaling.",
     )
     max_replicas: int | None = Field(None, description="Upper bound when autoscaling")
     target_inflight: float | None = Field(
         None, description="Autoscale to this mean number of requests in flight per replica"
     )
-    scale_down_window_s: float = Field(
-        30.0, description="Scale down only to the highest recommendation of this window"
+    scale_down_window_s: float | None = Field(
+        None, description="Scale down only to the highest recommendation of this window (30)"
     )
 
 

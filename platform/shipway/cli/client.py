@@ -106,10 +106,10 @@ class ApiClient:
         self,
         name: str,
         build_id: str,
-        replicas: int = 1,
+        replicas: int | None = None,
         max_replicas: int | None = None,
         target_inflight: float | None = None,
-        scale_down_window_s: float = 30.0,
+        scale_down_window_s: float | None = None,
     ) -> dict[str, Any]:
         body = {
             "build_id": build_id,

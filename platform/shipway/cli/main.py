@@ -200,20 +200,27 @@ def builds_list(json_out: JsonOpt = False) -> None:
 def deploy(
     name: Annotated[str, typer.Argument(help="Deployment name (the gateway's model name)")],
     build: Annotated[str, typer.Option(help="Build id to serve")],
-    replicas: Annotated[int, typer.Option(help="Replicas (the minimum when autoscaling)")] = 1,
+    replicas: Annotated[
+        int | None,
+        typer.Option(help="Replicas (the minimum when autoscaling); default 1, or kept"),
+    ] = None,
     max_replicas: Annotated[int | None, typer.Option(help="Autoscale up to this many")] = None,
     target_inflight: Annotated[
         float | None, typer.Option(help="Autoscale to this many requests in flight per replica")
     ] = None,
     scale_down_window: Annotated[
-        float, typer.Option(help="Seconds of low load before replicas are removed")
-    ] = 30.0,
+        float | None,
+        typer.Option(help="Seconds of low load before replicas are removed (30)"),
+    ] = None,
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="Wait until replicas are ready")
     ] = True,
     json_out: JsonOpt = False,
 ) -> None:
-    """Serve a succeeded build as the stable variant of a deployment, through the gateway."""
+    """Serve a succeeded build as the stable variant of a deployment, through the gateway.
+
+    On an existing deployment, leaving out every scale option keeps its current scaling.
+    """
 
     def go(client: ApiClient) -> dict[str, Any]:
         client.deploy(name, build, replicas, max_replicas, target_inflight, scale_down_window)

@@ -43,6 +43,8 @@ HEADER_LENGTH = "inference-header-content-length"
 FORWARDED = (b"content-type", HEADER_LENGTH.encode(), b"content-encoding")
 KEY_COOKIE = "shipway-key"
 MAX_SHADOWS_IN_FLIGHT = 32
+MISS_REFRESH_SECONDS = 0.25  # at most this often, a request for an unknown route reloads
+UNKNOWN = "(unknown)"  # the metric label of names that are no deployment: bounded labels
 
 
 class Gateway:
@@ -64,6 +66,8 @@ class Gateway:
         self.session: aiohttp.ClientSession | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._shadows_in_flight = 0
+        self._refresh_lock = asyncio.Lock()
+        self._refreshed_at = -1e9
 
     # ---- ASGI entry -------------------------------------------------------------
 
@@ -98,16 +102,26 @@ class Gateway:
     async def _route(self, name: str) -> DeploymentRoute | None:
         route = self.table.get(name)
         if route is None or not route.serving():
-            await self.refresh()  # it may have just become ready: look once before refusing
+            # It may have just become ready: look once before refusing, but a flood of
+            # requests for a missing name must not become a flood of store reads.
+            if time.monotonic() - self._refreshed_at >= MISS_REFRESH_SECONDS:
+                try:
+                    await self.refresh()
+                except Exception as exc:  # the store is away: answer from the table we have
+                    log.warning("routes refresh failed: %s", exc)
             route = self.table.get(name)
         return route
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
         body = await _read_body(receive)
-        forward, custom, header_length = self._request_headers(scope)
+        try:
+            forward, custom, header_length = self._request_headers(scope)
+        except ValueError as exc:
+            await _error(send, 400, str(exc))
+            return
         route = await self._route(name)
         if route is None:
-            self.metrics.no_route.labels(name).inc()
+            self.metrics.no_route.labels(UNKNOWN).inc()
             await _error(send, 404, f"deployment {name!r} does not exist")
             return
         key = None
@@ -124,7 +138,8 @@ class Gateway:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
-        if status == 200 and self.samples.wants():
+        # Compressed bodies are not sampled: the drift monitor reads plain tensors.
+        if status == 200 and "content-encoding" not in forward and self.samples.wants():
             self.samples.add(
                 name,
                 variant.name,
@@ -137,6 +152,7 @@ class Gateway:
                 and self._shadows_in_flight < MAX_SHADOWS_IN_FLIGHT
                 and self.rng.random() < shadow.shadow_share
             ):
+                self._shadows_in_flight += 1  # counted now, so a burst cannot pass the cap
                 self._spawn(self._shadow(name, shadow, body, forward, payload, reply_headers))
 
     async def _forward(
@@ -169,6 +185,7 @@ class Gateway:
         """One upstream try; ``None`` means a connection failure worth a retry elsewhere."""
         assert self.session is not None
         labels = (name, variant, replica.url)
+        self.metrics.replica_labels.add(labels)
         in_flight = self.metrics.in_flight.labels(*labels)
         in_flight.inc()
         self.balancer.started(replica.url)
@@ -213,7 +230,6 @@ class Gateway:
         primary_headers: list[tuple[bytes, bytes]],
     ) -> None:
         """Mirror a request to a shadow variant; record whether it agrees with the answer."""
-        self._shadows_in_flight += 1
         try:
             status, payload, reply = await self._forward(name, shadow, body, headers)
             if status != 200:
@@ -245,8 +261,12 @@ class Gateway:
             await _error(send, 502, f"replica {replica.url} unreachable: {exc.__class__.__name__}")
             return
         if status == 200 and not suffix:  # present the model under its deployment name
-            data = json.loads(payload)
-            data["name"] = name
+            try:
+                data = json.loads(payload)
+                data["name"] = name
+            except (ValueError, TypeError):
+                await _error(send, 502, f"replica {replica.url} sent unreadable metadata")
+                return
             payload = json.dumps(data).encode()
         await _respond(send, status, payload, "application/json")
 
@@ -261,6 +281,8 @@ class Gateway:
             if raw_name in FORWARDED:
                 forward[raw_name.decode()] = raw_value.decode("latin-1")
                 if raw_name == b"inference-header-content-length":
+                    if not raw_value.isdigit():
+                        raise ValueError(f"{HEADER_LENGTH} must be a byte count, got {raw_value!r}")
                     header_length = int(raw_value)
             elif raw_name.startswith(b"x-"):
                 custom[raw_name.decode()] = raw_value.decode("latin-1")
@@ -269,7 +291,13 @@ class Gateway:
     # ---- routes and health ------------------------------------------------------
 
     async def refresh(self) -> None:
-        table = await anyio.to_thread.run_sync(self.load_table)
+        """Reload the routes. One load at a time, so an older read never replaces a newer."""
+        async with self._refresh_lock:
+            self._refreshed_at = time.monotonic()
+            table = await anyio.to_thread.run_sync(self.load_table)
+            self._install(table)
+
+    def _install(self, table: RoutingTable) -> None:
         if table != self.table:
             log.info(
                 "routes: %s",
@@ -278,8 +306,10 @@ class Gateway:
                     for n, d in table.deployments.items()
                 },
             )
+            gone = self.table.replica_urls() - table.replica_urls()
             self.table = table  # one assignment: requests see the old table or the new
             self.balancer.forget_except(table.replica_urls())
+            self.metrics.forget_replicas(gone)
 
     async def check_health(self) -> None:
         """Active checks: each replica's model must answer ready, quickly."""
@@ -307,6 +337,7 @@ class Gateway:
             for v in d.variants:
                 for r in v.replicas:
                     available = self.balancer.health(r.url).available(now)
+                    self.metrics.replica_labels.add((d.name, v.name, r.url))
                     self.metrics.available.labels(d.name, v.name, r.url).set(int(available))
 
     async def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
@@ -376,7 +407,11 @@ class Gateway:
                 for part in scope["query_string"].decode().split("&")
                 if "=" in part
             )
-            limit = int(query.get("limit", "100"))
+            limit_text = query.get("limit", "100")
+            if not limit_text.isdigit() or not 1 <= int(limit_text) <= 10_000:
+                await _error(send, 400, f"limit must be 1..10000, got {limit_text!r}")
+                return
+            limit = int(limit_text)
             data = {
                 "deployment": deployment,
                 "variant": variant,

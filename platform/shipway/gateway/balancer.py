@@ -72,10 +72,10 @@ class Balancer:
                 state.ejections = 0
             return
         state.consecutive_failures += 1
-        if (
-            state.consecutive_failures >= self.policy.consecutive_failures
-            and now >= state.ejected_until
-        ):
+        # A re-admitted replica is on probation until it answers well once: its first
+        # failure ejects it again, so a still-broken replica costs one request, not N.
+        threshold = 1 if state.ejections else self.policy.consecutive_failures
+        if state.consecutive_failures >= threshold and now >= state.ejected_until:
             state.ejections += 1
             seconds = min(
                 self.policy.max_seconds, self.policy.base_seconds * 2 ** (state.ejections - 1)

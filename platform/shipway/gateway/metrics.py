@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -13,6 +14,8 @@ REPLICA = ("deployment", "variant", "replica")
 @dataclass
 class GatewayMetrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    # (deployment, variant, replica) label sets in use: prometheus-client cannot list them
+    replica_labels: set[tuple[str, str, str]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -59,3 +62,15 @@ class GatewayMetrics:
             (*VARIANT, "outcome"),
             registry=r,
         )
+
+    def forget_replicas(self, urls: set[str]) -> None:
+        """Drop the gauges of replicas that left the routes, so that a replica churning
+        through ports does not grow the exposition forever. Counters stay: they are
+        totals that rate() queries over the variant still need."""
+        if not urls:
+            return
+        for labels in [k for k in self.replica_labels if k[2] in urls]:
+            self.replica_labels.discard(labels)
+            for gauge in (self.in_flight, self.available):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(*labels)

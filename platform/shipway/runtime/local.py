@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shipway.errors import ShipwayError
 from shipway.registry.mlflow_registry import ModelRegistry
 from shipway.runtime.port import Phase, ReplicaStatus, VariantSpec
 from shipway.runtime.triton_distribution import TritonDistribution
@@ -61,23 +62,32 @@ class LocalRuntime:
         self.drain_seconds = drain_seconds
         self.clock = clock
         self._lock = threading.Lock()
+        self._fetch_lock = threading.Lock()
         self._runs: dict[tuple[str, str], VariantRun] = {}
         self._serial = 0
 
     # ---- the port ----------------------------------------------------------------
 
     def place(self, spec: VariantSpec) -> list[ReplicaStatus]:
+        # A download may take seconds: not under the lock. A failed one is raised only
+        # after the replicas already running have been looked after.
+        repo: Path | None = None
+        fetch_error: ShipwayError | None = None
+        try:
+            repo = self._repository(spec)
+        except ShipwayError as exc:
+            fetch_error = exc
         with self._lock:
             run = self._runs.setdefault((spec.deployment, spec.variant), VariantRun(spec))
             run.spec = spec
             now = self.clock()
+            for replica in run.replicas:  # older builds too: they serve until replaced
+                if replica.phase != Phase.DRAINING:
+                    self._supervise(replica, now)
             current = [
                 r for r in run.replicas if r.build_id == spec.build_id and r.phase != Phase.DRAINING
             ]
-            for replica in current:
-                self._supervise(replica, now)
-            if len(current) < spec.replicas:
-                repo = self._repository(spec)
+            if len(current) < spec.replicas and repo is not None:
                 for _ in range(spec.replicas - len(current)):
                     replica = self._start(spec, repo, now)
                     run.replicas.append(replica)
@@ -87,26 +97,37 @@ class LocalRuntime:
                 extras = sorted(current, key=lambda r: (r.phase == Phase.READY, -r.started_at))
                 for replica in extras[: len(current) - spec.replicas]:
                     self._drain(replica, now)
-            ready = [
-                r for r in run.replicas if r.build_id == spec.build_id and r.phase == Phase.READY
-            ]
+            ready = [r for r in current if r.phase == Phase.READY]
             if len(ready) >= spec.replicas:  # the new build carries the load: retire the old
                 for replica in run.replicas:
                     if replica.build_id != spec.build_id and replica.phase != Phase.DRAINING:
                         self._drain(replica, now)
-            for replica in list(run.replicas):
-                if (
-                    replica.phase == Phase.DRAINING
-                    and now - replica.draining_since >= self.drain_seconds
-                ):
-                    replica.process.stop()
-                    run.replicas.remove(replica)
-            return [self._status(spec, r) for r in run.replicas]
+            drained = self._reap(run, now)
+            statuses = [self._status(spec, r) for r in run.replicas]
+        for replica in drained:  # stopping waits for the process: not under the lock
+            replica.process.stop()
+        if fetch_error is not None and len(current) < spec.replicas:
+            raise fetch_error
+        return statuses
 
     def remove(self, deployment: str, variant: str) -> None:
+        """Drain the variant's replicas, then stop them; call again until it is gone.
+
+        The gateway stops routing to a removed variant within its refresh period, so
+        requests already sent to these replicas still get their answers.
+        """
         with self._lock:
-            run = self._runs.pop((deployment, variant), None)
-        for replica in run.replicas if run else []:
+            run = self._runs.get((deployment, variant))
+            if run is None:
+                return
+            now = self.clock()
+            for replica in run.replicas:
+                if replica.phase != Phase.DRAINING:
+                    self._drain(replica, now)
+            drained = self._reap(run, now)
+            if not run.replicas:
+                del self._runs[(deployment, variant)]
+        for replica in drained:
             replica.process.stop()
 
     def close(self) -> None:
@@ -136,7 +157,9 @@ class LocalRuntime:
         if replica.phase == Phase.FAILED:
             if now >= replica.retry_at:
                 log.info("restarting replica %s (failure %d)", process.url, replica.failures)
-                process.start(reuse_ports=True)
+                # Keep the address on the first retry (the routes still name it); after
+                # that, the port itself may be the trouble (taken by another process).
+                process.start(reuse_ports=replica.failures <= 1)
                 replica.phase, replica.started_at = Phase.STARTING, now
             return
         if not process.alive():
@@ -156,16 +179,32 @@ class LocalRuntime:
                 replica.message = f"not ready after {self.start_timeout:.0f}s"
                 process.stop()  # the next pass sees it dead and schedules a retry
         elif replica.phase == Phase.READY and not process.model_ready(replica.triton_model_name):
-            replica.phase = Phase.STARTING  # alive but not answering: out of the routes
+            # Alive but not answering: out of the routes, and the start timeout counts
+            # from now, so a replica that served for hours is not killed at once.
+            replica.phase, replica.started_at = Phase.STARTING, now
 
     def _drain(self, replica: Replica, now: float) -> None:
         log.info("draining replica %s", replica.process.url)
         replica.phase, replica.draining_since = Phase.DRAINING, now
 
+    def _reap(self, run: VariantRun, now: float) -> list[Replica]:
+        """Take out the replicas whose drain period has ended; the caller stops them."""
+        done = [
+            r
+            for r in run.replicas
+            if r.phase == Phase.DRAINING and now - r.draining_since >= self.drain_seconds
+        ]
+        run.replicas = [r for r in run.replicas if r not in done]
+        return done
+
     def _repository(self, spec: VariantSpec) -> Path:
         """The build's model repository, fetched from MLflow once per build."""
         repo = self.workdir / "repos" / spec.build_id
-        if not (repo / spec.triton_model_name / "config.pbtxt").exists():
+        if (repo / spec.triton_model_name / "config.pbtxt").exists():
+            return repo
+        with self._fetch_lock:
+            if (repo / spec.triton_model_name / "config.pbtxt").exists():
+                return repo  # fetched by another caller meanwhile
             staging = self.workdir / "repos" / f".{spec.build_id}.partial"
             shutil.rmtree(staging, ignore_errors=True)
             fetched = self.registry.download(spec.run_id, spec.artifact_path, staging)

@@ -15,12 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from shipway import audit
 from shipway.errors import ShipwayError
 from shipway.runtime.autoscaling import AutoscalePolicy, History, decide
-from shipway.runtime.local import LocalRuntime
-from shipway.runtime.port import Phase, ReplicaStatus, VariantSpec
+from shipway.runtime.port import Phase, ReplicaStatus, Runtime, VariantSpec
 from shipway.store.db import Database
 from shipway.store.models import Deployment, DeploymentStatus, Replica, ReplicaState, Variant
 
@@ -32,6 +32,7 @@ STATE = {
     Phase.DRAINING: ReplicaState.DRAINING,
     Phase.FAILED: ReplicaState.FAILED,
 }
+PHASE = {state: phase for phase, state in STATE.items()}
 
 LoadSource = Callable[[float], dict[tuple[str, str], float]]  # now -> mean in-flight
 
@@ -58,7 +59,7 @@ class RuntimeManager:
     def __init__(
         self,
         db: Database,
-        runtime: LocalRuntime,
+        runtime: Runtime,
         load: LoadSource | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -90,18 +91,30 @@ class RuntimeManager:
         self._autoscale(desired)
         wanted = {(d.spec.deployment, d.spec.variant) for d in desired}
         for key in self.runtime.running():
-            if key not in wanted:
+            if key not in wanted:  # drains first; called each pass until it is gone
                 log.info("removing %s/%s", *key)
                 self.runtime.remove(*key)
+        self._forget_removed(wanted)
         for item in self.desired():  # re-read: the autoscaler may have changed counts
+            failure: str | None = None
+            statuses: list[ReplicaStatus] | None
             try:
                 statuses = self.runtime.place(item.spec)
             except ShipwayError as exc:
                 log.error("placing %s/%s failed: %s", item.spec.deployment, item.spec.variant, exc)
-                statuses, failure = [], str(exc)
-            else:
-                failure = None
-            self._record(item.spec, statuses, failure)
+                statuses, failure = None, str(exc)
+            except Exception as exc:  # one broken variant must not starve the others
+                log.exception("placing %s/%s failed", item.spec.deployment, item.spec.variant)
+                statuses, failure = None, f"internal error: {exc}"
+            required = item.policy.min_replicas if item.policy else item.spec.replicas
+            self._record(item.spec, statuses, failure, max(1, required))
+
+    def _forget_removed(self, wanted: set[tuple[str, str]]) -> None:
+        """Replica rows of removed variants go at once, so no route names them."""
+        with self.db.session() as session:
+            for row in session.scalars(select(Replica)):
+                if (row.deployment.name, row.variant) not in wanted:
+                    session.delete(row)
 
     def _autoscale(self, desired: list[Desired]) -> None:
         scaled = [d for d in desired if d.policy]
@@ -156,8 +169,13 @@ class RuntimeManager:
         )
 
     def _record(
-        self, spec: VariantSpec, statuses: list[ReplicaStatus], failure: str | None
+        self,
+        spec: VariantSpec,
+        statuses: list[ReplicaStatus] | None,
+        failure: str | None,
+        required: int,
     ) -> None:
+        """Write the replicas back; ``None`` (a failed pass) leaves the rows as they were."""
         with self.db.session() as session:
             deployment = session.scalar(
                 select(Deployment).where(Deployment.name == spec.deployment)
@@ -165,36 +183,46 @@ class RuntimeManager:
             if deployment is None:
                 return  # deleted while we worked; the next pass removes its replicas
             existing = {r.url: r for r in deployment.replicas if r.variant == spec.variant}
-            reported = {st.url: st for st in statuses}
-            for url, row in existing.items():
-                if url not in reported:
-                    session.delete(row)
-            for url, st in reported.items():
-                row = existing.get(url)
-                if row is None:
-                    row = Replica(deployment_id=deployment.id, variant=spec.variant, url=url)
-                    session.add(row)
-                row.build_id, row.triton_model_name = st.build_id, st.triton_model_name
-                row.pid, row.metrics_url, row.state = st.pid, st.metrics_url, STATE[st.phase]
+            if statuses is not None:
+                reported = {st.url: st for st in statuses}
+                for url, row in existing.items():
+                    if url not in reported:
+                        session.delete(row)
+                for url, st in reported.items():
+                    row = existing.get(url)
+                    if row is None:
+                        row = Replica(deployment_id=deployment.id, variant=spec.variant, url=url)
+                        session.add(row)
+                    row.build_id, row.triton_model_name = st.build_id, st.triton_model_name
+                    row.pid, row.metrics_url, row.state = st.pid, st.metrics_url, STATE[st.phase]
+                phases = [(st.build_id, st.phase, st.message) for st in statuses]
+            else:
+                phases = [(r.build_id, PHASE[r.state], None) for r in existing.values()]
             if spec.variant == "stable":
-                self._update_status(session, deployment, spec, statuses, failure)
+                self._update_status(session, deployment, spec, phases, failure, required)
 
     @staticmethod
-    def _update_status(session, deployment, spec, statuses, failure) -> None:  # type: ignore[no-untyped-def]
-        serving = [s for s in statuses if s.build_id == spec.build_id]
-        ready = [s for s in serving if s.ready]
-        if failure:
-            status, message = DeploymentStatus.FAILED, failure
-        elif len(ready) >= spec.replicas:
+    def _update_status(
+        session: Session,
+        deployment: Deployment,
+        spec: VariantSpec,
+        phases: list[tuple[str, Phase, str | None]],
+        failure: str | None,
+        required: int,
+    ) -> None:
+        """Ready once the minimum serves: an autoscaler's extra replica starting up, or
+        one replica of three restarting, is not an outage."""
+        serving = [(phase, message) for build, phase, message in phases if build == spec.build_id]
+        ready = sum(phase is Phase.READY for phase, _ in serving)
+        failed = [message for phase, message in serving if phase is Phase.FAILED]
+        if ready >= required:
             status, message = DeploymentStatus.READY, None
-        elif any(s.phase is Phase.FAILED for s in serving):
-            status = DeploymentStatus.FAILED
-            message = next(s.message for s in serving if s.phase is Phase.FAILED)
+        elif failure:
+            status, message = DeploymentStatus.FAILED, failure
+        elif failed:
+            status, message = DeploymentStatus.FAILED, failed[0]
         else:
-            status, message = (
-                DeploymentStatus.PENDING,
-                f"{len(ready)}/{spec.replicas} replicas ready",
-            )
+            status, message = DeploymentStatus.PENDING, f"{ready}/{required} replicas ready"
         if (deployment.status, deployment.message) != (status, message):
             deployment.status, deployment.message = status, message
             audit.record(
@@ -203,7 +231,7 @@ class RuntimeManager:
                 f"deployment.{status}",
                 f"deployment/{spec.deployment}",
                 build=spec.build_id,
-                replicas=[s.url for s in ready],
+                ready_replicas=ready,
                 message=message,
             )
 
@@ -214,7 +242,8 @@ class RuntimeManager:
             except Exception:  # keep supervising; the next pass retries
                 log.exception("reconcile pass failed")
             stop.wait(interval)
-        self.runtime.close()
+        # Out of the routes first, then stopped: the gateway never picks a dead replica.
         with self.db.session() as session:
             for row in session.scalars(select(Replica)):
                 session.delete(row)
+        self.runtime.close()

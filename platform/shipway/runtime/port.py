@@ -55,7 +55,11 @@ class Runtime(Protocol):
         ...
 
     def remove(self, deployment: str, variant: str) -> None:
-        """Stop every replica of a variant."""
+        """Drain, then stop, every replica of a variant; called each pass until gone."""
+        ...
+
+    def running(self) -> list[tuple[str, str]]:
+        """The (deployment, variant) pairs that still have replicas here."""
         ...
 
     def close(self) -> None:

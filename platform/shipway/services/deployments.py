@@ -72,19 +72,23 @@ def deploy(
     actor: str,
     scale: Scale | None = None,
     target_inflight: float | None = None,
-    scale_down_window_s: float = 30.0,
+    scale_down_window_s: float | None = None,
 ) -> Deployment:
     """Create the deployment, or point its stable variant at another build.
 
     With ``target_inflight`` and ``scale.max_replicas`` above the minimum, the runtime
-    scales the stable variant on the gateway's measured load.
+    scales the stable variant on the gateway's measured load. A redeploy that passes
+    none of the scale settings keeps the current ones: shipping a new build must not
+    quietly switch off autoscaling.
     """
     check_name(name)
+    keep_scaling = scale is None and target_inflight is None and scale_down_window_s is None
     scale = scale or Scale()
     scale.bounds()
     if target_inflight is not None and target_inflight <= 0:
         raise InvalidInput("target_inflight must be positive")
-    if scale_down_window_s < 0:
+    window = 30.0 if scale_down_window_s is None else scale_down_window_s
+    if window < 0:
         raise InvalidInput("scale_down_window_s cannot be negative")
     with container.db.session() as session:
         _succeeded_build(session, build_id)
@@ -98,12 +102,13 @@ def deploy(
         if previous not in (None, build_id):
             deployment.status, deployment.message = DeploymentStatus.PENDING, None
         deployment.build_id = stable.build_id = build_id
-        _apply_scale(stable, scale)
-        deployment.autoscale = (
-            {"target_inflight": target_inflight, "scale_down_window_s": scale_down_window_s}
-            if target_inflight
-            else {}
-        )
+        if not (keep_scaling and previous is not None):
+            _apply_scale(stable, scale)
+            deployment.autoscale = (
+                {"target_inflight": target_inflight, "scale_down_window_s": window}
+                if target_inflight
+                else {}
+            )
         audit.record(
             session,
             actor,

@@ -30,12 +30,23 @@ def test_consecutive_failures_eject_then_readmit_with_backoff() -> None:
     assert "http://a" not in {b.pick(URLS, 11.0) for _ in range(50)}
     assert b.health("http://a").available(12.0)  # re-admitted after 2 s
 
-    for _ in range(3):  # fails again at once: the ejection doubles
-        b.finished("http://a", failed=True, now=12.0)
+    # On probation: the first failure after re-admission ejects again, for twice as long.
+    b.finished("http://a", failed=True, now=12.0)
     assert not b.health("http://a").available(15.9) and b.health("http://a").available(16.0)
-    for _ in range(3):  # and is capped
-        b.finished("http://a", failed=True, now=16.0)
-    assert b.health("http://a").available(21.0)
+    b.finished("http://a", failed=True, now=16.0)  # and the period is capped
+    assert not b.health("http://a").available(20.9) and b.health("http://a").available(21.0)
+
+
+def test_one_good_answer_ends_probation() -> None:
+    b = Balancer(EjectionPolicy(consecutive_failures=2, base_seconds=1.0))
+    for _ in range(2):
+        b.finished("http://a", failed=True, now=0.0)
+    assert not b.health("http://a").available(0.5)
+    b.finished("http://a", failed=False, now=1.0)  # re-admitted and answered well
+    b.finished("http://a", failed=True, now=1.0)
+    assert b.health("http://a").available(1.0)  # back to needing 2 failures in a row
+    b.finished("http://a", failed=True, now=1.0)
+    assert not b.health("http://a").available(1.5) and b.health("http://a").available(2.0)
 
 
 def test_a_success_resets_the_failure_count() -> None:

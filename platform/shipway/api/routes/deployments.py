@@ -36,7 +36,9 @@ def deploy(
         name,
         body.build_id,
         caller.actor,
-        Scale(body.replicas, body.max_replicas),
+        None
+        if body.replicas is None and body.max_replicas is None
+        else Scale(body.replicas or 1, body.max_replicas),
         body.target_inflight,
         body.scale_down_window_s,
     )
