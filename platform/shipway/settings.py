@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -88,6 +88,30 @@ class Settings(BaseSettings):
         description="Local Triton distribution: `dist/` holds the tritonserver binary and "
         "libraries from the nvidia-pytriton wheel, `pyenv/` the Python environment "
         "its Python backend runs in. `scripts/install-triton.sh` fills it.",
+    )
+    build_bench_seconds: float = Field(
+        1.0, gt=0, description="Length of one benchmark round of an optimized build."
+    )
+    build_bench_rounds: int = Field(
+        3, ge=1, description="Alternating benchmark rounds (candidate, FP32, stable) per build."
+    )
+    build_bench_batch: int = Field(8, ge=1, description="Rows per request in build benchmarks.")
+    build_bench_threads: int = Field(
+        0, ge=0, description="ONNX Runtime threads in build benchmarks; 0: all cores."
+    )
+    perf_regression_tolerance: float = Field(
+        0.10,
+        ge=0,
+        description="A candidate slower than the stable build by more than this share is "
+        "flagged as a performance regression in its report.",
+    )
+    engine_cache_dir: Path | None = Field(
+        None, description="TensorRT engine and timing caches. Default: `home`/engine-cache."
+    )
+    triton_onnx_backend: Literal["python", "onnxruntime"] = Field(
+        "python",
+        description="Triton backend for onnxruntime-cpu builds: `python` (ONNX Runtime "
+        "inside the local Triton's Python backend) or `onnxruntime` (the official image).",
     )
     triton_start_timeout: float = Field(
         120.0, description="Seconds to wait for a tritonserver to report ready."
@@ -185,6 +209,10 @@ class Settings(BaseSettings):
     @property
     def gateway_url(self) -> str:
         return f"http://{self.gateway_host}:{self.gateway_port}"
+
+    @property
+    def resolved_engine_cache_dir(self) -> Path:
+        return self.engine_cache_dir or self.home / "engine-cache"
 
     @property
     def runtime_dir(self) -> Path:

@@ -180,7 +180,7 @@ def deployed_minilm(
         session.add(build)
         session.flush()
         build_id = build.id
-    BuildPipeline(container.db, container.registry).run(build_id)
+    BuildPipeline(container.db, container.registry, container.settings).run(build_id)
     yield container, build_id
     container.close()
 

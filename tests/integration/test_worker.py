@@ -72,7 +72,12 @@ def test_worker_builds_fp32_repository(
     name = done.triton_model_name
     files = artifacts(container, version.mlflow_run_id, f"builds/{build.id}")
     prefix = f"builds/{build.id}/triton/{name}"
-    assert files == [f"{prefix}/1/model.onnx", f"{prefix}/1/model.py", f"{prefix}/config.pbtxt"]
+    assert files == [
+        f"builds/{build.id}/report/report.json",
+        f"{prefix}/1/model.onnx",
+        f"{prefix}/1/model.py",
+        f"{prefix}/config.pbtxt",
+    ]
 
     config = container.registry.download(
         version.mlflow_run_id, f"{prefix}/config.pbtxt", tmp_path / "dl"
@@ -81,7 +86,7 @@ def test_worker_builds_fp32_repository(
 
     # A re-delivered build that already succeeded changes nothing.
     before = builds.get(container, build.id).updated_at
-    BuildPipeline(container.db, container.registry).run(build.id)
+    BuildPipeline(container.db, container.registry, container.settings).run(build.id)
     assert builds.get(container, build.id).updated_at == before
     assert artifacts(container, version.mlflow_run_id, f"builds/{build.id}") == files
 
@@ -96,7 +101,7 @@ def test_redelivery_after_a_crash_does_not_duplicate_artifacts(
         models.Registration("minilm", minilm_onnx.read_bytes(), minilm_sample.read_bytes(), {}),
         actor="test",
     )
-    pipeline = BuildPipeline(container.db, container.registry)
+    pipeline = BuildPipeline(container.db, container.registry, container.settings)
 
     with container.db.session() as session:
         build = Build(model_version_id=version.id, recipe="fp32", target="onnxruntime-cpu")

@@ -20,11 +20,24 @@ class ModelVersionOut(BaseModel):
     created_at: datetime
 
 
+class BuildOptionsIn(BaseModel):
+    calibration: str | None = Field(
+        None, description="INT8 calibration method: minmax, entropy or percentile (default)"
+    )
+    min_cosine: float | None = Field(
+        None, description="Accuracy gate: least mean cosine per output on held-out rows (0.99)"
+    )
+    max_fp32_layers: int | None = Field(
+        None, description="Most layers the selective search may keep in FP32 (4)"
+    )
+
+
 class BuildIn(BaseModel):
     model: str = Field(description="Registered model name")
     version: int = Field(ge=1)
-    recipe: str = "fp32"
-    target: str = "onnxruntime-cpu"
+    recipe: str = Field("fp32", description="fp32, fp16, int8 or int8-dynamic")
+    target: str = Field("onnxruntime-cpu", description="onnxruntime-cpu or tensorrt")
+    options: BuildOptionsIn = Field(default_factory=BuildOptionsIn)
 
 
 class BuildOut(BaseModel):
@@ -41,6 +54,7 @@ class BuildOut(BaseModel):
     error: str | None
     artifact_path: str | None
     triton_model_name: str | None
+    options: dict[str, Any]
     report: dict[str, Any]
     created_at: datetime
     updated_at: datetime

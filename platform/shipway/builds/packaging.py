@@ -3,7 +3,7 @@
 ::
 
     <repo>/<triton-model-name>/config.pbtxt
-    <repo>/<triton-model-name>/1/model.onnx
+    <repo>/<triton-model-name>/1/model.onnx   (model.plan for TensorRT)
     <repo>/<triton-model-name>/1/model.py     (Python backend only)
 """
 
@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from shipway.builds.recipes import Target
-from shipway.builds.triton_config import ServingOptions, render_config
+from shipway.builds.triton_config import BACKENDS, ServingOptions, render_config
 from shipway.registry.signature import Signature
 
 _PYTHON_MODEL = Path(__file__).parent / "triton_models" / "onnxruntime_python.py"
@@ -25,30 +25,35 @@ def triton_model_name(model: str, build_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{model}-{build_id}")
 
 
-def backend_for(target: Target) -> str:
-    # The local Triton from the nvidia-pytriton wheel has the Python backend only;
-    # ONNX Runtime runs inside it. The official image's onnxruntime backend and the
-    # TensorRT plan backend come with their own targets.
-    return {Target.ONNXRUNTIME_CPU: "python"}[target]
+def backend_for(target: Target, onnx_backend: str = "python") -> str:
+    """The Triton backend for a target. The local Triton from the nvidia-pytriton wheel
+    has the Python backend only, with ONNX Runtime running inside it; the official
+    Triton image serves the same ONNX with its ``onnxruntime`` backend."""
+    if target is Target.TENSORRT:
+        return "tensorrt"
+    if onnx_backend not in ("python", "onnxruntime"):
+        raise ValueError(f"unknown ONNX backend {onnx_backend!r}")
+    return onnx_backend
 
 
 def package_repository(
     repo: Path,
     model_name: str,
-    onnx_path: Path,
+    engine_path: Path,
     signature: Signature,
     target: Target,
     options: ServingOptions | None = None,
+    onnx_backend: str = "python",
 ) -> Path:
     """Write the repository for one model under ``repo``; returns the model folder."""
-    backend = backend_for(target)
+    backend = backend_for(target, onnx_backend)
     folder = repo / model_name
     version_dir = folder / "1"
     version_dir.mkdir(parents=True, exist_ok=True)
     (folder / "config.pbtxt").write_text(
         render_config(model_name, signature, backend, options or ServingOptions())
     )
-    shutil.copyfile(onnx_path, version_dir / "model.onnx")
+    shutil.copyfile(engine_path, version_dir / BACKENDS[backend][1])
     if backend == "python":
         shutil.copyfile(_PYTHON_MODEL, version_dir / "model.py")
     return folder

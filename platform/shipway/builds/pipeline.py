@@ -5,19 +5,35 @@ without duplicating artifacts (each build logs to its own artifact path).
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from shipway import audit
+from shipway.builds.compile import BenchPlan, GateFailed, Inputs, compile_candidate
 from shipway.builds.packaging import package_repository, triton_model_name
-from shipway.builds.recipes import Target
+from shipway.builds.recipes import BuildOptions, Recipe, Target
+from shipway.engines import tensorrt
 from shipway.errors import BuildFailed, ShipwayError
-from shipway.registry.mlflow_registry import MODEL_PATH, ONNX_FILE, ModelRegistry
-from shipway.registry.signature import Signature
+from shipway.registry.mlflow_registry import (
+    CALIBRATION_PATH,
+    MODEL_PATH,
+    ONNX_FILE,
+    SAMPLE_PATH,
+    ModelRegistry,
+)
+from shipway.registry.signature import Signature, load_sample
+from shipway.settings import Settings
 from shipway.store.db import Database
-from shipway.store.models import Build, BuildStatus
+from shipway.store.models import Build, BuildStatus, Deployment, ModelVersion
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +44,62 @@ def build_artifact_path(build_id: str) -> str:
     return f"builds/{build_id}/triton"
 
 
+def report_artifact_path(build_id: str) -> str:
+    return f"builds/{build_id}/report"
+
+
+@dataclass(frozen=True)
+class StableBuild:
+    build_id: str
+    run_id: str
+    artifact_path: str
+
+
+def _stable_build(
+    session: Session, model_name: str, target: Target, exclude: str
+) -> StableBuild | None:
+    """The build serving as stable in a deployment of the same model and target."""
+    rows = session.execute(
+        select(Build, ModelVersion.mlflow_run_id)
+        .join(Deployment, Deployment.build_id == Build.id)
+        .join(ModelVersion, Build.model_version_id == ModelVersion.id)
+        .where(
+            ModelVersion.name == model_name,
+            Build.target == target.value,
+            Build.id != exclude,
+            Build.artifact_path.is_not(None),
+        )
+        .order_by(Deployment.updated_at.desc())
+    ).first()
+    if rows is None:
+        return None
+    build, run_id = rows
+    return StableBuild(build.id, run_id, build.artifact_path or "")
+
+
+def report_metrics(build_id: str, report: dict[str, Any]) -> dict[str, float]:
+    """The report's headline numbers as MLflow metrics, keyed by build."""
+    picks = {
+        "mean_cosine": report.get("accuracy", {}).get("mean_cosine"),
+        "min_cosine": report.get("accuracy", {}).get("min_cosine"),
+        "speedup_vs_fp32": report.get("benchmark", {}).get("speedup_vs_fp32"),
+        "speedup_vs_stable": report.get("benchmark", {}).get("speedup_vs_stable"),
+        "rows_per_second": report.get("benchmark", {}).get("candidate", {}).get("rows_per_second"),
+        "p99_ms": report.get("benchmark", {}).get("candidate", {}).get("p99_ms"),
+        "size_mb": report.get("size_mb", {}).get("candidate"),
+        "fp32_layers_kept": len(report.get("selective", {}).get("kept_fp32", []))
+        if "selective" in report
+        else None,
+        "seconds": report.get("seconds"),
+    }
+    return {f"build.{build_id}.{k}": float(v) for k, v in picks.items() if v is not None}
+
+
 class BuildPipeline:
-    def __init__(self, db: Database, registry: ModelRegistry) -> None:
+    def __init__(self, db: Database, registry: ModelRegistry, settings: Settings) -> None:
         self.db = db
         self.registry = registry
+        self.settings = settings
 
     def run(self, build_id: str, progress: Progress | None = None) -> None:
         with self.db.session() as session:
@@ -45,7 +113,9 @@ class BuildPipeline:
             version = build.model_version
             run_id, model_name = version.mlflow_run_id, version.name
             signature = Signature.from_dict(version.signature)
-            target = Target(build.target)
+            recipe, target = Recipe(build.recipe), Target(build.target)
+            options = BuildOptions.from_dict(build.options)
+            stable = _stable_build(session, model_name, target, build_id)
 
         def stage(name: str, fraction: float) -> None:
             with self.db.session() as session:
@@ -55,28 +125,112 @@ class BuildPipeline:
             if progress:
                 progress(name, fraction)
 
+        report: dict[str, Any] = {}
         try:
             artifact_path = build_artifact_path(build_id)
             triton_name = triton_model_name(model_name, build_id)
             if self.registry.has_artifact(run_id, artifact_path):
                 stage("already-packaged", 0.9)  # a previous delivery got this far
+                report = self._saved_report(run_id, build_id)
             else:
-                with tempfile.TemporaryDirectory() as tmp:
-                    stage("fetch-model", 0.1)
-                    model_dir = self.registry.download(run_id, MODEL_PATH, Path(tmp) / "src")
-                    stage("package-triton", 0.5)
-                    repo = Path(tmp) / "repo"
-                    package_repository(repo, triton_name, model_dir / ONNX_FILE, signature, target)
-                    stage("upload-artifacts", 0.8)
+                with tempfile.TemporaryDirectory(prefix="shipway-build-") as tmp:
+                    work = Path(tmp)
+                    stage("fetch-model", 0.05)
+                    inputs = self._fetch(run_id, signature, stable, work)
+                    result = compile_candidate(
+                        inputs, recipe, target, options, work, self._bench_plan(), stage
+                    )
+                    report = result.report
+                    engine = result.engine
+                    if target is Target.TENSORRT:
+                        stage("compile-tensorrt", 0.8)
+                        engine = work / "model.plan"
+                        report["tensorrt"] = tensorrt.build_engine(
+                            result.engine,
+                            engine,
+                            recipe.value,
+                            tensorrt.profiles(signature, 8, 4, (1, 128, 512)),
+                            self.settings.resolved_engine_cache_dir,
+                        )
+                    stage("package-triton", 0.85)
+                    repo = work / "repo"
+                    package_repository(
+                        repo,
+                        triton_name,
+                        engine,
+                        signature,
+                        target,
+                        onnx_backend=self.settings.triton_onnx_backend,
+                    )
+                    stage("upload-artifacts", 0.9)
+                    extras = work / "extras"
+                    extras.mkdir()
+                    (extras / "report.json").write_text(json.dumps(report, indent=2))
+                    if result.calibration_cache is not None:
+                        shutil.copyfile(
+                            result.calibration_cache, extras / "calibration-ranges.json"
+                        )
+                    self.registry.log_dir(run_id, extras, report_artifact_path(build_id))
+                    self.registry.log_metrics(run_id, report_metrics(build_id, report))
+                    # The repository goes last: its presence marks the build as packaged.
                     self.registry.log_dir(run_id, repo, artifact_path)
+        except GateFailed as exc:
+            self._finish(build_id, BuildStatus.FAILED, error=str(exc), report=exc.report)
+            return
         except ShipwayError as exc:
             self._finish(build_id, BuildStatus.FAILED, error=str(exc))
             if exc.retriable:
                 raise
             return
         self._finish(
-            build_id, BuildStatus.SUCCEEDED, artifact_path=artifact_path, triton_name=triton_name
+            build_id,
+            BuildStatus.SUCCEEDED,
+            artifact_path=artifact_path,
+            triton_name=triton_name,
+            report=report,
         )
+
+    def _bench_plan(self) -> BenchPlan:
+        s = self.settings
+        return BenchPlan(
+            s.build_bench_seconds,
+            s.build_bench_rounds,
+            s.build_bench_batch,
+            s.build_bench_threads,
+            s.perf_regression_tolerance,
+        )
+
+    def _fetch(
+        self, run_id: str, signature: Signature, stable: StableBuild | None, work: Path
+    ) -> Inputs:
+        model_dir = self.registry.download(run_id, MODEL_PATH, work / "src")
+        reference = self.registry.download(run_id, "reference", work / "reference")
+        sample = load_sample((reference / Path(SAMPLE_PATH).name).read_bytes())
+        calibration_file = reference / Path(CALIBRATION_PATH).name
+        calibration = (
+            load_sample(calibration_file.read_bytes()) if calibration_file.exists() else None
+        )
+        stable_model = None
+        if stable is not None:
+            repo = self.registry.download(stable.run_id, stable.artifact_path, work / "stable")
+            stable_model = next(iter(sorted(repo.glob("*/1/model.onnx"))), None)
+        return Inputs(
+            model_dir / ONNX_FILE,
+            signature,
+            sample,
+            calibration,
+            stable_model,
+            stable.build_id if stable_model is not None else None,
+        )
+
+    def _saved_report(self, run_id: str, build_id: str) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                folder = self.registry.download(run_id, report_artifact_path(build_id), Path(tmp))
+            except ShipwayError:
+                return {}
+            path = folder / "report.json"
+            return json.loads(path.read_text()) if path.exists() else {}
 
     def _finish(
         self,
@@ -86,6 +240,7 @@ class BuildPipeline:
         error: str | None = None,
         artifact_path: str | None = None,
         triton_name: str | None = None,
+        report: dict[str, Any] | None = None,
     ) -> None:
         with self.db.session() as session:
             build = session.get(Build, build_id)
@@ -102,4 +257,6 @@ class BuildPipeline:
             if artifact_path:
                 build.artifact_path = artifact_path
                 build.triton_model_name = triton_name
+            if report is not None:
+                build.report = report
             audit.record(session, "worker", f"build.{status}", f"build/{build_id}", error=error)

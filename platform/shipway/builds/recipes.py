@@ -1,17 +1,20 @@
-"""Build recipes (numeric precision) and targets (where the engine runs)."""
+"""Build recipes (numeric precision), targets (where the engine runs), and options."""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from enum import StrEnum
+from typing import Any
 
+from shipway.engines.calibration import CalibrationMethod, parse_method
 from shipway.errors import InvalidInput
 
 
 class Recipe(StrEnum):
     FP32 = "fp32"
     FP16 = "fp16"
-    INT8 = "int8"
-    INT8_DYNAMIC = "int8-dynamic"
+    INT8 = "int8"  # static: calibrated Q/DQ
+    INT8_DYNAMIC = "int8-dynamic"  # weights offline, activations at run time
 
 
 class Target(StrEnum):
@@ -19,9 +22,53 @@ class Target(StrEnum):
     TENSORRT = "tensorrt"
 
 
-# Pairs that have a build path today. The others are planned (see the README's
-# roadmap) and are refused up front rather than queued to fail later.
-AVAILABLE: frozenset[tuple[Recipe, Target]] = frozenset({(Recipe.FP32, Target.ONNXRUNTIME_CPU)})
+# Pairs with a build path. The others are refused up front, with the reason, rather
+# than queued to fail later.
+AVAILABLE: frozenset[tuple[Recipe, Target]] = frozenset(
+    {
+        (Recipe.FP32, Target.ONNXRUNTIME_CPU),
+        (Recipe.INT8, Target.ONNXRUNTIME_CPU),
+        (Recipe.INT8_DYNAMIC, Target.ONNXRUNTIME_CPU),
+        (Recipe.FP16, Target.TENSORRT),
+        (Recipe.INT8, Target.TENSORRT),
+    }
+)
+WHY_NOT = {
+    (Recipe.FP16, Target.ONNXRUNTIME_CPU): "ONNX Runtime has no fast float16 kernels on CPU; "
+    "use int8 or int8-dynamic there, or fp16 on tensorrt",
+    (Recipe.INT8_DYNAMIC, Target.TENSORRT): "TensorRT quantizes explicitly from Q/DQ scales "
+    "only; use int8 (calibrated) on tensorrt",
+    (Recipe.FP32, Target.TENSORRT): "a float32 TensorRT engine gains little over "
+    "onnxruntime-cpu's fp32 build here; use fp16 or int8 on tensorrt",
+}
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What a user may tune per build; every field has a default that suits MiniLM."""
+
+    calibration: CalibrationMethod = CalibrationMethod.PERCENTILE
+    min_cosine: float = 0.99  # the accuracy gate: mean cosine per output, held-out rows
+    max_fp32_layers: int = 4  # layers the selective search may keep in FP32
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.min_cosine <= 1.0:
+            raise InvalidInput(f"min_cosine must be within (0, 1], got {self.min_cosine}")
+        if not 0 <= self.max_fp32_layers <= 64:
+            raise InvalidInput(f"max_fp32_layers must be within 0..64, got {self.max_fp32_layers}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "calibration": self.calibration.value}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> BuildOptions:
+        data = dict(data or {})
+        if "calibration" in data:
+            data["calibration"] = parse_method(str(data["calibration"]))
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise InvalidInput(f"unknown build options: {sorted(unknown)}")
+        return cls(**data)
 
 
 def parse(recipe: str, target: str) -> tuple[Recipe, Target]:
@@ -40,8 +87,8 @@ def parse(recipe: str, target: str) -> tuple[Recipe, Target]:
         ) from None
     if (parsed_recipe, parsed_target) not in AVAILABLE:
         choices = ", ".join(f"{r.value}/{t.value}" for r, t in sorted(AVAILABLE))
+        reason = WHY_NOT.get((parsed_recipe, parsed_target), "not available")
         raise InvalidInput(
-            f"recipe {recipe!r} for target {target!r} is not available in this version; "
-            f"available: {choices}"
+            f"recipe {recipe!r} for target {target!r}: {reason}; available: {choices}"
         )
     return parsed_recipe, parsed_target

@@ -49,7 +49,7 @@ def shipway_task(app: Celery, name: str, **options: Any) -> Callable[[Callable[.
 
 def register(app: Celery, container: Container) -> None:
     """Attach task code to the worker's app; called by the worker's composition root."""
-    pipeline = BuildPipeline(container.db, container.registry)
+    pipeline = BuildPipeline(container.db, container.registry, container.settings)
 
     @shipway_task(app, BUILD_TASK)
     def run_build(self: Task, build_id: str) -> dict[str, str]:

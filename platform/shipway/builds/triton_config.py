@@ -37,6 +37,17 @@ class ServingOptions:
     instance_count: int = 1
     max_queue_delay_us: int = 500
     preferred_batch_sizes: tuple[int, ...] = (4, 8)
+    warmup_length: int = 128  # free non-batch axes (sequence) in the warm-up request; 0: none
+
+
+# Backend name -> (instance kind, model file). ``python`` is the local Triton's Python
+# backend running ONNX Runtime; ``onnxruntime`` and ``tensorrt`` are the official
+# image's backends.
+BACKENDS = {
+    "python": ("KIND_CPU", "model.onnx"),
+    "onnxruntime": ("KIND_CPU", "model.onnx"),
+    "tensorrt": ("KIND_GPU", "model.plan"),
+}
 
 
 def _dims(spec: TensorSpec, batched: bool) -> str:
@@ -80,7 +91,7 @@ def render_config(
         "output [",
         ",\n".join(_tensor(s, batched) for s in signature.outputs),
         "]",
-        f"instance_group [ {{ kind: KIND_CPU count: {options.instance_count} }} ]",
+        f"instance_group [ {{ kind: {BACKENDS[backend][0]} count: {options.instance_count} }} ]",
     ]
     if batched:
         sizes = [b for b in options.preferred_batch_sizes if b <= options.max_batch_size]
@@ -89,4 +100,24 @@ def render_config(
             f"preferred_batch_size: [ {', '.join(map(str, sizes))} ] "
             f"max_queue_delay_microseconds: {options.max_queue_delay_us} }}"
         )
+    if options.warmup_length:
+        lines.append(_warmup(signature, batched, options.warmup_length))
     return "\n".join(lines) + "\n"
+
+
+def _warmup(signature: Signature, batched: bool, length: int) -> str:
+    """One zero-filled request at load time, so the first user request does not pay
+    for lazy initialization (allocations, kernel selection)."""
+    inputs = []
+    for spec in signature.inputs:
+        shape = spec.shape[1:] if batched else spec.shape
+        dims = ", ".join(str(d) if isinstance(d, int) else str(length) for d in shape) or "1"
+        inputs.append(
+            f"    inputs {{ key: {json.dumps(spec.name)} value: {{ "
+            f"data_type: {TRITON_DTYPES[spec.dtype]} dims: [ {dims} ] zero_data: true }} }}"
+        )
+    return (
+        "model_warmup [ {\n"
+        '    name: "zeros"\n'
+        f"    batch_size: {1 if batched else 0}\n" + "\n".join(inputs) + "\n} ]"
+    )

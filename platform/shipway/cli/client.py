@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -62,21 +63,48 @@ class ApiClient:
         return response.json() if response.content else None
 
     def register(
-        self, name: str, onnx: Path, sample: Path, tags: dict[str, str] | None = None
+        self,
+        name: str,
+        onnx: Path,
+        sample: Path,
+        tags: dict[str, str] | None = None,
+        calibration: Path | None = None,
     ) -> dict[str, Any]:
-        with onnx.open("rb") as onnx_file, sample.open("rb") as sample_file:
+        with contextlib.ExitStack() as files:
+            upload = {
+                "onnx": (onnx.name, files.enter_context(onnx.open("rb"))),
+                "sample": (sample.name, files.enter_context(sample.open("rb"))),
+            }
+            if calibration is not None:
+                upload["calibration"] = (
+                    calibration.name,
+                    files.enter_context(calibration.open("rb")),
+                )
             return self._call(
                 "POST",
                 f"/models/{name}/versions",
-                files={"onnx": (onnx.name, onnx_file), "sample": (sample.name, sample_file)},
+                files=upload,
                 data={"tags": json.dumps(tags or {})},
             )
 
     def models(self, name: str | None = None) -> list[dict[str, Any]]:
         return self._call("GET", "/models", params={"name": name} if name else None)
 
-    def create_build(self, model: str, version: int, recipe: str, target: str) -> dict[str, Any]:
-        body = {"model": model, "version": version, "recipe": recipe, "target": target}
+    def create_build(
+        self,
+        model: str,
+        version: int,
+        recipe: str,
+        target: str,
+        options: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        body = {
+            "model": model,
+            "version": version,
+            "recipe": recipe,
+            "target": target,
+            "options": options or {},
+        }
         return self._call("POST", "/builds", json=body)
 
     def build(self, build_id: str) -> dict[str, Any]:

@@ -88,10 +88,18 @@ def models_register(
         ),
     ],
     tag: Annotated[list[str], typer.Option(help="KEY=VALUE tag; repeatable")] = [],  # noqa: B006
+    calibration: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help=".npz calibration dataset for INT8 builds (default: half the sample)",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Register a new model version in MLflow, checked against its ONNX graph."""
-    version = _run(ApiClient.register, name, onnx, sample, _parse_tags(tag))
+    version = _run(ApiClient.register, name, onnx, sample, _parse_tags(tag), calibration)
     if json_out:
         emit_json(version)
     else:
@@ -143,13 +151,36 @@ def builds_create(
     version: Annotated[int, typer.Option(help="Model version")],
     recipe: Annotated[str, typer.Option(help="fp32 | fp16 | int8 | int8-dynamic")] = "fp32",
     target: Annotated[str, typer.Option(help="onnxruntime-cpu | tensorrt")] = "onnxruntime-cpu",
+    calibration: Annotated[
+        str | None, typer.Option(help="INT8 calibration: minmax | entropy | percentile")
+    ] = None,
+    min_cosine: Annotated[
+        float | None, typer.Option(help="Accuracy gate, mean cosine on held-out rows (0.99)")
+    ] = None,
+    max_fp32_layers: Annotated[
+        int | None, typer.Option(help="Layers the selective search may keep in FP32 (4)")
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the build to its end")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Queue an engine build of a model version."""
+    """Queue an engine build of a model version.
+
+    INT8 builds calibrate, pass the accuracy gate (keeping the most sensitive layers
+    in FP32 if need be) and are benchmarked against FP32 and the stable build; the
+    report is in `shipway builds show ID`.
+    """
+    options = {
+        k: v
+        for k, v in {
+            "calibration": calibration,
+            "min_cosine": min_cosine,
+            "max_fp32_layers": max_fp32_layers,
+        }.items()
+        if v is not None
+    }
 
     def go(client: ApiClient) -> dict[str, Any]:
-        build = client.create_build(name, version, recipe, target)
+        build = client.create_build(name, version, recipe, target, options)
         return _follow(client, build, json_out) if wait else build
 
     build = _run(go)

@@ -3,7 +3,8 @@
 Layout of a version's run (experiment ``shipway/<name>``)::
 
     model/model.onnx            the registered model (the version's source)
-    reference/sample.npz        reference sample: calibration set and drift baseline
+    reference/sample.npz        reference sample: held-out accuracy rows and drift baseline
+    reference/calibration.npz   optional calibration dataset for INT8 builds
     signature.json              inputs and outputs read from the graph
     builds/<build-id>/triton/   one Triton model repository per build
 """
@@ -13,10 +14,12 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from mlflow import MlflowClient
+from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from shipway.errors import NotFound, Unavailable
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 MODEL_PATH = "model"
 ONNX_FILE = "model.onnx"
 SAMPLE_PATH = "reference/sample.npz"
+CALIBRATION_PATH = "reference/calibration.npz"
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,7 @@ class ModelRegistry:
         sample_bytes: bytes,
         signature: Signature,
         tags: dict[str, str],
+        calibration_bytes: bytes | None = None,
     ) -> RegisteredVersion:
         """Log the files to a new run and create a registered model version from it.
 
@@ -84,6 +89,8 @@ class ModelRegistry:
                 (root / MODEL_PATH / ONNX_FILE).write_bytes(onnx_bytes)
                 (root / "reference").mkdir()
                 (root / SAMPLE_PATH).write_bytes(sample_bytes)
+                if calibration_bytes is not None:
+                    (root / CALIBRATION_PATH).write_bytes(calibration_bytes)
                 (root / "signature.json").write_text(json.dumps(signature.to_dict(), indent=2))
                 self._client.log_artifacts(run_id, str(root))
             self._client.set_terminated(run_id)
@@ -124,6 +131,15 @@ class ModelRegistry:
 
     def log_dir(self, run_id: str, local_dir: Path, artifact_path: str) -> None:
         self._client.log_artifacts(run_id, str(local_dir), artifact_path)
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        """Numbers of a build report, on the version's run (one batch, one timestamp)."""
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now, 0) for key, value in metrics.items()]
+        try:
+            self._client.log_batch(run_id, metrics=batch)
+        except MlflowException as exc:
+            raise Unavailable(f"MLflow refused the build metrics: {exc.message}") from exc
 
     def set_version_tag(self, name: str, version: int, key: str, value: str) -> None:
         self._client.set_model_version_tag(name, str(version), key, value)

@@ -3,6 +3,8 @@ worker never sees a build id that the store does not have."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 
 from shipway import audit
@@ -15,12 +17,24 @@ from shipway.store.models import Build, BuildStatus
 
 
 def create(
-    container: Container, model: str, version: int, recipe: str, target: str, actor: str
+    container: Container,
+    model: str,
+    version: int,
+    recipe: str,
+    target: str,
+    actor: str,
+    options: dict[str, Any] | None = None,
 ) -> Build:
     parsed_recipe, parsed_target = recipes.parse(recipe, target)
+    parsed_options = recipes.BuildOptions.from_dict(options)
     model_version = get_version(container, model, version)
     with container.db.session() as session:
-        build = Build(model_version_id=model_version.id, recipe=parsed_recipe, target=parsed_target)
+        build = Build(
+            model_version_id=model_version.id,
+            recipe=parsed_recipe,
+            target=parsed_target,
+            options=parsed_options.to_dict(),
+        )
         session.add(build)
         session.flush()
         audit.record(
@@ -32,6 +46,7 @@ def create(
             version=version,
             recipe=recipe,
             target=target,
+            options=parsed_options.to_dict(),
         )
         build_id = build.id
     try:

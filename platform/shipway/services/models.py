@@ -24,6 +24,7 @@ class Registration:
     onnx_bytes: bytes
     sample_bytes: bytes
     tags: dict[str, str]
+    calibration_bytes: bytes | None = None  # INT8 calibration rows; else the sample's
 
 
 def check_name(name: str) -> None:
@@ -41,9 +42,20 @@ def register(container: Container, request: Registration, actor: str) -> ModelVe
     rows = check_sample(signature, load_sample(request.sample_bytes))
     digest = hashlib.sha256(request.onnx_bytes).hexdigest()
     tags = {**request.tags, "shipway.onnx_sha256": digest, "shipway.sample_rows": str(rows)}
+    if request.calibration_bytes is not None:
+        try:
+            calibration_rows = check_sample(signature, load_sample(request.calibration_bytes))
+        except InvalidInput as exc:
+            raise InvalidInput(f"calibration dataset: {exc}") from None
+        tags["shipway.calibration_rows"] = str(calibration_rows)
 
     registered = container.registry.register(
-        request.name, request.onnx_bytes, request.sample_bytes, signature, tags
+        request.name,
+        request.onnx_bytes,
+        request.sample_bytes,
+        signature,
+        tags,
+        request.calibration_bytes,
     )
     try:
         with container.db.session() as session:

@@ -82,6 +82,7 @@ class Build(Base):
     artifact_path: Mapped[str | None] = mapped_column(String(500), default=None)
     triton_model_name: Mapped[str | None] = mapped_column(String(200), default=None)
     report: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

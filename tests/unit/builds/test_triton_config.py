@@ -55,5 +55,24 @@ def test_recipe_and_target_parsing() -> None:
         recipes.parse("fp8", "onnxruntime-cpu")
     with pytest.raises(InvalidInput, match="unknown target 'tpu'"):
         recipes.parse("fp32", "tpu")
-    with pytest.raises(InvalidInput, match="not available in this version"):
-        recipes.parse("int8", "tensorrt")
+    assert recipes.parse("int8", "tensorrt") == (recipes.Recipe.INT8, recipes.Target.TENSORRT)
+    with pytest.raises(InvalidInput, match="no fast float16 kernels on CPU"):
+        recipes.parse("fp16", "onnxruntime-cpu")
+    with pytest.raises(InvalidInput, match="Q/DQ scales only"):
+        recipes.parse("int8-dynamic", "tensorrt")
+
+
+def test_build_options() -> None:
+    options = recipes.BuildOptions.from_dict({"calibration": "entropy", "min_cosine": 0.995})
+    assert options.to_dict() == {
+        "calibration": "entropy",
+        "min_cosine": 0.995,
+        "max_fp32_layers": 4,
+    }
+    assert recipes.BuildOptions.from_dict(options.to_dict()) == options
+    with pytest.raises(InvalidInput, match="unknown calibration method 'kl'"):
+        recipes.BuildOptions.from_dict({"calibration": "kl"})
+    with pytest.raises(InvalidInput, match="min_cosine must be within"):
+        recipes.BuildOptions(min_cosine=1.5)
+    with pytest.raises(InvalidInput, match="unknown build options"):
+        recipes.BuildOptions.from_dict({"colour": "red"})

@@ -13,7 +13,13 @@ router = APIRouter(prefix="/builds", tags=["builds"])
 def create_build(body: BuildIn, container: ContainerDep, caller: Deployer) -> BuildOut:
     """Queue a build; poll ``GET /builds/{id}`` for its stage and progress."""
     build = builds.create(
-        container, body.model, body.version, body.recipe, body.target, caller.actor
+        container,
+        body.model,
+        body.version,
+        body.recipe,
+        body.target,
+        caller.actor,
+        body.options.model_dump(exclude_none=True),
     )
     return BuildOut.of(build)
 

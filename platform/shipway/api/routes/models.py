@@ -33,9 +33,19 @@ def register_version(
     onnx: Annotated[UploadFile, File(description="The model as an ONNX file")],
     sample: Annotated[UploadFile, File(description=".npz with one array per model input")],
     tags: Annotated[str | None, Form(description="JSON object of string tags")] = None,
+    calibration: Annotated[
+        UploadFile | None,
+        File(description="Optional .npz calibration dataset for INT8 builds"),
+    ] = None,
 ) -> ModelVersionOut:
     """Register a new version: validated against its graph before anything is stored."""
-    request = models.Registration(name, onnx.file.read(), sample.file.read(), _tags(tags))
+    request = models.Registration(
+        name,
+        onnx.file.read(),
+        sample.file.read(),
+        _tags(tags),
+        calibration.file.read() if calibration is not None else None,
+    )
     row = models.register(container, request, caller.actor)
     return ModelVersionOut.model_validate(row)
 

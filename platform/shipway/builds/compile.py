@@ -1,0 +1,243 @@
+"""Turn a registered FP32 ONNX model into a candidate engine, with its build report.
+
+The stages, each reported as progress: check the calibration data against the graph,
+prepare the graph, calibrate once, quantize (keeping the most sensitive layers in FP32
+when the gate asks for it), gate on held-out rows, and benchmark side by side with the
+FP32 model and the stable build. Files in, files and a report out: the pipeline does
+the store and registry I/O around it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from shipway.builds.accuracy import AccuracyReport, compare
+from shipway.builds.recipes import BuildOptions, Recipe, Target
+from shipway.engines import evaluate, quantize, selective, tensorrt
+from shipway.engines.benchmark import side_by_side
+from shipway.engines.calibration import Arrays, rows, split, take
+from shipway.engines.graph import is_qdq, weighted_nodes
+from shipway.errors import BuildFailed
+from shipway.registry.signature import Signature
+
+Progress = Callable[[str, float], None]
+SWEEP_ROWS = 32  # calibration rows per sensitivity probe: enough to rank, cheap to run
+
+
+class GateFailed(BuildFailed):
+    """The candidate is not the same model any more; the report says how far off."""
+
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    seconds: float = 1.0
+    rounds: int = 3
+    batch: int = 8
+    threads: int = 0
+    regression_tolerance: float = 0.10
+
+
+@dataclass(frozen=True)
+class Inputs:
+    model: Path  # the registered FP32 ONNX
+    signature: Signature
+    sample: Arrays
+    calibration: Arrays | None = None
+    stable_model: Path | None = None  # the engine of the stable build, to race against
+    stable_build: str | None = None
+
+
+@dataclass
+class Result:
+    engine: Path  # the candidate ONNX model (the TensorRT plan is compiled from it)
+    report: dict[str, Any] = field(default_factory=dict)
+    calibration_cache: Path | None = None
+
+
+def compile_candidate(
+    inputs: Inputs,
+    recipe: Recipe,
+    target: Target,
+    options: BuildOptions,
+    workdir: Path,
+    bench: BenchPlan,
+    progress: Progress,
+) -> Result:
+    started = time.monotonic()
+    if target is Target.TENSORRT:
+        tensorrt.require()  # no GPU or no TensorRT: fail now, not after calibrating
+    if recipe is Recipe.FP32:
+        return Result(inputs.model, {"recipe": recipe.value, "target": target.value})
+    report: dict[str, Any] = {
+        "recipe": recipe.value,
+        "target": target.value,
+        "options": options.to_dict(),
+    }
+    model = onnx.load(str(inputs.model), load_external_data=False)
+
+    progress("check-calibration-data", 0.1)
+    data = split(inputs.signature, inputs.sample, inputs.calibration)
+    report["calibration"] = {
+        "method": options.calibration.value,
+        "rows": rows(data.calibration),
+        "held_out_rows": rows(data.held_out),
+        "source": data.source,
+    }
+    reference = evaluate.run(evaluate.session(inputs.model), data.held_out)
+
+    def gate(path: Path) -> AccuracyReport:
+        candidate = evaluate.run(evaluate.session(path), data.held_out)
+        return compare(reference, candidate, data.held_out, options.min_cosine)
+
+    if is_qdq(model):
+        # Quantization-aware training already placed Q/DQ with learned scales.
+        progress("accuracy-gate", 0.6)
+        report["calibration"] = {"skipped": "the model already carries Q/DQ scales"}
+        engine, accuracy = inputs.model, gate(inputs.model)
+        report["selective"] = {"kept_fp32": []}
+        cache = None
+    else:
+        progress("prepare-graph", 0.15)
+        prepared = quantize.prepare(inputs.model, workdir / "prepared.onnx")
+        layers = weighted_nodes(onnx.load(str(prepared)))
+        if not layers:
+            raise BuildFailed(
+                "nothing to quantize: the model has no MatMul or Gemm with constant "
+                "weights; build it as fp32"
+            )
+        encoding = (
+            quantize.Encoding.S8S8_SYMMETRIC
+            if target is Target.TENSORRT
+            else quantize.Encoding.U8S8
+        )
+        quant_options = quantize.QuantOptions(method=options.calibration, encoding=encoding)
+        cache = workdir / "calibration-ranges.json"
+        if recipe is Recipe.INT8:
+            progress("calibrate", 0.25)
+            quantize.calibrate(prepared, data.calibration, quant_options, cache)
+
+        def make(keep: tuple[str, ...], only: tuple[str, ...] | None, name: str) -> Path:
+            path = workdir / f"{name}.onnx"
+            if recipe is Recipe.INT8:
+                return quantize.static_qdq(prepared, path, None, quant_options, cache, keep, only)
+            if recipe is Recipe.INT8_DYNAMIC:
+                return quantize.dynamic(prepared, path, keep, only)
+            return quantize.fp16(prepared, path)
+
+        if recipe is Recipe.FP16:
+            progress("convert-fp16", 0.4)
+            engine = make((), None, "candidate")
+            accuracy = gate(engine)
+            report["selective"] = {"kept_fp32": []}
+        else:
+            engine, accuracy, report["selective"] = _select(
+                make, gate, prepared, layers, data.calibration, options, progress
+            )
+    report["accuracy"] = accuracy.to_dict()
+    if not accuracy.passed:
+        report["seconds"] = round(time.monotonic() - started, 2)
+        raise GateFailed(
+            "accuracy gate failed: "
+            + "; ".join(accuracy.failures)
+            + (
+                f" (kept {len(report['selective']['kept_fp32'])} layers in FP32, "
+                f"the most allowed is {options.max_fp32_layers})"
+                if report.get("selective", {}).get("tries")
+                else ""
+            ),
+            report,
+        )
+
+    if target is Target.ONNXRUNTIME_CPU:
+        progress("benchmark", 0.75)
+        report["benchmark"] = _benchmark(inputs, engine, data.held_out, bench)
+    report["size_mb"] = {
+        "fp32": round(inputs.model.stat().st_size / 1e6, 3),
+        "candidate": round(engine.stat().st_size / 1e6, 3),
+    }
+    report["seconds"] = round(time.monotonic() - started, 2)
+    return Result(engine, report, cache if cache and cache.exists() else None)
+
+
+def _select(
+    make: Callable[[tuple[str, ...], tuple[str, ...] | None, str], Path],
+    gate: Callable[[Path], AccuracyReport],
+    prepared: Path,
+    layers: list[str],
+    calibration: Arrays,
+    options: BuildOptions,
+    progress: Progress,
+) -> tuple[Path, AccuracyReport, dict[str, Any]]:
+    """Full quantization first; if the gate refuses it, rank layers by sensitivity on
+    calibration rows and keep the worst in FP32, one more at a time."""
+    progress("quantize", 0.35)
+    full = make((), None, "candidate-0")
+    first = gate(full)
+    if first.passed or options.max_fp32_layers == 0:
+        return (
+            full,
+            first,
+            {"kept_fp32": [], "tries": [{"kept_fp32": [], "mean_cosine": first.mean_cosine}]},
+        )
+
+    progress("sensitivity-sweep", 0.45)
+    probe_rows = take(calibration, slice(0, min(SWEEP_ROWS, rows(calibration))))
+    baseline = evaluate.run(evaluate.session(prepared), probe_rows)
+    sensitivities = []
+    for i, layer in enumerate(layers):
+        probe = make((), (layer,), "probe")
+        outputs = evaluate.run(evaluate.session(probe), probe_rows)
+        cosine = compare(baseline, outputs, probe_rows).mean_cosine
+        sensitivities.append(selective.Sensitivity(layer, 1.0 if cosine is None else cosine))
+        progress("sensitivity-sweep", 0.45 + 0.2 * (i + 1) / len(layers))
+    ranked = selective.rank(sensitivities)
+
+    candidates: dict[tuple[str, ...], Path] = {(): full}
+
+    def attempt(kept: tuple[str, ...]) -> tuple[bool, AccuracyReport]:
+        if kept == ():
+            return first.passed, first
+        progress("select-fp32-layers", 0.65)
+        path = candidates[kept] = make(kept, None, f"candidate-{len(kept)}")
+        verdict = gate(path)
+        return verdict.passed, verdict
+
+    chosen = selective.search([s.node for s in ranked], attempt, options.max_fp32_layers)
+    details = {
+        "kept_fp32": list(chosen.kept_fp32),
+        "tries": [
+            {"kept_fp32": list(kept), "mean_cosine": verdict.mean_cosine}
+            for kept, verdict in chosen.tried
+        ],
+        "most_sensitive": [{"node": s.node, "cosine": round(s.cosine, 5)} for s in ranked[:8]],
+    }
+    return candidates[chosen.kept_fp32], chosen.verdict, details
+
+
+def _benchmark(inputs: Inputs, engine: Path, held_out: Arrays, plan: BenchPlan) -> dict[str, Any]:
+    models = {"candidate": engine, "fp32": inputs.model}
+    if inputs.stable_model is not None:
+        models["stable"] = inputs.stable_model
+    measured = side_by_side(models, held_out, plan.batch, plan.seconds, plan.rounds, plan.threads)
+    result: dict[str, Any] = {name: m.to_dict() for name, m in measured.items()}
+    candidate = measured["candidate"].rows_per_second
+    result["speedup_vs_fp32"] = round(candidate / measured["fp32"].rows_per_second, 3)
+    result["stable_build"] = inputs.stable_build
+    if "stable" in measured:
+        ratio = candidate / measured["stable"].rows_per_second
+        result["speedup_vs_stable"] = round(ratio, 3)
+        result["performance_regression"] = bool(ratio < 1.0 - plan.regression_tolerance)
+    else:
+        result["speedup_vs_stable"] = None
+        result["performance_regression"] = False
+    return result

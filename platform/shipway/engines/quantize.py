@@ -1,0 +1,156 @@
+"""Precision conversions of an ONNX model with ONNX Runtime's quantization tools.
+
+- ``prepare``: symbolic shape inference and ONNX Runtime's transformer fusions
+  (LayerNorm, GELU, bias folding; attention fusion off, so the projections stay plain
+  MatMuls that Q/DQ can wrap), done once before calibration.
+- ``static_qdq``: explicit quantization, Q/DQ pairs around the weighted MatMuls, from
+  ranges calibrated once (a JSON cache) and encoded per target.
+- ``dynamic``: weights quantized offline, activations at run time.
+- ``fp16``: float16 weights and arithmetic, inputs and outputs kept as they were.
+
+What helped on MiniLM (see the README's INT8 section): per-channel weights, no Q/DQ on
+MatMul outputs (the next op re-quantizes what it needs, and outputs of the FFN carry
+outliers), unsigned activations for CPU kernels, and keeping the few most sensitive
+layers in FP32 (selective.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import onnx
+
+from shipway.engines.calibration import Arrays, ArraysReader, CalibrationMethod
+from shipway.errors import BuildFailed
+
+log = logging.getLogger(__name__)
+
+QUANTIZED_OPS = ("MatMul",)
+
+
+class Encoding(StrEnum):
+    """How calibrated ranges become Q/DQ: the one part that depends on the target."""
+
+    U8S8 = "u8s8"  # unsigned asymmetric activations, signed weights: fast CPU kernels
+    S8S8_SYMMETRIC = "s8s8-symmetric"  # what TensorRT's explicit quantization requires
+
+
+@dataclass(frozen=True)
+class QuantOptions:
+    method: CalibrationMethod = CalibrationMethod.PERCENTILE
+    encoding: Encoding = Encoding.U8S8
+    per_channel: bool = True
+    percentile: float = 99.999
+
+
+def prepare(src: Path, dst: Path, num_heads: int = 0, hidden_size: int = 0) -> Path:
+    """Shape inference and transformer fusions; the FP32 starting point of every recipe."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    with tempfile.TemporaryDirectory(prefix="shipway-prep-") as tmp:
+        fused = Path(tmp) / "fused.onnx"
+        try:
+            options = FusionOptions("bert")
+            options.enable_attention = False  # keep Q/K/V as MatMuls that Q/DQ can wrap
+            optimized = optimize_model(
+                str(src),
+                model_type="bert",
+                num_heads=num_heads,
+                hidden_size=hidden_size,
+                optimization_options=options,
+                opt_level=0,
+            )
+            optimized.save_model_to_file(str(fused))
+            quant_pre_process(str(fused), str(dst), skip_optimization=True, auto_merge=True)
+        except Exception as exc:  # the optimizer raises whatever the graph provokes
+            raise BuildFailed(f"the model could not be prepared for quantization: {exc}") from exc
+    return dst
+
+
+def calibrate(src: Path, data: Arrays, options: QuantOptions, cache: Path) -> Path:
+    """Compute activation ranges once and keep them as ``cache`` (JSON)."""
+    static_qdq(src, cache.with_suffix(".probe.onnx"), data, options, cache, ())
+    cache.with_suffix(".probe.onnx").unlink(missing_ok=True)
+    return cache
+
+
+def static_qdq(
+    src: Path,
+    dst: Path,
+    data: Arrays | None,
+    options: QuantOptions,
+    cache: Path,
+    keep_fp32: tuple[str, ...] = (),
+    only: tuple[str, ...] | None = None,
+) -> Path:
+    """Q/DQ INT8 model; ranges from ``cache`` when it exists, else calibrated on ``data``.
+
+    ``keep_fp32`` names nodes left in float; ``only`` quantizes just these nodes (the
+    sensitivity sweep's probe).
+    """
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    symmetric = options.encoding is Encoding.S8S8_SYMMETRIC
+    extra = {
+        "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS),
+        "ActivationSymmetric": symmetric,
+        "WeightSymmetric": True,
+        "CalibPercentile": options.percentile,
+        "CalibMaxIntermediateOutputs": 8,  # bounds the calibrator's memory
+    }
+    try:
+        quantize_static(
+            str(src),
+            str(dst),
+            ArraysReader(data) if data is not None else None,
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(QUANTIZED_OPS),
+            per_channel=options.per_channel,
+            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_quantize=list(only) if only is not None else None,
+            nodes_to_exclude=list(keep_fp32),
+            calibrate_method=options.method.ort,
+            calibration_cache_path=str(cache),
+            extra_options=extra,
+        )
+    except Exception as exc:
+        raise BuildFailed(f"static quantization failed: {exc}") from exc
+    return dst
+
+
+def dynamic(
+    src: Path, dst: Path, keep_fp32: tuple[str, ...] = (), only: tuple[str, ...] | None = None
+) -> Path:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    try:
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            op_types_to_quantize=list(QUANTIZED_OPS),
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            nodes_to_quantize=list(only) if only is not None else None,
+            nodes_to_exclude=list(keep_fp32),
+        )
+    except Exception as exc:
+        raise BuildFailed(f"dynamic quantization failed: {exc}") from exc
+    return dst
+
+
+def fp16(src: Path, dst: Path) -> Path:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    try:
+        model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+        onnx.save(model, str(dst))
+    except Exception as exc:
+        raise BuildFailed(f"float16 conversion failed: {exc}") from exc
+    return dst
