@@ -26,6 +26,21 @@ def test_batched_config_drops_the_batch_axis_and_enables_dynamic_batching() -> N
     assert "instance_group [ { kind: KIND_CPU count: 1 } ]" in text
 
 
+def test_warmup_request_and_backends() -> None:
+    text = render_config("m", MINILM, "python", ServingOptions())
+    assert "model_warmup [ {" in text and "batch_size: 1" in text
+    assert (
+        'inputs { key: "input_ids" value: { data_type: TYPE_INT64 dims: [ 128 ] '
+        "zero_data: true } }" in text
+    )
+    assert "model_warmup" not in render_config(
+        "m", MINILM, "python", ServingOptions(warmup_length=0)
+    )
+    trt = render_config("m", MINILM, "tensorrt", ServingOptions())
+    assert 'backend: "tensorrt"' in trt and "kind: KIND_GPU" in trt
+    assert "kind: KIND_CPU" in render_config("m", MINILM, "onnxruntime", ServingOptions())
+
+
 def test_fixed_first_axis_means_no_batching() -> None:
     fixed = Signature((TensorSpec("x", "float32", (1, 3)),), (TensorSpec("y", "float32", (1, 3)),))
     assert not is_batchable(fixed)

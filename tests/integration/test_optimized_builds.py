@@ -1,0 +1,322 @@
+"""Optimized builds of the real MiniLM model: INT8 calibration, the accuracy gate with
+selective FP32 layers, the benchmark against FP32 and stable, and the generated Triton
+repositories loaded by a real tritonserver. Bad inputs fail clearly and leave nothing
+deployable.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from shipway.builds.pipeline import BuildPipeline
+from shipway.builds.recipes import BuildOptions, parse
+from shipway.container import Container
+from shipway.engines import tensorrt
+from shipway.engines.evaluate import run, session
+from shipway.errors import InvalidInput
+from shipway.registry.signature import load_sample
+from shipway.runtime.triton_distribution import TritonDistribution
+from shipway.runtime.triton_process import TritonProcess
+from shipway.services import builds, deployments, models
+from shipway.settings import Settings
+from shipway.store.models import Build, BuildStatus, ModelVersion
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def container(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
+    home = tmp_path_factory.mktemp("optimized")
+    # Short benchmark rounds: the numbers are reported, never asserted on here.
+    container = Container(Settings(home=home, build_bench_seconds=0.2, build_bench_rounds=1))
+    container.registry.initialize()
+    yield container
+    container.close()
+
+
+@pytest.fixture(scope="module")
+def minilm_version(container: Container, minilm_onnx: Path, minilm_sample: Path) -> ModelVersion:
+    return models.register(
+        container,
+        models.Registration("minilm", minilm_onnx.read_bytes(), minilm_sample.read_bytes(), {}),
+        actor="test",
+    )
+
+
+def build(
+    container: Container,
+    version: ModelVersion,
+    recipe: str,
+    target: str = "onnxruntime-cpu",
+    **options: Any,
+) -> tuple[Build, list[str]]:
+    """Create a build row as the API does (same validation), and run its pipeline in
+    this process, as a worker would; returns the build and the stages it reported."""
+    parsed_recipe, parsed_target = parse(recipe, target)
+    with container.db.session() as s:
+        row = Build(
+            model_version_id=version.id,
+            recipe=parsed_recipe,
+            target=parsed_target,
+            options=BuildOptions.from_dict(options).to_dict(),
+        )
+        s.add(row)
+        s.flush()
+        build_id = row.id
+    stages: list[str] = []
+    BuildPipeline(container.db, container.registry, container.settings).run(
+        build_id, lambda stage, _: stages.append(stage)
+    )
+    return builds.get(container, build_id), stages
+
+
+def repository(container: Container, version: ModelVersion, row: Build, dst: Path) -> Path:
+    assert row.artifact_path
+    return container.registry.download(version.mlflow_run_id, row.artifact_path, dst)
+
+
+def test_int8_build_passes_the_gate_beats_fp32_and_serves_in_triton(
+    container: Container,
+    minilm_version: ModelVersion,
+    minilm_sample: Path,
+    triton_dist: TritonDistribution,
+    tmp_path: Path,
+) -> None:
+    fp32, _ = build(container, minilm_version, "fp32")
+    deployments.deploy(container, "minilm-web", fp32.id, "test")  # the stable to race
+
+    row, stages = build(container, minilm_version, "int8", calibration="minmax")
+    assert row.status == BuildStatus.SUCCEEDED, row.error
+    assert stages[:5] == [
+        "fetch-model",
+        "check-calibration-data",
+        "prepare-graph",
+        "calibrate",
+        "quantize",
+    ]
+    assert stages[-3:] == ["benchmark", "package-triton", "upload-artifacts"]
+    report = row.report
+    assert report["calibration"]["method"] == "minmax"
+    assert report["calibration"]["rows"] == 8 and report["calibration"]["held_out_rows"] == 8
+    assert report["accuracy"]["passed"] and report["accuracy"]["mean_cosine"] >= 0.99
+    pooled = next(o for o in report["accuracy"]["outputs"] if o["name"] == "onnx::Shape_422")
+    assert pooled["kind"] == "pooled-embedding" and pooled["token_mean_cosine"] > 0.98
+    bench = report["benchmark"]
+    assert bench["stable_build"] == fp32.id
+    assert {"candidate", "fp32", "stable"} <= bench.keys()
+    assert bench["speedup_vs_fp32"] > 0 and bench["speedup_vs_stable"] > 0
+    assert report["size_mb"]["candidate"] < report["size_mb"]["fp32"]
+
+    # The report's numbers are MLflow metrics of the version's run.
+    metrics = container.registry._client.get_run(minilm_version.mlflow_run_id).data.metrics
+    assert metrics[f"build.{row.id}.mean_cosine"] == pytest.approx(
+        report["accuracy"]["mean_cosine"]
+    )
+    assert f"build.{row.id}.speedup_vs_stable" in metrics
+
+    # The packaged repository: Q/DQ INT8 inside, loaded and served by a real tritonserver.
+    repo = repository(container, minilm_version, row, tmp_path / "repo")
+    model_file = repo / row.triton_model_name / "1" / "model.onnx"
+    ops = {n.op_type for n in onnx.load(str(model_file)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    config = (repo / row.triton_model_name / "config.pbtxt").read_text()
+    assert "model_warmup" in config and "dynamic_batching" in config
+    process = TritonProcess(triton_dist, repo, tmp_path / "triton.log")
+    process.start()
+    try:
+        process.wait_ready(120)
+        assert process.model_ready(row.triton_model_name)
+        sample = load_sample(minilm_sample.read_bytes())
+        rows = {k: v[:2] for k, v in sample.items()}
+        body = {
+            "inputs": [
+                {"name": k, "shape": list(v.shape), "datatype": "INT64", "data": v.tolist()}
+                for k, v in rows.items()
+            ],
+            "outputs": [{"name": "461"}],
+        }
+        answer = httpx.post(
+            f"{process.url}/v2/models/{row.triton_model_name}/infer", json=body, timeout=30
+        )
+        assert answer.status_code == 200, answer.text
+        served = np.array(answer.json()["outputs"][0]["data"], np.float32).reshape(2, -1)
+        local = run(session(model_file), rows)["461"]
+        np.testing.assert_allclose(served, local, rtol=1e-4, atol=1e-4)
+    finally:
+        process.stop()
+
+
+def test_int8_dynamic_build(container: Container, minilm_version: ModelVersion) -> None:
+    row, stages = build(container, minilm_version, "int8-dynamic")
+    assert row.status == BuildStatus.SUCCEEDED, row.error
+    assert "calibrate" not in stages  # weights offline, activations at run time
+    assert row.report["accuracy"]["mean_cosine"] >= 0.99
+    assert row.report["selective"]["kept_fp32"] == []
+
+
+def test_selective_search_keeps_sensitive_layers_and_a_failed_gate_deploys_nothing(
+    container: Container, minilm_version: ModelVersion
+) -> None:
+    # A bar that full INT8 misses: the sweep ranks layers, the search keeps the worst
+    # ones in FP32 up to the budget, and the build fails with its report.
+    row, stages = build(container, minilm_version, "int8", min_cosine=0.99999, max_fp32_layers=2)
+    assert row.status == BuildStatus.FAILED
+    assert row.error and row.error.startswith("accuracy gate failed")
+    assert "sensitivity-sweep" in stages and "benchmark" not in stages
+    selective = row.report["selective"]
+    assert len(selective["tries"]) == 3  # 0, 1 and 2 layers kept in FP32
+    cosines = [t["mean_cosine"] for t in selective["tries"]]
+    assert cosines[2] > cosines[0]  # keeping the most sensitive layers helps
+    ranked = [s["node"] for s in selective["most_sensitive"]]
+    assert selective["kept_fp32"] == ranked[:2]
+    # Nothing deployable: no artifact, no repository in MLflow.
+    assert row.artifact_path is None
+    assert not container.registry.has_artifact(
+        minilm_version.mlflow_run_id, f"builds/{row.id}/triton"
+    )
+    with pytest.raises(Exception, match="only a succeeded build deploys"):
+        deployments.deploy(container, "never", row.id, "test")
+
+
+def test_a_qdq_model_skips_calibration(
+    container: Container, minilm_version: ModelVersion, minilm_sample: Path, tmp_path: Path
+) -> None:
+    int8, _ = build(container, minilm_version, "int8")
+    repo = repository(container, minilm_version, int8, tmp_path / "repo")
+    qdq = (repo / int8.triton_model_name / "1" / "model.onnx").read_bytes()
+    version = models.register(
+        container,
+        models.Registration("minilm-qat", qdq, minilm_sample.read_bytes(), {}),
+        actor="test",
+    )
+    row, stages = build(container, version, "int8")
+    assert row.status == BuildStatus.SUCCEEDED, row.error
+    assert "calibrate" not in stages and "prepare-graph" not in stages
+    assert row.report["calibration"] == {"skipped": "the model already carries Q/DQ scales"}
+
+
+def test_a_registered_calibration_dataset_is_used(
+    container: Container, minilm_onnx: Path, minilm_sample: Path, tmp_path: Path
+) -> None:
+    from shipway.examples import minilm
+
+    calibration = minilm.write_sample(tmp_path / "calib.npz", rows=12, seed=7)
+    version = models.register(
+        container,
+        models.Registration(
+            "minilm-calib",
+            minilm_onnx.read_bytes(),
+            minilm_sample.read_bytes(),
+            {},
+            calibration.read_bytes(),
+        ),
+        actor="test",
+    )
+    assert version.tags["shipway.calibration_rows"] == "12"
+    row, _ = build(container, version, "int8")
+    assert row.status == BuildStatus.SUCCEEDED, row.error
+    assert row.report["calibration"]["rows"] == 12
+    assert row.report["calibration"]["held_out_rows"] == 16
+    assert "calibration dataset" in row.report["calibration"]["source"]
+
+
+def test_bad_inputs_fail_clearly_and_leave_nothing(
+    container: Container, minilm_onnx: Path, minilm_sample: Path, tmp_path: Path
+) -> None:
+    # A calibration dataset that does not fit the graph: refused at registration.
+    sample = load_sample(minilm_sample.read_bytes())
+    wrong = tmp_path / "wrong.npz"
+    np.savez(
+        wrong,
+        input_ids=sample["input_ids"].astype(np.int32),
+        attention_mask=sample["attention_mask"],
+    )
+    with pytest.raises(
+        InvalidInput, match="calibration dataset: sample input 'input_ids' has dtype int32"
+    ):
+        models.register(
+            container,
+            models.Registration(
+                "minilm-bad",
+                minilm_onnx.read_bytes(),
+                minilm_sample.read_bytes(),
+                {},
+                wrong.read_bytes(),
+            ),
+            actor="test",
+        )
+    assert models.list_versions(container, "minilm-bad") == []
+
+    # A model the quantizer has nothing to do with: no weighted MatMul.
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], "g", [x], [y])
+    tiny = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    tiny_sample = tmp_path / "tiny.npz"
+    np.savez(tiny_sample, x=np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32))
+    version = models.register(
+        container,
+        models.Registration("tiny", tiny.SerializeToString(), tiny_sample.read_bytes(), {}),
+        actor="test",
+    )
+    row, _ = build(container, version, "int8")
+    assert row.status == BuildStatus.FAILED
+    assert row.error and "nothing to quantize" in row.error and row.artifact_path is None
+
+    # Too few rows to split into calibration and held-out, and no dataset.
+    small = tmp_path / "small.npz"
+    np.savez(small, x=np.ones((2, 4), np.float32))
+    version = models.register(
+        container,
+        models.Registration("tiny2", tiny.SerializeToString(), small.read_bytes(), {}),
+        actor="test",
+    )
+    row, _ = build(container, version, "int8")
+    assert row.status == BuildStatus.FAILED and "needs at least 4" in (row.error or "")
+
+    # Unknown recipe, target or option: refused before anything is queued.
+    for recipe, target, options, message in [
+        ("int4", "onnxruntime-cpu", {}, "unknown recipe 'int4'"),
+        ("int8", "tpu", {}, "unknown target 'tpu'"),
+        ("int8", "onnxruntime-cpu", {"calibration": "kl"}, "unknown calibration method"),
+        ("int8", "onnxruntime-cpu", {"min_cosine": 2}, "min_cosine must be within"),
+    ]:
+        with pytest.raises(InvalidInput, match=message):
+            builds.create(container, "tiny", 1, recipe, target, "test", options)
+
+
+def test_tensorrt_without_a_gpu_fails_at_once(
+    container: Container, minilm_version: ModelVersion
+) -> None:
+    if tensorrt.detect_gpu() is not None:
+        pytest.skip("this machine has a GPU: the TensorRT build test below runs instead")
+    row, stages = build(container, minilm_version, "int8", "tensorrt")
+    assert row.status == BuildStatus.FAILED
+    assert row.error and "needs an NVIDIA GPU" in row.error
+    assert stages == ["fetch-model"]  # nothing was calibrated or compiled
+
+
+def test_tensorrt_int8_engine_where_tensorrt_and_a_gpu_exist(
+    container: Container, minilm_version: ModelVersion, tmp_path: Path
+) -> None:
+    """The real TensorRT path. Runs only on a GPU machine with TensorRT; never in CI."""
+    if tensorrt.detect_gpu() is None or shutil.which("nvidia-smi") is None:
+        pytest.skip("no NVIDIA GPU here")
+    pytest.importorskip("tensorrt")
+    row, stages = build(container, minilm_version, "int8", "tensorrt")
+    assert row.status == BuildStatus.SUCCEEDED, row.error
+    assert "compile-tensorrt" in stages
+    assert row.report["tensorrt"]["engine_cache"] in ("hit", "miss")
+    repo = repository(container, minilm_version, row, tmp_path / "repo")
+    assert (repo / row.triton_model_name / "1" / "model.plan").stat().st_size > 0
+    assert json.loads(json.dumps(row.report))["accuracy"]["passed"]
