@@ -89,6 +89,12 @@ class Settings(BaseSettings):
         "libraries from the nvidia-pytriton wheel, `pyenv/` the Python environment "
         "its Python backend runs in. `scripts/install-triton.sh` fills it.",
     )
+    build_redelivery_seconds: int = Field(
+        3600,
+        ge=10,
+        description="With Redis: a build whose worker died is re-delivered after this "
+        "long. Keep it above the hard time limit of a build (2100 s).",
+    )
     build_bench_seconds: float = Field(
         1.0, gt=0, description="Length of one benchmark round of an optimized build."
     )

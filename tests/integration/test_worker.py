@@ -3,18 +3,22 @@ MLflow, with the state store on PostgreSQL; builds are idempotent."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from sqlalchemy import select
 
 from shipway.builds.pipeline import BuildPipeline
 from shipway.container import Container
 from shipway.services import builds, models
 from shipway.settings import Settings
-from shipway.store.models import Build
+from shipway.store.models import AuditEvent, Build
 from tests.support.processes import shipway_process
 
 pytestmark = pytest.mark.integration
@@ -119,3 +123,71 @@ def test_redelivery_after_a_crash_does_not_duplicate_artifacts(
     assert stages == ["already-packaged"]
     assert builds.get(container, build_id).status == "succeeded"
     assert artifacts(container, version.mlflow_run_id, f"builds/{build_id}") == files
+
+
+def test_a_worker_killed_mid_build_leaves_it_to_the_next_worker_which_finishes_it_once(
+    tmp_path: Path, postgres_url: str, redis_url: str, minilm_onnx: Path, minilm_sample: Path
+) -> None:
+    settings = Settings(
+        home=tmp_path / "home",
+        database_url=postgres_url,
+        broker_url=redis_url,
+        result_backend=redis_url,
+        build_queue=f"builds-{uuid.uuid4().hex[:8]}",
+        build_redelivery_seconds=10,  # how long Redis keeps a dead worker's build
+        build_bench_seconds=0.2,
+        build_bench_rounds=1,
+    )
+    container = Container(settings)
+    container.registry.initialize()
+    try:
+        version = models.register(
+            container,
+            models.Registration("minilm", minilm_onnx.read_bytes(), minilm_sample.read_bytes(), {}),
+            actor="test",
+        )
+        with shipway_process(settings, "serve", "worker", log=tmp_path / "w1.log") as worker:
+            build = builds.create(
+                container, "minilm", version.version, "int8", "onnxruntime-cpu", "t"
+            )
+            wait_for(
+                lambda: (
+                    builds.get(container, build.id).stage in ("calibrate", "quantize", "benchmark")
+                ),
+                120,
+            )
+            os.kill(worker.pid, signal.SIGKILL)  # no shutdown, no acknowledgement
+            worker.wait(10)
+        killed = builds.get(container, build.id)
+        assert killed.status == "running", killed.stage
+
+        with shipway_process(settings, "serve", "worker", log=tmp_path / "w2.log"):
+            status = wait_build(container, build.id, timeout=180)
+        done = builds.get(container, build.id)
+        assert status == "succeeded", (done.error, (tmp_path / "w2.log").read_text()[-3000:])
+        assert done.report["accuracy"]["passed"]
+
+        # Finished once: one repository, one report, one success in the audit trail.
+        prefix = f"builds/{build.id}/triton/{done.triton_model_name}"
+        assert artifacts(container, version.mlflow_run_id, f"builds/{build.id}") == [
+            f"builds/{build.id}/report/calibration-ranges.json",
+            f"builds/{build.id}/report/report.json",
+            f"{prefix}/1/model.onnx",
+            f"{prefix}/1/model.py",
+            f"{prefix}/config.pbtxt",
+        ]
+        with container.db.session() as session:
+            outcomes = session.scalars(
+                select(AuditEvent.action).where(AuditEvent.subject == f"build/{build.id}")
+            ).all()
+        assert sorted(outcomes) == ["build.create", "build.succeeded"]
+    finally:
+        container.close()
+
+
+def wait_for(check: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        time.sleep(0.1)

@@ -30,8 +30,15 @@ def create_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
     )
     if settings.resolved_broker_url.startswith("redis"):
-        # An unacknowledged build is re-delivered after this long; builds are shorter.
-        app.conf.broker_transport_options = {"visibility_timeout": 3600}
+        # A build whose worker died (unacknowledged) is re-delivered after this long;
+        # it must outlast the longest build, or a live build would run twice.
+        # Workers look for such builds every 10 s (kombu's default scans only every
+        # tenth look, so a dead worker's build would wait 100 s more than it must).
+        app.conf.broker_transport_options = {
+            "visibility_timeout": settings.build_redelivery_seconds,
+            "unacked_restore_interval": 10,
+            "unacked_restore_throttle": 1,
+        }
     # (kombu's SQLAlchemy transport hands its options to create_engine: none for it.)
     return app
 
