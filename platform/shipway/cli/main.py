@@ -211,6 +211,35 @@ def builds_show(build_id: str, json_out: JsonOpt = False) -> None:
         "error",
     ):
         console.print(f"{key:>14}: {build[key]}")
+    for line in report_lines(build.get("report") or {}):
+        console.print(f"{'':>14}  {line}")
+
+
+def report_lines(report: dict[str, Any]) -> list[str]:
+    """The build report's headline: accuracy, layers kept in FP32, speed, size."""
+    lines = []
+    accuracy = report.get("accuracy")
+    if accuracy:
+        verdict = "passed" if accuracy["passed"] else "FAILED"
+        lines.append(
+            f"accuracy gate {verdict}: mean cosine {accuracy['mean_cosine']:.4f}, "
+            f"worst {accuracy['min_cosine']:.4f} (threshold {accuracy['threshold']})"
+        )
+    kept = report.get("selective", {}).get("kept_fp32")
+    if kept:
+        lines.append(f"kept in FP32: {', '.join(kept)}")
+    bench = report.get("benchmark")
+    if bench:
+        text = f"speed: {bench['speedup_vs_fp32']:.2f}x FP32"
+        if bench.get("speedup_vs_stable") is not None:
+            text += f", {bench['speedup_vs_stable']:.2f}x stable ({bench['stable_build']})"
+        if bench.get("performance_regression"):
+            text += " — PERFORMANCE REGRESSION against stable"
+        lines.append(text)
+    size = report.get("size_mb")
+    if size:
+        lines.append(f"size: {size['candidate']} MB (FP32 {size['fp32']} MB)")
+    return lines
 
 
 @builds_app.command("list")

@@ -20,6 +20,9 @@ from shipway.registry.signature import Signature, check_sample
 
 Arrays = dict[str, np.ndarray]
 MIN_SPLIT_ROWS = 4  # a reference sample split in two needs a few rows on each side
+# The calibrator keeps every calibrated activation of every row in memory (~15 MB a
+# row for MiniLM at sequence 128), so larger datasets are thinned, evenly.
+MAX_CALIBRATION_ROWS = 256
 
 
 class CalibrationMethod(StrEnum):
@@ -73,7 +76,14 @@ def split(signature: Signature, sample: Arrays, calibration: Arrays | None) -> S
             check_sample(signature, calibration)
         except InvalidInput as exc:
             raise InvalidInput(f"calibration dataset: {exc}") from None
-        return Split(calibration, sample, "calibration dataset; held out: reference sample")
+        source = "calibration dataset; held out: reference sample"
+        if rows(calibration) > MAX_CALIBRATION_ROWS:
+            keep = np.linspace(0, rows(calibration) - 1, MAX_CALIBRATION_ROWS).round().astype(int)
+            calibration = take(calibration, keep)
+            source = f"calibration dataset, {MAX_CALIBRATION_ROWS} rows evenly spaced; " + (
+                "held out: reference sample"
+            )
+        return Split(calibration, sample, source)
     count = rows(sample)
     if count < MIN_SPLIT_ROWS:
         raise InvalidInput(
@@ -82,8 +92,9 @@ def split(signature: Signature, sample: Arrays, calibration: Arrays | None) -> S
             "or register a calibration dataset"
         )
     index = np.arange(count)
+    calibrate = index[index % 2 == 0][:MAX_CALIBRATION_ROWS]
     return Split(
-        take(sample, index % 2 == 0),
+        take(sample, calibrate),
         take(sample, index % 2 == 1),
         "reference sample, even rows; held out: odd rows",
     )

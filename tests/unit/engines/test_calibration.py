@@ -68,3 +68,10 @@ def test_calibration_methods() -> None:
     assert parse_method("entropy") is CalibrationMethod.ENTROPY
     with pytest.raises(InvalidInput, match="choose one of minmax, entropy, percentile"):
         parse_method("kl")
+
+
+def test_a_large_calibration_dataset_is_thinned_evenly() -> None:
+    parts = split(SIG, arrays(4), arrays(1000))
+    first = parts.calibration["ids"][:, 0] // 3  # the row numbers kept
+    assert len(first) == 256 and first[0] == 0 and first[-1] == 999
+    assert len(set(first)) == 256 and "256 rows evenly spaced" in parts.source

@@ -1,0 +1,139 @@
+"""INT8 builds of MiniLM: how much faster, and still the same model?
+
+Registers paraphrase-MiniLM-L3 with real text (sentences of CPython's own reference
+documentation, tokenized with the uncased BERT vocabulary; see
+shipway.examples.text): held-out rows as the reference sample, other rows as the
+calibration dataset. Builds it as fp32, int8 and int8-dynamic for onnxruntime-cpu
+through the real build pipeline (the code a worker runs), then measures the three
+engines side by side in alternating rounds, batch 8 and batch 1, sequence 128.
+
+The cosines are the accuracy gate's own numbers from the int8 build report: the
+attention-mask-aware mean-pooled embedding, held-out rows.
+
+Run:  .venv/bin/pip install -e '.[bench]' && .venv/bin/python benchmarks/build_int8.py
+Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from shipway.builds.pipeline import BuildPipeline
+from shipway.container import Container
+from shipway.engines.benchmark import side_by_side
+from shipway.examples import minilm, text
+from shipway.services import models
+from shipway.settings import Settings
+from shipway.store.models import Build
+
+
+def npz(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calibration-rows", type=int, default=128)
+    parser.add_argument("--held-out-rows", type=int, default=128)
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of one round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--method", default="percentile", help="int8 calibration method")
+    args = parser.parse_args()
+
+    sentences = text.sentences(args.calibration_rows + args.held_out_rows)
+    calibration = text.encode(sentences[: args.calibration_rows])
+    held_out = text.encode(sentences[args.calibration_rows :])
+    tokens = held_out["attention_mask"].sum(1).mean()
+    print(f"{len(sentences)} sentences; mean length {tokens:.1f} tokens")
+
+    with tempfile.TemporaryDirectory(prefix="shipway-bench-") as tmp:
+        home = Path(tmp)
+        container = Container(Settings(home=home, build_bench_seconds=0.5, build_bench_rounds=1))
+        container.registry.initialize()
+        version = models.register(
+            container,
+            models.Registration(
+                "minilm",
+                minilm.onnx_path().read_bytes(),
+                npz(held_out),
+                {},
+                npz(calibration),
+            ),
+            actor="benchmark",
+        )
+        pipeline = BuildPipeline(container.db, container.registry, container.settings)
+        built: dict[str, Build] = {}
+        seconds: dict[str, float] = {}
+        for recipe in ("fp32", "int8", "int8-dynamic"):
+            with container.db.session() as session:
+                row = Build(
+                    model_version_id=version.id,
+                    recipe=recipe,
+                    target="onnxruntime-cpu",
+                    options={"calibration": args.method} if recipe == "int8" else {},
+                )
+                session.add(row)
+                session.flush()
+                build_id = row.id
+            started = time.monotonic()
+            pipeline.run(build_id)
+            seconds[recipe] = time.monotonic() - started
+            with container.db.session() as session:
+                built[recipe] = session.get(Build, build_id)  # type: ignore[assignment]
+            b = built[recipe]
+            print(f"{recipe:>12}: {b.status} in {seconds[recipe]:.1f}s {b.error or ''}")
+            if b.status != "succeeded":
+                raise SystemExit(json.dumps({"error": f"{recipe} build failed: {b.error}"}))
+
+        engines = {}
+        for recipe, b in built.items():
+            repo = container.registry.download(
+                version.mlflow_run_id, b.artifact_path or "", home / "dl" / recipe
+            )
+            engines[recipe] = repo / (b.triton_model_name or "") / "1" / "model.onnx"
+
+        results = {}
+        for batch in (8, 1):
+            measured = side_by_side(engines, held_out, batch, args.seconds, args.rounds)
+            results[batch] = measured
+            for recipe, m in measured.items():
+                print(
+                    f"batch {batch} {recipe:>12}: {m.rows_per_second:7.1f} rows/s  "
+                    f"p50 {m.p50_ms:6.2f} ms  p99 {m.p99_ms:6.2f} ms  {m.size_mb:5.1f} MB"
+                )
+        report = built["int8"].report
+        print("int8 kept in FP32:", report["selective"]["kept_fp32"])
+        dyn = built["int8-dynamic"].report
+        b8, b1 = results[8], results[1]
+        summary = {
+            "int8_speedup": round(b8["int8"].rows_per_second / b8["fp32"].rows_per_second, 3),
+            "int8_dynamic_speedup": round(
+                b8["int8-dynamic"].rows_per_second / b8["fp32"].rows_per_second, 3
+            ),
+            "int8_mean_cosine": round(report["accuracy"]["mean_cosine"], 5),
+            "int8_min_cosine": round(report["accuracy"]["min_cosine"], 5),
+            "build_seconds": round(seconds["int8"], 1),
+            "int8_speedup_batch1": round(
+                b1["int8"].rows_per_second / b1["fp32"].rows_per_second, 3
+            ),
+            "int8_dynamic_mean_cosine": round(dyn["accuracy"]["mean_cosine"], 5),
+            "int8_fp32_layers_kept": len(report["selective"]["kept_fp32"]),
+            "calibration": args.method,
+            "batch": 8,
+            "seq_len": 128,
+        }
+        container.close()
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
