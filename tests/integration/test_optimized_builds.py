@@ -131,12 +131,22 @@ def test_int8_build_passes_the_gate_beats_fp32_and_serves_in_triton(
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     config = (repo / row.triton_model_name / "config.pbtxt").read_text()
     assert "model_warmup" in config and "dynamic_batching" in config
+    assert_served_like_onnxruntime(triton_dist, repo, row, minilm_sample, tmp_path)
+
+
+def assert_served_like_onnxruntime(
+    triton_dist: TritonDistribution, repo: Path, row: Build, sample_path: Path, tmp_path: Path
+) -> None:
+    """The build's repository, loaded by a real tritonserver, answers as ONNX Runtime
+    does on the same engine file."""
+    assert row.triton_model_name
+    model_file = repo / row.triton_model_name / "1" / "model.onnx"
     process = TritonProcess(triton_dist, repo, tmp_path / "triton.log")
     process.start()
     try:
         process.wait_ready(120)
         assert process.model_ready(row.triton_model_name)
-        sample = load_sample(minilm_sample.read_bytes())
+        sample = load_sample(sample_path.read_bytes())
         rows = {k: v[:2] for k, v in sample.items()}
         body = {
             "inputs": [
@@ -156,12 +166,25 @@ def test_int8_build_passes_the_gate_beats_fp32_and_serves_in_triton(
         process.stop()
 
 
-def test_int8_dynamic_build(container: Container, minilm_version: ModelVersion) -> None:
+def test_int8_dynamic_build(
+    container: Container,
+    minilm_version: ModelVersion,
+    minilm_sample: Path,
+    triton_dist: TritonDistribution,
+    tmp_path: Path,
+) -> None:
     row, stages = build(container, minilm_version, "int8-dynamic")
     assert row.status == BuildStatus.SUCCEEDED, row.error
     assert "calibrate" not in stages  # weights offline, activations at run time
     assert row.report["accuracy"]["mean_cosine"] >= 0.99
     assert row.report["selective"]["kept_fp32"] == []
+    repo = repository(container, minilm_version, row, tmp_path / "repo")
+    ops = {
+        n.op_type
+        for n in onnx.load(str(repo / row.triton_model_name / "1" / "model.onnx")).graph.node
+    }
+    assert "DynamicQuantizeLinear" in ops or "MatMulInteger" in ops
+    assert_served_like_onnxruntime(triton_dist, repo, row, minilm_sample, tmp_path)
 
 
 def test_selective_search_keeps_sensitive_layers_and_a_failed_gate_deploys_nothing(
