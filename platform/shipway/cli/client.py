@@ -176,6 +176,13 @@ class ApiClient:
                     )
                     for v in deployment["variants"]
                 )
+                # ... and replicas of a replaced build no longer take traffic.
+                and not any(
+                    r["state"] == "ready" and r["build_id"] != v["build_id"]
+                    for v in deployment["variants"]
+                    for r in deployment["replicas"]
+                    if r["variant"] == v["name"]
+                )
             ):
                 return deployment
             if deployment["build_id"] == build_id and deployment["status"] == "failed":

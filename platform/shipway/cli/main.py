@@ -432,7 +432,8 @@ def serve(
 
 @app.command("demo")
 def demo(json_out: JsonOpt = False) -> None:
-    """The whole story on this machine: register MiniLM, build, deploy, infer, compare."""
+    """The whole story on this machine: register MiniLM, build, deploy, infer, compare;
+    then build it as INT8 and roll the deployment over to it."""
     from shipway.cli.demo import run_demo
 
     try:
