@@ -343,3 +343,42 @@ def test_tensorrt_int8_engine_where_tensorrt_and_a_gpu_exist(
     repo = repository(container, minilm_version, row, tmp_path / "repo")
     assert (repo / row.triton_model_name / "1" / "model.plan").stat().st_size > 0
     assert json.loads(json.dumps(row.report))["accuracy"]["passed"]
+
+
+def test_one_calibration_two_encodings(
+    minilm_onnx: Path, minilm_sample: Path, tmp_path: Path
+) -> None:
+    """Ranges are calibrated once; the ONNX Runtime encoding (U8S8) and the TensorRT
+    one (symmetric S8S8, on a graph of standard ONNX ops only) come from the same cache."""
+    from onnx import numpy_helper
+
+    from shipway.engines import quantize
+    from shipway.engines.calibration import CalibrationMethod, split
+    from shipway.registry.signature import load_model, read_signature
+
+    signature = read_signature(load_model(minilm_onnx.read_bytes()))
+    data = split(signature, load_sample(minilm_sample.read_bytes()), None)
+    prepared = quantize.prepare(minilm_onnx, tmp_path / "prepared.onnx", fuse=False)
+    assert {n.domain for n in onnx.load(str(prepared)).graph.node} == {""}
+    cache = tmp_path / "ranges.json"
+    options = quantize.QuantOptions(method=CalibrationMethod.MINMAX)
+    quantize.calibrate(prepared, data.calibration, options, cache)
+    ranges = cache.read_text()
+
+    def zero_points(encoding: quantize.Encoding) -> list[np.ndarray]:
+        path = quantize.static_qdq(
+            prepared,
+            tmp_path / f"{encoding}.onnx",
+            None,  # no data: the ranges must come from the cache
+            quantize.QuantOptions(method=CalibrationMethod.MINMAX, encoding=encoding),
+            cache,
+        )
+        model = onnx.load(str(path))
+        inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        return [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
+
+    symmetric = zero_points(quantize.Encoding.S8S8_SYMMETRIC)
+    assert symmetric and all(z.dtype == np.int8 and not z.any() for z in symmetric)
+    cpu = zero_points(quantize.Encoding.U8S8)
+    assert cpu and all(z.dtype == np.uint8 for z in cpu) and any(z.any() for z in cpu)
+    assert cache.read_text() == ranges  # neither encoding recalibrated

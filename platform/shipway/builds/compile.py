@@ -108,7 +108,9 @@ def compile_candidate(
         cache = None
     else:
         progress("prepare-graph", 0.15)
-        prepared = quantize.prepare(inputs.model, workdir / "prepared.onnx")
+        prepared = quantize.prepare(
+            inputs.model, workdir / "prepared.onnx", fuse=target is Target.ONNXRUNTIME_CPU
+        )
         layers = weighted_nodes(onnx.load(str(prepared)))
         if not layers:
             raise BuildFailed(

@@ -136,7 +136,9 @@ class BuildPipeline:
                 with tempfile.TemporaryDirectory(prefix="shipway-build-") as tmp:
                     work = Path(tmp)
                     stage("fetch-model", 0.05)
-                    inputs = self._fetch(run_id, signature, stable, work)
+                    # Only an optimized CPU build races the stable one.
+                    race = recipe is not Recipe.FP32 and target is Target.ONNXRUNTIME_CPU
+                    inputs = self._fetch(run_id, signature, stable if race else None, work)
                     result = compile_candidate(
                         inputs, recipe, target, options, work, self._bench_plan(), stage
                     )

@@ -47,12 +47,22 @@ class QuantOptions:
     percentile: float = 99.999
 
 
-def prepare(src: Path, dst: Path, num_heads: int = 0, hidden_size: int = 0) -> Path:
-    """Shape inference and transformer fusions; the FP32 starting point of every recipe."""
+def prepare(
+    src: Path, dst: Path, fuse: bool = True, num_heads: int = 0, hidden_size: int = 0
+) -> Path:
+    """Shape inference, and transformer fusions when ``fuse``; the FP32 starting point
+    of every recipe. The fusions are ONNX Runtime contrib ops, so a graph for another
+    runtime (TensorRT) gets shape inference only."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
+    if not fuse:
+        try:
+            quant_pre_process(str(src), str(dst), skip_optimization=True, auto_merge=True)
+        except Exception as exc:
+            raise BuildFailed(f"shape inference failed on the model: {exc}") from exc
+        return dst
     with tempfile.TemporaryDirectory(prefix="shipway-prep-") as tmp:
         fused = Path(tmp) / "fused.onnx"
         try:
