@@ -100,17 +100,21 @@ class Gateway:
     # ---- inference --------------------------------------------------------------
 
     async def _route(self, name: str) -> DeploymentRoute | None:
+        """The route, re-read first when it is missing or not serving: it may have
+        just become ready. Concurrent misses share one read (single flight), and names
+        that are no deployment at all cause at most one read per MISS_REFRESH_SECONDS,
+        so a flood of requests for a missing name is not a flood of store reads."""
         route = self.table.get(name)
-        if route is None or not route.serving():
-            # It may have just become ready: look once before refusing, but a flood of
-            # requests for a missing name must not become a flood of store reads.
-            if time.monotonic() - self._refreshed_at >= MISS_REFRESH_SECONDS:
-                try:
-                    await self.refresh()
-                except Exception as exc:  # the store is away: answer from the table we have
-                    log.warning("routes refresh failed: %s", exc)
-            route = self.table.get(name)
-        return route
+        if route is not None and route.serving():
+            return route
+        asked = time.monotonic()
+        if route is None and asked - self._refreshed_at < MISS_REFRESH_SECONDS:
+            return None
+        try:
+            await self.refresh(fresher_than=asked)
+        except Exception as exc:  # the store is away: answer from the table we have
+            log.warning("routes refresh failed: %s", exc)
+        return self.table.get(name)
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
         body = await _read_body(receive)
@@ -290,9 +294,13 @@ class Gateway:
 
     # ---- routes and health ------------------------------------------------------
 
-    async def refresh(self) -> None:
-        """Reload the routes. One load at a time, so an older read never replaces a newer."""
+    async def refresh(self, fresher_than: float | None = None) -> None:
+        """Reload the routes. One load at a time, so an older read never replaces a
+        newer; with ``fresher_than``, a load that started after that moment (while
+        this caller waited for the lock) is fresh enough and is not repeated."""
         async with self._refresh_lock:
+            if fresher_than is not None and self._refreshed_at >= fresher_than:
+                return
             self._refreshed_at = time.monotonic()
             table = await anyio.to_thread.run_sync(self.load_table)
             self._install(table)

@@ -24,6 +24,10 @@ from shipway.runtime.triton_process import TritonProcess
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 30.0
+# Failed readiness probes in a row before a ready replica leaves the routes, as a
+# Kubernetes readinessProbe's failureThreshold: a replica saturated by the very load
+# that makes the autoscaler add another may answer a probe late, and must keep serving.
+READY_FAILURE_THRESHOLD = 3
 
 
 @dataclass
@@ -35,6 +39,7 @@ class Replica:
     started_at: float = 0.0
     draining_since: float = 0.0
     failures: int = 0  # consecutive exits or failed starts
+    missed_probes: int = 0  # consecutive failed readiness probes while ready
     retry_at: float = 0.0
     message: str | None = None
 
@@ -178,10 +183,17 @@ class LocalRuntime:
             elif now - replica.started_at > self.start_timeout:
                 replica.message = f"not ready after {self.start_timeout:.0f}s"
                 process.stop()  # the next pass sees it dead and schedules a retry
-        elif replica.phase == Phase.READY and not process.model_ready(replica.triton_model_name):
-            # Alive but not answering: out of the routes, and the start timeout counts
-            # from now, so a replica that served for hours is not killed at once.
-            replica.phase, replica.started_at = Phase.STARTING, now
+        elif replica.phase == Phase.READY:
+            if process.model_ready(replica.triton_model_name):
+                replica.missed_probes = 0
+                return
+            replica.missed_probes += 1
+            if replica.missed_probes >= READY_FAILURE_THRESHOLD:
+                # Alive but not answering: out of the routes, and the start timeout
+                # counts from now, so a replica that served for hours is not killed.
+                log.warning("replica %s stopped answering ready", process.url)
+                replica.phase, replica.started_at = Phase.STARTING, now
+                replica.missed_probes = 0
 
     def _drain(self, replica: Replica, now: float) -> None:
         log.info("draining replica %s", replica.process.url)
