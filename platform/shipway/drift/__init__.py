@@ -1,0 +1,2 @@
+"""Drift detection: a reference profile of what a version was validated on, and
+statistical tests of live windows against it. Pure numpy/scipy; no I/O here."""
