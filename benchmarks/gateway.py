@@ -12,7 +12,7 @@ client of an embedding service wants. `--output onnx::Shape_422` asks for the to
 states instead (~200 KB an answer): the gateway's cost grows with the bytes it
 relays (see the README's serving section).
 
-Run: .venv/bin/python benchmarks/gateway.py [--seconds 4] [--rounds 2]
+Run: .venv/bin/python benchmarks/gateway.py [--seconds 3] [--rounds 4]
 Last line: one JSON object.
 """
 
@@ -144,8 +144,8 @@ def populate_store(url: str, replica_url: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=4.0, help="length of one round")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds per mode and concurrency")
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of one round")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds per mode and concurrency")
     parser.add_argument("--concurrency", default="1,2,4,8", help="client counts to try")
     parser.add_argument(
         "--output",
@@ -201,7 +201,9 @@ def main() -> None:
         errors = 0
         gateway_cpu, gateway_requests = np.zeros(2), 0
         for clients in levels:
-            per = results.setdefault(clients, {m: {"tput": [], "lat": []} for m in targets})
+            per = results.setdefault(
+                clients, {m: {"tput": [], "lat": [], "p50": [], "p99": []} for m in targets}
+            )
             for round_index in range(args.rounds):
                 order = list(targets) if round_index % 2 == 0 else list(reversed(targets))
                 for mode in order:
@@ -213,6 +215,8 @@ def main() -> None:
                         gateway_requests += len(lat) + clients  # + each client's warm-up
                     per[mode]["tput"].append(tput)
                     per[mode]["lat"].extend(lat)
+                    per[mode]["p50"].append(float(np.percentile(lat, 50)))
+                    per[mode]["p99"].append(float(np.percentile(lat, 99)))
                     errors += errs
                     print(
                         f"clients={clients} {mode:>7}: {tput:7.1f} req/s  "
@@ -225,14 +229,18 @@ def main() -> None:
         best = max(direct.values())
         saturation = min(c for c, t in direct.items() if t >= 0.95 * best)
         sat = results[saturation]
-        ratio = statistics.median(sat["gateway"]["tput"]) / statistics.median(sat["direct"]["tput"])
+        # Paired by round (each gateway round next to a direct round, ABBA order), so a
+        # shared machine's drift in speed cancels; the median over rounds is reported.
+        ratio = statistics.median(
+            g / d for g, d in zip(sat["gateway"]["tput"], sat["direct"]["tput"], strict=True)
+        )
         one = results[min(levels)]
-        p50 = (
-            np.percentile(one["gateway"]["lat"], 50) - np.percentile(one["direct"]["lat"], 50)
-        ) * 1e3
-        p99 = (
-            np.percentile(one["gateway"]["lat"], 99) - np.percentile(one["direct"]["lat"], 99)
-        ) * 1e3
+        p50 = 1e3 * statistics.median(
+            g - d for g, d in zip(one["gateway"]["p50"], one["direct"]["p50"], strict=True)
+        )
+        p99 = 1e3 * statistics.median(
+            g - d for g, d in zip(one["gateway"]["p99"], one["direct"]["p99"], strict=True)
+        )
         summary = {
             "throughput_ratio": round(float(ratio), 3),
             "p50_added_ms": round(float(p50), 3),
