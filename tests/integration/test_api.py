@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from mlflow import MlflowClient
+from onnx import TensorProto, helper
 from sqlalchemy import func, select
 
 from shipway.api.app import create_app
 from shipway.container import Container
+from shipway.drift import profile_io
 from shipway.settings import Settings
 from shipway.store.models import AuditEvent, Build, ModelVersion
 
@@ -100,6 +102,23 @@ def test_mismatched_sample_is_422_and_registers_nothing(
     assert nothing_registered(container, "minilm")
 
 
+def test_a_model_that_fails_on_its_own_sample_is_422_and_registers_nothing(
+    api: TestClient, container: Container
+) -> None:
+    # Valid ONNX whose Reshape cannot take the sample's 3 values per row.
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2])
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 2])
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])], "g", [x], [y], [shape]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    response = register(api, "odd", model.SerializeToString(), npz(x=np.ones((3, 3), np.float32)))
+    assert response.status_code == 422
+    assert "does not run on its reference sample" in response.json()["detail"]
+    assert nothing_registered(container, "odd")
+
+
 def test_bad_name_and_bad_tags(api: TestClient, minilm_onnx: Path, minilm_sample: Path) -> None:
     response = register(api, "Bad_Name", minilm_onnx.read_bytes(), minilm_sample.read_bytes())
     assert response.status_code == 422 and "invalid model name" in response.json()["detail"]
@@ -115,7 +134,7 @@ def test_bad_name_and_bad_tags(api: TestClient, minilm_onnx: Path, minilm_sample
 
 
 def test_register_then_build_requests(
-    api: TestClient, container: Container, minilm_onnx: Path, minilm_sample: Path
+    api: TestClient, container: Container, minilm_onnx: Path, minilm_sample: Path, tmp_path: Path
 ) -> None:
     response = register(api, "minilm", minilm_onnx.read_bytes(), minilm_sample.read_bytes())
     assert response.status_code == 201, response.text
@@ -137,6 +156,17 @@ def test_register_then_build_requests(
     assert version.tags["team"] == "search"
     files = {a.path for a in mlflow.list_artifacts(body["mlflow_run_id"])}
     assert {"model", "reference", "signature.json"} <= files
+
+    # The drift baseline, computed at registration from the sample and the model's
+    # own FP32 outputs on it.
+    profile_file = container.registry.download(
+        body["mlflow_run_id"], "reference/profile.npz", tmp_path / "profile"
+    )
+    profile = profile_io.from_bytes(profile_file.read_bytes())
+    assert body["tags"]["shipway.drift_profile"] == "reference/profile.npz"
+    assert profile.rows == 16 and set(profile.categorical) == {"input_ids"}
+    assert set(profile.numeric) == {"attention_mask.sum"}
+    assert {"461", "onnx::Shape_422"} <= set(profile.embeddings)  # pooled with the mask
 
     unknown = api.post("/api/v1/builds", json={"model": "nope", "version": 1})
     assert unknown.status_code == 404 and "not registered" in unknown.json()["detail"]

@@ -93,10 +93,11 @@ def compile_candidate(
         "held_out_rows": rows(data.held_out),
         "source": data.source,
     }
-    reference = evaluate.run(evaluate.session(inputs.model), data.held_out)
+    batch = evaluate.batch_size(inputs.signature)
+    reference = evaluate.run(evaluate.session(inputs.model), data.held_out, batch)
 
     def gate(path: Path) -> AccuracyReport:
-        candidate = evaluate.run(evaluate.session(path), data.held_out)
+        candidate = evaluate.run(evaluate.session(path), data.held_out, batch)
         return compare(reference, candidate, data.held_out, options.min_cosine)
 
     if is_qdq(model):

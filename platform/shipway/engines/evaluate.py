@@ -9,17 +9,28 @@ import onnxruntime as ort
 
 from shipway.engines.calibration import Arrays, rows, take
 from shipway.errors import BuildFailed
+from shipway.registry.signature import Signature
 
 
-def session(path: Path, threads: int = 0) -> ort.InferenceSession:
+def session(model: Path | bytes, threads: int = 0) -> ort.InferenceSession:
+    """A CPU session over a model file, or over the model's bytes."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
+    source = str(model) if isinstance(model, Path) else model
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise BuildFailed(f"ONNX Runtime cannot load {path.name}: {exc}") from exc
+        what = model.name if isinstance(model, Path) else "the model"
+        raise BuildFailed(f"ONNX Runtime cannot load {what}: {exc}") from exc
+
+
+def batch_size(signature: Signature, preferred: int = 16) -> int:
+    """Rows per run: the model's fixed batch size when it has one."""
+    first = {spec.shape[0] for spec in signature.inputs if spec.shape}
+    fixed = [d for d in first if isinstance(d, int)]
+    return fixed[0] if fixed else preferred
 
 
 def run(sess: ort.InferenceSession, inputs: Arrays, batch: int = 16) -> Arrays:

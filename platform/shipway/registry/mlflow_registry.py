@@ -5,6 +5,7 @@ Layout of a version's run (experiment ``shipway/<name>``)::
     model/model.onnx            the registered model (the version's source)
     reference/sample.npz        reference sample: held-out accuracy rows and drift baseline
     reference/calibration.npz   optional calibration dataset for INT8 builds
+    reference/profile.npz       drift baseline: the sample's features and FP32 outputs
     signature.json              inputs and outputs read from the graph
     builds/<build-id>/triton/   one Triton model repository per build
 """
@@ -31,6 +32,7 @@ MODEL_PATH = "model"
 ONNX_FILE = "model.onnx"
 SAMPLE_PATH = "reference/sample.npz"
 CALIBRATION_PATH = "reference/calibration.npz"
+PROFILE_PATH = "reference/profile.npz"
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class ModelRegistry:
         signature: Signature,
         tags: dict[str, str],
         calibration_bytes: bytes | None = None,
+        profile_bytes: bytes | None = None,
     ) -> RegisteredVersion:
         """Log the files to a new run and create a registered model version from it.
 
@@ -91,6 +94,8 @@ class ModelRegistry:
                 (root / SAMPLE_PATH).write_bytes(sample_bytes)
                 if calibration_bytes is not None:
                     (root / CALIBRATION_PATH).write_bytes(calibration_bytes)
+                if profile_bytes is not None:
+                    (root / PROFILE_PATH).write_bytes(profile_bytes)
                 (root / "signature.json").write_text(json.dumps(signature.to_dict(), indent=2))
                 self._client.log_artifacts(run_id, str(root))
             self._client.set_terminated(run_id)

@@ -5,13 +5,24 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 
 from shipway import audit
 from shipway.container import Container
-from shipway.errors import InvalidInput, NotFound
-from shipway.registry.signature import check_sample, load_model, load_sample, read_signature
+from shipway.drift import profile as drift_profile
+from shipway.drift import profile_io
+from shipway.engines import evaluate
+from shipway.errors import BuildFailed, InvalidInput, NotFound
+from shipway.registry.mlflow_registry import PROFILE_PATH
+from shipway.registry.signature import (
+    Signature,
+    check_sample,
+    load_model,
+    load_sample,
+    read_signature,
+)
 from shipway.store.models import ModelVersion
 
 # DNS-label-like: the name ends up in Kubernetes object names and URLs.
@@ -35,11 +46,27 @@ def check_name(name: str) -> None:
         )
 
 
+def reference_profile(onnx_bytes: bytes, signature: Signature, sample: dict[str, Any]) -> bytes:
+    """The drift baseline: the sample and the FP32 model's own outputs on it. A model
+    that cannot run on its own reference sample is refused here, before anything is
+    stored, rather than at its first build."""
+    try:
+        outputs = evaluate.run(evaluate.session(onnx_bytes), sample, evaluate.batch_size(signature))
+    except BuildFailed as exc:
+        raise InvalidInput(
+            f"the model does not run on its reference sample: {exc}".replace(
+                " failed on held-out inputs", ""
+            )
+        ) from None
+    return profile_io.to_bytes(drift_profile.build(sample, outputs))
+
+
 def register(container: Container, request: Registration, actor: str) -> ModelVersion:
     check_name(request.name)
     model = load_model(request.onnx_bytes)
     signature = read_signature(model)
-    rows = check_sample(signature, load_sample(request.sample_bytes))
+    sample = load_sample(request.sample_bytes)
+    rows = check_sample(signature, sample)
     digest = hashlib.sha256(request.onnx_bytes).hexdigest()
     tags = {**request.tags, "shipway.onnx_sha256": digest, "shipway.sample_rows": str(rows)}
     if request.calibration_bytes is not None:
@@ -49,6 +76,9 @@ def register(container: Container, request: Registration, actor: str) -> ModelVe
             raise InvalidInput(f"calibration dataset: {exc}") from None
         tags["shipway.calibration_rows"] = str(calibration_rows)
 
+    profile_bytes = reference_profile(request.onnx_bytes, signature, sample)
+    tags["shipway.drift_profile"] = PROFILE_PATH
+
     registered = container.registry.register(
         request.name,
         request.onnx_bytes,
@@ -56,6 +86,7 @@ def register(container: Container, request: Registration, actor: str) -> ModelVe
         signature,
         tags,
         request.calibration_bytes,
+        profile_bytes,
     )
     try:
         with container.db.session() as session:

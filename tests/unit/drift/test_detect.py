@@ -113,3 +113,14 @@ def test_mmd_of_all_permutations_at_once_equals_the_direct_formula() -> None:
     )
     assert observed == pytest.approx(direct, rel=1e-9)
     assert 1 / 201 <= p <= 1
+
+
+def test_a_profile_survives_its_file() -> None:
+    from shipway.drift.profile_io import from_bytes, to_bytes
+
+    original = profiles.build({**tokens(300), **tabular(300)}, {"emb": RNG.normal(size=(300, 4))})
+    loaded = from_bytes(to_bytes(original))
+    window = {**tokens(200, shifted=0.05, seed=4), **tabular(200, shift=0.5, seed=4)}
+    outputs = {"emb": RNG.normal(size=(200, 4))}
+    assert detect(loaded, window, outputs) == detect(original, window, outputs)
+    assert set(loaded.numeric) == set(original.numeric) and loaded.rows == 300
