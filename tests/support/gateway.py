@@ -24,9 +24,9 @@ MODELS = Path(__file__).parent / "models"
 
 @contextmanager
 def running_gateway(
-    settings: Settings, load_table: Callable[[], RoutingTable]
+    settings: Settings, load_table: Callable[[], RoutingTable], port: int | None = None
 ) -> Iterator[tuple[str, Gateway]]:
-    port = free_port()
+    port = port or free_port()
     gateway = Gateway(settings, load_table)
     server = uvicorn.Server(
         uvicorn.Config(

@@ -165,3 +165,20 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(100))
     subject: Mapped[str] = mapped_column(String(300))
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class DriftCheck(Base):
+    """One drift check of one variant's live window: the verdict and its evidence."""
+
+    __tablename__ = "drift_checks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    deployment: Mapped[str] = mapped_column(String(200), index=True)
+    variant: Mapped[str] = mapped_column(String(32))
+    build_id: Mapped[str] = mapped_column(String(32))
+    verdict: Mapped[str] = mapped_column(String(32))
+    rows: Mapped[int] = mapped_column(Integer)
+    score: Mapped[float] = mapped_column(default=0.0)
+    min_p_adjusted: Mapped[float | None] = mapped_column(default=None)
+    report: Mapped[dict[str, Any]] = mapped_column(default=dict)

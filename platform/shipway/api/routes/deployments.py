@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response
 
 from shipway.api.deps import ContainerDep, Deployer, Viewer
 from shipway.api.schemas import DeploymentIn, DeploymentOut, RoutingIn, VariantIn
 from shipway.container import Container
+from shipway.errors import InvalidInput
 from shipway.services import deployments
+from shipway.services import drift as drift_service
 from shipway.services.deployments import Scale
 from shipway.store.models import Deployment
 
@@ -97,3 +101,31 @@ def get_deployment(name: str, container: ContainerDep, _: Viewer) -> DeploymentO
 def delete_deployment(name: str, container: ContainerDep, caller: Deployer) -> Response:
     deployments.delete(container, name, caller.actor)
     return Response(status_code=204)
+
+
+@router.get("/{name}/drift")
+def drift(name: str, container: ContainerDep, _: Viewer, min_rows: int = 100) -> dict[str, Any]:
+    """Check each variant's live inputs (the gateway's sampled window) against the
+    reference profile of the version it serves; the answer has the history of checks.
+
+    A window with fewer than ``min_rows`` rows is "insufficient-data", never "no-drift".
+    """
+    if not 10 <= min_rows <= 100_000:
+        raise InvalidInput(f"min_rows must be within 10..100000, got {min_rows}")
+    checks = drift_service.check(container, name, min_rows)
+    return {
+        "deployment": name,
+        "variants": [{"variant": c.variant, "build_id": c.build_id, **c.report} for c in checks],
+        "history": [
+            {
+                "at": h.at.isoformat(),
+                "variant": h.variant,
+                "build_id": h.build_id,
+                "verdict": h.verdict,
+                "rows": h.rows,
+                "score": h.score,
+                "min_p_adjusted": h.min_p_adjusted,
+            }
+            for h in drift_service.history(container, name)
+        ],
+    }

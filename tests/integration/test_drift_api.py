@@ -1,0 +1,120 @@
+"""Drift of live traffic through the API: a real gateway in front of a real Triton
+samples the requests; the API checks them against the version's reference profile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from shipway.api.app import create_app
+from shipway.container import Container
+from shipway.examples import minilm
+from shipway.gateway.store_routes import load_table
+from shipway.services import deployments, models
+from shipway.settings import Settings
+from shipway.store.models import Build, BuildStatus, Deployment, Replica, ReplicaState
+from tests.integration.conftest import RunningTriton
+from tests.support.gateway import running_gateway
+from tests.support.services import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def send(gateway: str, inputs: dict[str, np.ndarray]) -> None:
+    with httpx.Client(timeout=30) as client:
+        for row in range(len(inputs["input_ids"])):
+            body = {
+                "inputs": [
+                    {
+                        "name": name,
+                        "shape": [1, array.shape[1]],
+                        "datatype": "INT64",
+                        "data": array[row : row + 1].tolist(),
+                    }
+                    for name, array in inputs.items()
+                ],
+                "outputs": [{"name": minilm.SENTENCE_EMBEDDING}],
+            }
+            response = client.post(f"{gateway}/v2/models/web/infer", json=body)
+            assert response.status_code == 200, response.text
+
+
+def test_live_windows_are_checked_against_the_reference_profile(
+    tmp_path: Path, minilm_triton: RunningTriton, minilm_onnx: Path
+) -> None:
+    port = free_port()
+    settings = Settings(
+        home=tmp_path / "home", gateway_port=port, sample_rate=1.0, routes_refresh_seconds=0.2
+    )
+    container = Container(settings)
+    container.registry.initialize()
+    reference = minilm.write_sample(tmp_path / "reference.npz", rows=400, seq_len=32, seed=1)
+    version = models.register(
+        container,
+        models.Registration("minilm", minilm_onnx.read_bytes(), reference.read_bytes(), {}),
+        actor="test",
+    )
+    with container.db.session() as session:
+        build = Build(
+            model_version_id=version.id,
+            recipe="fp32",
+            target="onnxruntime-cpu",
+            status=BuildStatus.SUCCEEDED,
+        )
+        session.add(build)
+        session.flush()
+        build_id = build.id
+    deployments.deploy(container, "web", build_id, "test")
+    with container.db.session() as session:  # the replica: the real Triton serving MiniLM
+        deployment = session.query(Deployment).filter_by(name="web").one()
+        session.add(
+            Replica(
+                deployment_id=deployment.id,
+                variant="stable",
+                build_id=build_id,
+                url=minilm_triton.process.url,
+                triton_model_name=minilm_triton.model_name,
+                state=ReplicaState.READY,
+            )
+        )
+
+    with (
+        running_gateway(settings, lambda: load_table(container.db), port=port) as (gateway, _),
+        TestClient(create_app(container)) as api,
+    ):
+        api.headers["Authorization"] = f"Bearer {settings.token}"
+
+        def stable() -> dict:  # type: ignore[type-arg]
+            response = api.get("/api/v1/deployments/web/drift")
+            assert response.status_code == 200, response.text
+            return next(v for v in response.json()["variants"] if v["variant"] == "stable")
+
+        first = stable()
+        assert first["verdict"] == "insufficient-data"  # never "no-drift" without data
+
+        send(gateway, minilm.make_inputs(150, seq_len=32, seed=5))
+        calm = stable()
+        assert calm["verdict"] == "no-drift" and calm["rows"] == 150, calm
+        assert {f["name"] for f in calm["features"]} == {"attention_mask.sum", "input_ids"}
+
+        # Traffic turns to short requests: the lengths, and so the token mix, move.
+        send(gateway, minilm.make_inputs(150, seq_len=8, seed=6))
+        moved = stable()
+        assert moved["verdict"] == "drift", moved
+        drifted = {f["name"] for f in moved["features"] if f["drifted"]}
+        assert "attention_mask.sum" in drifted
+
+        body = api.get("/api/v1/deployments/web/drift").json()
+        assert [h["verdict"] for h in body["history"][1:4]] == [
+            "drift",
+            "no-drift",
+            "insufficient-data",
+        ]
+        assert api.get("/api/v1/deployments/nope/drift").status_code == 404
+        bad = api.get("/api/v1/deployments/web/drift", params={"min_rows": 1})
+        assert bad.status_code == 422 and "min_rows" in bad.json()["detail"]
+    container.close()
