@@ -130,6 +130,12 @@ def test_register_build_deploy_infer(
         assert served.shape == (4, 24, 384)
         assert diff < 1e-4
 
+        # Drift through the CLI: a handful of sampled requests is not enough to say.
+        drift = json.loads(cli(settings, "drift", "status", "minilm", "--json").stdout)
+        assert [v["verdict"] for v in drift["variants"]] == ["insufficient-data"]
+        table = cli(settings, "drift", "status", "minilm").stdout
+        assert "insufficient-data" in table and "Drift of minilm" in table
+
         # A second build as a sticky 50 % arm: one key always lands on one arm.
         second = json.loads(
             cli(settings, "builds", "create", "minilm", "--version", "1", "--wait", "--json").stdout

@@ -27,3 +27,42 @@ def test_report_headline() -> None:
         "size: 18.2 MB (FP32 69.1 MB)",
     ]
     assert report_lines({}) == []
+
+
+def test_drift_tables_and_sparkline() -> None:
+    from shipway.cli.main import drift_rows, sparkline
+
+    assert sparkline([0.0, 0.5, 1.0]) == "▁▄█" and sparkline([]) == ""
+    body = {
+        "variants": [
+            {
+                "variant": "stable",
+                "build_id": "b1",
+                "verdict": "drift",
+                "rows": 300,
+                "score": 0.41,
+                "min_p_adjusted": 1e-9,
+                "features": [
+                    {
+                        "name": "attention_mask.sum",
+                        "test": "ks",
+                        "p_value": 1e-10,
+                        "p_adjusted": 1e-9,
+                        "statistic": 0.41,
+                        "drifted": True,
+                    }
+                ],
+                "missing": ["age"],
+            }
+        ],
+        "history": [
+            {"variant": "stable", "score": 0.41},
+            {"variant": "stable", "score": 0.02},
+        ],
+    }
+    variants, features = drift_rows(body)
+    assert variants == [["stable (b1)", "drift", 300, "0.410", "1e-09", "▁█"]]
+    assert features == [
+        ["stable", "attention_mask.sum", "ks", "1e-10", "1e-09", "0.410", "DRIFT"],
+        ["stable", "age", "", "", "", "", "missing from traffic"],
+    ]

@@ -160,6 +160,9 @@ class ApiClient:
     def deployment(self, name: str) -> dict[str, Any]:
         return self._call("GET", f"/deployments/{name}")
 
+    def drift(self, name: str, min_rows: int = 100) -> dict[str, Any]:
+        return self._call("GET", f"/deployments/{name}/drift", params={"min_rows": min_rows})
+
     def wait_deployment(self, name: str, build_id: str, timeout: float = 300.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:

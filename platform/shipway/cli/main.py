@@ -29,7 +29,11 @@ variants_app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 app.add_typer(builds_app, name="builds")
+drift_app = typer.Typer(
+    help="Drift of live inputs against what a version was validated on.", no_args_is_help=True
+)
 app.add_typer(variants_app, name="variants")
+app.add_typer(drift_app, name="drift")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -444,6 +448,78 @@ def demo(json_out: JsonOpt = False) -> None:
         emit_json(result)
     else:
         console.print(result)
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float]) -> str:
+    """A score history in one line of block characters, oldest first."""
+    if not values:
+        return ""
+    top = max(max(values), 1e-12)
+    return "".join(SPARKS[min(len(SPARKS) - 1, int(v / top * (len(SPARKS) - 1)))] for v in values)
+
+
+def drift_rows(body: dict[str, Any]) -> tuple[list[list[Any]], list[list[Any]]]:
+    """Per-variant verdicts, and per-feature evidence, as table rows."""
+    variants, features = [], []
+    for v in body["variants"]:
+        history = [
+            h["score"] for h in reversed(body.get("history", [])) if h["variant"] == v["variant"]
+        ]
+        p = v.get("min_p_adjusted")
+        variants.append(
+            [
+                f"{v['variant']} ({v['build_id']})",
+                v["verdict"],
+                v.get("rows", 0),
+                f"{v.get('score', 0.0):.3f}",
+                "" if p is None else f"{p:.2g}",
+                sparkline(history),
+            ]
+        )
+        for f in v.get("features", []):
+            features.append(
+                [
+                    v["variant"],
+                    f["name"],
+                    f["test"],
+                    f"{f['p_value']:.2g}",
+                    f"{f['p_adjusted']:.2g}",
+                    "" if f["statistic"] is None else f"{f['statistic']:.3f}",
+                    "DRIFT" if f["drifted"] else "",
+                ]
+            )
+        for name in v.get("missing", []):
+            features.append([v["variant"], name, "", "", "", "", "missing from traffic"])
+    return variants, features
+
+
+@drift_app.command("status")
+def drift_status(
+    name: Annotated[str, typer.Argument(help="Deployment name")],
+    min_rows: Annotated[int, typer.Option(help="Fewer rows is 'insufficient data'")] = 100,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check each variant's live inputs now against its version's reference profile.
+
+    Numeric features by Kolmogorov-Smirnov (Benjamini-Hochberg adjusted) with PSI as
+    the size of change, token inputs by chi-square; the last column is the history of
+    drift scores.
+    """
+    body = _run(lambda client: client.drift(name, min_rows))
+    if json_out:
+        emit_json(body)
+        return
+    variants, features = drift_rows(body)
+    table(
+        f"Drift of {name}",
+        ["variant (build)", "verdict", "rows", "PSI", "min adj. p", "history"],
+        variants,
+    )
+    if features:
+        table("Features", ["variant", "feature", "test", "p", "adj. p", "PSI / MMD²", ""], features)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ def emit_json(data: Any) -> None:
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     t = Table(title=title)
     for column in columns:
-        t.add_column(column)
+        t.add_column(column, overflow="fold")  # ids and verdicts whole, wrapped if need be
     for row in rows:
         t.add_row(*("" if v is None else str(v) for v in row))
     console.print(t)
