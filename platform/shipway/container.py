@@ -33,6 +33,12 @@ class Container:
         )
 
     @cached_property
+    def drift_metrics(self):  # type: ignore[no-untyped-def] - prometheus-client lazily
+        from shipway.drift.metrics import DriftMetrics
+
+        return DriftMetrics()
+
+    @cached_property
     def celery(self):  # type: ignore[no-untyped-def] - Celery imports lazily
         from shipway.builds.celery_app import create_celery
 

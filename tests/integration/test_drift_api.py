@@ -108,6 +108,12 @@ def test_live_windows_are_checked_against_the_reference_profile(
         drifted = {f["name"] for f in moved["features"] if f["drifted"]}
         assert "attention_mask.sum" in drifted
 
+        exported = api.get("/metrics").text
+        assert 'shipway_drift_detected{deployment="web",variant="stable"} 1.0' in exported
+        assert 'shipway_drift_feature_p_adjusted{deployment="web",feature="attention_mask.sum"' in (
+            exported
+        )
+
         body = api.get("/api/v1/deployments/web/drift").json()
         assert [h["verdict"] for h in body["history"][1:4]] == [
             "drift",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shipway import __version__
 from shipway.api import errors
@@ -24,5 +25,12 @@ def create_app(container: Container) -> FastAPI:
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        """The control plane's Prometheus metrics: drift scores and p-values per
+        deployment and variant, as of the latest check."""
+        body = generate_latest(container.drift_metrics.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -101,6 +101,7 @@ def check(container: Container, name: str, min_rows: int = 100) -> list[VariantD
         else:
             report = outcome.to_dict()
         results.append(VariantDrift(variant, build_id, report))
+        container.drift_metrics.record(name, variant, report)
         with container.db.session() as session:
             session.add(
                 DriftCheck(
