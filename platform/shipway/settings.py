@@ -89,6 +89,17 @@ class Settings(BaseSettings):
         "libraries from the nvidia-pytriton wheel, `pyenv/` the Python environment "
         "its Python backend runs in. `scripts/install-triton.sh` fills it.",
     )
+    webhook_secret: str | None = Field(
+        None,
+        description="Shared secret that signs drift webhooks (HMAC-SHA256); a webhook "
+        "policy is refused while it is unset.",
+    )
+    drift_check_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="How often the API process checks every deployment for drift and "
+        "applies its policy; 0 turns the periodic check off (checks on demand remain).",
+    )
     build_redelivery_seconds: int = Field(
         3600,
         ge=10,

@@ -135,6 +135,14 @@ def test_register_build_deploy_infer(
         assert [v["verdict"] for v in drift["variants"]] == ["insufficient-data"]
         table = cli(settings, "drift", "status", "minilm").stdout
         assert "insufficient-data" in table and "Drift of minilm" in table
+        policy = json.loads(
+            cli(settings, "drift", "policy", "minilm", "--action", "alert", "--json").stdout
+        )
+        assert policy == {"actions": ["alert"], "webhook_url": None}
+        refused = cli(settings, "drift", "policy", "minilm", "--action", "page", ok=False)
+        assert (
+            refused.returncode == 1 and "must be among alert, webhook, rollback" in refused.stderr
+        )
 
         # A second build as a sticky 50 % arm: one key always lands on one arm.
         second = json.loads(

@@ -3,6 +3,7 @@ samples the requests; the API checks them against the version's reference profil
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -14,12 +15,21 @@ from shipway.api.app import create_app
 from shipway.container import Container
 from shipway.examples import minilm
 from shipway.gateway.store_routes import load_table
+from shipway.notify import webhook
 from shipway.services import deployments, models
 from shipway.settings import Settings
-from shipway.store.models import Build, BuildStatus, Deployment, Replica, ReplicaState
+from shipway.store.models import (
+    AuditEvent,
+    Build,
+    BuildStatus,
+    Deployment,
+    Replica,
+    ReplicaState,
+)
 from tests.integration.conftest import RunningTriton
 from tests.support.gateway import running_gateway
 from tests.support.services import free_port
+from tests.support.webhook import receiver
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +58,12 @@ def test_live_windows_are_checked_against_the_reference_profile(
 ) -> None:
     port = free_port()
     settings = Settings(
-        home=tmp_path / "home", gateway_port=port, sample_rate=1.0, routes_refresh_seconds=0.2
+        home=tmp_path / "home",
+        gateway_port=port,
+        sample_rate=1.0,
+        routes_refresh_seconds=0.2,
+        webhook_secret="s3cret",
+        drift_check_seconds=0,  # checks on demand only, so the test sees each one
     )
     container = Container(settings)
     container.registry.initialize()
@@ -59,16 +74,20 @@ def test_live_windows_are_checked_against_the_reference_profile(
         actor="test",
     )
     with container.db.session() as session:
-        build = Build(
-            model_version_id=version.id,
-            recipe="fp32",
-            target="onnxruntime-cpu",
-            status=BuildStatus.SUCCEEDED,
-        )
-        session.add(build)
+        builds = [
+            Build(
+                model_version_id=version.id,
+                recipe="fp32",
+                target="onnxruntime-cpu",
+                status=BuildStatus.SUCCEEDED,
+            )
+            for _ in range(2)
+        ]
+        session.add_all(builds)
         session.flush()
-        build_id = build.id
-    deployments.deploy(container, "web", build_id, "test")
+        first_build, build_id = builds[0].id, builds[1].id
+    deployments.deploy(container, "web", first_build, "test")
+    deployments.deploy(container, "web", build_id, "test")  # replaces the first as stable
     with container.db.session() as session:  # the replica: the real Triton serving MiniLM
         deployment = session.query(Deployment).filter_by(name="web").one()
         session.add(
@@ -85,8 +104,13 @@ def test_live_windows_are_checked_against_the_reference_profile(
     with (
         running_gateway(settings, lambda: load_table(container.db), port=port) as (gateway, _),
         TestClient(create_app(container)) as api,
+        receiver([503]) as (hook, calls),  # the hook fails once: the call is retried
     ):
         api.headers["Authorization"] = f"Bearer {settings.token}"
+        policy = {"actions": ["alert", "webhook", "rollback"], "webhook_url": hook}
+        assert api.put("/api/v1/deployments/web/drift-policy", json=policy).status_code == 200
+        refused = api.put("/api/v1/deployments/web/drift-policy", json={"actions": ["page"]})
+        assert refused.status_code == 422
 
         def stable() -> dict:  # type: ignore[type-arg]
             response = api.get("/api/v1/deployments/web/drift")
@@ -108,6 +132,21 @@ def test_live_windows_are_checked_against_the_reference_profile(
         drifted = {f["name"] for f in moved["features"] if f["drifted"]}
         assert "attention_mask.sum" in drifted
 
+        # The breach: one signed webhook call (retried once, one event id), the
+        # previous stable build back as stable, an audit event with the numbers.
+        assert len(calls) == 2
+        headers, body = calls[-1]
+        assert webhook.verify("s3cret", body, headers[webhook.SIGNATURE_HEADER])
+        event = json.loads(body)
+        assert event["event"] == "drift.detected" and event["build_id"] == build_id
+        assert "attention_mask.sum" in event["features"]
+        assert {h[webhook.EVENT_HEADER] for h, _ in calls} == {event["id"]}
+        assert api.get("/api/v1/deployments/web").json()["build_id"] == first_build
+        with container.db.session() as session:
+            detected = session.query(AuditEvent).filter_by(action="drift.detected").one()
+        assert detected.details["outcomes"]["rollback"] == {"done": True, "to_build": first_build}
+        assert detected.details["outcomes"]["webhook"]["attempts"] == 2
+
         exported = api.get("/metrics").text
         assert 'shipway_drift_detected{deployment="web",variant="stable"} 1.0' in exported
         assert 'shipway_drift_feature_p_adjusted{deployment="web",feature="attention_mask.sum"' in (
@@ -115,6 +154,7 @@ def test_live_windows_are_checked_against_the_reference_profile(
         )
 
         body = api.get("/api/v1/deployments/web/drift").json()
+        assert len(calls) == 2  # still drifting: no second event
         assert [h["verdict"] for h in body["history"][1:4]] == [
             "drift",
             "no-drift",

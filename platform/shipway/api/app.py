@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -12,10 +16,27 @@ from shipway.container import Container
 
 
 def create_app(container: Container) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        seconds = container.settings.drift_check_seconds
+        monitor = threading.Thread(
+            target=_drift_monitor, args=(container, stop, seconds), daemon=True
+        )
+        if seconds > 0:
+            monitor.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            if monitor.is_alive():
+                monitor.join(30)
+
     app = FastAPI(
         title="Shipway",
         version=__version__,
         description="Register models, build engines, deploy them to Triton.",
+        lifespan=lifespan,
     )
     app.state.container = container
     errors.install(app)
@@ -34,3 +55,11 @@ def create_app(container: Container) -> FastAPI:
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _drift_monitor(container: Container, stop: threading.Event, seconds: float) -> None:
+    """Check every deployment for drift each period, and apply its policy on a breach."""
+    from shipway.services import drift
+
+    while not stop.wait(seconds):
+        drift.check_all(container)

@@ -160,6 +160,9 @@ class ApiClient:
     def deployment(self, name: str) -> dict[str, Any]:
         return self._call("GET", f"/deployments/{name}")
 
+    def set_drift_policy(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("PUT", f"/deployments/{name}/drift-policy", json=body)
+
     def drift(self, name: str, min_rows: int = 100) -> dict[str, Any]:
         return self._call("GET", f"/deployments/{name}/drift", params={"min_rows": min_rows})
 

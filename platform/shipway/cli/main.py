@@ -522,5 +522,26 @@ def drift_status(
         table("Features", ["variant", "feature", "test", "p", "adj. p", "PSI / MMD²", ""], features)
 
 
+@drift_app.command("policy")
+def drift_policy(
+    name: Annotated[str, typer.Argument(help="Deployment name")],
+    action: Annotated[
+        list[str] | None, typer.Option(help="alert | webhook | rollback; repeatable (alert)")
+    ] = None,
+    webhook_url: Annotated[
+        str | None, typer.Option(help="Retraining hook, POSTed a signed JSON event")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Set what a drift breach does: record and alert, call a signed webhook (retried,
+    one event id), and roll stable back to the build it replaced."""
+    body = {"actions": action or ["alert"], "webhook_url": webhook_url}
+    policy = _run(lambda client: client.set_drift_policy(name, body))
+    if json_out:
+        emit_json(policy)
+    else:
+        console.print(f"drift policy of [bold]{name}[/bold]: {', '.join(policy['actions'])}")
+
+
 if __name__ == "__main__":
     app()

@@ -4,7 +4,9 @@ so the API can show a history."""
 
 from __future__ import annotations
 
+import logging
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,16 +15,22 @@ import httpx
 import numpy as np
 from sqlalchemy import select
 
+from shipway import audit
 from shipway.container import Container
 from shipway.drift import profile_io
 from shipway.drift.detect import detect
+from shipway.drift.policy import Action, Policy, breach_actions
 from shipway.drift.window import assemble
-from shipway.errors import NotFound, Unavailable
+from shipway.errors import InvalidInput, NotFound, ShipwayError, Unavailable
+from shipway.notify import webhook
 from shipway.registry.mlflow_registry import PROFILE_PATH
 from shipway.registry.signature import Signature
+from shipway.services.deployments import deploy
 from shipway.services.deployments import get as get_deployment
 from shipway.settings import Role
-from shipway.store.models import Build, DriftCheck
+from shipway.store.models import AuditEvent, Build, Deployment, DriftCheck
+
+log = logging.getLogger(__name__)
 
 WINDOW_REQUESTS = 2000  # the newest sampled requests a check looks at
 HISTORY = 50
@@ -70,8 +78,10 @@ def _window(
 
 
 def check(container: Container, name: str, min_rows: int = 100) -> list[VariantDrift]:
-    """Check every variant of deployment ``name`` now, and record the results."""
+    """Check every variant of deployment ``name`` now, record the results, and apply
+    the deployment's drift policy to any variant that has just moved into drift."""
     deployment = get_deployment(container, name)
+    policy = Policy.from_dict(deployment.drift_policy)
     results = []
     with container.db.session() as session:
         variants = [
@@ -102,6 +112,7 @@ def check(container: Container, name: str, min_rows: int = 100) -> list[VariantD
             report = outcome.to_dict()
         results.append(VariantDrift(variant, build_id, report))
         container.drift_metrics.record(name, variant, report)
+        previous = _last_verdict(container, name, variant)
         with container.db.session() as session:
             session.add(
                 DriftCheck(
@@ -115,7 +126,116 @@ def check(container: Container, name: str, min_rows: int = 100) -> list[VariantD
                     report=_jsonable(report),
                 )
             )
+        due = breach_actions(previous, str(report["verdict"]), variant, policy)
+        if due:
+            _breach(container, name, variant, build_id, report, policy, due)
     return results
+
+
+def check_all(container: Container, min_rows: int = 100) -> None:
+    """One round of the periodic monitor: every deployment, one failure never stops it."""
+    with container.db.session() as session:
+        names = list(session.scalars(select(Deployment.name)))
+    for name in names:
+        try:
+            check(container, name, min_rows)
+        except Exception as exc:
+            log.warning("drift check of %s failed: %s", name, exc)
+
+
+def set_policy(container: Container, name: str, data: dict[str, Any], actor: str) -> Policy:
+    policy = Policy.from_dict(data)
+    if Action.WEBHOOK in policy.actions and not container.settings.webhook_secret:
+        raise InvalidInput("a webhook policy needs SHIPWAY_WEBHOOK_SECRET set on the server")
+    with container.db.session() as session:
+        deployment = session.scalar(select(Deployment).where(Deployment.name == name))
+        if deployment is None:
+            raise NotFound(f"deployment {name!r} does not exist")
+        deployment.drift_policy = policy.to_dict()
+        audit.record(session, actor, "drift.policy", f"deployment/{name}", **policy.to_dict())
+    return policy
+
+
+def _last_verdict(container: Container, name: str, variant: str) -> str | None:
+    with container.db.session() as session:
+        return session.scalar(
+            select(DriftCheck.verdict)
+            .where(DriftCheck.deployment == name, DriftCheck.variant == variant)
+            .order_by(DriftCheck.id.desc())
+            .limit(1)
+        )
+
+
+def previous_stable(container: Container, name: str, current: str) -> str | None:
+    """The build that ``current`` replaced as stable, from the audit trail."""
+    with container.db.session() as session:
+        events = session.scalars(
+            select(AuditEvent)
+            .where(
+                AuditEvent.subject == f"deployment/{name}", AuditEvent.action == "deployment.set"
+            )
+            .order_by(AuditEvent.id.desc())
+        )
+        for event in events:
+            if event.details.get("build") == current and event.details.get("previous_build"):
+                return str(event.details["previous_build"])
+    return None
+
+
+def _breach(
+    container: Container,
+    name: str,
+    variant: str,
+    build_id: str,
+    report: dict[str, Any],
+    policy: Policy,
+    due: list[Action],
+) -> None:
+    event_id = uuid.uuid4().hex
+    drifted = [f["name"] for f in report.get("features", []) if f.get("drifted")]
+    summary = {
+        "event": "drift.detected",
+        "deployment": name,
+        "variant": variant,
+        "build_id": build_id,
+        "score": report.get("score"),
+        "min_p_adjusted": report.get("min_p_adjusted"),
+        "features": drifted,
+        "rows": report.get("rows"),
+    }
+    outcomes: dict[str, Any] = {}
+    if Action.WEBHOOK in due and policy.webhook_url and container.settings.webhook_secret:
+        delivery = webhook.send(
+            policy.webhook_url, container.settings.webhook_secret, event_id, summary
+        )
+        outcomes["webhook"] = {
+            "delivered": delivery.delivered,
+            "attempts": delivery.attempts,
+            "status": delivery.status,
+            "error": delivery.error,
+        }
+    if Action.ROLLBACK in due:
+        target = previous_stable(container, name, build_id)
+        if target is None:
+            outcomes["rollback"] = {"done": False, "reason": "no previous stable build"}
+        else:
+            try:
+                deploy(container, name, target, actor="drift-monitor")
+                outcomes["rollback"] = {"done": True, "to_build": target}
+            except ShipwayError as exc:
+                outcomes["rollback"] = {"done": False, "reason": str(exc)}
+    log.warning("drift in %s/%s (event %s): %s %s", name, variant, event_id, drifted, outcomes)
+    with container.db.session() as session:
+        audit.record(
+            session,
+            "drift-monitor",
+            "drift.detected",
+            f"deployment/{name}",
+            event_id=event_id,
+            **_jsonable(summary),
+            actions=[a.value for a in due],
+            outcomes=_jsonable(outcomes),
+        )
 
 
 def history(container: Container, name: str, limit: int = HISTORY) -> list[DriftCheck]:

@@ -101,6 +101,7 @@ class Deployment(Base):
     sticky_header: Mapped[str] = mapped_column(String(100), default="x-shipway-key")
     # {"target_inflight": 2.0, "scale_down_window_s": 30.0}; empty: fixed replica counts
     autoscale: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    drift_policy: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -129,3 +129,14 @@ def drift(name: str, container: ContainerDep, _: Viewer, min_rows: int = 100) ->
             for h in drift_service.history(container, name)
         ],
     }
+
+
+@router.put("/{name}/drift-policy")
+def set_drift_policy(
+    name: str, body: dict[str, Any], container: ContainerDep, caller: Deployer
+) -> dict[str, Any]:
+    """What a drift breach does: ``{"actions": ["alert", "webhook", "rollback"],
+    "webhook_url": "https://..."}``. Webhooks are signed with the server's
+    SHIPWAY_WEBHOOK_SECRET; a rollback puts back the stable build the current one
+    replaced."""
+    return drift_service.set_policy(container, name, body, caller.actor).to_dict()
