@@ -123,7 +123,9 @@ def test_live_windows_are_checked_against_the_reference_profile(
         send(gateway, minilm.make_inputs(150, seq_len=32, seed=5))
         calm = stable()
         assert calm["verdict"] == "no-drift" and calm["rows"] == 150, calm
-        assert {f["name"] for f in calm["features"]} == {"attention_mask.sum", "input_ids"}
+        tests = {f["name"]: f["test"] for f in calm["features"]}
+        assert tests == {"attention_mask.sum": "ks", "input_ids": "chi-square", "461": "mmd"}
+        assert calm["missing"] == []  # the token states are not relayed: not "missing"
 
         # Traffic turns to short requests: the lengths, and so the token mix, move.
         send(gateway, minilm.make_inputs(150, seq_len=8, seed=6))

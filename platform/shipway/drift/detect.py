@@ -17,9 +17,10 @@ from enum import StrEnum
 import numpy as np
 
 from shipway.drift import two_sample
-from shipway.drift.profile import ReferenceProfile, category_counts, features
+from shipway.drift.profile import ReferenceProfile, build, category_counts, features
 
 MAX_WINDOW_EMBEDDINGS = 200  # rows of a window's embeddings for the MMD test
+MIN_EMBEDDING_ROWS = 30  # fewer sampled answers: the output test waits for more
 
 
 class Verdict(StrEnum):
@@ -74,14 +75,22 @@ def detect(
     alpha: float = 0.01,
     min_rows: int = 100,
     permutations: int = 500,
+    expected_outputs: set[str] | None = None,
 ) -> DriftReport:
+    """``expected_outputs`` names the outputs the window can carry (None: all the
+    profile has); one of them absent from ``outputs`` is reported missing."""
     rows = int(next(iter(inputs.values())).shape[0]) if inputs else 0
     numeric, categorical, embeddings = features(inputs, outputs)
     missing = tuple(
         sorted(
             (set(profile.numeric) - set(numeric))
             | (set(profile.categorical) - set(categorical))
-            | ((set(profile.embeddings) - set(embeddings)) if outputs is not None else set())
+            | (
+                (set(profile.embeddings) & (expected_outputs or set(profile.embeddings)))
+                - set(embeddings)
+                if outputs is not None
+                else set()
+            )
         )
     )
     if rows < min_rows:
@@ -132,9 +141,11 @@ def detect(
         if name not in embeddings:
             continue
         live = embeddings[name]
+        if len(live) < MIN_EMBEDDING_ROWS:
+            continue
         if len(live) > MAX_WINDOW_EMBEDDINGS:
             live = live[np.linspace(0, len(live) - 1, MAX_WINDOW_EMBEDDINGS).round().astype(int)]
-        statistic, p = two_sample.mmd_pvalue(ref, live, permutations)
+        statistic, p = two_sample.mmd_pvalue(ref, live.astype(np.float64), permutations)
         emb.names.append(name), emb.tests.append("mmd"), emb.pvalues.append(p)
         emb.stats.append(statistic)
     if emb.names:
@@ -157,3 +168,14 @@ def detect(
         tuple(results),
         missing,
     )
+
+
+def between(
+    stable: dict[str, np.ndarray],
+    candidate: dict[str, np.ndarray],
+    alpha: float = 0.01,
+    min_rows: int = 100,
+) -> DriftReport:
+    """The rollout check: does a candidate's traffic look like stable's? The stable
+    window plays the reference profile's part."""
+    return detect(build(stable), candidate, alpha=alpha, min_rows=min_rows)

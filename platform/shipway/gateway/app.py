@@ -408,8 +408,9 @@ class Gateway:
                 }
                 for name, d in self.table.deployments.items()
             }
-        elif path.startswith("/admin/samples/"):
-            deployment, _, variant = path[len("/admin/samples/") :].partition("/")
+        elif path.startswith(("/admin/samples/", "/admin/outputs/")):
+            kind, _, rest = path[len("/admin/") :].partition("/")
+            deployment, _, variant = rest.partition("/")
             query = dict(
                 part.split("=", 1)
                 for part in scope["query_string"].decode().split("&")
@@ -420,14 +421,24 @@ class Gateway:
                 await _error(send, 400, f"limit must be 1..10000, got {limit_text!r}")
                 return
             limit = int(limit_text)
-            data = {
-                "deployment": deployment,
-                "variant": variant,
-                "samples": [
+            if kind == "samples":
+                samples = [
                     {"at": s.at, "inputs": {k: v.tolist() for k, v in s.inputs().items()}}
                     for s in self.samples.requests(deployment, variant, limit)
-                ],
-            }
+                ]
+            else:  # answers: embeddings and scores only (token states are too large)
+                samples = [
+                    {
+                        "at": s.at,
+                        "outputs": {
+                            k: v.tolist()
+                            for k, v in s.outputs().items()
+                            if v.ndim <= 2 and v.dtype.kind == "f"
+                        },
+                    }
+                    for s in self.samples.pairs(deployment, variant, limit)
+                ]
+            data = {"deployment": deployment, "variant": variant, "samples": samples}
         else:
             await _error(send, 404, f"no admin route {path}")
             return

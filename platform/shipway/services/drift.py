@@ -51,9 +51,11 @@ def _admin_token(container: Container) -> str:
 
 
 def _window(
-    container: Container, deployment: str, variant: str, signature: Signature
+    container: Container, deployment: str, variant: str, signature: Signature, kind: str
 ) -> dict[str, np.ndarray]:
-    url = f"{container.settings.gateway_url}/admin/samples/{deployment}/{variant}"
+    """The sampled requests' inputs (``kind`` "samples") or answers' outputs
+    ("outputs") of one variant, as one set of arrays."""
+    url = f"{container.settings.gateway_url}/admin/{kind}/{deployment}/{variant}"
     try:
         response = httpx.get(
             url,
@@ -65,11 +67,13 @@ def _window(
         response.raise_for_status()
     except httpx.HTTPError as exc:
         raise Unavailable(f"the gateway's samples are not reachable at {url}: {exc}") from exc
-    dtypes = {spec.name: spec.dtype for spec in signature.inputs}
+    key = "inputs" if kind == "samples" else "outputs"
+    specs = signature.inputs if kind == "samples" else signature.outputs
+    dtypes = {spec.name: spec.dtype for spec in specs}
     requests = [
         {
             name: np.asarray(values, dtype=dtypes[name])
-            for name, values in sample["inputs"].items()
+            for name, values in sample[key].items()
             if name in dtypes
         }
         for sample in response.json()["samples"]
@@ -104,8 +108,15 @@ def check(container: Container, name: str, min_rows: int = 100) -> list[VariantD
                 results.append(VariantDrift(variant, build_id, report))
                 continue
             profile = profile_io.from_bytes(path.read_bytes())
-        window = _window(container, name, variant, Signature.from_dict(signature))
-        outcome = detect(profile, window, min_rows=min_rows) if window else None
+        sig = Signature.from_dict(signature)
+        window = _window(container, name, variant, sig, "samples")
+        answers = _window(container, name, variant, sig, "outputs")
+        relayed = {s.name for s in sig.outputs if len(s.shape) <= 2}  # what the gateway keeps
+        outcome = (
+            detect(profile, window, answers, min_rows=min_rows, expected_outputs=relayed)
+            if window
+            else None
+        )
         if outcome is None:
             report = {"verdict": "insufficient-data", "rows": 0, "message": "no samples yet"}
         else:

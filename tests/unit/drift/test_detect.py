@@ -124,3 +124,11 @@ def test_a_profile_survives_its_file() -> None:
     outputs = {"emb": RNG.normal(size=(200, 4))}
     assert detect(loaded, window, outputs) == detect(original, window, outputs)
     assert set(loaded.numeric) == set(original.numeric) and loaded.rows == 300
+
+
+def test_candidate_traffic_against_stable_traffic() -> None:
+    from shipway.drift.detect import between
+
+    assert between(tokens(400, seed=1), tokens(300, seed=2)).verdict is Verdict.NO_DRIFT
+    assert between(tokens(400, seed=1), tokens(300, shifted=0.05, seed=3)).verdict is Verdict.DRIFT
+    assert between(tokens(400), tokens(50)).verdict is Verdict.INSUFFICIENT_DATA
