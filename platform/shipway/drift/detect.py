@@ -67,6 +67,12 @@ class _Family:
     pvalues: list[float] = field(default_factory=list)
     stats: list[float | None] = field(default_factory=list)
 
+    def add(self, name: str, test: str, p_value: float, statistic: float | None) -> None:
+        self.names.append(name)
+        self.tests.append(test)
+        self.pvalues.append(float(p_value))
+        self.stats.append(statistic)
+
 
 def detect(
     profile: ReferenceProfile,
@@ -116,8 +122,7 @@ def detect(
             value = two_sample.psi(
                 profile.numeric[name].edges, profile.numeric[name].values, numeric[name]
             )
-            num.names.append(name), num.tests.append("ks"), num.pvalues.append(float(p))
-            num.stats.append(value)
+            num.add(name, "ks", p, value)
             psis.append(value)
         families.append(num)
 
@@ -130,8 +135,7 @@ def detect(
         share_ref = np.maximum(ref.counts / ref.counts.sum(), two_sample.EPS)
         share_live = np.maximum(live / max(live.sum(), 1), two_sample.EPS)
         value = float(np.sum((share_live - share_ref) * np.log(share_live / share_ref)))
-        cat.names.append(name), cat.tests.append("chi-square"), cat.pvalues.append(p)
-        cat.stats.append(value)
+        cat.add(name, "chi-square", p, value)
         psis.append(value)
     if cat.names:
         families.append(cat)
@@ -146,8 +150,7 @@ def detect(
         if len(live) > MAX_WINDOW_EMBEDDINGS:
             live = live[np.linspace(0, len(live) - 1, MAX_WINDOW_EMBEDDINGS).round().astype(int)]
         statistic, p = two_sample.mmd_pvalue(ref, live.astype(np.float64), permutations)
-        emb.names.append(name), emb.tests.append("mmd"), emb.pvalues.append(p)
-        emb.stats.append(statistic)
+        emb.add(name, "mmd", p, statistic)
     if emb.names:
         families.append(emb)
 

@@ -90,17 +90,17 @@ def profiles(
 ) -> list[ShapeProfile]:
     """Shapes from the signature: the batch axis over 1..max_batch, other free axes
     (sequence length) over ``seq`` = (min, opt, max); fixed axes as declared."""
+
+    def span(axis: int, dim: int | str | None) -> tuple[int, int, int]:
+        if isinstance(dim, int):
+            return dim, dim, dim
+        return (1, opt_batch, max_batch) if axis == 0 else seq
+
     result = []
     for spec in signature.inputs:
-        lo, mid, hi = [], [], []
-        for axis, dim in enumerate(spec.shape):
-            if isinstance(dim, int):
-                lo.append(dim), mid.append(dim), hi.append(dim)
-            elif axis == 0:
-                lo.append(1), mid.append(opt_batch), hi.append(max_batch)
-            else:
-                lo.append(seq[0]), mid.append(seq[1]), hi.append(seq[2])
-        result.append(ShapeProfile(spec.name, tuple(lo), tuple(mid), tuple(hi)))
+        spans = [span(axis, dim) for axis, dim in enumerate(spec.shape)]
+        lo, mid, hi = (tuple(s[i] for s in spans) for i in range(3))
+        result.append(ShapeProfile(spec.name, lo, mid, hi))
     return result
 
 
