@@ -1,0 +1,128 @@
+"""The canary engine on its own: every transition, from data to decision."""
+
+from __future__ import annotations
+
+import pytest
+
+from shipway.errors import Conflict, InvalidInput
+from shipway.rollout import canary
+from shipway.rollout.canary import CanarySpec, Phase, Promote, Record, Rollback, SetWeight
+from shipway.rollout.checks import Observation, Outcome, Thresholds, VariantStats, analyse
+
+STABLE = VariantStats(requests=1000, errors=0, p50_ms=10.0, p99_ms=20.0)
+HEALTHY = Observation(VariantStats(200, 0, 10.5, 21.0), STABLE)
+FAILING = Observation(VariantStats(200, 20, 10.0, 20.0), STABLE)  # 10 % errors
+SLOW = Observation(VariantStats(200, 0, 30.0, 60.0), STABLE)
+QUIET = Observation(VariantStats(10, 0, 10.0, 20.0), STABLE)  # too few requests
+SPEC = CanarySpec(steps=(5, 25, 50, 100), interval_s=1.0, failure_threshold=2)
+
+
+def run(spec: CanarySpec, observations: list[Observation]) -> tuple[canary.State, list[object]]:
+    state, actions = canary.start(spec, 0.0)
+    log: list[object] = list(actions)
+    for i, obs in enumerate(observations, start=1):
+        state, actions = canary.advance(spec, state, obs, float(i))
+        log.extend(actions)
+    return state, log
+
+
+def weights(log: list[object]) -> list[int]:
+    return [a.weight for a in log if isinstance(a, SetWeight)]
+
+
+def test_a_healthy_candidate_walks_every_step_and_is_promoted() -> None:
+    state, log = run(SPEC, [HEALTHY] * 4)
+    assert state.phase is Phase.SUCCEEDED and state.weight == 100
+    assert weights(log) == [5, 25, 50, 100]
+    assert sum(isinstance(a, Promote) for a in log) == 1
+    assert not any(isinstance(a, Rollback) for a in log)
+
+
+def test_failed_analyses_in_a_row_roll_back_and_a_pass_resets_the_count() -> None:
+    state, log = run(SPEC, [HEALTHY, FAILING, HEALTHY, FAILING, FAILING])
+    assert state.phase is Phase.ROLLED_BACK and state.weight == 0
+    assert weights(log) == [5, 25, 50, 0]  # one failure alone did not roll back
+    rollback = [a for a in log if isinstance(a, Rollback)]
+    assert rollback == [Rollback(after_promotion=False)]
+    assert "error_rate" in state.reason
+
+
+def test_a_latency_regression_rolls_back() -> None:
+    state, _ = run(SPEC, [SLOW, SLOW])
+    assert state.phase is Phase.ROLLED_BACK and "p50_ratio" in state.reason
+
+
+def test_no_data_is_inconclusive_and_never_promotes() -> None:
+    state, log = run(SPEC, [QUIET] * 10)
+    assert state.phase is Phase.PROGRESSING and state.weight == 5
+    assert [r.event for r in log if isinstance(r, Record)][1:] == [
+        "rollout.check-inconclusive"
+    ] * 10
+    assert analyse(QUIET, Thresholds())[0] is Outcome.INCONCLUSIVE
+
+
+def test_drift_check_without_a_score_is_inconclusive() -> None:
+    limits = Thresholds(max_drift_score=0.2)
+    assert analyse(HEALTHY, limits)[0] is Outcome.INCONCLUSIVE
+    drifted = Observation(HEALTHY.candidate, STABLE, drift_score=0.5)
+    assert analyse(drifted, limits)[0] is Outcome.FAILED
+    calm = Observation(HEALTHY.candidate, STABLE, drift_score=0.01)
+    assert analyse(calm, limits)[0] is Outcome.PASSED
+
+
+def test_one_analysis_per_interval() -> None:
+    spec = CanarySpec(interval_s=10.0)
+    state, _ = canary.start(spec, 0.0)
+    state, actions = canary.advance(spec, state, HEALTHY, 5.0)
+    assert actions == [] and state.weight == 5
+    state, actions = canary.advance(spec, state, HEALTHY, 10.0)
+    assert state.weight == 25
+
+
+def test_a_breach_while_baking_rolls_back_the_promotion() -> None:
+    spec = CanarySpec(steps=(50, 100), interval_s=1.0, failure_threshold=1, bake_s=5.0)
+    state, log = run(spec, [HEALTHY, HEALTHY, HEALTHY, FAILING])
+    assert state.phase is Phase.ROLLED_BACK
+    assert [a for a in log if isinstance(a, Rollback)] == [Rollback(after_promotion=True)]
+    baked, _ = run(spec, [HEALTHY] * 8)
+    assert baked.phase is Phase.SUCCEEDED and baked.reason == "baked"
+
+
+def test_manual_gate_waits_for_an_approval() -> None:
+    spec = CanarySpec(steps=(5, 50, 100), interval_s=1.0, gates=frozenset({1}))
+    state, log = run(spec, [HEALTHY, HEALTHY, HEALTHY])
+    assert state.phase is Phase.WAITING_GATE and weights(log) == [5]
+    state, actions = canary.approve(spec, state, 10.0)
+    assert state.phase is Phase.PROGRESSING and actions[0] == SetWeight(50)
+    with pytest.raises(Conflict, match="not waiting for an approval"):
+        canary.approve(spec, state, 11.0)
+
+
+def test_operations() -> None:
+    state, _ = canary.start(SPEC, 0.0)
+    paused, _ = canary.pause(state)
+    assert canary.advance(SPEC, paused, FAILING, 100.0) == (paused, [])  # frozen
+    resumed, _ = canary.resume(paused, 100.0)
+    assert resumed.phase is Phase.PROGRESSING
+    promoted, actions = canary.promote_now(SPEC, resumed, 101.0)
+    assert promoted.phase is Phase.SUCCEEDED and actions[:2] == [SetWeight(100), Promote()]
+    with pytest.raises(Conflict):
+        canary.abort(promoted)
+    aborted, actions = canary.abort(resumed)
+    assert aborted.phase is Phase.ROLLED_BACK and Rollback(after_promotion=False) in actions
+    with pytest.raises(Conflict, match="not paused"):
+        canary.resume(resumed, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"steps": (50, 25, 100)}, "rise strictly"),
+        ({"steps": (5, 50)}, "end at 100"),
+        ({"interval_s": 0}, "must be positive"),
+        ({"gates": frozenset({7})}, "step indices"),
+    ],
+)
+def test_bad_specs(kwargs: dict, message: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(InvalidInput, match=message):
+        CanarySpec(**kwargs)
