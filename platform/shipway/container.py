@@ -7,6 +7,7 @@ at start-up and hands its parts down; nothing else reaches for globals.
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Any
 
 from shipway.settings import Settings
 from shipway.store.db import Database, migrate
@@ -37,6 +38,11 @@ class Container:
         from shipway.drift.metrics import DriftMetrics
 
         return DriftMetrics()
+
+    @cached_property
+    def drift_profiles(self) -> dict[str, Any]:
+        """Reference profiles by MLflow run id; immutable, so kept for the process."""
+        return {}
 
     @cached_property
     def celery(self):  # type: ignore[no-untyped-def] - Celery imports lazily

@@ -8,7 +8,6 @@ everything, Triton replicas included.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from shipway.examples import minilm
 from shipway.runtime.triton_distribution import TritonDistribution
 from shipway.settings import Settings
 from tests.integration.test_triton import infer
-from tests.support.processes import settings_env, shipway_cmd
+from tests.support.processes import settings_env, shipway_cmd, shipway_up
 from tests.support.services import free_port, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -48,15 +47,6 @@ def per_variant(settings: Settings) -> dict[str, float]:
     return counts
 
 
-def up_is_healthy(settings: Settings) -> bool:
-    try:
-        return httpx.get(f"{settings.resolved_api_url}/healthz", timeout=1).status_code == 200 and (
-            httpx.get(f"{settings.gateway_url}/v2/health/ready", timeout=1).status_code == 200
-        )
-    except httpx.HTTPError:
-        return False
-
-
 def test_register_build_deploy_infer(
     tmp_path: Path, triton_dist: TritonDistribution, minilm_onnx: Path, minilm_sample: Path
 ) -> None:
@@ -66,14 +56,7 @@ def test_register_build_deploy_infer(
         gateway_port=free_port(),
         triton_home=triton_dist.home,
     )
-    log = (tmp_path / "up.log").open("w")
-    up = subprocess.Popen(
-        shipway_cmd("up"), env=settings_env(settings), stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        wait_until(lambda: up_is_healthy(settings) or up.poll() is not None, 120, "shipway up")
-        assert up.poll() is None, (tmp_path / "up.log").read_text()
-
+    with shipway_up(settings, tmp_path / "up.log"):
         version = json.loads(
             cli(
                 settings,
@@ -219,10 +202,5 @@ def test_register_build_deploy_infer(
         assert denied.returncode == 1 and "401: unknown token" in denied.stderr
         models = json.loads(cli(settings, "models", "list", "--json").stdout)
         assert [m["version"] for m in models] == [1]  # the failed registration left nothing
-    finally:
-        up.send_signal(signal.SIGINT)
-        code = up.wait(60)
-        log.close()
-    assert code == 0, (tmp_path / "up.log").read_text()[-3000:]
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{replica_url}/v2/health/live", timeout=2)  # the replica went with `up`

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import httpx
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -27,30 +25,11 @@ from shipway.store.models import (
     ReplicaState,
 )
 from tests.integration.conftest import RunningTriton
-from tests.support.gateway import running_gateway
+from tests.support.gateway import running_gateway, send_rows
 from tests.support.services import free_port
 from tests.support.webhook import receiver
 
 pytestmark = pytest.mark.integration
-
-
-def send(gateway: str, inputs: dict[str, np.ndarray]) -> None:
-    with httpx.Client(timeout=30) as client:
-        for row in range(len(inputs["input_ids"])):
-            body = {
-                "inputs": [
-                    {
-                        "name": name,
-                        "shape": [1, array.shape[1]],
-                        "datatype": "INT64",
-                        "data": array[row : row + 1].tolist(),
-                    }
-                    for name, array in inputs.items()
-                ],
-                "outputs": [{"name": minilm.SENTENCE_EMBEDDING}],
-            }
-            response = client.post(f"{gateway}/v2/models/web/infer", json=body)
-            assert response.status_code == 200, response.text
 
 
 def test_live_windows_are_checked_against_the_reference_profile(
@@ -120,7 +99,7 @@ def test_live_windows_are_checked_against_the_reference_profile(
         first = stable()
         assert first["verdict"] == "insufficient-data"  # never "no-drift" without data
 
-        send(gateway, minilm.make_inputs(150, seq_len=32, seed=5))
+        send_rows(gateway, "web", minilm.make_inputs(150, seq_len=32, seed=5))
         calm = stable()
         assert calm["verdict"] == "no-drift" and calm["rows"] == 150, calm
         tests = {f["name"]: f["test"] for f in calm["features"]}
@@ -128,7 +107,7 @@ def test_live_windows_are_checked_against_the_reference_profile(
         assert calm["missing"] == []  # the token states are not relayed: not "missing"
 
         # Traffic turns to short requests: the lengths, and so the token mix, move.
-        send(gateway, minilm.make_inputs(150, seq_len=8, seed=6))
+        send_rows(gateway, "web", minilm.make_inputs(150, seq_len=8, seed=6))
         moved = stable()
         assert moved["verdict"] == "drift", moved
         drifted = {f["name"] for f in moved["features"] if f["drifted"]}

@@ -7,7 +7,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from shipway.services import builds, models
 from shipway.settings import Settings
 from shipway.store.models import AuditEvent, Build
 from tests.support.processes import shipway_process
+from tests.support.services import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -150,11 +151,12 @@ def test_a_worker_killed_mid_build_leaves_it_to_the_next_worker_which_finishes_i
             build = builds.create(
                 container, "minilm", version.version, "int8", "onnxruntime-cpu", "t"
             )
-            wait_for(
+            wait_until(
                 lambda: (
                     builds.get(container, build.id).stage in ("calibrate", "quantize", "benchmark")
                 ),
                 120,
+                "the build mid-way",
             )
             os.kill(worker.pid, signal.SIGKILL)  # no shutdown, no acknowledgement
             worker.wait(10)
@@ -183,11 +185,3 @@ def test_a_worker_killed_mid_build_leaves_it_to_the_next_worker_which_finishes_i
         assert sorted(outcomes) == ["build.create", "build.succeeded"]
     finally:
         container.close()
-
-
-def wait_for(check: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met")
-        time.sleep(0.1)

@@ -10,8 +10,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import numpy as np
 import uvicorn
 
+from shipway.examples import minilm
 from shipway.gateway.app import Gateway
 from shipway.gateway.routing import RoutingTable
 from shipway.runtime.triton_distribution import TritonDistribution
@@ -74,3 +76,23 @@ def flaky_replicas(
 def infer_flaky(url: str, deployment: str = "flaky", timeout: float = 10.0) -> int:
     body = {"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1.0, 2.0]}]}
     return httpx.post(f"{url}/v2/models/{deployment}/infer", json=body, timeout=timeout).status_code
+
+
+def send_rows(gateway_url: str, deployment: str, inputs: dict[str, np.ndarray]) -> None:
+    """One KServe request per row of int64 inputs, asking for the sentence embedding."""
+    with httpx.Client(timeout=30) as client:
+        for row in range(len(next(iter(inputs.values())))):
+            body = {
+                "inputs": [
+                    {
+                        "name": name,
+                        "shape": [1, array.shape[1]],
+                        "datatype": "INT64",
+                        "data": array[row : row + 1].tolist(),
+                    }
+                    for name, array in inputs.items()
+                ],
+                "outputs": [{"name": minilm.SENTENCE_EMBEDDING}],
+            }
+            response = client.post(f"{gateway_url}/v2/models/{deployment}/infer", json=body)
+            assert response.status_code == 200, response.text

@@ -10,7 +10,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
+
 from shipway.settings import Settings
+from tests.support.services import wait_until
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -46,3 +49,30 @@ def shipway_process(settings: Settings, *args: str, log: Path) -> Iterator[subpr
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+
+
+def up_is_healthy(settings: Settings) -> bool:
+    try:
+        return httpx.get(f"{settings.resolved_api_url}/healthz", timeout=1).status_code == 200 and (
+            httpx.get(f"{settings.gateway_url}/v2/health/ready", timeout=1).status_code == 200
+        )
+    except httpx.HTTPError:
+        return False
+
+
+@contextmanager
+def shipway_up(settings: Settings, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`shipway up` until healthy; on the way out Ctrl-C, and it must exit cleanly."""
+    log = log_path.open("w")
+    up = subprocess.Popen(
+        shipway_cmd("up"), env=settings_env(settings), stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        wait_until(lambda: up_is_healthy(settings) or up.poll() is not None, 120, "shipway up")
+        assert up.poll() is None, log_path.read_text()
+        yield up
+    finally:
+        up.send_signal(signal.SIGINT)
+        code = up.wait(60)
+        log.close()
+    assert code == 0, log_path.read_text()[-3000:]

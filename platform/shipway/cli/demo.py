@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from shipway.builds.accuracy import cosine_rows
 from shipway.cli.client import ApiClient
 from shipway.cli.supervisor import Supervisor
 from shipway.examples import minilm
@@ -97,10 +98,10 @@ def run_demo(settings: Settings, say: Callable[[str], None] = print) -> dict[str
             deployment = api.wait_deployment(MODEL, int8["id"])
             time.sleep(settings.routes_refresh_seconds + 0.5)  # the gateway's next read
             quantized = infer_via_gateway(settings.gateway_url, MODEL, inputs)
-            a = quantized[minilm.SENTENCE_EMBEDDING].astype(np.float64)
-            b = expected[minilm.SENTENCE_EMBEDDING].astype(np.float64)
             cosine = float(
-                np.min(np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)))
+                cosine_rows(
+                    quantized[minilm.SENTENCE_EMBEDDING], expected[minilm.SENTENCE_EMBEDDING]
+                ).min()
             )
             say(f"INT8 now serves; its sentence embeddings against FP32: worst cosine {cosine:.4f}")
             return {

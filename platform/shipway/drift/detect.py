@@ -132,9 +132,7 @@ def detect(
             continue
         live = category_counts(ref, categorical[name])
         p = two_sample.chi_square_pvalue(ref.counts, live)
-        share_ref = np.maximum(ref.counts / ref.counts.sum(), two_sample.EPS)
-        share_live = np.maximum(live / max(live.sum(), 1), two_sample.EPS)
-        value = float(np.sum((share_live - share_ref) * np.log(share_live / share_ref)))
+        value = two_sample.psi_counts(ref.counts, live)
         cat.add(name, "chi-square", p, value)
         psis.append(value)
     if cat.names:

@@ -29,8 +29,13 @@ def psi(edges: np.ndarray, reference: np.ndarray, live: np.ndarray) -> float:
     not a test (0.1 is read as moderate, 0.25 as major)."""
     ref = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=len(edges) + 1)
     got = np.bincount(np.searchsorted(edges, live, side="right"), minlength=len(edges) + 1)
-    p = np.maximum(ref / ref.sum(), EPS)
-    q = np.maximum(got / max(got.sum(), 1), EPS)
+    return psi_counts(ref, got)
+
+
+def psi_counts(reference_counts: np.ndarray, live_counts: np.ndarray) -> float:
+    """PSI over cells already counted (bins, categories)."""
+    p = np.maximum(reference_counts / reference_counts.sum(), EPS)
+    q = np.maximum(live_counts / max(live_counts.sum(), 1), EPS)
     return float(np.sum((q - p) * np.log(q / p)))
 
 

@@ -112,8 +112,13 @@ class RuntimeManager:
     def _forget_removed(self, wanted: set[tuple[str, str]]) -> None:
         """Replica rows of removed variants go at once, so no route names them."""
         with self.db.session() as session:
-            for row in session.scalars(select(Replica)):
-                if (row.deployment.name, row.variant) not in wanted:
+            rows = session.execute(
+                select(Replica, Deployment.name).join(
+                    Deployment, Replica.deployment_id == Deployment.id
+                )
+            )
+            for row, deployment in rows:
+                if (deployment, row.variant) not in wanted:
                     session.delete(row)
 
     def _autoscale(self, desired: list[Desired]) -> None:

@@ -20,6 +20,7 @@ from shipway.container import Container
 from shipway.drift import profile_io
 from shipway.drift.detect import detect
 from shipway.drift.policy import Action, Policy, breach_actions
+from shipway.drift.profile import ReferenceProfile
 from shipway.drift.window import assemble
 from shipway.errors import InvalidInput, NotFound, ShipwayError, Unavailable
 from shipway.notify import webhook
@@ -81,6 +82,19 @@ def _window(
     return assemble(requests).inputs
 
 
+def _profile(container: Container, run_id: str) -> ReferenceProfile | None:
+    """A version's reference profile, fetched once per process: it never changes."""
+    cache = container.drift_profiles
+    if run_id not in cache:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                path = container.registry.download(run_id, PROFILE_PATH, Path(tmp))
+            except NotFound:
+                return None
+            cache[run_id] = profile_io.from_bytes(path.read_bytes())
+    return cache[run_id]
+
+
 def check(container: Container, name: str, min_rows: int = 100) -> list[VariantDrift]:
     """Check every variant of deployment ``name`` now, record the results, and apply
     the deployment's drift policy to any variant that has just moved into drift."""
@@ -97,17 +111,14 @@ def check(container: Container, name: str, min_rows: int = 100) -> list[VariantD
             if build is not None
         }
     for variant, (build_id, run_id, signature) in served.items():
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                path = container.registry.download(run_id, PROFILE_PATH, Path(tmp))
-            except NotFound:
-                report = {
-                    "verdict": "no-profile",
-                    "message": "this version was registered without a drift profile",
-                }
-                results.append(VariantDrift(variant, build_id, report))
-                continue
-            profile = profile_io.from_bytes(path.read_bytes())
+        profile = _profile(container, run_id)
+        if profile is None:
+            report = {
+                "verdict": "no-profile",
+                "message": "this version was registered without a drift profile",
+            }
+            results.append(VariantDrift(variant, build_id, report))
+            continue
         sig = Signature.from_dict(signature)
         window = _window(container, name, variant, sig, "samples")
         answers = _window(container, name, variant, sig, "outputs")

@@ -53,11 +53,8 @@ def reference_profile(onnx_bytes: bytes, signature: Signature, sample: dict[str,
     try:
         outputs = evaluate.run(evaluate.session(onnx_bytes), sample, evaluate.batch_size(signature))
     except BuildFailed as exc:
-        raise InvalidInput(
-            f"the model does not run on its reference sample: {exc}".replace(
-                " failed on held-out inputs", ""
-            )
-        ) from None
+        cause = exc.__cause__ or exc  # ONNX Runtime's own words
+        raise InvalidInput(f"the model does not run on its reference sample: {cause}") from None
     return profile_io.to_bytes(drift_profile.build(sample, outputs))
 
 
