@@ -15,23 +15,12 @@ on for the bake period: a breach then rolls back to the previous stable.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 
 from shipway.errors import Conflict, InvalidInput
 from shipway.rollout.checks import Observation, Outcome, Thresholds, analyse
+from shipway.rollout.state import Action, Phase, Promote, Record, Rollback, SetWeight, State
 
-
-class Phase(StrEnum):
-    PROGRESSING = "progressing"
-    WAITING_GATE = "waiting-gate"  # a manual approval before the next step
-    PAUSED = "paused"
-    BAKING = "baking"  # promoted; still watched
-    SUCCEEDED = "succeeded"
-    ROLLED_BACK = "rolled-back"
-
-    @property
-    def finished(self) -> bool:
-        return self in (Phase.SUCCEEDED, Phase.ROLLED_BACK)
+__all__ = ["Action", "CanarySpec", "Phase", "Promote", "Record", "Rollback", "SetWeight", "State"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +31,9 @@ class CanarySpec:
     failure_threshold: int = 2  # failed analyses in a row that roll back
     gates: frozenset[int] = frozenset()  # step indices that wait for an approval first
     bake_s: float = 0.0
+    # analyses in a row without metrics (the provider is down) before rolling back: the
+    # canary cannot be judged, and holding it at its weight forever is not safe either
+    max_unavailable: int = 5
     thresholds: Thresholds = field(default_factory=Thresholds)
 
     def __post_init__(self) -> None:
@@ -49,57 +41,12 @@ class CanarySpec:
             raise InvalidInput(f"steps must rise strictly, got {list(self.steps)}")
         if self.steps[0] <= 0 or self.steps[-1] != 100:
             raise InvalidInput("steps must be within 1..100 and end at 100")
-        if self.interval_s <= 0 or self.checks_per_step < 1 or self.failure_threshold < 1:
-            raise InvalidInput("interval, checks per step and failure threshold must be positive")
+        if min(self.checks_per_step, self.failure_threshold, self.max_unavailable) < 1:
+            raise InvalidInput("checks per step, failure threshold, max unavailable must be >= 1")
+        if self.interval_s <= 0:
+            raise InvalidInput("the analysis interval must be positive")
         if any(not 0 <= g < len(self.steps) for g in self.gates):
             raise InvalidInput(f"gates must name step indices 0..{len(self.steps) - 1}")
-
-
-@dataclass(frozen=True)
-class State:
-    phase: Phase
-    step: int  # index into spec.steps
-    weight: int  # candidate's share of live traffic
-    started_at: float
-    last_analysis_at: float
-    passed_in_step: int = 0
-    failures_in_a_row: int = 0
-    bake_until: float | None = None
-    paused_phase: Phase | None = None
-    reason: str = ""
-
-
-# ---- actions: what the controller must carry out ---------------------------------
-
-
-@dataclass(frozen=True)
-class SetWeight:
-    weight: int  # the candidate's percent; stable gets the rest
-
-
-@dataclass(frozen=True)
-class Promote:
-    """The candidate becomes stable (its replicas take all traffic; the old go)."""
-
-
-@dataclass(frozen=True)
-class Rollback:
-    """Back to the stable of before: weight 0, the candidate's replicas removed; after
-    a promotion, the previous stable build is restored."""
-
-    after_promotion: bool = False
-
-
-@dataclass(frozen=True)
-class Record:
-    """A transition to persist and audit, with its reason and the numbers."""
-
-    event: str
-    reason: str
-    details: dict[str, object]
-
-
-Action = SetWeight | Promote | Rollback | Record
 
 
 def start(spec: CanarySpec, now: float) -> tuple[State, list[Action]]:
@@ -116,30 +63,35 @@ def start(spec: CanarySpec, now: float) -> tuple[State, list[Action]]:
 def advance(
     spec: CanarySpec, state: State, observation: Observation | None, now: float
 ) -> tuple[State, list[Action]]:
-    """One tick. Analyses only once per interval; otherwise nothing changes."""
+    """One tick. Analyses only once per interval; otherwise nothing changes.
+
+    ``observation`` None means the metrics provider could not be read: that analysis is
+    inconclusive, and ``max_unavailable`` of them in a row roll back.
+    """
     if state.phase not in (Phase.PROGRESSING, Phase.BAKING):
         return state, []
-    if now - state.last_analysis_at < spec.interval_s or observation is None:
+    if now - state.last_analysis_at < spec.interval_s:
         return state, []
+    state = replace(state, last_analysis_at=now)
+    if observation is None:
+        missing = state.unavailable_in_a_row + 1
+        numbers: dict[str, object] = {"unavailable_in_a_row": missing}
+        if missing >= spec.max_unavailable:
+            return _roll_back(state, f"no metrics for {missing} analyses in a row", numbers)
+        return replace(state, unavailable_in_a_row=missing), [
+            Record("rollout.check-inconclusive", "metrics unavailable", numbers)
+        ]
+    state = replace(state, unavailable_in_a_row=0)
     outcome, checks = analyse(observation, spec.thresholds)
     numbers = {
         c.name: {"outcome": c.outcome.value, "value": c.value, "limit": c.limit} for c in checks
     }
-    state = replace(state, last_analysis_at=now)
     if outcome is Outcome.FAILED:
         failures = state.failures_in_a_row + 1
         failed = ", ".join(c.name for c in checks if c.outcome is Outcome.FAILED)
         if failures >= spec.failure_threshold:
-            baking = state.phase is Phase.BAKING
-            reason = f"{failures} failed analyses in a row ({failed})"
-            done = replace(
-                state, phase=Phase.ROLLED_BACK, weight=0, failures_in_a_row=failures, reason=reason
-            )
-            return done, [
-                SetWeight(0),
-                Rollback(after_promotion=baking),
-                Record("rollout.rolled-back", reason, numbers),
-            ]
+            state = replace(state, failures_in_a_row=failures)
+            return _roll_back(state, f"{failures} failed analyses in a row ({failed})", numbers)
         return replace(state, failures_in_a_row=failures), [
             Record("rollout.check-failed", failed, numbers)
         ]
@@ -157,6 +109,16 @@ def advance(
     if state.step == len(spec.steps) - 1:
         return _promote(spec, state, now, "every step passed", numbers)
     return _next_step(spec, state, numbers)
+
+
+def _roll_back(state: State, reason: str, numbers: dict[str, object]) -> tuple[State, list[Action]]:
+    baking = state.phase is Phase.BAKING
+    done = replace(state, phase=Phase.ROLLED_BACK, weight=0, reason=reason)
+    return done, [
+        SetWeight(0),
+        Rollback(after_promotion=baking),
+        Record("rollout.rolled-back", reason, numbers),
+    ]
 
 
 def _next_step(

@@ -14,11 +14,14 @@ on none; one significantly worse on any metric loses.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 import numpy as np
 from scipy import stats
+
+from shipway.errors import Conflict, InvalidInput
+from shipway.rollout.state import Action, Phase, Promote, Record, Rollback, SetWeight, State
 
 
 class Decision(StrEnum):
@@ -91,15 +94,115 @@ def decide(
             comparisons.append(
                 Comparison(arm.name, "latency", "Mann-Whitney U", p, better, p < level)
             )
-    winners = []
+    winners, losers = [], []
     for arm in challengers:
         mine = [c for c in comparisons if c.arm == arm.name and c.significant]
         if mine and all(c.better for c in mine):
             winners.append(arm.name)
+        elif any(not c.better for c in mine):
+            losers.append(arm.name)
     if len(winners) == 1:
         return Verdict(Decision.WINNER, winners[0], tuple(comparisons), "significantly better")
+    if len(losers) == len(challengers):
+        return Verdict(
+            Decision.WINNER,
+            control.name,
+            tuple(comparisons),
+            "every challenger significantly worse",
+        )
     if elapsed_s >= max_duration_s:
         return Verdict(
             Decision.NO_DIFFERENCE, None, tuple(comparisons), "no arm significantly better in time"
         )
     return Verdict(Decision.CONTINUE, None, tuple(comparisons), "no significant difference yet")
+
+
+# ---- the experiment as a state machine, in the canary's vocabulary ------------------
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """Control is the stable variant; the challenger takes ``weight`` percent, sticky by
+    request key so one user stays in one arm for the whole experiment."""
+
+    weight: int = 50
+    interval_s: float = 30.0
+    min_requests: int = 500
+    max_duration_s: float = 3600.0
+    alpha: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.weight <= 99:
+            raise InvalidInput(f"the challenger's weight must be within 1..99, got {self.weight}")
+        if self.interval_s <= 0 or self.max_duration_s <= 0 or self.min_requests < 1:
+            raise InvalidInput("interval, maximum duration and minimum sample must be positive")
+        if not 0 < self.alpha < 1:
+            raise InvalidInput(f"alpha must be within (0, 1), got {self.alpha}")
+
+
+def start_experiment(spec: ExperimentSpec, now: float) -> tuple[State, list[Action]]:
+    state = State(Phase.PROGRESSING, 0, spec.weight, now, now)
+    return state, [
+        SetWeight(spec.weight),
+        Record("experiment.started", f"challenger at {spec.weight} %", {"alpha": spec.alpha}),
+    ]
+
+
+def advance_experiment(
+    spec: ExperimentSpec,
+    state: State,
+    arms: tuple[Arm, Arm] | None,
+    now: float,
+) -> tuple[State, list[Action]]:
+    """One tick with (control, challenger) counted since the start; decides once per
+    interval. A winning challenger is promoted; a winning control, or no difference at
+    the deadline, rolls the challenger back. ``arms`` None: no metrics this time."""
+    if state.phase is not Phase.PROGRESSING or now - state.last_analysis_at < spec.interval_s:
+        return state, []
+    state = replace(state, last_analysis_at=now)
+    if arms is None:
+        return state, [Record("experiment.check-inconclusive", "metrics unavailable", {})]
+    control, challenger = arms
+    verdict = decide(
+        control, [challenger], now - state.started_at, spec.min_requests, spec.max_duration_s,
+        spec.alpha,
+    )  # fmt: skip
+    numbers: dict[str, object] = {
+        "arms": {a.name: {"requests": a.requests, "errors": a.errors} for a in arms},
+        "comparisons": [
+            {
+                "arm": c.arm,
+                "metric": c.metric,
+                "test": c.test,
+                "p_value": c.p_value,
+                "better": c.better,
+                "significant": c.significant,
+            }
+            for c in verdict.comparisons
+        ],
+        "alpha": spec.alpha,
+    }
+    if verdict.decision is Decision.CONTINUE:
+        return state, [Record("experiment.check", verdict.reason, numbers)]
+    if verdict.winner == challenger.name:
+        done = replace(
+            state, phase=Phase.SUCCEEDED, weight=100, winner=challenger.name, reason=verdict.reason
+        )
+        return done, [
+            SetWeight(100),
+            Promote(),
+            Record("experiment.decided", f"{challenger.name} wins: {verdict.reason}", numbers),
+        ]
+    winner = control.name if verdict.winner == control.name else None
+    reason = verdict.reason if winner else f"no difference: {verdict.reason}"
+    done = replace(state, phase=Phase.ROLLED_BACK, weight=0, winner=winner, reason=reason)
+    summary = f"{winner} wins: {reason}" if winner else reason
+    return done, [SetWeight(0), Rollback(), Record("experiment.decided", summary, numbers)]
+
+
+def promote_challenger(state: State) -> tuple[State, list[Action]]:
+    """An operator ends the experiment early in the challenger's favour."""
+    if state.phase.finished:
+        raise Conflict(f"the experiment already {state.phase}")
+    done = replace(state, phase=Phase.SUCCEEDED, weight=100, reason="promoted by an operator")
+    return done, [SetWeight(100), Promote(), Record("experiment.decided", done.reason, {})]

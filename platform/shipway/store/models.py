@@ -164,7 +164,7 @@ class AuditEvent(Base):
     at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     actor: Mapped[str] = mapped_column(String(100))
     action: Mapped[str] = mapped_column(String(100))
-    subject: Mapped[str] = mapped_column(String(300))
+    subject: Mapped[str] = mapped_column(String(300), index=True)
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
@@ -183,3 +183,35 @@ class DriftCheck(Base):
     score: Mapped[float] = mapped_column(default=0.0)
     min_p_adjusted: Mapped[float | None] = mapped_column(default=None)
     report: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Rollout(Base):
+    """A candidate build on its way to stable: the engine's spec and state, and what the
+    controller has carried out. Its timeline is the audit trail of ``rollout/<id>``.
+
+    ``active_key`` holds the deployment's name while the rollout runs and NULL after: a
+    unique column, so two concurrent starts on one deployment cannot both succeed.
+    """
+
+    __tablename__ = "rollouts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    deployment: Mapped[str] = mapped_column(String(200), index=True)
+    strategy: Mapped[str] = mapped_column(String(16))  # canary | experiment
+    variant: Mapped[str] = mapped_column(String(32))  # the candidate's variant name
+    candidate_build_id: Mapped[str] = mapped_column(ForeignKey("builds.id"))
+    stable_build_id: Mapped[str] = mapped_column(ForeignKey("builds.id"))
+    spec: Mapped[dict[str, Any]]
+    state: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)  # None: initializing
+    phase: Mapped[str] = mapped_column(String(24))
+    converged: Mapped[str | None] = mapped_column(String(24), default=None)  # phase applied
+    # counter snapshots: "last" (previous analysis), "start", "stable" (its last interval)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    active_key: Mapped[str | None] = mapped_column(String(200), unique=True, default=None)
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    candidate: Mapped[Build] = relationship(foreign_keys=[candidate_build_id], lazy="joined")
+    stable: Mapped[Build] = relationship(foreign_keys=[stable_build_id], lazy="joined")

@@ -17,7 +17,9 @@ QUIET = Observation(VariantStats(10, 0, 10.0, 20.0), STABLE)  # too few requests
 SPEC = CanarySpec(steps=(5, 25, 50, 100), interval_s=1.0, failure_threshold=2)
 
 
-def run(spec: CanarySpec, observations: list[Observation]) -> tuple[canary.State, list[object]]:
+def run(
+    spec: CanarySpec, observations: list[Observation | None]
+) -> tuple[canary.State, list[object]]:
     state, actions = canary.start(spec, 0.0)
     log: list[object] = list(actions)
     for i, obs in enumerate(observations, start=1):
@@ -59,6 +61,18 @@ def test_no_data_is_inconclusive_and_never_promotes() -> None:
         "rollout.check-inconclusive"
     ] * 10
     assert analyse(QUIET, Thresholds())[0] is Outcome.INCONCLUSIVE
+
+
+def test_a_metrics_provider_that_is_down_is_inconclusive_then_rolls_back() -> None:
+    spec = CanarySpec(steps=(5, 100), interval_s=1.0, max_unavailable=3)
+    # two outages, then data again: the count starts over, nothing was promoted meanwhile
+    state, log = run(spec, [None, None, HEALTHY, None, None])
+    assert state.phase is Phase.PROGRESSING and state.unavailable_in_a_row == 2
+    events = [r.event for r in log if isinstance(r, Record)]
+    assert events.count("rollout.check-inconclusive") == 4 and "rollout.promoted" not in events
+    state, log = run(spec, [None, None, None])
+    assert state.phase is Phase.ROLLED_BACK and "no metrics for 3" in state.reason
+    assert Rollback(after_promotion=False) in log and weights(log)[-1] == 0
 
 
 def test_drift_check_without_a_score_is_inconclusive() -> None:
@@ -120,6 +134,8 @@ def test_operations() -> None:
         ({"steps": (50, 25, 100)}, "rise strictly"),
         ({"steps": (5, 50)}, "end at 100"),
         ({"interval_s": 0}, "must be positive"),
+        ({"failure_threshold": 0}, "must be >= 1"),
+        ({"max_unavailable": 0}, "must be >= 1"),
         ({"gates": frozenset({7})}, "step indices"),
     ],
 )

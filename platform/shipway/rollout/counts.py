@@ -1,0 +1,109 @@
+"""From cumulative counters to one interval's numbers: what a MetricsProvider returns
+(counters that only grow) and what the engine judges (requests, errors and latency
+quantiles over an interval). Pure; the same arithmetic as Prometheus' ``increase`` and
+``histogram_quantile``, so local mode and Kubernetes judge alike.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from shipway.rollout.checks import VariantStats
+from shipway.rollout.experiment import Arm
+
+Snapshot = dict[str, "VariantCounts"]  # by variant name
+
+
+@dataclass(frozen=True)
+class VariantCounts:
+    """Totals since the counters started: answered requests, errors (5xx and upstream
+    timeouts) and the latency histogram as (upper bound in seconds, cumulative count)."""
+
+    requests: float = 0.0
+    errors: float = 0.0
+    buckets: tuple[tuple[float, float], ...] = ()
+
+    def minus(self, before: VariantCounts | None) -> VariantCounts:
+        """The increase since ``before``. Counters that went down were reset (the gateway
+        restarted): then everything counted now is the increase, as in Prometheus."""
+        if before is None or self.requests < before.requests or self.errors < before.errors:
+            return self
+        earlier = dict(before.buckets)
+        return VariantCounts(
+            self.requests - before.requests,
+            self.errors - before.errors,
+            tuple((le, max(0.0, n - earlier.get(le, 0.0))) for le, n in self.buckets),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "buckets": [[("+Inf" if math.isinf(le) else le), n] for le, n in self.buckets],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VariantCounts:
+        return cls(
+            float(data["requests"]),
+            float(data["errors"]),
+            tuple((float(le), float(n)) for le, n in data["buckets"]),
+        )
+
+
+def snapshot_to_dict(snapshot: Snapshot) -> dict[str, Any]:
+    return {name: counts.to_dict() for name, counts in snapshot.items()}
+
+
+def snapshot_from_dict(data: dict[str, Any] | None) -> Snapshot:
+    return {name: VariantCounts.from_dict(d) for name, d in (data or {}).items()}
+
+
+def increase(now: Snapshot, before: Snapshot) -> Snapshot:
+    return {name: counts.minus(before.get(name)) for name, counts in now.items()}
+
+
+def quantile(buckets: tuple[tuple[float, float], ...], q: float) -> float | None:
+    """Linear interpolation inside the bucket that holds the q-th request (seconds)."""
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    rank = q * buckets[-1][1]
+    lower_bound, lower_count = 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            if math.isinf(le):
+                return lower_bound  # beyond the largest finite bound: that bound is all we know
+            if count == lower_count:
+                return le
+            return lower_bound + (le - lower_bound) * (rank - lower_count) / (count - lower_count)
+        lower_bound, lower_count = le, count
+    return lower_bound
+
+
+def stats(counts: VariantCounts) -> VariantStats:
+    p50, p99 = quantile(counts.buckets, 0.5), quantile(counts.buckets, 0.99)
+    return VariantStats(
+        int(counts.requests),
+        int(counts.errors),
+        None if p50 is None else p50 * 1000,
+        None if p99 is None else p99 * 1000,
+    )
+
+
+def arm(name: str, counts: VariantCounts, cap: int = 5000) -> Arm:
+    """An experiment arm, its per-request latencies known to the histogram's resolution:
+    each request sits at the middle of its bucket (ties are what Mann-Whitney's tie
+    correction is for). Above ``cap`` requests, buckets are scaled down alike."""
+    total = counts.buckets[-1][1] if counts.buckets else 0.0
+    scale = min(1.0, cap / total) if total else 1.0
+    latencies: list[float] = []
+    lower, below = 0.0, 0.0
+    for le, cumulative in counts.buckets:
+        value = lower if math.isinf(le) else (lower + le) / 2
+        latencies.extend([value * 1000] * round((cumulative - below) * scale))
+        if not math.isinf(le):
+            lower = le
+        below = cumulative
+    return Arm(name, int(counts.requests), int(counts.errors), tuple(latencies))

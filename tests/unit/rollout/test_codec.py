@@ -1,0 +1,45 @@
+"""Specs and states survive the trip through JSON; bad settings are named, not ignored."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shipway.errors import InvalidInput
+from shipway.rollout import canary, codec
+from shipway.rollout.canary import CanarySpec
+from shipway.rollout.checks import Thresholds
+from shipway.rollout.experiment import ExperimentSpec
+
+
+def test_specs_and_states_round_trip_through_json() -> None:
+    spec = CanarySpec(
+        steps=(10, 100), gates=frozenset({1}), bake_s=3.0, thresholds=Thresholds(min_requests=7)
+    )
+    assert codec.canary_spec(json.loads(json.dumps(codec.spec_to_dict(spec)))) == spec
+    ab = ExperimentSpec(weight=30, alpha=0.01)
+    assert codec.experiment_spec(json.loads(json.dumps(codec.spec_to_dict(ab)))) == ab
+    state, _ = canary.start(spec, 5.0)
+    paused, _ = canary.pause(state)
+    again = codec.state_from_dict(json.loads(json.dumps(codec.state_to_dict(paused))))
+    assert again == paused and again.paused_phase is canary.Phase.PROGRESSING
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"failure_threshld": 2}, "unknown canary settings: failure_threshld"),
+        ({"thresholds": {"max_error": 0.1}}, "unknown threshold settings: max_error"),
+        ({"steps": ["a"]}, "bad canary settings"),
+        ({"steps": [50, 20, 100]}, "rise strictly"),
+    ],
+)
+def test_bad_canary_settings_are_named(data: dict, message: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(InvalidInput, match=message):
+        codec.canary_spec(data)
+
+
+def test_bad_experiment_settings_are_named() -> None:
+    with pytest.raises(InvalidInput, match="unknown experiment settings: arms"):
+        codec.experiment_spec({"arms": 3})

@@ -1,0 +1,42 @@
+"""Interval numbers from cumulative counters: increases, resets, quantiles, arms."""
+
+from __future__ import annotations
+
+import math
+
+from shipway.rollout import counts
+from shipway.rollout.counts import VariantCounts
+
+INF = math.inf
+
+
+def test_increase_over_an_interval_and_after_a_reset() -> None:
+    before = VariantCounts(100, 2, ((0.01, 60), (0.1, 100), (INF, 100)))
+    now = VariantCounts(150, 7, ((0.01, 80), (0.1, 149), (INF, 150)))
+    delta = now.minus(before)
+    assert (delta.requests, delta.errors) == (50, 5)
+    assert delta.buckets == ((0.01, 20), (0.1, 49), (INF, 50))
+    restarted = VariantCounts(10, 0, ((0.01, 10), (0.1, 10), (INF, 10)))
+    assert restarted.minus(before) == restarted  # counters went down: all of it is new
+    assert now.minus(None) == now
+    snapshot = {"stable": now}
+    assert counts.snapshot_from_dict(counts.snapshot_to_dict(snapshot)) == snapshot
+
+
+def test_quantiles_interpolate_inside_buckets_like_prometheus() -> None:
+    buckets = ((0.01, 50.0), (0.02, 100.0), (INF, 100.0))
+    assert counts.quantile(buckets, 0.5) == 0.01
+    assert math.isclose(counts.quantile(buckets, 0.75) or 0, 0.015)
+    assert counts.quantile(((0.01, 0.0), (INF, 0.0)), 0.5) is None
+    beyond = ((0.01, 10.0), (INF, 20.0))
+    assert counts.quantile(beyond, 0.99) == 0.01  # the largest finite bound
+    stats = counts.stats(VariantCounts(100, 3, buckets))
+    assert (stats.requests, stats.errors) == (100, 3)
+    assert math.isclose(stats.p50_ms or 0, 10.0) and stats.p99_ms is not None
+
+
+def test_an_arm_places_each_request_in_the_middle_of_its_bucket() -> None:
+    arm = counts.arm("b", VariantCounts(4, 1, ((0.01, 1.0), (0.03, 3.0), (INF, 4.0))))
+    assert arm.latencies_ms == (5.0, 20.0, 20.0, 30.0)
+    capped = counts.arm("b", VariantCounts(10_000, 0, ((0.01, 10_000.0), (INF, 10_000.0))), 100)
+    assert len(capped.latencies_ms) == 100 and capped.requests == 10_000
