@@ -6,6 +6,7 @@ at start-up and hands its parts down; nothing else reaches for globals.
 
 from __future__ import annotations
 
+import threading
 from functools import cached_property
 from typing import Any
 
@@ -43,6 +44,19 @@ class Container:
     def drift_profiles(self) -> dict[str, Any]:
         """Reference profiles by MLflow run id; immutable, so kept for the process."""
         return {}
+
+    @cached_property
+    def rollout_lock(self) -> threading.RLock:
+        """One writer of rollout state at a time in this process: the controller's
+        ticks and the API's operations (pause, promote, abort) take turns."""
+        return threading.RLock()
+
+    @cached_property
+    def rollout_ports(self):  # type: ignore[no-untyped-def] - httpx and services lazily
+        """Local mode's Router, Placement and MetricsProvider for the rollout controller."""
+        from shipway.services.rollouts import local_ports
+
+        return local_ports(self)
 
     @cached_property
     def celery(self):  # type: ignore[no-untyped-def] - Celery imports lazily

@@ -100,6 +100,18 @@ class Settings(BaseSettings):
         description="How often the API process checks every deployment for drift and "
         "applies its policy; 0 turns the periodic check off (checks on demand remain).",
     )
+    rollout_tick_seconds: float = Field(
+        0.5,
+        ge=0,
+        description="How often the API process's rollout controller looks at running "
+        "rollouts (each analyses once per its own interval); 0 turns the controller off.",
+    )
+    rollout_start_timeout: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds a rollout waits for its candidate's replicas to be ready "
+        "before it fails without having taken any traffic.",
+    )
     build_redelivery_seconds: int = Field(
         3600,
         ge=10,

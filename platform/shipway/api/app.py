@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shipway import __version__
 from shipway.api import errors
-from shipway.api.routes import builds, deployments, models, system
+from shipway.api.routes import builds, deployments, models, rollouts, system
 from shipway.container import Container
 
 
@@ -19,18 +19,22 @@ def create_app(container: Container) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         stop = threading.Event()
-        seconds = container.settings.drift_check_seconds
-        monitor = threading.Thread(
-            target=_drift_monitor, args=(container, stop, seconds), daemon=True
-        )
-        if seconds > 0:
-            monitor.start()
+        loops = [
+            threading.Thread(target=job, args=(container, stop, seconds), daemon=True)
+            for job, seconds in (
+                (_drift_monitor, container.settings.drift_check_seconds),
+                (_rollout_controller, container.settings.rollout_tick_seconds),
+            )
+            if seconds > 0
+        ]
+        for loop in loops:
+            loop.start()
         try:
             yield
         finally:
             stop.set()
-            if monitor.is_alive():
-                monitor.join(30)
+            for loop in loops:
+                loop.join(30)
 
     app = FastAPI(
         title="Shipway",
@@ -40,7 +44,7 @@ def create_app(container: Container) -> FastAPI:
     )
     app.state.container = container
     errors.install(app)
-    for module in (models, builds, deployments, system):
+    for module in (models, builds, deployments, rollouts, system):
         app.include_router(module.router, prefix="/api/v1")
 
     @app.get("/healthz", include_in_schema=False)
@@ -63,3 +67,13 @@ def _drift_monitor(container: Container, stop: threading.Event, seconds: float) 
 
     while not stop.wait(seconds):
         drift.check_all(container)
+
+
+def _rollout_controller(container: Container, stop: threading.Event, seconds: float) -> None:
+    """Run every rollout: analyse once per its interval, converge routes and replicas.
+    State lives in the store, so a restarted process picks up where this one stopped."""
+    from shipway.services import rollouts
+
+    ports = container.rollout_ports
+    while not stop.wait(seconds):
+        rollouts.tick(container, ports)

@@ -145,3 +145,46 @@ class StatusOut(BaseModel):
     models: int
     builds: dict[str, int]
     deployments: list[DeploymentOut]
+
+
+class RolloutIn(BaseModel):
+    build_id: str = Field(description="The candidate: a succeeded build")
+    strategy: str = Field("canary", description="canary or experiment")
+    settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="canary: steps, interval_s, checks_per_step, failure_threshold, gates, "
+        "bake_s, max_unavailable, thresholds {min_requests, max_error_rate, max_p50_ratio, "
+        "max_p99_ratio, max_drift_score}; experiment: weight, interval_s, min_requests, "
+        "max_duration_s, alpha",
+    )
+
+
+class RolloutEventOut(BaseModel):
+    at: datetime
+    event: str
+    actor: str
+    reason: str
+    details: dict[str, Any]
+
+
+class RolloutOut(BaseModel):
+    id: str
+    deployment: str
+    strategy: str
+    variant: str
+    candidate_build_id: str
+    stable_build_id: str
+    model: str
+    candidate_version: int
+    phase: str
+    running: bool
+    weight: int
+    step: int
+    reason: str
+    winner: str | None
+    spec: dict[str, Any]
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    timeline: list[RolloutEventOut] = Field(default_factory=list)

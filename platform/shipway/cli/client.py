@@ -197,5 +197,17 @@ class ApiClient:
                 raise ApiError(f"deployment {name} not ready after {timeout:.0f}s")
             time.sleep(0.5)
 
+    def start_rollout(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", f"/deployments/{name}/rollouts", json=body)
+
+    def rollouts(self, name: str) -> list[dict[str, Any]]:
+        return self._call("GET", f"/deployments/{name}/rollouts")
+
+    def rollout(self, name: str, rollout_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/deployments/{name}/rollouts/{rollout_id}")
+
+    def operate_rollout(self, name: str, rollout_id: str, operation: str) -> dict[str, Any]:
+        return self._call("POST", f"/deployments/{name}/rollouts/{rollout_id}/{operation}")
+
     def status(self) -> dict[str, Any]:
         return self._call("GET", "/status")

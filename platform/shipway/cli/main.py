@@ -13,8 +13,11 @@ import typer
 from pydantic import ValidationError
 from rich.progress import BarColumn, Progress, TextColumn
 
-from shipway.cli.client import ApiClient, ApiError
+from shipway.cli.client import ApiClient
+from shipway.cli.context import JsonOpt, state
+from shipway.cli.context import run as _run
 from shipway.cli.output import console, emit_json, err_console, fail, table
+from shipway.cli.rollouts import rollouts_app
 from shipway.settings import Settings
 
 app = typer.Typer(
@@ -34,20 +37,7 @@ drift_app = typer.Typer(
 )
 app.add_typer(variants_app, name="variants")
 app.add_typer(drift_app, name="drift")
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-
-
-class State:
-    settings: Settings
-    api_url: str
-    token: str
-
-    def client(self) -> ApiClient:
-        return ApiClient(self.api_url, self.token)
-
-
-state = State()
+app.add_typer(rollouts_app, name="rollouts")
 
 
 @app.callback()
@@ -61,14 +51,6 @@ def main(
         fail(f"invalid SHIPWAY_* settings:\n{exc}")
     state.api_url = api_url or state.settings.resolved_api_url
     state.token = token or state.settings.token
-
-
-def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    try:
-        with state.client() as client:
-            return fn(client, *args, **kwargs)
-    except ApiError as exc:
-        fail(str(exc))
 
 
 def _parse_tags(tags: list[str]) -> dict[str, str]:

@@ -137,8 +137,13 @@ class Gateway:
             await _error(send, 503, f"deployment {name!r} has no ready replica")
             return
         status, payload, reply_headers = await self._forward(name, variant, body, forward)
-        # An explicit length spares the client from chunked transfer decoding.
-        headers = [*reply_headers, (b"content-length", str(len(payload)).encode())]
+        # An explicit length spares the client from chunked transfer decoding; the
+        # variant header tells a client (and an A/B analysis) which arm answered.
+        headers = [
+            *reply_headers,
+            (b"content-length", str(len(payload)).encode()),
+            (VARIANT_HEADER, variant.name.encode()),
+        ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
@@ -446,6 +451,7 @@ class Gateway:
 
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+VARIANT_HEADER = b"x-shipway-variant"
 
 
 def _error_body(message: str) -> bytes:

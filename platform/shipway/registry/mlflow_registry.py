@@ -149,6 +149,27 @@ class ModelRegistry:
     def set_version_tag(self, name: str, version: int, key: str, value: str) -> None:
         self._client.set_model_version_tag(name, str(version), key, value)
 
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        """Point a registered model's alias (``production``, ``candidate``) at a version."""
+        try:
+            self._client.set_registered_model_alias(name, alias, str(version))
+        except MlflowException as exc:
+            raise Unavailable(f"MLflow refused alias {alias!r} of {name}: {exc.message}") from exc
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        """Remove an alias; MLflow accepts one that is not set (repeated after a restart)."""
+        try:
+            self._client.delete_registered_model_alias(name, alias)
+        except MlflowException as exc:
+            raise Unavailable(f"MLflow refused to drop {alias!r}: {exc.message}") from exc
+
+    def aliases(self, name: str) -> dict[str, int]:
+        try:
+            model = self._client.get_registered_model(name)
+        except MlflowException as exc:
+            raise NotFound(f"model {name!r} is not registered in MLflow") from exc
+        return {alias: int(version) for alias, version in model.aliases.items()}
+
     def version_tags(self, name: str, version: int) -> dict[str, str]:
         try:
             return dict(self._client.get_model_version(name, str(version)).tags)

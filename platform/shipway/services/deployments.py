@@ -34,7 +34,7 @@ class Scale:
         return self.min_replicas, high
 
 
-def _succeeded_build(session: Session, build_id: str) -> Build:
+def succeeded_build(session: Session, build_id: str) -> Build:
     build = session.get(Build, build_id)
     if build is None:
         raise NotFound(f"build {build_id!r} does not exist")
@@ -91,7 +91,7 @@ def deploy(
     if window < 0:
         raise InvalidInput("scale_down_window_s cannot be negative")
     with container.db.session() as session:
-        _succeeded_build(session, build_id)
+        succeeded_build(session, build_id)
         deployment = session.scalar(select(Deployment).where(Deployment.name == name))
         previous = deployment.build_id if deployment else None
         if deployment is None:
@@ -147,7 +147,7 @@ def set_variant(
     if weight and shadow_share:
         raise InvalidInput("a variant is either live (weight) or a shadow, not both")
     with container.db.session() as session:
-        _succeeded_build(session, build_id)
+        succeeded_build(session, build_id)
         deployment = _deployment(session, name)
         stable = _variant(deployment, STABLE)
         variant = next((v for v in deployment.variants if v.name == variant_name), None)

@@ -1,0 +1,86 @@
+"""Rollouts of a deployment: start, follow (with the timeline), operate."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from shipway.api.deps import ContainerDep, Deployer, Viewer
+from shipway.api.schemas import RolloutEventOut, RolloutIn, RolloutOut
+from shipway.container import Container
+from shipway.services import rollouts
+from shipway.store.models import Rollout
+
+router = APIRouter(prefix="/deployments/{name}/rollouts", tags=["rollouts"])
+
+
+def rollout_out(container: Container, rollout: Rollout, with_timeline: bool) -> RolloutOut:
+    state = rollout.state or {}
+    events = rollouts.timeline(container, rollout.id) if with_timeline else []
+    return RolloutOut(
+        id=rollout.id,
+        deployment=rollout.deployment,
+        strategy=rollout.strategy,
+        variant=rollout.variant,
+        candidate_build_id=rollout.candidate_build_id,
+        stable_build_id=rollout.stable_build_id,
+        model=rollout.candidate.model_version.name,
+        candidate_version=rollout.candidate.model_version.version,
+        phase=rollout.phase,
+        running=rollout.active_key is not None,
+        weight=int(state.get("weight", 0)),
+        step=int(state.get("step", 0)),
+        reason=str(state.get("reason", "")),
+        winner=state.get("winner"),
+        spec=rollout.spec,
+        created_by=rollout.created_by,
+        created_at=rollout.created_at,
+        updated_at=rollout.updated_at,
+        finished_at=rollout.finished_at,
+        timeline=[
+            RolloutEventOut(
+                at=e.at,
+                event=e.action,
+                actor=e.actor,
+                reason=str(e.details.get("reason", "")),
+                details={k: v for k, v in e.details.items() if k != "reason"},
+            )
+            for e in events
+        ],
+    )
+
+
+@router.post("", response_model=RolloutOut, status_code=201)
+def start(name: str, body: RolloutIn, container: ContainerDep, caller: Deployer) -> RolloutOut:
+    """Start moving traffic to a candidate build. 409 while another rollout runs."""
+    rollout = rollouts.start(
+        container,
+        container.rollout_ports,
+        name,
+        body.build_id,
+        caller.actor,
+        body.strategy,
+        body.settings,
+    )
+    return rollout_out(container, rollout, with_timeline=True)
+
+
+@router.get("", response_model=list[RolloutOut])
+def list_rollouts(name: str, container: ContainerDep, _: Viewer) -> list[RolloutOut]:
+    return [rollout_out(container, r, False) for r in rollouts.list_rollouts(container, name)]
+
+
+@router.get("/{rollout_id}", response_model=RolloutOut)
+def get(name: str, rollout_id: str, container: ContainerDep, _: Viewer) -> RolloutOut:
+    """The rollout and its timeline: steps, every check with its numbers, decisions."""
+    return rollout_out(container, rollouts.get(container, rollout_id, name), with_timeline=True)
+
+
+@router.post("/{rollout_id}/{operation}", response_model=RolloutOut)
+def operate(
+    name: str, rollout_id: str, operation: str, container: ContainerDep, caller: Deployer
+) -> RolloutOut:
+    """pause, resume, promote (now), approve (a manual gate), abort (roll back now)."""
+    rollout = rollouts.operate(
+        container, container.rollout_ports, name, rollout_id, operation, caller.actor
+    )
+    return rollout_out(container, rollout, with_timeline=True)

@@ -1,0 +1,209 @@
+"""``shipway rollouts``: start a canary or an A/B experiment, follow it, operate it."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+
+from shipway.cli.client import ApiClient, ApiError
+from shipway.cli.context import JsonOpt, run
+from shipway.cli.output import console, emit_json, fail, table
+
+rollouts_app = typer.Typer(
+    help="Move traffic to a new build step by step, with automatic rollback.",
+    no_args_is_help=True,
+)
+
+Name = Annotated[str, typer.Argument(help="Deployment name")]
+RolloutId = Annotated[
+    str | None, typer.Argument(help="Rollout id (default: the deployment's latest)")
+]
+
+
+def _latest(client: ApiClient, name: str, rollout_id: str | None) -> str:
+    if rollout_id:
+        return rollout_id
+    found = client.rollouts(name)
+    if not found:
+        raise ApiError(f"deployment {name!r} has no rollout")
+    return str(found[0]["id"])
+
+
+def _settings(pairs: dict[str, Any]) -> dict[str, Any]:
+    """Only what was given: the server's defaults stay the defaults."""
+    settings = {k: v for k, v in pairs.items() if v is not None and k != "thresholds"}
+    thresholds = {k: v for k, v in pairs.get("thresholds", {}).items() if v is not None}
+    if thresholds:
+        settings["thresholds"] = thresholds
+    return settings
+
+
+@rollouts_app.command("start")
+def start(
+    name: Name,
+    build: Annotated[str, typer.Option(help="The candidate build id")],
+    strategy: Annotated[str, typer.Option(help="canary | experiment")] = "canary",
+    steps: Annotated[str | None, typer.Option(help="Canary weights, e.g. 5,25,50,100")] = None,
+    interval: Annotated[float | None, typer.Option(help="Seconds per analysis (30)")] = None,
+    checks_per_step: Annotated[int | None, typer.Option(help="Passed analyses a step (1)")] = None,
+    failure_threshold: Annotated[
+        int | None, typer.Option(help="Failed analyses in a row that roll back (2)")
+    ] = None,
+    gate: Annotated[
+        list[int] | None, typer.Option(help="Step index that waits for `approve`; repeatable")
+    ] = None,
+    bake: Annotated[float | None, typer.Option(help="Seconds watched after 100 % (0)")] = None,
+    min_requests: Annotated[
+        int | None, typer.Option(help="Requests per analysis (canary, 50) or per arm (500)")
+    ] = None,
+    max_error_rate: Annotated[float | None, typer.Option(help="Canary: 0.01")] = None,
+    max_p50_ratio: Annotated[float | None, typer.Option(help="Canary: p50/stable's (1.5)")] = None,
+    max_p99_ratio: Annotated[float | None, typer.Option(help="Canary: p99/stable's (2.0)")] = None,
+    weight: Annotated[int | None, typer.Option(help="Experiment: challenger's %% (50)")] = None,
+    max_duration: Annotated[
+        float | None, typer.Option(help="Experiment: seconds before 'no difference' (3600)")
+    ] = None,
+    alpha: Annotated[float | None, typer.Option(help="Experiment: significance (0.05)")] = None,
+    wait: Annotated[bool, typer.Option(help="Follow to the end; exit 1 unless promoted")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Start a rollout of BUILD on deployment NAME.
+
+    canary: the candidate takes STEPS of live traffic, one analysis per INTERVAL
+    (error rate, p50/p99 against stable, minimum requests); FAILURE_THRESHOLD failed
+    analyses in a row roll it back, every step passed promotes it. experiment: the
+    challenger takes WEIGHT %% sticky by request key; a two-proportion z-test on errors
+    and Mann-Whitney U on latency at ALPHA decide the winner, or "no difference".
+    """
+    if strategy == "canary":
+        parsed_steps = None
+        if steps:
+            try:
+                parsed_steps = [int(s) for s in steps.split(",")]
+            except ValueError:
+                fail(f"--steps takes comma-separated integers, got {steps!r}", 2)
+        settings = _settings(
+            {
+                "steps": parsed_steps,
+                "interval_s": interval,
+                "checks_per_step": checks_per_step,
+                "failure_threshold": failure_threshold,
+                "gates": gate or None,
+                "bake_s": bake,
+                "thresholds": {
+                    "min_requests": min_requests,
+                    "max_error_rate": max_error_rate,
+                    "max_p50_ratio": max_p50_ratio,
+                    "max_p99_ratio": max_p99_ratio,
+                },
+            }
+        )
+    else:
+        settings = _settings(
+            {
+                "weight": weight,
+                "interval_s": interval,
+                "min_requests": min_requests,
+                "max_duration_s": max_duration,
+                "alpha": alpha,
+            }
+        )
+    body = {"build_id": build, "strategy": strategy, "settings": settings}
+    rollout = run(ApiClient.start_rollout, name, body)
+    if wait:
+        rollout = _follow(name, rollout, json_out)
+    _show(rollout, json_out)
+    if wait and rollout["phase"] != "succeeded":
+        raise typer.Exit(1)
+
+
+def _follow(name: str, rollout: dict[str, Any], quiet: bool) -> dict[str, Any]:
+    seen = len(rollout["timeline"])
+    while rollout["running"]:
+        time.sleep(1.0)
+        rollout = run(ApiClient.rollout, name, rollout["id"])
+        if not quiet:
+            for event in rollout["timeline"][seen:]:
+                console.print(f"{event['at'][11:19]}  {event['event']:<28} {event['reason']}")
+        seen = len(rollout["timeline"])
+    return rollout
+
+
+def _show(rollout: dict[str, Any], json_out: bool) -> None:
+    if json_out:
+        emit_json(rollout)
+        return
+    console.print(
+        f"rollout [bold]{rollout['id']}[/bold] of {rollout['deployment']}: {rollout['strategy']} "
+        f"of build {rollout['candidate_build_id']} ({rollout['model']} "
+        f"v{rollout['candidate_version']}) against {rollout['stable_build_id']}"
+    )
+    winner = f", winner {rollout['winner']}" if rollout.get("winner") else ""
+    console.print(
+        f"phase [bold]{rollout['phase']}[/bold], candidate at {rollout['weight']} %{winner}"
+        + (f" — {rollout['reason']}" if rollout["reason"] else "")
+    )
+    rows = [
+        [e["at"][11:19], e["event"], e["reason"], _numbers(e["details"].get("numbers"))]
+        for e in rollout["timeline"]
+    ]
+    if rows:
+        table("Timeline", ["at", "event", "reason", "numbers"], rows)
+
+
+def _numbers(numbers: Any) -> str:
+    """A check's numbers in one cell: value against limit, per check."""
+    if not isinstance(numbers, dict):
+        return ""
+    parts = []
+    for name, check in numbers.items():
+        if isinstance(check, dict) and "value" in check:
+            value = "-" if check["value"] is None else f"{check['value']:.3g}"
+            parts.append(f"{name} {value}/{check['limit']:.3g} {check['outcome']}")
+    return "; ".join(parts)
+
+
+@rollouts_app.command("status")
+def status(name: Name, rollout_id: RolloutId = None, json_out: JsonOpt = False) -> None:
+    """A rollout with its timeline: every step, check (value against limit) and decision."""
+    _show(run(lambda client: client.rollout(name, _latest(client, name, rollout_id))), json_out)
+
+
+@rollouts_app.command("list")
+def list_rollouts(name: Name, json_out: JsonOpt = False) -> None:
+    """The deployment's recent rollouts, newest first."""
+    found = run(ApiClient.rollouts, name)
+    if json_out:
+        emit_json(found)
+        return
+    table(
+        f"Rollouts of {name}",
+        ["id", "strategy", "candidate", "phase", "weight", "reason", "started"],
+        [
+            [r[k] for k in ("id", "strategy", "candidate_build_id", "phase", "weight", "reason")]
+            + [r["created_at"][:19]]
+            for r in found
+        ],
+    )
+
+
+def _operation(operation: str, doc: str) -> None:
+    def command(name: Name, rollout_id: RolloutId = None, json_out: JsonOpt = False) -> None:
+        rollout = run(
+            lambda client: client.operate_rollout(
+                name, _latest(client, name, rollout_id), operation
+            )
+        )
+        _show(rollout, json_out)
+
+    command.__doc__ = doc
+    rollouts_app.command(operation)(command)
+
+
+_operation("promote", "Promote the candidate now, skipping the remaining steps.")
+_operation("abort", "Roll back now: all traffic to stable, the candidate removed.")
+_operation("pause", "Hold the rollout at its current weight; analyses stop.")
+_operation("resume", "Go on from where the rollout was paused.")
+_operation("approve", "Pass a manual gate: go on to the next step.")

@@ -1,0 +1,72 @@
+"""The local Router and Placement ports: writes to the desired state in the store.
+
+Locally the store is the interface: the gateway re-reads its routes every
+``routes_refresh_seconds`` and the runtime manager reconciles replicas every
+``reconcile_seconds``, so a weight written here serves within about a second.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from shipway.container import Container
+from shipway.services import deployments
+from shipway.services.deployments import STABLE
+from shipway.store.models import Deployment, ReplicaState, Split
+
+ACTOR = "rollout-controller"
+
+
+class StoreRouter:
+    def __init__(self, container: Container) -> None:
+        self.container = container
+
+    def set_weights(self, deployment: str, weights: dict[str, int]) -> None:
+        current = {v.name: v.weight for v in deployments.get(self.container, deployment).variants}
+        wanted = {name: weight for name, weight in weights.items() if name in current}
+        if any(current[name] != weight for name, weight in wanted.items()):
+            deployments.set_routing(self.container, deployment, ACTOR, weights=wanted)
+
+    def set_split(self, deployment: str, sticky: bool, header: str | None = None) -> None:
+        split = Split.STICKY if sticky else Split.WEIGHTED
+        current = deployments.get(self.container, deployment)
+        if current.split != split or (header and current.sticky_header != header.lower()):
+            deployments.set_routing(
+                self.container, deployment, ACTOR, split=split.value, sticky_header=header
+            )
+
+
+class StorePlacement:
+    def __init__(self, container: Container) -> None:
+        self.container = container
+
+    def place(self, deployment: str, variant: str, build_id: str) -> None:
+        current = deployments.get(self.container, deployment)
+        if not any(v.name == variant and v.build_id == build_id for v in current.variants):
+            deployments.set_variant(self.container, deployment, variant, build_id, ACTOR)
+
+    def ready(self, deployment: str, variant: str, build_id: str) -> bool:
+        with self.container.db.session() as session:
+            row = session.scalar(select(Deployment).where(Deployment.name == deployment))
+            if row is None:
+                return False
+            wanted = next((v for v in row.variants if v.name == variant), None)
+            if wanted is None or wanted.build_id != build_id:
+                return False
+            replicas = [r for r in row.replicas if r.variant == variant]
+            ready = [r for r in replicas if r.state == ReplicaState.READY]
+            return len(ready) >= wanted.min_replicas and all(
+                r.build_id == build_id for r in replicas
+            )
+
+    def remove(self, deployment: str, variant: str) -> None:
+        current = deployments.get(self.container, deployment)
+        if any(v.name == variant for v in current.variants):
+            deployments.remove_variant(self.container, deployment, variant, ACTOR)
+
+    def make_stable(self, deployment: str, build_id: str) -> None:
+        if deployments.get(self.container, deployment).build_id != build_id:
+            deployments.deploy(self.container, deployment, build_id, ACTOR)
+
+
+__all__ = ["STABLE", "StorePlacement", "StoreRouter"]

@@ -1,0 +1,424 @@
+"""Rollouts: start one, follow it, operate it; and the controller that runs them.
+
+The engine (``shipway.rollout``) decides; this module persists and carries out. Each
+tick, for every running rollout: analyse if an interval has passed (one engine step,
+saved with its audit events in one transaction), then converge the ports to the saved
+state. Converging is level-triggered and idempotent, so a control plane killed between
+saving and converging repairs the difference on its next tick after a restart.
+
+Lineage: every audit event of a rollout names the model version, the candidate and
+the stable build, so "which decision put this version in production, on what
+numbers" is one query on ``rollout/<id>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from shipway import audit
+from shipway.container import Container
+from shipway.errors import Conflict, InvalidInput, NotFound, ShipwayError
+from shipway.rollout import canary, codec, counts, experiment
+from shipway.rollout.canary import CanarySpec
+from shipway.rollout.checks import Observation
+from shipway.rollout.experiment import ExperimentSpec
+from shipway.rollout.ports import MetricsProvider, MetricsUnavailable, Placement, Router
+from shipway.rollout.state import Action, Phase, Record, State
+from shipway.services import deployments
+from shipway.services.deployments import STABLE
+from shipway.store.models import AuditEvent, Build, Deployment, Rollout
+
+log = logging.getLogger(__name__)
+
+VARIANTS = {"canary": "canary", "experiment": "challenger"}  # strategy -> candidate variant
+INITIALIZING = "initializing"  # waiting for the candidate's replicas; no traffic yet
+FAILED = "failed"  # the candidate never became ready
+OPERATIONS = ("pause", "resume", "promote", "approve", "abort")
+CONTROLLER = "rollout-controller"
+
+
+@dataclass
+class Ports:
+    router: Router
+    placement: Placement
+    metrics: MetricsProvider
+
+
+def local_ports(container: Container) -> Ports:
+    from shipway.gateway.metrics_source import GatewayMetricsSource
+    from shipway.services.rollout_ports import StorePlacement, StoreRouter
+
+    return Ports(
+        StoreRouter(container),
+        StorePlacement(container),
+        GatewayMetricsSource(container.settings.gateway_url),
+    )
+
+
+def parse_spec(strategy: str, data: dict[str, Any]) -> CanarySpec | ExperimentSpec:
+    if strategy == "canary":
+        return codec.canary_spec(data)
+    if strategy == "experiment":
+        return codec.experiment_spec(data)
+    raise InvalidInput(f"strategy must be 'canary' or 'experiment', got {strategy!r}")
+
+
+# ---- start, read ------------------------------------------------------------------
+
+
+def start(
+    container: Container,
+    ports: Ports,
+    deployment: str,
+    build_id: str,
+    actor: str,
+    strategy: str = "canary",
+    settings: dict[str, Any] | None = None,
+) -> Rollout:
+    """Validate everything, write the rollout, then place the candidate (no traffic)."""
+    spec = parse_spec(strategy, settings or {})
+    variant = VARIANTS[strategy]
+    with container.rollout_lock:
+        try:
+            with container.db.session() as session:
+                current = session.scalar(select(Deployment).where(Deployment.name == deployment))
+                if current is None:
+                    raise NotFound(f"deployment {deployment!r} does not exist")
+                candidate = deployments.succeeded_build(session, build_id)
+                if build_id == current.build_id:
+                    raise Conflict(f"build {build_id} already serves {deployment} as stable")
+                running = session.scalar(select(Rollout).where(Rollout.active_key == deployment))
+                if running is not None:
+                    raise Conflict(
+                        f"deployment {deployment!r} has a running rollout {running.id} "
+                        f"({running.phase}); abort it or wait for it to finish"
+                    )
+                if any(v.name == variant for v in current.variants):
+                    raise Conflict(
+                        f"deployment {deployment!r} already has a {variant!r} variant; "
+                        "remove it before a rollout"
+                    )
+                rollout = Rollout(
+                    deployment=deployment,
+                    strategy=strategy,
+                    variant=variant,
+                    candidate_build_id=build_id,
+                    stable_build_id=current.build_id,
+                    spec=codec.spec_to_dict(spec),
+                    phase=INITIALIZING,
+                    metrics={},
+                    active_key=deployment,
+                    created_by=actor,
+                )
+                session.add(rollout)
+                session.flush()
+                _audit(
+                    session,
+                    actor,
+                    rollout,
+                    "rollout.created",
+                    f"{strategy} of build {build_id}",
+                    {"spec": rollout.spec},
+                    candidate,
+                )
+                rollout_id = rollout.id
+        except IntegrityError:  # a concurrent start won the unique active_key
+            raise Conflict(f"deployment {deployment!r} has a running rollout") from None
+        try:
+            ports.placement.place(deployment, variant, build_id)
+        except ShipwayError as exc:
+            _finish_unstarted(container, rollout_id, f"could not place the candidate: {exc}")
+            raise
+    return get(container, rollout_id)
+
+
+def get(container: Container, rollout_id: str, deployment: str | None = None) -> Rollout:
+    with container.db.session() as session:
+        rollout = session.get(Rollout, rollout_id)
+        if rollout is None or (deployment is not None and rollout.deployment != deployment):
+            where = f" on deployment {deployment!r}" if deployment else ""
+            raise NotFound(f"rollout {rollout_id!r} does not exist{where}")
+        return rollout
+
+
+def list_rollouts(container: Container, deployment: str, limit: int = 20) -> list[Rollout]:
+    with container.db.session() as session:
+        query = (
+            select(Rollout)
+            .where(Rollout.deployment == deployment)
+            .order_by(Rollout.created_at.desc())
+            .limit(limit)
+        )
+        return list(session.scalars(query))
+
+
+def timeline(container: Container, rollout_id: str) -> list[AuditEvent]:
+    with container.db.session() as session:
+        query = (
+            select(AuditEvent)
+            .where(AuditEvent.subject == f"rollout/{rollout_id}")
+            .order_by(AuditEvent.id)
+        )
+        return list(session.scalars(query))
+
+
+# ---- operations -------------------------------------------------------------------
+
+
+def operate(
+    container: Container,
+    ports: Ports,
+    deployment: str,
+    rollout_id: str,
+    operation: str,
+    actor: str,
+    now: float | None = None,
+) -> Rollout:
+    if operation not in OPERATIONS:
+        raise InvalidInput(f"operation must be one of {', '.join(OPERATIONS)}")
+    now = time.time() if now is None else now
+    with container.rollout_lock:
+        rollout = get(container, rollout_id, deployment)
+        if rollout.active_key is None:
+            raise Conflict(f"rollout {rollout_id} already {rollout.phase}")
+        if rollout.state is None:  # still starting: only an abort makes sense
+            if operation != "abort":
+                raise Conflict(f"rollout {rollout_id} is still starting; it can only be aborted")
+            reason = "aborted by an operator"
+            _finish_unstarted(container, rollout_id, reason, actor, Phase.ROLLED_BACK)
+        else:
+            state = codec.state_from_dict(rollout.state)
+            spec = parse_spec(rollout.strategy, rollout.spec)
+            state, actions = _operation(spec, state, operation, now)
+            _save(container, rollout_id, state, actions, actor)
+        _converge(container, ports, rollout_id)
+    return get(container, rollout_id)
+
+
+def _operation(
+    spec: CanarySpec | ExperimentSpec, state: State, operation: str, now: float
+) -> tuple[State, list[Action]]:
+    if operation == "pause":
+        return canary.pause(state)
+    if operation == "resume":
+        return canary.resume(state, now)
+    if operation == "abort":
+        return canary.abort(state)
+    if isinstance(spec, ExperimentSpec):
+        if operation == "approve":
+            raise Conflict("an experiment has no approval gates")
+        return experiment.promote_challenger(state)
+    if operation == "approve":
+        return canary.approve(spec, state, now)
+    return canary.promote_now(spec, state, now)
+
+
+# ---- the controller ---------------------------------------------------------------
+
+
+def tick(container: Container, ports: Ports, now: float | None = None) -> None:
+    """One pass over every running rollout. Errors of one rollout are logged and
+    retried next pass; they must not stop the others."""
+    now = time.time() if now is None else now
+    with container.db.session() as session:
+        ids = list(session.scalars(select(Rollout.id).where(Rollout.active_key.is_not(None))))
+    for rollout_id in ids:
+        try:
+            with container.rollout_lock:
+                _step(container, ports, rollout_id, now)
+                _converge(container, ports, rollout_id)
+        except ShipwayError as exc:
+            log.warning("rollout %s: %s", rollout_id, exc)
+        except Exception:
+            log.exception("rollout %s failed a pass", rollout_id)
+
+
+def _step(container: Container, ports: Ports, rollout_id: str, now: float) -> None:
+    rollout = get(container, rollout_id)
+    spec = parse_spec(rollout.strategy, rollout.spec)
+    if rollout.state is None:
+        candidate = (rollout.deployment, rollout.variant, rollout.candidate_build_id)
+        if ports.placement.ready(*candidate):
+            snapshot = _snapshot(ports, rollout.deployment) or {}
+            if isinstance(spec, CanarySpec):
+                state, actions = canary.start(spec, now)
+            else:
+                state, actions = experiment.start_experiment(spec, now)
+            saved = counts.snapshot_to_dict(snapshot)
+            _save(container, rollout_id, state, actions, metrics={"last": saved, "start": saved})
+        elif now - rollout.created_at.timestamp() > container.settings.rollout_start_timeout:
+            waited = container.settings.rollout_start_timeout
+            reason = f"the candidate's replicas were not ready after {waited:.0f}s"
+            _finish_unstarted(container, rollout_id, reason)
+        return
+    state = codec.state_from_dict(rollout.state)
+    if state.phase not in (Phase.PROGRESSING, Phase.BAKING):
+        return
+    if now - state.last_analysis_at < spec.interval_s:
+        return
+    snapshot = _snapshot(ports, rollout.deployment)
+    metrics = dict(rollout.metrics)
+    if isinstance(spec, CanarySpec):
+        observation = None
+        if snapshot is not None:
+            observation, metrics = _observe(rollout, spec, snapshot, metrics)
+        state, actions = canary.advance(spec, state, observation, now)
+    else:
+        arms = None
+        if snapshot is not None:
+            start_counts = counts.snapshot_from_dict(metrics.get("start"))
+            since = counts.increase(snapshot, start_counts)
+            arms = tuple(
+                counts.arm(name, since.get(name, counts.VariantCounts()))
+                for name in (STABLE, rollout.variant)
+            )
+        state, actions = experiment.advance_experiment(spec, state, arms, now)  # type: ignore[arg-type]
+    if snapshot is not None:
+        metrics["last"] = counts.snapshot_to_dict(snapshot)
+    _save(container, rollout_id, state, actions, metrics=metrics)
+
+
+def _snapshot(ports: Ports, deployment: str) -> counts.Snapshot | None:
+    try:
+        return ports.metrics.snapshot(deployment)
+    except MetricsUnavailable as exc:
+        log.warning("metrics unavailable: %s", exc)
+        return None
+
+
+def _observe(
+    rollout: Rollout, spec: CanarySpec, snapshot: counts.Snapshot, metrics: dict[str, Any]
+) -> tuple[Observation, dict[str, Any]]:
+    """The interval's numbers. Stable's latency is the yardstick; when stable takes too
+    little traffic to measure (the candidate at 100 % while baking), its last interval
+    with enough requests stands in."""
+    interval = counts.increase(snapshot, counts.snapshot_from_dict(metrics.get("last")))
+    empty = counts.VariantCounts()
+    stable = interval.get(STABLE, empty)
+    if stable.requests >= spec.thresholds.min_requests:
+        metrics["stable"] = stable.to_dict()
+    elif "stable" in metrics:
+        stable = counts.VariantCounts.from_dict(metrics["stable"])
+    candidate = counts.stats(interval.get(rollout.variant, empty))
+    return Observation(candidate, counts.stats(stable)), metrics
+
+
+def _save(
+    container: Container,
+    rollout_id: str,
+    state: State,
+    actions: list[Action],
+    actor: str = CONTROLLER,
+    metrics: dict[str, Any] | None = None,
+) -> None:
+    """The new state and its audit events, in one transaction."""
+    with container.db.session() as session:
+        rollout = session.get(Rollout, rollout_id)
+        assert rollout is not None
+        rollout.state = codec.state_to_dict(state)
+        rollout.phase = state.phase.value
+        if metrics is not None:
+            rollout.metrics = metrics
+        for action in actions:
+            if isinstance(action, Record):
+                extra = {"weight": state.weight, "step": state.step, "numbers": action.details}
+                _audit(session, actor, rollout, action.event, action.reason, extra)
+
+
+def _finish_unstarted(
+    container: Container,
+    rollout_id: str,
+    reason: str,
+    actor: str = CONTROLLER,
+    phase: Phase | None = None,
+) -> None:
+    with container.db.session() as session:
+        rollout = session.get(Rollout, rollout_id)
+        assert rollout is not None
+        rollout.phase = str(phase) if phase else FAILED
+        event = "rollout.rolled-back" if phase else "rollout.failed"
+        _audit(session, actor, rollout, event, reason, {})
+
+
+def _audit(
+    session: Any,
+    actor: str,
+    rollout: Rollout,
+    event: str,
+    reason: str,
+    details: dict[str, Any],
+    candidate: Build | None = None,
+) -> None:
+    build = candidate or session.get(Build, rollout.candidate_build_id)
+    audit.record(
+        session,
+        actor,
+        event,
+        f"rollout/{rollout.id}",
+        reason=reason,
+        deployment=rollout.deployment,
+        model=build.model_version.name,
+        version=build.model_version.version,
+        candidate_build=rollout.candidate_build_id,
+        stable_build=rollout.stable_build_id,
+        **details,
+    )
+
+
+# ---- converging the ports to the saved state -----------------------------------------
+
+
+def _converge(container: Container, ports: Ports, rollout_id: str) -> None:
+    rollout = get(container, rollout_id)
+    weight = int((rollout.state or {}).get("weight", 0))
+    target = f"{rollout.phase}:{weight}"
+    if rollout.converged == target and rollout.active_key is not None:
+        return
+    name, variant, candidate = rollout.deployment, rollout.variant, rollout.candidate
+    first_time = rollout.converged is None
+    finished = False
+    if rollout.phase in (INITIALIZING, Phase.PROGRESSING, Phase.WAITING_GATE, Phase.PAUSED):
+        ports.placement.place(name, variant, candidate.id)
+        if rollout.strategy == "experiment":
+            ports.router.set_split(name, sticky=True)
+        ports.router.set_weights(name, {STABLE: 100 - weight, variant: weight})
+        if first_time:
+            _alias(container, candidate, "candidate")
+    elif rollout.phase == Phase.BAKING:
+        ports.router.set_weights(name, {STABLE: 0, variant: 100})
+        _alias(container, candidate, "production")
+    elif rollout.phase == Phase.SUCCEEDED:
+        ports.router.set_weights(name, {STABLE: 0, variant: 100})
+        ports.placement.make_stable(name, candidate.id)
+        if not ports.placement.ready(name, STABLE, candidate.id):
+            return  # the new stable replicas are starting; the candidate serves meanwhile
+        ports.placement.remove(name, variant)
+        _alias(container, candidate, "production")
+        finished = True
+    else:  # rolled back or failed: stable as before, the candidate gone
+        ports.placement.remove(name, variant)
+        _alias(container, rollout.stable, "production")
+        finished = True
+    if finished:
+        if rollout.strategy == "experiment":
+            ports.router.set_split(name, sticky=False)
+        container.registry.delete_alias(candidate.model_version.name, "candidate")
+    with container.db.session() as session:
+        row = session.get(Rollout, rollout_id)
+        assert row is not None
+        row.converged = target
+        if finished:
+            row.active_key, row.finished_at = None, datetime.now(UTC)
+            _audit(session, CONTROLLER, row, "rollout.finished", f"{row.phase}", {"weight": weight})
+
+
+def _alias(container: Container, build: Build, alias: str) -> None:
+    version = build.model_version
+    container.registry.set_alias(version.name, alias, version.version)

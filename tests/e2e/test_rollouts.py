@@ -1,0 +1,209 @@
+"""Progressive delivery end to end: real Triton replicas, the real gateway under steady
+load, the rollout controller in the API process, driven through the CLI.
+
+Bad candidates are real served models that misbehave (tests/support/models/flaky):
+one fails a share of its requests, one sleeps on a share of them. The fault is in the
+model, never a switch in the gateway.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from shipway.runtime.triton_distribution import TritonDistribution
+from shipway.store.models import ModelVersion
+from tests.e2e.test_local_story import cli
+from tests.support.builds import publish_flaky_build, register_doubler
+from tests.support.load import steady_load
+from tests.support.plane import Plane, local_plane
+from tests.support.services import wait_until
+
+pytestmark = pytest.mark.e2e
+
+ALL_STEPS = ["weight 20 %", "weight 50 %", "weight 100 %"]
+FAST = ["--steps", "20,50,100", "--interval", "2", "--min-requests", "20"]
+
+
+@pytest.fixture(scope="module")
+def plane(
+    tmp_path_factory: pytest.TempPathFactory, triton_dist: TritonDistribution
+) -> Iterator[Plane]:
+    with local_plane(tmp_path_factory.mktemp("rollouts") / "home", triton_dist.home) as plane:
+        yield plane
+
+
+def versions(plane: Plane, name: str) -> tuple[ModelVersion, ModelVersion]:
+    return register_doubler(plane.container, name), register_doubler(plane.container, name)
+
+
+def rollout(plane: Plane, name: str, *args: str) -> dict[str, Any]:
+    return json.loads(cli(plane.settings, "rollouts", *args, name, "--json").stdout)
+
+
+def wait_finished(plane: Plane, name: str, timeout: float = 120) -> dict[str, Any]:
+    state: dict[str, Any] = {}
+
+    def finished() -> bool:
+        state.update(rollout(plane, name, "status"))
+        return not state["running"]
+
+    wait_until(finished, timeout, f"the rollout of {name} to finish")
+    return state
+
+
+def events(body: dict[str, Any]) -> list[str]:
+    return [e["event"] for e in body["timeline"]]
+
+
+def stamp(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def serving(plane: Plane, name: str) -> dict[str, Any]:
+    with plane.client() as client:
+        return client.deployment(name)
+
+
+def test_a_healthy_candidate_goes_through_every_step_and_becomes_stable(plane: Plane) -> None:
+    v1, v2 = versions(plane, "healthy")
+    stable = publish_flaky_build(plane.container, v1)
+    candidate = publish_flaky_build(plane.container, v2)
+    plane.deploy("healthy", stable)
+    with steady_load(plane.settings.gateway_url, "healthy") as load:
+        started = rollout(plane, "healthy", "start", "--build", candidate, *FAST)
+        assert started["phase"] == "initializing" and started["running"]
+        done = wait_finished(plane, "healthy")
+        assert done["phase"] == "succeeded", done
+        # the old stable's replicas go once the new stable serves
+        wait_until(
+            lambda: {r["build_id"] for r in serving(plane, "healthy")["replicas"]} == {candidate},
+            60,
+            "the old replicas to go",
+        )
+    steps = [e["reason"] for e in done["timeline"] if e["event"] == "rollout.step"]
+    assert steps == ALL_STEPS and "rollout.promoted" in events(done)
+    passed = [e for e in done["timeline"] if e["event"] == "rollout.check-passed"]
+    assert all(e["details"]["numbers"]["error_rate"]["value"] == 0 for e in passed)
+    deployment = serving(plane, "healthy")
+    assert deployment["build_id"] == candidate
+    assert [v["name"] for v in deployment["variants"]] == ["stable"]
+    assert plane.container.registry.aliases("healthy") == {"production": v2.version}
+    assert load.failed() == [] and {a.variant for a in load.answers} == {"stable", "canary"}
+
+
+def test_a_candidate_that_fails_a_share_of_requests_is_rolled_back(plane: Plane) -> None:
+    v1, v2 = versions(plane, "failing")
+    stable = publish_flaky_build(plane.container, v1)
+    bad = publish_flaky_build(plane.container, v2, fail_share=0.3)
+    plane.deploy("failing", stable)
+    with steady_load(plane.settings.gateway_url, "failing") as load:
+        rollout(plane, "failing", "start", "--build", bad, *FAST)
+        done = wait_finished(plane, "failing")
+        time.sleep(2 * plane.settings.routes_refresh_seconds)
+        after = time.time()
+        time.sleep(2)
+    assert done["phase"] == "rolled-back" and "error_rate" in done["reason"], done
+    steps = [e["reason"] for e in done["timeline"] if e["event"] == "rollout.step"]
+    assert steps == ["weight 20 %"] and done["weight"] == 0  # never past its first step
+    deployment = serving(plane, "failing")
+    assert deployment["build_id"] == stable and [v["name"] for v in deployment["variants"]] == [
+        "stable"
+    ]
+    failed = load.failed()
+    assert failed and {a.variant for a in failed} == {"canary"}  # only the canary failed
+    assert all(a.status < 500 for a in load.since(after))  # and stable serves everything
+    canary_share = sum(a.variant == "canary" for a in load.answers) / len(load.answers)
+    assert canary_share <= 0.2 + 0.05  # it never got past its first step
+    assert plane.container.registry.aliases("failing") == {"production": v1.version}
+
+
+def test_a_candidate_with_a_latency_regression_is_rolled_back(plane: Plane) -> None:
+    v1, v2 = versions(plane, "slow")
+    stable = publish_flaky_build(plane.container, v1)
+    slow = publish_flaky_build(plane.container, v2, sleep_ms=50, sleep_share=0.5)
+    plane.deploy("slow", stable)
+    with steady_load(plane.settings.gateway_url, "slow"):
+        rollout(plane, "slow", "start", "--build", slow, *FAST)
+        done = wait_finished(plane, "slow")
+    assert done["phase"] == "rolled-back", done
+    assert "p99_ratio" in done["reason"] or "p50_ratio" in done["reason"]
+    failed_check = next(e for e in done["timeline"] if e["event"] == "rollout.rolled-back")
+    p99 = failed_check["details"]["numbers"]["p99_ratio"]
+    assert p99["outcome"] == "failed" and p99["value"] > p99["limit"]
+    assert serving(plane, "slow")["build_id"] == stable
+
+
+def test_an_ab_experiment_with_sticky_keys_ends_with_a_recorded_decision(plane: Plane) -> None:
+    v1, v2 = versions(plane, "ab")
+    control = publish_flaky_build(plane.container, v1)
+    challenger = publish_flaky_build(plane.container, v2, sleep_ms=15)
+    plane.deploy("ab", control)
+    keys = [f"user-{i}" for i in range(40)]
+    with steady_load(plane.settings.gateway_url, "ab", keys=keys) as load:
+        args = ["--strategy", "experiment", "--interval", "2", "--min-requests", "150"]
+        rollout(plane, "ab", "start", "--build", challenger, *args)
+        done = wait_finished(plane, "ab")
+    assert done["phase"] == "rolled-back" and done["winner"] == "stable", done
+    decided = next(e for e in done["timeline"] if e["event"] == "experiment.decided")
+    latency = next(
+        c for c in decided["details"]["numbers"]["comparisons"] if c["metric"] == "latency"
+    )
+    assert latency["test"] == "Mann-Whitney U" and latency["significant"] and not latency["better"]
+    # sticky: while both arms served, each key stayed in one arm
+    arms = [a for a in load.answers if a.variant == "challenger"]
+    first, last = arms[0].at + 1.5, arms[-1].at - 1.5
+    seen: dict[str, set[str]] = {}
+    for answer in load.answers:
+        if first <= answer.at <= last and answer.key:
+            seen.setdefault(answer.key, set()).add(answer.variant)
+    assert all(len(v) == 1 for v in seen.values()), seen
+    in_challenger = sum(v == {"challenger"} for v in seen.values())
+    assert 0.2 * len(keys) <= in_challenger <= 0.8 * len(keys)
+    assert serving(plane, "ab")["split"] == "weighted"
+
+
+def test_a_rollout_resumes_where_it_was_after_the_control_plane_is_killed(plane: Plane) -> None:
+    v1, v2 = versions(plane, "resume")
+    stable = publish_flaky_build(plane.container, v1)
+    candidate = publish_flaky_build(plane.container, v2)
+    plane.deploy("resume", stable)
+    with steady_load(plane.settings.gateway_url, "resume") as load:
+        rollout(plane, "resume", "start", "--build", candidate, *FAST, "--checks-per-step", "2")
+        wait_until(lambda: rollout(plane, "resume", "status")["weight"] == 50, 90, "50 %")
+        plane.stop("api", kill=True)  # SIGKILL: no chance to save anything on the way out
+        killed = time.time()
+        time.sleep(3)
+        plane.start("api")
+        done = wait_finished(plane, "resume")
+    assert done["phase"] == "succeeded", done
+    at = [(e["event"], e["reason"]) for e in done["timeline"]]
+    assert [r for e, r in at if e == "rollout.step"] == ALL_STEPS
+    later = [e["event"] for e in done["timeline"] if stamp(e["at"]) > killed + 3]
+    assert "rollout.check-passed" in later and "rollout.promoted" in later  # went on
+    assert any(a.at > killed and a.variant == "canary" for a in load.answers)
+    assert load.failed() == []  # the data plane never noticed
+    assert serving(plane, "resume")["build_id"] == candidate
+
+
+def test_a_second_rollout_is_refused_and_bad_input_is_named(plane: Plane) -> None:
+    v1, v2 = versions(plane, "guard")
+    stable = publish_flaky_build(plane.container, v1)
+    candidate = publish_flaky_build(plane.container, v2)
+    plane.deploy("guard", stable)
+    first = rollout(plane, "guard", "start", "--build", candidate, "--interval", "60")
+    second = cli(plane.settings, "rollouts", "start", "guard", "--build", candidate, ok=False)
+    assert second.returncode == 1 and f"running rollout {first['id']}" in second.stderr
+    same = cli(plane.settings, "rollouts", "start", "guard", "--build", stable, ok=False)
+    assert "409" in same.stderr or "already" in same.stderr
+    bad = cli(plane.settings, "rollouts", "start", "guard", "--build", candidate,
+              "--steps", "50,20,100", ok=False)  # fmt: skip
+    assert "rise strictly" in bad.stderr
+    aborted = rollout(plane, "guard", "abort")
+    assert aborted["phase"] == "rolled-back" and not aborted["running"]
+    assert [v["name"] for v in serving(plane, "guard")["variants"]] == ["stable"]

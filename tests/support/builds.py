@@ -1,0 +1,107 @@
+"""Builds whose served model misbehaves on purpose, for rollout tests.
+
+A tiny ONNX model (y = 2x) is registered through the real registration path; its
+"builds" are Triton repositories of the flaky Python-backend model, published the way
+the build pipeline publishes (an MLflow artifact under the version's run, a succeeded
+build row). The fault, when there is one, is in the served model: a share of requests
+answered with an error, or a sleep on a share of requests.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from shipway.builds.packaging import triton_model_name
+from shipway.builds.pipeline import build_artifact_path
+from shipway.container import Container
+from shipway.services import models
+from shipway.store.models import Build, BuildStatus, ModelVersion, new_id
+
+FLAKY = Path(__file__).parent / "models" / "flaky" / "1" / "model.py"
+WIDTH = 2
+
+CONFIG = """name: "{name}"
+backend: "python"
+max_batch_size: 0
+input [ {{ name: "x" data_type: TYPE_FP32 dims: [ -1, {width} ] }} ]
+output [ {{ name: "y" data_type: TYPE_FP32 dims: [ -1, {width} ] }} ]
+instance_group [ {{ kind: KIND_CPU count: 1 }} ]
+parameters [
+  {{ key: "fail_share" value: {{ string_value: "{fail_share}" }} }},
+  {{ key: "sleep_ms" value: {{ string_value: "{sleep_ms}" }} }},
+  {{ key: "sleep_share" value: {{ string_value: "{sleep_share}" }} }}
+]
+"""
+
+
+def doubler_onnx() -> bytes:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", WIDTH])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", WIDTH])
+    two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "two"], ["y"])], "doubler", [x], [y])
+    graph.initializer.append(two)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def register_doubler(container: Container, name: str) -> ModelVersion:
+    buffer = io.BytesIO()
+    rows = np.random.default_rng(0).normal(size=(32, WIDTH)).astype(np.float32)
+    np.savez(buffer, x=rows)
+    registration = models.Registration(name, doubler_onnx(), buffer.getvalue(), {})
+    return models.register(container, registration, "test")
+
+
+def publish_flaky_build(
+    container: Container,
+    version: ModelVersion,
+    fail_share: float = 0.0,
+    sleep_ms: float = 0.0,
+    sleep_share: float = 1.0,
+) -> str:
+    build_id = new_id()
+    name = triton_model_name(version.name, build_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp) / "repo"
+        (repo / name / "1").mkdir(parents=True)
+        shutil.copy(FLAKY, repo / name / "1" / "model.py")
+        (repo / name / "config.pbtxt").write_text(
+            CONFIG.format(
+                name=name,
+                width=WIDTH,
+                fail_share=fail_share,
+                sleep_ms=sleep_ms,
+                sleep_share=sleep_share,
+            )
+        )
+        container.registry.log_dir(version.mlflow_run_id, repo, build_artifact_path(build_id))
+    with container.db.session() as session:
+        session.add(
+            Build(
+                id=build_id,
+                model_version_id=version.id,
+                recipe="fp32",
+                target="onnxruntime-cpu",
+                status=BuildStatus.SUCCEEDED,
+                stage="done",
+                progress=1.0,
+                artifact_path=build_artifact_path(build_id),
+                triton_model_name=name,
+                report={"test_model": "flaky", "fail_share": fail_share, "sleep_ms": sleep_ms},
+            )
+        )
+    return build_id
+
+
+def infer_body(rows: int = 1) -> dict[str, object]:
+    data = [float(i) for i in range(rows * WIDTH)]
+    return {"inputs": [{"name": "x", "shape": [rows, WIDTH], "datatype": "FP32", "data": data}]}

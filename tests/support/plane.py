@@ -1,0 +1,102 @@
+"""Shipway's control plane as separate processes (API with its rollout controller,
+runtime manager, gateway), so a test can kill one and start it again."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from shipway.cli.client import ApiClient
+from shipway.container import Container
+from shipway.settings import Settings
+from shipway.store.db import migrate
+from tests.support.processes import settings_env, shipway_cmd
+from tests.support.services import free_port, wait_until
+
+ROLES = ("api", "runtime", "gateway")
+
+
+@dataclass
+class Plane:
+    settings: Settings
+    logs: Path
+    container: Container
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, role: str) -> None:
+        with (self.logs / f"{role}.log").open("ab") as log:
+            self.procs[role] = subprocess.Popen(
+                shipway_cmd("serve", role, "--no-migrate"),
+                env=settings_env(self.settings),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        url = {
+            "api": f"{self.settings.resolved_api_url}/healthz",
+            "gateway": f"{self.settings.gateway_url}/v2/health/ready",
+        }.get(role)
+        if url:
+            wait_until(lambda: self._healthy(role, url), 60, f"{role} to serve")
+
+    def _healthy(self, role: str, url: str) -> bool:
+        if self.procs[role].poll() is not None:
+            raise AssertionError(f"{role} exited:\n" + self.log(role)[-3000:])
+        try:
+            return httpx.get(url, timeout=1.0, trust_env=False).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self, role: str, kill: bool = False) -> None:
+        proc = self.procs.pop(role)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def log(self, role: str) -> str:
+        return (self.logs / f"{role}.log").read_text(errors="replace")
+
+    def client(self) -> ApiClient:
+        return ApiClient(self.settings.resolved_api_url, self.settings.token)
+
+    def deploy(self, name: str, build_id: str) -> dict[str, Any]:
+        with self.client() as client:
+            client.deploy(name, build_id)
+            return client.wait_deployment(name, build_id, timeout=120)
+
+
+@contextmanager
+def local_plane(home: Path, triton_home: Path, **overrides: Any) -> Iterator[Plane]:
+    settings = Settings(
+        home=home,
+        api_port=free_port(),
+        gateway_port=free_port(),
+        triton_home=triton_home,
+        drift_check_seconds=0,
+        sample_rate=0.0,
+        rollout_tick_seconds=0.2,
+        **overrides,
+    )
+    settings.ensure_home()
+    migrate(settings.resolved_database_url)
+    container = Container(settings, run_migrations=False)
+    container.registry.initialize()
+    logs = home / "logs"
+    logs.mkdir(exist_ok=True)
+    plane = Plane(settings, logs, container)
+    with ExitStack() as stack:
+        stack.callback(container.close)
+        stack.callback(lambda: [plane.stop(role) for role in list(plane.procs)])
+        for role in ROLES:
+            plane.start(role)
+        yield plane
