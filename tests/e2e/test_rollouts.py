@@ -34,7 +34,8 @@ FAST = ["--steps", "20,50,100", "--interval", "2", "--min-requests", "20"]
 def plane(
     tmp_path_factory: pytest.TempPathFactory, triton_dist: TritonDistribution
 ) -> Iterator[Plane]:
-    with local_plane(tmp_path_factory.mktemp("rollouts") / "home", triton_dist.home) as plane:
+    home = tmp_path_factory.mktemp("rollouts") / "home"
+    with local_plane(home, triton_dist.home, sample_rate=1.0) as plane:
         yield plane
 
 
@@ -76,7 +77,8 @@ def test_a_healthy_candidate_goes_through_every_step_and_becomes_stable(plane: P
     candidate = publish_flaky_build(plane.container, v2)
     plane.deploy("healthy", stable)
     with steady_load(plane.settings.gateway_url, "healthy") as load:
-        started = rollout(plane, "healthy", "start", "--build", candidate, *FAST)
+        drift = ["--max-drift-score", "0.25"]  # needs 100 sampled rows per variant first
+        started = rollout(plane, "healthy", "start", "--build", candidate, *FAST, *drift)
         assert started["phase"] == "initializing" and started["running"]
         done = wait_finished(plane, "healthy")
         assert done["phase"] == "succeeded", done
@@ -90,6 +92,13 @@ def test_a_healthy_candidate_goes_through_every_step_and_becomes_stable(plane: P
     assert steps == ALL_STEPS and "rollout.promoted" in events(done)
     passed = [e for e in done["timeline"] if e["event"] == "rollout.check-passed"]
     assert all(e["details"]["numbers"]["error_rate"]["value"] == 0 for e in passed)
+    drift = [
+        e["details"]["numbers"]["drift_score"]
+        for e in done["timeline"]
+        if "numbers" in e["details"] and "drift_score" in e["details"]["numbers"]
+    ]
+    assert drift[0]["outcome"] == "inconclusive" and drift[0]["value"] is None  # no rows yet
+    assert all(d["outcome"] == "passed" and d["value"] <= 0.25 for d in drift[-3:])
     deployment = serving(plane, "healthy")
     assert deployment["build_id"] == candidate
     assert [v["name"] for v in deployment["variants"]] == ["stable"]
@@ -126,7 +135,7 @@ def test_a_candidate_that_fails_a_share_of_requests_is_rolled_back(plane: Plane)
 def test_a_candidate_with_a_latency_regression_is_rolled_back(plane: Plane) -> None:
     v1, v2 = versions(plane, "slow")
     stable = publish_flaky_build(plane.container, v1)
-    slow = publish_flaky_build(plane.container, v2, sleep_ms=50, sleep_share=0.5)
+    slow = publish_flaky_build(plane.container, v2, sleep_ms=80, sleep_share=0.5)
     plane.deploy("slow", stable)
     with steady_load(plane.settings.gateway_url, "slow"):
         rollout(plane, "slow", "start", "--build", slow, *FAST)

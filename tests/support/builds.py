@@ -102,6 +102,6 @@ def publish_flaky_build(
     return build_id
 
 
-def infer_body(rows: int = 1) -> dict[str, object]:
-    data = [float(i) for i in range(rows * WIDTH)]
-    return {"inputs": [{"name": "x", "shape": [rows, WIDTH], "datatype": "FP32", "data": data}]}
+def infer_body(row: list[float]) -> dict[str, object]:
+    """One request of one row (the registered sample's rows are standard normal)."""
+    return {"inputs": [{"name": "x", "shape": [1, WIDTH], "datatype": "FP32", "data": row}]}

@@ -10,8 +10,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import httpx
+import numpy as np
 
-from tests.support.builds import infer_body
+from tests.support.builds import WIDTH, infer_body
 
 
 @dataclass(frozen=True)
@@ -48,16 +49,17 @@ def steady_load(
     load = Load()
     stop = threading.Event()
     url = f"{gateway_url}/v2/models/{deployment}/infer"
-    body = infer_body()
 
     def client(index: int) -> None:
         period = threads / rate
+        rng = np.random.default_rng(index)
         with httpx.Client(timeout=30.0, trust_env=False) as http:
             n = 0
             next_at = time.monotonic() + index * period / threads
             while not stop.is_set():
                 key = keys[(index + n * threads) % len(keys)] if keys else None
                 headers = {sticky_header: key} if key else {}
+                body = infer_body(rng.normal(size=WIDTH).tolist())
                 started = time.perf_counter()
                 try:
                     response = http.post(url, json=body, headers=headers)

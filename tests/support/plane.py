@@ -77,16 +77,14 @@ class Plane:
 
 @contextmanager
 def local_plane(home: Path, triton_home: Path, **overrides: Any) -> Iterator[Plane]:
-    settings = Settings(
-        home=home,
-        api_port=free_port(),
-        gateway_port=free_port(),
-        triton_home=triton_home,
-        drift_check_seconds=0,
-        sample_rate=0.0,
-        rollout_tick_seconds=0.2,
-        **overrides,
-    )
+    values: dict[str, Any] = {
+        "api_port": free_port(),
+        "gateway_port": free_port(),
+        "drift_check_seconds": 0,
+        "sample_rate": 0.0,
+        "rollout_tick_seconds": 0.2,
+    }
+    settings = Settings(home=home, triton_home=triton_home, **{**values, **overrides})
     settings.ensure_home()
     migrate(settings.resolved_database_url)
     container = Container(settings, run_migrations=False)

@@ -61,6 +61,9 @@ def start(
     max_error_rate: Annotated[float | None, typer.Option(help="Canary: 0.01")] = None,
     max_p50_ratio: Annotated[float | None, typer.Option(help="Canary: p50/stable's (1.5)")] = None,
     max_p99_ratio: Annotated[float | None, typer.Option(help="Canary: p99/stable's (2.0)")] = None,
+    max_drift_score: Annotated[
+        float | None, typer.Option(help="Canary: PSI of its inputs against stable's (off)")
+    ] = None,
     weight: Annotated[int | None, typer.Option(help="Experiment: challenger's %% (50)")] = None,
     max_duration: Annotated[
         float | None, typer.Option(help="Experiment: seconds before 'no difference' (3600)")
@@ -97,6 +100,7 @@ def start(
                     "max_error_rate": max_error_rate,
                     "max_p50_ratio": max_p50_ratio,
                     "max_p99_ratio": max_p99_ratio,
+                    "max_drift_score": max_drift_score,
                 },
             }
         )

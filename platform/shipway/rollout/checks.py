@@ -2,12 +2,25 @@
 
 A check without data (too few requests, no latency yet, no drift score) is
 INCONCLUSIVE, never PASSED: a quiet canary must not be promoted for being quiet.
+
+A check fails only when the candidate is worse beyond reasonable doubt, judged on a
+one-sided lower confidence bound rather than on the point estimate: the error rate's
+Wilson bound, and the latency quantile's order-statistic bound (the k-th fastest
+request, k from the binomial distribution). One second of canary traffic is a few
+dozen requests, whose raw p99 is their slowest one; rolling back on that alone would
+roll back healthy builds on every hiccup of a shared machine. The point estimates are
+reported alongside.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
+
+from scipy import stats
+
+from shipway.errors import InvalidInput
 
 
 class Outcome(StrEnum):
@@ -23,6 +36,13 @@ class Thresholds:
     max_p50_ratio: float = 1.5  # candidate p50 / stable p50
     max_p99_ratio: float = 2.0
     max_drift_score: float | None = None  # PSI of candidate traffic vs stable; None: off
+    confidence: float = 0.95  # one-sided, of the bounds a failure is judged on
+
+    def __post_init__(self) -> None:
+        if not 0.5 <= self.confidence < 1:
+            raise InvalidInput(f"confidence must be within [0.5, 1), got {self.confidence}")
+        if self.min_requests < 1 or self.max_error_rate < 0:
+            raise InvalidInput("min_requests must be >= 1 and max_error_rate >= 0")
 
 
 @dataclass(frozen=True)
@@ -31,10 +51,30 @@ class VariantStats:
     errors: int
     p50_ms: float | None = None
     p99_ms: float | None = None
+    # lower confidence bounds of the quantiles; None: only the point value is known
+    p50_low_ms: float | None = None
+    p99_low_ms: float | None = None
 
     @property
     def error_rate(self) -> float | None:
         return self.errors / self.requests if self.requests else None
+
+
+def wilson_low(successes: int, total: int, confidence: float) -> float:
+    """One-sided lower Wilson score bound of a proportion."""
+    if total == 0:
+        return 0.0
+    z = float(stats.norm.ppf(confidence))
+    p = successes / total
+    centre = p + z * z / (2 * total)
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
+    return max(0.0, (centre - half) / (1 + z * z / total))
+
+
+def quantile_rank(n: int, q: float, confidence: float) -> int:
+    """The rank k (1-based) whose order statistic is a lower bound of the q-quantile:
+    P(X_(k) <= quantile) >= confidence."""
+    return max(1, int(stats.binom.ppf(1 - confidence, n, q)))
 
 
 @dataclass(frozen=True)
@@ -50,8 +90,9 @@ class Observation:
 class CheckResult:
     name: str
     outcome: Outcome
-    value: float | None
+    value: float | None  # the point estimate
     limit: float | None
+    bound: float | None = None  # the lower confidence bound the outcome was judged on
 
 
 def analyse(obs: Observation, limits: Thresholds) -> tuple[Outcome, tuple[CheckResult, ...]]:
@@ -66,33 +107,37 @@ def analyse(obs: Observation, limits: Thresholds) -> tuple[Outcome, tuple[CheckR
     ]
     enough = c.requests >= limits.min_requests
     rate = c.error_rate
+    rate_low = wilson_low(c.errors, c.requests, limits.confidence) if c.requests else None
     results.append(
         CheckResult(
             "error_rate",
             Outcome.INCONCLUSIVE
-            if not enough or rate is None
+            if not enough or rate is None or rate_low is None
             else Outcome.PASSED
-            if rate <= limits.max_error_rate
+            if rate_low <= limits.max_error_rate
             else Outcome.FAILED,
             rate,
             limits.max_error_rate,
+            rate_low,
         )
     )
-    for name, mine, theirs, limit in (
-        ("p50_ratio", c.p50_ms, s.p50_ms, limits.max_p50_ratio),
-        ("p99_ratio", c.p99_ms, s.p99_ms, limits.max_p99_ratio),
+    for name, mine, low, theirs, limit in (
+        ("p50_ratio", c.p50_ms, c.p50_low_ms, s.p50_ms, limits.max_p50_ratio),
+        ("p99_ratio", c.p99_ms, c.p99_low_ms, s.p99_ms, limits.max_p99_ratio),
     ):
         ratio = mine / theirs if enough and mine is not None and theirs else None
+        judged = ratio if low is None or ratio is None or not theirs else low / theirs
         results.append(
             CheckResult(
                 name,
                 Outcome.INCONCLUSIVE
-                if ratio is None
+                if judged is None
                 else Outcome.PASSED
-                if ratio <= limit
+                if judged <= limit
                 else Outcome.FAILED,
                 ratio,
                 limit,
+                judged,
             )
         )
     if limits.max_drift_score is not None:

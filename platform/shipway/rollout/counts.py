@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from shipway.rollout.checks import VariantStats
+from shipway.rollout.checks import VariantStats, quantile_rank
 from shipway.rollout.experiment import Arm
 
 Snapshot = dict[str, "VariantCounts"]  # by variant name
@@ -82,13 +82,27 @@ def quantile(buckets: tuple[tuple[float, float], ...], q: float) -> float | None
     return lower_bound
 
 
-def stats(counts: VariantCounts) -> VariantStats:
-    p50, p99 = quantile(counts.buckets, 0.5), quantile(counts.buckets, 0.99)
+def rank_floor(buckets: tuple[tuple[float, float], ...], rank: int) -> float | None:
+    """The least value the rank-th fastest request can have: its bucket's lower bound."""
+    lower = 0.0
+    for le, count in buckets:
+        if count >= rank:
+            return lower
+        if not math.isinf(le):
+            lower = le
+    return None
+
+
+def stats(counts: VariantCounts, confidence: float = 0.95) -> VariantStats:
+    """Point quantiles, and their lower confidence bounds from the histogram."""
+    ms = {}
+    total = int(counts.buckets[-1][1]) if counts.buckets else 0
+    for q in (0.5, 0.99):
+        point = quantile(counts.buckets, q)
+        low = rank_floor(counts.buckets, quantile_rank(total, q, confidence)) if total else None
+        ms[q] = (None if point is None else point * 1000, None if low is None else low * 1000)
     return VariantStats(
-        int(counts.requests),
-        int(counts.errors),
-        None if p50 is None else p50 * 1000,
-        None if p99 is None else p99 * 1000,
+        int(counts.requests), int(counts.errors), ms[0.5][0], ms[0.99][0], ms[0.5][1], ms[0.99][1]
     )
 
 

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from shipway import audit
 from shipway.container import Container
 from shipway.drift import profile_io
-from shipway.drift.detect import detect
+from shipway.drift.detect import Verdict, between, detect
 from shipway.drift.policy import Action, Policy, breach_actions
 from shipway.drift.profile import ReferenceProfile
 from shipway.drift.window import assemble
@@ -152,6 +152,27 @@ def check(container: Container, name: str, min_rows: int = 100) -> list[VariantD
         if due:
             _breach(container, name, variant, build_id, report, policy, due)
     return results
+
+
+def score_between(
+    container: Container, name: str, stable: str, candidate: str, min_rows: int = 100
+) -> float | None:
+    """A canary's drift check: the largest PSI of the candidate's sampled inputs
+    against stable's. None (an inconclusive check) while either window is too small."""
+    with container.db.session() as session:
+        deployment = session.scalar(select(Deployment).where(Deployment.name == name))
+        variant = (
+            next((v for v in deployment.variants if v.name == stable), None) if deployment else None
+        )
+        if variant is None:
+            return None
+        signature = Signature.from_dict(variant.build.model_version.signature)
+    ours = _window(container, name, stable, signature, "samples")
+    theirs = _window(container, name, candidate, signature, "samples")
+    if not ours or not theirs:
+        return None
+    report = between(ours, theirs, min_rows=min_rows)
+    return None if report.verdict is Verdict.INSUFFICIENT_DATA else report.score
 
 
 def check_all(container: Container, min_rows: int = 100) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -269,6 +269,9 @@ def _step(container: Container, ports: Ports, rollout_id: str, now: float) -> No
         observation = None
         if snapshot is not None:
             observation, metrics = _observe(rollout, spec, snapshot, metrics)
+            if spec.thresholds.max_drift_score is not None:
+                score = _drift_score(container, rollout)
+                observation = replace(observation, drift_score=score)
         state, actions = canary.advance(spec, state, observation, now)
     else:
         arms = None
@@ -283,6 +286,16 @@ def _step(container: Container, ports: Ports, rollout_id: str, now: float) -> No
     if snapshot is not None:
         metrics["last"] = counts.snapshot_to_dict(snapshot)
     _save(container, rollout_id, state, actions, metrics=metrics)
+
+
+def _drift_score(container: Container, rollout: Rollout) -> float | None:
+    from shipway.services import drift
+
+    try:
+        return drift.score_between(container, rollout.deployment, STABLE, rollout.variant)
+    except ShipwayError as exc:  # the gateway's samples unreachable: inconclusive
+        log.warning("drift score of rollout %s: %s", rollout.id, exc)
+        return None
 
 
 def _snapshot(ports: Ports, deployment: str) -> counts.Snapshot | None:
@@ -306,8 +319,9 @@ def _observe(
         metrics["stable"] = stable.to_dict()
     elif "stable" in metrics:
         stable = counts.VariantCounts.from_dict(metrics["stable"])
-    candidate = counts.stats(interval.get(rollout.variant, empty))
-    return Observation(candidate, counts.stats(stable)), metrics
+    confidence = spec.thresholds.confidence
+    candidate = counts.stats(interval.get(rollout.variant, empty), confidence)
+    return Observation(candidate, counts.stats(stable, confidence)), metrics
 
 
 def _save(

@@ -142,3 +142,22 @@ def test_operations() -> None:
 def test_bad_specs(kwargs: dict, message: str) -> None:  # type: ignore[type-arg]
     with pytest.raises(InvalidInput, match=message):
         CanarySpec(**kwargs)
+
+
+def test_failures_are_judged_on_lower_confidence_bounds_not_on_a_few_requests() -> None:
+    # one error in 30 requests is a 3 % point rate, but not evidence of more than 1 %
+    one_error = Observation(VariantStats(30, 1, 10.0, 20.0), STABLE)
+    outcome, checks = analyse(one_error, Thresholds(min_requests=20))
+    rate = next(c for c in checks if c.name == "error_rate")
+    assert outcome is Outcome.PASSED and rate.value == 1 / 30 and rate.bound < 0.01  # type: ignore[operator]
+    nine = Observation(VariantStats(30, 9, 10.0, 20.0), STABLE)
+    assert analyse(nine, Thresholds(min_requests=20))[0] is Outcome.FAILED
+    # one slow request of 30: the point p99 is that request; the bound is not
+    hiccup = Observation(VariantStats(30, 0, 10.0, 120.0, 9.0, 15.0), STABLE)
+    outcome, checks = analyse(hiccup, Thresholds(min_requests=20))
+    p99 = next(c for c in checks if c.name == "p99_ratio")
+    assert outcome is Outcome.PASSED and p99.value == 6.0 and p99.bound == 0.75
+    slow = Observation(VariantStats(30, 0, 10.0, 120.0, 9.0, 100.0), STABLE)
+    assert analyse(slow, Thresholds(min_requests=20))[0] is Outcome.FAILED
+    with pytest.raises(InvalidInput, match="confidence"):
+        Thresholds(confidence=1.0)

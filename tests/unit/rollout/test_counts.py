@@ -40,3 +40,17 @@ def test_an_arm_places_each_request_in_the_middle_of_its_bucket() -> None:
     assert arm.latencies_ms == (5.0, 20.0, 20.0, 30.0)
     capped = counts.arm("b", VariantCounts(10_000, 0, ((0.01, 10_000.0), (INF, 10_000.0))), 100)
     assert len(capped.latencies_ms) == 100 and capped.requests == 10_000
+
+
+def test_quantile_bounds_come_from_order_statistics_of_the_histogram() -> None:
+    # 29 requests near 5 ms and one at 110 ms: the point p99 is the slow one, its
+    # lower bound (the 29th fastest request) is not
+    one_slow = VariantCounts(30, 0, ((0.004, 0.0), (0.005, 29.0), (0.125, 30.0), (INF, 30.0)))
+    stats = counts.stats(one_slow)
+    assert stats.p99_ms is not None and stats.p99_ms > 80  # interpolated in its bucket
+    assert stats.p99_low_ms == 4.0 and stats.p50_low_ms == 4.0
+    # half of them slow: the bound of p99 is slow too
+    half_slow = VariantCounts(30, 0, ((0.005, 15.0), (0.1, 15.0), (0.125, 30.0), (INF, 30.0)))
+    assert counts.stats(half_slow).p99_low_ms == 100.0
+    assert counts.rank_floor(half_slow.buckets, 31) is None
+    assert counts.stats(VariantCounts()).p99_low_ms is None

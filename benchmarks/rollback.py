@@ -1,0 +1,128 @@
+"""Automatic rollback: how fast a failing canary is taken back, at what cost in failed
+requests, and whether healthy canaries are left alone with the same settings.
+
+The control plane runs as in production on one machine: the API process with its
+rollout controller (product defaults: a tick of 0.5 s, the gateway re-reading routes
+every second), the runtime manager with real tritonserver replicas, the gateway.
+Steady load (RATE requests a second from 4 paced clients) goes through the gateway.
+
+1. A canary whose served model fails FAIL_SHARE of its requests (the fault is in the
+   model: tests/support/models/flaky), steps 20/50/100 %, a 1-second analysis
+   interval, 2 failed analyses in a row roll back.
+   - detect_seconds: the first failed answer a client saw (fault onset) to the
+     controller's rollback decision (its audit event);
+   - rollback_seconds: fault onset to the last answer from the canary (after it, 100 %
+     of traffic is stable);
+   - failed_requests, and failed_share_bound: failed ÷ (requests while the canary
+     served x its weight). At most FAIL_SHARE / 1 means no failure beyond the
+     canary's share; above 1 would mean failures outside it.
+2. Ten canaries of healthy builds, the same settings, one after the other:
+   healthy_rollbacks counts those wrongly rolled back (target 0).
+
+Run: .venv/bin/python benchmarks/rollback.py
+Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support.builds import publish_flaky_build, register_doubler
+from tests.support.load import steady_load
+from tests.support.plane import Plane, local_plane
+from tests.support.services import wait_until
+
+from shipway.settings import Settings
+
+RATE = 100.0
+FAIL_SHARE = 0.3
+WEIGHT = 20
+HEALTHY_RUNS = 10
+SETTINGS = {
+    "steps": [WEIGHT, 50, 100],
+    "interval_s": 1.0,
+    "failure_threshold": 2,
+    "thresholds": {"min_requests": 10},
+}
+
+
+def run_rollout(plane: Plane, build_id: str) -> dict:  # type: ignore[type-arg]
+    with plane.client() as client:
+        started = client.start_rollout(
+            "bench", {"build_id": build_id, "strategy": "canary", "settings": SETTINGS}
+        )
+        body: dict = {}  # type: ignore[type-arg]
+
+        def finished() -> bool:
+            body.update(client.rollout("bench", started["id"]))
+            return not body["running"]
+
+        wait_until(finished, 180, "the rollout to finish")
+        return body
+
+
+def stamp(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def main() -> None:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        local_plane(Path(tmp) / "home", Settings().triton_home, rollout_tick_seconds=0.5) as plane,
+    ):
+        versions = [register_doubler(plane.container, "bench") for _ in range(2 + HEALTHY_RUNS)]
+        stable = publish_flaky_build(plane.container, versions[0])
+        failing = publish_flaky_build(plane.container, versions[1], fail_share=FAIL_SHARE)
+        plane.deploy("bench", stable)
+
+        with steady_load(plane.settings.gateway_url, "bench", rate=RATE) as load:
+            time.sleep(2)
+            bad = run_rollout(plane, failing)
+            time.sleep(3)  # enough for any straggler to show
+        assert bad["phase"] == "rolled-back", bad
+        decision = next(e for e in bad["timeline"] if e["event"] == "rollout.rolled-back")
+        failed = load.failed()
+        canary = [a for a in load.answers if a.variant == "canary"]
+        onset = min(a.at for a in failed)
+        during = [a for a in load.answers if canary[0].at <= a.at <= canary[-1].at]
+        result = {
+            "detect_seconds": round(stamp(decision["at"]) - onset, 2),
+            "rollback_seconds": round(canary[-1].at - onset, 2),
+            "failed_requests": len(failed),
+            "failed_share_bound": round(len(failed) / (len(during) * WEIGHT / 100), 3),
+            "fail_share": FAIL_SHARE,
+            "failed_outside_canary": sum(a.variant != "canary" for a in failed),
+            "requests_while_canary_served": len(during),
+            "canary_requests": len(canary),
+        }
+        print(json.dumps({"failing_canary": result, "reason": bad["reason"]}), flush=True)
+
+        outcomes, durations = [], []
+        with steady_load(plane.settings.gateway_url, "bench", rate=RATE) as load:
+            for version in versions[2:]:
+                healthy = publish_flaky_build(plane.container, version)
+                done = run_rollout(plane, healthy)
+                outcomes.append(done["phase"])
+                durations.append(stamp(done["updated_at"]) - stamp(done["created_at"]))
+                print(json.dumps({"healthy": done["phase"], "reason": done["reason"]}), flush=True)
+        result["healthy_rollbacks"] = sum(phase != "succeeded" for phase in outcomes)
+        result["healthy_runs"] = len(outcomes)
+        result["healthy_failed_requests"] = len(load.failed())
+        result["healthy_median_rollout_seconds"] = round(statistics.median(durations), 1)
+        result["rate_rps"] = RATE
+        result["interval_s"] = SETTINGS["interval_s"]
+        result["tick_s"] = plane.settings.rollout_tick_seconds
+        result["routes_refresh_s"] = plane.settings.routes_refresh_seconds
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
