@@ -54,7 +54,11 @@ def wait_finished(plane: Plane, name: str, timeout: float = 120) -> dict[str, An
         state.update(rollout(plane, name, "status"))
         return not state["running"]
 
-    wait_until(finished, timeout, f"the rollout of {name} to finish")
+    try:
+        wait_until(finished, timeout, f"the rollout of {name} to finish")
+    except TimeoutError:
+        tail = [(e["event"], e["reason"], e["details"].get("numbers")) for e in state["timeline"]]
+        raise AssertionError(f"{state['phase']} at {state['weight']} %: {tail[-6:]}") from None
     return state
 
 
@@ -78,7 +82,8 @@ def test_a_healthy_candidate_goes_through_every_step_and_becomes_stable(plane: P
     plane.deploy("healthy", stable)
     with steady_load(plane.settings.gateway_url, "healthy") as load:
         drift = ["--max-drift-score", "0.25"]  # needs 100 sampled rows per variant first
-        started = rollout(plane, "healthy", "start", "--build", candidate, *FAST, *drift)
+        shadow = ["--shadow", "1.0", "--shadow-min-compared", "100"]
+        started = rollout(plane, "healthy", "start", "--build", candidate, *FAST, *drift, *shadow)
         assert started["phase"] == "initializing" and started["running"]
         done = wait_finished(plane, "healthy")
         assert done["phase"] == "succeeded", done
@@ -90,6 +95,10 @@ def test_a_healthy_candidate_goes_through_every_step_and_becomes_stable(plane: P
         )
     steps = [e["reason"] for e in done["timeline"] if e["event"] == "rollout.step"]
     assert steps == ALL_STEPS and "rollout.promoted" in events(done)
+    assert events(done)[:2] == ["rollout.created", "rollout.shadowing"]
+    handed = next(e for e in done["timeline"] if e["event"] == "rollout.handed-over")
+    shadowed = handed["details"]["numbers"]["shadow"]
+    assert shadowed["disagree"] == 0 and shadowed["agree"] >= 100 and shadowed["low"] >= 0.99
     passed = [e for e in done["timeline"] if e["event"] == "rollout.check-passed"]
     assert all(e["details"]["numbers"]["error_rate"]["value"] == 0 for e in passed)
     drift = [

@@ -64,6 +64,12 @@ def start(
     max_drift_score: Annotated[
         float | None, typer.Option(help="Canary: PSI of its inputs against stable's (off)")
     ] = None,
+    shadow: Annotated[
+        float | None, typer.Option(help="Canary: mirror this share to it first (off)")
+    ] = None,
+    shadow_min_compared: Annotated[
+        int | None, typer.Option(help="Canary: mirrored answers compared before hand-over")
+    ] = None,
     weight: Annotated[int | None, typer.Option(help="Experiment: challenger's %% (50)")] = None,
     max_duration: Annotated[
         float | None, typer.Option(help="Experiment: seconds before 'no difference' (3600)")
@@ -74,7 +80,9 @@ def start(
 ) -> None:
     """Start a rollout of BUILD on deployment NAME.
 
-    canary: the candidate takes STEPS of live traffic, one analysis per INTERVAL
+    canary: optionally a SHADOW phase first (mirrored requests, answers compared with
+    stable's until the agreement rate's Wilson bound clears 99 %), then the
+    candidate takes STEPS of live traffic, one analysis per INTERVAL
     (error rate, p50/p99 against stable, minimum requests); FAILURE_THRESHOLD failed
     analyses in a row roll it back, every step passed promotes it. experiment: the
     challenger takes WEIGHT %% sticky by request key; a two-proportion z-test on errors
@@ -95,6 +103,9 @@ def start(
                 "failure_threshold": failure_threshold,
                 "gates": gate or None,
                 "bake_s": bake,
+                "shadow": None
+                if shadow is None
+                else _settings({"share": shadow, "min_compared": shadow_min_compared}),
                 "thresholds": {
                     "min_requests": min_requests,
                     "max_error_rate": max_error_rate,

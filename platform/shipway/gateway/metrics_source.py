@@ -15,6 +15,8 @@ from shipway.rollout.ports import MetricsUnavailable
 
 REQUESTS = "shipway_gateway_requests_total"
 BUCKETS = "shipway_gateway_request_seconds_bucket"
+SHADOW = "shipway_gateway_shadow_total"
+OUTCOMES = ("agree", "disagree", "error")
 
 
 def parse(text: str, deployment: str) -> Snapshot:
@@ -22,6 +24,7 @@ def parse(text: str, deployment: str) -> Snapshot:
     requests: dict[str, float] = defaultdict(float)
     errors: dict[str, float] = defaultdict(float)
     buckets: dict[str, dict[float, float]] = defaultdict(dict)
+    shadow: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(OUTCOMES, 0.0))
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.labels.get("deployment") != deployment:
@@ -33,14 +36,21 @@ def parse(text: str, deployment: str) -> Snapshot:
                     errors[variant] += sample.value
             elif sample.name == BUCKETS:
                 buckets[variant][float(sample.labels["le"])] = sample.value
+            elif sample.name == SHADOW and sample.labels.get("outcome") in OUTCOMES:
+                shadow[variant][sample.labels["outcome"]] += sample.value
     return {
         variant: VariantCounts(
             requests.get(variant, 0.0),
             errors.get(variant, 0.0),
             tuple(sorted(buckets.get(variant, {}).items())),
+            _outcomes(shadow.get(variant, {})),
         )
-        for variant in set(requests) | set(buckets)
+        for variant in set(requests) | set(buckets) | set(shadow)
     }
+
+
+def _outcomes(counted: dict[str, float]) -> tuple[float, float, float]:
+    return (counted.get("agree", 0.0), counted.get("disagree", 0.0), counted.get("error", 0.0))
 
 
 class GatewayMetricsSource:

@@ -18,9 +18,38 @@ from dataclasses import dataclass, field, replace
 
 from shipway.errors import Conflict, InvalidInput
 from shipway.rollout.checks import Observation, Outcome, Thresholds, analyse
+from shipway.rollout.shadow import ShadowDecision, decide_shadow
 from shipway.rollout.state import Action, Phase, Promote, Record, Rollback, SetWeight, State
 
-__all__ = ["Action", "CanarySpec", "Phase", "Promote", "Record", "Rollback", "SetWeight", "State"]
+__all__ = [
+    "Action",
+    "CanarySpec",
+    "Phase",
+    "Promote",
+    "Record",
+    "Rollback",
+    "SetWeight",
+    "ShadowSpec",
+    "State",
+]
+
+
+@dataclass(frozen=True)
+class ShadowSpec:
+    """A shadow phase before the first step: ``share`` of requests mirrored to the
+    candidate (its answers are not returned), until the agreement rate with stable's
+    answers is known well enough to hand over, or to give up."""
+
+    share: float = 1.0
+    min_compared: int = 200
+    min_agreement: float = 0.99
+    max_error_rate: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not 0 < self.share <= 1 or not 0 < self.min_agreement <= 1:
+            raise InvalidInput("shadow share and min_agreement must be within (0, 1]")
+        if self.min_compared < 1 or self.max_error_rate < 0:
+            raise InvalidInput("shadow min_compared must be >= 1, max_error_rate >= 0")
 
 
 @dataclass(frozen=True)
@@ -34,6 +63,7 @@ class CanarySpec:
     # analyses in a row without metrics (the provider is down) before rolling back: the
     # canary cannot be judged, and holding it at its weight forever is not safe either
     max_unavailable: int = 5
+    shadow: ShadowSpec | None = None
     thresholds: Thresholds = field(default_factory=Thresholds)
 
     def __post_init__(self) -> None:
@@ -50,13 +80,25 @@ class CanarySpec:
 
 
 def start(spec: CanarySpec, now: float) -> tuple[State, list[Action]]:
+    if spec.shadow is not None:
+        state = State(Phase.SHADOWING, 0, 0, now, now, reason="shadowing")
+        share = f"mirroring {spec.shadow.share:.0%} of requests"
+        return state, [Record("rollout.shadowing", share, {})]
+    return _first_step(spec, now, {})
+
+
+def _first_step(
+    spec: CanarySpec, now: float, numbers: dict[str, object], state: State | None = None
+) -> tuple[State, list[Action]]:
+    state = state or State(Phase.PROGRESSING, 0, 0, now, now)
     if 0 in spec.gates:
-        state = State(Phase.WAITING_GATE, 0, 0, now, now, reason="approval before 5 %")
-        return state, [Record("rollout.waiting", state.reason, {"step": 0})]
-    state = State(Phase.PROGRESSING, 0, spec.steps[0], now, now)
-    return state, [
+        reason = f"approval before {spec.steps[0]} %"
+        waiting = replace(state, phase=Phase.WAITING_GATE, weight=0, reason=reason)
+        return waiting, [Record("rollout.waiting", reason, {"step": 0, **numbers})]
+    moved = replace(state, phase=Phase.PROGRESSING, weight=spec.steps[0], reason="")
+    return moved, [
         SetWeight(spec.steps[0]),
-        Record("rollout.step", f"weight {spec.steps[0]} %", {"step": 0}),
+        Record("rollout.step", f"weight {spec.steps[0]} %", {"step": 0, **numbers}),
     ]
 
 
@@ -68,7 +110,7 @@ def advance(
     ``observation`` None means the metrics provider could not be read: that analysis is
     inconclusive, and ``max_unavailable`` of them in a row roll back.
     """
-    if state.phase not in (Phase.PROGRESSING, Phase.BAKING):
+    if state.phase not in (Phase.SHADOWING, Phase.PROGRESSING, Phase.BAKING):
         return state, []
     if now - state.last_analysis_at < spec.interval_s:
         return state, []
@@ -82,9 +124,12 @@ def advance(
             Record("rollout.check-inconclusive", "metrics unavailable", numbers)
         ]
     state = replace(state, unavailable_in_a_row=0)
+    if state.phase is Phase.SHADOWING:
+        return _shadow_step(spec, state, observation, now)
     outcome, checks = analyse(observation, spec.thresholds)
     numbers = {
-        c.name: {"outcome": c.outcome.value, "value": c.value, "limit": c.limit} for c in checks
+        c.name: {"outcome": c.outcome.value, "value": c.value, "limit": c.limit, "bound": c.bound}
+        for c in checks
     }
     if outcome is Outcome.FAILED:
         failures = state.failures_in_a_row + 1
@@ -109,6 +154,34 @@ def advance(
     if state.step == len(spec.steps) - 1:
         return _promote(spec, state, now, "every step passed", numbers)
     return _next_step(spec, state, numbers)
+
+
+def _shadow_step(
+    spec: CanarySpec, state: State, observation: Observation, now: float
+) -> tuple[State, list[Action]]:
+    assert spec.shadow is not None
+    counts = observation.shadow
+    if counts is None:
+        return state, [Record("rollout.check-inconclusive", "no shadow answers yet", {})]
+    verdict = decide_shadow(
+        counts, spec.shadow.min_agreement, spec.shadow.min_compared, spec.shadow.max_error_rate
+    )
+    numbers: dict[str, object] = {
+        "shadow": {
+            "agree": counts.agree,
+            "disagree": counts.disagree,
+            "error": counts.error,
+            "agreement": verdict.agreement,
+            "low": verdict.low,
+            "limit": spec.shadow.min_agreement,
+        }
+    }
+    if verdict.decision is ShadowDecision.FAIL:
+        return _roll_back(state, f"shadow: {verdict.reason}", numbers)
+    if verdict.decision is ShadowDecision.CONTINUE:
+        return state, [Record("rollout.shadow-check", verdict.reason, numbers)]
+    moved, actions = _first_step(spec, now, numbers, state)
+    return moved, [Record("rollout.handed-over", verdict.reason, numbers), *actions]
 
 
 def _roll_back(state: State, reason: str, numbers: dict[str, object]) -> tuple[State, list[Action]]:

@@ -21,6 +21,7 @@ from enum import StrEnum
 from scipy import stats
 
 from shipway.errors import InvalidInput
+from shipway.rollout.shadow import ShadowCounts
 
 
 class Outcome(StrEnum):
@@ -84,6 +85,7 @@ class Observation:
     candidate: VariantStats
     stable: VariantStats
     drift_score: float | None = None
+    shadow: ShadowCounts | None = None  # mirrored answers since the shadow began
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from dataclasses import asdict, fields
 from typing import Any
 
 from shipway.errors import InvalidInput
-from shipway.rollout.canary import CanarySpec
+from shipway.rollout.canary import CanarySpec, ShadowSpec
 from shipway.rollout.checks import Thresholds
 from shipway.rollout.experiment import ExperimentSpec
 from shipway.rollout.state import Phase, State
@@ -36,6 +36,8 @@ def canary_spec(data: dict[str, Any]) -> CanarySpec:
             data["steps"] = tuple(int(s) for s in data["steps"])
         if "gates" in data:
             data["gates"] = frozenset(int(g) for g in data["gates"])
+        if data.get("shadow") is not None:
+            data["shadow"] = ShadowSpec(**_known(ShadowSpec, dict(data["shadow"]), "shadow"))
         return CanarySpec(**data)
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"bad canary settings: {exc}") from exc

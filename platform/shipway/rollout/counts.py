@@ -12,6 +12,7 @@ from typing import Any
 
 from shipway.rollout.checks import VariantStats, quantile_rank
 from shipway.rollout.experiment import Arm
+from shipway.rollout.shadow import ShadowCounts
 
 Snapshot = dict[str, "VariantCounts"]  # by variant name
 
@@ -24,24 +25,42 @@ class VariantCounts:
     requests: float = 0.0
     errors: float = 0.0
     buckets: tuple[tuple[float, float], ...] = ()
+    shadow: tuple[float, float, float] = (0.0, 0.0, 0.0)  # mirrored: agree, disagree, error
 
     def minus(self, before: VariantCounts | None) -> VariantCounts:
         """The increase since ``before``. Counters that went down were reset (the gateway
         restarted): then everything counted now is the increase, as in Prometheus."""
-        if before is None or self.requests < before.requests or self.errors < before.errors:
+        if before is None or any(
+            now < then
+            for now, then in zip(
+                (self.requests, self.errors, *self.shadow),
+                (before.requests, before.errors, *before.shadow),
+                strict=True,
+            )
+        ):
             return self
         earlier = dict(before.buckets)
         return VariantCounts(
             self.requests - before.requests,
             self.errors - before.errors,
             tuple((le, max(0.0, n - earlier.get(le, 0.0))) for le, n in self.buckets),
+            (
+                self.shadow[0] - before.shadow[0],
+                self.shadow[1] - before.shadow[1],
+                self.shadow[2] - before.shadow[2],
+            ),
         )
+
+    def shadow_counts(self) -> ShadowCounts | None:
+        agree, disagree, error = (int(n) for n in self.shadow)
+        return ShadowCounts(agree, disagree, error) if agree + disagree + error else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "requests": self.requests,
             "errors": self.errors,
             "buckets": [[("+Inf" if math.isinf(le) else le), n] for le, n in self.buckets],
+            "shadow": list(self.shadow),
         }
 
     @classmethod
@@ -50,7 +69,13 @@ class VariantCounts:
             float(data["requests"]),
             float(data["errors"]),
             tuple((float(le), float(n)) for le, n in data["buckets"]),
+            _triple(data.get("shadow", (0, 0, 0))),
         )
+
+
+def _triple(values: list[float] | tuple[float, ...]) -> tuple[float, float, float]:
+    agree, disagree, error = (float(n) for n in values)
+    return agree, disagree, error
 
 
 def snapshot_to_dict(snapshot: Snapshot) -> dict[str, Any]:

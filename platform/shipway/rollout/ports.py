@@ -32,6 +32,10 @@ class Router(Protocol):
         """Weighted draws per request, or sticky by a request-key header."""
         ...
 
+    def set_shadow(self, deployment: str, variant: str, share: float) -> None:
+        """Mirror ``share`` of live requests to a variant that takes no live traffic."""
+        ...
+
 
 class Placement(Protocol):
     """The Runtime port as a rollout sees it: variants of builds, ready or not."""

@@ -8,6 +8,7 @@ from enum import StrEnum
 
 
 class Phase(StrEnum):
+    SHADOWING = "shadowing"  # mirrored traffic only, answers compared with stable's
     PROGRESSING = "progressing"
     WAITING_GATE = "waiting-gate"  # a manual approval before the next step
     PAUSED = "paused"

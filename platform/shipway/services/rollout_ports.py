@@ -35,6 +35,21 @@ class StoreRouter:
                 self.container, deployment, ACTOR, split=split.value, sticky_header=header
             )
 
+    def set_shadow(self, deployment: str, variant: str, share: float) -> None:
+        current = deployments.get(self.container, deployment)
+        found = next((v for v in current.variants if v.name == variant), None)
+        if found is not None and found.shadow_share != share:
+            deployments.set_variant(
+                self.container,
+                deployment,
+                variant,
+                found.build_id,
+                ACTOR,
+                weight=found.weight,
+                shadow_share=share,
+                scale=deployments.Scale(found.min_replicas, found.max_replicas),
+            )
+
 
 class StorePlacement:
     def __init__(self, container: Container) -> None:

@@ -132,7 +132,7 @@ def start(
         except IntegrityError:  # a concurrent start won the unique active_key
             raise Conflict(f"deployment {deployment!r} has a running rollout") from None
         try:
-            ports.placement.place(deployment, variant, build_id)
+            _converge(container, ports, rollout_id)  # the candidate placed, no traffic yet
         except ShipwayError as exc:
             _finish_unstarted(container, rollout_id, f"could not place the candidate: {exc}")
             raise
@@ -259,7 +259,7 @@ def _step(container: Container, ports: Ports, rollout_id: str, now: float) -> No
             _finish_unstarted(container, rollout_id, reason)
         return
     state = codec.state_from_dict(rollout.state)
-    if state.phase not in (Phase.PROGRESSING, Phase.BAKING):
+    if state.phase not in (Phase.SHADOWING, Phase.PROGRESSING, Phase.BAKING):
         return
     if now - state.last_analysis_at < spec.interval_s:
         return
@@ -321,7 +321,9 @@ def _observe(
         stable = counts.VariantCounts.from_dict(metrics["stable"])
     confidence = spec.thresholds.confidence
     candidate = counts.stats(interval.get(rollout.variant, empty), confidence)
-    return Observation(candidate, counts.stats(stable, confidence)), metrics
+    since_start = counts.increase(snapshot, counts.snapshot_from_dict(metrics.get("start")))
+    shadow = since_start.get(rollout.variant, empty).shadow_counts()
+    return Observation(candidate, counts.stats(stable, confidence), shadow=shadow), metrics
 
 
 def _save(
@@ -398,8 +400,16 @@ def _converge(container: Container, ports: Ports, rollout_id: str) -> None:
     name, variant, candidate = rollout.deployment, rollout.variant, rollout.candidate
     first_time = rollout.converged is None
     finished = False
-    if rollout.phase in (INITIALIZING, Phase.PROGRESSING, Phase.WAITING_GATE, Phase.PAUSED):
+    if rollout.phase == Phase.SHADOWING:
         ports.placement.place(name, variant, candidate.id)
+        ports.router.set_weights(name, {STABLE: 100, variant: 0})
+        shadow = rollout.spec.get("shadow") or {}
+        ports.router.set_shadow(name, variant, float(shadow.get("share", 1.0)))
+        if first_time:
+            _alias(container, candidate, "candidate")
+    elif rollout.phase in (INITIALIZING, Phase.PROGRESSING, Phase.WAITING_GATE, Phase.PAUSED):
+        ports.placement.place(name, variant, candidate.id)
+        ports.router.set_shadow(name, variant, 0.0)  # live now, or not yet mirrored
         if rollout.strategy == "experiment":
             ports.router.set_split(name, sticky=True)
         ports.router.set_weights(name, {STABLE: 100 - weight, variant: weight})

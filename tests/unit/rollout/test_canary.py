@@ -8,6 +8,7 @@ from shipway.errors import Conflict, InvalidInput
 from shipway.rollout import canary
 from shipway.rollout.canary import CanarySpec, Phase, Promote, Record, Rollback, SetWeight
 from shipway.rollout.checks import Observation, Outcome, Thresholds, VariantStats, analyse
+from shipway.rollout.shadow import ShadowCounts
 
 STABLE = VariantStats(requests=1000, errors=0, p50_ms=10.0, p99_ms=20.0)
 HEALTHY = Observation(VariantStats(200, 0, 10.5, 21.0), STABLE)
@@ -161,3 +162,30 @@ def test_failures_are_judged_on_lower_confidence_bounds_not_on_a_few_requests() 
     assert analyse(slow, Thresholds(min_requests=20))[0] is Outcome.FAILED
     with pytest.raises(InvalidInput, match="confidence"):
         Thresholds(confidence=1.0)
+
+
+def test_a_shadow_phase_hands_over_to_the_first_step_or_rolls_back() -> None:
+    spec = CanarySpec(steps=(10, 100), interval_s=1.0, shadow=canary.ShadowSpec(min_compared=100))
+    state, actions = canary.start(spec, 0.0)
+    assert state.phase is Phase.SHADOWING and state.weight == 0 and not weights(actions)
+    few = Observation(STABLE, STABLE, shadow=ShadowCounts(50, 0, 0))
+    state, actions = canary.advance(spec, state, few, 1.0)
+    assert state.phase is Phase.SHADOWING and actions[0].event == "rollout.shadow-check"
+    quiet = Observation(STABLE, STABLE)  # nothing mirrored yet
+    assert canary.advance(spec, state, quiet, 2.0)[1][0].event == "rollout.check-inconclusive"
+    agreeing = Observation(STABLE, STABLE, shadow=ShadowCounts(2000, 0, 0))
+    state, actions = canary.advance(spec, state, agreeing, 3.0)
+    assert state.phase is Phase.PROGRESSING and state.weight == 10
+    assert [a.event for a in actions if isinstance(a, Record)] == [
+        "rollout.handed-over",
+        "rollout.step",
+    ]
+    shadowing, _ = canary.start(spec, 0.0)
+    disagreeing = Observation(STABLE, STABLE, shadow=ShadowCounts(500, 500, 0))
+    failed, actions = canary.advance(spec, shadowing, disagreeing, 1.0)
+    assert failed.phase is Phase.ROLLED_BACK and "shadow: disagrees" in failed.reason
+    gated = CanarySpec(steps=(10, 100), gates=frozenset({0}), shadow=canary.ShadowSpec())
+    waiting, _ = canary.advance(gated, canary.start(gated, 0.0)[0], agreeing, 100.0)
+    assert waiting.phase is Phase.WAITING_GATE and waiting.weight == 0
+    with pytest.raises(InvalidInput, match="shadow share"):
+        canary.ShadowSpec(share=0)

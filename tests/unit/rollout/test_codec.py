@@ -8,14 +8,18 @@ import pytest
 
 from shipway.errors import InvalidInput
 from shipway.rollout import canary, codec
-from shipway.rollout.canary import CanarySpec
+from shipway.rollout.canary import CanarySpec, ShadowSpec
 from shipway.rollout.checks import Thresholds
 from shipway.rollout.experiment import ExperimentSpec
 
 
 def test_specs_and_states_round_trip_through_json() -> None:
     spec = CanarySpec(
-        steps=(10, 100), gates=frozenset({1}), bake_s=3.0, thresholds=Thresholds(min_requests=7)
+        steps=(10, 100),
+        gates=frozenset({1}),
+        bake_s=3.0,
+        thresholds=Thresholds(min_requests=7),
+        shadow=ShadowSpec(share=0.5),
     )
     assert codec.canary_spec(json.loads(json.dumps(codec.spec_to_dict(spec)))) == spec
     ab = ExperimentSpec(weight=30, alpha=0.01)
@@ -23,7 +27,7 @@ def test_specs_and_states_round_trip_through_json() -> None:
     state, _ = canary.start(spec, 5.0)
     paused, _ = canary.pause(state)
     again = codec.state_from_dict(json.loads(json.dumps(codec.state_to_dict(paused))))
-    assert again == paused and again.paused_phase is canary.Phase.PROGRESSING
+    assert again == paused and again.paused_phase is canary.Phase.SHADOWING
 
 
 @pytest.mark.parametrize(
@@ -33,6 +37,7 @@ def test_specs_and_states_round_trip_through_json() -> None:
         ({"thresholds": {"max_error": 0.1}}, "unknown threshold settings: max_error"),
         ({"steps": ["a"]}, "bad canary settings"),
         ({"steps": [50, 20, 100]}, "rise strictly"),
+        ({"shadow": {"share": 0.5, "agreement": 1}}, "unknown shadow settings: agreement"),
     ],
 )
 def test_bad_canary_settings_are_named(data: dict, message: str) -> None:  # type: ignore[type-arg]

@@ -1,0 +1,217 @@
+"""The rollout controller against the real store (PostgreSQL) and MLflow, through the
+API, with the clock and the metrics in the test's hands: every tick is explicit, the
+gateway's counters are scripted, and replica readiness is written the way the runtime
+manager writes it. The same paths against real Triton and the real gateway run in
+tests/e2e/test_rollouts.py; here each transition is pinned down exactly."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from shipway.api.app import create_app
+from shipway.container import Container
+from shipway.rollout.counts import Snapshot, VariantCounts
+from shipway.rollout.ports import MetricsUnavailable
+from shipway.services import rollouts
+from shipway.services.rollout_ports import StorePlacement, StoreRouter
+from shipway.settings import Settings
+from shipway.store.models import Deployment, Replica, ReplicaState
+from tests.support.builds import publish_flaky_build, register_doubler
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class ScriptedMetrics:
+    """Cumulative counters that grow as the test says; ``down`` raises like a gateway
+    that cannot be reached."""
+
+    totals: dict[str, list[float]] = field(default_factory=dict)  # variant: [requests, errors]
+    down: bool = False
+
+    def add(self, variant: str, requests: int, errors: int = 0) -> None:
+        now = self.totals.setdefault(variant, [0.0, 0.0])
+        now[0] += requests
+        now[1] += errors
+
+    def snapshot(self, deployment: str) -> Snapshot:
+        if self.down:
+            raise MetricsUnavailable("gateway unreachable")
+        return {
+            name: VariantCounts(n, e, ((0.004, 0.0), (0.005, n), (math.inf, n)))
+            for name, (n, e) in self.totals.items()
+        }
+
+
+@pytest.fixture
+def world(tmp_path: Path, postgres_url: str) -> Iterator[tuple[TestClient, Container]]:
+    settings = Settings(
+        home=tmp_path / "home",
+        database_url=postgres_url,
+        rollout_tick_seconds=0,
+        drift_check_seconds=0,
+        _env_file=None,
+    )
+    container = Container(settings)
+    with TestClient(create_app(container)) as client:
+        client.headers["Authorization"] = f"Bearer {settings.token}"
+        yield client, container
+    container.close()
+
+
+def serve(container: Container, deployment: str, variant: str, build_id: str) -> None:
+    """What the runtime manager writes once a variant's replica answers ready."""
+    with container.db.session() as session:
+        row = session.scalar(select(Deployment).where(Deployment.name == deployment))
+        assert row is not None
+        for replica in [r for r in row.replicas if r.variant == variant]:
+            session.delete(replica)
+        session.add(
+            Replica(
+                deployment_id=row.id,
+                variant=variant,
+                build_id=build_id,
+                url=f"http://127.0.0.1:1/{variant}/{build_id}",
+                triton_model_name="m",
+                state=ReplicaState.READY,
+            )
+        )
+
+
+def prepare(api: TestClient, container: Container, name: str) -> tuple[str, str, int, int]:
+    v1, v2 = register_doubler(container, name), register_doubler(container, name)
+    stable = publish_flaky_build(container, v1)
+    candidate = publish_flaky_build(container, v2)
+    assert api.put(f"/api/v1/deployments/{name}", json={"build_id": stable}).status_code == 200
+    serve(container, name, "stable", stable)
+    return stable, candidate, v1.version, v2.version
+
+
+def ports(container: Container, metrics: ScriptedMetrics) -> rollouts.Ports:
+    return rollouts.Ports(StoreRouter(container), StorePlacement(container), metrics)
+
+
+def weights(api: TestClient, name: str) -> dict[str, int]:
+    body = api.get(f"/api/v1/deployments/{name}").json()
+    return {v["name"]: v["weight"] for v in body["variants"]}
+
+
+CANARY = {"steps": [20, 100], "interval_s": 10, "thresholds": {"min_requests": 50}}
+
+
+def test_a_canary_from_start_to_stable_tick_by_tick(world) -> None:  # type: ignore[no-untyped-def]
+    api, container = world
+    stable, candidate, _, v2 = prepare(api, container, "web")
+    metrics = ScriptedMetrics()
+    here = ports(container, metrics)
+    body = {"build_id": candidate, "settings": CANARY}
+    started = api.post("/api/v1/deployments/web/rollouts", json=body)
+    assert started.status_code == 201, started.text
+    rid = started.json()["id"]
+    assert started.json()["phase"] == "initializing"
+    assert weights(api, "web") == {"canary": 0, "stable": 100}  # placed, no traffic
+    assert container.registry.aliases("web") == {"candidate": v2}
+
+    rollouts.tick(container, here, now=1000.0)  # replicas not ready: nothing moves
+    assert rollouts.get(container, rid).phase == "initializing"
+    serve(container, "web", "canary", candidate)
+    rollouts.tick(container, here, now=1001.0)
+    assert rollouts.get(container, rid).phase == "progressing"
+    assert weights(api, "web") == {"canary": 20, "stable": 80}
+
+    metrics.add("stable", 400)
+    metrics.add("canary", 10)  # too few
+    rollouts.tick(container, here, now=1011.0)
+    metrics.add("stable", 400)
+    metrics.add("canary", 100)
+    rollouts.tick(container, here, now=1015.0)  # not an interval yet
+    assert weights(api, "web") == {"canary": 20, "stable": 80}
+    rollouts.tick(container, here, now=1021.0)
+    assert weights(api, "web") == {"canary": 100, "stable": 0}
+    metrics.add("canary", 500)
+    rollouts.tick(container, here, now=1031.0)  # promoted: stable moves to the candidate
+    row = rollouts.get(container, rid)
+    assert row.phase == "succeeded" and row.active_key == "web"  # not finished yet
+    assert api.get("/api/v1/deployments/web").json()["build_id"] == candidate
+    assert weights(api, "web") == {"canary": 100, "stable": 0}  # until the new stable serves
+    serve(container, "web", "stable", candidate)
+    rollouts.tick(container, here, now=1032.0)
+    assert weights(api, "web") == {"stable": 100}
+    assert container.registry.aliases("web") == {"production": v2}
+
+    done = api.get(f"/api/v1/deployments/web/rollouts/{rid}").json()
+    assert not done["running"] and done["finished_at"]
+    assert [e["event"] for e in done["timeline"]] == [
+        "rollout.created",
+        "rollout.step",
+        "rollout.check-inconclusive",
+        "rollout.step",
+        "rollout.promoted",
+        "rollout.finished",
+    ]
+    inconclusive = done["timeline"][2]
+    assert inconclusive["details"]["numbers"]["requests"] == {
+        "outcome": "inconclusive", "value": 10.0, "limit": 50.0, "bound": None
+    }  # fmt: skip
+    assert inconclusive["details"]["model"] == "web" and inconclusive["details"]["version"] == v2
+    assert inconclusive["details"]["candidate_build"] == candidate
+    assert inconclusive["details"]["stable_build"] == stable
+
+
+def test_metrics_down_is_inconclusive_then_rolls_back(world) -> None:  # type: ignore[no-untyped-def]
+    api, container = world
+    stable, candidate, v1, _ = prepare(api, container, "dark")
+    metrics = ScriptedMetrics(down=True)
+    here = ports(container, metrics)
+    settings = {**CANARY, "max_unavailable": 3}
+    rid = api.post(
+        "/api/v1/deployments/dark/rollouts", json={"build_id": candidate, "settings": settings}
+    ).json()["id"]
+    serve(container, "dark", "canary", candidate)
+    for second in (0, 10, 20, 30):
+        rollouts.tick(container, here, now=2000.0 + second)
+    done = api.get(f"/api/v1/deployments/dark/rollouts/{rid}").json()
+    assert done["phase"] == "rolled-back" and "no metrics for 3" in done["reason"]
+    events = [e["event"] for e in done["timeline"]]
+    assert events.count("rollout.check-inconclusive") == 2 and events[-1] == "rollout.finished"
+    assert weights(api, "dark") == {"stable": 100}
+    assert api.get("/api/v1/deployments/dark").json()["build_id"] == stable
+    assert container.registry.aliases("dark") == {"production": v1}
+
+
+def test_bad_requests_are_refused_with_the_reason(world) -> None:  # type: ignore[no-untyped-def]
+    api, container = world
+    stable, candidate, _, _ = prepare(api, container, "api")
+    url = "/api/v1/deployments/api/rollouts"
+    cases = [
+        ("/api/v1/deployments/nope/rollouts", {"build_id": candidate}, 404, "does not exist"),
+        (url, {"build_id": "nope"}, 404, "build 'nope' does not exist"),
+        (url, {"build_id": candidate, "strategy": "yolo"}, 422, "strategy must be"),
+        (url, {"build_id": candidate, "settings": {"stepz": [1]}}, 422, "unknown canary"),
+        (url, {"build_id": candidate, "settings": {"steps": [5, 50]}}, 422, "end at 100"),
+        (url, {"build_id": stable}, 409, "already serves"),
+    ]
+    for path, body, code, message in cases:
+        answer = api.post(path, json=body)
+        assert answer.status_code == code and message in answer.json()["detail"], answer.text
+    assert api.get(url).json() == []  # nothing half-written
+    assert weights(api, "api") == {"stable": 100}
+
+    first = api.post(url, json={"build_id": candidate}).json()
+    second = api.post(url, json={"build_id": candidate})
+    assert second.status_code == 409 and first["id"] in second.json()["detail"]
+    paused = api.post(f"{url}/{first['id']}/pause")
+    assert paused.status_code == 409 and "still starting" in paused.json()["detail"]
+    assert api.post(f"{url}/{first['id']}/explode").status_code == 422
+    aborted = api.post(f"{url}/{first['id']}/abort").json()
+    assert aborted["phase"] == "rolled-back" and not aborted["running"]
+    assert api.post(f"{url}/{first['id']}/abort").status_code == 409
+    assert weights(api, "api") == {"stable": 100}
+    assert api.get(f"/api/v1/deployments/other/rollouts/{first['id']}").status_code == 404
