@@ -212,6 +212,24 @@ def test_bad_requests_are_refused_with_the_reason(world) -> None:  # type: ignor
     assert api.post(f"{url}/{first['id']}/explode").status_code == 422
     aborted = api.post(f"{url}/{first['id']}/abort").json()
     assert aborted["phase"] == "rolled-back" and not aborted["running"]
+    assert aborted["reason"] == "aborted by an operator"
     assert api.post(f"{url}/{first['id']}/abort").status_code == 409
     assert weights(api, "api") == {"stable": 100}
     assert api.get(f"/api/v1/deployments/other/rollouts/{first['id']}").status_code == 404
+
+
+def test_a_candidate_that_never_gets_ready_fails_having_served_nothing(world) -> None:  # type: ignore[no-untyped-def]
+    api, container = world
+    _, candidate, v1, _ = prepare(api, container, "stuck")
+    here = ports(container, ScriptedMetrics())
+    url = "/api/v1/deployments/stuck/rollouts"
+    rid = api.post(url, json={"build_id": candidate}).json()["id"]
+    created = rollouts.get(container, rid).created_at.timestamp()
+    rollouts.tick(container, here, now=created + 10)
+    assert rollouts.get(container, rid).phase == "initializing"
+    rollouts.tick(container, here, now=created + container.settings.rollout_start_timeout + 1)
+    done = api.get(f"{url}/{rid}").json()
+    assert done["phase"] == "failed" and "not ready after 300s" in done["reason"]
+    assert not done["running"] and weights(api, "stuck") == {"stable": 100}
+    assert container.registry.aliases("stuck") == {"production": v1}
+    assert api.post(url, json={"build_id": candidate}).status_code == 201  # free again

@@ -244,19 +244,7 @@ def _step(container: Container, ports: Ports, rollout_id: str, now: float) -> No
     rollout = get(container, rollout_id)
     spec = parse_spec(rollout.strategy, rollout.spec)
     if rollout.state is None:
-        candidate = (rollout.deployment, rollout.variant, rollout.candidate_build_id)
-        if ports.placement.ready(*candidate):
-            snapshot = _snapshot(ports, rollout.deployment) or {}
-            if isinstance(spec, CanarySpec):
-                state, actions = canary.start(spec, now)
-            else:
-                state, actions = experiment.start_experiment(spec, now)
-            saved = counts.snapshot_to_dict(snapshot)
-            _save(container, rollout_id, state, actions, metrics={"last": saved, "start": saved})
-        elif now - rollout.created_at.timestamp() > container.settings.rollout_start_timeout:
-            waited = container.settings.rollout_start_timeout
-            reason = f"the candidate's replicas were not ready after {waited:.0f}s"
-            _finish_unstarted(container, rollout_id, reason)
+        _begin(container, ports, rollout, spec, now)
         return
     state = codec.state_from_dict(rollout.state)
     if state.phase not in (Phase.SHADOWING, Phase.PROGRESSING, Phase.BAKING):
@@ -265,6 +253,8 @@ def _step(container: Container, ports: Ports, rollout_id: str, now: float) -> No
         return
     snapshot = _snapshot(ports, rollout.deployment)
     metrics = dict(rollout.metrics)
+    if snapshot is not None and "start" not in metrics:  # unreadable when the rollout began
+        metrics["start"] = metrics["last"] = counts.snapshot_to_dict(snapshot)
     if isinstance(spec, CanarySpec):
         observation = None
         if snapshot is not None:
@@ -276,16 +266,40 @@ def _step(container: Container, ports: Ports, rollout_id: str, now: float) -> No
     else:
         arms = None
         if snapshot is not None:
-            start_counts = counts.snapshot_from_dict(metrics.get("start"))
-            since = counts.increase(snapshot, start_counts)
-            arms = tuple(
-                counts.arm(name, since.get(name, counts.VariantCounts()))
-                for name in (STABLE, rollout.variant)
+            since = counts.increase(snapshot, counts.snapshot_from_dict(metrics["start"]))
+            empty = counts.VariantCounts()
+            arms = (
+                counts.arm(STABLE, since.get(STABLE, empty)),
+                counts.arm(rollout.variant, since.get(rollout.variant, empty)),
             )
-        state, actions = experiment.advance_experiment(spec, state, arms, now)  # type: ignore[arg-type]
+        state, actions = experiment.advance_experiment(spec, state, arms, now)
     if snapshot is not None:
         metrics["last"] = counts.snapshot_to_dict(snapshot)
     _save(container, rollout_id, state, actions, metrics=metrics)
+
+
+def _begin(
+    container: Container,
+    ports: Ports,
+    rollout: Rollout,
+    spec: CanarySpec | ExperimentSpec,
+    now: float,
+) -> None:
+    """The first step once the candidate's replicas are ready; counters start here."""
+    if ports.placement.ready(rollout.deployment, rollout.variant, rollout.candidate_build_id):
+        if isinstance(spec, CanarySpec):
+            state, actions = canary.start(spec, now)
+        else:
+            state, actions = experiment.start_experiment(spec, now)
+        snapshot = _snapshot(ports, rollout.deployment)
+        metrics: dict[str, Any] = {}
+        if snapshot is not None:
+            metrics["start"] = metrics["last"] = counts.snapshot_to_dict(snapshot)
+        _save(container, rollout.id, state, actions, metrics=metrics)
+    elif now - rollout.created_at.timestamp() > container.settings.rollout_start_timeout:
+        waited = container.settings.rollout_start_timeout
+        reason = f"the candidate's replicas were not ready after {waited:.0f}s"
+        _finish_unstarted(container, rollout.id, reason)
 
 
 def _drift_score(container: Container, rollout: Rollout) -> float | None:
@@ -359,6 +373,8 @@ def _finish_unstarted(
         rollout = session.get(Rollout, rollout_id)
         assert rollout is not None
         rollout.phase = str(phase) if phase else FAILED
+        now = time.time()  # a state only for its reason: it never took traffic
+        rollout.state = codec.state_to_dict(State(Phase.ROLLED_BACK, 0, 0, now, now, reason=reason))
         event = "rollout.rolled-back" if phase else "rollout.failed"
         _audit(session, actor, rollout, event, reason, {})
 
