@@ -233,3 +233,32 @@ def test_a_candidate_that_never_gets_ready_fails_having_served_nothing(world) ->
     assert not done["running"] and weights(api, "stuck") == {"stable": 100}
     assert container.registry.aliases("stuck") == {"production": v1}
     assert api.post(url, json={"build_id": candidate}).status_code == 201  # free again
+
+
+def test_operations_from_a_shadow_phase(world) -> None:  # type: ignore[no-untyped-def]
+    api, container = world
+    _, candidate, _, v2 = prepare(api, container, "mirror")
+    here = ports(container, ScriptedMetrics())
+    url = "/api/v1/deployments/mirror/rollouts"
+    settings = {**CANARY, "shadow": {"share": 0.5}}
+    rid = api.post(url, json={"build_id": candidate, "settings": settings}).json()["id"]
+    serve(container, "mirror", "canary", candidate)
+    rollouts.tick(container, here, now=3000.0)
+
+    def canary_variant() -> dict:  # type: ignore[type-arg]
+        body = api.get("/api/v1/deployments/mirror").json()
+        return next(v for v in body["variants"] if v["name"] == "canary")
+
+    assert rollouts.get(container, rid).phase == "shadowing"
+    assert (canary_variant()["weight"], canary_variant()["shadow_share"]) == (0, 0.5)
+    paused = api.post(f"{url}/{rid}/pause").json()
+    assert paused["phase"] == "paused" and canary_variant()["shadow_share"] == 0
+    assert api.post(f"{url}/{rid}/resume").json()["phase"] == "shadowing"
+    assert canary_variant()["shadow_share"] == 0.5
+    promoted = api.post(f"{url}/{rid}/promote")
+    assert promoted.status_code == 200 and promoted.json()["phase"] == "succeeded"
+    assert (canary_variant()["weight"], canary_variant()["shadow_share"]) == (100, 0)
+    serve(container, "mirror", "stable", candidate)
+    rollouts.tick(container, here, now=3001.0)
+    assert weights(api, "mirror") == {"stable": 100}
+    assert container.registry.aliases("mirror") == {"production": v2}

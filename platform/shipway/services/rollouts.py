@@ -432,9 +432,11 @@ def _converge(container: Container, ports: Ports, rollout_id: str) -> None:
         if first_time:
             _alias(container, candidate, "candidate")
     elif rollout.phase == Phase.BAKING:
+        ports.router.set_shadow(name, variant, 0.0)  # promoted straight from a shadow
         ports.router.set_weights(name, {STABLE: 0, variant: 100})
         _alias(container, candidate, "production")
     elif rollout.phase == Phase.SUCCEEDED:
+        ports.router.set_shadow(name, variant, 0.0)
         ports.router.set_weights(name, {STABLE: 0, variant: 100})
         ports.placement.make_stable(name, candidate.id)
         if not ports.placement.ready(name, STABLE, candidate.id):
