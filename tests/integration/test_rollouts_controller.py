@@ -204,7 +204,15 @@ def test_bad_requests_are_refused_with_the_reason(world) -> None:  # type: ignor
     assert api.get(url).json() == []  # nothing half-written
     assert weights(api, "api") == {"stable": 100}
 
+    shadow = {"build_id": candidate, "shadow_share": 0.1}
+    assert api.put("/api/v1/deployments/api/variants/mirror", json=shadow).status_code == 200
+    other = api.post(url, json={"build_id": candidate})
+    assert other.status_code == 409 and "other variants (mirror)" in other.json()["detail"]
+    api.delete("/api/v1/deployments/api/variants/mirror")
+
     first = api.post(url, json={"build_id": candidate}).json()
+    deleting = api.delete("/api/v1/deployments/api")
+    assert deleting.status_code == 409 and "running rollout" in deleting.json()["detail"]
     second = api.post(url, json={"build_id": candidate})
     assert second.status_code == 409 and first["id"] in second.json()["detail"]
     paused = api.post(f"{url}/{first['id']}/pause")
@@ -262,3 +270,42 @@ def test_operations_from_a_shadow_phase(world) -> None:  # type: ignore[no-untyp
     rollouts.tick(container, here, now=3001.0)
     assert weights(api, "mirror") == {"stable": 100}
     assert container.registry.aliases("mirror") == {"production": v2}
+
+
+def test_an_experiment_counts_through_a_gateway_restart(world) -> None:  # type: ignore[no-untyped-def]
+    api, container = world
+    _, challenger, v1, _ = prepare(api, container, "ab")
+    metrics = ScriptedMetrics()
+    here = ports(container, metrics)
+    url = "/api/v1/deployments/ab/rollouts"
+    body = {
+        "build_id": challenger,
+        "strategy": "experiment",
+        "settings": {"interval_s": 10, "min_requests": 200},
+    }
+    rid = api.post(url, json=body).json()["id"]
+    serve(container, "ab", "challenger", challenger)
+    rollouts.tick(container, here, now=4000.0)
+    deployment = api.get("/api/v1/deployments/ab").json()
+    assert deployment["split"] == "sticky" and weights(api, "ab") == {
+        "challenger": 50,
+        "stable": 50,
+    }
+    metrics.add("stable", 150)
+    metrics.add("challenger", 150, errors=15)
+    rollouts.tick(container, here, now=4010.0)
+    assert rollouts.get(container, rid).phase == "progressing"  # 150 < 200 per arm
+    metrics.totals.clear()  # the gateway restarted: its counters start from zero
+    metrics.add("stable", 100)
+    metrics.add("challenger", 100, errors=10)
+    rollouts.tick(container, here, now=4020.0)
+    done = api.get(f"{url}/{rid}").json()
+    assert done["phase"] == "rolled-back" and done["winner"] == "stable", done["reason"]
+    decided = next(e for e in done["timeline"] if e["event"] == "experiment.decided")
+    assert decided["details"]["numbers"]["arms"] == {
+        "stable": {"requests": 250, "errors": 0},
+        "challenger": {"requests": 250, "errors": 25},
+    }
+    assert api.get("/api/v1/deployments/ab").json()["split"] == "weighted"
+    assert weights(api, "ab") == {"stable": 100}
+    assert container.registry.aliases("ab") == {"production": v1}

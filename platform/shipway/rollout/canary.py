@@ -46,8 +46,8 @@ class ShadowSpec:
     max_error_rate: float = 0.01
 
     def __post_init__(self) -> None:
-        if not 0 < self.share <= 1 or not 0 < self.min_agreement <= 1:
-            raise InvalidInput("shadow share and min_agreement must be within (0, 1]")
+        if not 0 < self.share <= 1 or not 0 < self.min_agreement < 1:
+            raise InvalidInput("shadow share must be within (0, 1], min_agreement (0, 1)")
         if self.min_compared < 1 or self.max_error_rate < 0:
             raise InvalidInput("shadow min_compared must be >= 1, max_error_rate >= 0")
 
@@ -73,8 +73,8 @@ class CanarySpec:
             raise InvalidInput("steps must be within 1..100 and end at 100")
         if min(self.checks_per_step, self.failure_threshold, self.max_unavailable) < 1:
             raise InvalidInput("checks per step, failure threshold, max unavailable must be >= 1")
-        if self.interval_s <= 0:
-            raise InvalidInput("the analysis interval must be positive")
+        if self.interval_s <= 0 or self.bake_s < 0:
+            raise InvalidInput("the analysis interval must be positive, the bake not negative")
         if any(not 0 <= g < len(self.steps) for g in self.gates):
             raise InvalidInput(f"gates must name step indices 0..{len(self.steps) - 1}")
 
@@ -141,6 +141,11 @@ def advance(
             Record("rollout.check-failed", failed, numbers)
         ]
     if outcome is Outcome.INCONCLUSIVE:
+        if state.phase is Phase.BAKING and state.bake_until is not None and now >= state.bake_until:
+            # the candidate serves everything now: stable's yardstick may be gone, and
+            # promotion is already done; the bake only had to see no failure
+            done = replace(state, phase=Phase.SUCCEEDED, reason="baked (last check inconclusive)")
+            return done, [Record("rollout.succeeded", done.reason, numbers)]
         return state, [Record("rollout.check-inconclusive", "not enough data", numbers)]
 
     state = replace(state, failures_in_a_row=0, passed_in_step=state.passed_in_step + 1)

@@ -44,6 +44,8 @@ class Thresholds:
             raise InvalidInput(f"confidence must be within [0.5, 1), got {self.confidence}")
         if self.min_requests < 1 or self.max_error_rate < 0:
             raise InvalidInput("min_requests must be >= 1 and max_error_rate >= 0")
+        if self.max_p50_ratio <= 0 or self.max_p99_ratio <= 0:
+            raise InvalidInput("latency ratio limits must be positive")
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,10 @@ must not silently run a rollout on defaults.
 
 from __future__ import annotations
 
+import math
+import types
 from dataclasses import asdict, fields
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 from shipway.errors import InvalidInput
 from shipway.rollout.canary import CanarySpec, ShadowSpec
@@ -18,10 +20,28 @@ from shipway.rollout.state import Phase, State
 
 
 def _known(cls: type, data: dict[str, Any], what: str) -> dict[str, Any]:
+    """Known keys only, and scalars of the declared kind: a ``"2"`` or a ``null`` where a
+    number belongs must be refused here, not crash the first analysis minutes later."""
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
         raise InvalidInput(f"unknown {what} settings: {', '.join(unknown)}; known: {sorted(names)}")
+    hints = get_type_hints(cls)
+    for name, value in data.items():
+        kind = hints[name]
+        options = set(get_args(kind)) if isinstance(kind, types.UnionType) else {kind}
+        if value is None and type(None) in options:
+            continue
+        if int in options:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif float in options:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            ok = ok and math.isfinite(value)
+        else:
+            continue  # collections and nested settings are checked where they are built
+        if not ok:
+            expected = "an integer" if int in options else "a number"
+            raise InvalidInput(f"{what} setting {name} must be {expected}, got {value!r}")
     return data
 
 
@@ -32,10 +52,14 @@ def canary_spec(data: dict[str, Any]) -> CanarySpec:
             data["thresholds"] = Thresholds(
                 **_known(Thresholds, dict(data["thresholds"]), "threshold")
             )
+        for name in ("steps", "gates"):
+            values = data.get(name, [])
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+                raise InvalidInput(f"canary setting {name} must be integers, got {values!r}")
         if "steps" in data:
-            data["steps"] = tuple(int(s) for s in data["steps"])
+            data["steps"] = tuple(data["steps"])
         if "gates" in data:
-            data["gates"] = frozenset(int(g) for g in data["gates"])
+            data["gates"] = frozenset(data["gates"])
         if data.get("shadow") is not None:
             data["shadow"] = ShadowSpec(**_known(ShadowSpec, dict(data["shadow"]), "shadow"))
         return CanarySpec(**data)

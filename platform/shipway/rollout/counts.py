@@ -51,6 +51,20 @@ class VariantCounts:
             ),
         )
 
+    def plus(self, other: VariantCounts) -> VariantCounts:
+        mine, theirs = dict(self.buckets), dict(other.buckets)
+        bounds = sorted(set(mine) | set(theirs))
+        return VariantCounts(
+            self.requests + other.requests,
+            self.errors + other.errors,
+            tuple((le, mine.get(le, 0.0) + theirs.get(le, 0.0)) for le in bounds),
+            (
+                self.shadow[0] + other.shadow[0],
+                self.shadow[1] + other.shadow[1],
+                self.shadow[2] + other.shadow[2],
+            ),
+        )
+
     def shadow_counts(self) -> ShadowCounts | None:
         agree, disagree, error = (int(n) for n in self.shadow)
         return ShadowCounts(agree, disagree, error) if agree + disagree + error else None
@@ -88,6 +102,12 @@ def snapshot_from_dict(data: dict[str, Any] | None) -> Snapshot:
 
 def increase(now: Snapshot, before: Snapshot) -> Snapshot:
     return {name: counts.minus(before.get(name)) for name, counts in now.items()}
+
+
+def add(total: Snapshot, more: Snapshot) -> Snapshot:
+    names = set(total) | set(more)
+    empty = VariantCounts()
+    return {name: total.get(name, empty).plus(more.get(name, empty)) for name in names}
 
 
 def quantile(buckets: tuple[tuple[float, float], ...], q: float) -> float | None:

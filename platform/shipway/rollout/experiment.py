@@ -161,6 +161,10 @@ def advance_experiment(
         return state, []
     state = replace(state, last_analysis_at=now)
     if arms is None:
+        if now - state.started_at >= spec.max_duration_s:
+            reason = "no difference: time is up, and no metrics to decide on"
+            done = replace(state, phase=Phase.ROLLED_BACK, weight=0, reason=reason)
+            return done, [SetWeight(0), Rollback(), Record("experiment.decided", reason, {})]
         return state, [Record("experiment.check-inconclusive", "metrics unavailable", {})]
     control, challenger = arms
     verdict = decide(

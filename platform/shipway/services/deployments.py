@@ -15,7 +15,15 @@ from shipway import audit
 from shipway.container import Container
 from shipway.errors import Conflict, InvalidInput, NotFound
 from shipway.services.models import check_name
-from shipway.store.models import Build, BuildStatus, Deployment, DeploymentStatus, Split, Variant
+from shipway.store.models import (
+    Build,
+    BuildStatus,
+    Deployment,
+    DeploymentStatus,
+    Rollout,
+    Split,
+    Variant,
+)
 
 STABLE = "stable"
 
@@ -245,5 +253,9 @@ def list_deployments(container: Container) -> list[Deployment]:
 
 def delete(container: Container, name: str, actor: str) -> None:
     with container.db.session() as session:
-        session.delete(_deployment(session, name))
+        deployment = _deployment(session, name)
+        running = session.scalar(select(Rollout.id).where(Rollout.active_key == name))
+        if running is not None:
+            raise Conflict(f"deployment {name!r} has a running rollout {running}; abort it first")
+        session.delete(deployment)
         audit.record(session, actor, "deployment.delete", f"deployment/{name}")

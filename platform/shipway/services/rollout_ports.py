@@ -56,9 +56,14 @@ class StorePlacement:
         self.container = container
 
     def place(self, deployment: str, variant: str, build_id: str) -> None:
+        """With stable's replica range: the candidate may take all the traffic."""
         current = deployments.get(self.container, deployment)
         if not any(v.name == variant and v.build_id == build_id for v in current.variants):
-            deployments.set_variant(self.container, deployment, variant, build_id, ACTOR)
+            stable = next(v for v in current.variants if v.name == STABLE)
+            scale = deployments.Scale(stable.min_replicas, stable.max_replicas)
+            deployments.set_variant(
+                self.container, deployment, variant, build_id, ACTOR, scale=scale
+            )
 
     def ready(self, deployment: str, variant: str, build_id: str) -> bool:
         with self.container.db.session() as session:

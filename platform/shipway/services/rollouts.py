@@ -100,10 +100,12 @@ def start(
                         f"deployment {deployment!r} has a running rollout {running.id} "
                         f"({running.phase}); abort it or wait for it to finish"
                     )
-                if any(v.name == variant for v in current.variants):
+                others = [v.name for v in current.variants if v.name != STABLE]
+                if others:
                     raise Conflict(
-                        f"deployment {deployment!r} already has a {variant!r} variant; "
-                        "remove it before a rollout"
+                        f"deployment {deployment!r} has other variants ({', '.join(others)}); "
+                        "a rollout splits traffic between stable and its candidate only: "
+                        "remove them first"
                     )
                 rollout = Rollout(
                     deployment=deployment,
@@ -197,9 +199,25 @@ def operate(
             state = codec.state_from_dict(rollout.state)
             spec = parse_spec(rollout.strategy, rollout.spec)
             state, actions = _operation(spec, state, operation, now)
-            _save(container, rollout_id, state, actions, actor)
-        _converge(container, ports, rollout_id)
+            metrics = None
+            if operation in ("approve", "resume"):  # the next interval starts now
+                metrics = _restart_interval(ports, rollout)
+            _save(container, rollout_id, state, actions, actor, metrics)
+        try:
+            _converge(container, ports, rollout_id)
+        except ShipwayError as exc:  # saved: the controller's next tick carries it out
+            log.warning("rollout %s: %s; retried on the next tick", rollout_id, exc)
     return get(container, rollout_id)
+
+
+def _restart_interval(ports: Ports, rollout: Rollout) -> dict[str, Any] | None:
+    """After a pause or a gate, the first analysis must not judge traffic from before."""
+    snapshot = _snapshot(ports, rollout.deployment)
+    if snapshot is None:
+        return None
+    metrics = dict(rollout.metrics)
+    _accumulate(metrics, snapshot)
+    return metrics
 
 
 def _operation(
@@ -253,12 +271,13 @@ def _step(container: Container, ports: Ports, rollout_id: str, now: float) -> No
         return
     snapshot = _snapshot(ports, rollout.deployment)
     metrics = dict(rollout.metrics)
-    if snapshot is not None and "start" not in metrics:  # unreadable when the rollout began
-        metrics["start"] = metrics["last"] = counts.snapshot_to_dict(snapshot)
+    interval: counts.Snapshot = {}
+    if snapshot is not None:
+        interval = _accumulate(metrics, snapshot)
     if isinstance(spec, CanarySpec):
         observation = None
         if snapshot is not None:
-            observation, metrics = _observe(rollout, spec, snapshot, metrics)
+            observation = _observe(rollout, spec, interval, metrics)
             if spec.thresholds.max_drift_score is not None:
                 score = _drift_score(container, rollout)
                 observation = replace(observation, drift_score=score)
@@ -266,16 +285,32 @@ def _step(container: Container, ports: Ports, rollout_id: str, now: float) -> No
     else:
         arms = None
         if snapshot is not None:
-            since = counts.increase(snapshot, counts.snapshot_from_dict(metrics["start"]))
+            total = counts.snapshot_from_dict(metrics["total"])
             empty = counts.VariantCounts()
             arms = (
-                counts.arm(STABLE, since.get(STABLE, empty)),
-                counts.arm(rollout.variant, since.get(rollout.variant, empty)),
+                counts.arm(STABLE, total.get(STABLE, empty)),
+                counts.arm(rollout.variant, total.get(rollout.variant, empty)),
             )
         state, actions = experiment.advance_experiment(spec, state, arms, now)
-    if snapshot is not None:
-        metrics["last"] = counts.snapshot_to_dict(snapshot)
     _save(container, rollout_id, state, actions, metrics=metrics)
+
+
+def _accumulate(metrics: dict[str, Any], snapshot: counts.Snapshot) -> counts.Snapshot:
+    """The increase since the last reading, added to the rollout's running totals.
+
+    Totals grow interval by interval, each increase taken against the reading just
+    before it, so a gateway restart (its counters back at zero) costs one interval's
+    precision, not the whole experiment's arithmetic. The first reading only sets the
+    baseline."""
+    if "last" not in metrics:
+        metrics["last"] = counts.snapshot_to_dict(snapshot)
+        metrics["total"] = {}
+        return {}
+    interval = counts.increase(snapshot, counts.snapshot_from_dict(metrics["last"]))
+    total = counts.snapshot_from_dict(metrics.get("total"))
+    metrics["total"] = counts.snapshot_to_dict(counts.add(total, interval))
+    metrics["last"] = counts.snapshot_to_dict(snapshot)
+    return interval
 
 
 def _begin(
@@ -294,12 +329,17 @@ def _begin(
         snapshot = _snapshot(ports, rollout.deployment)
         metrics: dict[str, Any] = {}
         if snapshot is not None:
-            metrics["start"] = metrics["last"] = counts.snapshot_to_dict(snapshot)
+            _accumulate(metrics, snapshot)
         _save(container, rollout.id, state, actions, metrics=metrics)
-    elif now - rollout.created_at.timestamp() > container.settings.rollout_start_timeout:
+    elif now - _epoch(rollout.created_at) > container.settings.rollout_start_timeout:
         waited = container.settings.rollout_start_timeout
         reason = f"the candidate's replicas were not ready after {waited:.0f}s"
         _finish_unstarted(container, rollout.id, reason)
+
+
+def _epoch(at: datetime) -> float:
+    """SQLite hands timestamps back without their zone; they were written in UTC."""
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
 
 
 def _drift_score(container: Container, rollout: Rollout) -> float | None:
@@ -321,12 +361,11 @@ def _snapshot(ports: Ports, deployment: str) -> counts.Snapshot | None:
 
 
 def _observe(
-    rollout: Rollout, spec: CanarySpec, snapshot: counts.Snapshot, metrics: dict[str, Any]
-) -> tuple[Observation, dict[str, Any]]:
+    rollout: Rollout, spec: CanarySpec, interval: counts.Snapshot, metrics: dict[str, Any]
+) -> Observation:
     """The interval's numbers. Stable's latency is the yardstick; when stable takes too
     little traffic to measure (the candidate at 100 % while baking), its last interval
-    with enough requests stands in."""
-    interval = counts.increase(snapshot, counts.snapshot_from_dict(metrics.get("last")))
+    with enough requests stands in (kept in ``metrics``)."""
     empty = counts.VariantCounts()
     stable = interval.get(STABLE, empty)
     if stable.requests >= spec.thresholds.min_requests:
@@ -335,9 +374,9 @@ def _observe(
         stable = counts.VariantCounts.from_dict(metrics["stable"])
     confidence = spec.thresholds.confidence
     candidate = counts.stats(interval.get(rollout.variant, empty), confidence)
-    since_start = counts.increase(snapshot, counts.snapshot_from_dict(metrics.get("start")))
-    shadow = since_start.get(rollout.variant, empty).shadow_counts()
-    return Observation(candidate, counts.stats(stable, confidence), shadow=shadow), metrics
+    total = counts.snapshot_from_dict(metrics.get("total"))
+    shadow = total.get(rollout.variant, empty).shadow_counts()
+    return Observation(candidate, counts.stats(stable, confidence), shadow=shadow)
 
 
 def _save(
@@ -409,9 +448,14 @@ def _audit(
 
 def _converge(container: Container, ports: Ports, rollout_id: str) -> None:
     rollout = get(container, rollout_id)
+    if rollout.active_key is None:
+        return  # finished: whatever the deployment does now is not this rollout's
     weight = int((rollout.state or {}).get("weight", 0))
     target = f"{rollout.phase}:{weight}"
-    if rollout.converged == target and rollout.active_key is not None:
+    if rollout.converged == target:
+        return
+    if not _deployment_exists(container, rollout.deployment):
+        _abandon(container, rollout_id, "the deployment was deleted")
         return
     name, variant, candidate = rollout.deployment, rollout.variant, rollout.candidate
     first_time = rollout.converged is None
@@ -459,6 +503,19 @@ def _converge(container: Container, ports: Ports, rollout_id: str) -> None:
         if finished:
             row.active_key, row.finished_at = None, datetime.now(UTC)
             _audit(session, CONTROLLER, row, "rollout.finished", f"{row.phase}", {"weight": weight})
+
+
+def _deployment_exists(container: Container, name: str) -> bool:
+    with container.db.session() as session:
+        return session.scalar(select(Deployment.id).where(Deployment.name == name)) is not None
+
+
+def _abandon(container: Container, rollout_id: str, reason: str) -> None:
+    with container.db.session() as session:
+        row = session.get(Rollout, rollout_id)
+        assert row is not None
+        row.phase, row.active_key, row.finished_at = FAILED, None, datetime.now(UTC)
+        _audit(session, CONTROLLER, row, "rollout.failed", reason, {})
 
 
 def _alias(container: Container, build: Build, alias: str) -> None:

@@ -35,7 +35,13 @@ def test_specs_and_states_round_trip_through_json() -> None:
     [
         ({"failure_threshld": 2}, "unknown canary settings: failure_threshld"),
         ({"thresholds": {"max_error": 0.1}}, "unknown threshold settings: max_error"),
-        ({"steps": ["a"]}, "bad canary settings"),
+        ({"steps": ["a"]}, "steps must be integers"),
+        ({"steps": [5.5, 100]}, "steps must be integers"),
+        ({"bake_s": None}, "bake_s must be a number, got None"),
+        ({"interval_s": True}, "interval_s must be a number"),
+        ({"thresholds": {"max_p99_ratio": "2"}}, "max_p99_ratio must be a number, got '2'"),
+        ({"thresholds": {"max_p50_ratio": 0}}, "ratio limits must be positive"),
+        ({"shadow": {"min_agreement": 1.0}}, "min_agreement"),
         ({"steps": [50, 20, 100]}, "rise strictly"),
         ({"shadow": {"share": 0.5, "agreement": 1}}, "unknown shadow settings: agreement"),
     ],
@@ -48,3 +54,6 @@ def test_bad_canary_settings_are_named(data: dict, message: str) -> None:  # typ
 def test_bad_experiment_settings_are_named() -> None:
     with pytest.raises(InvalidInput, match="unknown experiment settings: arms"):
         codec.experiment_spec({"arms": 3})
+    with pytest.raises(InvalidInput, match=r"weight must be an integer, got 50\.5"):
+        codec.experiment_spec({"weight": 50.5})
+    assert codec.canary_spec({"thresholds": {"max_drift_score": None}}).thresholds == Thresholds()

@@ -54,3 +54,11 @@ def test_quantile_bounds_come_from_order_statistics_of_the_histogram() -> None:
     assert counts.stats(half_slow).p99_low_ms == 100.0
     assert counts.rank_floor(half_slow.buckets, 31) is None
     assert counts.stats(VariantCounts()).p99_low_ms is None
+
+
+def test_totals_add_up_interval_by_interval() -> None:
+    a = VariantCounts(10, 1, ((0.01, 10.0), (INF, 10.0)), (3, 0, 1))
+    b = VariantCounts(5, 0, ((0.005, 2.0), (0.01, 5.0), (INF, 5.0)), (1, 1, 0))
+    assert a.plus(b) == VariantCounts(15, 1, ((0.005, 2.0), (0.01, 15.0), (INF, 15.0)), (4, 1, 1))
+    total = counts.add({"stable": a}, {"stable": b, "canary": b})
+    assert total["stable"].requests == 15 and total["canary"] == VariantCounts().plus(b)

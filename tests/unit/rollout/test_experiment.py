@@ -78,6 +78,8 @@ def test_the_state_machine_waits_then_promotes_a_winning_challenger() -> None:
     assert state.phase is Phase.PROGRESSING and actions[0].event == "experiment.check"
     state, actions = advance_experiment(SPEC, state, None, 2.0)
     assert state.phase is Phase.PROGRESSING and "unavailable" in actions[0].reason
+    ended, actions = advance_experiment(SPEC, state, None, 31.0)  # no metrics, no time left
+    assert ended.phase is Phase.ROLLED_BACK and Rollback() in actions
     fast = (
         Arm("stable", 2000, 10, latencies(2000, 20.0)),
         Arm("candidate", 2000, 9, latencies(2000, 15.0)),
