@@ -89,4 +89,3 @@ class StorePlacement:
             deployments.deploy(self.container, deployment, build_id, ACTOR)
 
 
-__all__ = ["STABLE", "StorePlacement", "StoreRouter"]
