@@ -87,5 +87,3 @@ class StorePlacement:
     def make_stable(self, deployment: str, build_id: str) -> None:
         if deployments.get(self.container, deployment).build_id != build_id:
             deployments.deploy(self.container, deployment, build_id, ACTOR)
-
-
