@@ -4,18 +4,22 @@ Starts Shipway (API, worker, runtime manager, gateway), registers the MiniLM mod
 with a reference sample, builds it, deploys it, sends an inference through the
 gateway with ``tritonclient`` and compares with ONNX Runtime run directly; then
 builds it as INT8 (calibrated, gated on accuracy, benchmarked against the stable
-FP32 build), rolls the deployment over to it, checks the served embeddings against
-FP32 again, and stops.
+FP32 build), rolls it out as a canary under live traffic (25 %, then 100 %, each
+step analysed against stable), checks the served embeddings against FP32 again, and
+stops.
 """
 
 from __future__ import annotations
 
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 
 from shipway.builds.accuracy import cosine_rows
@@ -53,6 +57,39 @@ def reference_outputs(onnx_path: Path, inputs: dict[str, np.ndarray]) -> dict[st
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     names = [minilm.HIDDEN_STATE, minilm.SENTENCE_EMBEDDING]
     return dict(zip(names, session.run(names, inputs), strict=True))
+
+
+@contextmanager
+def live_traffic(gateway_url: str) -> Iterator[None]:
+    """Clients asking for sentence embeddings while the canary is judged: an analysis
+    needs requests to judge."""
+    inputs = minilm.make_inputs(1, seq_len=32, seed=11)
+    body = {
+        "inputs": [
+            {"name": k, "shape": list(v.shape), "datatype": "INT64", "data": v.ravel().tolist()}
+            for k, v in inputs.items()
+        ],
+        "outputs": [{"name": minilm.SENTENCE_EMBEDDING}],
+    }
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(timeout=30.0, trust_env=False) as http:
+            while not stop.is_set():
+                try:
+                    http.post(f"{gateway_url}/v2/models/{MODEL}/infer", json=body)
+                except httpx.HTTPError:
+                    stop.wait(0.2)
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
 
 
 def run_demo(settings: Settings, say: Callable[[str], None] = print) -> dict[str, Any]:
@@ -94,7 +131,19 @@ def run_demo(settings: Settings, say: Callable[[str], None] = print) -> dict[str
                 f"on held-out rows, {report['benchmark']['speedup_vs_fp32']:.2f}x FP32, "
                 f"{report['benchmark']['speedup_vs_stable']:.2f}x the stable build"
             )
-            api.deploy(MODEL, int8["id"])
+            canary = {"steps": [25, 100], "interval_s": 2.0, "thresholds": {"min_requests": 10}}
+            with live_traffic(settings.gateway_url):
+                rollout = api.start_rollout(
+                    MODEL, {"build_id": int8["id"], "strategy": "canary", "settings": canary}
+                )
+                say(f"canary rollout {rollout['id']}: INT8 at 25 %, then 100 %, under traffic")
+                while rollout["running"]:
+                    time.sleep(1.0)
+                    rollout = api.rollout(MODEL, rollout["id"])
+            if rollout["phase"] != "succeeded":
+                raise RuntimeError(f"the INT8 canary {rollout['phase']}: {rollout['reason']}")
+            steps = [e["reason"] for e in rollout["timeline"] if e["event"] == "rollout.step"]
+            say(f"INT8 promoted after analyses at {', '.join(steps)} against FP32")
             deployment = api.wait_deployment(MODEL, int8["id"])
             time.sleep(settings.routes_refresh_seconds + 0.5)  # the gateway's next read
             quantized = infer_via_gateway(settings.gateway_url, MODEL, inputs)
@@ -109,6 +158,7 @@ def run_demo(settings: Settings, say: Callable[[str], None] = print) -> dict[str
                 "version": version["version"],
                 "build_id": build["id"],
                 "int8_build_id": int8["id"],
+                "rollout_id": rollout["id"],
                 "infer_url": deployment["infer_url"],
                 "output_shape": list(served[minilm.HIDDEN_STATE].shape),
                 "max_abs_diff": diff,
