@@ -30,14 +30,13 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.builds import publish_flaky_build, register_doubler
 from tests.support.load import steady_load
-from tests.support.plane import Plane, local_plane
+from tests.support.plane import Plane, local_plane, stamp
 from tests.support.services import wait_until
 
 from shipway.settings import Settings
@@ -67,10 +66,6 @@ def run_rollout(plane: Plane, build_id: str) -> dict:  # type: ignore[type-arg]
 
         wait_until(finished, 180, "the rollout to finish")
         return body
-
-
-def stamp(iso: str) -> float:
-    return datetime.fromisoformat(iso).timestamp()
 
 
 def main() -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Any
 
 import pytest
@@ -21,7 +20,7 @@ from shipway.store.models import ModelVersion
 from tests.e2e.test_local_story import cli
 from tests.support.builds import publish_flaky_build, register_doubler
 from tests.support.load import steady_load
-from tests.support.plane import Plane, local_plane
+from tests.support.plane import Plane, local_plane, stamp
 from tests.support.services import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -39,8 +38,14 @@ def plane(
         yield plane
 
 
-def versions(plane: Plane, name: str) -> tuple[ModelVersion, ModelVersion]:
-    return register_doubler(plane.container, name), register_doubler(plane.container, name)
+def prepare(plane: Plane, name: str, **fault: float) -> tuple[ModelVersion, ModelVersion, str, str]:
+    """Two versions of a model: v1's build serves as stable, v2's (with ``fault``) is the
+    candidate."""
+    v1, v2 = register_doubler(plane.container, name), register_doubler(plane.container, name)
+    stable = publish_flaky_build(plane.container, v1)
+    candidate = publish_flaky_build(plane.container, v2, **fault)
+    plane.deploy(name, stable)
+    return v1, v2, stable, candidate
 
 
 def rollout(plane: Plane, name: str, *args: str) -> dict[str, Any]:
@@ -66,20 +71,13 @@ def events(body: dict[str, Any]) -> list[str]:
     return [e["event"] for e in body["timeline"]]
 
 
-def stamp(iso: str) -> float:
-    return datetime.fromisoformat(iso).timestamp()
-
-
 def serving(plane: Plane, name: str) -> dict[str, Any]:
     with plane.client() as client:
         return client.deployment(name)
 
 
 def test_a_healthy_candidate_goes_through_every_step_and_becomes_stable(plane: Plane) -> None:
-    v1, v2 = versions(plane, "healthy")
-    stable = publish_flaky_build(plane.container, v1)
-    candidate = publish_flaky_build(plane.container, v2)
-    plane.deploy("healthy", stable)
+    _, v2, _, candidate = prepare(plane, "healthy")
     with steady_load(plane.settings.gateway_url, "healthy") as load:
         drift = ["--max-drift-score", "0.25"]  # needs 100 sampled rows per variant first
         shadow = ["--shadow", "1.0", "--shadow-min-compared", "100"]
@@ -116,10 +114,7 @@ def test_a_healthy_candidate_goes_through_every_step_and_becomes_stable(plane: P
 
 
 def test_a_candidate_that_fails_a_share_of_requests_is_rolled_back(plane: Plane) -> None:
-    v1, v2 = versions(plane, "failing")
-    stable = publish_flaky_build(plane.container, v1)
-    bad = publish_flaky_build(plane.container, v2, fail_share=0.3)
-    plane.deploy("failing", stable)
+    v1, _, stable, bad = prepare(plane, "failing", fail_share=0.3)
     with steady_load(plane.settings.gateway_url, "failing") as load:
         rollout(plane, "failing", "start", "--build", bad, *FAST)
         done = wait_finished(plane, "failing")
@@ -142,10 +137,7 @@ def test_a_candidate_that_fails_a_share_of_requests_is_rolled_back(plane: Plane)
 
 
 def test_a_candidate_with_a_latency_regression_is_rolled_back(plane: Plane) -> None:
-    v1, v2 = versions(plane, "slow")
-    stable = publish_flaky_build(plane.container, v1)
-    slow = publish_flaky_build(plane.container, v2, sleep_ms=80, sleep_share=0.5)
-    plane.deploy("slow", stable)
+    _, _, stable, slow = prepare(plane, "slow", sleep_ms=80, sleep_share=0.5)
     with steady_load(plane.settings.gateway_url, "slow"):
         rollout(plane, "slow", "start", "--build", slow, *FAST)
         done = wait_finished(plane, "slow")
@@ -158,10 +150,7 @@ def test_a_candidate_with_a_latency_regression_is_rolled_back(plane: Plane) -> N
 
 
 def test_an_ab_experiment_with_sticky_keys_ends_with_a_recorded_decision(plane: Plane) -> None:
-    v1, v2 = versions(plane, "ab")
-    control = publish_flaky_build(plane.container, v1)
-    challenger = publish_flaky_build(plane.container, v2, sleep_ms=15)
-    plane.deploy("ab", control)
+    _, _, _, challenger = prepare(plane, "ab", sleep_ms=15)
     keys = [f"user-{i}" for i in range(40)]
     with steady_load(plane.settings.gateway_url, "ab", keys=keys) as load:
         args = ["--strategy", "experiment", "--interval", "2", "--min-requests", "150"]
@@ -187,10 +176,7 @@ def test_an_ab_experiment_with_sticky_keys_ends_with_a_recorded_decision(plane: 
 
 
 def test_a_rollout_resumes_where_it_was_after_the_control_plane_is_killed(plane: Plane) -> None:
-    v1, v2 = versions(plane, "resume")
-    stable = publish_flaky_build(plane.container, v1)
-    candidate = publish_flaky_build(plane.container, v2)
-    plane.deploy("resume", stable)
+    _, _, _, candidate = prepare(plane, "resume")
     with steady_load(plane.settings.gateway_url, "resume") as load:
         rollout(plane, "resume", "start", "--build", candidate, *FAST, "--checks-per-step", "2")
         wait_until(lambda: rollout(plane, "resume", "status")["weight"] == 50, 90, "50 %")
@@ -210,10 +196,7 @@ def test_a_rollout_resumes_where_it_was_after_the_control_plane_is_killed(plane:
 
 
 def test_a_second_rollout_is_refused_and_bad_input_is_named(plane: Plane) -> None:
-    v1, v2 = versions(plane, "guard")
-    stable = publish_flaky_build(plane.container, v1)
-    candidate = publish_flaky_build(plane.container, v2)
-    plane.deploy("guard", stable)
+    _, _, stable, candidate = prepare(plane, "guard")
     first = rollout(plane, "guard", "start", "--build", candidate, "--interval", "60")
     second = cli(plane.settings, "rollouts", "start", "guard", "--build", candidate, ok=False)
     assert second.returncode == 1 and f"running rollout {first['id']}" in second.stderr

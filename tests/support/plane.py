@@ -8,6 +8,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,11 @@ class Plane:
         with self.client() as client:
             client.deploy(name, build_id)
             return client.wait_deployment(name, build_id, timeout=120)
+
+
+def stamp(iso: str) -> float:
+    """An API timestamp (ISO 8601) as seconds since the epoch."""
+    return datetime.fromisoformat(iso).timestamp()
 
 
 @contextmanager

@@ -14,14 +14,13 @@ reported alongside.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from enum import StrEnum
 
 from scipy import stats
 
 from shipway.errors import InvalidInput
-from shipway.rollout.shadow import ShadowCounts
+from shipway.rollout.shadow import ShadowCounts, wilson
 
 
 class Outcome(StrEnum):
@@ -64,14 +63,8 @@ class VariantStats:
 
 
 def wilson_low(successes: int, total: int, confidence: float) -> float:
-    """One-sided lower Wilson score bound of a proportion."""
-    if total == 0:
-        return 0.0
-    z = float(stats.norm.ppf(confidence))
-    p = successes / total
-    centre = p + z * z / (2 * total)
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
-    return max(0.0, (centre - half) / (1 + z * z / total))
+    """One-sided lower Wilson bound: the two-sided interval at 2c - 1 has it as its low end."""
+    return wilson(successes, total, 2 * confidence - 1)[0]
 
 
 def quantile_rank(n: int, q: float, confidence: float) -> int:

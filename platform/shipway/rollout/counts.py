@@ -39,30 +39,19 @@ class VariantCounts:
             )
         ):
             return self
-        earlier = dict(before.buckets)
-        return VariantCounts(
-            self.requests - before.requests,
-            self.errors - before.errors,
-            tuple((le, max(0.0, n - earlier.get(le, 0.0))) for le, n in self.buckets),
-            (
-                self.shadow[0] - before.shadow[0],
-                self.shadow[1] - before.shadow[1],
-                self.shadow[2] - before.shadow[2],
-            ),
-        )
+        return self._combine(before, -1.0, [le for le, _ in self.buckets])
 
     def plus(self, other: VariantCounts) -> VariantCounts:
+        bounds = sorted({le for le, _ in self.buckets} | {le for le, _ in other.buckets})
+        return self._combine(other, 1.0, bounds)
+
+    def _combine(self, other: VariantCounts, sign: float, bounds: list[float]) -> VariantCounts:
         mine, theirs = dict(self.buckets), dict(other.buckets)
-        bounds = sorted(set(mine) | set(theirs))
         return VariantCounts(
-            self.requests + other.requests,
-            self.errors + other.errors,
-            tuple((le, mine.get(le, 0.0) + theirs.get(le, 0.0)) for le in bounds),
-            (
-                self.shadow[0] + other.shadow[0],
-                self.shadow[1] + other.shadow[1],
-                self.shadow[2] + other.shadow[2],
-            ),
+            self.requests + sign * other.requests,
+            self.errors + sign * other.errors,
+            tuple((le, max(0.0, mine.get(le, 0.0) + sign * theirs.get(le, 0.0))) for le in bounds),
+            _triple([a + sign * b for a, b in zip(self.shadow, other.shadow, strict=True)]),
         )
 
     def shadow_counts(self) -> ShadowCounts | None:

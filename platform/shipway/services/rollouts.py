@@ -458,40 +458,33 @@ def _converge(container: Container, ports: Ports, rollout_id: str) -> None:
         _abandon(container, rollout_id, "the deployment was deleted")
         return
     name, variant, candidate = rollout.deployment, rollout.variant, rollout.candidate
-    first_time = rollout.converged is None
-    finished = False
-    if rollout.phase == Phase.SHADOWING:
-        ports.placement.place(name, variant, candidate.id)
-        ports.router.set_weights(name, {STABLE: 100, variant: 0})
-        shadow = rollout.spec.get("shadow") or {}
-        ports.router.set_shadow(name, variant, float(shadow.get("share", 1.0)))
-        if first_time:
-            _alias(container, candidate, "candidate")
-    elif rollout.phase in (INITIALIZING, Phase.PROGRESSING, Phase.WAITING_GATE, Phase.PAUSED):
-        ports.placement.place(name, variant, candidate.id)
-        ports.router.set_shadow(name, variant, 0.0)  # live now, or not yet mirrored
-        if rollout.strategy == "experiment":
-            ports.router.set_split(name, sticky=True)
-        ports.router.set_weights(name, {STABLE: 100 - weight, variant: weight})
-        if first_time:
-            _alias(container, candidate, "candidate")
-    elif rollout.phase == Phase.BAKING:
-        ports.router.set_shadow(name, variant, 0.0)  # promoted straight from a shadow
-        ports.router.set_weights(name, {STABLE: 0, variant: 100})
-        _alias(container, candidate, "production")
-    elif rollout.phase == Phase.SUCCEEDED:
-        ports.router.set_shadow(name, variant, 0.0)
-        ports.router.set_weights(name, {STABLE: 0, variant: 100})
-        ports.placement.make_stable(name, candidate.id)
-        if not ports.placement.ready(name, STABLE, candidate.id):
-            return  # the new stable replicas are starting; the candidate serves meanwhile
-        ports.placement.remove(name, variant)
-        _alias(container, candidate, "production")
-        finished = True
-    else:  # rolled back or failed: stable as before, the candidate gone
+    finished = True
+    if rollout.phase in (Phase.ROLLED_BACK, FAILED):  # stable as before, the candidate gone
         ports.placement.remove(name, variant)
         _alias(container, rollout.stable, "production")
-        finished = True
+    else:
+        # live weights and a mirror exclude each other: clear one before setting the other
+        share = float((rollout.spec.get("shadow") or {}).get("share", 1.0))
+        share = share if rollout.phase == Phase.SHADOWING else 0.0
+        ports.placement.place(name, variant, candidate.id)
+        if not share:
+            ports.router.set_shadow(name, variant, 0.0)
+        if rollout.strategy == "experiment" and rollout.phase != Phase.SUCCEEDED:
+            ports.router.set_split(name, sticky=True)
+        ports.router.set_weights(name, {STABLE: 100 - weight, variant: weight})
+        if share:
+            ports.router.set_shadow(name, variant, share)
+        if rollout.phase == Phase.BAKING:
+            _alias(container, candidate, "production")
+        elif rollout.converged is None:
+            _alias(container, candidate, "candidate")
+        finished = rollout.phase == Phase.SUCCEEDED
+        if finished:
+            ports.placement.make_stable(name, candidate.id)
+            if not ports.placement.ready(name, STABLE, candidate.id):
+                return  # the new stable replicas are starting; the candidate serves meanwhile
+            ports.placement.remove(name, variant)
+            _alias(container, candidate, "production")
     if finished:
         if rollout.strategy == "experiment":
             ports.router.set_split(name, sticky=False)
