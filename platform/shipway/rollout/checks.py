@@ -27,6 +27,9 @@ class Outcome(StrEnum):
     PASSED = "passed"
     FAILED = "failed"
     INCONCLUSIVE = "inconclusive"
+    # latency against stable when stable served too little alongside (the candidate at
+    # 100 %): no fair yardstick, so not judged; regressions are caught at lower steps
+    NOT_APPLICABLE = "not-applicable"
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,9 @@ def analyse(obs: Observation, limits: Thresholds) -> tuple[Outcome, tuple[CheckR
         results.append(
             CheckResult(
                 name,
-                Outcome.INCONCLUSIVE
+                Outcome.NOT_APPLICABLE
+                if s.requests < limits.min_requests
+                else Outcome.INCONCLUSIVE
                 if judged is None
                 else Outcome.PASSED
                 if judged <= limit
@@ -151,7 +156,7 @@ def analyse(obs: Observation, limits: Thresholds) -> tuple[Outcome, tuple[CheckR
                 limits.max_drift_score,
             )
         )
-    outcomes = {r.outcome for r in results}
+    outcomes = {r.outcome for r in results} - {Outcome.NOT_APPLICABLE}
     overall = (
         Outcome.FAILED
         if Outcome.FAILED in outcomes

@@ -363,20 +363,18 @@ def _snapshot(ports: Ports, deployment: str) -> counts.Snapshot | None:
 def _observe(
     rollout: Rollout, spec: CanarySpec, interval: counts.Snapshot, metrics: dict[str, Any]
 ) -> Observation:
-    """The interval's numbers. Stable's latency is the yardstick; when stable takes too
-    little traffic to measure (the candidate at 100 % while baking), its last interval
-    with enough requests stands in (kept in ``metrics``)."""
+    """The interval's numbers, candidate and stable side by side. Latency is compared
+    only with stable's traffic of the same interval: a yardstick from another interval
+    was measured under another load (at 100 % the candidate's replicas carry what both
+    variants carried before), so without concurrent stable traffic the latency checks
+    do not apply."""
     empty = counts.VariantCounts()
-    stable = interval.get(STABLE, empty)
-    if stable.requests >= spec.thresholds.min_requests:
-        metrics["stable"] = stable.to_dict()
-    elif "stable" in metrics:
-        stable = counts.VariantCounts.from_dict(metrics["stable"])
     confidence = spec.thresholds.confidence
     candidate = counts.stats(interval.get(rollout.variant, empty), confidence)
+    stable = counts.stats(interval.get(STABLE, empty), confidence)
     total = counts.snapshot_from_dict(metrics.get("total"))
     shadow = total.get(rollout.variant, empty).shadow_counts()
-    return Observation(candidate, counts.stats(stable, confidence), shadow=shadow)
+    return Observation(candidate, stable, shadow=shadow)
 
 
 def _save(

@@ -205,7 +205,7 @@ class Rollout(Base):
     state: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)  # None: initializing
     phase: Mapped[str] = mapped_column(String(24))
     converged: Mapped[str | None] = mapped_column(String(24), default=None)  # phase applied
-    # counter snapshots: "last" (previous analysis), "start", "stable" (its last interval)
+    # counters: "last" (the previous reading) and "total" (increases summed since the start)
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     active_key: Mapped[str | None] = mapped_column(String(200), unique=True, default=None)
     created_by: Mapped[str] = mapped_column(String(100))

@@ -195,3 +195,14 @@ def test_a_shadow_phase_hands_over_to_the_first_step_or_rolls_back() -> None:
     assert waiting.phase is Phase.WAITING_GATE and waiting.weight == 0
     with pytest.raises(InvalidInput, match="shadow share"):
         canary.ShadowSpec(share=0)
+
+
+def test_latency_is_not_judged_without_stable_traffic_in_the_same_interval() -> None:
+    alone = VariantStats(0, 0)  # the candidate at 100 %: stable served nothing
+    slow = Observation(VariantStats(200, 0, 30.0, 60.0), alone)
+    outcome, checks = analyse(slow, Thresholds())
+    by_name = {c.name: c.outcome for c in checks}
+    assert by_name["p50_ratio"] is by_name["p99_ratio"] is Outcome.NOT_APPLICABLE
+    assert outcome is Outcome.PASSED  # errors and requests are still judged
+    failing = Observation(VariantStats(200, 20, 30.0, 60.0), alone)
+    assert analyse(failing, Thresholds())[0] is Outcome.FAILED
