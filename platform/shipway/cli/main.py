@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from rich.progress import BarColumn, Progress, TextColumn
 
 from shipway.cli.client import ApiClient
-from shipway.cli.context import JsonOpt, state
+from shipway.cli.context import AllowSignatureChange, JsonOpt, state
 from shipway.cli.context import run as _run
 from shipway.cli.output import console, emit_json, err_console, fail, table
 from shipway.cli.rollouts import rollouts_app
@@ -261,15 +261,26 @@ def deploy(
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="Wait until replicas are ready")
     ] = True,
+    allow_signature_change: AllowSignatureChange = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Serve a succeeded build as the stable variant of a deployment, through the gateway.
 
     On an existing deployment, leaving out every scale option keeps its current scaling.
+    A build whose signature would break the serving build's clients is refused unless
+    --allow-signature-change.
     """
 
     def go(client: ApiClient) -> dict[str, Any]:
-        client.deploy(name, build, replicas, max_replicas, target_inflight, scale_down_window)
+        client.deploy(
+            name,
+            build,
+            replicas,
+            max_replicas,
+            target_inflight,
+            scale_down_window,
+            allow_signature_change,
+        )
         return client.wait_deployment(name, build) if wait else client.deployment(name)
 
     deployment = _run(go)
@@ -311,9 +322,13 @@ def variants_set(
     weight: Annotated[int, typer.Option(help="Percent of live traffic, taken from stable")] = 0,
     shadow: Annotated[float, typer.Option(help="Share of requests mirrored to it, 0..1")] = 0.0,
     replicas: Annotated[int, typer.Option(help="Replicas of this variant")] = 1,
+    allow_signature_change: AllowSignatureChange = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Add or change a variant: a canary (weight), an experiment arm, or a shadow."""
+    """Add or change a variant: a canary (weight), an experiment arm, or a shadow.
+
+    A build whose signature would break stable's clients is refused unless
+    --allow-signature-change."""
     deployment = _run(
         ApiClient.set_variant,
         name,
@@ -322,6 +337,7 @@ def variants_set(
         weight=weight,
         shadow_share=shadow,
         replicas=replicas,
+        allow_signature_change=allow_signature_change,
     )
     _show_deployment(deployment, json_out)
 
