@@ -104,6 +104,22 @@ def publish_flaky_build(
     return build_id
 
 
+def real_build(container: Container, version: ModelVersion, recipe: str = "fp32") -> str:
+    """A build through the real pipeline, run in this process as a worker would run it:
+    the registered ONNX served by ONNX Runtime in Triton's Python backend."""
+    from shipway.builds.pipeline import BuildPipeline
+    from shipway.builds.recipes import parse
+
+    parsed_recipe, target = parse(recipe, "onnxruntime-cpu")
+    with container.db.session() as session:
+        row = Build(model_version_id=version.id, recipe=parsed_recipe, target=target)
+        session.add(row)
+        session.flush()
+        build_id = row.id
+    BuildPipeline(container.db, container.registry, container.settings).run(build_id)
+    return build_id
+
+
 def infer_body(row: list[float]) -> dict[str, object]:
     """One request of one row (the registered sample's rows are standard normal)."""
     return {"inputs": [{"name": "x", "shape": [1, WIDTH], "datatype": "FP32", "data": row}]}
