@@ -204,9 +204,9 @@ class Gateway:
         header_length: int | None = None
         try:
             forward, custom, header_length = self._request_headers(scope)
+            candidates = self._candidates(route, target.version)  # 404 before 400
             if "content-encoding" not in forward:  # compressed: Triton inflates and checks
                 check_request(body, header_length)
-            candidates = self._candidates(route, target.version)
         except MalformedRequest as exc:
             reply = _error_reply(400, str(exc), answers.CLIENT_ERROR)
         except NotServed as exc:
@@ -323,6 +323,8 @@ class Gateway:
             payload, length = rename_answer(
                 payload, length, replica.triton_model_name, name, replica.version
             )
+        elif status >= 400:  # Triton sends some errors (a model's own) as text/plain
+            payload, content_type, length = _as_error(payload, status), "application/json", None
         reply = [(b"content-type", content_type.encode())] if content_type else []
         if length is not None:
             reply.append((HEADER_LENGTH.encode(), str(length).encode()))
@@ -588,6 +590,19 @@ VARIANT_HEADER = b"x-shipway-variant"
 
 def _error_body(message: str) -> bytes:
     return json.dumps({"error": message}).encode()  # the KServe v2 error shape
+
+
+def _as_error(payload: bytes, status: int) -> bytes:
+    """An upstream error answer in the protocol's shape: ``{"error": "..."}``."""
+    try:
+        if isinstance(json.loads(payload).get("error"), str):
+            return payload
+    except (ValueError, AttributeError):
+        pass
+    text = payload[:500].decode("utf-8", errors="replace").strip()
+    return _error_body(
+        f"the replica answered {status}: {text}" if text else f"the replica answered {status}"
+    )
 
 
 def _error_reply(status: int, message: str, answer_class: str) -> Reply:
