@@ -173,7 +173,7 @@ class Settings(BaseSettings):
         "response pairs (output drift); each entry also counts 256 bytes of bookkeeping. A "
         "body larger than its part is not kept. Per variant, so that a small canary keeps "
         "as long a window as stable; the gateway holds at most this times the number of "
-        "variants. The default keeps ~12,000 MiniLM requests of 128 tokens (binary "
+        "variants. The default keeps ~9,700 MiniLM requests of 128 tokens (binary "
         "tensors) per variant; 0 keeps none.",
     )
     reconcile_seconds: float = Field(

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-import numpy as np
-
 import shipway
 
 SERVER_NAME = "shipway"
@@ -170,35 +168,46 @@ def _check_input(tensor: object, index: int) -> None:
     _check_data(name, datatype, shape, tensor["data"])
 
 
+# The JSON types each datatype's values may have (``bool`` is no ``int`` here: Triton
+# refuses ``true`` for a number and ``1`` for a boolean), and the range of integers.
+_JSON_TYPES: dict[str, frozenset[type]] = {
+    **dict.fromkeys(SIGNED | UNSIGNED, frozenset({int})),
+    **dict.fromkeys(FLOATS, frozenset({int, float})),
+    "BOOL": frozenset({bool}),
+    "BYTES": frozenset({str}),
+}
+_RANGES = {
+    **dict.fromkeys(SIGNED, (-(2**63), 2**63 - 1)),
+    **dict.fromkeys(UNSIGNED, (0, 2**64 - 1)),
+}
+
+
 def _check_data(name: str, datatype: str, shape: list[int], data: object) -> None:
     if not isinstance(data, list):
         raise MalformedRequest(f"input {name!r}: 'data' must be an array")
     if datatype not in DATATYPES:
         return  # Triton answers 400 for an unknown datatype
-    try:
-        values = np.asarray(data, dtype=object if datatype == "BYTES" else None)
-    except (ValueError, OverflowError):
-        raise MalformedRequest(f"input {name!r}: 'data' is a ragged array") from None
+    values: list[Any] = []
+    _flatten(data, values)  # nested or flat: Triton counts the values either way
     expected = math.prod(shape)
-    if values.size != expected:
+    if len(values) != expected:
         raise MalformedRequest(
-            f"input {name!r}: 'data' has {values.size} values, shape {shape} needs {expected}"
+            f"input {name!r}: 'data' has {len(values)} values, shape {shape} needs {expected}"
         )
-    if values.size == 0:
-        return
-    kind = values.dtype.kind
-    if datatype == "BYTES":
-        fits = all(isinstance(v, str) for v in values.flat)
-    elif datatype == "BOOL":
-        fits = kind == "b"
-    elif datatype in SIGNED:
-        fits = kind == "i"
-    elif datatype in UNSIGNED:
-        fits = kind == "u" or (kind == "i" and bool((values >= 0).all()))
-    else:
-        fits = kind in "iuf"
+    fits = {type(v) for v in values} <= _JSON_TYPES[datatype]
+    if fits and values and datatype in _RANGES:
+        low, high = _RANGES[datatype]
+        fits = low <= min(values) and max(values) <= high
     if not fits:
         raise MalformedRequest(f"input {name!r}: 'data' holds values that are not {datatype}")
+
+
+def _flatten(data: list[Any], into: list[Any]) -> None:
+    for value in data:
+        if type(value) is list:
+            _flatten(value, into)
+        else:
+            into.append(value)
 
 
 _STRING = rb'"(?:[^"\\]|\\.)*"'
@@ -221,7 +230,7 @@ def rename_answer(
     again. An answer that does not start so is returned as it was.
     """
     match = _ANSWER_PREFIX.match(payload, 0, 1024)
-    if match is None or json.loads(match.group(2)) != served_as:
+    if match is None or match.group(2) != json.dumps(served_as).encode():
         return payload, header_length
     shown = json.dumps(str(version)).encode() if version is not None else match.group(3)
     prefix = (
@@ -232,7 +241,7 @@ def rename_answer(
         + b',"model_version":'
         + shown
     )
-    renamed = prefix + payload[match.end() :]
+    renamed = b"".join((prefix, memoryview(payload)[match.end() :]))  # one copy, not two
     if header_length is None:
         return renamed, None
     return renamed, header_length + len(prefix) - match.end()
