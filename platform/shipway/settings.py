@@ -165,6 +165,17 @@ class Settings(BaseSettings):
     sample_rate: float = Field(
         0.1, ge=0.0, le=1.0, description="Share of requests the gateway keeps for drift checks."
     )
+    sample_buffer_bytes: int = Field(
+        32 * 2**20,
+        ge=0,
+        description="Bytes of sampled bodies the gateway keeps per deployment variant, oldest "
+        "out first: three quarters for requests (input drift), one quarter for request and "
+        "response pairs (output drift); each entry also counts 256 bytes of bookkeeping. A "
+        "body larger than its part is not kept. Per variant, so that a small canary keeps "
+        "as long a window as stable; the gateway holds at most this times the number of "
+        "variants. The default keeps ~9,700 MiniLM requests of 128 tokens (binary "
+        "tensors) per variant; 0 keeps none.",
+    )
     reconcile_seconds: float = Field(
         1.0, description="How often the runtime manager compares desired and actual replicas."
     )

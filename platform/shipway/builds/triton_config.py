@@ -26,6 +26,7 @@ TRITON_DTYPES = {
     "float16": "TYPE_FP16",
     "float32": "TYPE_FP32",
     "float64": "TYPE_FP64",
+    "object": "TYPE_STRING",  # ONNX strings; KServe's BYTES
 }
 
 

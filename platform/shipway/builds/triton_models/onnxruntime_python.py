@@ -13,6 +13,15 @@ import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 
+def _feed(value):
+    """BYTES arrive as objects of ``bytes``; ONNX Runtime's string tensors take ``str``
+    (it would feed ``str(b"x")``, i.e. "b'x'", otherwise)."""
+    if value.dtype != np.object_:
+        return value
+    decoded = [v.decode("utf-8") if isinstance(v, bytes) else v for v in value.ravel()]
+    return np.array(decoded, dtype=object).reshape(value.shape)
+
+
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
@@ -31,7 +40,7 @@ class TritonPythonModel:
         for request in requests:
             try:
                 feeds = {
-                    name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+                    name: _feed(pb_utils.get_input_tensor_by_name(request, name).as_numpy())
                     for name in self.input_names
                 }
                 outputs = self.session.run(self.output_names, feeds)
