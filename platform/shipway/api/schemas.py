@@ -30,6 +30,11 @@ class BuildOptionsIn(BaseModel):
     max_fp32_layers: int | None = Field(
         None, description="Most layers the selective search may keep in FP32 (4)"
     )
+    min_top1: float | None = Field(
+        None,
+        description="Accuracy gate for class-score outputs: least share of held-out rows "
+        "whose top-1 class matches FP32 (0.99)",
+    )
 
 
 class BuildIn(BaseModel):

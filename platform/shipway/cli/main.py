@@ -146,13 +146,18 @@ def builds_create(
     max_fp32_layers: Annotated[
         int | None, typer.Option(help="Layers the selective search may keep in FP32 (4)")
     ] = None,
+    min_top1: Annotated[
+        float | None,
+        typer.Option(help="Accuracy gate for class scores, top-1 agreement with FP32 (0.99)"),
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the build to its end")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Queue an engine build of a model version.
 
-    INT8 builds calibrate, pass the accuracy gate (keeping the most sensitive layers
-    in FP32 if need be) and are benchmarked against FP32 and the stable build; the
+    INT8 builds calibrate, pass the accuracy gate (cosine per output, top-1 agreement
+    for class scores, integer outputs exactly; keeping the most sensitive layers in
+    FP32 if need be) and are benchmarked against FP32 and the stable build; the
     report is in `shipway builds show ID`.
     """
     options = {
@@ -161,6 +166,7 @@ def builds_create(
             "calibration": calibration,
             "min_cosine": min_cosine,
             "max_fp32_layers": max_fp32_layers,
+            "min_top1": min_top1,
         }.items()
         if v is not None
     }
@@ -207,10 +213,19 @@ def report_lines(report: dict[str, Any]) -> list[str]:
     accuracy = report.get("accuracy")
     if accuracy:
         verdict = "passed" if accuracy["passed"] else "FAILED"
-        lines.append(
-            f"accuracy gate {verdict}: mean cosine {accuracy['mean_cosine']:.4f}, "
-            f"worst {accuracy['min_cosine']:.4f} (threshold {accuracy['threshold']})"
-        )
+        parts = []
+        if accuracy.get("mean_cosine") is not None:
+            parts.append(
+                f"mean cosine {accuracy['mean_cosine']:.4f}, "
+                f"worst {accuracy['min_cosine']:.4f} (threshold {accuracy['threshold']})"
+            )
+        if accuracy.get("top1_agreement") is not None:
+            parts.append(
+                f"top-1 agreement {accuracy['top1_agreement']:.4f} "
+                f"(threshold {accuracy.get('min_top1', 0.99)})"
+            )
+        lines.append(f"accuracy gate {verdict}: " + "; ".join(parts or ["exact outputs"]))
+        lines.extend(f"  {failure}" for failure in accuracy.get("failures", []))
     kept = report.get("selective", {}).get("kept_fp32")
     if kept:
         lines.append(f"kept in FP32: {', '.join(kept)}")

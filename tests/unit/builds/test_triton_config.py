@@ -83,11 +83,15 @@ def test_build_options() -> None:
         "calibration": "entropy",
         "min_cosine": 0.995,
         "max_fp32_layers": 4,
+        "min_top1": 0.99,
     }
     assert recipes.BuildOptions.from_dict(options.to_dict()) == options
     with pytest.raises(InvalidInput, match="unknown calibration method 'kl'"):
         recipes.BuildOptions.from_dict({"calibration": "kl"})
     with pytest.raises(InvalidInput, match="min_cosine must be within"):
         recipes.BuildOptions(min_cosine=1.5)
+    with pytest.raises(InvalidInput, match="min_top1 must be within"):
+        recipes.BuildOptions.from_dict({"min_top1": 1.2})
+    assert recipes.BuildOptions.from_dict({"min_top1": 0.95}).min_top1 == 0.95
     with pytest.raises(InvalidInput, match="unknown build options"):
         recipes.BuildOptions.from_dict({"colour": "red"})
