@@ -23,6 +23,12 @@ Kinds of output, and what each must keep:
   go negative, so MiniLM's ``[batch, 384]`` pooled output is never gated on top-1
   (its argmax means nothing). Logits are not distributions: tag them.
   ``shipway.output.<name>=embedding`` opts an output out of the top-1 check.
+- **one value a row** (``[batch]``, ``[batch, 1]``: a regression, a score): one number
+  has no angle — its cosine would only compare signs. Its relative error
+  ``r = |got - ref| / max(|ref|, |got|)`` is judged as the cosine of the same angular
+  error, ``1 - r**2 / 2`` (for a small error perpendicular to a vector, ``|b - a| / |a|
+  = r`` is the angle, and ``1 - cos`` is ``r**2 / 2``), so ``min_cosine`` means the same
+  tolerance for both: 0.99 allows ~14 % on a score as on an embedding.
 - **integer and bool** outputs (ids, pass-throughs): exactly equal.
 - **non-finite values**: a candidate element that is NaN or ±inf where FP32's is
   finite (or that differs from FP32's own NaN/inf) makes its row disagree, and fails
@@ -130,6 +136,10 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Cosine similarity of each row pair of ``[rows, ...]`` arrays (flattened rows)."""
     a = a.astype(np.float64).reshape(a.shape[0], -1)
     b = b.astype(np.float64).reshape(b.shape[0], -1)
+    if a.shape[1] == 1:  # one value a row: its relative error as a cosine (module docs)
+        scale = np.maximum(np.abs(a[:, 0]), np.abs(b[:, 0]))
+        error = np.abs(a[:, 0] - b[:, 0]) / np.where(scale > 0, scale, 1.0)
+        return np.clip(1.0 - error**2 / 2, -1.0, 1.0)
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     dots = np.einsum("ij,ij->i", a, b)
     # Two all-zero rows are the same vector; one zero row against another is not.

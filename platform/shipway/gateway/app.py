@@ -33,7 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shipway.gateway import metrics as answers
 from shipway.gateway.balancer import Balancer, EjectionPolicy
-from shipway.gateway.kserve_codec import agree, decode
+from shipway.gateway.kserve_codec import decode
 from shipway.gateway.metrics import GatewayMetrics
 from shipway.gateway.protocol import (
     Endpoint,
@@ -46,6 +46,7 @@ from shipway.gateway.protocol import (
 )
 from shipway.gateway.routing import DeploymentRoute, ReplicaRoute, RoutingTable, VariantRoute
 from shipway.gateway.samples import Sample, SampleBuffer
+from shipway.gateway.shadow import shadow_agrees
 from shipway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -349,7 +350,9 @@ class Gateway:
             else:
                 ours = decode(reply.body, _header_length(reply.headers), "outputs")
                 theirs = decode(primary.body, _header_length(primary.headers), "outputs")
-                outcome = "agree" if agree(ours, theirs) else "disagree"
+                length = headers.get(HEADER_LENGTH)
+                inputs = decode(body, int(length) if length else None, "inputs")
+                outcome = "agree" if shadow_agrees(shadow, theirs, ours, inputs) else "disagree"
         except Exception:
             outcome = "error"
         finally:

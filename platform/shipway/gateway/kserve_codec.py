@@ -79,18 +79,3 @@ def _flat(data: Any) -> list[Any]:
     if not isinstance(data, list):
         return [data]
     return [v for item in data for v in _flat(item)]
-
-
-def agree(a: dict[str, np.ndarray], b: dict[str, np.ndarray], tolerance: float = 1e-3) -> bool:
-    """Same outputs on the names both carry: numbers within ``tolerance`` absolute and
-    relative (NaN where the other has NaN), booleans and ``BYTES`` exactly."""
-    common = a.keys() & b.keys()
-    if not common:
-        return False
-    return all(a[n].shape == b[n].shape and _same(a[n], b[n], tolerance) for n in common)
-
-
-def _same(a: np.ndarray, b: np.ndarray, tolerance: float) -> bool:
-    if a.dtype.kind in "iuf" and b.dtype.kind in "iuf":
-        return bool(np.allclose(a, b, rtol=tolerance, atol=tolerance, equal_nan=True))
-    return bool(np.array_equal(a, b))

@@ -17,6 +17,8 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from shipway.builds.accuracy import AgreementRule
+
 BUCKETS = 10_000  # sticky assignment resolution: 0.01 % of traffic
 
 
@@ -33,6 +35,12 @@ class VariantRoute:
     weight: int
     replicas: tuple[ReplicaRoute, ...]
     shadow_share: float = 0.0
+    # how a shadow's answers are judged against the live answer: its build's accuracy
+    # gate rule (threshold, class-score outputs, mask input), so that a build that
+    # passed its gate agrees in shadow on the same kind of traffic
+    agreement: AgreementRule = field(default_factory=AgreementRule)
+    # output kinds declared at registration (``shipway.output.<name>`` tags)
+    output_kinds: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

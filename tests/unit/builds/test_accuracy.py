@@ -258,3 +258,23 @@ def test_a_scalar_output_decides_for_every_row() -> None:
         rows_agree(ref, {**ref, "count": np.array(6)}, {}, AgreementRule()).tolist() == [False] * 3
     )
     assert rows_agree(ref, dict(ref), {}, AgreementRule()).tolist() == [True] * 3
+
+
+def test_one_value_rows_are_judged_on_relative_error_not_on_their_sign() -> None:
+    # a regression output [batch, 1]: a cosine of single numbers is 1 for any two of the
+    # same sign, so 2.0 against 3.0 would pass; judged on relative error it does not
+    ref = np.array([[2.0], [-1.0], [0.0], [10.0]], np.float32)
+    close = np.array([[2.02], [-1.01], [0.0], [10.1]], np.float32)  # 1 % off
+    far = np.array([[3.0], [-1.0], [0.0], [10.0]], np.float32)  # one row 33 % off
+    np.testing.assert_allclose(cosine_rows(ref, close), 1 - (0.01 / 1.01) ** 2 / 2, rtol=1e-4)
+    assert compare({"y": ref}, {"y": close}, {}).passed
+    report = compare({"y": ref}, {"y": far}, {}, AgreementRule(min_cosine=0.999))
+    assert not report.passed and "mean cosine" in report.failures[0]
+    assert rows_agree({"y": ref}, {"y": far}, {}, AgreementRule()).tolist() == [
+        False,
+        True,
+        True,
+        True,
+    ]
+    # the same holds for a [batch] vector, one value per row; a flipped sign is -1
+    assert cosine_rows(np.array([1.0, -2.0]), np.array([1.0, 2.0])).tolist() == [1.0, -1.0]

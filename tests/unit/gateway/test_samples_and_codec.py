@@ -5,7 +5,7 @@ import random
 
 import numpy as np
 
-from shipway.gateway.kserve_codec import agree, decode
+from shipway.gateway.kserve_codec import decode
 from shipway.gateway.samples import ENTRY_OVERHEAD, Sample, SampleBuffer
 
 
@@ -36,14 +36,6 @@ def test_decodes_binary_and_json_tensors() -> None:
         {"outputs": [{"name": "y", "shape": [2], "datatype": "FP32", "data": [1.5, 2.5]}]}
     ).encode()
     np.testing.assert_array_equal(decode(as_json, None, "outputs")["y"], [1.5, 2.5])
-
-
-def test_agreement_is_within_tolerance_on_common_outputs() -> None:
-    a = {"y": np.array([1.0, 2.0], np.float32)}
-    assert agree(a, {"y": np.array([1.0, 2.0005], np.float32)})
-    assert not agree(a, {"y": np.array([1.0, 2.1], np.float32)})
-    assert not agree(a, {"y": np.array([1.0], np.float32)})
-    assert not agree(a, {"z": np.array([1.0, 2.0], np.float32)})
 
 
 def sample(at: float, request_bytes: int, response_bytes: int | None = None) -> Sample:
@@ -146,15 +138,3 @@ def test_bytes_tensors_decode_from_binary_and_json() -> None:
         {"inputs": [{"name": "t", "shape": [1, 2], "datatype": "BYTES", "data": [["a", "\u00e9"]]}]}
     ).encode()
     assert decode(as_json, None, "inputs")["t"].tolist() == [[b"a", "\u00e9".encode()]]
-
-
-def test_agreement_on_bytes_booleans_and_nan() -> None:
-    text = {"t": np.array([b"a", b"b"], dtype=object)}
-    assert agree(text, {"t": np.array([b"a", b"b"], dtype=object)})
-    assert not agree(text, {"t": np.array([b"a", b"c"], dtype=object)})
-    flags = {"f": np.array([True, False])}
-    assert agree(flags, {"f": np.array([True, False])})
-    assert not agree(flags, {"f": np.array([True, True])})
-    nan = {"y": np.array([np.nan, 1.0], np.float32)}
-    assert agree(nan, {"y": np.array([np.nan, 1.0], np.float32)})
-    assert not agree(nan, {"y": np.array([0.0, 1.0], np.float32)})
