@@ -35,6 +35,11 @@ class BuildOptionsIn(BaseModel):
         description="Accuracy gate for class-score outputs: least share of held-out rows "
         "whose top-1 class matches FP32 (0.99)",
     )
+    min_row_cosine: float | None = Field(
+        None,
+        description="Least cosine of every held-out row (and of every mirrored answer in a "
+        "shadow phase); default 1 - 2 * (1 - min_cosine), 0.98",
+    )
 
 
 class BuildIn(BaseModel):

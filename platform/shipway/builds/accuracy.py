@@ -36,7 +36,9 @@ Kinds of output, and what each must keep:
   comparison). Cosines are computed over the elements finite in both.
 
 The gate passes when every output's mean cosine is at least ``min_cosine`` (0.99
-by default: INT8 MiniLM keeps 0.995 pooled, see the README), every class-score
+by default: INT8 MiniLM keeps 0.995 pooled, see the README), every row's cosine at
+least ``min_row_cosine`` (by default ``1 - 2 * (1 - min_cosine)``, 0.98: a row may be
+twice as far off as the mean allows, no further), every class-score
 output's top-1 agreement is at least ``min_top1`` (0.99: at most one decision in a
 hundred changes), integer outputs match and no row has new non-finite values.
 """
@@ -75,22 +77,36 @@ class AgreementRule:
     min_cosine: float = 0.99
     class_scores: frozenset[str] = field(default_factory=frozenset)
     mask_input: str | None = MASK
+    # the per-row floor; None: 1 - 2 * (1 - min_cosine). The gate holds every held-out
+    # row to it and the shadow every live row, so that a build that passed its gate
+    # agrees in shadow on the same kind of traffic (a mean says nothing of one row)
+    min_row_cosine: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.min_cosine <= 1.0:
             raise InvalidInput(f"min_cosine must be within (0, 1], got {self.min_cosine}")
+        if self.min_row_cosine is not None and not 0.0 < self.min_row_cosine <= 1.0:
+            raise InvalidInput(f"min_row_cosine must be within (0, 1], got {self.min_row_cosine}")
         object.__setattr__(self, "class_scores", frozenset(self.class_scores))
+
+    @property
+    def row_threshold(self) -> float:
+        """The cosine every row must reach (a row of a gate, or of one request)."""
+        if self.min_row_cosine is not None:
+            return self.min_row_cosine
+        return max(0.0, 1.0 - 2.0 * (1.0 - self.min_cosine))
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "min_cosine": self.min_cosine,
             "class_scores": sorted(self.class_scores),
             "mask_input": self.mask_input,
+            "min_row_cosine": self.min_row_cosine,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AgreementRule:
-        unknown = set(data) - {"min_cosine", "class_scores", "mask_input"}
+        unknown = set(data) - {"min_cosine", "class_scores", "mask_input", "min_row_cosine"}
         if unknown:
             raise InvalidInput(f"unknown agreement rule fields: {sorted(unknown)}")
         scores = data.get("class_scores", ())
@@ -100,6 +116,9 @@ class AgreementRule:
             min_cosine=float(data.get("min_cosine", 0.99)),
             class_scores=frozenset(scores),
             mask_input=data.get("mask_input", MASK),
+            min_row_cosine=None
+            if data.get("min_row_cosine") is None
+            else float(data["min_row_cosine"]),
         )
 
 
@@ -237,7 +256,7 @@ def rows_agree(
     axis (the candidate may have more outputs; a missing or reshaped one disagrees
     on every row), ``inputs`` are the request's inputs (for the attention mask).
     A row agrees when, for every reference output: its cosine (pooled with the mask
-    for ``[batch, tokens, hidden]``) is at least ``rule.min_cosine``, its top-1 class
+    for ``[batch, tokens, hidden]``) is at least ``rule.row_threshold``, its top-1 class
     is the same for outputs in ``rule.class_scores``, integer values are equal, and
     it has no non-finite value that the reference lacks. A scalar output's verdict
     applies to every row. Returns a bool array ``[rows]``; raises ``ValueError``
@@ -246,7 +265,7 @@ def rows_agree(
     mask = _mask(inputs, rule)
     verdicts = [
         compare_output(name, ref, candidate.get(name), mask, name in rule.class_scores).agrees(
-            rule.min_cosine
+            rule.row_threshold
         )
         for name, ref in reference.items()
     ]
@@ -307,9 +326,12 @@ def resolve_rule(
     min_cosine: float = 0.99,
     kinds: Mapping[str, str] | None = None,
     mask_input: str | None = MASK,
+    min_row_cosine: float | None = None,
 ) -> AgreementRule:
     """The rule for a model, from its FP32 outputs on held-out rows and its tags."""
-    return AgreementRule(min_cosine, class_score_outputs(reference, kinds or {}), mask_input)
+    return AgreementRule(
+        min_cosine, class_score_outputs(reference, kinds or {}), mask_input, min_row_cosine
+    )
 
 
 @dataclass(frozen=True)
@@ -329,13 +351,15 @@ class GateFailure:
     """One reason the gate refused: which output, which metric, its value and limit."""
 
     output: str
-    metric: str  # "cosine", "top1", "exact", "nonfinite", "shape"
+    metric: str  # "cosine", "row-cosine", "top1", "exact", "nonfinite", "shape"
     value: float | str | None
     limit: float | str | None
 
     def __str__(self) -> str:
         if self.metric == "cosine":
             return f"output {self.output!r}: mean cosine {self.value:.6f} < {self.limit}"
+        if self.metric == "row-cosine":
+            return f"output {self.output!r}: worst row cosine {self.value:.6f} < {self.limit}"
         if self.metric == "top1":
             return f"output {self.output!r}: top1 agreement {self.value:.4f} < {self.limit}"
         if self.metric == "exact":
@@ -450,6 +474,8 @@ def compare(
             failed.append(GateFailure(name, "nonfinite", result.nonfinite_rows, 0))
         if not (result.mean_cosine is not None and result.mean_cosine >= rule.min_cosine):
             failed.append(GateFailure(name, "cosine", result.mean_cosine, rule.min_cosine))
+        elif not (result.min_cosine is not None and result.min_cosine >= rule.row_threshold):
+            failed.append(GateFailure(name, "row-cosine", result.min_cosine, rule.row_threshold))
         if top1 is not None and not top1 >= min_top1:
             failed.append(GateFailure(name, "top1", top1, min_top1))
     return AccuracyReport(rule, min_top1, tuple(results), tuple(failed))

@@ -96,7 +96,9 @@ def compile_candidate(
     }
     batch = evaluate.batch_size(inputs.signature)
     reference = evaluate.run(evaluate.session(inputs.model), data.held_out, batch)
-    rule = resolve_rule(reference, options.min_cosine, inputs.output_kinds)
+    rule = resolve_rule(
+        reference, options.min_cosine, inputs.output_kinds, min_row_cosine=options.min_row_cosine
+    )
 
     def gate(path: Path) -> AccuracyReport:
         candidate = evaluate.run(evaluate.session(path), data.held_out, batch)

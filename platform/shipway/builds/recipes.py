@@ -51,10 +51,14 @@ class BuildOptions:
     min_cosine: float = 0.99  # the accuracy gate: mean cosine per output, held-out rows
     max_fp32_layers: int = 4  # layers the selective search may keep in FP32
     min_top1: float = 0.99  # the gate on class scores: share of rows with the same top-1
+    # every row's cosine, in the gate and in shadow; None: 1 - 2 * (1 - min_cosine)
+    min_row_cosine: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.min_cosine <= 1.0:
             raise InvalidInput(f"min_cosine must be within (0, 1], got {self.min_cosine}")
+        if self.min_row_cosine is not None and not 0.0 < self.min_row_cosine <= 1.0:
+            raise InvalidInput(f"min_row_cosine must be within (0, 1], got {self.min_row_cosine}")
         if not 0.0 <= self.min_top1 <= 1.0:
             raise InvalidInput(f"min_top1 must be within [0, 1], got {self.min_top1}")
         if not 0 <= self.max_fp32_layers <= 64:

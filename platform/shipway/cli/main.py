@@ -150,6 +150,10 @@ def builds_create(
         float | None,
         typer.Option(help="Accuracy gate for class scores, top-1 agreement with FP32 (0.99)"),
     ] = None,
+    min_row_cosine: Annotated[
+        float | None,
+        typer.Option(help="Least cosine of every row, in the gate and in shadow (0.98)"),
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the build to its end")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -167,6 +171,7 @@ def builds_create(
             "min_cosine": min_cosine,
             "max_fp32_layers": max_fp32_layers,
             "min_top1": min_top1,
+            "min_row_cosine": min_row_cosine,
         }.items()
         if v is not None
     }

@@ -25,7 +25,12 @@ def agreement(build: Build) -> tuple[AgreementRule, tuple[tuple[str, str], ...]]
     try:
         if saved:
             return AgreementRule.from_dict(saved), kinds
-        return AgreementRule(float((build.options or {}).get("min_cosine", 0.99))), kinds
+        options = build.options or {}
+        floor = options.get("min_row_cosine")
+        return AgreementRule(
+            float(options.get("min_cosine", 0.99)),
+            min_row_cosine=None if floor is None else float(floor),
+        ), kinds
     except (InvalidInput, TypeError, ValueError):
         return AgreementRule(), kinds
 

@@ -176,6 +176,7 @@ def test_rule_round_trips_through_json_and_refuses_unknown_fields() -> None:
         "min_cosine": 0.995,
         "class_scores": ["logits", "probs"],
         "mask_input": "mask",
+        "min_row_cosine": None,
     }
     assert AgreementRule.from_dict({}) == AgreementRule()
     with pytest.raises(InvalidInput, match="unknown agreement rule fields"):
@@ -278,3 +279,23 @@ def test_one_value_rows_are_judged_on_relative_error_not_on_their_sign() -> None
     ]
     # the same holds for a [batch] vector, one value per row; a flipped sign is -1
     assert cosine_rows(np.array([1.0, -2.0]), np.array([1.0, 2.0])).tolist() == [1.0, -1.0]
+
+
+def test_every_row_is_held_to_the_row_floor_in_the_gate_and_in_shadow() -> None:
+    # a mean of 0.995 can hide one row far off: the gate refuses it, and the shadow's
+    # per-row test is that same floor (1 - 2 * (1 - 0.99) = 0.98 by default)
+    rng = np.random.default_rng(5)
+    ref = rng.normal(size=(10, 16))
+    got = np.concatenate([with_cosine(ref[:9], 0.9995, rng), with_cosine(ref[9:], 0.96, rng)])
+    report = compare({"e": ref}, {"e": got}, {})
+    assert report.mean_cosine is not None and report.mean_cosine >= 0.99
+    assert not report.passed and "worst row cosine 0.960000 < 0.98" in report.failures[0]
+    assert rows_agree({"e": ref}, {"e": got}, {}, AgreementRule()).tolist() == [True] * 9 + [False]
+    # a row at 0.985 is within the floor: a gate-passing build's rows agree in shadow
+    near = np.concatenate([with_cosine(ref[:9], 0.9995, rng), with_cosine(ref[9:], 0.985, rng)])
+    assert compare({"e": ref}, {"e": near}, {}).passed
+    assert rows_agree({"e": ref}, {"e": near}, {}, AgreementRule()).all()
+    assert AgreementRule(min_cosine=0.999).row_threshold == pytest.approx(0.998)
+    assert AgreementRule(min_row_cosine=0.95).row_threshold == 0.95
+    with pytest.raises(InvalidInput, match="min_row_cosine"):
+        AgreementRule(min_row_cosine=0.0)

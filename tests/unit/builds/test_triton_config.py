@@ -84,6 +84,7 @@ def test_build_options() -> None:
         "min_cosine": 0.995,
         "max_fp32_layers": 4,
         "min_top1": 0.99,
+        "min_row_cosine": None,
     }
     assert recipes.BuildOptions.from_dict(options.to_dict()) == options
     with pytest.raises(InvalidInput, match="unknown calibration method 'kl'"):
