@@ -1,12 +1,22 @@
 """One live window against a reference profile: the drift verdict and its evidence.
 
-The decision: features are tested in three families — numeric (KS per feature,
-Benjamini-Hochberg across them), categorical (chi-square per feature, BH across
-them) and embeddings (MMD per output, BH across them). The window drifts when any
-family's smallest adjusted p-value is below ``alpha / families`` (Bonferroni across
-families), which keeps the false-alarm rate of a whole window at or below ``alpha``.
-A window with too few rows is "insufficient data", never "no drift"; a feature the
-profile has and the window lacks is reported as missing, not guessed.
+The decision: features are tested in three families — numeric (KS per feature, and
+a test of the share of non-finite values where either side has any;
+Benjamini-Hochberg across them), categorical (Rao-Scott chi-square per feature, the
+row as the unit; BH across them) and embeddings (MMD per output, and the share of
+non-finite rows; BH across them). The window drifts when any family's smallest
+adjusted p-value is below ``alpha / families`` (Bonferroni across families), which
+keeps the false-alarm rate of a whole window at or below ``alpha``. A window with
+too few rows is "insufficient data", never "no drift"; a feature the profile has and
+the window lacks (or carries in another shape) is reported as missing, not guessed.
+Non-finite values are evidence, never an error: the finite ones go on to KS, PSI and
+MMD, and a window of nothing but NaN is judged on its non-finite share alone.
+
+A non-finite test runs only where the reference or the window has a non-finite
+value: Fisher's test has p = 1 on a table whose non-finite column is empty, and
+leaving out tests that cannot reject keeps the family's error rate while not
+diluting it (Tarone, "A modified Bonferroni method for discrete data", Biometrics
+46, 1990).
 """
 
 from __future__ import annotations
@@ -17,7 +27,14 @@ from enum import StrEnum
 import numpy as np
 
 from shipway.drift import two_sample
-from shipway.drift.profile import ReferenceProfile, build, category_counts, features
+from shipway.drift.profile import (
+    InputSpec,
+    ReferenceProfile,
+    build,
+    features,
+    row_cells,
+    row_count,
+)
 
 MAX_WINDOW_EMBEDDINGS = 200  # rows of a window's embeddings for the MMD test
 MIN_EMBEDDING_ROWS = 30  # fewer sampled answers: the output test waits for more
@@ -32,10 +49,11 @@ class Verdict(StrEnum):
 @dataclass(frozen=True)
 class FeatureResult:
     name: str
-    test: str  # "ks", "chi-square", "mmd"
+    test: str  # "ks", "non-finite", "chi-square", "mmd"
     p_value: float
     p_adjusted: float
-    statistic: float | None = None  # PSI for numeric and categorical, MMD² for embeddings
+    # PSI for "ks" and "chi-square", MMD² for "mmd", the window's share for "non-finite"
+    statistic: float | None = None
     drifted: bool = False
 
 
@@ -83,20 +101,26 @@ def detect(
     permutations: int = 500,
     expected_outputs: set[str] | None = None,
 ) -> DriftReport:
-    """``expected_outputs`` names the outputs the window can carry (None: all the
-    profile has); one of them absent from ``outputs`` is reported missing."""
-    rows = int(next(iter(inputs.values())).shape[0]) if inputs else 0
-    numeric, categorical, embeddings = features(inputs, outputs)
+    """``inputs``: ``[rows, ...]`` arrays, read as the profile's input kinds say;
+    ``outputs`` likewise for embeddings. ``expected_outputs`` names the outputs the
+    window can carry (None: all the profile has); one of them absent from ``outputs``
+    is reported missing. Never raises on the values themselves (NaN, ±inf, an empty
+    or all-NaN feature)."""
+    rows = row_count(inputs)
+    numeric, categorical, embeddings = features(inputs, outputs, profile.inputs or None)
+    expected = set(profile.embeddings) & (expected_outputs or set(profile.embeddings))
+    usable = {
+        name
+        for name, live in embeddings.items()
+        if name in profile.embeddings
+        and live.ndim == 2
+        and live.shape[1] == profile.embeddings[name].sample.shape[1]
+    }
     missing = tuple(
         sorted(
             (set(profile.numeric) - set(numeric))
             | (set(profile.categorical) - set(categorical))
-            | (
-                (set(profile.embeddings) & (expected_outputs or set(profile.embeddings)))
-                - set(embeddings)
-                if outputs is not None
-                else set()
-            )
+            | (expected - usable if outputs is not None else set())
         )
     )
     if rows < min_rows:
@@ -113,25 +137,39 @@ def detect(
     psis: list[float] = []
 
     num = _Family()
-    names = [n for n in profile.numeric if n in numeric]
-    if names:
-        pvalues = two_sample.ks_pvalues(
-            [profile.numeric[n].values for n in names], [numeric[n] for n in names]
+    for name, ref in profile.numeric.items():
+        if name not in numeric:
+            continue
+        values = numeric[name]
+        finite = values[np.isfinite(values)]
+        nonfinite = len(values) - len(finite)
+        if ref.nonfinite or nonfinite:
+            p = two_sample.nonfinite_pvalue(ref.count, ref.nonfinite, len(values), nonfinite)
+            num.add(name, "non-finite", p, nonfinite / len(values))
+        value = two_sample.psi(
+            ref.edges,
+            ref.values,
+            finite,
+            ref.nonfinite / max(ref.count, 1),
+            nonfinite / len(values),
         )
-        for name, p in zip(names, pvalues, strict=True):
-            value = two_sample.psi(
-                profile.numeric[name].edges, profile.numeric[name].values, numeric[name]
-            )
-            num.add(name, "ks", p, value)
-            psis.append(value)
+        psis.append(value)
+        if len(finite) and len(ref.values):
+            num.add(name, "ks", float(two_sample.ks_pvalues([ref.values], [finite])[0]), value)
+    if num.names:
         families.append(num)
 
     cat = _Family()
     for name, ref in profile.categorical.items():
         if name not in categorical:
             continue
-        live = category_counts(ref, categorical[name])
-        p = two_sample.chi_square_pvalue(ref.counts, live)
+        per_row = row_cells(ref, categorical[name])
+        live = np.asarray(per_row.sum(axis=0)).ravel()
+        gram = (per_row.T @ per_row).toarray()
+        p = two_sample.rao_scott_pvalue(
+            two_sample.RowCounts(ref.counts, ref.gram, ref.rows),
+            two_sample.RowCounts(live, gram, per_row.shape[0]),
+        )
         value = two_sample.psi_counts(ref.counts, live)
         cat.add(name, "chi-square", p, value)
         psis.append(value)
@@ -139,15 +177,19 @@ def detect(
         families.append(cat)
 
     emb = _Family()
-    for name, ref in profile.embeddings.items():
-        if name not in embeddings:
-            continue
-        live = embeddings[name]
-        if len(live) < MIN_EMBEDDING_ROWS:
+    for name in sorted(usable):
+        ref_emb, live = profile.embeddings[name], embeddings[name]
+        finite = np.isfinite(live).all(axis=1)
+        bad = int((~finite).sum())
+        if ref_emb.nonfinite or bad:
+            p = two_sample.nonfinite_pvalue(ref_emb.rows, ref_emb.nonfinite, len(live), bad)
+            emb.add(name, "non-finite", p, bad / len(live))
+        live = live[finite]
+        if len(live) < MIN_EMBEDDING_ROWS or len(ref_emb.sample) < 2:
             continue
         if len(live) > MAX_WINDOW_EMBEDDINGS:
             live = live[np.linspace(0, len(live) - 1, MAX_WINDOW_EMBEDDINGS).round().astype(int)]
-        statistic, p = two_sample.mmd_pvalue(ref, live.astype(np.float64), permutations)
+        statistic, p = two_sample.mmd_pvalue(ref_emb.sample, live.astype(np.float64), permutations)
         emb.add(name, "mmd", p, statistic)
     if emb.names:
         families.append(emb)
@@ -176,7 +218,9 @@ def between(
     candidate: dict[str, np.ndarray],
     alpha: float = 0.01,
     min_rows: int = 100,
+    kinds: dict[str, InputSpec] | None = None,
 ) -> DriftReport:
     """The rollout check: does a candidate's traffic look like stable's? The stable
-    window plays the reference profile's part."""
-    return detect(build(stable), candidate, alpha=alpha, min_rows=min_rows)
+    window plays the reference profile's part, its inputs read as ``kinds`` says (the
+    stable version's profile; None: decided from the stable window)."""
+    return detect(build(stable, kinds=kinds), candidate, alpha=alpha, min_rows=min_rows)

@@ -131,7 +131,7 @@ def check(container: Container, name: str, min_rows: int = 100) -> list[VariantD
         if outcome is None:
             report = {"verdict": "insufficient-data", "rows": 0, "message": "no samples yet"}
         else:
-            report = outcome.to_dict()
+            report = _jsonable(outcome.to_dict())  # JSON has no NaN: the API answers it
         results.append(VariantDrift(variant, build_id, report))
         container.drift_metrics.record(name, variant, report)
         previous = _last_verdict(container, name, variant)
@@ -158,7 +158,10 @@ def score_between(
     container: Container, name: str, stable: str, candidate: str, min_rows: int = 100
 ) -> float | None:
     """A canary's drift check: the largest PSI of the candidate's sampled inputs
-    against stable's. None (an inconclusive check) while either window is too small."""
+    against stable's. None (an inconclusive check) while either window is too small.
+    Both windows are read with the input kinds of stable's version profile (not
+    re-decided from what stable's window happens to hold); NaN in them is evidence
+    (PSI's non-finite cell), never an error."""
     with container.db.session() as session:
         deployment = session.scalar(select(Deployment).where(Deployment.name == name))
         variant = (
@@ -167,11 +170,14 @@ def score_between(
         if variant is None:
             return None
         signature = Signature.from_dict(variant.build.model_version.signature)
+        run_id = variant.build.model_version.mlflow_run_id
     ours = _window(container, name, stable, signature, "samples")
     theirs = _window(container, name, candidate, signature, "samples")
     if not ours or not theirs:
         return None
-    report = between(ours, theirs, min_rows=min_rows)
+    profile = _profile(container, run_id)
+    kinds = profile.inputs if profile is not None and profile.inputs else None
+    report = between(ours, theirs, min_rows=min_rows, kinds=kinds)
     return None if report.verdict is Verdict.INSUFFICIENT_DATA else report.score
 
 

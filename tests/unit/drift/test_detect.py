@@ -38,7 +38,7 @@ def test_features_follow_the_tensor_kinds() -> None:
     assert set(numeric) == {"attention_mask.sum"}  # the mask becomes a length
     assert set(categorical) == {"input_ids"} and set(embeddings) == {"pooled"}
     # Token counts only where the mask keeps the position.
-    assert len(categorical["input_ids"]) == int(tokens(10)["attention_mask"].sum())
+    assert len(categorical["input_ids"].values) == int(tokens(10)["attention_mask"].sum())
     assert set(profiles.features(tabular(3))[0]) == {f"x[{j}]" for j in range(5)}
 
 
@@ -132,3 +132,106 @@ def test_candidate_traffic_against_stable_traffic() -> None:
     assert between(tokens(400, seed=1), tokens(300, seed=2)).verdict is Verdict.NO_DRIFT
     assert between(tokens(400, seed=1), tokens(300, shifted=0.05, seed=3)).verdict is Verdict.DRIFT
     assert between(tokens(400), tokens(50)).verdict is Verdict.INSUFFICIENT_DATA
+
+
+def test_an_integer_input_stays_categorical_when_its_window_holds_only_0_and_1() -> None:
+    """50 categories in the reference, 2 in the window: the window is not a mask."""
+    rng = np.random.default_rng(3)
+    reference = profiles.build({"code": rng.integers(0, 50, size=2000)})
+    calm = detect(reference, {"code": rng.integers(0, 50, size=500)})
+    assert calm.verdict is Verdict.NO_DRIFT and calm.missing == ()
+    collapsed = detect(reference, {"code": rng.integers(0, 2, size=500)})
+    assert collapsed.missing == ()
+    assert [(f.name, f.test, f.drifted) for f in collapsed.features] == [
+        ("code", "chi-square", True)
+    ]
+    assert collapsed.verdict is Verdict.DRIFT
+
+
+def test_one_nan_is_counted_and_the_rest_still_tested() -> None:
+    reference = profiles.build(tabular(5000, seed=1))
+    window = tabular(500, seed=2)
+    window["x"][7, 1] = np.nan
+    report = detect(reference, window)
+    results = {(f.name, f.test): f for f in report.features}
+    share = results[("x[1]", "non-finite")]
+    assert share.statistic == pytest.approx(1 / 500)
+    assert share.p_value == pytest.approx(500 / 5500)  # Fisher: 0 of 5000 against 1 of 500
+    assert ("x[1]", "ks") in results and ("x[0]", "non-finite") not in results
+    assert report.verdict is Verdict.NO_DRIFT  # one NaN in 500 is no evidence at 1 %
+
+
+def test_a_window_of_nothing_but_nan_is_drift_not_an_error() -> None:
+    reference = profiles.build(tabular(5000, seed=1))
+    window = {"x": np.full((300, 5), np.nan, dtype=np.float32)}
+    report = detect(reference, window)
+    assert report.verdict is Verdict.DRIFT
+    assert {(f.name, f.test) for f in report.features} == {
+        (f"x[{j}]", "non-finite") for j in range(5)
+    }
+    assert all(f.drifted for f in report.features)
+    assert report.score > 1  # PSI: all the window in the cell the reference never filled
+    infinite = detect(reference, {"x": np.full((300, 5), np.inf, dtype=np.float32)})
+    assert infinite.verdict is Verdict.DRIFT
+
+
+def test_the_non_finite_share_is_judged_against_the_reference() -> None:
+    def with_nan(rows: int, share: float, seed: int) -> dict[str, np.ndarray]:
+        data = tabular(rows, seed=seed)
+        data["x"][np.random.default_rng(seed + 99).random(rows) < share, 0] = np.nan
+        return data
+
+    reference = profiles.build(with_nan(5000, 0.1, seed=1))
+    assert reference.numeric["x[0]"].nonfinite == pytest.approx(500, abs=60)
+    assert detect(reference, with_nan(500, 0.1, seed=2)).verdict is Verdict.NO_DRIFT
+    gone = detect(reference, with_nan(500, 0.0, seed=4))  # the NaNs stopped: a change too
+    assert [(f.name, f.test) for f in gone.features if f.drifted] == [("x[0]", "non-finite")]
+    more = detect(reference, with_nan(500, 0.3, seed=5))
+    assert [(f.name, f.test) for f in more.features if f.drifted] == [("x[0]", "non-finite")]
+
+
+def test_nan_in_higher_rank_inputs_and_in_embeddings() -> None:
+    rng = np.random.default_rng(5)
+    reference = profiles.build(
+        {"image": rng.normal(size=(400, 2, 3, 3))}, {"emb": rng.normal(size=(400, 8))}
+    )
+    image, emb = rng.normal(size=(200, 2, 3, 3)), rng.normal(size=(200, 8))
+    image[:60, 0, 1, 1] = np.nan  # 30 % of the rows hold a NaN pixel
+    emb[:60, 3] = np.nan
+    report = detect(reference, {"image": image}, {"emb": emb})
+    drifted = {(f.name, f.test) for f in report.features if f.drifted}
+    assert drifted == {
+        ("image.mean", "non-finite"),
+        ("image.std", "non-finite"),
+        ("emb", "non-finite"),
+    }
+    assert ("emb", "mmd") in {(f.name, f.test) for f in report.features}  # on the finite rows
+
+
+def test_the_rollout_check_takes_nan_without_raising() -> None:
+    from shipway.drift.detect import between
+
+    stable = tabular(400, seed=1)
+    stable["x"][:4, 2] = np.nan
+    same = tabular(300, seed=2)
+    same["x"][:3, 2] = np.nan
+    assert between(stable, same).verdict is Verdict.NO_DRIFT
+    broken = tabular(300, seed=3)
+    broken["x"][:150, 2] = np.nan
+    report = between(stable, broken)
+    assert report.verdict is Verdict.DRIFT and report.score > 0.25
+    nothing = {"x": np.full((300, 5), np.nan, np.float32)}
+    assert between(nothing, nothing).verdict is Verdict.NO_DRIFT
+    assert between(stable, nothing).verdict is Verdict.DRIFT
+
+
+def test_the_rollout_check_reads_inputs_with_the_versions_kinds() -> None:
+    """Stable's window alone would call a 0/1-only integer input a mask."""
+    from shipway.drift.detect import between
+
+    rng = np.random.default_rng(6)
+    kinds = profiles.build({"code": rng.integers(0, 50, size=1000)}).inputs
+    stable = {"code": rng.integers(0, 2, size=400)}
+    candidate = {"code": rng.integers(0, 50, size=400)}
+    report = between(stable, candidate, kinds=kinds)
+    assert [(f.name, f.test, f.drifted) for f in report.features] == [("code", "chi-square", True)]
