@@ -269,7 +269,8 @@ def _breach(
             outcomes["rollback"] = {"done": False, "reason": "no previous stable build"}
         else:
             try:
-                deploy(container, name, target, actor="drift-monitor")
+                # the build that served before: its clients' signature, not a new one
+                deploy(container, name, target, actor="drift-monitor", allow_signature_change=True)
                 outcomes["rollback"] = {"done": True, "to_build": target}
             except ShipwayError as exc:
                 outcomes["rollback"] = {"done": False, "reason": str(exc)}

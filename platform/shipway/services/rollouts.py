@@ -360,6 +360,9 @@ def _drift_score(container: Container, rollout: Rollout) -> float | None:
     except ShipwayError as exc:  # the gateway's samples unreachable: inconclusive
         log.warning("drift score of rollout %s: %s", rollout.id, exc)
         return None
+    except Exception:  # whatever the samples hold, the analysis goes on: inconclusive
+        log.exception("drift score of rollout %s failed", rollout.id)
+        return None
 
 
 def _snapshot(ports: Ports, deployment: str) -> counts.Snapshot | None:
