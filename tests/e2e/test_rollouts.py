@@ -9,13 +9,18 @@ model, never a switch in the gateway.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from shipway.examples import minilm
 from shipway.runtime.triton_distribution import TritonDistribution
+from shipway.services import models
 from shipway.store.models import ModelVersion
 from tests.e2e.test_local_story import cli
 from tests.support.builds import publish_flaky_build, real_build, register_doubler
@@ -249,3 +254,56 @@ def test_a_candidate_that_refuses_stable_clients_requests_is_rolled_back(plane: 
     assert share <= 0.2 + 0.05, share  # bounded by the canary's share
     assert all(a.status == 200 for a in load.since(after))  # stable serves everything
     assert serving(plane, "renamed")["build_id"] == stable
+
+
+def test_a_gate_passing_int8_build_hands_over_from_its_shadow_phase(
+    plane: Plane, minilm_onnx: Path, minilm_sample: Path
+) -> None:
+    """The issue's case: MiniLM INT8 (cosine ~0.993 at its gate) shadowed behind FP32 had
+    0 of 63 mirrored answers "agree" under an element-wise 1e-3 tolerance and was rolled
+    back. Judged by its gate's per-row test it hands over, then goes through its steps."""
+    registration = models.Registration(
+        "embed", minilm_onnx.read_bytes(), minilm_sample.read_bytes(), {}
+    )
+    version = models.register(plane.container, registration, "test")
+    fp32 = real_build(plane.container, version)
+    int8 = real_build(plane.container, version, "int8")
+    plane.deploy("embed", fp32)
+    stop = threading.Event()
+
+    def client(seed: int) -> None:  # sentences of varied length, one a request
+        url = f"{plane.settings.gateway_url}/v2/models/embed/infer"
+        with httpx.Client(timeout=30.0, trust_env=False) as http:
+            n = 0
+            while not stop.is_set():
+                rows = minilm.make_inputs(1, seq_len=32, seed=seed * 100_000 + n)
+                body = {
+                    "inputs": [
+                        {"name": k, "shape": list(v.shape), "datatype": "INT64",
+                         "data": v.ravel().tolist()}
+                        for k, v in rows.items()
+                    ]
+                }  # fmt: skip
+                http.post(url, json=body).raise_for_status()
+                n += 1
+                stop.wait(0.05)
+
+    clients = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(2)]
+    for thread in clients:
+        thread.start()
+    try:
+        args = ["--steps", "50,100", "--interval", "2", "--min-requests", "10"]
+        shadow = ["--shadow", "1.0", "--shadow-min-compared", "100"]
+        rollout(plane, "embed", "start", "--build", int8, *args, *shadow)
+        done = wait_finished(plane, "embed", timeout=300)
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join(30)
+    assert done["phase"] == "succeeded", done
+    handed = next(e for e in done["timeline"] if e["event"] == "rollout.handed-over")
+    compared = handed["details"]["numbers"]["shadow"]
+    assert compared["agree"] >= 100 and compared["low"] >= 0.99, compared
+    assert compared["error"] == 0
+    steps = [e["reason"] for e in done["timeline"] if e["event"] == "rollout.step"]
+    assert steps == ["weight 50 %", "weight 100 %"]
