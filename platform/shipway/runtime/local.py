@@ -144,8 +144,9 @@ class LocalRuntime:
 
     def close(self) -> None:
         """Stop every replica, all at once: within ``stop_grace`` + a few seconds
-        however many there are (one after the other, eight replicas took longer than
-        the 30 s a supervisor waits before it SIGKILLs the runtime manager)."""
+        however many there are. One after the other, the eight replicas of the rollouts
+        e2e tests took longer than the 30 s the test plane waited before it SIGKILLed
+        the runtime manager, and five were left running."""
         with self._lock:
             runs, self._runs = list(self._runs.values()), {}
         stop_all((r.process for run in runs for r in run.replicas), self.stop_grace)
