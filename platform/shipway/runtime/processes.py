@@ -65,7 +65,8 @@ class _Spawner:
     def __init__(self) -> None:
         self.pid = os.getpid()
         self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
-        threading.Thread(target=self._serve, name="shipway-spawner", daemon=True).start()
+        self._thread = threading.Thread(target=self._serve, name="shipway-spawner", daemon=True)
+        self._thread.start()
 
     def _serve(self) -> None:
         while True:
@@ -77,7 +78,7 @@ class _Spawner:
                     future.set_exception(exc)
 
     def run(self, job: Callable[[], Any]) -> Any:
-        if threading.current_thread().name == "shipway-spawner" and os.getpid() == self.pid:
+        if threading.current_thread() is self._thread:
             return job()
         future: Future[Any] = Future()
         self._jobs.put((job, future))
