@@ -1,4 +1,9 @@
-"""Fixtures shared by every test layer. Real services start once per session."""
+"""Fixtures shared by every test layer. Real services start once per session.
+
+No process outlives the session that started it: every child carries the session's
+mark (``tests.support.processes``); one still running once every fixture is torn
+down is named, stopped, and fails the run.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,30 @@ import pytest
 from shipway.examples import minilm
 from shipway.runtime.triton_distribution import TritonDistribution
 from shipway.settings import Settings
-from tests.support import services
+from tests.support import processes, services
+
+SESSION = processes.mark_session()
+SURVIVORS = pytest.StashKey[list[str]]()
+
+
+@pytest.hookimpl(trylast=True)  # after the session's fixtures are torn down
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    survivors = processes.stop_survivors(SESSION)
+    session.config.stash[SURVIVORS] = survivors
+    if survivors:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    survivors = config.stash.get(SURVIVORS, [])
+    if survivors:
+        terminalreporter.section("processes that outlived the test session", red=True)
+        for line in survivors:
+            terminalreporter.write_line(line)
+        terminalreporter.write_line(f"{len(survivors)} process(es) stopped; the run fails.")
+        terminalreporter.stats.setdefault("left running", []).extend(survivors)  # final line
 
 
 @pytest.fixture(scope="session")

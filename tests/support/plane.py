@@ -1,10 +1,15 @@
 """Shipway's control plane as separate processes (API with its rollout controller,
-runtime manager, gateway), so a test can kill one and start it again."""
+runtime manager, gateway), so a test can kill one and start it again.
+
+Each role dies with the test process (``processes.spawn``) and the runtime manager's
+replicas with the runtime manager, so no process outlives the plane.
+"""
 
 from __future__ import annotations
 
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -16,12 +21,16 @@ import httpx
 
 from shipway.cli.client import ApiClient
 from shipway.container import Container
+from shipway.runtime.processes import spawn
 from shipway.settings import Settings
 from shipway.store.db import migrate
 from tests.support.processes import settings_env, shipway_cmd
 from tests.support.services import free_port, wait_until
 
 ROLES = ("api", "runtime", "gateway")
+# Long enough for the runtime manager's SIGTERM shutdown on a loaded machine: the
+# reconcile pass under way, then all replicas stopped together, 10 s grace each.
+STOP_GRACE = 60.0
 
 
 @dataclass
@@ -33,7 +42,7 @@ class Plane:
 
     def start(self, role: str) -> None:
         with (self.logs / f"{role}.log").open("ab") as log:
-            self.procs[role] = subprocess.Popen(
+            self.procs[role] = spawn(
                 shipway_cmd("serve", role, "--no-migrate"),
                 env=settings_env(self.settings),
                 stdout=log,
@@ -56,13 +65,13 @@ class Plane:
 
     def stop(self, role: str, kill: bool = False) -> None:
         proc = self.procs.pop(role)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        _stop({role: proc}, signal.SIGKILL if kill else signal.SIGTERM)
+
+    def stop_all(self) -> dict[str, int]:
+        """SIGTERM to every role at once, SIGKILL to any still running after
+        ``STOP_GRACE``; the exit codes (-9: killed)."""
+        procs, self.procs = dict(self.procs), {}
+        return _stop(procs, signal.SIGTERM)
 
     def log(self, role: str) -> str:
         return (self.logs / f"{role}.log").read_text(errors="replace")
@@ -74,6 +83,20 @@ class Plane:
         with self.client() as client:
             client.deploy(name, build_id)
             return client.wait_deployment(name, build_id, timeout=120)
+
+
+def _stop(procs: dict[str, subprocess.Popen[bytes]], sig: signal.Signals) -> dict[str, int]:
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.send_signal(sig)
+    deadline = time.monotonic() + STOP_GRACE
+    for proc in procs.values():
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()  # its replicas die with it (PR_SET_PDEATHSIG)
+            proc.wait(5)
+    return {role: proc.returncode for role, proc in procs.items()}
 
 
 def stamp(iso: str) -> float:
@@ -100,7 +123,7 @@ def local_plane(home: Path, triton_home: Path, **overrides: Any) -> Iterator[Pla
     plane = Plane(settings, logs, container)
     with ExitStack() as stack:
         stack.callback(container.close)
-        stack.callback(lambda: [plane.stop(role) for role in list(plane.procs)])
+        stack.callback(plane.stop_all)
         for role in ROLES:
             plane.start(role)
         yield plane

@@ -83,6 +83,9 @@ def serve_runtime(settings: Settings, migrate: bool) -> None:
         settings.triton_start_timeout,
         drain_seconds=2 * settings.routes_refresh_seconds + 1.0,
     )
+    # Replicas die with this process, and a predecessor's that did not are stopped here.
+    if reaped := runtime.reap_leftovers():
+        logging.getLogger(__name__).warning("stopped %d replica(s) left behind", reaped)
     meter = LoadMeter()
     gateway = settings.gateway_url
     stop = threading.Event()

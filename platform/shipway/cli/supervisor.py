@@ -2,7 +2,9 @@
 
 Children are plain ``shipway serve <role>`` processes with logs under
 ``$SHIPWAY_HOME/logs``. If one dies, the supervisor stops the rest and says which;
-on Ctrl-C or SIGTERM it stops them all, each given time to drain.
+on Ctrl-C or SIGTERM it stops them all, each given time to drain. Should the
+supervisor itself be killed, its children die with it (``processes.spawn``), and the
+runtime manager's replicas with the runtime manager.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from shipway.container import Container
+from shipway.runtime.processes import spawn
 from shipway.settings import Settings
 from shipway.store.db import migrate
 
@@ -52,7 +55,7 @@ class Supervisor:
         env["SHIPWAY_HOME"] = str(self.settings.home)
         for role in self.roles:
             log = (self.log_dir / f"{role}.log").open("ab")
-            self.children[role] = subprocess.Popen(
+            self.children[role] = spawn(
                 [sys.executable, "-m", "shipway.cli.main", "serve", role, "--no-migrate"],
                 stdout=log,
                 stderr=subprocess.STDOUT,

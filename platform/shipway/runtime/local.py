@@ -3,6 +3,10 @@
 Level-triggered and non-blocking: each ``place`` call looks at the processes, moves
 them one step (start, promote to ready, restart with backoff, drain, stop) and
 returns at once, so one slow replica never holds up the others.
+
+Replicas die with the process that runs this runtime (``processes.spawn``) and are
+recorded under ``workdir/processes``; ``reap_leftovers`` (called when a runtime
+manager starts) stops whatever a previous runtime on the same directory left behind.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from pathlib import Path
 from shipway.errors import ShipwayError
 from shipway.registry.mlflow_registry import ModelRegistry
 from shipway.runtime.port import Phase, ReplicaStatus, VariantSpec
+from shipway.runtime.processes import Ledger
 from shipway.runtime.triton_distribution import TritonDistribution
-from shipway.runtime.triton_process import TritonProcess
+from shipway.runtime.triton_process import TritonProcess, stop_all
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +64,7 @@ class LocalRuntime:
         start_timeout: float = 120.0,
         drain_seconds: float = 3.0,
         clock: Callable[[], float] = time.monotonic,
+        stop_grace: float = 10.0,
     ) -> None:
         self.registry = registry
         self.dist = dist
@@ -66,6 +72,8 @@ class LocalRuntime:
         self.start_timeout = start_timeout
         self.drain_seconds = drain_seconds
         self.clock = clock
+        self.stop_grace = stop_grace  # seconds a replica has to shut down before SIGKILL
+        self.ledger = Ledger(workdir / "processes")
         self._lock = threading.Lock()
         self._fetch_lock = threading.Lock()
         self._runs: dict[tuple[str, str], VariantRun] = {}
@@ -109,8 +117,8 @@ class LocalRuntime:
                         self._drain(replica, now)
             drained = self._reap(run, now)
             statuses = [self._status(spec, r) for r in run.replicas]
-        for replica in drained:  # stopping waits for the process: not under the lock
-            replica.process.stop()
+        # Stopping waits for the processes: not under the lock.
+        stop_all((r.process for r in drained), self.stop_grace)
         if fetch_error is not None and len(current) < spec.replicas:
             raise fetch_error
         return statuses
@@ -132,15 +140,24 @@ class LocalRuntime:
             drained = self._reap(run, now)
             if not run.replicas:
                 del self._runs[(deployment, variant)]
-        for replica in drained:
-            replica.process.stop()
+        stop_all((r.process for r in drained), self.stop_grace)
 
     def close(self) -> None:
+        """Stop every replica, all at once: within ``stop_grace`` + a few seconds
+        however many there are. One after the other, the eight replicas of the rollouts
+        e2e tests took longer than the 30 s the test plane waited before it SIGKILLed
+        the runtime manager, and five were left running."""
         with self._lock:
             runs, self._runs = list(self._runs.values()), {}
-        for run in runs:
-            for replica in run.replicas:
-                replica.process.stop()
+        stop_all((r.process for run in runs for r in run.replicas), self.stop_grace)
+
+    def reap_leftovers(self) -> int:
+        """Stop the replicas a previous runtime on this workdir left running; how many.
+
+        Only groups whose starter is gone, identified by pid and start time (a reused
+        pid is never touched); see ``processes.Ledger.reap``.
+        """
+        return len(self.ledger.reap(self.stop_grace))
 
     def running(self) -> list[tuple[str, str]]:
         with self._lock:
@@ -151,7 +168,7 @@ class LocalRuntime:
     def _start(self, spec: VariantSpec, repo: Path, now: float) -> Replica:
         self._serial += 1
         log_path = self.workdir / "logs" / f"{spec.deployment}-{spec.variant}-{self._serial}.log"
-        process = TritonProcess(self.dist, repo, log_path)
+        process = TritonProcess(self.dist, repo, log_path, ledger=self.ledger)
         replica = Replica(process, spec.build_id, spec.triton_model_name, started_at=now)
         process.start()
         log.info("starting %s/%s replica on %s", spec.deployment, spec.variant, process.url)

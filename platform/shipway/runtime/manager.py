@@ -248,7 +248,14 @@ class RuntimeManager:
                 log.exception("reconcile pass failed")
             stop.wait(interval)
         # Out of the routes first, then stopped: the gateway never picks a dead replica.
-        with self.db.session() as session:
-            for row in session.scalars(select(Replica)):
-                session.delete(row)
-        self.runtime.close()
+        # The replicas stop even when the store cannot be reached.
+        try:
+            with self.db.session() as session:
+                for row in session.scalars(select(Replica)):
+                    session.delete(row)
+        except Exception:
+            log.exception("could not take the replicas out of the routes")
+        finally:
+            started = time.monotonic()
+            self.runtime.close()
+            log.info("replicas stopped in %.1fs", time.monotonic() - started)
