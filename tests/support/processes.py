@@ -38,15 +38,31 @@ def mark_session() -> str:
     return session
 
 
+# multiprocessing's own helpers of this process (the build isolation starts children
+# with the "spawn" context): each reads a pipe from this process and exits when it
+# closes, i.e. with this process; they are not survivors
+MULTIPROCESSING_HELPERS = (
+    "from multiprocessing.resource_tracker import main",
+    "from multiprocessing.forkserver import main",
+)
+
+
 def marked(session: str) -> list[psutil.Process]:
-    """Live processes started by the session (not this one, not zombies)."""
+    """Live processes started by the session (not this one, not zombies, not
+    multiprocessing's helpers that end with this process)."""
     found = []
-    for proc in psutil.process_iter(["pid", "status"]):
+    for proc in psutil.process_iter(["pid", "status", "ppid"]):
         if proc.info["pid"] == os.getpid() or proc.info["status"] == psutil.STATUS_ZOMBIE:
             continue
         with contextlib.suppress(psutil.Error):
-            if session in proc.environ().get(SESSION_VARIABLE, "").split():
-                found.append(proc)
+            if session not in proc.environ().get(SESSION_VARIABLE, "").split():
+                continue
+            command = " ".join(proc.cmdline())
+            if proc.info["ppid"] == os.getpid() and any(
+                helper in command for helper in MULTIPROCESSING_HELPERS
+            ):
+                continue
+            found.append(proc)
     return found
 
 
