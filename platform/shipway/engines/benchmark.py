@@ -37,10 +37,10 @@ def side_by_side(
     rounds: int = 3,
     threads: int = 0,
 ) -> dict[str, Measurement]:
-    count = rows(inputs)
-    feed = take(inputs, slice(0, min(batch, count)))
-    if rows(feed) < batch:  # repeat rows to fill the batch
-        feed = {k: np.resize(v, (batch, *v.shape[1:])) for k, v in feed.items()}
+    # ``batch`` rows, repeated when there are fewer (constants whole); a model without
+    # a batch axis runs its one request, so its figures are requests.
+    feed = take(inputs, np.arange(batch) % rows(inputs))
+    batch = rows(feed)
     sessions = {label: session(path, threads) for label, path in models.items()}
     names = {label: [o.name for o in s.get_outputs()] for label, s in sessions.items()}
     for label, sess in sessions.items():  # warm-up: allocations, kernel choice

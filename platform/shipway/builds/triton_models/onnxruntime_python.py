@@ -3,6 +3,11 @@
 Copied as ``<model>/1/model.py`` into repositories built for the local Triton
 (the ``nvidia-pytriton`` server has no onnxruntime backend). It runs inside
 Triton's Python stub, in the Triton environment, not in Shipway's.
+
+It serves what ``config.pbtxt`` declares (``shipway.builds.triton_config``): Triton
+has no rank-0 tensors on the wire, so a rank-0 model input arrives as ``[1]`` and is
+given to ONNX Runtime as the scalar it is, and a rank-0 output is answered as ``[1]``.
+Every other tensor passes in the shape it came, batch axis included.
 """
 
 import json
@@ -25,18 +30,19 @@ class TritonPythonModel:
         )
         self.input_names = [i["name"] for i in config["input"]]
         self.output_names = [o["name"] for o in config["output"]]
+        self.scalars = {i.name for i in self.session.get_inputs() if len(i.shape) == 0}
 
     def execute(self, requests):
         responses = []
         for request in requests:
             try:
-                feeds = {
-                    name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()
-                    for name in self.input_names
-                }
+                feeds = {}
+                for name in self.input_names:
+                    value = pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+                    feeds[name] = value.reshape(()) if name in self.scalars else value
                 outputs = self.session.run(self.output_names, feeds)
                 tensors = [
-                    pb_utils.Tensor(name, np.ascontiguousarray(value))
+                    pb_utils.Tensor(name, np.ascontiguousarray(value.reshape(value.shape or (1,))))
                     for name, value in zip(self.output_names, outputs, strict=True)
                 ]
                 responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
