@@ -67,8 +67,9 @@ class AccuracyReport:
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a.astype(np.float64).reshape(a.shape[0], -1)
-    b = b.astype(np.float64).reshape(b.shape[0], -1)
+    rows = a.shape[0] if a.ndim else 1  # a rank-0 output (no batch axis) is one row
+    a = a.astype(np.float64).reshape(rows, -1)
+    b = b.astype(np.float64).reshape(rows, -1)
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     dots = np.einsum("ij,ij->i", a, b)
     # Two all-zero rows are the same vector; one zero row against another is not.
