@@ -16,7 +16,15 @@ Steady load (RATE requests a second from 4 paced clients) goes through the gatew
    - failed_requests, and failed_share_bound: failed ÷ (requests while the canary
      served x its weight). At most FAIL_SHARE / 1 means no failure beyond the
      canary's share; above 1 would mean failures outside it.
-2. Ten canaries of healthy builds, the same settings, one after the other:
+2. A canary that refuses its clients' requests: the same graph with its input renamed
+   (clients keep sending the old name, so every request it gets is answered 400),
+   rolled out with allow_signature_change; 4xx are judged relative to stable's.
+   - rollback_seconds_4xx: the first 400 a client saw to the last answer from the
+     canary; detect_seconds_4xx to the controller's decision;
+   - failed_share_bound_4xx: refused ÷ (requests while the canary served x its
+     weight); the canary refuses everything it gets, so about 1 means no refusal
+     beyond its share (refused_outside_canary counts any, target 0).
+3. Ten canaries of healthy builds, the same settings, one after the other:
    healthy_rollbacks counts those wrongly rolled back (target 0).
 
 Run: .venv/bin/python benchmarks/rollback.py
@@ -34,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.builds import publish_flaky_build, register_doubler
+from tests.support.builds import publish_flaky_build, real_build, register_doubler
 from tests.support.load import steady_load
 from tests.support.plane import Plane, local_plane, stamp
 from tests.support.services import wait_until
@@ -53,11 +61,10 @@ SETTINGS = {
 }
 
 
-def run_rollout(plane: Plane, build_id: str) -> dict:  # type: ignore[type-arg]
+def run_rollout(plane: Plane, build_id: str, allow: bool = False) -> dict:  # type: ignore[type-arg]
     with plane.client() as client:
-        started = client.start_rollout(
-            "bench", {"build_id": build_id, "strategy": "canary", "settings": SETTINGS}
-        )
+        body = {"build_id": build_id, "strategy": "canary", "settings": SETTINGS}
+        started = client.start_rollout("bench", {**body, "allow_signature_change": allow})
         body: dict = {}  # type: ignore[type-arg]
 
         def finished() -> bool:
@@ -99,6 +106,26 @@ def main() -> None:
             "canary_requests": len(canary),
         }
         print(json.dumps({"failing_canary": result, "reason": bad["reason"]}), flush=True)
+
+        renamed = register_doubler(plane.container, "bench", input_name="features")
+        refusing = real_build(plane.container, renamed)
+        with steady_load(plane.settings.gateway_url, "bench", rate=RATE) as load:
+            time.sleep(2)
+            bad = run_rollout(plane, refusing, allow=True)
+            time.sleep(3)
+        assert bad["phase"] == "rolled-back" and "client_error_excess" in bad["reason"], bad
+        decision = next(e for e in bad["timeline"] if e["event"] == "rollout.rolled-back")
+        refused = [a for a in load.answers if 400 <= a.status < 500]
+        canary = [a for a in load.answers if a.variant == "canary"]
+        onset = min(a.at for a in refused)
+        during = [a for a in load.answers if canary[0].at <= a.at <= canary[-1].at]
+        result["detect_seconds_4xx"] = round(stamp(decision["at"]) - onset, 2)
+        result["rollback_seconds_4xx"] = round(canary[-1].at - onset, 2)
+        result["refused_requests_4xx"] = len(refused)
+        result["failed_share_bound_4xx"] = round(len(refused) / (len(during) * WEIGHT / 100), 3)
+        result["refused_outside_canary"] = sum(a.variant != "canary" for a in refused)
+        result["failed_requests_4xx_run"] = len(load.failed())
+        print(json.dumps({"refusing_canary": result, "reason": bad["reason"]}), flush=True)
 
         outcomes, durations = [], []
         with steady_load(plane.settings.gateway_url, "bench", rate=RATE) as load:

@@ -116,7 +116,24 @@ class Settings(BaseSettings):
         3600,
         ge=10,
         description="With Redis: a build whose worker died is re-delivered after this "
-        "long. Keep it above the hard time limit of a build (2100 s).",
+        "long. Keep it above `build_hard_time_limit`, or a build still running would be "
+        "delivered to a second worker.",
+    )
+    build_soft_time_limit: float = Field(
+        1800.0,
+        gt=0,
+        description="Seconds a build may run before it is asked to stop: the build's "
+        "process raises where it is and the build fails, naming the limit and the stage. "
+        "Enforced by the worker itself (each build runs in a child process; Celery's own "
+        "limits do not apply to the solo pool).",
+    )
+    build_hard_time_limit: float = Field(
+        2100.0,
+        gt=0,
+        description="Seconds after which a build's process is killed, whatever it is "
+        "doing (e.g. blocked inside ONNX Runtime, where the soft limit cannot reach it); "
+        "the build fails naming the limit and the stage, and the worker takes the next "
+        "build. At least `build_soft_time_limit`.",
     )
     build_bench_seconds: float = Field(
         1.0, gt=0, description="Length of one benchmark round of an optimized build."
@@ -165,6 +182,17 @@ class Settings(BaseSettings):
     sample_rate: float = Field(
         0.1, ge=0.0, le=1.0, description="Share of requests the gateway keeps for drift checks."
     )
+    sample_buffer_bytes: int = Field(
+        32 * 2**20,
+        ge=0,
+        description="Bytes of sampled bodies the gateway keeps per deployment variant, oldest "
+        "out first: three quarters for requests (input drift), one quarter for request and "
+        "response pairs (output drift); each entry also counts 256 bytes of bookkeeping. A "
+        "body larger than its part is not kept. Per variant, so that a small canary keeps "
+        "as long a window as stable; the gateway holds at most this times the number of "
+        "variants. The default keeps ~9,700 MiniLM requests of 128 tokens (binary "
+        "tensors) per variant; 0 keeps none.",
+    )
     reconcile_seconds: float = Field(
         1.0, description="How often the runtime manager compares desired and actual replicas."
     )
@@ -190,6 +218,15 @@ class Settings(BaseSettings):
         if any(len(pair) != 2 for pair in pairs):
             raise ValueError("SHIPWAY_API_TOKENS must be JSON or token=role,token=role")
         return {token.strip(): role.strip() for token, role in pairs}
+
+    @model_validator(mode="after")
+    def _time_limits_in_order(self) -> Settings:
+        if self.build_hard_time_limit < self.build_soft_time_limit:
+            raise ValueError(
+                "SHIPWAY_BUILD_HARD_TIME_LIMIT must be at least SHIPWAY_BUILD_SOFT_TIME_LIMIT, "
+                f"got {self.build_hard_time_limit} < {self.build_soft_time_limit}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _refuse_dev_token_in_production(self) -> Settings:

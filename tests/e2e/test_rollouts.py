@@ -18,7 +18,7 @@ import pytest
 from shipway.runtime.triton_distribution import TritonDistribution
 from shipway.store.models import ModelVersion
 from tests.e2e.test_local_story import cli
-from tests.support.builds import publish_flaky_build, register_doubler
+from tests.support.builds import publish_flaky_build, real_build, register_doubler
 from tests.support.load import steady_load
 from tests.support.plane import Plane, local_plane, stamp
 from tests.support.services import wait_until
@@ -208,3 +208,44 @@ def test_a_second_rollout_is_refused_and_bad_input_is_named(plane: Plane) -> Non
     aborted = rollout(plane, "guard", "abort")
     assert aborted["phase"] == "rolled-back" and not aborted["running"]
     assert [v["name"] for v in serving(plane, "guard")["variants"]] == ["stable"]
+
+
+def test_a_candidate_that_refuses_stable_clients_requests_is_rolled_back(plane: Plane) -> None:
+    """The issue's case: the candidate is the same graph with its input renamed from x to
+    features; clients keep sending x, so Triton answers the candidate's share with 400.
+    Without --allow-signature-change the rollout is refused before any traffic; with it,
+    the 4xx beyond stable's roll it back within its failure threshold."""
+    v1 = register_doubler(plane.container, "renamed")
+    v2 = register_doubler(plane.container, "renamed", input_name="features")
+    stable, renamed = real_build(plane.container, v1), real_build(plane.container, v2)
+    plane.deploy("renamed", stable)
+    refused = cli(plane.settings, "rollouts", "start", "renamed", "--build", renamed, ok=False)
+    said = " ".join(refused.stderr.split())  # the terminal wraps long lines
+    assert refused.returncode == 1 and "409" in said and "input 'x' is gone" in said, said
+    with steady_load(plane.settings.gateway_url, "renamed") as load:
+        rollout(plane, "renamed", "start", "--build", renamed, *FAST, "--allow-signature-change")
+        done = wait_finished(plane, "renamed")
+        wait_until(
+            lambda: [v["name"] for v in serving(plane, "renamed")["variants"]] == ["stable"],
+            30,
+            "the candidate's variant to go",
+        )
+        time.sleep(2 * plane.settings.routes_refresh_seconds)  # the gateway's routes follow
+        after = time.time()
+        wait_until(lambda: len(load.since(after)) >= 20, 30, "20 requests after the rollback")
+    assert done["phase"] == "rolled-back" and "client_error_excess" in done["reason"], done
+    assert "features" in json.dumps(done["timeline"][0]["details"]["signature_changes"])
+    steps = [e["reason"] for e in done["timeline"] if e["event"] == "rollout.step"]
+    assert steps == ["weight 20 %"] and done["weight"] == 0  # never past its first step
+    failed = [e for e in done["timeline"] if e["event"] == "rollout.check-failed"]
+    assert len(failed) <= 1  # rolled back at its failure threshold (2)
+    refusals = [a for a in load.answers if 400 <= a.status < 500]
+    assert refusals and {a.variant for a in refusals} == {"canary"}  # only the candidate
+    assert all(a.status == 200 for a in load.answers if a.variant == "stable")
+    assert load.failed() == []  # no 5xx anywhere
+    canary = [a for a in load.answers if a.variant == "canary"]
+    while_served = [a for a in load.answers if canary[0].at <= a.at <= canary[-1].at]
+    share = len(refusals) / len(while_served)
+    assert share <= 0.2 + 0.05, share  # bounded by the canary's share
+    assert all(a.status == 200 for a in load.since(after))  # stable serves everything
+    assert serving(plane, "renamed")["build_id"] == stable

@@ -27,7 +27,13 @@ from shipway.store.models import (
 )
 from tests.integration.conftest import RunningTriton
 from tests.integration.test_triton import infer
-from tests.support.gateway import flaky_replicas, infer_flaky, running_gateway
+from tests.support.gateway import (
+    answers,
+    flaky_replicas,
+    gateway_series,
+    infer_flaky,
+    running_gateway,
+)
 from tests.support.services import free_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -72,13 +78,21 @@ def test_inference_through_the_gateway_matches_onnxruntime(
             'shipway_gateway_request_seconds_count{deployment="web",variant="stable"} 2.0'
             in metrics
         )
+        assert answers(url, "web") == {("stable", "2xx"): 2}
 
-        # Both requests were sampled (rate 1.0); the admin API returns their inputs.
+        # Both requests were sampled (rate 1.0), after their answers were sent; the admin
+        # API returns their inputs.
         assert httpx.get(f"{url}/admin/samples/web/stable").status_code == 401
         auth = {"Authorization": f"Bearer {Settings().token}"}
-        samples = httpx.get(f"{url}/admin/samples/web/stable?limit=5", headers=auth).json()
-        assert len(samples["samples"]) == 2
-        assert samples["samples"][0]["inputs"]["input_ids"] == minilm_inputs["input_ids"].tolist()
+
+        def samples() -> list[dict[str, object]]:
+            address = f"{url}/admin/samples/web/stable?limit=5"
+            return httpx.get(address, headers=auth).json()["samples"]  # type: ignore[no-any-return]
+
+        wait_until(lambda: len(samples()) >= 2, 30, "two samples")
+        kept = samples()
+        assert len(kept) == 2
+        assert kept[0]["inputs"]["input_ids"] == minilm_inputs["input_ids"].tolist()  # type: ignore[index]
 
 
 def test_errors_are_kserve_shaped(tmp_path: Path, minilm_triton: RunningTriton) -> None:
@@ -125,6 +139,12 @@ def test_errors_are_kserve_shaped(tmp_path: Path, minilm_triton: RunningTriton) 
             'shipway_gateway_no_route_total{deployment="(unknown)"} 4.0',
             'shipway_gateway_no_route_total{deployment="cold"} 1.0',
         ]
+        # Every answer to a known deployment once, by class; variant "" when none was
+        # chosen (no serving variant; a request refused before the choice).
+        assert answers(url, "web") == {("stable", "4xx"): 1, ("", "4xx"): 1}
+        assert answers(url, "cold") == {("", "no_ready_replica"): 1}
+        assert answers(url, "gone") == {("stable", "connection_reset"): 1}
+        assert answers(url, "nope") == answers(url, "(unknown)") == {}
 
 
 def test_routes_come_from_the_store(tmp_path: Path) -> None:
@@ -138,7 +158,13 @@ def test_routes_come_from_the_store(tmp_path: Path) -> None:
         session.add(mv)
         session.flush()
         build = Build(model_version_id=mv.id, recipe="fp32", target="onnxruntime-cpu")
-        session.add(build)
+        mv2 = ModelVersion(
+            name="m", version=2, mlflow_run_id="r2", onnx_sha256="1", signature={}, tags={}
+        )
+        session.add_all([build, mv2])
+        session.flush()
+        newer = Build(model_version_id=mv2.id, recipe="int8", target="onnxruntime-cpu")
+        session.add(newer)
         session.flush()
         d = Deployment(name="web", build_id=build.id, split=Split.STICKY, sticky_header="x-user")
         d.variants = [
@@ -167,6 +193,14 @@ def test_routes_come_from_the_store(tmp_path: Path) -> None:
                 triton_model_name="t",
                 state=ReplicaState.STARTING,
             ),
+            # Stable changing build: the new build's replica is ready beside the old one.
+            Replica(
+                variant="stable",
+                build_id=newer.id,
+                url="http://s3",
+                triton_model_name="t2",
+                state=ReplicaState.READY,
+            ),
         ]
         session.add(d)
     route = load_table(db).get("web")
@@ -174,8 +208,16 @@ def test_routes_come_from_the_store(tmp_path: Path) -> None:
     assert route is not None and route.sticky and route.sticky_header == "x-user"
     variants = {v.name: v for v in route.variants}
     assert variants["stable"].weight == 80
-    assert [r.url for r in variants["stable"].replicas] == ["http://s1"]  # draining: out
+    assert [r.url for r in variants["stable"].replicas] == ["http://s1", "http://s3"]  # no s2
     assert variants["canary"].replicas == ()  # starting: not yet
+    # Each replica's registered version is its own build's.
+    assert [(r.triton_model_name, r.version) for r in variants["stable"].replicas] == [
+        ("t", 1),
+        ("t2", 2),
+    ]
+    assert route.versions() == (1, 2) and route.pinned(2).choose(None, 0.0).replicas == (  # type: ignore[union-attr]
+        variants["stable"].replicas[1],
+    )
 
 
 def test_shadow_traffic_is_compared_and_never_answers(
@@ -190,14 +232,20 @@ def test_shadow_traffic_is_compared_and_never_answers(
             )
         )
         with running_gateway(settings_for(tmp_path), lambda: table) as (url, _):
+
+            def outcomes() -> dict[str, float]:
+                counted = gateway_series(url, "shipway_gateway_shadow_total", "flaky")
+                return {dict(k)["outcome"]: v for k, v in counted.items()}
+
+            # The mirrors run after the answers: each phase waits for all 5 of its own
+            # before the next begins (a mirror still in flight when the shadow starts
+            # failing would otherwise count as an error of the first phase).
             assert all(infer_flaky(url) == 200 for _ in range(5))
+            wait_until(lambda: sum(outcomes().values()) >= 5, 60, "the first 5 shadows")
+            assert outcomes() == {"agree": 5}
             shadow_flag.touch()  # the shadow now fails: users must not notice
             assert all(infer_flaky(url) == 200 for _ in range(5))
-
-            def outcome(kind: str) -> float:
-                for line in httpx.get(f"{url}/metrics").text.splitlines():
-                    if line.startswith("shipway_gateway_shadow_total") and f'"{kind}"' in line:
-                        return float(line.rsplit(" ", 1)[1])
-                return 0.0
-
-            wait_until(lambda: outcome("agree") == 5 and outcome("error") == 5, 10, "shadows")
+            wait_until(lambda: sum(outcomes().values()) >= 10, 60, "the next 5 shadows")
+            assert outcomes() == {"agree": 5, "error": 5}
+            # Mirrors are no answers: only the 10 live requests are counted, on stable.
+            assert answers(url, "flaky") == {("stable", "2xx"): 10}

@@ -30,7 +30,7 @@ from shipway.runtime.triton_distribution import TritonDistribution
 from shipway.services import deployments, models
 from shipway.settings import Settings
 from shipway.store.models import Build, Replica, ReplicaState
-from tests.support.gateway import flaky_replicas, infer_flaky, running_gateway
+from tests.support.gateway import answers, flaky_replicas, infer_flaky, running_gateway
 from tests.support.services import wait_until
 
 pytestmark = pytest.mark.integration
@@ -59,6 +59,15 @@ class Load:
                     self.codes[code] += 1
                     if code != 200:
                         self.failures.append(time.monotonic())
+
+    def total(self) -> int:
+        with self._lock:
+            return sum(self.codes.values())
+
+    def wait_for(self, more: int, what: str) -> None:
+        """Wait until ``more`` requests beyond the count now have ended."""
+        target = self.total() + more
+        wait_until(lambda: self.total() >= target, 60, what)
 
     @contextmanager
     def running(self) -> Iterator[Load]:
@@ -150,18 +159,26 @@ def test_a_weight_change_under_load_loses_no_request(
             load = Load(
                 lambda c: c.post(f"{url}/v2/models/flaky/infer", json=flaky_body()).status_code
             )
+            # Each table serves at least 15 requests (after its refresh), however slow the
+            # machine: the traffic each phase proves, not a length of time.
             with load.running():
                 for weight in (100, 75, 50, 25, 0, 50, 100, 0):
                     current["table"] = table_with(weight)
-                    time.sleep(0.4)
+                    time.sleep(0.1)  # two refreshes
+                    load.wait_for(15, f"15 requests at weight {weight}")
                 # Stable's replica is replaced under load (a -> b -> a), as a new build does.
                 for stable_on in (b.url, a.url, b.url):
                     current["table"] = table_with(100, stable_on)
-                    time.sleep(0.4)
+                    time.sleep(0.1)
+                    load.wait_for(15, f"15 requests on {stable_on}")
             metrics = httpx.get(f"{url}/metrics").text
+            counted = answers(url, "flaky")
         assert load.codes[200] > 100
         assert set(load.codes) == {200}, load.codes
         assert served_by(metrics, a.url) > 20 and served_by(metrics, b.url) > 20
+        # Each answer counted once, under the arm that gave it (counted before it is sent).
+        assert set(counted) <= {("stable", "2xx"), ("canary", "2xx")}, counted
+        assert sum(counted.values()) == load.codes[200]
 
 
 @pytest.fixture
@@ -253,8 +270,16 @@ def test_sigkill_of_one_of_three_replicas_under_load(
             with pytest.raises(ProcessLookupError):
                 os.killpg(victim.pid, 0)
             served_when_back = served_by(httpx.get(f"{url}/metrics").text, victim.url)
-            time.sleep(2.0)
+            # The restarted replica takes traffic again, not only the two that stayed up.
+            wait_until(
+                lambda: (
+                    served_by(httpx.get(f"{url}/metrics").text, victim.url) >= served_when_back + 10
+                ),
+                60,
+                "10 requests on the restarted replica",
+            )
         metrics = httpx.get(f"{url}/metrics").text
+        counted = answers(url, "web")
         urls = [r.url for r in replicas(container)]
     served = {u: served_by(metrics, u) for u in urls}
     print(
@@ -266,8 +291,13 @@ def test_sigkill_of_one_of_three_replicas_under_load(
     assert len(load.failures) <= load.clients, load.codes
     assert all(t <= killed_at + health_period + 0.5 for t in load.failures)
     assert len(served) == 3 and all(count > 0 for count in served.values()), served
-    # The restarted replica takes traffic again, not only the two that stayed up.
     assert served[victim.url] - served_when_back >= 10, (served_when_back, served)
+    # Every answer the clients got is counted once by class: the 200s as 2xx, and a
+    # request that found no replica reachable (if one did) as connection_reset.
+    classes = {"2xx": 200, "connection_reset": 502, "upstream_timeout": 504, "5xx": 500}
+    assert {c for _, c in counted} <= set(classes), counted
+    for name, code in classes.items():
+        assert counted.get(("stable", name), 0) == load.codes[code], (counted, load.codes)
 
 
 def test_load_adds_a_replica_and_its_end_removes_it(

@@ -30,6 +30,7 @@ from shipway.runtime.triton_process import TritonProcess
 from shipway.services import builds, deployments, models
 from shipway.settings import Settings
 from shipway.store.models import Build, BuildStatus, ModelVersion
+from tests.support import graphs
 
 pytestmark = pytest.mark.integration
 
@@ -382,3 +383,181 @@ def test_one_calibration_two_encodings(
     cpu = zero_points(quantize.Encoding.U8S8)
     assert cpu and all(z.dtype == np.uint8 for z in cpu) and any(z.any() for z in cpu)
     assert cache.read_text() == ranges  # neither encoding recalibrated
+
+
+# INT8 beyond MiniLM (issue 12, item 6): every graph shape ONNX allows that has
+# quantizable layers, through calibration, the gate and a real tritonserver.
+SHAPES = {
+    # name: (builder, the layers a build must find and quantize, class-score outputs)
+    "gemm-classifier": (graphs.gemm_classifier, ["fc1", "fc2"], ["probs"]),
+    "unnamed-mlp": (graphs.unnamed_mlp, ["MatMul_1", "MatMul_4"], []),
+    "conv-net": (graphs.conv_net, ["conv1", "conv2", "fc"], []),
+    "tied-weights": (graphs.tied_weights, ["mm1", "mm2", "g3"], []),
+}
+
+
+def register_graph(container: Container, name: str, model: bytes, sample: bytes) -> ModelVersion:
+    return models.register(container, models.Registration(name, model, sample, {}), actor="test")
+
+
+def infer_json(url: str, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    body = {
+        "inputs": [
+            {"name": k, "shape": list(v.shape), "datatype": "FP32", "data": v.ravel().tolist()}
+            for k, v in inputs.items()
+        ]
+    }
+    answer = httpx.post(f"{url}/v2/models/{model}/infer", json=body, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return {
+        o["name"]: np.array(o["data"], np.float32).reshape(o["shape"])
+        for o in answer.json()["outputs"]
+    }
+
+
+def test_int8_recipes_quantize_every_graph_shape_and_triton_serves_them(
+    container: Container, triton_dist: TritonDistribution, tmp_path: Path
+) -> None:
+    from shipway.engines.graph import int8_weights
+
+    served = tmp_path / "served"
+    built: list[tuple[Build, Path, dict[str, np.ndarray]]] = []
+    for shape, (builder, layers, class_scores) in SHAPES.items():
+        model, sample = builder()
+        version = register_graph(container, shape, model, sample)
+        for recipe in ("int8", "int8-dynamic"):
+            row, stages = build(container, version, recipe)
+            assert row.status == BuildStatus.SUCCEEDED, (shape, recipe, row.error)
+            report = row.report
+            # Every quantizable layer found by name, and every one quantized.
+            assert report["quantization"] == {"layers": layers, "int8_weights": len(layers)}
+            assert report["selective"]["kept_fp32"] == []
+            accuracy = report["accuracy"]
+            assert accuracy["passed"] and accuracy["mean_cosine"] >= 0.99, (shape, recipe)
+            assert accuracy["rule"]["class_scores"] == class_scores
+            if class_scores:
+                assert accuracy["top1_agreement"] >= 0.99
+            assert ("calibrate" in stages) == (recipe == "int8")
+            assert report["benchmark"]["candidate"]["batch"] == 8
+            repo = repository(container, version, row, tmp_path / row.id)
+            assert row.triton_model_name
+            engine = repo / row.triton_model_name / "1" / "model.onnx"
+            assert int8_weights(onnx.load(str(engine))) == len(layers)
+            shutil.copytree(repo / row.triton_model_name, served / row.triton_model_name)
+            rows = {k: v[:3] for k, v in load_sample(sample).items()}
+            built.append((row, engine, rows))
+
+    # One real tritonserver loads every build's repository and answers as ONNX
+    # Runtime does on the candidate engine.
+    process = TritonProcess(triton_dist, served, tmp_path / "triton.log")
+    process.start()
+    try:
+        process.wait_ready(180)
+        for row, engine, rows in built:
+            assert row.triton_model_name and process.model_ready(row.triton_model_name)
+            answer = infer_json(process.url, row.triton_model_name, rows)
+            local = run(session(engine), rows)
+            assert answer.keys() == local.keys()
+            for name, value in local.items():
+                np.testing.assert_allclose(answer[name], value, rtol=1e-4, atol=1e-5)
+    finally:
+        process.stop()
+
+
+def test_a_classifier_whose_int8_decisions_flip_fails_the_gate_on_top1(
+    container: Container,
+) -> None:
+    """Issue 11: cosine ~1 against FP32, top-1 agreement far below 0.99. The build
+    fails, naming the metric and the output, and leaves nothing deployable."""
+    model, sample = graphs.close_classes_classifier()
+    version = register_graph(container, "close-classes", model, sample)
+    row, stages = build(container, version, "int8")
+    assert row.status == BuildStatus.FAILED
+    assert row.error and row.error.startswith("accuracy gate failed")
+    assert "output 'probs': top1 agreement" in row.error
+    accuracy = row.report["accuracy"]
+    assert accuracy["rule"]["class_scores"] == ["probs"]
+    assert accuracy["mean_cosine"] >= 0.99  # cosine alone would have let it through
+    assert accuracy["top1_agreement"] < 0.99
+    assert [(f["output"], f["metric"]) for f in accuracy["failed"]] == [("probs", "top1")]
+    # One layer: none can stay in FP32 (an INT8 build of a model all in FP32 is none).
+    assert row.report["selective"]["kept_fp32"] == []
+    assert "benchmark" not in stages and row.artifact_path is None
+
+    # Lowering the bar is the user's choice, per build.
+    lenient, _ = build(container, version, "int8", min_top1=0.0)
+    assert lenient.status == BuildStatus.SUCCEEDED, lenient.error
+    assert lenient.report["accuracy"]["min_top1"] == 0.0
+
+
+def test_a_class_score_tag_gates_logits_and_an_unknown_tag_fails_the_build(
+    container: Container,
+) -> None:
+    model, sample = graphs.close_classes_classifier()
+    logits_only = onnx.load_from_string(model)
+    # The same classifier serving logits (not probabilities): recognised by tag only.
+    logits_only.graph.node.pop()
+    logits_only.graph.output[0].name = "logits"
+    tagged = models.register(
+        container,
+        models.Registration(
+            "close-logits",
+            logits_only.SerializeToString(),
+            sample,
+            {"shipway.output.logits": "class-scores"},
+        ),
+        actor="test",
+    )
+    row, _ = build(container, tagged, "int8")
+    assert row.status == BuildStatus.FAILED
+    assert row.report["accuracy"]["rule"]["class_scores"] == ["logits"]
+    assert "output 'logits': top1 agreement" in (row.error or "")
+
+    typo = models.register(
+        container,
+        models.Registration(
+            "close-typo", logits_only.SerializeToString(), sample, {"shipway.output.logit": "x"}
+        ),
+        actor="test",
+    )
+    row, _ = build(container, typo, "int8")
+    assert row.status == BuildStatus.FAILED
+    assert "tag 'shipway.output.logit' names no output" in (row.error or "")
+
+
+def test_a_fixed_batch_model_is_benchmarked_at_its_batch_size(container: Container) -> None:
+    """Issue 12, item 5: a model fixed at batch 1 built int8-dynamic used to raise
+    InvalidArgument in the benchmark at batch 8 and stay 'running' forever."""
+    model, sample = graphs.fixed_batch_one()
+    version = models.register(
+        container,
+        models.Registration("fixed-batch", model, sample, {}, calibration_bytes=sample),
+        actor="test",
+    )
+    row, stages = build(container, version, "int8-dynamic")
+    assert row.status == BuildStatus.SUCCEEDED, row.error
+    assert "benchmark" in stages
+    bench = row.report["benchmark"]
+    assert bench["candidate"]["batch"] == 1 and bench["fp32"]["batch"] == 1
+
+
+def test_whatever_a_build_raises_it_ends_failed_with_the_reason(container: Container) -> None:
+    """Not only Shipway's own errors: anything raised inside a build ends it, naming
+    the stage, instead of leaving it 'running' (here: options stored by hand that do
+    not parse)."""
+    model, sample = graphs.unnamed_mlp()
+    version = register_graph(container, "raises", model, sample)
+    with container.db.session() as s:
+        row = Build(
+            model_version_id=version.id,
+            recipe="int8",
+            target="onnxruntime-cpu",
+            options={"min_cosine": "high"},
+        )
+        s.add(row)
+        s.flush()
+        build_id = row.id
+    BuildPipeline(container.db, container.registry, container.settings).run(build_id)
+    done = builds.get(container, build_id)
+    assert done.status == BuildStatus.FAILED and done.stage == "failed"
+    assert done.error and done.error.startswith("unexpected error at stage 'start': TypeError")

@@ -33,20 +33,24 @@ class ScriptedMetrics:
     """Cumulative counters that grow as the test says; ``down`` raises like a gateway
     that cannot be reached."""
 
-    totals: dict[str, list[float]] = field(default_factory=dict)  # variant: [requests, errors]
+    # variant: [requests, errors (5xx, gateway failures), client errors (4xx)]
+    totals: dict[str, list[float]] = field(default_factory=dict)
     down: bool = False
 
-    def add(self, variant: str, requests: int, errors: int = 0) -> None:
-        now = self.totals.setdefault(variant, [0.0, 0.0])
+    def add(self, variant: str, requests: int, errors: int = 0, client_errors: int = 0) -> None:
+        now = self.totals.setdefault(variant, [0.0, 0.0, 0.0])
         now[0] += requests
         now[1] += errors
+        now[2] += client_errors
 
     def snapshot(self, deployment: str) -> Snapshot:
         if self.down:
             raise MetricsUnavailable("gateway unreachable")
         return {
-            name: VariantCounts(n, e, ((0.004, 0.0), (0.005, n), (math.inf, n)))
-            for name, (n, e) in self.totals.items()
+            name: VariantCounts(
+                n, e, ((0.004, 0.0), (0.005, n), (math.inf, n)), client_errors=client
+            )
+            for name, (n, e, client) in self.totals.items()
         }
 
 
@@ -303,9 +307,86 @@ def test_an_experiment_counts_through_a_gateway_restart(world) -> None:  # type:
     assert done["phase"] == "rolled-back" and done["winner"] == "stable", done["reason"]
     decided = next(e for e in done["timeline"] if e["event"] == "experiment.decided")
     assert decided["details"]["numbers"]["arms"] == {
-        "stable": {"requests": 250, "errors": 0},
-        "challenger": {"requests": 250, "errors": 25},
+        "stable": {"requests": 250, "errors": 0, "client_errors": 0},
+        "challenger": {"requests": 250, "errors": 25, "client_errors": 0},
     }
     assert api.get("/api/v1/deployments/ab").json()["split"] == "weighted"
     assert weights(api, "ab") == {"stable": 100}
     assert container.registry.aliases("ab") == {"production": v1}
+
+
+def test_a_candidate_that_breaks_stable_clients_is_refused_before_any_traffic(world) -> None:  # type: ignore[no-untyped-def]
+    api, container = world
+    v1 = register_doubler(container, "sig")
+    renamed = register_doubler(container, "sig", input_name="features")  # clients send x
+    stable, candidate = publish_flaky_build(container, v1), publish_flaky_build(container, renamed)
+    assert api.put("/api/v1/deployments/sig", json={"build_id": stable}).status_code == 200
+    url = "/api/v1/deployments/sig/rollouts"
+    for method, path, body in (
+        ("POST", url, {"build_id": candidate}),
+        ("PUT", "/api/v1/deployments/sig", {"build_id": candidate}),
+        ("PUT", "/api/v1/deployments/sig/variants/canary", {"build_id": candidate, "weight": 5}),
+    ):
+        refused = api.request(method, path, json=body)
+        assert refused.status_code == 409, refused.text
+        detail = refused.json()["detail"]
+        assert "input 'x' is gone (the candidate's inputs: 'features')" in detail
+        assert "allow_signature_change" in detail
+    # nothing moved, nothing was written
+    assert api.get(url).json() == [] and weights(api, "sig") == {"stable": 100}
+    assert api.get("/api/v1/deployments/sig").json()["build_id"] == stable
+
+    allowed = api.post(url, json={"build_id": candidate, "allow_signature_change": True})
+    assert allowed.status_code == 201, allowed.text
+    created = allowed.json()["timeline"][0]
+    assert created["event"] == "rollout.created"
+    assert created["details"]["signature_changes"] == [
+        "input 'x' is gone (the candidate's inputs: 'features')",
+        "new input 'features' that clients do not send",
+    ]
+
+
+def test_4xx_beyond_stable_roll_back_and_no_traffic_fails(world) -> None:  # type: ignore[no-untyped-def]
+    api, container = world
+    stable, candidate, v1, _ = prepare(api, container, "refuse")
+    metrics = ScriptedMetrics()
+    here = ports(container, metrics)
+    url = "/api/v1/deployments/refuse/rollouts"
+    rid = api.post(url, json={"build_id": candidate, "settings": CANARY}).json()["id"]
+    serve(container, "refuse", "canary", candidate)
+    rollouts.tick(container, here, now=5000.0)
+    for second in (10, 20):
+        # clients send some garbage to both; the candidate also refuses everything else
+        metrics.add("stable", 400, client_errors=40)
+        metrics.add("canary", 100, client_errors=100)
+        rollouts.tick(container, here, now=5000.0 + second)
+    done = api.get(f"{url}/{rid}").json()
+    assert done["phase"] == "rolled-back" and "client_error_excess" in done["reason"], done
+    failed = next(e for e in done["timeline"] if e["event"] == "rollout.rolled-back")
+    excess = failed["details"]["numbers"]["client_error_excess"]
+    assert excess["outcome"] == "failed" and excess["value"] == pytest.approx(0.9)
+    assert excess["bound"] > 0.8 and failed["details"]["numbers"]["error_rate"]["value"] == 0
+    assert weights(api, "refuse") == {"stable": 100}
+    assert container.registry.aliases("refuse") == {"production": v1}
+
+    # the same clients' garbage alone does not fail a candidate; no traffic at all ends
+    # the rollout failed after max_inconclusive analyses, stable untouched
+    quiet = {**CANARY, "max_inconclusive": 3}
+    rid = api.post(url, json={"build_id": candidate, "settings": quiet}).json()["id"]
+    serve(container, "refuse", "canary", candidate)
+    rollouts.tick(container, here, now=6000.0)
+    metrics.add("stable", 400, client_errors=40)
+    metrics.add("canary", 100, client_errors=10)
+    rollouts.tick(container, here, now=6010.0)
+    assert weights(api, "refuse") == {"canary": 100, "stable": 0}
+    for second in (20, 30, 40):
+        rollouts.tick(container, here, now=6000.0 + second)
+    done = api.get(f"{url}/{rid}").json()
+    assert done["phase"] == "failed" and "3 inconclusive analyses in a row" in done["reason"]
+    assert not done["running"] and [e["event"] for e in done["timeline"]][-2:] == [
+        "rollout.failed",
+        "rollout.finished",
+    ]
+    assert weights(api, "refuse") == {"stable": 100}
+    assert api.get("/api/v1/deployments/refuse").json()["build_id"] == stable
+    assert container.registry.aliases("refuse") == {"production": v1}

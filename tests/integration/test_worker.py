@@ -1,8 +1,11 @@
 """A real Celery worker on Redis builds a registered version into a Triton repository in
-MLflow, with the state store on PostgreSQL; builds are idempotent."""
+MLflow, with the state store on PostgreSQL; builds are idempotent, end within their
+time limits whatever they do, and never outlive the worker."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import signal
 import time
@@ -10,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 from sqlalchemy import select
@@ -19,6 +23,7 @@ from shipway.container import Container
 from shipway.services import builds, models
 from shipway.settings import Settings
 from shipway.store.models import AuditEvent, Build
+from tests.support import graphs
 from tests.support.processes import shipway_process
 from tests.support.services import wait_until
 
@@ -47,6 +52,32 @@ def wait_build(container: Container, build_id: str, timeout: float = 120) -> str
             return status
         time.sleep(0.3)
     raise TimeoutError(f"build {build_id} did not finish")
+
+
+def build_processes(worker: int) -> set[int]:
+    """The worker's live child processes that run a build (multiprocessing's spawned
+    children; not its resource tracker, which lives as long as the worker)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{worker}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            found |= {int(c) for c in (task / "children").read_text().split()}
+    return {c for c in found if alive(c) and b"spawn_main" in cmdline(c)}
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def alive(pid: int) -> bool:
+    """Running or sleeping: not gone, and not a zombie waiting to be reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
 
 
 def artifacts(container: Container, run_id: str, path: str) -> list[str]:
@@ -82,6 +113,8 @@ def test_worker_builds_fp32_repository(
         f"{prefix}/1/model.onnx",
         f"{prefix}/1/model.py",
         f"{prefix}/config.pbtxt",
+        f"{prefix}/warmup/0-input_ids.bin",  # the reference sample's first row
+        f"{prefix}/warmup/1-attention_mask.bin",
     ]
 
     config = container.registry.download(
@@ -158,8 +191,12 @@ def test_a_worker_killed_mid_build_leaves_it_to_the_next_worker_which_finishes_i
                 120,
                 "the build mid-way",
             )
+            building = build_processes(worker.pid)  # the build's own process
+            assert building
             os.kill(worker.pid, signal.SIGKILL)  # no shutdown, no acknowledgement
             worker.wait(10)
+            # The build's process dies with its worker: nothing goes on building it.
+            wait_until(lambda: not any(alive(p) for p in building), 10, "the build process gone")
         killed = builds.get(container, build.id)
         assert killed.status == "running", killed.stage
 
@@ -177,11 +214,86 @@ def test_a_worker_killed_mid_build_leaves_it_to_the_next_worker_which_finishes_i
             f"{prefix}/1/model.onnx",
             f"{prefix}/1/model.py",
             f"{prefix}/config.pbtxt",
+            f"{prefix}/warmup/0-input_ids.bin",
+            f"{prefix}/warmup/1-attention_mask.bin",
         ]
         with container.db.session() as session:
             outcomes = session.scalars(
                 select(AuditEvent.action).where(AuditEvent.subject == f"build/{build.id}")
             ).all()
         assert sorted(outcomes) == ["build.create", "build.succeeded"]
+    finally:
+        container.close()
+
+
+def test_a_build_that_hangs_fails_at_the_hard_time_limit_and_the_worker_takes_the_next(
+    tmp_path: Path, postgres_url: str, redis_url: str
+) -> None:
+    """Issue 12, item 5: the solo pool ignores Celery's time limits. A build blocked
+    inside ONNX Runtime (native code, out of reach of the soft limit's signal) is
+    killed at the hard limit and fails naming it and its stage; the same worker then
+    builds the next one."""
+    settings = Settings(
+        home=tmp_path / "home",
+        database_url=postgres_url,
+        broker_url=redis_url,
+        result_backend=redis_url,
+        build_queue=f"builds-{uuid.uuid4().hex[:8]}",
+        build_soft_time_limit=20,
+        build_hard_time_limit=30,
+        build_bench_seconds=0.2,
+        build_bench_rounds=1,
+    )
+    container = Container(settings)
+    container.registry.initialize()
+    try:
+        model, sample = graphs.blocks_on_large_inputs()
+        rows = np.load(io.BytesIO(sample))["x"].copy()
+        rows[3, 0] = 1000.0  # this row sends the model's Loop spinning
+        hanging = models.register(
+            container,
+            models.Registration("blocks", model, sample, {}, graphs.npz(x=rows)),
+            actor="test",
+        )
+        model, sample = graphs.gemm_classifier()
+        healthy = models.register(
+            container, models.Registration("classifier", model, sample, {}), actor="test"
+        )
+        with shipway_process(settings, "serve", "worker", log=tmp_path / "worker.log") as worker:
+            build = builds.create(
+                container, "blocks", hanging.version, "int8", "onnxruntime-cpu", "t"
+            )
+            wait_until(
+                lambda: builds.get(container, build.id).stage == "calibrate", 120, "calibrating"
+            )
+            started = time.monotonic()
+            status = wait_build(container, build.id, timeout=120)
+            done = builds.get(container, build.id)
+            log = (tmp_path / "worker.log").read_text()[-3000:]
+            assert status == "failed", (done.error, log)
+            assert done.error == (
+                "hard time limit of 30 s exceeded; the build process was killed "
+                "at stage 'calibrate'"
+            ), log
+            assert time.monotonic() - started < 40  # the limit, not a timeout of ours
+            assert done.stage == "failed" and done.artifact_path is None
+            assert worker.poll() is None  # the worker survived
+            wait_until(lambda: not build_processes(worker.pid), 10, "no build process left")
+
+            # The same worker takes the next build and finishes it.
+            following = builds.create(
+                container, "classifier", healthy.version, "int8", "onnxruntime-cpu", "t"
+            )
+            assert wait_build(container, following.id, timeout=180) == "succeeded", (
+                builds.get(container, following.id).error,
+                (tmp_path / "worker.log").read_text()[-3000:],
+            )
+            assert worker.poll() is None
+        with container.db.session() as session:
+            outcomes = session.scalars(
+                select(AuditEvent.action).where(AuditEvent.subject == f"build/{build.id}")
+            ).all()
+        assert sorted(outcomes) == ["build.create", "build.failed"]
+        assert not (settings.home / "build-work" / build.id).exists()  # no files left
     finally:
         container.close()

@@ -41,11 +41,13 @@ parameters [
 """
 
 
-def doubler_onnx() -> bytes:
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", WIDTH])
+def doubler_onnx(input_name: str = "x") -> bytes:
+    """y = 2x; ``input_name`` renames the input (a version that breaks its clients)."""
+    x = helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", WIDTH])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", WIDTH])
     two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
-    graph = helper.make_graph([helper.make_node("Mul", ["x", "two"], ["y"])], "doubler", [x], [y])
+    node = helper.make_node("Mul", [input_name, "two"], ["y"])
+    graph = helper.make_graph([node], "doubler", [x], [y])
     graph.initializer.append(two)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -53,11 +55,11 @@ def doubler_onnx() -> bytes:
     return model.SerializeToString()
 
 
-def register_doubler(container: Container, name: str) -> ModelVersion:
+def register_doubler(container: Container, name: str, input_name: str = "x") -> ModelVersion:
     buffer = io.BytesIO()
     rows = np.random.default_rng(0).normal(size=(32, WIDTH)).astype(np.float32)
-    np.savez(buffer, x=rows)
-    registration = models.Registration(name, doubler_onnx(), buffer.getvalue(), {})
+    np.savez(buffer, **{input_name: rows})
+    registration = models.Registration(name, doubler_onnx(input_name), buffer.getvalue(), {})
     return models.register(container, registration, "test")
 
 
@@ -99,6 +101,22 @@ def publish_flaky_build(
                 report={"test_model": "flaky", "fail_share": fail_share, "sleep_ms": sleep_ms},
             )
         )
+    return build_id
+
+
+def real_build(container: Container, version: ModelVersion, recipe: str = "fp32") -> str:
+    """A build through the real pipeline, run in this process as a worker would run it:
+    the registered ONNX served by ONNX Runtime in Triton's Python backend."""
+    from shipway.builds.pipeline import BuildPipeline
+    from shipway.builds.recipes import parse
+
+    parsed_recipe, target = parse(recipe, "onnxruntime-cpu")
+    with container.db.session() as session:
+        row = Build(model_version_id=version.id, recipe=parsed_recipe, target=target)
+        session.add(row)
+        session.flush()
+        build_id = row.id
+    BuildPipeline(container.db, container.registry, container.settings).run(build_id)
     return build_id
 
 

@@ -96,3 +96,42 @@ def send_rows(gateway_url: str, deployment: str, inputs: dict[str, np.ndarray]) 
             }
             response = client.post(f"{gateway_url}/v2/models/{deployment}/infer", json=body)
             assert response.status_code == 200, response.text
+
+
+def gateway_series(
+    url: str, name: str, deployment: str
+) -> dict[tuple[tuple[str, str], ...], float]:
+    """The samples of one metric (e.g. ``shipway_gateway_responses_total``) for one
+    deployment, keyed by their other labels, zeros left out."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found: dict[tuple[tuple[str, str], ...], float] = {}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels.get("deployment") == deployment:
+                labels = tuple(
+                    sorted((k, v) for k, v in sample.labels.items() if k != "deployment")
+                )
+                if sample.value:
+                    found[labels] = sample.value
+    return found
+
+
+def answers(url: str, deployment: str) -> dict[tuple[str, str], float]:
+    """``shipway_gateway_responses_total`` of a deployment: {(variant, class): count}."""
+    return {
+        (dict(labels)["variant"], dict(labels)["class"]): value
+        for labels, value in gateway_series(
+            url, "shipway_gateway_responses_total", deployment
+        ).items()
+    }
+
+
+def timed(url: str, deployment: str) -> dict[str, float]:
+    """``shipway_gateway_request_seconds_count`` of a deployment: {variant: count}."""
+    return {
+        dict(labels)["variant"]: value
+        for labels, value in gateway_series(
+            url, "shipway_gateway_request_seconds_count", deployment
+        ).items()
+    }

@@ -30,6 +30,11 @@ class BuildOptionsIn(BaseModel):
     max_fp32_layers: int | None = Field(
         None, description="Most layers the selective search may keep in FP32 (4)"
     )
+    min_top1: float | None = Field(
+        None,
+        description="Accuracy gate for class-score outputs: least share of held-out rows "
+        "whose top-1 class matches FP32 (0.99)",
+    )
 
 
 class BuildIn(BaseModel):
@@ -84,6 +89,12 @@ class DeploymentIn(BaseModel):
     scale_down_window_s: float | None = Field(
         None, description="Scale down only to the highest recommendation of this window (30)"
     )
+    allow_signature_change: bool = Field(
+        False,
+        description="Serve it even though its signature would break clients of the build "
+        "serving now (renamed or removed inputs/outputs, other dtypes, ranks or sizes); "
+        "otherwise such a build is refused with 409. Recorded in the audit trail.",
+    )
 
 
 class VariantIn(BaseModel):
@@ -92,6 +103,12 @@ class VariantIn(BaseModel):
     shadow_share: float = Field(0.0, description="Share of requests mirrored to it (0..1)")
     replicas: int = 1
     max_replicas: int | None = None
+    allow_signature_change: bool = Field(
+        False,
+        description="Serve it even though its signature would break clients of the build "
+        "serving now (renamed or removed inputs/outputs, other dtypes, ranks or sizes); "
+        "otherwise such a build is refused with 409. Recorded in the audit trail.",
+    )
 
 
 class RoutingIn(BaseModel):
@@ -153,9 +170,17 @@ class RolloutIn(BaseModel):
     settings: dict[str, Any] = Field(
         default_factory=dict,
         description="canary: steps, interval_s, checks_per_step, failure_threshold, gates, "
-        "bake_s, max_unavailable, thresholds {min_requests, max_error_rate, max_p50_ratio, "
-        "max_p99_ratio, max_drift_score}; experiment: weight, interval_s, min_requests, "
+        "bake_s, max_unavailable, progress_deadline_s, max_inconclusive, shadow {share, "
+        "min_compared, min_agreement, max_error_rate}, thresholds {min_requests, "
+        "max_error_rate, max_client_error_increase, max_p50_ratio, max_p99_ratio, "
+        "max_drift_score, confidence}; experiment: weight, interval_s, min_requests, "
         "max_duration_s, alpha",
+    )
+    allow_signature_change: bool = Field(
+        False,
+        description="Serve it even though its signature would break clients of the build "
+        "serving now (renamed or removed inputs/outputs, other dtypes, ranks or sizes); "
+        "otherwise such a build is refused with 409. Recorded in the audit trail.",
     )
 
 

@@ -1,48 +1,371 @@
 """The accuracy gate: does a candidate engine still compute the same model?
 
-Pure numpy over outputs that the caller computed on held-out inputs (never the
-calibration rows). Outputs are compared the way the model is used:
+Pure numpy over outputs that the caller computed on the same inputs (for a build,
+held-out rows, never the calibration rows). Each output is judged by its kind, row by
+row; one implementation (``compare_output``) does the per-row arithmetic for the
+build's gate (``compare``: means over the held-out rows) and for the rollout's shadow
+comparison (``rows_agree``: one verdict per row of one request).
 
-- a float output of rank 3 ``[batch, tokens, hidden]`` with an ``attention_mask``
-  input is a token sequence: the attention-mask-aware mean-pooled embedding (what a
-  sentence-embedding model serves) is compared by cosine similarity, and the
-  token-level cosine is reported too;
-- a float output of rank 2 ``[batch, features]`` is compared row by row by cosine;
-  when it looks like class scores (at most 1,000 columns) top-1 agreement is
-  reported as well;
-- integer outputs must match exactly (they are pass-throughs or ids).
+Kinds of output, and what each must keep:
+
+- **float** ``[batch, ...]``: cosine similarity of each row, flattened. For a
+  ``[batch, tokens, hidden]`` output with a ``[batch, tokens]`` attention mask
+  among the inputs, the cosine of the mask-aware mean-pooled embedding (what a
+  sentence-embedding model serves); the token-level cosine is reported too.
+- **class scores** (a float output whose last axis holds one score per class): the
+  cosine as above *and* the same top-1 class in every row (at every unmasked token
+  for ``[batch, tokens, classes]``). Cosine alone misses flipped decisions: five
+  classes at ~0.2 each keep a cosine of 0.99999 while the argmax changes. An output
+  is class scores when its registration tags it ``shipway.output.<name>=class-scores``,
+  or, untagged, when every FP32 reference row is a probability distribution over
+  the last axis (all values finite and >= 0, summing to 1 within 1e-3; softmax in
+  float32 is within ~1e-6). That rule is never true of an embedding, whose values
+  go negative, so MiniLM's ``[batch, 384]`` pooled output is never gated on top-1
+  (its argmax means nothing). Logits are not distributions: tag them.
+  ``shipway.output.<name>=embedding`` opts an output out of the top-1 check.
+- **one value a row** (``[batch]``, ``[batch, 1]``: a regression, a score): one number
+  has no angle — its cosine would only compare signs. Its relative error
+  ``r = |got - ref| / max(|ref|, |got|)`` is judged as the cosine of the same angular
+  error, ``1 - r**2 / 2`` (for a small error perpendicular to a vector, ``|b - a| / |a|
+  = r`` is the angle, and ``1 - cos`` is ``r**2 / 2``), so ``min_cosine`` means the same
+  tolerance for both: 0.99 allows ~14 % on a score as on an embedding.
+- **integer and bool** outputs (ids, pass-throughs): exactly equal.
+- **non-finite values**: a candidate element that is NaN or ±inf where FP32's is
+  finite (or that differs from FP32's own NaN/inf) makes its row disagree, and fails
+  the gate whatever the cosine says (NaN would otherwise slip through a ``<``
+  comparison). Cosines are computed over the elements finite in both.
+
+The gate passes when every output's mean cosine is at least ``min_cosine`` (0.99
+by default: INT8 MiniLM keeps 0.995 pooled, see the README), every class-score
+output's top-1 agreement is at least ``min_top1`` (0.99: at most one decision in a
+hundred changes), integer outputs match and no row has new non-finite values.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
+from shipway.errors import InvalidInput
+
 MASK = "attention_mask"
-CLASS_SCORE_MAX_COLUMNS = 1000
+CLASS_SCORES = "class-scores"
+EMBEDDING = "embedding"
+OUTPUT_KINDS = (CLASS_SCORES, EMBEDDING)
+OUTPUT_TAG_PREFIX = "shipway.output."
+PROBABILITY_TOLERANCE = 1e-3
+
+Arrays = Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class AgreementRule:
+    """How one candidate row is judged against its reference row; serialisable, so it
+    travels in the routing table to the gateway's shadow comparison.
+
+    ``class_scores`` names the outputs checked for the same top-1 class (the build
+    resolves them from tags and the FP32 outputs, see the module docstring);
+    ``mask_input`` is the input holding the ``[batch, tokens]`` attention mask, or
+    None for none.
+    """
+
+    min_cosine: float = 0.99
+    class_scores: frozenset[str] = field(default_factory=frozenset)
+    mask_input: str | None = MASK
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.min_cosine <= 1.0:
+            raise InvalidInput(f"min_cosine must be within (0, 1], got {self.min_cosine}")
+        object.__setattr__(self, "class_scores", frozenset(self.class_scores))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "min_cosine": self.min_cosine,
+            "class_scores": sorted(self.class_scores),
+            "mask_input": self.mask_input,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AgreementRule:
+        unknown = set(data) - {"min_cosine", "class_scores", "mask_input"}
+        if unknown:
+            raise InvalidInput(f"unknown agreement rule fields: {sorted(unknown)}")
+        scores = data.get("class_scores", ())
+        if isinstance(scores, str) or not all(isinstance(s, str) for s in scores):
+            raise InvalidInput("class_scores must be a list of output names")
+        return cls(
+            min_cosine=float(data.get("min_cosine", 0.99)),
+            class_scores=frozenset(scores),
+            mask_input=data.get("mask_input", MASK),
+        )
+
+
+@dataclass(frozen=True)
+class OutputRows:
+    """One output compared row by row; every array has one entry per row."""
+
+    name: str
+    kind: str  # "pooled-embedding" | "rows" | "class-scores" | "exact" | "mismatch"
+    rows: int
+    cosine: np.ndarray | None = None  # float64, over elements finite in both
+    top1_same: np.ndarray | None = None  # bool; class scores only
+    exact: np.ndarray | None = None  # bool; integer and bool outputs
+    nonfinite: np.ndarray | None = None  # bool: non-finite values FP32 does not have
+    token_cosine: np.ndarray | None = None  # per unmasked token; reported only
+    problem: str | None = None  # missing output or other shape: every row disagrees
+
+    def agrees(self, min_cosine: float) -> np.ndarray:
+        """Per row: does the candidate row stand in for the reference row?"""
+        if self.problem is not None:
+            return np.zeros(self.rows, dtype=bool)
+        ok = np.ones(self.rows, dtype=bool)
+        if self.cosine is not None:
+            ok &= self.cosine >= min_cosine  # NaN compares False: disagrees
+        for verdict in (self.top1_same, self.exact):
+            if verdict is not None:
+                ok &= verdict
+        if self.nonfinite is not None:
+            ok &= ~self.nonfinite
+        return ok
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each row pair of ``[rows, ...]`` arrays (flattened rows)."""
+    a = a.astype(np.float64).reshape(a.shape[0], -1)
+    b = b.astype(np.float64).reshape(b.shape[0], -1)
+    if a.shape[1] == 1:  # one value a row: its relative error as a cosine (module docs)
+        scale = np.maximum(np.abs(a[:, 0]), np.abs(b[:, 0]))
+        error = np.abs(a[:, 0] - b[:, 0]) / np.where(scale > 0, scale, 1.0)
+        return np.clip(1.0 - error**2 / 2, -1.0, 1.0)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    dots = np.einsum("ij,ij->i", a, b)
+    # Two all-zero rows are the same vector; one zero row against another is not.
+    same = np.all(a == b, axis=1)
+    return np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(same, 1.0, 0.0))
+
+
+def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``[batch, tokens, hidden]`` → ``[batch, hidden]``, averaging unmasked tokens."""
+    weights = mask.astype(np.float64)[..., None]
+    return (hidden.astype(np.float64) * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+
+
+def _as_rows(array: np.ndarray) -> np.ndarray:
+    """A scalar output is one row of one value (it belongs to the whole request)."""
+    return array.reshape(1, 1) if array.ndim == 0 else array
+
+
+def compare_output(
+    name: str,
+    reference: np.ndarray | None,
+    candidate: np.ndarray | None,
+    mask: np.ndarray | None = None,
+    class_scores: bool = False,
+) -> OutputRows:
+    """The per-row arithmetic shared by the gate and ``rows_agree``.
+
+    ``reference`` and ``candidate`` are one output, ``[rows, ...]``; ``mask`` is the
+    request's attention mask ``[rows, tokens]`` (used for a rank-3 output of that
+    shape), ``class_scores`` whether to compare the top-1 class of each row.
+    """
+    if reference is None:
+        raise ValueError(f"no reference for output {name!r}")
+    ref = _as_rows(np.asarray(reference))
+    rows = int(ref.shape[0])
+    if candidate is None or np.shape(candidate) != np.shape(reference):
+        shape = None if candidate is None else tuple(np.shape(candidate))
+        return OutputRows(
+            name, "mismatch", rows, problem=f"shape {shape}, expected {tuple(ref.shape)}"
+        )
+    got = _as_rows(np.asarray(candidate))
+    if not np.issubdtype(ref.dtype, np.floating):  # ids, counts, flags: exactly
+        same = (ref == got).reshape(rows, -1).all(axis=1)
+        return OutputRows(name, "exact", rows, exact=same)
+
+    ref_bad, got_bad = ~np.isfinite(ref), ~np.isfinite(got)
+    matching_bad = (np.isnan(ref) & np.isnan(got)) | (ref_bad & (ref == got))
+    wrong = (got_bad & ~ref_bad) | (ref_bad & ~matching_bad)
+    nonfinite = wrong.reshape(rows, -1).any(axis=1)
+    finite = ~(ref_bad | got_bad)
+    ref_f = np.where(finite, ref, 0.0).astype(np.float64)
+    got_f = np.where(finite, got, 0.0).astype(np.float64)
+
+    masked = mask is not None and ref.ndim == 3 and tuple(mask.shape) == ref.shape[:2]
+    token_cosine = None
+    if masked:
+        assert mask is not None
+        cosine = cosine_rows(mean_pool(ref_f, mask), mean_pool(got_f, mask))
+        valid = mask.astype(bool).reshape(-1)
+        width = ref.shape[-1]
+        token_cosine = cosine_rows(ref_f.reshape(-1, width)[valid], got_f.reshape(-1, width)[valid])
+        kind = "pooled-embedding"
+    else:
+        cosine = cosine_rows(ref_f, got_f)
+        kind = "rows"
+
+    top1 = None
+    if class_scores and ref.ndim >= 2:
+        kind = "class-scores"
+        same_class = np.argmax(ref_f, axis=-1) == np.argmax(got_f, axis=-1)  # [rows, ...]
+        if masked and same_class.shape == tuple(mask.shape):  # type: ignore[union-attr]
+            same_class = same_class | ~mask.astype(bool)  # type: ignore[union-attr]
+        top1 = same_class.reshape(rows, -1).all(axis=1)
+    return OutputRows(
+        name,
+        kind,
+        rows,
+        cosine=cosine,
+        top1_same=top1,
+        nonfinite=nonfinite,
+        token_cosine=token_cosine,
+    )
+
+
+def _mask(inputs: Arrays, rule: AgreementRule) -> np.ndarray | None:
+    return inputs.get(rule.mask_input) if rule.mask_input else None
+
+
+def rows_agree(
+    reference: Arrays, candidate: Arrays, inputs: Arrays, rule: AgreementRule
+) -> np.ndarray:
+    """Per row of one request: does the candidate's answer agree with the reference's?
+
+    ``reference`` and ``candidate`` map output names to arrays with a leading row
+    axis (the candidate may have more outputs; a missing or reshaped one disagrees
+    on every row), ``inputs`` are the request's inputs (for the attention mask).
+    A row agrees when, for every reference output: its cosine (pooled with the mask
+    for ``[batch, tokens, hidden]``) is at least ``rule.min_cosine``, its top-1 class
+    is the same for outputs in ``rule.class_scores``, integer values are equal, and
+    it has no non-finite value that the reference lacks. A scalar output's verdict
+    applies to every row. Returns a bool array ``[rows]``; raises ``ValueError``
+    when the reference outputs disagree on the number of rows.
+    """
+    mask = _mask(inputs, rule)
+    verdicts = [
+        compare_output(name, ref, candidate.get(name), mask, name in rule.class_scores).agrees(
+            rule.min_cosine
+        )
+        for name, ref in reference.items()
+    ]
+    counts = {len(v) for v in verdicts} - {1}
+    if len(counts) > 1:
+        raise ValueError(f"reference outputs disagree on the number of rows: {sorted(counts)}")
+    rows = counts.pop() if counts else (1 if verdicts else 0)
+    result = np.ones(rows, dtype=bool)
+    for verdict in verdicts:
+        result &= verdict  # a one-row (scalar) verdict broadcasts
+    return result
+
+
+def output_kinds(tags: Mapping[str, str], outputs: Iterable[str]) -> dict[str, str]:
+    """Kinds declared at registration: tags ``shipway.output.<name>=class-scores|embedding``.
+
+    Raises ``InvalidInput`` for a tag that names no output or an unknown kind.
+    """
+    names = set(outputs)
+    kinds: dict[str, str] = {}
+    for key, value in tags.items():
+        if not key.startswith(OUTPUT_TAG_PREFIX):
+            continue
+        name = key[len(OUTPUT_TAG_PREFIX) :]
+        if name not in names:
+            raise InvalidInput(
+                f"tag {key!r} names no output of the model; outputs: {sorted(names)}"
+            )
+        if value not in OUTPUT_KINDS:
+            raise InvalidInput(
+                f"tag {key!r} has kind {value!r}; choose one of {', '.join(OUTPUT_KINDS)}"
+            )
+        kinds[name] = value
+    return kinds
+
+
+def is_distribution(array: np.ndarray) -> bool:
+    """Every row along the last axis is a probability distribution (>= 2 classes)."""
+    if not np.issubdtype(array.dtype, np.floating) or array.ndim < 2 or array.shape[-1] < 2:
+        return False
+    if array.size == 0 or not np.all(np.isfinite(array)) or np.any(array < 0):
+        return False
+    sums = array.astype(np.float64).sum(axis=-1)
+    return bool(np.all(np.abs(sums - 1.0) <= PROBABILITY_TOLERANCE))
+
+
+def class_score_outputs(reference: Arrays, kinds: Mapping[str, str]) -> frozenset[str]:
+    """Outputs gated on top-1: tagged ``class-scores``, or untagged probability rows."""
+    return frozenset(
+        name
+        for name, array in reference.items()
+        if kinds.get(name) == CLASS_SCORES or (name not in kinds and is_distribution(array))
+    )
+
+
+def resolve_rule(
+    reference: Arrays,
+    min_cosine: float = 0.99,
+    kinds: Mapping[str, str] | None = None,
+    mask_input: str | None = MASK,
+) -> AgreementRule:
+    """The rule for a model, from its FP32 outputs on held-out rows and its tags."""
+    return AgreementRule(min_cosine, class_score_outputs(reference, kinds or {}), mask_input)
 
 
 @dataclass(frozen=True)
 class OutputAccuracy:
     name: str
-    kind: str  # "pooled-embedding", "rows", "exact"
+    kind: str  # "pooled-embedding", "rows", "class-scores", "exact", "mismatch"
     mean_cosine: float | None = None
     min_cosine: float | None = None
     token_mean_cosine: float | None = None
     top1_agreement: float | None = None
     exact_match: bool | None = None
+    nonfinite_rows: int = 0
+
+
+@dataclass(frozen=True)
+class GateFailure:
+    """One reason the gate refused: which output, which metric, its value and limit."""
+
+    output: str
+    metric: str  # "cosine", "top1", "exact", "nonfinite", "shape"
+    value: float | str | None
+    limit: float | str | None
+
+    def __str__(self) -> str:
+        if self.metric == "cosine":
+            return f"output {self.output!r}: mean cosine {self.value:.6f} < {self.limit}"
+        if self.metric == "top1":
+            return f"output {self.output!r}: top1 agreement {self.value:.4f} < {self.limit}"
+        if self.metric == "exact":
+            return f"output {self.output!r} (integer): {self.value} rows differ from FP32"
+        if self.metric == "nonfinite":
+            return (
+                f"output {self.output!r}: {self.value} rows have non-finite values "
+                "(NaN/inf) where FP32 has none"
+            )
+        return f"output {self.output!r}: {self.value}"
 
 
 @dataclass(frozen=True)
 class AccuracyReport:
-    threshold: float
+    rule: AgreementRule
+    min_top1: float
     outputs: tuple[OutputAccuracy, ...]
-    failures: tuple[str, ...] = field(default=())
+    failed: tuple[GateFailure, ...] = ()
+
+    @property
+    def threshold(self) -> float:
+        return self.rule.min_cosine
 
     @property
     def passed(self) -> bool:
-        return not self.failures
+        return not self.failed
+
+    @property
+    def failures(self) -> tuple[str, ...]:
+        return tuple(str(f) for f in self.failed)
 
     @property
     def mean_cosine(self) -> float | None:
@@ -55,77 +378,78 @@ class AccuracyReport:
         values = [o.min_cosine for o in self.outputs if o.min_cosine is not None]
         return min(values) if values else None
 
+    @property
+    def top1_agreement(self) -> float | None:
+        values = [o.top1_agreement for o in self.outputs if o.top1_agreement is not None]
+        return min(values) if values else None
+
+    @property
+    def score(self) -> float | None:
+        """The lowest of mean cosine and top-1 agreement: how far from FP32, in one
+        number (the sensitivity sweep ranks layers by it)."""
+        values = [v for v in (self.mean_cosine, self.top1_agreement) if v is not None]
+        return min(values) if values else None
+
     def to_dict(self) -> dict[str, object]:
         return {
             "threshold": self.threshold,
+            "min_top1": self.min_top1,
             "passed": self.passed,
             "mean_cosine": self.mean_cosine,
             "min_cosine": self.min_cosine,
+            "top1_agreement": self.top1_agreement,
             "failures": list(self.failures),
+            "failed": [asdict(f) for f in self.failed],
+            "rule": self.rule.to_dict(),
             "outputs": [asdict(o) for o in self.outputs],
         }
 
 
-def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    rows = a.shape[0] if a.ndim else 1  # a rank-0 output (no batch axis) is one row
-    a = a.astype(np.float64).reshape(rows, -1)
-    b = b.astype(np.float64).reshape(rows, -1)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    dots = np.einsum("ij,ij->i", a, b)
-    # Two all-zero rows are the same vector; one zero row against another is not.
-    same = np.all(a == b, axis=1)
-    return np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(same, 1.0, 0.0))
-
-
-def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    weights = mask.astype(np.float64)[..., None]
-    return (hidden.astype(np.float64) * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
-
-
 def compare(
-    reference: dict[str, np.ndarray],
-    candidate: dict[str, np.ndarray],
-    inputs: dict[str, np.ndarray],
-    threshold: float = 0.99,
+    reference: Arrays,
+    candidate: Arrays,
+    inputs: Arrays,
+    rule: AgreementRule | None = None,
+    min_top1: float = 0.99,
 ) -> AccuracyReport:
+    """The build's gate over held-out rows: per output, the mean of the per-row
+    metrics of ``compare_output`` against ``rule.min_cosine`` and ``min_top1``."""
+    rule = rule or AgreementRule()
+    mask = _mask(inputs, rule)
     results: list[OutputAccuracy] = []
-    failures: list[str] = []
-    mask = inputs.get(MASK)
+    failed: list[GateFailure] = []
     for name, ref in reference.items():
-        got = candidate.get(name)
-        if got is None or got.shape != ref.shape:
-            failures.append(
-                f"output {name!r}: shape {None if got is None else got.shape}, expected {ref.shape}"
-            )
+        rows = compare_output(name, ref, candidate.get(name), mask, name in rule.class_scores)
+        if rows.problem is not None:
+            failed.append(GateFailure(name, "shape", rows.problem, None))
+            results.append(OutputAccuracy(name, rows.kind))
             continue
-        if not np.issubdtype(ref.dtype, np.floating):
-            same = bool(np.array_equal(ref, got))
-            results.append(OutputAccuracy(name, "exact", exact_match=same))
-            if not same:
-                failures.append(f"output {name!r} (integer) differs from the reference")
+        if rows.exact is not None:
+            differing = int((~rows.exact).sum())
+            results.append(OutputAccuracy(name, rows.kind, exact_match=differing == 0))
+            if differing:
+                failed.append(GateFailure(name, "exact", differing, 0))
             continue
-        if ref.ndim == 3 and mask is not None and mask.shape == ref.shape[:2]:
-            pooled = cosine_rows(mean_pool(ref, mask), mean_pool(got, mask))
-            valid = mask.astype(bool).reshape(-1)
-            tokens = cosine_rows(
-                ref.reshape(-1, ref.shape[-1])[valid], got.reshape(-1, ref.shape[-1])[valid]
-            )
-            result = OutputAccuracy(
-                name,
-                "pooled-embedding",
-                float(pooled.mean()),
-                float(pooled.min()),
-                token_mean_cosine=float(tokens.mean()),
-            )
-        else:
-            rows = cosine_rows(ref, got)
-            top1 = None
-            if ref.ndim == 2 and 1 < ref.shape[1] <= CLASS_SCORE_MAX_COLUMNS:
-                top1 = float(np.mean(ref.argmax(axis=1) == got.argmax(axis=1)))
-            result = OutputAccuracy(
-                name, "rows", float(rows.mean()), float(rows.min()), top1_agreement=top1
-            )
+        assert rows.cosine is not None and rows.nonfinite is not None
+        top1 = None if rows.top1_same is None else float(rows.top1_same.mean())
+        result = OutputAccuracy(
+            name,
+            rows.kind,
+            float(rows.cosine.mean()),
+            float(rows.cosine.min()),
+            token_mean_cosine=(
+                float(rows.token_cosine.mean())
+                if rows.token_cosine is not None and rows.token_cosine.size
+                else None
+            ),
+            top1_agreement=top1,
+            nonfinite_rows=int(rows.nonfinite.sum()),
+        )
         results.append(result)
-        if result.mean_cosine is not None and result.mean_cosine < threshold:
-            failures.append(f"output {name!r}: mean cosine {result.mean_cosine:.4f} < {threshold}")
-    return AccuracyReport(threshold, tuple(results), tuple(failures))
+        if result.nonfinite_rows:
+            failed.append(GateFailure(name, "nonfinite", result.nonfinite_rows, 0))
+        if not (result.mean_cosine is not None and result.mean_cosine >= rule.min_cosine):
+            failed.append(GateFailure(name, "cosine", result.mean_cosine, rule.min_cosine))
+        if top1 is not None and not top1 >= min_top1:
+            failed.append(GateFailure(name, "top1", top1, min_top1))
+    return AccuracyReport(rule, min_top1, tuple(results), tuple(failed))

@@ -17,12 +17,12 @@ from typing import Any
 
 import onnx
 
-from shipway.builds.accuracy import AccuracyReport, compare
+from shipway.builds.accuracy import AccuracyReport, AgreementRule, compare, resolve_rule
 from shipway.builds.recipes import BuildOptions, Recipe, Target
 from shipway.engines import evaluate, quantize, selective, tensorrt
 from shipway.engines.benchmark import side_by_side
 from shipway.engines.calibration import Arrays, rows, split, take
-from shipway.engines.graph import is_qdq, weighted_nodes
+from shipway.engines.graph import int8_weights, is_qdq, weighted_nodes
 from shipway.errors import BuildFailed
 from shipway.registry.signature import Signature
 
@@ -55,6 +55,7 @@ class Inputs:
     calibration: Arrays | None = None
     stable_model: Path | None = None  # the engine of the stable build, to race against
     stable_build: str | None = None
+    output_kinds: dict[str, str] = field(default_factory=dict)  # from registration tags
 
 
 @dataclass
@@ -95,10 +96,11 @@ def compile_candidate(
     }
     batch = evaluate.batch_size(inputs.signature)
     reference = evaluate.run(evaluate.session(inputs.model), data.held_out, batch)
+    rule = resolve_rule(reference, options.min_cosine, inputs.output_kinds)
 
     def gate(path: Path) -> AccuracyReport:
         candidate = evaluate.run(evaluate.session(path), data.held_out, batch)
-        return compare(reference, candidate, data.held_out, options.min_cosine)
+        return compare(reference, candidate, data.held_out, rule, options.min_top1)
 
     if is_qdq(model):
         # Quantization-aware training already placed Q/DQ with learned scales.
@@ -115,9 +117,10 @@ def compile_candidate(
         layers = weighted_nodes(onnx.load(str(prepared)))
         if not layers:
             raise BuildFailed(
-                "nothing to quantize: the model has no MatMul or Gemm with constant "
+                "nothing to quantize: the model has no MatMul, Gemm or Conv with constant "
                 "weights; build it as fp32"
             )
+        report["quantization"] = {"layers": layers}
         encoding = (
             quantize.Encoding.S8S8_SYMMETRIC
             if target is Target.TENSORRT
@@ -144,8 +147,15 @@ def compile_candidate(
             report["selective"] = {"kept_fp32": []}
         else:
             engine, accuracy, report["selective"] = _select(
-                make, gate, prepared, layers, data.calibration, options, progress
+                make, gate, rule, prepared, layers, data.calibration, options, progress, batch
             )
+            weights = int8_weights(onnx.load(str(engine), load_external_data=False))
+            report["quantization"]["int8_weights"] = weights
+            if weights == 0:  # the quantizer left every layer in float: no INT8 build
+                raise BuildFailed(
+                    f"nothing was quantized: ONNX Runtime's quantizer left all {len(layers)} "
+                    "layers in float; build it as fp32"
+                )
     report["accuracy"] = accuracy.to_dict()
     if not accuracy.passed:
         report["seconds"] = round(time.monotonic() - started, 2)
@@ -154,8 +164,8 @@ def compile_candidate(
             + "; ".join(accuracy.failures)
             + (
                 f" (kept {len(report['selective']['kept_fp32'])} layers in FP32, "
-                f"the most allowed is {options.max_fp32_layers})"
-                if report.get("selective", {}).get("tries")
+                f"the most allowed is {report['selective']['max_kept']})"
+                if "max_kept" in report.get("selective", {})
                 else ""
             ),
             report,
@@ -175,33 +185,47 @@ def compile_candidate(
 def _select(
     make: Callable[[tuple[str, ...], tuple[str, ...] | None, str], Path],
     gate: Callable[[Path], AccuracyReport],
+    rule: AgreementRule,
     prepared: Path,
     layers: list[str],
     calibration: Arrays,
     options: BuildOptions,
     progress: Progress,
+    batch: int,
 ) -> tuple[Path, AccuracyReport, dict[str, Any]]:
     """Full quantization first; if the gate refuses it, rank layers by sensitivity on
-    calibration rows and keep the worst in FP32, one more at a time."""
+    calibration rows and keep the worst in FP32, one more at a time. At least one
+    layer stays quantized: a model with every layer in FP32 is no INT8 build."""
     progress("quantize", 0.35)
     full = make((), None, "candidate-0")
     first = gate(full)
-    if first.passed or options.max_fp32_layers == 0:
+    most_kept = min(options.max_fp32_layers, len(layers) - 1)
+    if first.passed or most_kept <= 0:
         return (
             full,
             first,
-            {"kept_fp32": [], "tries": [{"kept_fp32": [], "mean_cosine": first.mean_cosine}]},
+            {
+                "kept_fp32": [],
+                "max_kept": max(most_kept, 0),
+                "tries": [
+                    {
+                        "kept_fp32": [],
+                        "mean_cosine": first.mean_cosine,
+                        "top1_agreement": first.top1_agreement,
+                    }
+                ],
+            },
         )
 
     progress("sensitivity-sweep", 0.45)
     probe_rows = take(calibration, slice(0, min(SWEEP_ROWS, rows(calibration))))
-    baseline = evaluate.run(evaluate.session(prepared), probe_rows)
+    baseline = evaluate.run(evaluate.session(prepared), probe_rows, batch)
     sensitivities = []
     for i, layer in enumerate(layers):
         probe = make((), (layer,), "probe")
-        outputs = evaluate.run(evaluate.session(probe), probe_rows)
-        cosine = compare(baseline, outputs, probe_rows).mean_cosine
-        sensitivities.append(selective.Sensitivity(layer, 1.0 if cosine is None else cosine))
+        outputs = evaluate.run(evaluate.session(probe), probe_rows, batch)
+        score = compare(baseline, outputs, probe_rows, rule).score
+        sensitivities.append(selective.Sensitivity(layer, 1.0 if score is None else score))
         progress("sensitivity-sweep", 0.45 + 0.2 * (i + 1) / len(layers))
     ranked = selective.rank(sensitivities)
 
@@ -215,14 +239,19 @@ def _select(
         verdict = gate(path)
         return verdict.passed, verdict
 
-    chosen = selective.search([s.node for s in ranked], attempt, options.max_fp32_layers)
+    chosen = selective.search([s.node for s in ranked], attempt, most_kept)
     details = {
         "kept_fp32": list(chosen.kept_fp32),
+        "max_kept": most_kept,
         "tries": [
-            {"kept_fp32": list(kept), "mean_cosine": verdict.mean_cosine}
+            {
+                "kept_fp32": list(kept),
+                "mean_cosine": verdict.mean_cosine,
+                "top1_agreement": verdict.top1_agreement,
+            }
             for kept, verdict in chosen.tried
         ],
-        "most_sensitive": [{"node": s.node, "cosine": round(s.cosine, 5)} for s in ranked[:8]],
+        "most_sensitive": [{"node": s.node, "score": round(s.score, 5)} for s in ranked[:8]],
     }
     return candidates[chosen.kept_fp32], chosen.verdict, details
 
@@ -231,8 +260,14 @@ def _benchmark(inputs: Inputs, engine: Path, held_out: Arrays, plan: BenchPlan) 
     models = {"candidate": engine, "fp32": inputs.model}
     if inputs.stable_model is not None:
         models["stable"] = inputs.stable_model
-    measured = side_by_side(models, held_out, plan.batch, plan.seconds, plan.rounds, plan.threads)
+    # The stable build may be another version of the model: optional, and it fixes no
+    # batch size for this one.
+    measured = side_by_side(
+        models, held_out, plan.batch, plan.seconds, plan.rounds, plan.threads, frozenset({"stable"})
+    )
     result: dict[str, Any] = {name: m.to_dict() for name, m in measured.items()}
+    if "stable" in models and "stable" not in measured:
+        result["stable_error"] = "the stable build does not run on this version's inputs"
     candidate = measured["candidate"].rows_per_second
     result["speedup_vs_fp32"] = round(candidate / measured["fp32"].rows_per_second, 3)
     result["stable_build"] = inputs.stable_build

@@ -28,6 +28,7 @@ from shipway.builds.triton_config import (
     ServingOptions,
     batches,
     render_config,
+    warmup_bytes,
     warmup_file,
     warmup_request,
 )
@@ -77,7 +78,7 @@ def package_repository(
         (folder / WARMUP_DIR).mkdir(exist_ok=True)
         for i, spec in enumerate(signature.inputs):
             (folder / WARMUP_DIR / warmup_file(i, spec.name)).write_bytes(
-                warmup[spec.name].tobytes()
+                warmup_bytes(warmup[spec.name])
             )
     (folder / "config.pbtxt").write_text(
         render_config(model_name, signature, backend, options, warmup)

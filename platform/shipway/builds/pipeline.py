@@ -1,6 +1,11 @@
 """The build of one engine, stage by stage. Idempotent: a re-delivered build that
 already succeeded is a no-op, and one that died half-way starts its stages again
 without duplicating artifacts (each build logs to its own artifact path).
+
+Whatever a stage raises, the build ends ``failed`` with the reason and the stage it
+was in; only a retriable error (a dependency down) is raised on, for the task to
+retry. A build whose process is killed (time limit, crash) is failed by the process
+that supervised it (``isolation.py``, through ``fail_unfinished``).
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +23,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shipway import audit
+from shipway.builds.accuracy import output_kinds
 from shipway.builds.compile import BenchPlan, GateFailed, Inputs, compile_candidate
+from shipway.builds.isolation import TimeLimitExceeded
 from shipway.builds.packaging import package_repository, triton_model_name
 from shipway.builds.recipes import BuildOptions, Recipe, Target
 from shipway.engines import tensorrt
@@ -56,7 +63,7 @@ class StableBuild:
 
 
 def _stable_build(
-    session: Session, model_name: str, target: Target, exclude: str
+    session: Session, model_name: str, target: str, exclude: str
 ) -> StableBuild | None:
     """The build serving as stable in a deployment of the same model and target."""
     rows = session.execute(
@@ -65,7 +72,7 @@ def _stable_build(
         .join(ModelVersion, Build.model_version_id == ModelVersion.id)
         .where(
             ModelVersion.name == model_name,
-            Build.target == target.value,
+            Build.target == target,
             Build.id != exclude,
             Build.artifact_path.is_not(None),
         )
@@ -112,12 +119,14 @@ class BuildPipeline:
             build.status, build.error = BuildStatus.RUNNING, None
             version = build.model_version
             run_id, model_name = version.mlflow_run_id, version.name
-            signature = Signature.from_dict(version.signature)
-            recipe, target = Recipe(build.recipe), Target(build.target)
-            options = BuildOptions.from_dict(build.options)
-            stable = _stable_build(session, model_name, target, build_id)
+            raw = (version.signature, build.recipe, build.target, build.options)
+            tags = {str(k): str(v) for k, v in (version.tags or {}).items()}
+            stable = _stable_build(session, model_name, str(build.target), build_id)
+        current = "start"
 
         def stage(name: str, fraction: float) -> None:
+            nonlocal current
+            current = name
             with self.db.session() as session:
                 row = session.get(Build, build_id)
                 assert row is not None
@@ -127,6 +136,9 @@ class BuildPipeline:
 
         report: dict[str, Any] = {}
         try:
+            signature = Signature.from_dict(raw[0])
+            recipe, target = Recipe(raw[1]), Target(raw[2])
+            options = BuildOptions.from_dict(raw[3])
             artifact_path = build_artifact_path(build_id)
             triton_name = triton_model_name(model_name, build_id)
             if self.registry.has_artifact(run_id, artifact_path):
@@ -139,6 +151,8 @@ class BuildPipeline:
                     # Only an optimized CPU build races the stable one.
                     race = recipe is not Recipe.FP32 and target is Target.ONNXRUNTIME_CPU
                     inputs = self._fetch(run_id, signature, stable if race else None, work)
+                    kinds = output_kinds(tags, (o.name for o in signature.outputs))
+                    inputs = replace(inputs, output_kinds=kinds)
                     result = compile_candidate(
                         inputs, recipe, target, options, work, self._bench_plan(), stage
                     )
@@ -185,6 +199,17 @@ class BuildPipeline:
             if exc.retriable:
                 raise
             return
+        except TimeLimitExceeded as exc:  # the soft limit, raised where the build was
+            self._finish(build_id, BuildStatus.FAILED, error=f"{exc} at stage {current!r}")
+            return
+        except Exception as exc:  # whatever a library raises, the build ends with it
+            log.exception("build %s failed at stage %s", build_id, current)
+            self._finish(
+                build_id,
+                BuildStatus.FAILED,
+                error=f"unexpected error at stage {current!r}: {type(exc).__name__}: {exc}",
+            )
+            return
         self._finish(
             build_id,
             BuildStatus.SUCCEEDED,
@@ -192,6 +217,18 @@ class BuildPipeline:
             triton_name=triton_name,
             report=report,
         )
+
+    def fail_unfinished(self, build_id: str, error: str) -> bool:
+        """Fail a build that is still queued or running (its process was killed or
+        died); a build that ended meanwhile is left as it is. Returns whether it failed
+        the build."""
+        with self.db.session() as session:
+            build = session.get(Build, build_id)
+            if build is None or build.status in (BuildStatus.SUCCEEDED, BuildStatus.FAILED):
+                return False
+            error = f"{error} at stage {build.stage!r}"
+        self._finish(build_id, BuildStatus.FAILED, error=error)
+        return True
 
     def _bench_plan(self) -> BenchPlan:
         s = self.settings
@@ -263,3 +300,18 @@ class BuildPipeline:
             if report is not None:
                 build.report = report
             audit.record(session, "worker", f"build.{status}", f"build/{build_id}", error=error)
+
+
+def build_in_process(progress: Progress, settings: Settings, build_id: str) -> None:
+    """One build in the current process, from settings alone: the work that
+    ``isolation.run_limited`` runs in a child process (its own connections)."""
+    from shipway.container import Container
+
+    logging.basicConfig(  # a spawned process starts without the worker's logging
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    container = Container(settings, run_migrations=False)
+    try:
+        BuildPipeline(container.db, container.registry, settings).run(build_id, progress)
+    finally:
+        container.close()

@@ -50,10 +50,13 @@ class BuildOptions:
     calibration: CalibrationMethod = CalibrationMethod.PERCENTILE
     min_cosine: float = 0.99  # the accuracy gate: mean cosine per output, held-out rows
     max_fp32_layers: int = 4  # layers the selective search may keep in FP32
+    min_top1: float = 0.99  # the gate on class scores: share of rows with the same top-1
 
     def __post_init__(self) -> None:
         if not 0.0 < self.min_cosine <= 1.0:
             raise InvalidInput(f"min_cosine must be within (0, 1], got {self.min_cosine}")
+        if not 0.0 <= self.min_top1 <= 1.0:
+            raise InvalidInput(f"min_top1 must be within [0, 1], got {self.min_top1}")
         if not 0 <= self.max_fp32_layers <= 64:
             raise InvalidInput(f"max_fp32_layers must be within 0..64, got {self.max_fp32_layers}")
 

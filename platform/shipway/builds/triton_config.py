@@ -58,6 +58,7 @@ TRITON_DTYPES = {
     "float16": "TYPE_FP16",
     "float32": "TYPE_FP32",
     "float64": "TYPE_FP64",
+    "object": "TYPE_STRING",  # ONNX strings; KServe's BYTES
 }
 
 WARMUP_DIR = "warmup"  # Triton reads input_data_file from <model>/warmup/
@@ -127,6 +128,15 @@ def _tensor(spec: TensorSpec, batched: bool) -> str:
 def warmup_file(index: int, name: str) -> str:
     """The raw file of input ``index`` under ``<model>/warmup/``; names may hold ``/``."""
     return f"{index}-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.bin"
+
+
+def warmup_bytes(array: np.ndarray) -> bytes:
+    """An ``input_data_file``'s content: the raw elements in row-major order; for
+    ``TYPE_STRING`` each element as a 4-byte little-endian length and its bytes."""
+    if array.dtype != np.object_:
+        return np.ascontiguousarray(array).tobytes()
+    items = (v if isinstance(v, bytes) else str(v).encode() for v in array.ravel())
+    return b"".join(len(item).to_bytes(4, "little") + item for item in items)
 
 
 def warmup_request(

@@ -138,6 +138,7 @@ class ApiClient:
         max_replicas: int | None = None,
         target_inflight: float | None = None,
         scale_down_window_s: float | None = None,
+        allow_signature_change: bool = False,
     ) -> dict[str, Any]:
         body = {
             "build_id": build_id,
@@ -145,6 +146,7 @@ class ApiClient:
             "max_replicas": max_replicas,
             "target_inflight": target_inflight,
             "scale_down_window_s": scale_down_window_s,
+            "allow_signature_change": allow_signature_change,
         }
         return self._call("PUT", f"/deployments/{name}", json=body)
 

@@ -11,6 +11,14 @@ from shipway.cli.output import fail
 from shipway.settings import Settings
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+AllowSignatureChange = Annotated[
+    bool,
+    typer.Option(
+        "--allow-signature-change",
+        help="Serve the build even though its inputs/outputs differ in ways that break the "
+        "serving build's clients (refused otherwise); recorded in the audit trail.",
+    ),
+]
 
 
 class State:

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from rich.progress import BarColumn, Progress, TextColumn
 
 from shipway.cli.client import ApiClient
-from shipway.cli.context import JsonOpt, state
+from shipway.cli.context import AllowSignatureChange, JsonOpt, state
 from shipway.cli.context import run as _run
 from shipway.cli.output import console, emit_json, err_console, fail, table
 from shipway.cli.rollouts import rollouts_app
@@ -146,13 +146,18 @@ def builds_create(
     max_fp32_layers: Annotated[
         int | None, typer.Option(help="Layers the selective search may keep in FP32 (4)")
     ] = None,
+    min_top1: Annotated[
+        float | None,
+        typer.Option(help="Accuracy gate for class scores, top-1 agreement with FP32 (0.99)"),
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the build to its end")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Queue an engine build of a model version.
 
-    INT8 builds calibrate, pass the accuracy gate (keeping the most sensitive layers
-    in FP32 if need be) and are benchmarked against FP32 and the stable build; the
+    INT8 builds calibrate, pass the accuracy gate (cosine per output, top-1 agreement
+    for class scores, integer outputs exactly; keeping the most sensitive layers in
+    FP32 if need be) and are benchmarked against FP32 and the stable build; the
     report is in `shipway builds show ID`.
     """
     options = {
@@ -161,6 +166,7 @@ def builds_create(
             "calibration": calibration,
             "min_cosine": min_cosine,
             "max_fp32_layers": max_fp32_layers,
+            "min_top1": min_top1,
         }.items()
         if v is not None
     }
@@ -207,10 +213,19 @@ def report_lines(report: dict[str, Any]) -> list[str]:
     accuracy = report.get("accuracy")
     if accuracy:
         verdict = "passed" if accuracy["passed"] else "FAILED"
-        lines.append(
-            f"accuracy gate {verdict}: mean cosine {accuracy['mean_cosine']:.4f}, "
-            f"worst {accuracy['min_cosine']:.4f} (threshold {accuracy['threshold']})"
-        )
+        parts = []
+        if accuracy.get("mean_cosine") is not None:
+            parts.append(
+                f"mean cosine {accuracy['mean_cosine']:.4f}, "
+                f"worst {accuracy['min_cosine']:.4f} (threshold {accuracy['threshold']})"
+            )
+        if accuracy.get("top1_agreement") is not None:
+            parts.append(
+                f"top-1 agreement {accuracy['top1_agreement']:.4f} "
+                f"(threshold {accuracy.get('min_top1', 0.99)})"
+            )
+        lines.append(f"accuracy gate {verdict}: " + "; ".join(parts or ["exact outputs"]))
+        lines.extend(f"  {failure}" for failure in accuracy.get("failures", []))
     kept = report.get("selective", {}).get("kept_fp32")
     if kept:
         lines.append(f"kept in FP32: {', '.join(kept)}")
@@ -261,15 +276,26 @@ def deploy(
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="Wait until replicas are ready")
     ] = True,
+    allow_signature_change: AllowSignatureChange = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Serve a succeeded build as the stable variant of a deployment, through the gateway.
 
     On an existing deployment, leaving out every scale option keeps its current scaling.
+    A build whose signature would break the serving build's clients is refused unless
+    --allow-signature-change.
     """
 
     def go(client: ApiClient) -> dict[str, Any]:
-        client.deploy(name, build, replicas, max_replicas, target_inflight, scale_down_window)
+        client.deploy(
+            name,
+            build,
+            replicas,
+            max_replicas,
+            target_inflight,
+            scale_down_window,
+            allow_signature_change,
+        )
         return client.wait_deployment(name, build) if wait else client.deployment(name)
 
     deployment = _run(go)
@@ -311,9 +337,13 @@ def variants_set(
     weight: Annotated[int, typer.Option(help="Percent of live traffic, taken from stable")] = 0,
     shadow: Annotated[float, typer.Option(help="Share of requests mirrored to it, 0..1")] = 0.0,
     replicas: Annotated[int, typer.Option(help="Replicas of this variant")] = 1,
+    allow_signature_change: AllowSignatureChange = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Add or change a variant: a canary (weight), an experiment arm, or a shadow."""
+    """Add or change a variant: a canary (weight), an experiment arm, or a shadow.
+
+    A build whose signature would break stable's clients is refused unless
+    --allow-signature-change."""
     deployment = _run(
         ApiClient.set_variant,
         name,
@@ -322,6 +352,7 @@ def variants_set(
         weight=weight,
         shadow_share=shadow,
         replicas=replicas,
+        allow_signature_change=allow_signature_change,
     )
     _show_deployment(deployment, json_out)
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from shipway.cli.client import ApiClient, ApiError
-from shipway.cli.context import JsonOpt, run
+from shipway.cli.context import AllowSignatureChange, JsonOpt, run
 from shipway.cli.output import console, emit_json, fail, table
 
 rollouts_app = typer.Typer(
@@ -58,7 +58,12 @@ def start(
     min_requests: Annotated[
         int | None, typer.Option(help="Requests per analysis (canary, 50) or per arm (500)")
     ] = None,
-    max_error_rate: Annotated[float | None, typer.Option(help="Canary: 0.01")] = None,
+    max_error_rate: Annotated[
+        float | None, typer.Option(help="Canary: 5xx and gateway failures (0.01)")
+    ] = None,
+    max_client_error_increase: Annotated[
+        float | None, typer.Option(help="Canary: 4xx rate above stable's (0.01)")
+    ] = None,
     max_p50_ratio: Annotated[float | None, typer.Option(help="Canary: p50/stable's (1.5)")] = None,
     max_p99_ratio: Annotated[float | None, typer.Option(help="Canary: p99/stable's (2.0)")] = None,
     max_drift_score: Annotated[
@@ -70,12 +75,20 @@ def start(
     shadow_min_compared: Annotated[
         int | None, typer.Option(help="Canary: mirrored answers compared before hand-over")
     ] = None,
+    progress_deadline: Annotated[
+        float | None,
+        typer.Option(help="Canary: seconds without progress before it fails (10 intervals)"),
+    ] = None,
+    max_inconclusive: Annotated[
+        int | None, typer.Option(help="Canary: inconclusive analyses in a row that fail it (10)")
+    ] = None,
     weight: Annotated[int | None, typer.Option(help="Experiment: challenger's %% (50)")] = None,
     max_duration: Annotated[
         float | None, typer.Option(help="Experiment: seconds before 'no difference' (3600)")
     ] = None,
     alpha: Annotated[float | None, typer.Option(help="Experiment: significance (0.05)")] = None,
     wait: Annotated[bool, typer.Option(help="Follow to the end; exit 1 unless promoted")] = False,
+    allow_signature_change: AllowSignatureChange = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Start a rollout of BUILD on deployment NAME.
@@ -83,8 +96,11 @@ def start(
     canary: optionally a SHADOW phase first (mirrored requests, answers compared with
     stable's until the agreement rate's Wilson bound clears 99 %), then the
     candidate takes STEPS of live traffic, one analysis per INTERVAL
-    (error rate, p50/p99 against stable, minimum requests); FAILURE_THRESHOLD failed
-    analyses in a row roll it back, every step passed promotes it. experiment: the
+    (error rate, 4xx against stable's, p50/p99 against stable, minimum requests);
+    FAILURE_THRESHOLD failed analyses in a row roll it back, every step passed promotes
+    it; no progress for PROGRESS_DEADLINE seconds, or MAX_INCONCLUSIVE analyses without
+    enough data in a row, end it failed. A candidate whose signature would break
+    stable's clients is refused unless --allow-signature-change. experiment: the
     challenger takes WEIGHT %% sticky by request key; a two-proportion z-test on errors
     and Mann-Whitney U on latency at ALPHA decide the winner, or "no difference".
     """
@@ -103,12 +119,15 @@ def start(
                 "failure_threshold": failure_threshold,
                 "gates": gate or None,
                 "bake_s": bake,
+                "progress_deadline_s": progress_deadline,
+                "max_inconclusive": max_inconclusive,
                 "shadow": None
                 if shadow is None
                 else _settings({"share": shadow, "min_compared": shadow_min_compared}),
                 "thresholds": {
                     "min_requests": min_requests,
                     "max_error_rate": max_error_rate,
+                    "max_client_error_increase": max_client_error_increase,
                     "max_p50_ratio": max_p50_ratio,
                     "max_p99_ratio": max_p99_ratio,
                     "max_drift_score": max_drift_score,
@@ -125,7 +144,12 @@ def start(
                 "alpha": alpha,
             }
         )
-    body = {"build_id": build, "strategy": strategy, "settings": settings}
+    body = {
+        "build_id": build,
+        "strategy": strategy,
+        "settings": settings,
+        "allow_signature_change": allow_signature_change,
+    }
     rollout = run(ApiClient.start_rollout, name, body)
     if wait:
         rollout = _follow(name, rollout, json_out)

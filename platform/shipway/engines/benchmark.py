@@ -2,19 +2,26 @@
 
 Models are measured in alternating rounds (A B C A B C ...), so that drift of a shared
 machine's speed lands on all of them alike; each figure is the median over rounds.
+The batch is one the models accept: their fixed batch size when they declare one.
 """
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
 from shipway.engines.calibration import Arrays, rows, take
 from shipway.engines.evaluate import session
+from shipway.errors import BuildFailed
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,21 @@ class Measurement:
         return {k: round(v, 3) for k, v in asdict(self).items()}
 
 
+def fixed_batch(sessions: Iterable[ort.InferenceSession]) -> int | None:
+    """The batch size the models' inputs fix on their first axis, if any (a model
+    exported with batch 1 accepts nothing else). Raises ``BuildFailed`` when they fix
+    different sizes."""
+    fixed = {
+        spec.shape[0]
+        for sess in sessions
+        for spec in sess.get_inputs()
+        if spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] > 0
+    }
+    if len(fixed) > 1:
+        raise BuildFailed(f"the benchmarked models fix different batch sizes: {sorted(fixed)}")
+    return fixed.pop() if fixed else None
+
+
 def side_by_side(
     models: dict[str, Path],
     inputs: Arrays,
@@ -36,18 +58,32 @@ def side_by_side(
     seconds: float = 1.0,
     rounds: int = 3,
     threads: int = 0,
+    optional: frozenset[str] = frozenset(),
 ) -> dict[str, Measurement]:
-    # ``batch`` rows, repeated when there are fewer (constants whole); a model without
-    # a batch axis runs its one request, so its figures are requests.
+    """Rows/s and per-batch latency of each model on ``batch`` rows of ``inputs``
+    (repeated when there are fewer; inputs the same for every row go whole), or on the
+    batch size the models fix; ``Rows`` without a batch axis are one request, run
+    whole, so their figures are requests. A model in ``optional`` (the stable build,
+    which may be another version) that fails on them is left out of the result
+    (logged); any other failure raises ``BuildFailed``."""
+    sessions = {label: session(path, threads) for label, path in models.items()}
+    batch = fixed_batch(s for label, s in sessions.items() if label not in optional) or batch
     feed = take(inputs, np.arange(batch) % rows(inputs))
     batch = rows(feed)
-    sessions = {label: session(path, threads) for label, path in models.items()}
     names = {label: [o.name for o in s.get_outputs()] for label, s in sessions.items()}
-    for label, sess in sessions.items():  # warm-up: allocations, kernel choice
-        for _ in range(3):
-            sess.run(names[label], feed)
-    rates: dict[str, list[float]] = {label: [] for label in models}
-    latencies: dict[str, list[float]] = {label: [] for label in models}
+    for label, sess in list(sessions.items()):  # warm-up: allocations, kernel choice
+        try:
+            for _ in range(3):
+                sess.run(names[label], feed)
+        except Exception as exc:
+            if label not in optional:
+                raise BuildFailed(
+                    f"benchmark: the {label} model failed on a batch of {batch} rows: {exc}"
+                ) from exc
+            log.warning("benchmark: leaving out %s, which failed on the inputs: %s", label, exc)
+            del sessions[label]
+    rates: dict[str, list[float]] = {label: [] for label in sessions}
+    latencies: dict[str, list[float]] = {label: [] for label in sessions}
     for _ in range(rounds):
         for label, sess in sessions.items():
             done, start = 0, time.perf_counter()
@@ -66,7 +102,7 @@ def side_by_side(
             p50_ms=float(np.percentile(latencies[label], 50) * 1000),
             p99_ms=float(np.percentile(latencies[label], 99) * 1000),
             batch=batch,
-            size_mb=path.stat().st_size / 1e6,
+            size_mb=models[label].stat().st_size / 1e6,
         )
-        for label, path in models.items()
+        for label in sessions
     }

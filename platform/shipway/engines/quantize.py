@@ -1,10 +1,12 @@
 """Precision conversions of an ONNX model with ONNX Runtime's quantization tools.
 
-- ``prepare``: symbolic shape inference and ONNX Runtime's transformer fusions
+- ``prepare``: the graph normalized for the quantizers (``graph.normalize``: named
+  nodes, Gemm as MatMul, untied weights), ONNX Runtime's transformer fusions
   (LayerNorm, GELU, bias folding; attention fusion off, so the projections stay plain
-  MatMuls that Q/DQ can wrap), done once before calibration.
-- ``static_qdq``: explicit quantization, Q/DQ pairs around the weighted MatMuls, from
-  ranges calibrated once (a JSON cache) and encoded per target.
+  MatMuls that Q/DQ can wrap) and symbolic shape inference, done once before
+  calibration.
+- ``static_qdq``: explicit quantization, Q/DQ pairs around the weighted MatMuls and
+  Convs, from ranges calibrated once (a JSON cache) and encoded per target.
 - ``dynamic``: weights quantized offline, activations at run time.
 - ``fp16``: float16 weights and arithmetic, inputs and outputs kept as they were.
 
@@ -25,11 +27,12 @@ from pathlib import Path
 import onnx
 
 from shipway.engines.calibration import Arrays, ArraysReader, CalibrationMethod
+from shipway.engines.graph import LAYER_OPS, name_nodes, normalize
 from shipway.errors import BuildFailed
 
 log = logging.getLogger(__name__)
 
-QUANTIZED_OPS = ("MatMul",)
+QUANTIZED_OPS = LAYER_OPS  # MatMul, Gemm (normalized to MatMul first), Conv
 
 
 class Encoding(StrEnum):
@@ -50,36 +53,49 @@ class QuantOptions:
 def prepare(
     src: Path, dst: Path, fuse: bool = True, num_heads: int = 0, hidden_size: int = 0
 ) -> Path:
-    """Shape inference, and transformer fusions when ``fuse``; the FP32 starting point
-    of every recipe. The fusions are ONNX Runtime contrib ops, so a graph for another
+    """The FP32 starting point of every recipe: the normalized graph
+    (``graph.normalize``), transformer fusions when ``fuse``, shape inference, and
+    every node named. The fusions are ONNX Runtime contrib ops, so a graph for another
     runtime (TensorRT) gets shape inference only."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
-    if not fuse:
-        try:
-            quant_pre_process(str(src), str(dst), skip_optimization=True, auto_merge=True)
-        except Exception as exc:
-            raise BuildFailed(f"shape inference failed on the model: {exc}") from exc
-        return dst
     with tempfile.TemporaryDirectory(prefix="shipway-prep-") as tmp:
-        fused = Path(tmp) / "fused.onnx"
+        normalized = Path(tmp) / "normalized.onnx"
         try:
-            options = FusionOptions("bert")
-            options.enable_attention = False  # keep Q/K/V as MatMuls that Q/DQ can wrap
-            optimized = optimize_model(
-                str(src),
-                model_type="bert",
-                num_heads=num_heads,
-                hidden_size=hidden_size,
-                optimization_options=options,
-                opt_level=0,
-            )
-            optimized.save_model_to_file(str(fused))
-            quant_pre_process(str(fused), str(dst), skip_optimization=True, auto_merge=True)
-        except Exception as exc:  # the optimizer raises whatever the graph provokes
+            onnx.save(normalize(onnx.load(str(src))), str(normalized))
+        except Exception as exc:
             raise BuildFailed(f"the model could not be prepared for quantization: {exc}") from exc
+        if not fuse:
+            try:
+                quant_pre_process(
+                    str(normalized), str(dst), skip_optimization=True, auto_merge=True
+                )
+            except Exception as exc:
+                raise BuildFailed(f"shape inference failed on the model: {exc}") from exc
+        else:
+            fused = Path(tmp) / "fused.onnx"
+            try:
+                options = FusionOptions("bert")
+                options.enable_attention = False  # keep Q/K/V as MatMuls that Q/DQ can wrap
+                optimized = optimize_model(
+                    str(normalized),
+                    model_type="bert",
+                    num_heads=num_heads,
+                    hidden_size=hidden_size,
+                    optimization_options=options,
+                    opt_level=0,
+                )
+                optimized.save_model_to_file(str(fused))
+                quant_pre_process(str(fused), str(dst), skip_optimization=True, auto_merge=True)
+            except Exception as exc:  # the optimizer raises whatever the graph provokes
+                raise BuildFailed(
+                    f"the model could not be prepared for quantization: {exc}"
+                ) from exc
+    prepared = onnx.load(str(dst))
+    if name_nodes(prepared.graph):  # fusions may add nodes without names
+        onnx.save(prepared, str(dst))
     return dst
 
 

@@ -20,11 +20,13 @@ Verdict = TypeVar("Verdict")
 @dataclass(frozen=True)
 class Sensitivity:
     node: str
-    cosine: float  # of the model with only this node quantized, on calibration rows
+    # The gate's lowest metric (mean cosine; top-1 agreement for class scores) of the
+    # model with only this node quantized, against FP32 on calibration rows.
+    score: float
 
     @property
     def error(self) -> float:
-        return 1.0 - self.cosine
+        return 1.0 - self.score
 
 
 def rank(sensitivities: Sequence[Sensitivity]) -> list[Sensitivity]:

@@ -1,13 +1,17 @@
 """The gateway: a plain ASGI app forwarding KServe v2 requests to Triton replicas.
 
 It is on every request's path, so it is written against ASGI directly (no framework
-routing or validation) with one pooled aiohttp client. Bodies pass through
-untouched, so Triton's binary tensor extension works as it does against Triton.
+routing) with one pooled aiohttp client. Request bodies pass through untouched once
+their JSON part is checked (``protocol.check_request``), so Triton's binary tensor
+extension works as it does against Triton; answers are renamed to the deployment
+(only their first bytes change).
 
-Per request: pick the variant (weights, or a sticky hash of the request key), pick a
-replica in it (power of two choices on outstanding requests, skipping ejected and
-unhealthy replicas), forward, retry once on another replica after a connection
-failure (never after an answer, whatever its code). After the answer is sent: keep a
+Per request: pick the variant (weights, or a sticky hash of the request key; only
+variants serving the version when the path names one), pick a replica in it (power
+of two choices on outstanding requests, skipping ejected and unhealthy replicas),
+forward, retry once on another replica after a connection failure (never after an
+answer, whatever its code). Every answer to an inference request of a known
+deployment is counted once, by class, and timed. After the answer is sent: keep a
 sample for drift checks, and mirror to shadow variants.
 """
 
@@ -20,17 +24,29 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import anyio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from shipway.gateway import metrics as answers
 from shipway.gateway.balancer import Balancer, EjectionPolicy
-from shipway.gateway.kserve_codec import agree, decode
+from shipway.gateway.kserve_codec import decode
 from shipway.gateway.metrics import GatewayMetrics
+from shipway.gateway.protocol import (
+    Endpoint,
+    Kind,
+    MalformedRequest,
+    check_request,
+    endpoint,
+    rename_answer,
+    server_metadata,
+)
 from shipway.gateway.routing import DeploymentRoute, ReplicaRoute, RoutingTable, VariantRoute
 from shipway.gateway.samples import Sample, SampleBuffer
+from shipway.gateway.shadow import shadow_agrees
 from shipway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,6 +63,24 @@ MISS_REFRESH_SECONDS = 0.25  # at most this often, a request for an unknown rout
 UNKNOWN = "(unknown)"  # the metric label of names that are no deployment: bounded labels
 
 
+@dataclass(frozen=True)
+class Reply:
+    """One answer to an inference request, and its class for the responses counter."""
+
+    status: int
+    body: bytes
+    headers: list[tuple[bytes, bytes]]
+    answer_class: str  # one of metrics.RESPONSE_CLASSES
+
+
+class NotServed(LookupError):
+    """A request pinned to a version that no serving variant serves (404)."""
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived: nobody to answer."""
+
+
 class Gateway:
     def __init__(
         self,
@@ -61,13 +95,16 @@ class Gateway:
         self.balancer = Balancer(
             EjectionPolicy(settings.ejection_failures, settings.ejection_seconds), self.rng
         )
-        self.samples = SampleBuffer(rate=settings.sample_rate, rng=self.rng)
+        self.samples = SampleBuffer(
+            rate=settings.sample_rate, bytes_per_variant=settings.sample_buffer_bytes, rng=self.rng
+        )
         self.metrics = GatewayMetrics()
         self.session: aiohttp.ClientSession | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._shadows_in_flight = 0
         self._refresh_lock = asyncio.Lock()
         self._refreshed_at = -1e9
+        self._loaded = False  # the routes were read at least once: the server is ready
 
     # ---- ASGI entry -------------------------------------------------------------
 
@@ -77,25 +114,48 @@ class Gateway:
             return
         if scope["type"] != "http":
             return
+        answered = False
+
+        async def tracked(message: dict[str, Any]) -> None:
+            nonlocal answered
+            answered = True
+            await send(message)
+
+        try:
+            await self._http(scope, receive, tracked)
+        except ClientGone:
+            return
+        except Exception:  # a bug of ours: still an answer in the protocol's error shape
+            log.exception("%s %s failed", scope["method"], scope["path"])
+            if not answered:
+                await _error(send, 500, "internal gateway error")
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path, method = scope["path"], scope["method"]
-        if path.startswith("/v2/models/"):
-            name, _, suffix = path[len("/v2/models/") :].partition("/")
-            if suffix == "infer" and method == "POST":
-                await self._infer(scope, receive, send, name)
-                return
-            if suffix in ("", "ready") and method == "GET":
-                await self._metadata(send, name, suffix)
-                return
-        elif path in ("/v2/health/ready", "/v2/health/live", "/v2"):
+        if path == "/metrics" or path.startswith("/admin/"):
+            if method != "GET":
+                await _not_allowed(send, method, path, "GET")
+            elif path == "/metrics":
+                body = generate_latest(self.metrics.registry)
+                await _respond(send, 200, body, CONTENT_TYPE_LATEST)
+            else:
+                await self._admin(scope, send, path)
+            return
+        target = endpoint(path)
+        if target is None:
+            await _error(send, 404, f"no route for {method} {path}")
+        elif method != target.method:
+            await _not_allowed(send, method, path, target.method)
+        elif target.kind is Kind.INFER:
+            await self._infer(scope, receive, send, target)
+        elif target.kind in (Kind.MODEL_METADATA, Kind.MODEL_READY):
+            await self._model(send, target)
+        elif target.kind is Kind.SERVER_METADATA:
+            await _respond(send, 200, server_metadata(), "application/json")
+        elif target.kind is Kind.LIVE or self._loaded:  # ready once the routes were read
             await _respond(send, 200, b"")
-            return
-        elif path == "/metrics":
-            await _respond(send, 200, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST)
-            return
-        elif path.startswith("/admin/"):
-            await self._admin(scope, send, path)
-            return
-        await _error(send, 404, f"no route for {method} {path}")
+        else:
+            await _error(send, 503, "the routes have not been read yet")
 
     # ---- inference --------------------------------------------------------------
 
@@ -116,81 +176,116 @@ class Gateway:
             log.warning("routes refresh failed: %s", exc)
         return self.table.get(name)
 
-    async def _infer(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
+    @staticmethod
+    def _candidates(route: DeploymentRoute, version: str | None) -> DeploymentRoute:
+        """The route a request sees: all of it, or only its replicas of ``version``."""
+        if version is None or not route.serving():
+            return route  # nothing serves at all: that is a 503, pinned or not
+        served = route.versions()
+        if version.isdigit() and int(version) in served:
+            return route.pinned(int(version))
+        serving = ", ".join(map(str, served)) or "none known"
+        raise NotServed(
+            f"deployment {route.name!r} does not serve version {version!r}; "
+            f"versions serving: {serving}"
+        )
+
+    async def _infer(self, scope: Scope, receive: Receive, send: Send, target: Endpoint) -> None:
         body = await _read_body(receive)
-        try:
-            forward, custom, header_length = self._request_headers(scope)
-        except ValueError as exc:
-            await _error(send, 400, str(exc))
-            return
+        started = time.perf_counter()
+        name = target.model
+        assert name is not None
         route = await self._route(name)
-        if route is None:
+        if route is None:  # not counted as an answer: no deployment, no series of its own
             self.metrics.no_route.labels(UNKNOWN).inc()
             await _error(send, 404, f"deployment {name!r} does not exist")
             return
-        key = None
-        if route.sticky:
-            key = custom.get(route.sticky_header.lower()) or _cookie(scope, KEY_COOKIE)
-        variant = route.choose(key, self.rng.random())
-        if variant is None:
-            self.metrics.no_route.labels(name).inc()
-            await _error(send, 503, f"deployment {name!r} has no ready replica")
-            return
-        status, payload, reply_headers = await self._forward(name, variant, body, forward)
+        variant: VariantRoute | None = None
+        forward: dict[str, str] = {}
+        header_length: int | None = None
+        try:
+            forward, custom, header_length = self._request_headers(scope)
+            candidates = self._candidates(route, target.version)  # 404 before 400
+            if "content-encoding" not in forward:  # compressed: Triton inflates and checks
+                check_request(body, header_length)
+        except MalformedRequest as exc:
+            reply = _error_reply(400, str(exc), answers.CLIENT_ERROR)
+        except NotServed as exc:
+            reply = _error_reply(404, str(exc), answers.CLIENT_ERROR)
+        else:
+            key = None
+            if route.sticky:
+                key = custom.get(route.sticky_header.lower()) or _cookie(scope, KEY_COOKIE)
+            variant = candidates.choose(key, self.rng.random())
+            if variant is None:
+                self.metrics.no_route.labels(name).inc()
+                reply = _error_reply(
+                    503, f"deployment {name!r} has no ready replica", answers.NO_READY_REPLICA
+                )
+            else:
+                try:
+                    reply = await self._forward(name, variant, body, forward)
+                except Exception:  # a bug of ours: answered and counted all the same
+                    log.exception("forwarding to %s/%s failed", name, variant.name)
+                    reply = _error_reply(500, "internal gateway error", answers.SERVER_ERROR)
+        # Counted and timed before the answer leaves: a client holding its answer finds
+        # it in /metrics.
+        label = variant.name if variant is not None else answers.NO_VARIANT
+        self.metrics.responses.labels(name, label, reply.answer_class).inc()
+        self.metrics.latency.labels(name, label).observe(time.perf_counter() - started)
         # An explicit length spares the client from chunked transfer decoding; the
         # variant header tells a client (and an A/B analysis) which arm answered.
-        headers = [
-            *reply_headers,
-            (b"content-length", str(len(payload)).encode()),
-            (VARIANT_HEADER, variant.name.encode()),
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        headers = [*reply.headers, (b"content-length", str(len(reply.body)).encode())]
+        if variant is not None:
+            headers.append((VARIANT_HEADER, variant.name.encode()))
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        await send({"type": "http.response.body", "body": reply.body})
+        if variant is None or reply.status != 200:
+            return
 
         # Compressed bodies are not sampled: the drift monitor reads plain tensors.
-        if status == 200 and "content-encoding" not in forward and self.samples.wants():
+        if "content-encoding" not in forward and self.samples.wants():
             self.samples.add(
                 name,
                 variant.name,
-                Sample(time.time(), body, header_length, payload, _header_length(reply_headers)),
+                Sample(time.time(), body, header_length, reply.body, _header_length(reply.headers)),
             )
         for shadow in route.shadows():
             if (
                 shadow.name != variant.name
-                and status == 200
                 and self._shadows_in_flight < MAX_SHADOWS_IN_FLIGHT
                 and self.rng.random() < shadow.shadow_share
             ):
                 self._shadows_in_flight += 1  # counted now, so a burst cannot pass the cap
-                self._spawn(self._shadow(name, shadow, body, forward, payload, reply_headers))
+                self._spawn(self._shadow(name, shadow, body, forward, reply))
 
     async def _forward(
         self, name: str, variant: VariantRoute, body: bytes, headers: dict[str, str]
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    ) -> Reply:
         """Send to one replica; after a connection failure, once more to another."""
         assert self.session is not None
         replicas = {r.url: r for r in variant.replicas}
         urls = list(replicas)
-        started = time.perf_counter()
         failed_url: str | None = None
-        try:
-            for attempt in (0, 1):
-                url = self.balancer.pick(urls, time.monotonic(), exclude=failed_url)
-                if url is None:
-                    break
-                if attempt:
-                    self.metrics.retries.labels(name, variant.name).inc()
-                result = await self._attempt(name, variant.name, replicas[url], body, headers)
-                if result is not None:
-                    return result
-                failed_url = url
-            return 502, _error_body("no replica could be reached"), _JSON_HEADERS
-        finally:
-            self.metrics.latency.labels(name, variant.name).observe(time.perf_counter() - started)
+        for attempt in (0, 1):
+            url = self.balancer.pick(urls, time.monotonic(), exclude=failed_url)
+            if url is None:
+                break
+            if attempt:
+                self.metrics.retries.labels(name, variant.name).inc()
+            reply = await self._attempt(name, variant.name, replicas[url], body, headers)
+            if reply is not None:
+                return reply
+            failed_url = url
+        if failed_url is None:  # not one replica to try (routes never hold such a variant)
+            return _error_reply(
+                503, f"variant {variant.name!r} has no ready replica", answers.NO_READY_REPLICA
+            )
+        return _error_reply(502, "no replica could be reached", answers.CONNECTION_RESET)
 
     async def _attempt(
         self, name: str, variant: str, replica: ReplicaRoute, body: bytes, headers: dict[str, str]
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]] | None:
+    ) -> Reply | None:
         """One upstream try; ``None`` means a connection failure worth a retry elsewhere."""
         assert self.session is not None
         labels = (name, variant, replica.url)
@@ -207,20 +302,16 @@ class Gateway:
             ) as upstream:
                 payload = await upstream.read()
                 status = upstream.status
-                reply = [
-                    (k.lower().encode(), v.encode())
-                    for k, v in upstream.headers.items()
-                    if k.lower() in ("content-type", HEADER_LENGTH)
-                ]
+                content_type = upstream.headers.get("content-type")
+                header_length = upstream.headers.get(HEADER_LENGTH)
             failed = status >= 500
             if failed:
                 self.metrics.errors.labels(*labels, "5xx").inc()
             self.metrics.requests.labels(*labels, str(status)).inc()
-            return status, payload, reply
         except TimeoutError:
             self.metrics.errors.labels(*labels, "timeout").inc()
             self.metrics.requests.labels(*labels, "504").inc()
-            return 504, _error_body(f"replica {replica.url} timed out"), _JSON_HEADERS
+            return _error_reply(504, f"replica {replica.url} timed out", answers.UPSTREAM_TIMEOUT)
         except aiohttp.ClientError as exc:
             self.metrics.errors.labels(*labels, "connect").inc()
             log.warning("replica %s failed: %s", replica.url, exc.__class__.__name__)
@@ -228,6 +319,17 @@ class Gateway:
         finally:
             in_flight.dec()
             self.balancer.finished(replica.url, failed, time.monotonic())
+        length = int(header_length) if header_length and header_length.isdigit() else None
+        if status == 200:  # the deployment's name and registered version, not Triton's
+            payload, length = rename_answer(
+                payload, length, replica.triton_model_name, name, replica.version
+            )
+        elif status >= 400:  # Triton sends some errors (a model's own) as text/plain
+            payload, content_type, length = _as_error(payload, status), "application/json", None
+        reply = [(b"content-type", content_type.encode())] if content_type else []
+        if length is not None:
+            reply.append((HEADER_LENGTH.encode(), str(length).encode()))
+        return Reply(status, payload, reply, answers.status_class(status))
 
     async def _shadow(
         self,
@@ -235,49 +337,73 @@ class Gateway:
         shadow: VariantRoute,
         body: bytes,
         headers: dict[str, str],
-        primary: bytes,
-        primary_headers: list[tuple[bytes, bytes]],
+        primary: Reply,
     ) -> None:
-        """Mirror a request to a shadow variant; record whether it agrees with the answer."""
+        """Mirror a request to a shadow variant; record whether it agrees with the answer.
+        Its latency is observed under the shadow variant; it is no answer to a client,
+        so the responses counter does not count it."""
+        started = time.perf_counter()
         try:
-            status, payload, reply = await self._forward(name, shadow, body, headers)
-            if status != 200:
+            reply = await self._forward(name, shadow, body, headers)
+            if reply.status != 200:
                 outcome = "error"
             else:
-                ours = decode(payload, _header_length(reply), "outputs")
-                theirs = decode(primary, _header_length(primary_headers), "outputs")
-                outcome = "agree" if agree(ours, theirs) else "disagree"
+                ours = decode(reply.body, _header_length(reply.headers), "outputs")
+                theirs = decode(primary.body, _header_length(primary.headers), "outputs")
+                length = headers.get(HEADER_LENGTH)
+                inputs = decode(body, int(length) if length else None, "inputs")
+                outcome = "agree" if shadow_agrees(shadow, theirs, ours, inputs) else "disagree"
         except Exception:
             outcome = "error"
         finally:
             self._shadows_in_flight -= 1
+            self.metrics.latency.labels(name, shadow.name).observe(time.perf_counter() - started)
         self.metrics.shadow.labels(name, shadow.name, outcome).inc()
 
-    async def _metadata(self, send: Send, name: str, suffix: str) -> None:
-        assert self.session is not None
+    async def _model(self, send: Send, target: Endpoint) -> None:
+        """Model metadata or readiness, with or without a version: asked of a replica
+        serving it, presented under the deployment's name and registered versions."""
+        assert self.session is not None and target.model is not None
+        name = target.model
         route = await self._route(name)
-        variant = route.choose(None, 0.0) if route else None
+        if route is None:
+            await _error(send, 404, f"deployment {name!r} does not exist")
+            return
+        try:
+            candidates = self._candidates(route, target.version)
+        except NotServed as exc:
+            await _error(send, 404, str(exc))
+            return
+        variant = candidates.choose(None, 0.0)
         if variant is None:
-            await _error(send, 404, f"deployment {name!r} has no ready replica")
+            await _error(send, 503, f"deployment {name!r} has no ready replica")
             return
         url = self.balancer.pick([r.url for r in variant.replicas], time.monotonic())
         replica = next(r for r in variant.replicas if r.url == url)
-        target = f"{replica.url}/v2/models/{replica.triton_model_name}"
+        address = f"{replica.url}/v2/models/{replica.triton_model_name}"
+        if target.kind is Kind.MODEL_READY:
+            address += "/ready"
         try:
-            async with self.session.get(f"{target}/{suffix}" if suffix else target) as upstream:
+            async with self.session.get(address) as upstream:
                 payload, status = await upstream.read(), upstream.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             await _error(send, 502, f"replica {replica.url} unreachable: {exc.__class__.__name__}")
             return
-        if status == 200 and not suffix:  # present the model under its deployment name
+        if status == 200 and target.kind is Kind.MODEL_METADATA:
             try:
                 data = json.loads(payload)
-                data["name"] = name
-            except (ValueError, TypeError):
+                data["name"] = name  # the deployment is the model
+                if versions := route.versions():  # registered versions, not Triton's "1"
+                    data["versions"] = [str(v) for v in versions]
+                else:
+                    data.pop("versions", None)
+            except (ValueError, TypeError, AttributeError):
                 await _error(send, 502, f"replica {replica.url} sent unreadable metadata")
                 return
             payload = json.dumps(data).encode()
-        await _respond(send, status, payload, "application/json")
+        elif status != 200 and not payload:
+            payload = _error_body(f"replica {replica.url} answered {status}")
+        await _respond(send, status, payload, "application/json" if payload else "text/plain")
 
     @staticmethod
     def _request_headers(scope: Scope) -> tuple[dict[str, str], dict[str, str], int | None]:
@@ -291,7 +417,9 @@ class Gateway:
                 forward[raw_name.decode()] = raw_value.decode("latin-1")
                 if raw_name == b"inference-header-content-length":
                     if not raw_value.isdigit():
-                        raise ValueError(f"{HEADER_LENGTH} must be a byte count, got {raw_value!r}")
+                        raise MalformedRequest(
+                            f"{HEADER_LENGTH} must be a byte count, got {raw_value!r}"
+                        )
                     header_length = int(raw_value)
             elif raw_name.startswith(b"x-"):
                 custom[raw_name.decode()] = raw_value.decode("latin-1")
@@ -309,6 +437,7 @@ class Gateway:
             self._refreshed_at = time.monotonic()
             table = await anyio.to_thread.run_sync(self.load_table)
             self._install(table)
+            self._loaded = True
 
     def _install(self, table: RoutingTable) -> None:
         if table != self.table:
@@ -323,6 +452,9 @@ class Gateway:
             self.table = table  # one assignment: requests see the old table or the new
             self.balancer.forget_except(table.replica_urls())
             self.metrics.forget_replicas(gone)
+            self.metrics.declare_variants(
+                {(d.name, v.name) for d in table.deployments.values() for v in d.variants}
+            )
 
     async def check_health(self) -> None:
         """Active checks: each replica's model must answer ready, quickly."""
@@ -427,8 +559,13 @@ class Gateway:
                 return
             limit = int(limit_text)
             if kind == "samples":
-                samples = [
-                    {"at": s.at, "inputs": {k: v.tolist() for k, v in s.inputs().items()}}
+                samples = [  # numbers and booleans: what drift statistics read
+                    {
+                        "at": s.at,
+                        "inputs": {
+                            k: v.tolist() for k, v in s.inputs().items() if v.dtype.kind in "biuf"
+                        },
+                    }
                     for s in self.samples.requests(deployment, variant, limit)
                 ]
             else:  # answers: embeddings and scores only (token states are too large)
@@ -458,26 +595,57 @@ def _error_body(message: str) -> bytes:
     return json.dumps({"error": message}).encode()  # the KServe v2 error shape
 
 
-async def _error(send: Send, status: int, message: str) -> None:
-    await _respond(send, status, _error_body(message), "application/json")
+def _as_error(payload: bytes, status: int) -> bytes:
+    """An upstream error answer in the protocol's shape: ``{"error": "..."}``."""
+    try:
+        if isinstance(json.loads(payload).get("error"), str):
+            return payload
+    except (ValueError, AttributeError):
+        pass
+    text = payload[:500].decode("utf-8", errors="replace").strip()
+    return _error_body(
+        f"the replica answered {status}: {text}" if text else f"the replica answered {status}"
+    )
 
 
-async def _respond(send: Send, status: int, body: bytes, content_type: str = "text/plain") -> None:
+def _error_reply(status: int, message: str, answer_class: str) -> Reply:
+    return Reply(status, _error_body(message), _JSON_HEADERS, answer_class)
+
+
+async def _error(
+    send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    await _respond(send, status, _error_body(message), "application/json", headers)
+
+
+async def _not_allowed(send: Send, method: str, path: str, allowed: str) -> None:
+    message = f"{method} is not allowed on {path}; use {allowed}"
+    await _error(send, 405, message, [(b"allow", allowed.encode())])
+
+
+async def _respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: str = "text/plain",
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
     headers = [(b"content-type", content_type.encode()), (b"content-length", b"%d" % len(body))]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send(
+        {"type": "http.response.start", "status": status, "headers": headers + (extra or [])}
+    )
     await send({"type": "http.response.body", "body": body})
 
 
 async def _read_body(receive: Receive) -> bytes:
-    message = await receive()
-    body = message.get("body", b"")
-    if not message.get("more_body"):
-        return body
-    chunks = [body]
-    while message.get("more_body"):
+    chunks = []
+    while True:
         message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
         chunks.append(message.get("body", b""))
-    return b"".join(chunks)
+        if not message.get("more_body"):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _header_length(headers: list[tuple[bytes, bytes]]) -> int | None:

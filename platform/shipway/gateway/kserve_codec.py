@@ -31,7 +31,10 @@ def decode(body: bytes, header_length: int | None, key: str) -> dict[str, np.nda
     """Tensors of a request (``key="inputs"``) or response (``key="outputs"``).
 
     ``header_length`` is ``Inference-Header-Content-Length``: the size of the JSON part
-    when binary tensors follow it; ``None`` when the whole body is JSON.
+    when binary tensors follow it; ``None`` when the whole body is JSON. ``BYTES``
+    tensors come back as object arrays of ``bytes`` (binary: each element a 4-byte
+    little-endian length and its bytes, per Triton's binary data extension; JSON:
+    strings, UTF-8 encoded); tensors of other datatypes (``BF16``) are left out.
     """
     split = len(body) if header_length is None else header_length
     header: dict[str, Any] = json.loads(body[:split])
@@ -41,22 +44,38 @@ def decode(body: bytes, header_length: int | None, key: str) -> dict[str, np.nda
         dtype = DTYPES.get(spec.get("datatype", ""))
         shape = spec.get("shape", [])
         size = (spec.get("parameters") or {}).get("binary_data_size")
+        bytes_tensor = spec.get("datatype") == "BYTES"
         if size is not None:
             chunk = body[offset : offset + size]
             offset += size
-            if dtype is not None:
+            if bytes_tensor:
+                tensors[spec["name"]] = _bytes_elements(chunk).reshape(shape)
+            elif dtype is not None:
                 tensors[spec["name"]] = np.frombuffer(chunk, dtype=dtype).reshape(shape)
+        elif bytes_tensor and "data" in spec:
+            elements = [v.encode() if isinstance(v, str) else v for v in _flat(spec["data"])]
+            tensors[spec["name"]] = _objects(elements).reshape(shape)
         elif dtype is not None and "data" in spec:
             tensors[spec["name"]] = np.asarray(spec["data"], dtype=dtype).reshape(shape)
     return tensors
 
 
-def agree(a: dict[str, np.ndarray], b: dict[str, np.ndarray], tolerance: float = 1e-3) -> bool:
-    """Same outputs, within ``tolerance`` absolute and relative, on the names both carry."""
-    common = a.keys() & b.keys()
-    if not common:
-        return False
-    return all(
-        a[n].shape == b[n].shape and np.allclose(a[n], b[n], rtol=tolerance, atol=tolerance)
-        for n in common
-    )
+def _bytes_elements(chunk: bytes) -> np.ndarray:
+    elements, at = [], 0
+    while at < len(chunk):
+        length = int.from_bytes(chunk[at : at + 4], "little")
+        elements.append(chunk[at + 4 : at + 4 + length])
+        at += 4 + length
+    return _objects(elements)
+
+
+def _objects(elements: list[Any]) -> np.ndarray:
+    array = np.empty(len(elements), dtype=object)
+    array[:] = elements
+    return array
+
+
+def _flat(data: Any) -> list[Any]:
+    if not isinstance(data, list):
+        return [data]
+    return [v for item in data for v in _flat(item)]

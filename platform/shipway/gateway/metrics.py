@@ -13,6 +13,34 @@ VARIANT = ("deployment", "variant")
 LATENCY_BUCKETS = tuple(float(f"{0.001 * 1.25**k:.4g}") for k in range(42))
 REPLICA = ("deployment", "variant", "replica")
 
+# The ``class`` label of ``shipway_gateway_responses_total``: what the gateway answered a
+# client, once per inference request of a known deployment, after any retry. The
+# rollout analysis parses these values: keep them as they are.
+OK, CLIENT_ERROR, SERVER_ERROR = "2xx", "4xx", "5xx"  # a replica's (or our 4xx) answer
+NO_READY_REPLICA = "no_ready_replica"  # 503: no variant serves, or none of its replicas
+UPSTREAM_TIMEOUT = "upstream_timeout"  # 504: the replica did not answer in time
+CONNECTION_RESET = "connection_reset"  # 502: no replica reached, after the retry
+RESPONSE_CLASSES = (
+    OK,
+    CLIENT_ERROR,
+    SERVER_ERROR,
+    NO_READY_REPLICA,
+    UPSTREAM_TIMEOUT,
+    CONNECTION_RESET,
+)
+NO_VARIANT = ""  # the variant label of an answer given before a variant was chosen
+
+
+def status_class(status: int) -> str:
+    """The class of an HTTP answer: ``4xx``, ``5xx``, else ``2xx``. 1xx and 3xx fold
+    into ``2xx``: RFC 9110 (section 15) makes only 4xx and 5xx error classes, and
+    neither is a final answer Triton gives to an inference request."""
+    if status >= 500:
+        return SERVER_ERROR
+    if status >= 400:
+        return CLIENT_ERROR
+    return OK
+
 
 @dataclass
 class GatewayMetrics:
@@ -34,9 +62,18 @@ class GatewayMetrics:
             (*REPLICA, "kind"),
             registry=r,
         )
+        self.responses = Counter(
+            "shipway_gateway_responses",
+            "Answers to inference requests of a known deployment, one per request after "
+            "retries; class is 2xx, 4xx, 5xx, no_ready_replica, upstream_timeout or "
+            'connection_reset; variant "" when none was chosen',
+            (*VARIANT, "class"),
+            registry=r,
+        )
         self.latency = Histogram(
             "shipway_gateway_request_seconds",
-            "Inference latency seen by the gateway",
+            "Inference latency seen by the gateway: every answer of the responses "
+            "counter (same labels), and each mirrored request under its shadow variant",
             VARIANT,
             registry=r,
             buckets=LATENCY_BUCKETS,
@@ -65,6 +102,15 @@ class GatewayMetrics:
             (*VARIANT, "outcome"),
             registry=r,
         )
+
+    def declare_variants(self, variants: set[tuple[str, str]]) -> None:
+        """Create every class of the responses counter at zero for these (deployment,
+        variant) pairs, so that a series exists before its first increment and a rate
+        over it starts from 0, not from the first error (Prometheus' advice on missing
+        metrics)."""
+        for labels in variants:
+            for answer_class in RESPONSE_CLASSES:
+                self.responses.labels(*labels, answer_class)
 
     def forget_replicas(self, urls: set[str]) -> None:
         """Drop the gauges of replicas that left the routes, so that a replica churning

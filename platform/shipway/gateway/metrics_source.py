@@ -13,26 +13,37 @@ from prometheus_client.parser import text_string_to_metric_families
 from shipway.rollout.counts import Snapshot, VariantCounts
 from shipway.rollout.ports import MetricsUnavailable
 
-REQUESTS = "shipway_gateway_requests_total"
+RESPONSES = "shipway_gateway_responses_total"
 BUCKETS = "shipway_gateway_request_seconds_bucket"
 SHADOW = "shipway_gateway_shadow_total"
 OUTCOMES = ("agree", "disagree", "error")
+# the answer classes of RESPONSES: what is not a success or a client error is a failure
+# (the replica's 5xx, and each of the gateway's own failures: no_ready_replica,
+# upstream_timeout, connection_reset, and any class a newer gateway adds)
+SUCCESS, CLIENT_ERROR = "2xx", "4xx"
 
 
 def parse(text: str, deployment: str) -> Snapshot:
-    """Per variant: answered requests, those with a 5xx code, the latency histogram."""
+    """Per variant: every answer the gateway gave (one per request, after retries),
+    failed ones, 4xx ones, the latency histogram, the shadow comparisons. Answers with
+    no variant (the deployment had none serving) belong to no candidate and are left
+    out."""
     requests: dict[str, float] = defaultdict(float)
     errors: dict[str, float] = defaultdict(float)
+    client_errors: dict[str, float] = defaultdict(float)
     buckets: dict[str, dict[float, float]] = defaultdict(dict)
     shadow: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(OUTCOMES, 0.0))
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.labels.get("deployment") != deployment:
+            if sample.labels.get("deployment") != deployment or not sample.labels.get("variant"):
                 continue
             variant = sample.labels["variant"]
-            if sample.name == REQUESTS:
+            if sample.name == RESPONSES:
                 requests[variant] += sample.value
-                if sample.labels.get("code", "").startswith("5"):
+                kind = sample.labels.get("class", "")
+                if kind == CLIENT_ERROR:
+                    client_errors[variant] += sample.value
+                elif kind != SUCCESS:
                     errors[variant] += sample.value
             elif sample.name == BUCKETS:
                 buckets[variant][float(sample.labels["le"])] = sample.value
@@ -44,6 +55,7 @@ def parse(text: str, deployment: str) -> Snapshot:
             errors.get(variant, 0.0),
             tuple(sorted(buckets.get(variant, {}).items())),
             _outcomes(shadow.get(variant, {})),
+            client_errors.get(variant, 0.0),
         )
         for variant in set(requests) | set(buckets) | set(shadow)
     }

@@ -4,22 +4,62 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from shipway.builds.accuracy import AgreementRule, output_kinds
+from shipway.errors import InvalidInput
 from shipway.gateway.routing import DeploymentRoute, ReplicaRoute, RoutingTable, VariantRoute
 from shipway.store.db import Database
-from shipway.store.models import Deployment, ReplicaState, Split
+from shipway.store.models import Build, Deployment, ModelVersion, ReplicaState, Split
+
+
+def agreement(build: Build) -> tuple[AgreementRule, tuple[tuple[str, str], ...]]:
+    """The rule a shadow of ``build`` is judged by: the one its accuracy gate used (an
+    optimized build's report keeps it), else one from its build options (an fp32 build
+    has no gate); and the output kinds its registration tags declare."""
+    version = build.model_version
+    try:
+        outputs = [o["name"] for o in version.signature.get("outputs", [])]
+        kinds = tuple(sorted(output_kinds(version.tags or {}, outputs).items()))
+    except InvalidInput:  # a tag the build refused: judged without declared kinds
+        kinds = ()
+    saved = ((build.report or {}).get("accuracy") or {}).get("rule")
+    try:
+        if saved:
+            return AgreementRule.from_dict(saved), kinds
+        return AgreementRule(float((build.options or {}).get("min_cosine", 0.99))), kinds
+    except (InvalidInput, TypeError, ValueError):
+        return AgreementRule(), kinds
 
 
 def load_table(db: Database) -> RoutingTable:
+    """Ready replicas only, each with the registered model version of its own build
+    (Replica → Build → ModelVersion.version): during a build change a variant's ready
+    replicas may belong to its old build and serve the old version."""
     with db.session() as session:
+        deployments = list(session.scalars(select(Deployment)))
+        ready = {
+            r.build_id for d in deployments for r in d.replicas if r.state == ReplicaState.READY
+        }
+        versions: dict[str, int] = (
+            dict(
+                session.execute(  # type: ignore[arg-type]
+                    select(Build.id, ModelVersion.version)
+                    .join(ModelVersion, Build.model_version_id == ModelVersion.id)
+                    .where(Build.id.in_(ready))
+                ).all()
+            )
+            if ready
+            else {}
+        )
         routes = {}
-        for d in session.scalars(select(Deployment)):
+        for d in deployments:
             variants = tuple(
                 VariantRoute(
                     name=v.name,
                     weight=v.weight,
                     shadow_share=v.shadow_share,
+                    **_shadow_rule(v.build) if v.shadow_share else {},
                     replicas=tuple(
-                        ReplicaRoute(r.url, r.triton_model_name)
+                        ReplicaRoute(r.url, r.triton_model_name, versions.get(r.build_id))
                         for r in sorted(d.replicas, key=lambda r: r.url)
                         if r.variant == v.name and r.state == ReplicaState.READY
                     ),
@@ -30,3 +70,8 @@ def load_table(db: Database) -> RoutingTable:
                 d.name, variants, sticky=d.split == Split.STICKY, sticky_header=d.sticky_header
             )
         return RoutingTable(routes)
+
+
+def _shadow_rule(build: Build) -> dict[str, object]:
+    rule, kinds = agreement(build)
+    return {"agreement": rule, "output_kinds": kinds}

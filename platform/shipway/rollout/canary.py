@@ -10,6 +10,12 @@ interval yields one verdict: PASSED counts towards the step, FAILED counts towar
 the failure threshold (N failed analyses in a row roll back), INCONCLUSIVE changes
 nothing (and never promotes). After 100 % the candidate is promoted, and checks go
 on for the bake period: a breach then rolls back to the previous stable.
+
+A rollout that cannot be judged must not hang at a partial weight for ever: with no
+progress (a passed analysis, a step, more mirrored answers compared) for
+``progress_deadline_s`` — Argo Rollouts' ``progressDeadlineSeconds`` — or after
+``max_inconclusive`` inconclusive analyses in a row, it ends FAILED: the candidate is
+taken out and stable serves as before. Paused and gated time does not count.
 """
 
 from __future__ import annotations
@@ -65,6 +71,9 @@ class CanarySpec:
     max_unavailable: int = 5
     shadow: ShadowSpec | None = None
     thresholds: Thresholds = field(default_factory=Thresholds)
+    # seconds without progress before the rollout ends failed; None: 10 intervals
+    progress_deadline_s: float | None = None
+    max_inconclusive: int = 10  # inconclusive analyses in a row that end it failed
 
     def __post_init__(self) -> None:
         if not self.steps or list(self.steps) != sorted(set(self.steps)):
@@ -77,6 +86,23 @@ class CanarySpec:
             raise InvalidInput("the analysis interval must be positive, the bake not negative")
         if any(not 0 <= g < len(self.steps) for g in self.gates):
             raise InvalidInput(f"gates must name step indices 0..{len(self.steps) - 1}")
+        if self.max_inconclusive < 1:
+            raise InvalidInput("max_inconclusive must be >= 1")
+        if self.progress_deadline_s is not None and self.progress_deadline_s < self.interval_s:
+            raise InvalidInput(
+                f"progress_deadline_s ({self.progress_deadline_s}) must be at least one "
+                f"analysis interval ({self.interval_s})"
+            )
+
+    @property
+    def deadline_s(self) -> float:
+        """The progress deadline in effect."""
+        if self.progress_deadline_s is not None:
+            return self.progress_deadline_s
+        return DEADLINE_INTERVALS * self.interval_s
+
+
+DEADLINE_INTERVALS = 10  # the default progress deadline, in analysis intervals
 
 
 def start(spec: CanarySpec, now: float) -> tuple[State, list[Action]]:
@@ -120,9 +146,10 @@ def advance(
         numbers: dict[str, object] = {"unavailable_in_a_row": missing}
         if missing >= spec.max_unavailable:
             return _roll_back(state, f"no metrics for {missing} analyses in a row", numbers)
-        return replace(state, unavailable_in_a_row=missing), [
-            Record("rollout.check-inconclusive", "metrics unavailable", numbers)
-        ]
+        state = replace(state, unavailable_in_a_row=missing)
+        return _stalled(
+            spec, state, now, [Record("rollout.check-inconclusive", "metrics unavailable", numbers)]
+        )
     state = replace(state, unavailable_in_a_row=0)
     if state.phase is Phase.SHADOWING:
         return _shadow_step(spec, state, observation, now)
@@ -134,21 +161,26 @@ def advance(
     if outcome is Outcome.FAILED:
         failures = state.failures_in_a_row + 1
         failed = ", ".join(c.name for c in checks if c.outcome is Outcome.FAILED)
+        state = replace(state, failures_in_a_row=failures, inconclusive_in_a_row=0)
         if failures >= spec.failure_threshold:
-            state = replace(state, failures_in_a_row=failures)
             return _roll_back(state, f"{failures} failed analyses in a row ({failed})", numbers)
-        return replace(state, failures_in_a_row=failures), [
-            Record("rollout.check-failed", failed, numbers)
-        ]
+        return _stalled(spec, state, now, [Record("rollout.check-failed", failed, numbers)])
     if outcome is Outcome.INCONCLUSIVE:
         if state.phase is Phase.BAKING and state.bake_until is not None and now >= state.bake_until:
             # the candidate serves everything now: stable's yardstick may be gone, and
             # promotion is already done; the bake only had to see no failure
             done = replace(state, phase=Phase.SUCCEEDED, reason="baked (last check inconclusive)")
             return done, [Record("rollout.succeeded", done.reason, numbers)]
-        return state, [Record("rollout.check-inconclusive", "not enough data", numbers)]
+        waiting = ", ".join(c.name for c in checks if c.outcome is Outcome.INCONCLUSIVE)
+        return _inconclusive(spec, state, now, f"not enough data ({waiting})", numbers)
 
-    state = replace(state, failures_in_a_row=0, passed_in_step=state.passed_in_step + 1)
+    state = replace(
+        state,
+        failures_in_a_row=0,
+        inconclusive_in_a_row=0,
+        passed_in_step=state.passed_in_step + 1,
+        progressed_at=now,
+    )
     if state.phase is Phase.BAKING:
         if state.bake_until is not None and now >= state.bake_until:
             done = replace(state, phase=Phase.SUCCEEDED, reason="baked")
@@ -167,7 +199,7 @@ def _shadow_step(
     assert spec.shadow is not None
     counts = observation.shadow
     if counts is None:
-        return state, [Record("rollout.check-inconclusive", "no shadow answers yet", {})]
+        return _inconclusive(spec, state, now, "no shadow answers yet", {})
     verdict = decide_shadow(
         counts, spec.shadow.min_agreement, spec.shadow.min_compared, spec.shadow.max_error_rate
     )
@@ -184,9 +216,45 @@ def _shadow_step(
     if verdict.decision is ShadowDecision.FAIL:
         return _roll_back(state, f"shadow: {verdict.reason}", numbers)
     if verdict.decision is ShadowDecision.CONTINUE:
+        total = counts.agree + counts.disagree + counts.error
+        if total <= state.shadow_compared:  # nothing new was mirrored since the last look
+            return _inconclusive(spec, state, now, f"shadow: {verdict.reason}", numbers)
+        state = replace(state, shadow_compared=total, inconclusive_in_a_row=0, progressed_at=now)
         return state, [Record("rollout.shadow-check", verdict.reason, numbers)]
+    state = replace(state, inconclusive_in_a_row=0, progressed_at=now)
     moved, actions = _first_step(spec, now, numbers, state)
     return moved, [Record("rollout.handed-over", verdict.reason, numbers), *actions]
+
+
+def _inconclusive(
+    spec: CanarySpec, state: State, now: float, reason: str, numbers: dict[str, object]
+) -> tuple[State, list[Action]]:
+    """An analysis without enough data: counted, and ``max_inconclusive`` in a row end
+    the rollout (not while baking: promotion is done, the bake ends by its clock)."""
+    count = state.inconclusive_in_a_row + 1
+    state = replace(state, inconclusive_in_a_row=count)
+    numbers = {**numbers, "inconclusive_in_a_row": count}
+    if state.phase is not Phase.BAKING and count >= spec.max_inconclusive:
+        return _fail(state, f"{count} inconclusive analyses in a row: {reason}", numbers)
+    return _stalled(spec, state, now, [Record("rollout.check-inconclusive", reason, numbers)])
+
+
+def _stalled(
+    spec: CanarySpec, state: State, now: float, actions: list[Action]
+) -> tuple[State, list[Action]]:
+    """After an analysis that did not move the rollout forward: past the progress
+    deadline, it ends failed."""
+    since = state.started_at if state.progressed_at is None else state.progressed_at
+    if state.phase is Phase.BAKING or now - since < spec.deadline_s:
+        return state, actions
+    reason = f"no progress for {now - since:.0f}s (progress deadline {spec.deadline_s:.0f}s)"
+    last = next((a for a in reversed(actions) if isinstance(a, Record)), None)
+    return _fail(state, reason, dict(last.details) if last else {})
+
+
+def _fail(state: State, reason: str, numbers: dict[str, object]) -> tuple[State, list[Action]]:
+    done = replace(state, phase=Phase.FAILED, weight=0, reason=reason)
+    return done, [SetWeight(0), Rollback(), Record("rollout.failed", reason, numbers)]
 
 
 def _roll_back(state: State, reason: str, numbers: dict[str, object]) -> tuple[State, list[Action]]:
@@ -250,6 +318,8 @@ def approve(spec: CanarySpec, state: State, now: float) -> tuple[State, list[Act
         phase=Phase.PROGRESSING,
         weight=spec.steps[state.step],
         last_analysis_at=now,
+        progressed_at=now,
+        inconclusive_in_a_row=0,
         reason="approved",
     )
     return moved, [
@@ -269,7 +339,13 @@ def resume(state: State, now: float) -> tuple[State, list[Action]]:
     if state.phase is not Phase.PAUSED or state.paused_phase is None:
         raise Conflict(f"the rollout is {state.phase}, not paused")
     resumed = replace(
-        state, phase=state.paused_phase, paused_phase=None, last_analysis_at=now, reason="resumed"
+        state,
+        phase=state.paused_phase,
+        paused_phase=None,
+        last_analysis_at=now,
+        progressed_at=now,  # paused time does not count towards the deadline
+        inconclusive_in_a_row=0,
+        reason="resumed",
     )
     return resumed, [Record("rollout.resumed", "resumed by an operator", {})]
 

@@ -10,6 +10,16 @@ request, k from the binomial distribution). One second of canary traffic is a fe
 dozen requests, whose raw p99 is their slowest one; rolling back on that alone would
 roll back healthy builds on every hiccup of a shared machine. The point estimates are
 reported alongside.
+
+What counts as a failed request: every answer a client got from the gateway is
+counted once, by class. 5xx answers and the gateway's own failures (no ready replica,
+upstream timeout, connection reset) are errors, judged against ``max_error_rate``.
+4xx answers are judged relative to stable's 4xx rate: clients that send bad requests
+to both variants do not fail the candidate, a candidate that refuses requests stable
+accepts (a renamed input, a changed shape) does. The yardstick is stable's traffic in
+the same interval, or, when stable served too little alongside (the candidate at
+100 %), stable's longer record (``Observation.stable_reference``); without either the
+check does not apply.
 """
 
 from __future__ import annotations
@@ -35,7 +45,9 @@ class Outcome(StrEnum):
 @dataclass(frozen=True)
 class Thresholds:
     min_requests: int = 50  # candidate requests in the interval before anything is judged
-    max_error_rate: float = 0.01  # absolute, 5xx and connection failures
+    max_error_rate: float = 0.01  # absolute: 5xx and the gateway's own failures
+    # 4xx rate above stable's, absolute (0.01: one more refused request in a hundred)
+    max_client_error_increase: float = 0.01
     max_p50_ratio: float = 1.5  # candidate p50 / stable p50
     max_p99_ratio: float = 2.0
     max_drift_score: float | None = None  # PSI of candidate traffic vs stable; None: off
@@ -46,6 +58,8 @@ class Thresholds:
             raise InvalidInput(f"confidence must be within [0.5, 1), got {self.confidence}")
         if self.min_requests < 1 or self.max_error_rate < 0:
             raise InvalidInput("min_requests must be >= 1 and max_error_rate >= 0")
+        if not 0 <= self.max_client_error_increase < 1:
+            raise InvalidInput("max_client_error_increase must be within [0, 1)")
         if self.max_p50_ratio <= 0 or self.max_p99_ratio <= 0:
             raise InvalidInput("latency ratio limits must be positive")
 
@@ -59,15 +73,35 @@ class VariantStats:
     # lower confidence bounds of the quantiles; None: only the point value is known
     p50_low_ms: float | None = None
     p99_low_ms: float | None = None
+    client_errors: int = 0  # 4xx answers, part of ``requests``
 
     @property
     def error_rate(self) -> float | None:
         return self.errors / self.requests if self.requests else None
 
+    @property
+    def client_error_rate(self) -> float | None:
+        return self.client_errors / self.requests if self.requests else None
+
 
 def wilson_low(successes: int, total: int, confidence: float) -> float:
     """One-sided lower Wilson bound: the two-sided interval at 2c - 1 has it as its low end."""
     return wilson(successes, total, 2 * confidence - 1)[0]
+
+
+def difference_low(
+    successes_a: int, total_a: int, successes_b: int, total_b: int, confidence: float
+) -> float:
+    """One-sided lower confidence bound of ``p_a - p_b`` for two independent proportions:
+    Newcombe's hybrid score interval (method 10 of R. G. Newcombe, "Interval estimation
+    for the difference between independent proportions", Statistics in Medicine 17,
+    1998), built from each proportion's Wilson interval; well behaved at 0 and 1,
+    where the Wald interval is not."""
+    level = 2 * confidence - 1
+    p_a, p_b = successes_a / total_a, successes_b / total_b
+    low_a, _ = wilson(successes_a, total_a, level)
+    _, high_b = wilson(successes_b, total_b, level)
+    return (p_a - p_b) - ((p_a - low_a) ** 2 + (high_b - p_b) ** 2) ** 0.5
 
 
 def quantile_rank(n: int, q: float, confidence: float) -> int:
@@ -84,6 +118,9 @@ class Observation:
     stable: VariantStats
     drift_score: float | None = None
     shadow: ShadowCounts | None = None  # mirrored answers since the shadow began
+    # stable over a longer span (its record up to now): the 4xx yardstick when stable
+    # served too little in the interval itself
+    stable_reference: VariantStats | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +158,7 @@ def analyse(obs: Observation, limits: Thresholds) -> tuple[Outcome, tuple[CheckR
             rate_low,
         )
     )
+    results.append(_client_errors(obs, limits, enough))
     for name, mine, low, theirs, limit in (
         ("p50_ratio", c.p50_ms, c.p50_low_ms, s.p50_ms, limits.max_p50_ratio),
         ("p99_ratio", c.p99_ms, c.p99_low_ms, s.p99_ms, limits.max_p99_ratio),
@@ -165,3 +203,28 @@ def analyse(obs: Observation, limits: Thresholds) -> tuple[Outcome, tuple[CheckR
         else Outcome.PASSED
     )
     return overall, tuple(results)
+
+
+def _client_errors(obs: Observation, limits: Thresholds, enough: bool) -> CheckResult:
+    """4xx beyond stable's: the candidate's 4xx rate minus stable's, judged on the lower
+    confidence bound of the difference."""
+    c = obs.candidate
+    yardstick = next(
+        (
+            s
+            for s in (obs.stable, obs.stable_reference)
+            if s is not None and s.requests >= limits.min_requests
+        ),
+        None,
+    )
+    name, limit = "client_error_excess", limits.max_client_error_increase
+    if yardstick is None:
+        return CheckResult(name, Outcome.NOT_APPLICABLE, None, limit)
+    if not enough:
+        return CheckResult(name, Outcome.INCONCLUSIVE, None, limit)
+    value = c.client_errors / c.requests - yardstick.client_errors / yardstick.requests
+    low = difference_low(
+        c.client_errors, c.requests, yardstick.client_errors, yardstick.requests, limits.confidence
+    )
+    outcome = Outcome.FAILED if low > limit else Outcome.PASSED
+    return CheckResult(name, outcome, value, limit, low)

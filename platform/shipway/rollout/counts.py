@@ -19,13 +19,23 @@ Snapshot = dict[str, "VariantCounts"]  # by variant name
 
 @dataclass(frozen=True)
 class VariantCounts:
-    """Totals since the counters started: answered requests, errors (5xx and upstream
-    timeouts) and the latency histogram as (upper bound in seconds, cumulative count)."""
+    """Totals since the counters started, over every answer a client got:
+
+    - ``requests``: all answers;
+    - ``errors``: failed answers — the replica's 5xx and the gateway's own failures (no
+      ready replica, upstream timeout, connection reset);
+    - ``client_errors``: 4xx answers, which the analysis judges relative to stable's
+      (a client's bad request is not the candidate's fault; a request stable accepts
+      and the candidate refuses is);
+    - ``buckets``: the latency histogram as (upper bound in seconds, cumulative count);
+    - ``shadow``: mirrored requests compared with stable's answers.
+    """
 
     requests: float = 0.0
     errors: float = 0.0
     buckets: tuple[tuple[float, float], ...] = ()
     shadow: tuple[float, float, float] = (0.0, 0.0, 0.0)  # mirrored: agree, disagree, error
+    client_errors: float = 0.0
 
     def minus(self, before: VariantCounts | None) -> VariantCounts:
         """The increase since ``before``. Counters that went down were reset (the gateway
@@ -33,8 +43,8 @@ class VariantCounts:
         if before is None or any(
             now < then
             for now, then in zip(
-                (self.requests, self.errors, *self.shadow),
-                (before.requests, before.errors, *before.shadow),
+                (self.requests, self.errors, self.client_errors, *self.shadow),
+                (before.requests, before.errors, before.client_errors, *before.shadow),
                 strict=True,
             )
         ):
@@ -52,6 +62,7 @@ class VariantCounts:
             self.errors + sign * other.errors,
             tuple((le, max(0.0, mine.get(le, 0.0) + sign * theirs.get(le, 0.0))) for le in bounds),
             _triple([a + sign * b for a, b in zip(self.shadow, other.shadow, strict=True)]),
+            self.client_errors + sign * other.client_errors,
         )
 
     def shadow_counts(self) -> ShadowCounts | None:
@@ -64,6 +75,7 @@ class VariantCounts:
             "errors": self.errors,
             "buckets": [[("+Inf" if math.isinf(le) else le), n] for le, n in self.buckets],
             "shadow": list(self.shadow),
+            "client_errors": self.client_errors,
         }
 
     @classmethod
@@ -73,6 +85,7 @@ class VariantCounts:
             float(data["errors"]),
             tuple((float(le), float(n)) for le, n in data["buckets"]),
             _triple(data.get("shadow", (0, 0, 0))),
+            float(data.get("client_errors", 0.0)),  # rows saved before 4xx were counted
         )
 
 
@@ -136,14 +149,26 @@ def stats(counts: VariantCounts, confidence: float = 0.95) -> VariantStats:
         low = rank_floor(counts.buckets, quantile_rank(total, q, confidence)) if total else None
         ms[q] = (None if point is None else point * 1000, None if low is None else low * 1000)
     return VariantStats(
-        int(counts.requests), int(counts.errors), ms[0.5][0], ms[0.99][0], ms[0.5][1], ms[0.99][1]
+        int(counts.requests),
+        int(counts.errors),
+        ms[0.5][0],
+        ms[0.99][0],
+        ms[0.5][1],
+        ms[0.99][1],
+        int(counts.client_errors),
     )
 
 
 def arm(name: str, counts: VariantCounts, cap: int = 5000) -> Arm:
     """An experiment arm, its per-request latencies known to the histogram's resolution:
     each request sits at the middle of its bucket (ties are what Mann-Whitney's tie
-    correction is for). Above ``cap`` requests, buckets are scaled down alike."""
+    correction is for). Above ``cap`` requests, buckets are scaled down alike.
+
+    Latency is time to a good answer: every failed or refused request (5xx, gateway
+    failure, 4xx) counts as slower than any answer (+inf), so an arm cannot win on the
+    speed of the requests it did answer. The histogram does not say which of its
+    entries failed, so the failed ones are taken to be the fastest — the conservative
+    reading, since fast failures are what would make an arm look fast."""
     total = counts.buckets[-1][1] if counts.buckets else 0.0
     scale = min(1.0, cap / total) if total else 1.0
     latencies: list[float] = []
@@ -154,4 +179,12 @@ def arm(name: str, counts: VariantCounts, cap: int = 5000) -> Arm:
         if not math.isinf(le):
             lower = le
         below = cumulative
-    return Arm(name, int(counts.requests), int(counts.errors), tuple(latencies))
+    failed = min(len(latencies), round((counts.errors + counts.client_errors) * scale))
+    latencies = latencies[failed:] + [math.inf] * failed
+    return Arm(
+        name,
+        int(counts.requests),
+        int(counts.errors),
+        tuple(latencies),
+        int(counts.client_errors),
+    )

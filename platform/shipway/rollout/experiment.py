@@ -1,9 +1,14 @@
 """The A/B experiment's decision: which arm wins, or "no difference", by stated tests.
 
 Per metric, each challenger arm against the control arm:
-- error rate: two-proportion z-test (pooled), H0: equal error rates;
-- latency: Mann-Whitney U on per-request latencies, H0: neither arm's latencies tend
-  to be larger (scipy).
+- error rate (5xx and the gateway's own failures): two-proportion z-test (pooled),
+  H0: equal error rates;
+- client error rate (4xx): the same test — a challenger that refuses requests the
+  control accepts is worse, whatever its latency;
+- latency: Mann-Whitney U on per-request time to a good answer, H0: neither arm's
+  latencies tend to be larger (scipy). A failed or refused request counts as slower
+  than any answer (``counts.arm``), so an arm cannot win on the latency of the
+  requests it did answer.
 Significance ``alpha`` is split over the comparisons (Bonferroni). No decision before
 every arm has ``min_requests``; at ``max_duration_s`` without a significant
 difference the experiment ends with "no difference" and the control stays.
@@ -34,14 +39,15 @@ class Decision(StrEnum):
 class Arm:
     name: str
     requests: int
-    errors: int
-    latencies_ms: tuple[float, ...] = ()
+    errors: int  # 5xx and gateway failures
+    latencies_ms: tuple[float, ...] = ()  # failed requests as +inf
+    client_errors: int = 0  # 4xx
 
 
 @dataclass(frozen=True)
 class Comparison:
     arm: str
-    metric: str  # "error_rate" or "latency"
+    metric: str  # "error_rate", "client_error_rate" or "latency"
     test: str
     p_value: float
     better: bool  # the challenger's direction, whatever the significance
@@ -78,15 +84,19 @@ def decide(
         if elapsed_s >= max_duration_s:
             return Verdict(Decision.NO_DIFFERENCE, None, (), "time is up before the minimum sample")
         return Verdict(Decision.CONTINUE, None, (), f"fewer than {min_requests} requests per arm")
-    tests = 2 * len(challengers)
+    tests = 3 * len(challengers)
     level = alpha / tests
     comparisons: list[Comparison] = []
     for arm in challengers:
-        p = two_proportion_pvalue(arm.errors, arm.requests, control.errors, control.requests)
-        better = arm.errors / arm.requests < control.errors / control.requests
-        comparisons.append(
-            Comparison(arm.name, "error_rate", "two-proportion z", p, better, p < level)
-        )
+        for metric, mine, theirs in (
+            ("error_rate", arm.errors, control.errors),
+            ("client_error_rate", arm.client_errors, control.client_errors),
+        ):
+            p = two_proportion_pvalue(mine, arm.requests, theirs, control.requests)
+            better = mine / arm.requests < theirs / control.requests
+            comparisons.append(
+                Comparison(arm.name, metric, "two-proportion z", p, better, p < level)
+            )
         if arm.latencies_ms and control.latencies_ms:
             result = stats.mannwhitneyu(arm.latencies_ms, control.latencies_ms)
             better = float(np.median(arm.latencies_ms)) < float(np.median(control.latencies_ms))
@@ -172,7 +182,10 @@ def advance_experiment(
         spec.alpha,
     )  # fmt: skip
     numbers: dict[str, object] = {
-        "arms": {a.name: {"requests": a.requests, "errors": a.errors} for a in arms},
+        "arms": {
+            a.name: {"requests": a.requests, "errors": a.errors, "client_errors": a.client_errors}
+            for a in arms
+        },
         "comparisons": [
             {
                 "arm": c.arm,

@@ -14,11 +14,14 @@ class Phase(StrEnum):
     PAUSED = "paused"
     BAKING = "baking"  # promoted; still watched
     SUCCEEDED = "succeeded"
-    ROLLED_BACK = "rolled-back"
+    ROLLED_BACK = "rolled-back"  # a check failed, or an operator aborted: stable serves
+    # no progress (the progress deadline, or too many inconclusive analyses in a row):
+    # the candidate could not be judged, so it is taken out; stable serves as before
+    FAILED = "failed"
 
     @property
     def finished(self) -> bool:
-        return self in (Phase.SUCCEEDED, Phase.ROLLED_BACK)
+        return self in (Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED)
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,11 @@ class State:
     passed_in_step: int = 0
     failures_in_a_row: int = 0
     unavailable_in_a_row: int = 0
+    inconclusive_in_a_row: int = 0  # analyses with too little data, in a row
+    # the last time the rollout moved forward (a passed analysis, a step, more mirrored
+    # answers compared, an approval or a resume); None: since it started
+    progressed_at: float | None = None
+    shadow_compared: int = 0  # mirrored answers compared at the last shadow analysis
     bake_until: float | None = None
     paused_phase: Phase | None = None
     reason: str = ""

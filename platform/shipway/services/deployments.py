@@ -14,6 +14,8 @@ from sqlalchemy.orm import Session
 from shipway import audit
 from shipway.container import Container
 from shipway.errors import Conflict, InvalidInput, NotFound
+from shipway.registry.compatibility import breaking_changes
+from shipway.registry.signature import Signature
 from shipway.services.models import check_name
 from shipway.store.models import (
     Build,
@@ -51,6 +53,28 @@ def succeeded_build(session: Session, build_id: str) -> Build:
     return build
 
 
+def signature_changes(
+    session: Session, serving_id: str, candidate: Build, allow: bool
+) -> list[str]:
+    """The candidate's changes that would break clients of the build serving now
+    (``shipway.registry.compatibility``); refused with 409 unless ``allow``."""
+    serving = session.get(Build, serving_id)
+    if serving is None or serving.model_version_id == candidate.model_version_id:
+        return []
+    changes = breaking_changes(
+        Signature.from_dict(serving.model_version.signature),
+        Signature.from_dict(candidate.model_version.signature),
+    )
+    if changes and not allow:
+        raise Conflict(
+            f"build {candidate.id} would break clients of build {serving.id}: "
+            + "; ".join(changes)
+            + ". If the change is intended, pass allow_signature_change "
+            "(CLI: --allow-signature-change)"
+        )
+    return changes
+
+
 def _deployment(session: Session, name: str) -> Deployment:
     deployment = session.scalar(select(Deployment).where(Deployment.name == name))
     if deployment is None:
@@ -81,8 +105,12 @@ def deploy(
     scale: Scale | None = None,
     target_inflight: float | None = None,
     scale_down_window_s: float | None = None,
+    allow_signature_change: bool = False,
 ) -> Deployment:
     """Create the deployment, or point its stable variant at another build.
+
+    A build whose signature would break the clients of the one serving is refused
+    (409) unless ``allow_signature_change``; an allowed change is in the audit event.
 
     With ``target_inflight`` and ``scale.max_replicas`` above the minimum, the runtime
     scales the stable variant on the gateway's measured load. A redeploy that passes
@@ -99,9 +127,12 @@ def deploy(
     if window < 0:
         raise InvalidInput("scale_down_window_s cannot be negative")
     with container.db.session() as session:
-        succeeded_build(session, build_id)
+        build = succeeded_build(session, build_id)
         deployment = session.scalar(select(Deployment).where(Deployment.name == name))
         previous = deployment.build_id if deployment else None
+        changes = []
+        if previous not in (None, build_id):
+            changes = signature_changes(session, previous, build, allow_signature_change)
         if deployment is None:
             deployment = Deployment(name=name, build_id=build_id)
             deployment.variants.append(Variant(name=STABLE, build_id=build_id, weight=100))
@@ -127,6 +158,7 @@ def deploy(
             replicas=stable.min_replicas,
             max_replicas=stable.max_replicas,
             target_inflight=target_inflight,
+            **({"signature_changes": changes} if changes else {}),
         )
     return get(container, name)
 
@@ -140,10 +172,14 @@ def set_variant(
     weight: int = 0,
     shadow_share: float = 0.0,
     scale: Scale | None = None,
+    allow_signature_change: bool = False,
 ) -> Deployment:
     """Add or change a non-stable variant (a canary, an experiment arm, a shadow).
 
     The weight taken by the variant comes off stable, so the weights keep summing to 100.
+    A build whose signature would break stable's clients is refused (409) unless
+    ``allow_signature_change`` (a shadow's answers reach no client, but it becomes a
+    canary next).
     """
     check_name(variant_name)
     if variant_name == STABLE:
@@ -155,9 +191,10 @@ def set_variant(
     if weight and shadow_share:
         raise InvalidInput("a variant is either live (weight) or a shadow, not both")
     with container.db.session() as session:
-        succeeded_build(session, build_id)
+        build = succeeded_build(session, build_id)
         deployment = _deployment(session, name)
         stable = _variant(deployment, STABLE)
+        changes = signature_changes(session, stable.build_id, build, allow_signature_change)
         variant = next((v for v in deployment.variants if v.name == variant_name), None)
         if variant is None:
             variant = Variant(name=variant_name, build_id=build_id, weight=0)
@@ -179,6 +216,7 @@ def set_variant(
             weight=weight,
             shadow_share=shadow_share,
             stable_weight=stable.weight,
+            **({"signature_changes": changes} if changes else {}),
         )
     return get(container, name)
 

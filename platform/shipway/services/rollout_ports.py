@@ -48,6 +48,7 @@ class StoreRouter:
                 weight=found.weight,
                 shadow_share=share,
                 scale=deployments.Scale(found.min_replicas, found.max_replicas),
+                allow_signature_change=True,  # the rollout's start checked it
             )
 
 
@@ -62,7 +63,13 @@ class StorePlacement:
             stable = next(v for v in current.variants if v.name == STABLE)
             scale = deployments.Scale(stable.min_replicas, stable.max_replicas)
             deployments.set_variant(
-                self.container, deployment, variant, build_id, ACTOR, scale=scale
+                self.container,
+                deployment,
+                variant,
+                build_id,
+                ACTOR,
+                scale=scale,
+                allow_signature_change=True,  # the rollout's start checked it
             )
 
     def ready(self, deployment: str, variant: str, build_id: str) -> bool:
@@ -86,4 +93,6 @@ class StorePlacement:
 
     def make_stable(self, deployment: str, build_id: str) -> None:
         if deployments.get(self.container, deployment).build_id != build_id:
-            deployments.deploy(self.container, deployment, build_id, ACTOR)
+            deployments.deploy(
+                self.container, deployment, build_id, ACTOR, allow_signature_change=True
+            )

@@ -81,8 +81,13 @@ def start(
     actor: str,
     strategy: str = "canary",
     settings: dict[str, Any] | None = None,
+    allow_signature_change: bool = False,
 ) -> Rollout:
-    """Validate everything, write the rollout, then place the candidate (no traffic)."""
+    """Validate everything, write the rollout, then place the candidate (no traffic).
+
+    A candidate whose signature would break stable's clients is refused (409) before
+    any traffic moves, unless ``allow_signature_change``; then the changes are part
+    of the rollout's ``rollout.created`` audit event."""
     spec = parse_spec(strategy, settings or {})
     variant = VARIANTS[strategy]
     with container.rollout_lock:
@@ -94,6 +99,9 @@ def start(
                 candidate = deployments.succeeded_build(session, build_id)
                 if build_id == current.build_id:
                     raise Conflict(f"build {build_id} already serves {deployment} as stable")
+                changes = deployments.signature_changes(
+                    session, current.build_id, candidate, allow_signature_change
+                )
                 running = session.scalar(select(Rollout).where(Rollout.active_key == deployment))
                 if running is not None:
                     raise Conflict(
@@ -127,7 +135,9 @@ def start(
                     rollout,
                     "rollout.created",
                     f"{strategy} of build {build_id}",
-                    {"spec": rollout.spec},
+                    {"spec": rollout.spec, "signature_changes": changes}
+                    if changes
+                    else {"spec": rollout.spec},
                     candidate,
                 )
                 rollout_id = rollout.id
@@ -374,7 +384,11 @@ def _observe(
     stable = counts.stats(interval.get(STABLE, empty), confidence)
     total = counts.snapshot_from_dict(metrics.get("total"))
     shadow = total.get(rollout.variant, empty).shadow_counts()
-    return Observation(candidate, stable, shadow=shadow)
+    # stable's record as the gateway counted it (before and during the rollout): the
+    # 4xx yardstick for intervals in which stable served too little alongside
+    record = counts.snapshot_from_dict(metrics.get("last")).get(STABLE, empty)
+    reference = counts.stats(record, confidence)
+    return Observation(candidate, stable, shadow=shadow, stable_reference=reference)
 
 
 def _save(

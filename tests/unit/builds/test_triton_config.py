@@ -11,6 +11,7 @@ from shipway.builds.triton_config import (
     ServingOptions,
     is_batchable,
     render_config,
+    warmup_bytes,
     warmup_file,
     warmup_request,
 )
@@ -130,6 +131,12 @@ def test_warmup_reads_the_reference_row_from_files_once_per_load() -> None:
     assert "model_warmup" not in render_config("m", signature, "python", off, request)
 
 
+def test_warmup_bytes_are_raw_elements_and_length_prefixed_strings() -> None:
+    assert warmup_bytes(np.array([[1, 2]], np.int64)) == np.array([1, 2], np.int64).tobytes()
+    words = np.array([b"ab", "c"], dtype=object)  # Triton's TYPE_STRING layout
+    assert warmup_bytes(words) == b"\x02\x00\x00\x00ab\x01\x00\x00\x00c"
+
+
 def test_warmup_file_names_are_safe_and_distinct() -> None:
     assert warmup_file(0, "onnx::Shape/422") == "0-onnx__Shape_422.bin"
     assert warmup_file(1, "a b") != warmup_file(2, "a b")
@@ -222,11 +229,15 @@ def test_build_options() -> None:
         "calibration": "entropy",
         "min_cosine": 0.995,
         "max_fp32_layers": 4,
+        "min_top1": 0.99,
     }
     assert recipes.BuildOptions.from_dict(options.to_dict()) == options
     with pytest.raises(InvalidInput, match="unknown calibration method 'kl'"):
         recipes.BuildOptions.from_dict({"calibration": "kl"})
     with pytest.raises(InvalidInput, match="min_cosine must be within"):
         recipes.BuildOptions(min_cosine=1.5)
+    with pytest.raises(InvalidInput, match="min_top1 must be within"):
+        recipes.BuildOptions.from_dict({"min_top1": 1.2})
+    assert recipes.BuildOptions.from_dict({"min_top1": 0.95}).min_top1 == 0.95
     with pytest.raises(InvalidInput, match="unknown build options"):
         recipes.BuildOptions.from_dict({"colour": "red"})

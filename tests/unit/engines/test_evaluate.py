@@ -7,7 +7,6 @@ import onnxruntime as ort
 import pytest
 from onnx import helper
 
-from shipway.builds.accuracy import compare
 from shipway.engines import evaluate
 from shipway.engines.benchmark import side_by_side
 from shipway.engines.calibration import Rows
@@ -54,13 +53,3 @@ def test_benchmark_feeds_rows_with_constants_whole(case: str, per_run: int, tmp_
     )
     # 3 rows repeated to fill 8; a model without a batch axis runs its one request.
     assert measured["m"].batch == per_run
-
-
-def test_a_rank_0_output_is_compared_as_one_row() -> None:
-    # The accuracy gate of a model without a batch axis (a rank-0 output): one request.
-    reference = {"total": np.array(4.0, np.float32), "y": np.ones((3, 2), np.float32)}
-    close = {"total": np.array(4.0, np.float32), "y": np.ones((3, 2), np.float32)}
-    assert compare(reference, close, {}).passed
-    flipped = {**close, "total": np.array(-4.0, np.float32)}
-    report = compare(reference, flipped, {})
-    assert not report.passed and "output 'total': mean cosine -1.0000" in report.failures[0]

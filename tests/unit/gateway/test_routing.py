@@ -68,3 +68,32 @@ def test_shadows_and_table_lookup() -> None:
     table = RoutingTable({"d": d})
     assert table.get("d") is d and table.get("x") is None
     assert table.replica_urls() == {"http://a"}
+
+
+def test_versions_and_pinned_requests() -> None:
+    """A pinned request sees only replicas of its version; variants without any drop out
+    and the rest keep their weights (a variant in a build change serves two versions)."""
+    v1, v2 = ReplicaRoute("http://a", "m-1", 1), ReplicaRoute("http://b", "m-2", 2)
+    v2_too = ReplicaRoute("http://c", "m-2", 2)
+    d = DeploymentRoute(
+        "d",
+        (
+            VariantRoute("stable", 60, (v1, v2_too)),
+            VariantRoute("canary", 40, (v2,)),
+            VariantRoute("shadow", 0, (ReplicaRoute("http://s", "m-3", 3),), shadow_share=1.0),
+            VariantRoute("cold", 10, ()),
+        ),
+    )
+    assert d.versions() == (1, 2)  # the shadow's 3 takes no live traffic
+    one = d.pinned(1)
+    assert [v.name for v in one.serving()] == ["stable"]
+    assert one.choose(None, 0.99).replicas == (v1,)  # type: ignore[union-attr]
+    two = d.pinned(2)
+    assert [(v.name, v.weight, v.replicas) for v in two.serving()] == [
+        ("stable", 60, (v2_too,)),
+        ("canary", 40, (v2,)),
+    ]
+    assert two.choose(None, 0.5).name == "stable" and two.choose(None, 0.6).name == "canary"  # type: ignore[union-attr]
+    assert d.pinned(3).serving() == () and d.pinned(3).choose(None, 0.1) is None
+    assert d.pinned(3).shadows() != ()  # shadows keep their version's replicas
+    assert DeploymentRoute("d", (VariantRoute("s", 100, R),)).versions() == ()  # unknown

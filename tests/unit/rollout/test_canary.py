@@ -7,7 +7,14 @@ import pytest
 from shipway.errors import Conflict, InvalidInput
 from shipway.rollout import canary
 from shipway.rollout.canary import CanarySpec, Phase, Promote, Record, Rollback, SetWeight
-from shipway.rollout.checks import Observation, Outcome, Thresholds, VariantStats, analyse
+from shipway.rollout.checks import (
+    Observation,
+    Outcome,
+    Thresholds,
+    VariantStats,
+    analyse,
+    difference_low,
+)
 from shipway.rollout.shadow import ShadowCounts
 
 STABLE = VariantStats(requests=1000, errors=0, p50_ms=10.0, p99_ms=20.0)
@@ -56,12 +63,49 @@ def test_a_latency_regression_rolls_back() -> None:
 
 
 def test_no_data_is_inconclusive_and_never_promotes() -> None:
-    state, log = run(SPEC, [QUIET] * 10)
+    state, log = run(SPEC, [QUIET] * 9)
     assert state.phase is Phase.PROGRESSING and state.weight == 5
-    assert [r.event for r in log if isinstance(r, Record)][1:] == [
-        "rollout.check-inconclusive"
-    ] * 10
+    assert [r.event for r in log if isinstance(r, Record)][1:] == ["rollout.check-inconclusive"] * 9
     assert analyse(QUIET, Thresholds())[0] is Outcome.INCONCLUSIVE
+
+
+def test_a_canary_that_gets_no_traffic_ends_failed_with_stable_untouched() -> None:
+    # issue: at 50 % with no requests it stayed progressing after 53 inconclusive analyses
+    state, log = run(SPEC, [QUIET] * 10)
+    assert state.phase is Phase.FAILED and state.weight == 0 and state.phase.finished
+    assert "10 inconclusive analyses in a row" in state.reason and "requests" in state.reason
+    assert log[-3:-1] == [SetWeight(0), Rollback(after_promotion=False)]
+    assert isinstance(log[-1], Record) and log[-1].event == "rollout.failed"
+    assert not any(isinstance(a, Promote) for a in log)
+    # a pass starts the count over
+    state, _ = run(SPEC, [QUIET] * 9 + [HEALTHY] + [QUIET] * 9)
+    assert state.phase is Phase.PROGRESSING and state.weight == 25
+
+
+def test_no_progress_within_the_deadline_ends_failed() -> None:
+    spec = CanarySpec(
+        steps=(5, 50, 100), interval_s=1.0, progress_deadline_s=4.0, failure_threshold=3
+    )
+    # failed and inconclusive analyses: never 3 failures or 10 quiet in a row, and never
+    # a step forward either after the first
+    state, log = run(spec, [HEALTHY, FAILING, QUIET, QUIET, FAILING])
+    assert state.phase is Phase.FAILED and "no progress for 4s" in state.reason, state
+    assert weights(log) == [5, 50, 0]
+    # progress (a passed analysis) restarts the clock
+    state, _ = run(spec, [QUIET, QUIET, QUIET, HEALTHY, QUIET, QUIET, QUIET])
+    assert state.phase is Phase.PROGRESSING and state.weight == 50
+    # paused time does not count, and resuming restarts the clock
+    state, _ = canary.start(spec, 0.0)
+    paused, _ = canary.pause(state)
+    resumed, _ = canary.resume(paused, 100.0)
+    state, _ = canary.advance(spec, resumed, QUIET, 101.0)
+    assert state.phase is Phase.PROGRESSING
+    state, _ = canary.advance(spec, state, QUIET, 104.0)
+    assert state.phase is Phase.FAILED
+    # the default is ten intervals
+    assert CanarySpec(interval_s=30.0).deadline_s == 300.0
+    with pytest.raises(InvalidInput, match="at least one analysis interval"):
+        CanarySpec(interval_s=30.0, progress_deadline_s=10.0)
 
 
 def test_a_metrics_provider_that_is_down_is_inconclusive_then_rolls_back() -> None:
@@ -144,6 +188,7 @@ def test_operations() -> None:
         ({"failure_threshold": 0}, "must be >= 1"),
         ({"max_unavailable": 0}, "must be >= 1"),
         ({"gates": frozenset({7})}, "step indices"),
+        ({"max_inconclusive": 0}, "max_inconclusive must be >= 1"),
     ],
 )
 def test_bad_specs(kwargs: dict, message: str) -> None:  # type: ignore[type-arg]
@@ -179,6 +224,12 @@ def test_a_shadow_phase_hands_over_to_the_first_step_or_rolls_back() -> None:
     assert state.phase is Phase.SHADOWING and actions[0].event == "rollout.shadow-check"
     quiet = Observation(STABLE, STABLE)  # nothing mirrored yet
     assert canary.advance(spec, state, quiet, 2.0)[1][0].event == "rollout.check-inconclusive"
+    # the same 50 compared again is no progress; more compared is
+    same = canary.advance(spec, state, few, 2.0)
+    assert same[0].inconclusive_in_a_row == 1 and same[1][0].event == "rollout.check-inconclusive"
+    more = Observation(STABLE, STABLE, shadow=ShadowCounts(80, 0, 0))
+    grown = canary.advance(spec, same[0], more, 3.0)[0]
+    assert grown.inconclusive_in_a_row == 0 and grown.progressed_at == 3.0
     agreeing = Observation(STABLE, STABLE, shadow=ShadowCounts(2000, 0, 0))
     state, actions = canary.advance(spec, state, agreeing, 3.0)
     assert state.phase is Phase.PROGRESSING and state.weight == 10
@@ -206,3 +257,42 @@ def test_latency_is_not_judged_without_stable_traffic_in_the_same_interval() -> 
     assert outcome is Outcome.PASSED  # errors and requests are still judged
     failing = Observation(VariantStats(200, 20, 30.0, 60.0), alone)
     assert analyse(failing, Thresholds())[0] is Outcome.FAILED
+
+
+def test_4xx_are_judged_relative_to_stable_in_the_same_interval() -> None:
+    # a candidate that refuses what stable accepts (a renamed input): every request 400
+    refusing = Observation(VariantStats(20, 0, 1.0, 2.0, client_errors=20), STABLE)
+    outcome, checks = analyse(refusing, Thresholds(min_requests=20))
+    excess = next(c for c in checks if c.name == "client_error_excess")
+    assert outcome is Outcome.FAILED and excess.outcome is Outcome.FAILED
+    assert excess.value == 1.0 and excess.bound is not None and excess.bound > 0.8
+    # clients sending garbage to both variants alike do not fail the candidate
+    garbage_stable = VariantStats(1000, 0, 10.0, 20.0, client_errors=300)
+    garbage = Observation(VariantStats(200, 0, 10.0, 20.0, client_errors=62), garbage_stable)
+    outcome, checks = analyse(garbage, Thresholds())
+    assert outcome is Outcome.PASSED
+    assert next(c for c in checks if c.name == "client_error_excess").outcome is Outcome.PASSED
+    # 4xx are not 5xx: they do not count against max_error_rate
+    assert next(c for c in checks if c.name == "error_rate").value == 0
+
+
+def test_4xx_without_stable_in_the_interval_are_judged_against_its_record() -> None:
+    alone = VariantStats(0, 0)  # the candidate at 100 %
+    refusing = VariantStats(200, 0, 10.0, 20.0, client_errors=200)
+    record = VariantStats(5000, 0, client_errors=50)  # stable refused 1 % before
+    failing = Observation(refusing, alone, stable_reference=record)
+    assert analyse(failing, Thresholds())[0] is Outcome.FAILED
+    usual = Observation(VariantStats(200, 0, client_errors=2), alone, stable_reference=record)
+    assert analyse(usual, Thresholds())[0] is Outcome.PASSED
+    # no yardstick at all: the check does not apply (the others still do)
+    outcome, checks = analyse(Observation(refusing, alone), Thresholds())
+    excess = next(c for c in checks if c.name == "client_error_excess")
+    assert excess.outcome is Outcome.NOT_APPLICABLE and outcome is Outcome.PASSED
+    with pytest.raises(InvalidInput, match="max_client_error_increase"):
+        Thresholds(max_client_error_increase=1.0)
+
+
+def test_newcombe_bound_of_a_difference_of_proportions() -> None:
+    # Newcombe (1998), table II, example (a): 56/70 - 48/80, 95 % interval 0.0524..0.3339
+    low = difference_low(56, 70, 48, 80, confidence=0.975)
+    assert low == pytest.approx(0.0524, abs=1e-4)

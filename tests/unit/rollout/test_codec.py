@@ -18,8 +18,10 @@ def test_specs_and_states_round_trip_through_json() -> None:
         steps=(10, 100),
         gates=frozenset({1}),
         bake_s=3.0,
-        thresholds=Thresholds(min_requests=7),
+        thresholds=Thresholds(min_requests=7, max_client_error_increase=0.05),
         shadow=ShadowSpec(share=0.5),
+        progress_deadline_s=120.0,
+        max_inconclusive=4,
     )
     assert codec.canary_spec(json.loads(json.dumps(codec.spec_to_dict(spec)))) == spec
     ab = ExperimentSpec(weight=30, alpha=0.01)
@@ -28,6 +30,11 @@ def test_specs_and_states_round_trip_through_json() -> None:
     paused, _ = canary.pause(state)
     again = codec.state_from_dict(json.loads(json.dumps(codec.state_to_dict(paused))))
     assert again == paused and again.paused_phase is canary.Phase.SHADOWING
+    # a state saved before the progress fields existed still loads, with their defaults
+    old = codec.state_to_dict(state)
+    for key in ("inconclusive_in_a_row", "progressed_at", "shadow_compared"):
+        old.pop(key)
+    assert codec.state_from_dict(old) == state
 
 
 @pytest.mark.parametrize(
@@ -38,6 +45,8 @@ def test_specs_and_states_round_trip_through_json() -> None:
         ({"steps": ["a"]}, "steps must be integers"),
         ({"steps": [5.5, 100]}, "steps must be integers"),
         ({"bake_s": None}, "bake_s must be a number, got None"),
+        ({"progress_deadline_s": "5m"}, "progress_deadline_s must be a number"),
+        ({"max_inconclusive": 2.5}, "max_inconclusive must be an integer"),
         ({"interval_s": True}, "interval_s must be a number"),
         ({"thresholds": {"max_p99_ratio": "2"}}, "max_p99_ratio must be a number, got '2'"),
         ({"thresholds": {"max_p50_ratio": 0}}, "ratio limits must be positive"),

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
 from shipway.errors import Conflict, InvalidInput
+from shipway.rollout import counts
+from shipway.rollout.counts import VariantCounts
 from shipway.rollout.experiment import (
     Arm,
     Decision,
@@ -16,6 +20,7 @@ from shipway.rollout.experiment import (
 )
 from shipway.rollout.state import Phase, Promote, Record, Rollback, SetWeight
 
+INF = math.inf
 RNG = np.random.default_rng(0)
 
 
@@ -52,8 +57,31 @@ def test_faster_but_failing_more_loses_to_the_control() -> None:
     assert verdict.decision is Decision.WINNER and verdict.winner == "a"
     assert {(c.metric, c.better, c.significant) for c in verdict.comparisons} == {
         ("error_rate", False, True),
+        ("client_error_rate", False, False),
         ("latency", True, True),
     }
+
+
+def test_a_faster_arm_that_refuses_requests_loses() -> None:
+    control = Arm("a", 2000, 0, latencies(2000, 20.0), client_errors=20)
+    refusing = Arm("b", 2000, 0, latencies(2000, 15.0), client_errors=200)
+    verdict = decide(control, [refusing], elapsed_s=60)
+    assert verdict.decision is Decision.WINNER and verdict.winner == "a"
+    refused = next(c for c in verdict.comparisons if c.metric == "client_error_rate")
+    assert refused.significant and not refused.better
+
+
+def test_fast_failures_do_not_win_on_latency() -> None:
+    # the challenger answers 30 % of requests with a fast error (1 ms) and the rest as
+    # slowly as the control; on raw latencies it would look faster
+    bounds = (0.001, 0.002, 0.02, 0.03, INF)
+    control = VariantCounts(1000, 0, tuple(zip(bounds, (0, 0, 500, 1000, 1000), strict=True)))
+    fast_failing = VariantCounts(
+        1000, 300, tuple(zip(bounds, (300, 300, 650, 1000, 1000), strict=True))
+    )
+    verdict = decide(counts.arm("a", control), [counts.arm("b", fast_failing)], 60, 500)
+    latency = next(c for c in verdict.comparisons if c.metric == "latency")
+    assert not latency.better and verdict.winner == "a"
 
 
 def test_same_arms_end_with_no_difference_at_the_deadline() -> None:

@@ -45,6 +45,7 @@ def deploy(
         else Scale(body.replicas or 1, body.max_replicas),
         body.target_inflight,
         body.scale_down_window_s,
+        body.allow_signature_change,
     )
     return deployment_out(container, deployment)
 
@@ -63,6 +64,7 @@ def set_variant(
         body.weight,
         body.shadow_share,
         Scale(body.replicas, body.max_replicas),
+        body.allow_signature_change,
     )
     return deployment_out(container, deployment)
 

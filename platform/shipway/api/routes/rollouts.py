@@ -51,7 +51,9 @@ def rollout_out(container: Container, rollout: Rollout, with_timeline: bool) -> 
 
 @router.post("", response_model=RolloutOut, status_code=201)
 def start(name: str, body: RolloutIn, container: ContainerDep, caller: Deployer) -> RolloutOut:
-    """Start moving traffic to a candidate build. 409 while another rollout runs."""
+    """Start moving traffic to a candidate build. 409 while another rollout runs, and
+    for a candidate whose signature would break stable's clients (unless
+    ``allow_signature_change``)."""
     rollout = rollouts.start(
         container,
         container.rollout_ports,
@@ -60,6 +62,7 @@ def start(name: str, body: RolloutIn, container: ContainerDep, caller: Deployer)
         caller.actor,
         body.strategy,
         body.settings,
+        body.allow_signature_change,
     )
     return rollout_out(container, rollout, with_timeline=True)
 

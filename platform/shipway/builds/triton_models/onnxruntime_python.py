@@ -27,6 +27,15 @@ import triton_python_backend_utils as pb_utils
 ERROR_MARK = "shipway model error:"  # as shipway.runtime.triton_process.MODEL_ERROR_MARK
 
 
+def _feed(value):
+    """BYTES arrive as objects of ``bytes``; ONNX Runtime's string tensors take ``str``
+    (it would feed ``str(b"x")``, i.e. "b'x'", otherwise)."""
+    if value.dtype != np.object_:
+        return value
+    decoded = [v.decode("utf-8") if isinstance(v, bytes) else v for v in value.ravel()]
+    return np.array(decoded, dtype=object).reshape(value.shape)
+
+
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
@@ -49,7 +58,7 @@ class TritonPythonModel:
             try:
                 feeds = {}
                 for name in self.input_names:
-                    value = pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+                    value = _feed(pb_utils.get_input_tensor_by_name(request, name).as_numpy())
                     feeds[name] = value.reshape(()) if name in self.scalars else value
                 outputs = self.session.run(self.output_names, feeds)
                 tensors = [
