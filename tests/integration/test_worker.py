@@ -113,6 +113,8 @@ def test_worker_builds_fp32_repository(
         f"{prefix}/1/model.onnx",
         f"{prefix}/1/model.py",
         f"{prefix}/config.pbtxt",
+        f"{prefix}/warmup/0-input_ids.bin",  # the reference sample's first row
+        f"{prefix}/warmup/1-attention_mask.bin",
     ]
 
     config = container.registry.download(
@@ -212,6 +214,8 @@ def test_a_worker_killed_mid_build_leaves_it_to_the_next_worker_which_finishes_i
             f"{prefix}/1/model.onnx",
             f"{prefix}/1/model.py",
             f"{prefix}/config.pbtxt",
+            f"{prefix}/warmup/0-input_ids.bin",
+            f"{prefix}/warmup/1-attention_mask.bin",
         ]
         with container.db.session() as session:
             outcomes = session.scalars(

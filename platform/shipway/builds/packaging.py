@@ -5,16 +5,33 @@
     <repo>/<triton-model-name>/config.pbtxt
     <repo>/<triton-model-name>/1/model.onnx   (model.plan for TensorRT)
     <repo>/<triton-model-name>/1/model.py     (Python backend only)
+    <repo>/<triton-model-name>/warmup/*.bin   (the warm-up request, raw, row-major)
+
+The warm-up request comes from the registered reference sample (see
+``triton_config``): real shapes and values the model is known to run on, since
+registration ran it on them.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
+
 from shipway.builds.recipes import Target
-from shipway.builds.triton_config import BACKENDS, ServingOptions, render_config
+from shipway.builds.triton_config import (
+    BACKENDS,
+    WARMUP_DIR,
+    ServingOptions,
+    batches,
+    render_config,
+    warmup_bytes,
+    warmup_file,
+    warmup_request,
+)
 from shipway.registry.signature import Signature
 
 _PYTHON_MODEL = Path(__file__).parent / "triton_models" / "onnxruntime_python.py"
@@ -44,14 +61,27 @@ def package_repository(
     target: Target,
     options: ServingOptions | None = None,
     onnx_backend: str = "python",
+    sample: Mapping[str, np.ndarray] | None = None,
 ) -> Path:
-    """Write the repository for one model under ``repo``; returns the model folder."""
+    """Write the repository for one model under ``repo``; returns the model folder.
+
+    ``sample`` is the version's reference sample; without it there is no warm-up.
+    """
     backend = backend_for(target, onnx_backend)
+    options = options or ServingOptions()
     folder = repo / model_name
     version_dir = folder / "1"
     version_dir.mkdir(parents=True, exist_ok=True)
+    warmup = None
+    if options.warmup and sample is not None:
+        warmup = warmup_request(signature, sample, batches(signature, options))
+        (folder / WARMUP_DIR).mkdir(exist_ok=True)
+        for i, spec in enumerate(signature.inputs):
+            (folder / WARMUP_DIR / warmup_file(i, spec.name)).write_bytes(
+                warmup_bytes(warmup[spec.name])
+            )
     (folder / "config.pbtxt").write_text(
-        render_config(model_name, signature, backend, options or ServingOptions())
+        render_config(model_name, signature, backend, options, warmup)
     )
     shutil.copyfile(engine_path, version_dir / BACKENDS[backend][1])
     if backend == "python":

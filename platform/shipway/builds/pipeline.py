@@ -177,6 +177,7 @@ class BuildPipeline:
                         signature,
                         target,
                         onnx_backend=self.settings.triton_onnx_backend,
+                        sample=inputs.sample,  # the warm-up request is its first row
                     )
                     stage("upload-artifacts", 0.9)
                     extras = work / "extras"

@@ -61,15 +61,15 @@ def side_by_side(
     optional: frozenset[str] = frozenset(),
 ) -> dict[str, Measurement]:
     """Rows/s and per-batch latency of each model on ``batch`` rows of ``inputs``
-    (repeated when there are fewer), or on the batch size the models fix. A model in
-    ``optional`` (the stable build, which may be another version) that fails on them
-    is left out of the result (logged); any other failure raises ``BuildFailed``."""
+    (repeated when there are fewer; inputs the same for every row go whole), or on the
+    batch size the models fix; ``Rows`` without a batch axis are one request, run
+    whole, so their figures are requests. A model in ``optional`` (the stable build,
+    which may be another version) that fails on them is left out of the result
+    (logged); any other failure raises ``BuildFailed``."""
     sessions = {label: session(path, threads) for label, path in models.items()}
     batch = fixed_batch(s for label, s in sessions.items() if label not in optional) or batch
-    count = rows(inputs)
-    feed = take(inputs, slice(0, min(batch, count)))
-    if rows(feed) < batch:  # repeat rows to fill the batch
-        feed = {k: np.resize(v, (batch, *v.shape[1:])) for k, v in feed.items()}
+    feed = take(inputs, np.arange(batch) % rows(inputs))
+    batch = rows(feed)
     names = {label: [o.name for o in s.get_outputs()] for label, s in sessions.items()}
     for label, sess in list(sessions.items()):  # warm-up: allocations, kernel choice
         try:

@@ -3,11 +3,18 @@
 Ranges are computed once per build from this data and kept as a JSON cache artifact;
 each target then encodes its own Q/DQ from the same ranges (U8S8 for ONNX Runtime on
 CPU, symmetric S8S8 for TensorRT), so calibration is hardware independent.
+
+Rows are as ``shipway.registry.signature`` defines them: inputs with the model's
+batch axis are split into rows, the others are the same for every row and travel
+whole with each slice; a model without a batch axis has one row, its whole sample.
+``split`` returns ``Rows``, which remember which inputs are constants, so the
+accuracy gate's runs (``evaluate.run``), the calibrator's batches and the benchmark
+all slice the same way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -23,6 +30,42 @@ MIN_SPLIT_ROWS = 4  # a reference sample split in two needs a few rows on each s
 # The calibrator keeps every calibrated activation of every row in memory (~15 MB a
 # row for MiniLM at sequence 128), so larger datasets are thinned, evenly.
 MAX_CALIBRATION_ROWS = 256
+
+
+class Rows(dict[str, np.ndarray]):
+    """Named input arrays, and which of them are the same for every row.
+
+    A plain ``dict`` passed where ``Rows`` are expected is all rows: every array is
+    split on its first axis.
+    """
+
+    def __init__(self, arrays: Mapping[str, np.ndarray], constants: Iterable[str] = ()) -> None:
+        super().__init__(arrays)
+        self.constants = frozenset(constants)
+
+    @classmethod
+    def of(cls, signature: Signature, arrays: Mapping[str, np.ndarray]) -> Rows:
+        """The rows of a sample that ``check_sample`` accepted for ``signature``."""
+        batched = signature.batched_inputs
+        return cls(arrays, [name for name in arrays if name not in batched])
+
+
+def _constants(arrays: Mapping[str, np.ndarray]) -> frozenset[str]:
+    return arrays.constants if isinstance(arrays, Rows) else frozenset()
+
+
+def rows(arrays: Mapping[str, np.ndarray]) -> int:
+    """How many rows: the first axis of the split inputs; 1 when none is split."""
+    constants = _constants(arrays)
+    split_arrays = [a for name, a in arrays.items() if name not in constants]
+    return int(split_arrays[0].shape[0]) if split_arrays else 1
+
+
+def take(arrays: Mapping[str, np.ndarray], index: slice | np.ndarray) -> Arrays:
+    """The rows at ``index`` (constants whole), as ``Rows`` when given ``Rows``."""
+    constants = _constants(arrays)
+    picked = {name: a if name in constants else a[index] for name, a in arrays.items()}
+    return Rows(picked, constants) if isinstance(arrays, Rows) else picked
 
 
 class CalibrationMethod(StrEnum):
@@ -56,46 +99,48 @@ class Split:
     source: str  # said in the build report: where each side came from
 
 
-def rows(arrays: Arrays) -> int:
-    return int(next(iter(arrays.values())).shape[0])
-
-
-def take(arrays: Arrays, index: slice | np.ndarray) -> Arrays:
-    return {name: array[index] for name, array in arrays.items()}
-
-
 def split(signature: Signature, sample: Arrays, calibration: Arrays | None) -> Split:
-    """Calibration rows and held-out rows, never the same ones.
+    """Calibration rows and held-out rows, never the same ones, as ``Rows``.
 
     With a calibration dataset, it calibrates and the reference sample is held out.
-    Without one, the reference sample's rows alternate between the two sides.
+    Without one, the reference sample's rows alternate between the two sides (even
+    rows calibrate, odd rows are held out); the inputs that are the same for every
+    row go whole to both. Raises ``InvalidInput`` for data that does not fit the
+    graph, or a sample too small to split.
     """
     check_sample(signature, sample)
+    held = Rows.of(signature, sample)
     if calibration is not None:
         try:
             check_sample(signature, calibration)
         except InvalidInput as exc:
             raise InvalidInput(f"calibration dataset: {exc}") from None
+        data = Rows.of(signature, calibration)
         source = "calibration dataset; held out: reference sample"
-        if rows(calibration) > MAX_CALIBRATION_ROWS:
-            keep = np.linspace(0, rows(calibration) - 1, MAX_CALIBRATION_ROWS).round().astype(int)
-            calibration = take(calibration, keep)
+        if rows(data) > MAX_CALIBRATION_ROWS:
+            keep = np.linspace(0, rows(data) - 1, MAX_CALIBRATION_ROWS).round().astype(int)
+            data = take(data, keep)
             source = f"calibration dataset, {MAX_CALIBRATION_ROWS} rows evenly spaced; " + (
                 "held out: reference sample"
             )
-        return Split(calibration, sample, source)
-    count = rows(sample)
+        return Split(data, held, source)
+    count = rows(held)
     if count < MIN_SPLIT_ROWS:
+        what = (
+            f"{count} rows"
+            if signature.batch_dim is not None
+            else "1 row (the model has no batch axis, so its sample is one request)"
+        )
         raise InvalidInput(
-            f"the reference sample has {count} rows; calibrating on it needs at least "
+            f"the reference sample has {what}; calibrating on it needs at least "
             f"{MIN_SPLIT_ROWS} (half calibrate, half are held out for the accuracy gate), "
             "or register a calibration dataset"
         )
     index = np.arange(count)
     calibrate = index[index % 2 == 0][:MAX_CALIBRATION_ROWS]
     return Split(
-        take(sample, calibrate),
-        take(sample, index % 2 == 1),
+        take(held, calibrate),
+        take(held, index % 2 == 1),
         "reference sample, even rows; held out: odd rows",
     )
 

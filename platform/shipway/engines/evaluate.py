@@ -1,4 +1,10 @@
-"""Run an ONNX model on CPU over rows of inputs: the accuracy gate's raw material."""
+"""Run an ONNX model on CPU over rows of inputs: the accuracy gate's raw material.
+
+Rows as ``shipway.registry.signature`` defines them (``calibration.Rows``): inputs
+with the batch axis are fed ``batch`` rows at a time with the constant inputs whole,
+and the outputs, which all carry the batch axis first, are concatenated back. A model
+without a batch axis runs once, on its whole sample.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from shipway.engines.calibration import Arrays, rows, take
+from shipway.engines.calibration import Arrays, Rows, rows, take
 from shipway.errors import BuildFailed
 from shipway.registry.signature import Signature
 
@@ -27,22 +33,33 @@ def session(model: Path | bytes, threads: int = 0) -> ort.InferenceSession:
 
 
 def batch_size(signature: Signature, preferred: int = 16) -> int:
-    """Rows per run: the model's fixed batch size when it has one."""
-    first = {spec.shape[0] for spec in signature.inputs if spec.shape}
-    fixed = [d for d in first if isinstance(d, int)]
-    return fixed[0] if fixed else preferred
+    """Rows per run. A fixed first axis is not a batch axis (such a model's sample is
+    one request, run whole), so every model with rows takes ``preferred`` at a time."""
+    return preferred
 
 
 def run(sess: ort.InferenceSession, inputs: Arrays, batch: int = 16) -> Arrays:
-    """All outputs for all rows, computed ``batch`` rows at a time."""
+    """All outputs for all rows, computed ``batch`` rows at a time; ``Rows`` without a
+    split input (no batch axis) run once, as the one request they are."""
     names = [o.name for o in sess.get_outputs()]
+    if isinstance(inputs, Rows) and inputs.constants >= inputs.keys():
+        return dict(zip(names, _run(sess, names, inputs), strict=True))
     parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for start in range(0, rows(inputs), batch):
         chunk = take(inputs, slice(start, start + batch))
-        try:
-            outputs = sess.run(names, chunk)
-        except Exception as exc:
-            raise BuildFailed(f"the model failed on held-out inputs: {exc}") from exc
+        outputs = _run(sess, names, chunk)
         for name, value in zip(names, outputs, strict=True):
+            if value.ndim == 0 or value.shape[0] != rows(chunk):
+                raise BuildFailed(
+                    f"output {name!r} has shape {list(value.shape)} for {rows(chunk)} input "
+                    "rows: its first axis is not the batch axis the signature declares"
+                )
             parts[name].append(value)
     return {n: np.concatenate(v) for n, v in parts.items()}
+
+
+def _run(sess: ort.InferenceSession, names: list[str], feed: Arrays) -> list[np.ndarray]:
+    try:
+        return list(sess.run(names, dict(feed)))
+    except Exception as exc:
+        raise BuildFailed(f"the model failed on held-out inputs: {exc}") from exc

@@ -220,6 +220,10 @@ class RuntimeManager:
         serving = [(phase, message) for build, phase, message in phases if build == spec.build_id]
         ready = sum(phase is Phase.READY for phase, _ in serving)
         failed = [message for phase, message in serving if phase is Phase.FAILED]
+        # Starting again after a failure, a replica still carries it (a pod in
+        # CrashLoopBackOff keeps its last termination reason): the deployment stays
+        # failed with Triton's words instead of turning pending at every retry.
+        failed += [m for phase, m in serving if phase is Phase.STARTING and m is not None]
         if ready >= required:
             status, message = DeploymentStatus.READY, None
         elif failure:

@@ -24,6 +24,10 @@ from shipway.errors import Unavailable
 from shipway.runtime.processes import Ledger, ProcessId, spawn
 from shipway.runtime.triton_distribution import TritonDistribution
 
+# What the Python-backend model (builds/triton_models/onnxruntime_python.py) writes
+# before a failure it reports in the server's log.
+MODEL_ERROR_MARK = "shipway model error:"
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
@@ -180,12 +184,18 @@ class TritonProcess:
             self.ledger.remove(proc.pid)
 
     def load_errors(self) -> str:
-        """Triton's own words on why a model did not load, without the banner around them."""
+        """Triton's own words on why a model did not load, without the banner around them;
+        else the served model's own report of a failure before its first answer (Triton
+        2.51 may die after a failed Python-backend warm-up before saying why)."""
         try:
             lines = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return ""
-        return "; ".join(line[-600:] for line in lines if "failed to load" in line)
+        triton = [line[-600:] for line in lines if "failed to load" in line]
+        model = [
+            line[line.index(MODEL_ERROR_MARK) :][:600] for line in lines if MODEL_ERROR_MARK in line
+        ]
+        return "; ".join(triton or model)
 
     def tail(self, lines: int = 20) -> str:
         try:

@@ -70,7 +70,14 @@ def _window(
         raise Unavailable(f"the gateway's samples are not reachable at {url}: {exc}") from exc
     key = "inputs" if kind == "samples" else "outputs"
     specs = signature.inputs if kind == "samples" else signature.outputs
-    dtypes = {spec.name: spec.dtype for spec in specs}
+    # What varies by row only, as the reference profile (services.models): inputs that
+    # are the same for every row, and the outputs of a model without rows, are left out.
+    split = signature.batched_inputs
+    dtypes = {
+        spec.name: spec.dtype
+        for spec in specs
+        if (spec.name in split if kind == "samples" else bool(split))
+    }
     requests = [
         {
             name: np.asarray(values, dtype=dtypes[name])

@@ -1,4 +1,11 @@
-"""Register model versions: validate everything, then write MLflow, then the store."""
+"""Register model versions: validate everything, then write MLflow, then the store.
+
+Validation runs before any write: the graph is parsed and checked, its signature read
+(with its batch axis, see ``shipway.registry.signature``), the reference sample and
+any calibration dataset checked against it, and the model run on the sample's rows
+(``evaluate.run``), whose outputs become the drift baseline. Any failure is an
+``InvalidInput`` (a 4xx with its reason) and leaves nothing behind.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ from shipway.container import Container
 from shipway.drift import profile as drift_profile
 from shipway.drift import profile_io
 from shipway.engines import evaluate
+from shipway.engines.calibration import Rows
 from shipway.errors import BuildFailed, InvalidInput, NotFound
 from shipway.registry.mlflow_registry import PROFILE_PATH
 from shipway.registry.signature import (
@@ -47,15 +55,24 @@ def check_name(name: str) -> None:
 
 
 def reference_profile(onnx_bytes: bytes, signature: Signature, sample: dict[str, Any]) -> bytes:
-    """The drift baseline: the sample and the FP32 model's own outputs on it. A model
-    that cannot run on its own reference sample is refused here, before anything is
-    stored, rather than at its first build."""
+    """The drift baseline: the sample's rows and the FP32 model's own outputs on them.
+    A model that cannot run on its own reference sample is refused here, before
+    anything is stored, rather than at its first build.
+
+    Only what varies by row is profiled: the inputs split into rows and, when the
+    model has a batch axis, its outputs. Inputs that are the same for every row have
+    no distribution to drift from; a model without a batch axis has one row.
+    """
     try:
-        outputs = evaluate.run(evaluate.session(onnx_bytes), sample, evaluate.batch_size(signature))
+        outputs = evaluate.run(
+            evaluate.session(onnx_bytes), Rows.of(signature, sample), evaluate.batch_size(signature)
+        )
     except BuildFailed as exc:
         cause = exc.__cause__ or exc  # ONNX Runtime's own words
         raise InvalidInput(f"the model does not run on its reference sample: {cause}") from None
-    return profile_io.to_bytes(drift_profile.build(sample, outputs))
+    split = signature.batched_inputs
+    per_row = {name: array for name, array in sample.items() if name in split}
+    return profile_io.to_bytes(drift_profile.build(per_row, outputs if split else {}))
 
 
 def register(container: Container, request: Registration, actor: str) -> ModelVersion:

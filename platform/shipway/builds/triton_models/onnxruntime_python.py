@@ -3,14 +3,28 @@
 Copied as ``<model>/1/model.py`` into repositories built for the local Triton
 (the ``nvidia-pytriton`` server has no onnxruntime backend). It runs inside
 Triton's Python stub, in the Triton environment, not in Shipway's.
+
+It serves what ``config.pbtxt`` declares (``shipway.builds.triton_config``): Triton
+has no rank-0 tensors on the wire, so a rank-0 model input arrives as ``[1]`` and is
+given to ONNX Runtime as the scalar it is, and a rank-0 output is answered as ``[1]``.
+Every other tensor passes in the shape it came, batch axis included.
+
+A failure before the model's first answer — the warm-up's, which fails the load — is
+also written to stderr, which is the server's log, after ``ERROR_MARK``: Triton 2.51
+often dies (SIGSEGV) after a failed Python-backend warm-up before logging why, and
+``TritonProcess.load_errors`` then reads the reason from this line. Later failures
+go to their clients only.
 """
 
 import json
 import os
+import sys
 
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
+
+ERROR_MARK = "shipway model error:"  # as shipway.runtime.triton_process.MODEL_ERROR_MARK
 
 
 def _feed(value):
@@ -34,21 +48,28 @@ class TritonPythonModel:
         )
         self.input_names = [i["name"] for i in config["input"]]
         self.output_names = [o["name"] for o in config["output"]]
+        self.scalars = {i.name for i in self.session.get_inputs() if len(i.shape) == 0}
+        self.name = args["model_name"]
+        self.answered = False
 
     def execute(self, requests):
         responses = []
         for request in requests:
             try:
-                feeds = {
-                    name: _feed(pb_utils.get_input_tensor_by_name(request, name).as_numpy())
-                    for name in self.input_names
-                }
+                feeds = {}
+                for name in self.input_names:
+                    value = _feed(pb_utils.get_input_tensor_by_name(request, name).as_numpy())
+                    feeds[name] = value.reshape(()) if name in self.scalars else value
                 outputs = self.session.run(self.output_names, feeds)
                 tensors = [
-                    pb_utils.Tensor(name, np.ascontiguousarray(value))
+                    pb_utils.Tensor(name, np.ascontiguousarray(value.reshape(value.shape or (1,))))
                     for name, value in zip(self.output_names, outputs, strict=True)
                 ]
                 responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+                self.answered = True
             except Exception as exc:
+                if not self.answered:
+                    message = " ".join(str(exc).split())  # one line
+                    print(f"{ERROR_MARK} {self.name}: {message}", file=sys.stderr, flush=True)
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))))
         return responses
