@@ -25,9 +25,13 @@ import tritonclient.http as triton_http
 from shipway.builds.packaging import package_repository
 from shipway.builds.recipes import Target
 from shipway.errors import Unavailable
+from shipway.gateway.routing import DeploymentRoute, ReplicaRoute, RoutingTable, VariantRoute
+from shipway.gateway.store_routes import scalar_tensors
 from shipway.registry.signature import Signature, load_model, read_signature
 from shipway.runtime.triton_distribution import TritonDistribution
 from shipway.runtime.triton_process import TritonProcess
+from shipway.settings import Settings
+from tests.support.gateway import running_gateway
 from tests.support.signatures import CASES
 
 pytestmark = pytest.mark.integration
@@ -182,3 +186,57 @@ def test_a_model_that_fails_its_warmup_fails_its_load_with_tritons_words(
         assert not process.alive()
     finally:
         process.stop()
+
+
+def test_through_the_gateway_a_scalar_keeps_its_own_shape(served: Served, tmp_path: Path) -> None:
+    """Triton holds a rank-0 tensor as [1]; the gateway, Shipway's front door, takes and
+    gives the model's own shape: a request with shape [] is served, and a rank-0 output
+    comes back with shape [] (model metadata says so too)."""
+    table = RoutingTable(
+        {
+            case: DeploymentRoute(
+                case,
+                (
+                    VariantRoute(
+                        "stable",
+                        100,
+                        (ReplicaRoute(served.process.url, case, 1),),
+                        **scalar_tensors(served.signatures[case].to_dict()),
+                    ),
+                ),
+            )
+            for case in CASES
+        }
+    )
+    settings = Settings(home=tmp_path / "home", _env_file=None)
+    with running_gateway(settings, lambda: table) as (url, _):
+        for case in sorted(CASES):
+            made = CASES[case]()
+            names = [o.name for o in served.signatures[case].outputs]
+            session = ort.InferenceSession(made.onnx)
+            expected = dict(zip(names, session.run(names, made.request), strict=True))
+            for binary in (True, False):
+                client = triton_http.InferenceServerClient(url.removeprefix("http://"))
+                try:
+                    tensors = []
+                    for name, value in made.request.items():  # the model's own shapes
+                        tensor = triton_http.InferInput(
+                            name, list(value.shape), WIRE[value.dtype.name]
+                        )
+                        tensor.set_data_from_numpy(value, binary_data=binary)
+                        tensors.append(tensor)
+                    wanted = [
+                        triton_http.InferRequestedOutput(n, binary_data=binary) for n in names
+                    ]
+                    result = client.infer(case, tensors, outputs=wanted)
+                    metadata = client.get_model_metadata(case)
+                finally:
+                    client.close()
+                for name, value in expected.items():
+                    got = result.as_numpy(name)
+                    assert got.shape == value.shape, (case, name, binary)
+                    np.testing.assert_allclose(got, value, rtol=1e-6)
+                shapes = {t["name"]: t["shape"] for t in metadata["inputs"] + metadata["outputs"]}
+                for spec in (*served.signatures[case].inputs, *served.signatures[case].outputs):
+                    if spec.shape == ():
+                        assert shapes[spec.name] == [], (case, spec.name)

@@ -42,6 +42,7 @@ from shipway.gateway.protocol import (
     check_request,
     endpoint,
     rename_answer,
+    reshape_tensors,
     server_metadata,
 )
 from shipway.gateway.routing import DeploymentRoute, ReplicaRoute, RoutingTable, VariantRoute
@@ -262,7 +263,31 @@ class Gateway:
     async def _forward(
         self, name: str, variant: VariantRoute, body: bytes, headers: dict[str, str]
     ) -> Reply:
-        """Send to one replica; after a connection failure, once more to another."""
+        """Send to one replica; after a connection failure, once more to another.
+        Rank-0 tensors keep their shape ``[]`` here and travel as ``[1]`` in Triton."""
+        assert self.session is not None
+        if variant.scalar_inputs and "content-encoding" not in headers:
+            length = headers.get(HEADER_LENGTH)
+            body, new_length = reshape_tensors(
+                body, int(length) if length else None, "inputs", variant.scalar_inputs, [], [1]
+            )
+            if new_length is not None:
+                headers = {**headers, HEADER_LENGTH: str(new_length)}
+        reply = await self._send(name, variant, body, headers)
+        if variant.scalar_outputs and reply.status == 200:
+            payload, length = reshape_tensors(
+                reply.body, _header_length(reply.headers), "outputs", variant.scalar_outputs,
+                [1], [],
+            )  # fmt: skip
+            kept = [(k, v) for k, v in reply.headers if k != HEADER_LENGTH.encode()]
+            if length is not None:
+                kept.append((HEADER_LENGTH.encode(), str(length).encode()))
+            reply = Reply(reply.status, payload, kept, reply.answer_class)
+        return reply
+
+    async def _send(
+        self, name: str, variant: VariantRoute, body: bytes, headers: dict[str, str]
+    ) -> Reply:
         assert self.session is not None
         replicas = {r.url: r for r in variant.replicas}
         urls = list(replicas)
@@ -397,6 +422,13 @@ class Gateway:
                     data["versions"] = [str(v) for v in versions]
                 else:
                     data.pop("versions", None)
+                for side, names in (
+                    ("inputs", variant.scalar_inputs),
+                    ("outputs", variant.scalar_outputs),
+                ):  # the model's own rank 0, not Triton's [1]
+                    for tensor in data.get(side, []):
+                        if tensor.get("name") in names and tensor.get("shape") == [1]:
+                            tensor["shape"] = []
             except (ValueError, TypeError, AttributeError):
                 await _error(send, 502, f"replica {replica.url} sent unreadable metadata")
                 return

@@ -245,3 +245,40 @@ def rename_answer(
     if header_length is None:
         return renamed, None
     return renamed, header_length + len(prefix) - match.end()
+
+
+def reshape_tensors(
+    body: bytes,
+    header_length: int | None,
+    key: str,
+    names: frozenset[str],
+    before: list[int],
+    after: list[int],
+) -> tuple[bytes, int | None]:
+    """The body with the tensors of ``key`` ("inputs" or "outputs") named in ``names``
+    whose shape is ``before`` declared as ``after`` (same element count: only the
+    declaration changes, binary data stays as it is); the new length of the JSON part.
+
+    Why: Triton cannot hold a rank-0 tensor (its ``dims`` need one axis), so a scalar
+    travels inside as ``[1]``; at the gateway it keeps the model's own shape ``[]``,
+    both ways. A body that cannot be read, or has nothing to change, is returned as
+    it was (the replica answers what is wrong with it).
+    """
+    if header_length == 0:
+        return body, header_length
+    split = len(body) if header_length is None else header_length
+    try:
+        document = json.loads(body[:split])
+        tensors = document.get(key) if isinstance(document, dict) else None
+    except (ValueError, UnicodeDecodeError):
+        return body, header_length
+    changed = False
+    for tensor in tensors if isinstance(tensors, list) else []:
+        named = isinstance(tensor, dict) and tensor.get("name") in names
+        if named and tensor.get("shape") == before:
+            tensor["shape"] = list(after)
+            changed = True
+    if not changed:
+        return body, header_length
+    head = json.dumps(document, separators=(",", ":")).encode()
+    return head + body[split:], None if header_length is None else len(head)

@@ -41,6 +41,9 @@ class VariantRoute:
     agreement: AgreementRule = field(default_factory=AgreementRule)
     # output kinds declared at registration (``shipway.output.<name>`` tags)
     output_kinds: tuple[tuple[str, str], ...] = ()
+    # rank-0 inputs and outputs of its model: shape [] at the gateway, [1] in Triton
+    scalar_inputs: frozenset[str] = frozenset()
+    scalar_outputs: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 
 from shipway.builds.accuracy import AgreementRule, output_kinds
@@ -63,6 +65,7 @@ def load_table(db: Database) -> RoutingTable:
                     weight=v.weight,
                     shadow_share=v.shadow_share,
                     **_shadow_rule(v.build) if v.shadow_share else {},
+                    **_scalars(v.build),
                     replicas=tuple(
                         ReplicaRoute(r.url, r.triton_model_name, versions.get(r.build_id))
                         for r in sorted(d.replicas, key=lambda r: r.url)
@@ -80,3 +83,18 @@ def load_table(db: Database) -> RoutingTable:
 def _shadow_rule(build: Build) -> dict[str, object]:
     rule, kinds = agreement(build)
     return {"agreement": rule, "output_kinds": kinds}
+
+
+def _scalars(build: Build) -> dict[str, frozenset[str]]:
+    return scalar_tensors(build.model_version.signature or {})
+
+
+def scalar_tensors(signature: dict[str, Any]) -> dict[str, frozenset[str]]:
+    """The rank-0 inputs and outputs of a signature (as stored), as ``VariantRoute``
+    fields: at the gateway they keep the shape ``[]`` that Triton cannot hold."""
+    return {
+        f"scalar_{side}": frozenset(
+            t["name"] for t in signature.get(side, []) if list(t.get("shape", [None])) == []
+        )
+        for side in ("inputs", "outputs")
+    }
