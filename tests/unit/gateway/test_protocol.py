@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 
 import pytest
 
@@ -165,3 +166,32 @@ def test_answers_are_renamed_to_the_deployment_and_registered_version() -> None:
     assert rename_answer(other, None, "web-abc123", "web", 1) == (other, None)
     spaced = answer('{"model_name": "web-abc123", "model_version": "1"')
     assert rename_answer(spaced, 9, "web-abc123", "web", 1) == (spaced, 9)
+
+
+def test_reshape_tensors_changes_only_the_declared_shape_of_the_named_tensors() -> None:
+    from shipway.gateway.protocol import reshape_tensors
+
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "s",
+                    "shape": [],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": 4},
+                },
+                {"name": "x", "shape": [], "datatype": "FP32", "data": [1.0]},
+            ]
+        }
+    ).encode()
+    data = struct.pack("<f", 2.5)
+    body, length = reshape_tensors(header + data, len(header), "inputs", frozenset({"s"}), [], [1])
+    assert length is not None and body[length:] == data  # the binary part untouched
+    shapes = {t["name"]: t["shape"] for t in json.loads(body[:length])["inputs"]}
+    assert shapes == {"s": [1], "x": []}  # x is not a scalar of this model
+    as_json = json.dumps({"outputs": [{"name": "y", "shape": [1], "data": [3.0]}]}).encode()
+    back, none = reshape_tensors(as_json, None, "outputs", frozenset({"y"}), [1], [])
+    assert none is None and json.loads(back)["outputs"][0]["shape"] == []
+    # nothing to change, or unreadable: as it was
+    assert reshape_tensors(as_json, None, "outputs", frozenset({"z"}), [1], []) == (as_json, None)
+    assert reshape_tensors(b"{nope", None, "inputs", frozenset({"s"}), [], [1]) == (b"{nope", None)
