@@ -111,7 +111,7 @@ class BuildPipeline:
                 return
             build.status, build.error = BuildStatus.RUNNING, None
             version = build.model_version
-            run_id, model_name = version.mlflow_run_id, version.name
+            run_id, model_name, number = version.mlflow_run_id, version.name, version.version
             signature = Signature.from_dict(version.signature)
             recipe, target = Recipe(build.recipe), Target(build.target)
             options = BuildOptions.from_dict(build.options)
@@ -127,6 +127,7 @@ class BuildPipeline:
 
         report: dict[str, Any] = {}
         try:
+            self.registry.check_version(model_name, number, run_id)  # changed since queued?
             artifact_path = build_artifact_path(build_id)
             triton_name = triton_model_name(model_name, build_id)
             if self.registry.has_artifact(run_id, artifact_path):
