@@ -29,6 +29,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from shipway.api.app import create_app
+from shipway.cli.client import ApiClient, ApiError
 from shipway.container import Container
 from shipway.gateway.store_routes import load_table
 from shipway.settings import Settings
@@ -168,3 +169,22 @@ def test_the_api_keeps_its_openapi_contract(api_url: str, tmp_path: Path) -> Non
     assert "Tested: 20" in run.stdout, run.stdout
     counts = re.search(r"(\d+) generated, (\d+) passed", run.stdout)
     assert counts and int(counts[1]) == int(counts[2]) > 20 * MAX_EXAMPLES, run.stdout
+
+
+def test_the_cli_client_reads_the_error_bodies(settings: Settings) -> None:
+    """The CLI prints ``<status>: <detail>``: one sentence for every kind of error."""
+    container = Container(settings)
+    with serving(create_app(container), free_port()) as url, ApiClient(url, settings.token) as cli:
+        with pytest.raises(ApiError) as invalid:
+            cli.set_variant("web", "canary", build_id="0123456789ab", weight=101)
+        assert (invalid.value.status, str(invalid.value)) == (
+            422,
+            "422: body.weight must be less than or equal to 100, got 101",
+        )
+        with pytest.raises(ApiError) as unknown:
+            cli.build("0123456789ab")
+        assert str(unknown.value) == "404: build '0123456789ab' does not exist"
+        with pytest.raises(ApiError) as across:
+            cli.create_build("m", 1, "fp16", "onnxruntime-cpu")
+        assert str(across.value).startswith("422: recipe 'fp16' for target 'onnxruntime-cpu'")
+    container.close()

@@ -13,11 +13,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema
 
 from shipway.builds.recipes import Recipe, Target
 from shipway.drift.policy import Action
 from shipway.engines.calibration import CalibrationMethod
+from shipway.rollout.canary import CanarySpec
+from shipway.rollout.experiment import ExperimentSpec
 from shipway.services.models import NAME_RE
 from shipway.store.models import Split
 
@@ -282,7 +284,7 @@ class DriftCheckOut(BaseModel):
     build_id: str
     verdict: str
     rows: int
-    score: float
+    score: float | None = Field(description="PSI; null where it is not a number")
     min_p_adjusted: float | None
 
 
@@ -302,12 +304,46 @@ class StatusOut(BaseModel):
     deployments: list[DeploymentOut]
 
 
+def _settings_schema(spec: type) -> dict[str, Any]:
+    """The JSON Schema of a strategy's settings, from the dataclass the rollout codec
+    builds (``shipway.rollout.codec``), inlined, unknown keys refused as the codec
+    refuses them. The codec validates; this only tells clients what it accepts."""
+    schema = TypeAdapter(spec).json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            return inline(defs[node["$ref"].rsplit("/", 1)[1]])
+        # A set (gates) takes repeats as one: the codec accepts them, so may clients.
+        out = {k: inline(v) for k, v in node.items() if k != "uniqueItems"}
+        if out.get("type") == "object" and "properties" in out:
+            out["additionalProperties"] = False
+        return out
+
+    return inline(schema)
+
+
+RolloutSettings = Annotated[
+    dict[str, Any],
+    WithJsonSchema(
+        {
+            "anyOf": [_settings_schema(CanarySpec), _settings_schema(ExperimentSpec)],
+            "description": "The strategy's settings; those left out take their defaults",
+        }
+    ),
+]
+
+
 class RolloutIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     build_id: Id = Field(description="The candidate: a succeeded build")
     strategy: Literal["canary", "experiment"] = "canary"
-    settings: dict[str, Any] = Field(
+    settings: RolloutSettings = Field(
         default_factory=dict,
         description="canary: steps, interval_s, checks_per_step, failure_threshold, gates, "
         "bake_s, max_unavailable, shadow {share, min_compared, min_agreement, "
