@@ -297,3 +297,30 @@ def test_serving_goes_on_when_mlflow_loses_the_build(
         assert deployment(container, "web").status == "ready"
     finally:
         runtime.close()
+
+
+def test_a_version_number_mlflow_repeats_is_refused_and_undone(world: World) -> None:
+    """The registered model deleted and made again in MLflow by hand: MLflow numbers
+    the next version as one Shipway holds. Refused (409), the MLflow version undone."""
+    for expected in (1, 2):
+        assert world.register() == expected
+    world.mlflow.delete_registered_model("m")
+    world.mlflow.create_registered_model("m")
+    world.mlflow.create_model_version("m", source="/elsewhere/model", run_id=None)  # 1
+
+    sample = io.BytesIO()
+    np.savez(sample, x=np.ones((4, 2), np.float32))
+    clash = world.api.post(
+        "/api/v1/models/m/versions",
+        files={"onnx": ("m.onnx", doubler_onnx()), "sample": ("s.npz", sample.getvalue())},
+    )
+    assert clash.status_code == 409
+    assert clash.json()["detail"] == (
+        "MLflow numbered the new version of 'm' 2, which Shipway already holds (was the "
+        "registered model deleted and made again in MLflow?); nothing was registered"
+    )
+    assert [int(v.version) for v in world.mlflow.search_model_versions("name = 'm'")] == [1]
+    assert [v["version"] for v in world.api.get("/api/v1/models?name=m").json()] == [1, 2]
+    # The clashing registration's run is deleted again; the versions' runs stay.
+    active = {r.info.run_id for r in world.mlflow.search_runs([world.experiment_id()])}
+    assert active == {world.run_id(1), world.run_id(2)}
