@@ -32,7 +32,7 @@ def _tags(raw: str | None) -> dict[str, str]:
     "/{name}/versions",
     status_code=201,
     response_model=ModelVersionOut,
-    responses=responses(400, 403, 422, 503),
+    responses=responses(400, 403, 409, 422, 503),
 )
 def register_version(
     name: Name,
@@ -49,7 +49,8 @@ def register_version(
     """Register a new version: validated against its graph before anything is stored.
 
     422 when the ONNX file, the sample or the tags do not hold what they must (the
-    message says what); 503 when MLflow is not reachable."""
+    message says what); 409 when MLflow would number the version as one Shipway holds
+    (its registered model was deleted); 503 when MLflow is not reachable."""
     request = models.Registration(
         name,
         onnx.file.read(),
