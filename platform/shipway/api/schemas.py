@@ -109,7 +109,7 @@ class BuildOptionsIn(BaseModel):
 class BuildIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(description="Registered model name", pattern=NAME_PATTERN, max_length=63)
+    model: Name = Field(description="Registered model name")
     version: int = Field(ge=1, le=MAX_INT32, strict=True)
     recipe: Recipe = Field(Recipe.FP32, description="Numeric precision of the engine")
     target: Target = Field(

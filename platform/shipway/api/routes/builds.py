@@ -1,17 +1,13 @@
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Path
-
-from shipway.api.deps import ContainerDep, Deployer, Viewer
+from shipway.api.deps import ContainerDep, Deployer, IdPath, Viewer
 from shipway.api.errors import responses
-from shipway.api.schemas import ID_PATTERN, BuildIn, BuildOut
+from shipway.api.schemas import BuildIn, BuildOut
 from shipway.services import builds
 
 router = APIRouter(prefix="/builds", tags=["builds"])
-
-BuildId = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
 @router.post(
@@ -44,5 +40,5 @@ def list_builds(container: ContainerDep, _: Viewer) -> list[BuildOut]:
 
 
 @router.get("/{build_id}", response_model=BuildOut, responses=responses(404, 422))
-def get_build(build_id: BuildId, container: ContainerDep, _: Viewer) -> BuildOut:
+def get_build(build_id: IdPath, container: ContainerDep, _: Viewer) -> BuildOut:
     return BuildOut.of(builds.get(container, build_id))

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
-from shipway.api.deps import ContainerDep, Deployer, Viewer
+from shipway.api.deps import ContainerDep, Deployer, NamePath, Viewer
 from shipway.api.errors import responses
 from shipway.api.schemas import (
     MAX_VARIANT_NAME,
@@ -27,7 +27,6 @@ from shipway.store.models import Deployment
 
 router = APIRouter(prefix="/deployments", tags=["deployments"])
 
-Name = Annotated[str, Path(pattern=NAME_PATTERN, max_length=63)]
 # The stable variant changes through PUT /deployments/{name}, and goes with the
 # deployment: the services refuse it here (422); the document says so.
 OtherVariant = Annotated[
@@ -57,7 +56,7 @@ def deployment_out(container: Container, deployment: Deployment) -> DeploymentOu
 
 @router.put("/{name}", response_model=DeploymentOut, responses=responses(400, 403, 404, 409, 422))
 def deploy(
-    name: Name, body: DeploymentIn, container: ContainerDep, caller: Deployer
+    name: NamePath, body: DeploymentIn, container: ContainerDep, caller: Deployer
 ) -> DeploymentOut:
     """Create the deployment or point its stable variant at another build."""
     deployment = deployments.deploy(
@@ -80,7 +79,11 @@ def deploy(
     responses=responses(400, 403, 404, 409, 422),
 )
 def set_variant(
-    name: Name, variant: OtherVariant, body: VariantIn, container: ContainerDep, caller: Deployer
+    name: NamePath,
+    variant: OtherVariant,
+    body: VariantIn,
+    container: ContainerDep,
+    caller: Deployer,
 ) -> DeploymentOut:
     """Add or change a canary, experiment arm or shadow; its weight comes off stable."""
     deployment = deployments.set_variant(
@@ -100,7 +103,7 @@ def set_variant(
     "/{name}/variants/{variant}", response_model=DeploymentOut, responses=responses(403, 404, 422)
 )
 def remove_variant(
-    name: Name, variant: OtherVariant, container: ContainerDep, caller: Deployer
+    name: NamePath, variant: OtherVariant, container: ContainerDep, caller: Deployer
 ) -> DeploymentOut:
     return deployment_out(
         container, deployments.remove_variant(container, name, variant, caller.actor)
@@ -111,7 +114,7 @@ def remove_variant(
     "/{name}/routing", response_model=DeploymentOut, responses=responses(400, 403, 404, 422)
 )
 def set_routing(
-    name: Name, body: RoutingIn, container: ContainerDep, caller: Deployer
+    name: NamePath, body: RoutingIn, container: ContainerDep, caller: Deployer
 ) -> DeploymentOut:
     """Set all weights at once (summing to 100) and the split: weighted or sticky."""
     deployment = deployments.set_routing(
@@ -131,19 +134,19 @@ def list_deployments(container: ContainerDep, _: Viewer) -> list[DeploymentOut]:
 
 
 @router.get("/{name}", response_model=DeploymentOut, responses=responses(404, 422))
-def get_deployment(name: Name, container: ContainerDep, _: Viewer) -> DeploymentOut:
+def get_deployment(name: NamePath, container: ContainerDep, _: Viewer) -> DeploymentOut:
     return deployment_out(container, deployments.get(container, name))
 
 
 @router.delete("/{name}", status_code=204, responses=responses(403, 404, 409, 422))
-def delete_deployment(name: Name, container: ContainerDep, caller: Deployer) -> Response:
+def delete_deployment(name: NamePath, container: ContainerDep, caller: Deployer) -> Response:
     deployments.delete(container, name, caller.actor)
     return Response(status_code=204)
 
 
 @router.get("/{name}/drift", response_model=DriftOut, responses=responses(404, 422, 503))
 def drift(
-    name: Name,
+    name: NamePath,
     container: ContainerDep,
     _: Viewer,
     min_rows: Annotated[
@@ -178,7 +181,7 @@ def drift(
     responses=responses(400, 403, 404, 422),
 )
 def set_drift_policy(
-    name: Name, body: DriftPolicyIn, container: ContainerDep, caller: Deployer
+    name: NamePath, body: DriftPolicyIn, container: ContainerDep, caller: Deployer
 ) -> DriftPolicyOut:
     """What a drift breach does. Webhooks are signed with the server's
     SHIPWAY_WEBHOOK_SECRET (a webhook policy without it is refused); a rollback puts

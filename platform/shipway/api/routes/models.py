@@ -5,15 +5,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Path, Query, UploadFile
 
-from shipway.api.deps import ContainerDep, Deployer, Viewer
+from shipway.api.deps import ContainerDep, Deployer, NamePath, Viewer
 from shipway.api.errors import responses
 from shipway.api.schemas import MAX_INT32, NAME_PATTERN, ModelVersionOut
 from shipway.errors import InvalidInput
 from shipway.services import models
 
 router = APIRouter(prefix="/models", tags=["models"])
-
-Name = Annotated[str, Path(pattern=NAME_PATTERN, max_length=63)]
 
 
 def _tags(raw: str | None) -> dict[str, str]:
@@ -35,7 +33,7 @@ def _tags(raw: str | None) -> dict[str, str]:
     responses=responses(400, 403, 409, 422, 503),
 )
 def register_version(
-    name: Name,
+    name: NamePath,
     container: ContainerDep,
     caller: Deployer,
     onnx: Annotated[UploadFile, File(description="The model as an ONNX file")],
@@ -75,7 +73,7 @@ def list_versions(
     "/{name}/versions/{version}", response_model=ModelVersionOut, responses=responses(404, 422)
 )
 def get_version(
-    name: Name,
+    name: NamePath,
     version: Annotated[int, Path(ge=1, le=MAX_INT32)],
     container: ContainerDep,
     _: Viewer,

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 
-from shipway.api.deps import ContainerDep, Deployer, Viewer
+from shipway.api.deps import ContainerDep, Deployer, IdPath, NamePath, Viewer
 from shipway.api.errors import responses
-from shipway.api.schemas import ID_PATTERN, NAME_PATTERN, RolloutEventOut, RolloutIn, RolloutOut
+from shipway.api.schemas import RolloutEventOut, RolloutIn, RolloutOut
 from shipway.container import Container
 from shipway.services import rollouts
 from shipway.store.models import Rollout
 
 router = APIRouter(prefix="/deployments/{name}/rollouts", tags=["rollouts"])
 
-Name = Annotated[str, Path(pattern=NAME_PATTERN, max_length=63)]
-RolloutId = Annotated[str, Path(pattern=ID_PATTERN)]
 Operation = Literal[rollouts.OPERATIONS]  # type: ignore[valid-type]
 
 
@@ -62,7 +60,7 @@ def rollout_out(container: Container, rollout: Rollout, with_timeline: bool) -> 
     status_code=201,
     responses=responses(400, 403, 404, 409, 422, 503),
 )
-def start(name: Name, body: RolloutIn, container: ContainerDep, caller: Deployer) -> RolloutOut:
+def start(name: NamePath, body: RolloutIn, container: ContainerDep, caller: Deployer) -> RolloutOut:
     """Start moving traffic to a candidate build. 409 while another rollout runs, or
     when the build already serves or the deployment has other variants; 422 for
     settings the strategy does not know or cannot use."""
@@ -79,12 +77,12 @@ def start(name: Name, body: RolloutIn, container: ContainerDep, caller: Deployer
 
 
 @router.get("", response_model=list[RolloutOut], responses=responses(422))
-def list_rollouts(name: Name, container: ContainerDep, _: Viewer) -> list[RolloutOut]:
+def list_rollouts(name: NamePath, container: ContainerDep, _: Viewer) -> list[RolloutOut]:
     return [rollout_out(container, r, False) for r in rollouts.list_rollouts(container, name)]
 
 
 @router.get("/{rollout_id}", response_model=RolloutOut, responses=responses(404, 422))
-def get(name: Name, rollout_id: RolloutId, container: ContainerDep, _: Viewer) -> RolloutOut:
+def get(name: NamePath, rollout_id: IdPath, container: ContainerDep, _: Viewer) -> RolloutOut:
     """The rollout and its timeline: steps, every check with its numbers, decisions."""
     return rollout_out(container, rollouts.get(container, rollout_id, name), with_timeline=True)
 
@@ -95,8 +93,8 @@ def get(name: Name, rollout_id: RolloutId, container: ContainerDep, _: Viewer) -
     responses=responses(403, 404, 409, 422),
 )
 def operate(
-    name: Name,
-    rollout_id: RolloutId,
+    name: NamePath,
+    rollout_id: IdPath,
     operation: Operation,
     container: ContainerDep,
     caller: Deployer,
