@@ -21,6 +21,11 @@ class NotFound(ShipwayError):
     """A named model, version, build or deployment does not exist."""
 
 
+class Gone(NotFound):
+    """It existed and is no more: MLflow state that Shipway relies on (a registered
+    model, a version, the run holding its files) was deleted outside Shipway, for good."""
+
+
 class Conflict(ShipwayError):
     """The request clashes with current state (e.g. a build that is not deployable)."""
 

@@ -123,8 +123,8 @@ def test_register_build_deploy_infer(
         )
         assert policy == {"actions": ["alert"], "webhook_url": None}
         refused = cli(settings, "drift", "policy", "minilm", "--action", "page", ok=False)
-        assert (
-            refused.returncode == 1 and "must be among alert, webhook, rollback" in refused.stderr
+        assert refused.returncode == 1 and refused.stderr == (
+            "error: 422: body.actions.0 must be 'alert', 'webhook' or 'rollback', got 'page'\n"
         )
 
         # A second build as a sticky 50 % arm: one key always lands on one arm.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from shipway.container import Container
 from shipway.drift import profile_io
 from shipway.settings import Settings
 from shipway.store.models import AuditEvent, Build, ModelVersion
+from tests.support.builds import publish_flaky_build, register_doubler
 
 pytestmark = pytest.mark.integration
 
@@ -121,7 +123,11 @@ def test_a_model_that_fails_on_its_own_sample_is_422_and_registers_nothing(
 
 def test_bad_name_and_bad_tags(api: TestClient, minilm_onnx: Path, minilm_sample: Path) -> None:
     response = register(api, "Bad_Name", minilm_onnx.read_bytes(), minilm_sample.read_bytes())
-    assert response.status_code == 422 and "invalid model name" in response.json()["detail"]
+    assert response.status_code == 422
+    assert response.json()["detail"] == (
+        "path.name must be a name of lower-case letters, digits and '-', at most 63 "
+        "characters, starting and ending with a letter or digit, got 'Bad_Name'"
+    )
     response = api.post(
         "/api/v1/models/ok/versions",
         files={
@@ -173,7 +179,12 @@ def test_register_then_build_requests(
     missing = api.post("/api/v1/builds", json={"model": "minilm", "version": 9})
     assert missing.status_code == 404 and "versions: [1, 2]" in missing.json()["detail"]
     recipe = api.post("/api/v1/builds", json={"model": "minilm", "version": 1, "recipe": "fp8"})
-    assert recipe.status_code == 422 and "unknown recipe" in recipe.json()["detail"]
+    assert recipe.status_code == 422
+    assert recipe.json()["detail"] == (
+        "body.recipe must be 'fp32', 'fp16', 'int8' or 'int8-dynamic', got 'fp8'"
+    )
+    pair = api.post("/api/v1/builds", json={"model": "minilm", "version": 1, "target": "tensorrt"})
+    assert pair.status_code == 422 and "a float32 TensorRT engine gains little" in pair.text
 
     queued = api.post("/api/v1/builds", json={"model": "minilm", "version": 1})
     assert queued.status_code == 202, queued.text
@@ -229,3 +240,58 @@ def test_openapi_document_lists_the_routes(api: TestClient) -> None:
         "/api/v1/deployments/{name}",
         "/api/v1/status",
     } <= set(paths)
+
+
+def test_every_error_has_one_shape(api: TestClient) -> None:
+    """``{"detail": "<sentence>"}`` for every error; a 422 also names the fields (none
+    when a rule across fields refused the request); a 405 lists all the path's methods."""
+    unknown = api.get("/api/v1/builds/0123456789ab")
+    assert unknown.status_code == 404
+    assert unknown.json() == {"detail": "build '0123456789ab' does not exist"}
+
+    invalid = api.put("/api/v1/deployments/web/variants/canary", json={"weight": 101})
+    assert invalid.status_code == 422
+    assert invalid.json() == {
+        "detail": "body.build_id is required; body.weight must be less than or equal to 100, "
+        "got 101",
+        "errors": [
+            {"loc": ["body", "build_id"], "msg": "Field required", "type": "missing"},
+            {
+                "loc": ["body", "weight"],
+                "msg": "Input should be less than or equal to 100",
+                "type": "less_than_equal",
+            },
+        ],
+    }
+    across = api.post("/api/v1/builds", json={"model": "m", "version": 1, "recipe": "fp16"})
+    assert across.status_code == 422 and across.json()["errors"] == []
+    assert "ONNX Runtime has no fast float16 kernels" in across.json()["detail"]
+
+    not_a_number = api.put(
+        "/api/v1/deployments/web", json={"build_id": "0123456789ab", "replicas": "2"}
+    )
+    assert not_a_number.status_code == 422
+    assert not_a_number.json()["errors"][0]["loc"] == ["body", "replicas"]
+
+    wrong_method = api.patch("/api/v1/builds")
+    assert wrong_method.status_code == 405
+    assert wrong_method.headers["allow"] == "GET, POST"
+    assert wrong_method.json() == {"detail": "Method Not Allowed"}
+
+
+def test_timestamps_carry_their_offset_on_sqlite(settings: Settings) -> None:
+    """SQLite hands back naive datetimes; the API says they are UTC (RFC 3339)."""
+    container = Container(settings)
+    version = register_doubler(container, "m")
+    build_id = publish_flaky_build(container, version)
+    with TestClient(create_app(container)) as api:
+        api.headers["Authorization"] = f"Bearer {settings.token}"
+        stamps = [
+            api.get("/api/v1/models").json()[0]["created_at"],
+            api.get(f"/api/v1/builds/{build_id}").json()["updated_at"],
+            api.put("/api/v1/deployments/web", json={"build_id": build_id}).json()["updated_at"],
+        ]
+    container.close()
+    for stamp in stamps:
+        assert stamp.endswith("Z"), stamp
+        assert datetime.fromisoformat(stamp).utcoffset() == timedelta(0)

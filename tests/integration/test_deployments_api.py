@@ -109,10 +109,22 @@ def test_deploy_then_canary_then_routing(setup) -> None:  # type: ignore[no-unty
     [
         ("put", "/routing", {"weights": {"stable": 60, "canary": 30}}, 422, "must sum to 100"),
         ("put", "/routing", {"weights": {"nope": 100}}, 404, "has no variant 'nope'"),
-        ("put", "/routing", {"weights": {"stable": 110, "canary": -10}}, 422, "cannot be negative"),
+        (
+            "put",
+            "/routing",
+            {"weights": {"stable": 110, "canary": -10}},
+            422,
+            "weights.canary must be greater than or equal to 0, got -10",
+        ),
         ("put", "/routing", {"split": "random"}, 422, "split must be"),
         ("put", "/routing", {"sticky_header": "user"}, 422, "must be an x- header"),
-        ("put", "/variants/canary", {"build_id": "B1", "weight": 101}, 422, "within 0..100"),
+        (
+            "put",
+            "/variants/canary",
+            {"build_id": "B1", "weight": 101},
+            422,
+            "weight must be less than or equal to 100, got 101",
+        ),
         (
             "put",
             "/variants/canary",

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from shipway.api.schemas import ID_PATTERN, NAME_PATTERN
 from shipway.container import Container
 from shipway.settings import Role
 
@@ -55,3 +56,7 @@ def require(minimum: Role):  # type: ignore[no-untyped-def]
 ContainerDep = Annotated[Container, Depends(get_container)]
 Viewer = Annotated[Caller, Depends(require(Role.VIEWER))]
 Deployer = Annotated[Caller, Depends(require(Role.DEPLOYER))]
+
+# Path parameters, with the constraints the document states.
+NamePath = Annotated[str, Path(pattern=NAME_PATTERN, max_length=63)]
+IdPath = Annotated[str, Path(pattern=ID_PATTERN)]

@@ -1,11 +1,75 @@
-"""Request and response bodies of the API."""
+"""Request and response bodies of the API: the OpenAPI document is made from these.
+
+Every constraint the services enforce on one field is declared here too (ranges,
+choices, patterns), so the document tells a client what will be accepted. Rules that
+tie several fields together (``replicas <= max_replicas``, weights summing to 100, a
+recipe/target pair with a build path) cannot be said in JSON Schema; the services
+refuse those with 422 and the reason. Request bodies forbid unknown fields, so a
+misspelt option is refused rather than silently ignored.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema
+
+from shipway.builds.recipes import Recipe, Target
+from shipway.drift.policy import Action
+from shipway.engines.calibration import CalibrationMethod
+from shipway.rollout.canary import CanarySpec
+from shipway.rollout.experiment import ExperimentSpec
+from shipway.services.models import NAME_RE
+from shipway.store.models import Split
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; the store writes UTC, so say so (RFC 3339
+    # needs an offset: "2026-01-02T03:04:05.123456Z").
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+UtcDateTime = Annotated[datetime, AfterValidator(_utc)]
+"""A timestamp in UTC, serialized as RFC 3339 with its offset."""
+
+NAME_PATTERN = NAME_RE.pattern
+"""Model, deployment and variant names: DNS-label-like (they end up in URLs and
+Kubernetes object names)."""
+ID_PATTERN = r"^[0-9A-Za-z_-]{1,32}$"
+"""Build and rollout ids: the store makes 12 hexadecimal digits
+(``shipway.store.models.new_id``) in a 32-character column."""
+STICKY_HEADER_PATTERN = r"^[xX]-[A-Za-z0-9-]+$"
+URL_PATTERN = r"^https?://[^\s\x00]+$"
+MAX_VARIANT_NAME = 32  # the store's column width
+MAX_REPLICAS = 16  # per variant, locally (``services.deployments.Scale``)
+MAX_INT32 = 2**31 - 1  # version numbers: the store's INTEGER column
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=63)]
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+# Numbers are strict: JSON's false or "5" is not a number (pydantic's lax mode would
+# take them, and the document says otherwise).
+Replicas = Annotated[int, Field(ge=1, le=MAX_REPLICAS, strict=True)]
+Percent = Annotated[int, Field(ge=0, le=100, strict=True)]
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: one human-readable sentence."""
+
+    detail: str = Field(description="What went wrong, and what to do about it")
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="Where: ['body', 'weight'], ['query', 'min_rows']")
+    msg: str
+    type: str = Field(description="pydantic's error type, e.g. 'less_than_equal'")
+
+
+class ValidationErrorOut(ErrorOut):
+    """422: the request does not fit the document (``errors`` names each field), or a
+    rule across fields that JSON Schema cannot state refused it (``errors`` empty)."""
+
+    errors: list[FieldError] = Field(default_factory=list)
 
 
 class ModelVersionOut(BaseModel):
@@ -17,36 +81,58 @@ class ModelVersionOut(BaseModel):
     onnx_sha256: str
     signature: dict[str, Any]
     tags: dict[str, Any]
-    created_at: datetime
+    created_at: UtcDateTime
 
 
 class BuildOptionsIn(BaseModel):
-    calibration: str | None = Field(
-        None, description="INT8 calibration method: minmax, entropy or percentile (default)"
+    model_config = ConfigDict(extra="forbid")
+
+    calibration: CalibrationMethod | None = Field(
+        None, description="INT8 calibration method (default percentile)"
     )
     min_cosine: float | None = Field(
-        None, description="Accuracy gate: least mean cosine per output on held-out rows (0.99)"
+        None,
+        gt=0.0,
+        le=1.0,
+        strict=True,
+        description="Accuracy gate: least mean cosine per output on held-out rows (0.99)",
     )
     max_fp32_layers: int | None = Field(
-        None, description="Most layers the selective search may keep in FP32 (4)"
+        None,
+        ge=0,
+        le=64,
+        strict=True,
+        description="Most layers the selective search may keep in FP32 (4)",
     )
     min_top1: float | None = Field(
         None,
+        ge=0.0,
+        le=1.0,
+        strict=True,
         description="Accuracy gate for class-score outputs: least share of held-out rows "
         "whose top-1 class matches FP32 (0.99)",
     )
     min_row_cosine: float | None = Field(
         None,
+        gt=0.0,
+        le=1.0,
+        strict=True,
         description="Least cosine of every held-out row (and of every mirrored answer in a "
         "shadow phase); default 1 - 2 * (1 - min_cosine), 0.98",
     )
 
 
 class BuildIn(BaseModel):
-    model: str = Field(description="Registered model name")
-    version: int = Field(ge=1)
-    recipe: str = Field("fp32", description="fp32, fp16, int8 or int8-dynamic")
-    target: str = Field("onnxruntime-cpu", description="onnxruntime-cpu or tensorrt")
+    model_config = ConfigDict(extra="forbid")
+
+    model: Name = Field(description="Registered model name")
+    version: int = Field(ge=1, le=MAX_INT32, strict=True)
+    recipe: Recipe = Field(Recipe.FP32, description="Numeric precision of the engine")
+    target: Target = Field(
+        Target.ONNXRUNTIME_CPU,
+        description="Where it runs; not every recipe has a build path on every target "
+        "(fp32 and int8-dynamic: onnxruntime-cpu; fp16: tensorrt; int8: both)",
+    )
     options: BuildOptionsIn = Field(default_factory=BuildOptionsIn)
 
 
@@ -66,8 +152,8 @@ class BuildOut(BaseModel):
     triton_model_name: str | None
     options: dict[str, Any]
     report: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
 
     @classmethod
     def of(cls, build: Any) -> BuildOut:
@@ -81,18 +167,28 @@ class BuildOut(BaseModel):
 
 
 class DeploymentIn(BaseModel):
-    build_id: str
-    replicas: int | None = Field(
+    model_config = ConfigDict(extra="forbid")
+
+    build_id: Id
+    replicas: Replicas | None = Field(
         None,
         description="Replicas of the stable variant (the minimum when autoscaling); 1 on a "
         "new deployment. Leave all scale fields out to keep the current scaling.",
     )
-    max_replicas: int | None = Field(None, description="Upper bound when autoscaling")
+    max_replicas: Replicas | None = Field(
+        None, description="Upper bound when autoscaling; at least replicas"
+    )
     target_inflight: float | None = Field(
-        None, description="Autoscale to this mean number of requests in flight per replica"
+        None,
+        gt=0,
+        strict=True,
+        description="Autoscale to this mean number of requests in flight per replica",
     )
     scale_down_window_s: float | None = Field(
-        None, description="Scale down only to the highest recommendation of this window (30)"
+        None,
+        ge=0,
+        strict=True,
+        description="Scale down only to the highest recommendation of this window (30)",
     )
     allow_signature_change: bool = Field(
         False,
@@ -103,13 +199,24 @@ class DeploymentIn(BaseModel):
 
 
 class VariantIn(BaseModel):
-    build_id: str
-    weight: int = Field(0, description="Percent of live traffic; taken from stable")
-    shadow_share: float = Field(0.0, description="Share of requests mirrored to it (0..1)")
-    replicas: int = 1
-    max_replicas: int | None = None
+    model_config = ConfigDict(extra="forbid")
+
+    build_id: Id
+    weight: Percent = Field(
+        0, description="Percent of live traffic, taken from stable; 0 for a shadow"
+    )
+    shadow_share: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        strict=True,
+        description="Share of requests mirrored to it; 0 for a live variant",
+    )
+    replicas: Replicas = 1
+    max_replicas: Replicas | None = Field(None, description="At least replicas")
     allow_signature_change: bool = Field(
         False,
+        strict=True,
         description="Serve it even though its signature would break clients of the build "
         "serving now (renamed or removed inputs/outputs, other dtypes, ranks or sizes); "
         "otherwise such a build is refused with 409. Recorded in the audit trail.",
@@ -117,9 +224,39 @@ class VariantIn(BaseModel):
 
 
 class RoutingIn(BaseModel):
-    weights: dict[str, int] | None = Field(None, description="Percent per variant; sums to 100")
-    split: str | None = Field(None, description="weighted | sticky")
-    sticky_header: str | None = Field(None, description="Request header holding the sticky key")
+    model_config = ConfigDict(extra="forbid")
+
+    weights: dict[str, Percent] | None = Field(
+        None,
+        description="Percent per variant (each one the deployment has; 404 otherwise); "
+        "with the variants left out, sums to 100",
+    )
+    split: Split | None = Field(None, description="How a request picks its variant")
+    sticky_header: str | None = Field(
+        None,
+        pattern=STICKY_HEADER_PATTERN,
+        max_length=100,
+        description="Request header (an x- header) holding the sticky key",
+    )
+
+
+class DriftPolicyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    actions: list[Action] = Field(
+        default_factory=lambda: [Action.ALERT],
+        description="alert: an audit event and a warning; webhook: a signed POST to "
+        "webhook_url (needs SHIPWAY_WEBHOOK_SECRET on the server); rollback: stable back "
+        "to the build it replaced",
+    )
+    webhook_url: str | None = Field(
+        None, pattern=URL_PATTERN, max_length=2000, description="http(s) URL"
+    )
+
+
+class DriftPolicyOut(BaseModel):
+    actions: list[str]
+    webhook_url: str | None
 
 
 class VariantOut(BaseModel):
@@ -156,7 +293,34 @@ class DeploymentOut(BaseModel):
     variants: list[VariantOut]
     replicas: list[ReplicaOut]
     infer_url: str
-    updated_at: datetime
+    updated_at: UtcDateTime
+
+
+class DriftVariantOut(BaseModel):
+    """One variant's check now; the drift report's other fields (score, features,
+    missing, min_p_adjusted...) follow as they are."""
+
+    model_config = ConfigDict(extra="allow")
+
+    variant: str
+    build_id: str
+    verdict: str = Field(description="drift, no-drift, insufficient-data or no-profile")
+
+
+class DriftCheckOut(BaseModel):
+    at: UtcDateTime
+    variant: str
+    build_id: str
+    verdict: str
+    rows: int
+    score: float | None = Field(description="PSI; null where it is not a number")
+    min_p_adjusted: float | None
+
+
+class DriftOut(BaseModel):
+    deployment: str
+    variants: list[DriftVariantOut]
+    history: list[DriftCheckOut] = Field(description="Past checks, newest first")
 
 
 class StatusOut(BaseModel):
@@ -169,17 +333,54 @@ class StatusOut(BaseModel):
     deployments: list[DeploymentOut]
 
 
+def _settings_schema(spec: type) -> dict[str, Any]:
+    """The JSON Schema of a strategy's settings, from the dataclass the rollout codec
+    builds (``shipway.rollout.codec``), inlined, unknown keys refused as the codec
+    refuses them. The codec validates; this only tells clients what it accepts."""
+    schema = TypeAdapter(spec).json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            return inline(defs[node["$ref"].rsplit("/", 1)[1]])
+        # A set (gates) takes repeats as one: the codec accepts them, so may clients.
+        out = {k: inline(v) for k, v in node.items() if k != "uniqueItems"}
+        if out.get("type") == "object" and "properties" in out:
+            out["additionalProperties"] = False
+        return out
+
+    return inline(schema)
+
+
+RolloutSettings = Annotated[
+    dict[str, Any],
+    WithJsonSchema(
+        {
+            "anyOf": [_settings_schema(CanarySpec), _settings_schema(ExperimentSpec)],
+            "description": "The strategy's settings; those left out take their defaults",
+        }
+    ),
+]
+
+
 class RolloutIn(BaseModel):
-    build_id: str = Field(description="The candidate: a succeeded build")
-    strategy: str = Field("canary", description="canary or experiment")
-    settings: dict[str, Any] = Field(
+    model_config = ConfigDict(extra="forbid")
+
+    build_id: Id = Field(description="The candidate: a succeeded build")
+    strategy: Literal["canary", "experiment"] = "canary"
+    settings: RolloutSettings = Field(
         default_factory=dict,
         description="canary: steps, interval_s, checks_per_step, failure_threshold, gates, "
         "bake_s, max_unavailable, progress_deadline_s, max_inconclusive, shadow {share, "
         "min_compared, min_agreement, max_error_rate}, thresholds {min_requests, "
         "max_error_rate, max_client_error_increase, max_p50_ratio, max_p99_ratio, "
         "max_drift_score, confidence}; experiment: weight, interval_s, min_requests, "
-        "max_duration_s, alpha",
+        "max_duration_s, alpha. Unknown or ill-typed settings are refused (422) with the "
+        "reason.",
     )
     allow_signature_change: bool = Field(
         False,
@@ -190,7 +391,7 @@ class RolloutIn(BaseModel):
 
 
 class RolloutEventOut(BaseModel):
-    at: datetime
+    at: UtcDateTime
     event: str
     actor: str
     reason: str
@@ -214,7 +415,7 @@ class RolloutOut(BaseModel):
     winner: str | None
     spec: dict[str, Any]
     created_by: str
-    created_at: datetime
-    updated_at: datetime
-    finished_at: datetime | None
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
+    finished_at: UtcDateTime | None
     timeline: list[RolloutEventOut] = Field(default_factory=list)

@@ -118,7 +118,7 @@ class BuildPipeline:
                 return
             build.status, build.error = BuildStatus.RUNNING, None
             version = build.model_version
-            run_id, model_name = version.mlflow_run_id, version.name
+            run_id, model_name, number = version.mlflow_run_id, version.name, version.version
             raw = (version.signature, build.recipe, build.target, build.options)
             tags = {str(k): str(v) for k, v in (version.tags or {}).items()}
             stable = _stable_build(session, model_name, str(build.target), build_id)
@@ -139,6 +139,7 @@ class BuildPipeline:
             signature = Signature.from_dict(raw[0])
             recipe, target = Recipe(raw[1]), Target(raw[2])
             options = BuildOptions.from_dict(raw[3])
+            self.registry.check_version(model_name, number, run_id)  # changed since queued?
             artifact_path = build_artifact_path(build_id)
             triton_name = triton_model_name(model_name, build_id)
             if self.registry.has_artifact(run_id, artifact_path):

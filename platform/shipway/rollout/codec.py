@@ -47,6 +47,10 @@ def _known(cls: type, data: dict[str, Any], what: str) -> dict[str, Any]:
 
 def canary_spec(data: dict[str, Any]) -> CanarySpec:
     data = dict(_known(CanarySpec, data, "canary"))
+    for name, kind in (("steps", list), ("gates", list), ("thresholds", dict), ("shadow", dict)):
+        if data.get(name) is not None and not isinstance(data[name], kind):
+            expected = "a list" if kind is list else "an object"
+            raise InvalidInput(f"canary setting {name} must be {expected}, got {data[name]!r}")
     try:
         if "thresholds" in data:
             data["thresholds"] = Thresholds(

@@ -28,6 +28,9 @@ def create(
     parsed_recipe, parsed_target = recipes.parse(recipe, target)
     parsed_options = recipes.BuildOptions.from_dict(options)
     model_version = get_version(container, model, version)
+    # MLflow state may have changed behind Shipway's back: refuse now, naming it,
+    # rather than queue a build that cannot fetch its model.
+    container.registry.check_version(model, version, model_version.mlflow_run_id)
     with container.db.session() as session:
         build = Build(
             model_version_id=model_version.id,

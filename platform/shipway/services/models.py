@@ -14,7 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from shipway import audit
 from shipway.container import Container
@@ -22,7 +23,7 @@ from shipway.drift import profile as drift_profile
 from shipway.drift import profile_io
 from shipway.engines import evaluate
 from shipway.engines.calibration import Rows
-from shipway.errors import BuildFailed, InvalidInput, NotFound
+from shipway.errors import BuildFailed, Conflict, InvalidInput, NotFound
 from shipway.registry.mlflow_registry import PROFILE_PATH
 from shipway.registry.signature import (
     Signature,
@@ -93,6 +94,9 @@ def register(container: Container, request: Registration, actor: str) -> ModelVe
     profile_bytes = reference_profile(request.onnx_bytes, signature, sample)
     tags["shipway.drift_profile"] = PROFILE_PATH
 
+    highest = _highest_version(container, request.name)
+    if highest:
+        container.registry.check_numbering(request.name, highest)
     registered = container.registry.register(
         request.name,
         request.onnx_bytes,
@@ -121,10 +125,25 @@ def register(container: Container, request: Registration, actor: str) -> ModelVe
                 sha256=digest,
                 sample_rows=rows,
             )
+    except IntegrityError:  # MLflow numbered a version Shipway already holds
+        container.registry.delete_version(request.name, registered.version)
+        raise Conflict(
+            f"MLflow numbered the new version of {request.name!r} {registered.version}, "
+            "which Shipway already holds (was the registered model deleted and made again "
+            "in MLflow?); nothing was registered"
+        ) from None
     except Exception:
         container.registry.delete_version(request.name, registered.version)
         raise
     return row
+
+
+def _highest_version(container: Container, name: str) -> int:
+    with container.db.session() as session:
+        highest = session.scalar(
+            select(func.max(ModelVersion.version)).where(ModelVersion.name == name)
+        )
+    return int(highest or 0)
 
 
 def get_version(container: Container, name: str, version: int) -> ModelVersion:

@@ -1,19 +1,43 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Path, Query, Response
 
-from shipway.api.deps import ContainerDep, Deployer, Viewer
-from shipway.api.schemas import DeploymentIn, DeploymentOut, RoutingIn, VariantIn
+from shipway.api.deps import ContainerDep, Deployer, NamePath, Viewer
+from shipway.api.errors import responses
+from shipway.api.schemas import (
+    MAX_VARIANT_NAME,
+    NAME_PATTERN,
+    DeploymentIn,
+    DeploymentOut,
+    DriftCheckOut,
+    DriftOut,
+    DriftPolicyIn,
+    DriftPolicyOut,
+    DriftVariantOut,
+    RoutingIn,
+    VariantIn,
+)
 from shipway.container import Container
-from shipway.errors import InvalidInput
 from shipway.services import deployments
 from shipway.services import drift as drift_service
-from shipway.services.deployments import Scale
+from shipway.services.deployments import STABLE, Scale
 from shipway.store.models import Deployment
 
 router = APIRouter(prefix="/deployments", tags=["deployments"])
+
+# The stable variant changes through PUT /deployments/{name}, and goes with the
+# deployment: the services refuse it here (422); the document says so.
+OtherVariant = Annotated[
+    str,
+    Path(
+        pattern=NAME_PATTERN,
+        max_length=MAX_VARIANT_NAME,
+        json_schema_extra={"not": {"const": STABLE}},
+        description="A variant other than stable: a canary, an experiment arm, a shadow",
+    ),
+]
 
 FIELDS = ("name", "build_id", "status", "message", "split", "sticky_header", "autoscale")
 
@@ -30,9 +54,9 @@ def deployment_out(container: Container, deployment: Deployment) -> DeploymentOu
     )
 
 
-@router.put("/{name}", response_model=DeploymentOut)
+@router.put("/{name}", response_model=DeploymentOut, responses=responses(400, 403, 404, 409, 422))
 def deploy(
-    name: str, body: DeploymentIn, container: ContainerDep, caller: Deployer
+    name: NamePath, body: DeploymentIn, container: ContainerDep, caller: Deployer
 ) -> DeploymentOut:
     """Create the deployment or point its stable variant at another build."""
     deployment = deployments.deploy(
@@ -50,9 +74,17 @@ def deploy(
     return deployment_out(container, deployment)
 
 
-@router.put("/{name}/variants/{variant}", response_model=DeploymentOut)
+@router.put(
+    "/{name}/variants/{variant}",
+    response_model=DeploymentOut,
+    responses=responses(400, 403, 404, 409, 422),
+)
 def set_variant(
-    name: str, variant: str, body: VariantIn, container: ContainerDep, caller: Deployer
+    name: NamePath,
+    variant: OtherVariant,
+    body: VariantIn,
+    container: ContainerDep,
+    caller: Deployer,
 ) -> DeploymentOut:
     """Add or change a canary, experiment arm or shadow; its weight comes off stable."""
     deployment = deployments.set_variant(
@@ -69,76 +101,92 @@ def set_variant(
     return deployment_out(container, deployment)
 
 
-@router.delete("/{name}/variants/{variant}", response_model=DeploymentOut)
+@router.delete(
+    "/{name}/variants/{variant}", response_model=DeploymentOut, responses=responses(403, 404, 422)
+)
 def remove_variant(
-    name: str, variant: str, container: ContainerDep, caller: Deployer
+    name: NamePath, variant: OtherVariant, container: ContainerDep, caller: Deployer
 ) -> DeploymentOut:
     return deployment_out(
         container, deployments.remove_variant(container, name, variant, caller.actor)
     )
 
 
-@router.put("/{name}/routing", response_model=DeploymentOut)
+@router.put(
+    "/{name}/routing", response_model=DeploymentOut, responses=responses(400, 403, 404, 422)
+)
 def set_routing(
-    name: str, body: RoutingIn, container: ContainerDep, caller: Deployer
+    name: NamePath, body: RoutingIn, container: ContainerDep, caller: Deployer
 ) -> DeploymentOut:
     """Set all weights at once (summing to 100) and the split: weighted or sticky."""
     deployment = deployments.set_routing(
-        container, name, caller.actor, body.weights, body.split, body.sticky_header
+        container,
+        name,
+        caller.actor,
+        body.weights,
+        body.split.value if body.split else None,
+        body.sticky_header,
     )
     return deployment_out(container, deployment)
 
 
-@router.get("", response_model=list[DeploymentOut])
+@router.get("", response_model=list[DeploymentOut], responses=responses())
 def list_deployments(container: ContainerDep, _: Viewer) -> list[DeploymentOut]:
     return [deployment_out(container, d) for d in deployments.list_deployments(container)]
 
 
-@router.get("/{name}", response_model=DeploymentOut)
-def get_deployment(name: str, container: ContainerDep, _: Viewer) -> DeploymentOut:
+@router.get("/{name}", response_model=DeploymentOut, responses=responses(404, 422))
+def get_deployment(name: NamePath, container: ContainerDep, _: Viewer) -> DeploymentOut:
     return deployment_out(container, deployments.get(container, name))
 
 
-@router.delete("/{name}", status_code=204)
-def delete_deployment(name: str, container: ContainerDep, caller: Deployer) -> Response:
+@router.delete("/{name}", status_code=204, responses=responses(403, 404, 409, 422))
+def delete_deployment(name: NamePath, container: ContainerDep, caller: Deployer) -> Response:
     deployments.delete(container, name, caller.actor)
     return Response(status_code=204)
 
 
-@router.get("/{name}/drift")
-def drift(name: str, container: ContainerDep, _: Viewer, min_rows: int = 100) -> dict[str, Any]:
+@router.get("/{name}/drift", response_model=DriftOut, responses=responses(404, 422, 503))
+def drift(
+    name: NamePath,
+    container: ContainerDep,
+    _: Viewer,
+    min_rows: Annotated[
+        int, Query(ge=10, le=100_000, description="Fewer rows: insufficient-data")
+    ] = 100,
+) -> DriftOut:
     """Check each variant's live inputs (the gateway's sampled window) against the
     reference profile of the version it serves; the answer has the history of checks.
 
     A window with fewer than ``min_rows`` rows is "insufficient-data", never "no-drift".
+    503 when the gateway's samples are not reachable.
     """
-    if not 10 <= min_rows <= 100_000:
-        raise InvalidInput(f"min_rows must be within 10..100000, got {min_rows}")
     checks = drift_service.check(container, name, min_rows)
-    return {
-        "deployment": name,
-        "variants": [{"variant": c.variant, "build_id": c.build_id, **c.report} for c in checks],
-        "history": [
-            {
-                "at": h.at.isoformat(),
-                "variant": h.variant,
-                "build_id": h.build_id,
-                "verdict": h.verdict,
-                "rows": h.rows,
-                "score": h.score,
-                "min_p_adjusted": h.min_p_adjusted,
-            }
+    return DriftOut(
+        deployment=name,
+        variants=[
+            DriftVariantOut.model_validate(
+                {**c.report, "variant": c.variant, "build_id": c.build_id}
+            )
+            for c in checks
+        ],
+        history=[
+            DriftCheckOut.model_validate(h, from_attributes=True)
             for h in drift_service.history(container, name)
         ],
-    }
+    )
 
 
-@router.put("/{name}/drift-policy")
+@router.put(
+    "/{name}/drift-policy",
+    response_model=DriftPolicyOut,
+    responses=responses(400, 403, 404, 422),
+)
 def set_drift_policy(
-    name: str, body: dict[str, Any], container: ContainerDep, caller: Deployer
-) -> dict[str, Any]:
-    """What a drift breach does: ``{"actions": ["alert", "webhook", "rollback"],
-    "webhook_url": "https://..."}``. Webhooks are signed with the server's
-    SHIPWAY_WEBHOOK_SECRET; a rollback puts back the stable build the current one
-    replaced."""
-    return drift_service.set_policy(container, name, body, caller.actor).to_dict()
+    name: NamePath, body: DriftPolicyIn, container: ContainerDep, caller: Deployer
+) -> DriftPolicyOut:
+    """What a drift breach does. Webhooks are signed with the server's
+    SHIPWAY_WEBHOOK_SECRET (a webhook policy without it is refused); a rollback puts
+    back the stable build the current one replaced."""
+    policy = drift_service.set_policy(container, name, body.model_dump(mode="json"), caller.actor)
+    return DriftPolicyOut.model_validate(policy.to_dict())

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter
 
-from shipway.api.deps import ContainerDep, Deployer, Viewer
+from shipway.api.deps import ContainerDep, Deployer, IdPath, NamePath, Viewer
+from shipway.api.errors import responses
 from shipway.api.schemas import RolloutEventOut, RolloutIn, RolloutOut
 from shipway.container import Container
 from shipway.services import rollouts
 from shipway.store.models import Rollout
 
 router = APIRouter(prefix="/deployments/{name}/rollouts", tags=["rollouts"])
+
+Operation = Literal[rollouts.OPERATIONS]  # type: ignore[valid-type]
 
 
 def rollout_out(container: Container, rollout: Rollout, with_timeline: bool) -> RolloutOut:
@@ -49,11 +54,17 @@ def rollout_out(container: Container, rollout: Rollout, with_timeline: bool) -> 
     )
 
 
-@router.post("", response_model=RolloutOut, status_code=201)
-def start(name: str, body: RolloutIn, container: ContainerDep, caller: Deployer) -> RolloutOut:
-    """Start moving traffic to a candidate build. 409 while another rollout runs, and
-    for a candidate whose signature would break stable's clients (unless
-    ``allow_signature_change``)."""
+@router.post(
+    "",
+    response_model=RolloutOut,
+    status_code=201,
+    responses=responses(400, 403, 404, 409, 422, 503),
+)
+def start(name: NamePath, body: RolloutIn, container: ContainerDep, caller: Deployer) -> RolloutOut:
+    """Start moving traffic to a candidate build. 409 while another rollout runs, when
+    the build already serves or the deployment has other variants, and for a candidate
+    whose signature would break stable's clients (unless ``allow_signature_change``);
+    422 for settings the strategy does not know or cannot use."""
     rollout = rollouts.start(
         container,
         container.rollout_ports,
@@ -67,22 +78,31 @@ def start(name: str, body: RolloutIn, container: ContainerDep, caller: Deployer)
     return rollout_out(container, rollout, with_timeline=True)
 
 
-@router.get("", response_model=list[RolloutOut])
-def list_rollouts(name: str, container: ContainerDep, _: Viewer) -> list[RolloutOut]:
+@router.get("", response_model=list[RolloutOut], responses=responses(422))
+def list_rollouts(name: NamePath, container: ContainerDep, _: Viewer) -> list[RolloutOut]:
     return [rollout_out(container, r, False) for r in rollouts.list_rollouts(container, name)]
 
 
-@router.get("/{rollout_id}", response_model=RolloutOut)
-def get(name: str, rollout_id: str, container: ContainerDep, _: Viewer) -> RolloutOut:
+@router.get("/{rollout_id}", response_model=RolloutOut, responses=responses(404, 422))
+def get(name: NamePath, rollout_id: IdPath, container: ContainerDep, _: Viewer) -> RolloutOut:
     """The rollout and its timeline: steps, every check with its numbers, decisions."""
     return rollout_out(container, rollouts.get(container, rollout_id, name), with_timeline=True)
 
 
-@router.post("/{rollout_id}/{operation}", response_model=RolloutOut)
+@router.post(
+    "/{rollout_id}/{operation}",
+    response_model=RolloutOut,
+    responses=responses(403, 404, 409, 422),
+)
 def operate(
-    name: str, rollout_id: str, operation: str, container: ContainerDep, caller: Deployer
+    name: NamePath,
+    rollout_id: IdPath,
+    operation: Operation,
+    container: ContainerDep,
+    caller: Deployer,
 ) -> RolloutOut:
-    """pause, resume, promote (now), approve (a manual gate), abort (roll back now)."""
+    """pause, resume, promote (now), approve (a manual gate), abort (roll back now);
+    409 when the rollout's phase does not allow it."""
     rollout = rollouts.operate(
         container, container.rollout_ports, name, rollout_id, operation, caller.actor
     )

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from shipway import __version__
 from shipway.api.deps import ContainerDep, Viewer
+from shipway.api.errors import responses
 from shipway.api.routes.deployments import deployment_out
 from shipway.api.schemas import StatusOut
 from shipway.services import builds, deployments, models
@@ -13,7 +14,7 @@ from shipway.services import builds, deployments, models
 router = APIRouter(tags=["system"])
 
 
-@router.get("/status", response_model=StatusOut)
+@router.get("/status", response_model=StatusOut, responses=responses())
 def status(container: ContainerDep, _: Viewer) -> StatusOut:
     s = container.settings
     return StatusOut(
