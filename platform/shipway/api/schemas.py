@@ -192,6 +192,7 @@ class DeploymentIn(BaseModel):
     )
     allow_signature_change: bool = Field(
         False,
+        strict=True,
         description="Serve it even though its signature would break clients of the build "
         "serving now (renamed or removed inputs/outputs, other dtypes, ranks or sizes); "
         "otherwise such a build is refused with 409. Recorded in the audit trail.",
@@ -384,6 +385,7 @@ class RolloutIn(BaseModel):
     )
     allow_signature_change: bool = Field(
         False,
+        strict=True,
         description="Serve it even though its signature would break clients of the build "
         "serving now (renamed or removed inputs/outputs, other dtypes, ranks or sizes); "
         "otherwise such a build is refused with 409. Recorded in the audit trail.",
