@@ -36,15 +36,20 @@ class Measurement:
         return {k: round(v, 3) for k, v in asdict(self).items()}
 
 
-def fixed_batch(sessions: Iterable[ort.InferenceSession]) -> int | None:
-    """The batch size the models' inputs fix on their first axis, if any (a model
-    exported with batch 1 accepts nothing else). Raises ``BuildFailed`` when they fix
-    different sizes."""
+def fixed_batch(sessions: Iterable[ort.InferenceSession], split: Iterable[str]) -> int | None:
+    """The batch size the models fix on the first axis of the inputs that are split
+    into rows (``split``), if any (a model exported with batch 1 accepts nothing else).
+    Inputs the same for every row (a bias ``[4]``, a scale ``[3]``) go whole and fix
+    nothing. Raises ``BuildFailed`` when the models fix different sizes."""
+    names = set(split)
     fixed = {
         spec.shape[0]
         for sess in sessions
         for spec in sess.get_inputs()
-        if spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] > 0
+        if spec.name in names
+        and spec.shape
+        and isinstance(spec.shape[0], int)
+        and spec.shape[0] > 0
     }
     if len(fixed) > 1:
         raise BuildFailed(f"the benchmarked models fix different batch sizes: {sorted(fixed)}")
@@ -67,7 +72,10 @@ def side_by_side(
     which may be another version) that fails on them is left out of the result
     (logged); any other failure raises ``BuildFailed``."""
     sessions = {label: session(path, threads) for label, path in models.items()}
-    batch = fixed_batch(s for label, s in sessions.items() if label not in optional) or batch
+    split = [name for name in inputs if name not in getattr(inputs, "constants", frozenset())]
+    batch = (
+        fixed_batch((s for label, s in sessions.items() if label not in optional), split) or batch
+    )
     feed = take(inputs, np.arange(batch) % rows(inputs))
     batch = rows(feed)
     names = {label: [o.name for o in s.get_outputs()] for label, s in sessions.items()}
