@@ -25,10 +25,13 @@ Kinds of output, and what each must keep:
   ``shipway.output.<name>=embedding`` opts an output out of the top-1 check.
 - **one value a row** (``[batch]``, ``[batch, 1]``: a regression, a score): one number
   has no angle — its cosine would only compare signs. Its relative error
-  ``r = |got - ref| / max(|ref|, |got|)`` is judged as the cosine of the same angular
+  ``r = |got - ref| / max(|ref|, |got|, s)`` is judged as the cosine of the same angular
   error, ``1 - r**2 / 2`` (for a small error perpendicular to a vector, ``|b - a| / |a|
   = r`` is the angle, and ``1 - cos`` is ``r**2 / 2``), so ``min_cosine`` means the same
-  tolerance for both: 0.99 allows ~14 % on a score as on an embedding.
+  tolerance for both: 0.99 allows ~14 % on a score as on an embedding. The error is
+  relative to ``max(|ref|, |got|, s)`` with ``s`` the output's RMS over the gate's FP32
+  rows (kept in the rule for the shadow): near zero, a value is judged against the
+  output's typical size, not against itself.
 - **integer and bool** outputs (ids, pass-throughs): exactly equal.
 - **non-finite values**: a candidate element that is NaN or ±inf where FP32's is
   finite (or that differs from FP32's own NaN/inf) makes its row disagree, and fails
@@ -81,6 +84,12 @@ class AgreementRule:
     # row to it and the shadow every live row, so that a build that passed its gate
     # agrees in shadow on the same kind of traffic (a mean says nothing of one row)
     min_row_cosine: float | None = None
+    # outputs of one value a row: their typical size (RMS over the gate's FP32 rows),
+    # against which a row's error is judged (``cosine_rows``); as (name, size) pairs
+    scales: tuple[tuple[str, float], ...] = ()
+
+    def scale(self, output: str) -> float:
+        return dict(self.scales).get(output, 0.0)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.min_cosine <= 1.0:
@@ -102,11 +111,13 @@ class AgreementRule:
             "class_scores": sorted(self.class_scores),
             "mask_input": self.mask_input,
             "min_row_cosine": self.min_row_cosine,
+            "scales": dict(self.scales),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AgreementRule:
-        unknown = set(data) - {"min_cosine", "class_scores", "mask_input", "min_row_cosine"}
+        known = {"min_cosine", "class_scores", "mask_input", "min_row_cosine", "scales"}
+        unknown = set(data) - known
         if unknown:
             raise InvalidInput(f"unknown agreement rule fields: {sorted(unknown)}")
         scores = data.get("class_scores", ())
@@ -119,6 +130,7 @@ class AgreementRule:
             min_row_cosine=None
             if data.get("min_row_cosine") is None
             else float(data["min_row_cosine"]),
+            scales=tuple(sorted((str(k), float(v)) for k, v in (data.get("scales") or {}).items())),
         )
 
 
@@ -151,13 +163,18 @@ class OutputRows:
         return ok
 
 
-def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine similarity of each row pair of ``[rows, ...]`` arrays (flattened rows)."""
+def cosine_rows(a: np.ndarray, b: np.ndarray, scale: float = 0.0) -> np.ndarray:
+    """Cosine similarity of each row pair of ``[rows, ...]`` arrays (flattened rows).
+
+    One value a row has no angle: its error relative to ``max(|a|, |b|, scale)`` is
+    taken as the cosine of the same angular error (module docs). ``scale`` is the
+    output's typical size (its RMS over the gate's rows), so a value near zero is
+    judged against that, not against itself (0 against 1e-4 is no 100 % error)."""
     a = a.astype(np.float64).reshape(a.shape[0], -1)
     b = b.astype(np.float64).reshape(b.shape[0], -1)
-    if a.shape[1] == 1:  # one value a row: its relative error as a cosine (module docs)
-        scale = np.maximum(np.abs(a[:, 0]), np.abs(b[:, 0]))
-        error = np.abs(a[:, 0] - b[:, 0]) / np.where(scale > 0, scale, 1.0)
+    if a.shape[1] == 1:
+        size = np.maximum(np.maximum(np.abs(a[:, 0]), np.abs(b[:, 0])), scale)
+        error = np.abs(a[:, 0] - b[:, 0]) / np.where(size > 0, size, 1.0)
         return np.clip(1.0 - error**2 / 2, -1.0, 1.0)
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     dots = np.einsum("ij,ij->i", a, b)
@@ -183,12 +200,14 @@ def compare_output(
     candidate: np.ndarray | None,
     mask: np.ndarray | None = None,
     class_scores: bool = False,
+    scale: float = 0.0,
 ) -> OutputRows:
     """The per-row arithmetic shared by the gate and ``rows_agree``.
 
     ``reference`` and ``candidate`` are one output, ``[rows, ...]``; ``mask`` is the
     request's attention mask ``[rows, tokens]`` (used for a rank-3 output of that
-    shape), ``class_scores`` whether to compare the top-1 class of each row.
+    shape), ``class_scores`` whether to compare the top-1 class of each row,
+    ``scale`` the output's typical size for one-value rows (``cosine_rows``).
     """
     if reference is None:
         raise ValueError(f"no reference for output {name!r}")
@@ -222,7 +241,7 @@ def compare_output(
         token_cosine = cosine_rows(ref_f.reshape(-1, width)[valid], got_f.reshape(-1, width)[valid])
         kind = "pooled-embedding"
     else:
-        cosine = cosine_rows(ref_f, got_f)
+        cosine = cosine_rows(ref_f, got_f, scale)
         kind = "rows"
 
     top1 = None
@@ -264,9 +283,9 @@ def rows_agree(
     """
     mask = _mask(inputs, rule)
     verdicts = [
-        compare_output(name, ref, candidate.get(name), mask, name in rule.class_scores).agrees(
-            rule.row_threshold
-        )
+        compare_output(
+            name, ref, candidate.get(name), mask, name in rule.class_scores, rule.scale(name)
+        ).agrees(rule.row_threshold)
         for name, ref in reference.items()
     ]
     counts = {len(v) for v in verdicts} - {1}
@@ -329,9 +348,22 @@ def resolve_rule(
     min_row_cosine: float | None = None,
 ) -> AgreementRule:
     """The rule for a model, from its FP32 outputs on held-out rows and its tags."""
-    return AgreementRule(
-        min_cosine, class_score_outputs(reference, kinds or {}), mask_input, min_row_cosine
+    scales = tuple(
+        sorted((name, s) for name, array in reference.items() if (s := output_scale(array)))
     )
+    return AgreementRule(
+        min_cosine, class_score_outputs(reference, kinds or {}), mask_input, min_row_cosine, scales
+    )
+
+
+def output_scale(array: np.ndarray) -> float:
+    """The typical size of a float output with one value a row (its RMS over the finite
+    values); 0 for any other output, whose rows are judged by their angle."""
+    rows = _as_rows(np.asarray(array))
+    if not np.issubdtype(rows.dtype, np.floating) or rows.reshape(len(rows), -1).shape[1] != 1:
+        return 0.0
+    finite = rows[np.isfinite(rows)].astype(np.float64)
+    return float(np.sqrt(np.mean(finite**2))) if finite.size else 0.0
 
 
 @dataclass(frozen=True)
@@ -443,7 +475,10 @@ def compare(
     results: list[OutputAccuracy] = []
     failed: list[GateFailure] = []
     for name, ref in reference.items():
-        rows = compare_output(name, ref, candidate.get(name), mask, name in rule.class_scores)
+        scale = rule.scale(name) or output_scale(ref)
+        rows = compare_output(
+            name, ref, candidate.get(name), mask, name in rule.class_scores, scale
+        )
         if rows.problem is not None:
             failed.append(GateFailure(name, "shape", rows.problem, None))
             results.append(OutputAccuracy(name, rows.kind))

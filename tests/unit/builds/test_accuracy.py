@@ -177,6 +177,7 @@ def test_rule_round_trips_through_json_and_refuses_unknown_fields() -> None:
         "class_scores": ["logits", "probs"],
         "mask_input": "mask",
         "min_row_cosine": None,
+        "scales": {},
     }
     assert AgreementRule.from_dict({}) == AgreementRule()
     with pytest.raises(InvalidInput, match="unknown agreement rule fields"):
@@ -299,3 +300,23 @@ def test_every_row_is_held_to_the_row_floor_in_the_gate_and_in_shadow() -> None:
     assert AgreementRule(min_row_cosine=0.95).row_threshold == 0.95
     with pytest.raises(InvalidInput, match="min_row_cosine"):
         AgreementRule(min_row_cosine=0.0)
+
+
+def test_one_value_rows_near_zero_are_judged_against_the_outputs_size() -> None:
+    # a regression output around 0: 1 % noise is an excellent INT8 result, though a
+    # value of 1e-3 off by 1e-2 is 1,000 % of itself
+    rng = np.random.default_rng(11)
+    ref = rng.normal(size=(200, 1)).astype(np.float32)
+    got = ref + rng.normal(scale=0.01, size=ref.shape).astype(np.float32)
+    rule = resolve_rule({"y": ref})
+    assert dict(rule.scales)["y"] == pytest.approx(float(np.sqrt(np.mean(ref.astype(float) ** 2))))
+    report = compare({"y": ref}, {"y": got}, {}, rule)
+    assert report.passed and report.min_cosine is not None and report.min_cosine > 0.999
+    # the shadow judges one request's row against the same size, carried in the rule
+    near_zero = {"y": np.array([[1e-3]], np.float32)}
+    off = {"y": np.array([[1.1e-2]], np.float32)}
+    carried = AgreementRule.from_dict(json.loads(json.dumps(rule.to_dict())))
+    assert rows_agree(near_zero, off, {}, carried).tolist() == [True]
+    assert rows_agree(near_zero, off, {}, AgreementRule()).tolist() == [False]  # no size
+    # and a real error still fails: 30 % of the output's size on every row
+    assert not compare({"y": ref}, {"y": ref + 0.3}, {}, rule).passed
