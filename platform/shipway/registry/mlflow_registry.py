@@ -200,7 +200,10 @@ class ModelRegistry:
         except MlflowException as exc:
             raise Unavailable(f"MLflow is not usable: {exc.message}") from exc
         if run.info.lifecycle_stage == "deleted":
-            experiment = self._client.get_experiment(run.info.experiment_id)
+            try:
+                experiment = self._client.get_experiment(run.info.experiment_id)
+            except MlflowException as exc:
+                raise Unavailable(f"MLflow is not usable: {exc.message}") from exc
             where = (
                 f"its experiment {experiment.name!r} is deleted; restore it "
                 f"(`mlflow experiments restore --experiment-id {experiment.experiment_id}`)"

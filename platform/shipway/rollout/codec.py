@@ -92,6 +92,9 @@ def state_to_dict(state: State) -> dict[str, Any]:
 
 def state_from_dict(data: dict[str, Any]) -> State:
     data = dict(data)
+    # saved before the progress deadline existed: its clock starts at the last
+    # analysis, not at the rollout's start (which would end a long rollout at once)
+    data.setdefault("progressed_at", data.get("last_analysis_at"))
     data["phase"] = Phase(data["phase"])
     if data.get("paused_phase") is not None:
         data["paused_phase"] = Phase(data["paused_phase"])

@@ -428,7 +428,8 @@ def _finish_unstarted(
         assert rollout is not None
         rollout.phase = str(phase) if phase else FAILED
         now = time.time()  # a state only for its reason: it never took traffic
-        rollout.state = codec.state_to_dict(State(Phase.ROLLED_BACK, 0, 0, now, now, reason=reason))
+        ended = phase or Phase.FAILED
+        rollout.state = codec.state_to_dict(State(ended, 0, 0, now, now, reason=reason))
         event = "rollout.rolled-back" if phase else "rollout.failed"
         _audit(session, actor, rollout, event, reason, {})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -31,10 +32,18 @@ def test_specs_and_states_round_trip_through_json() -> None:
     again = codec.state_from_dict(json.loads(json.dumps(codec.state_to_dict(paused))))
     assert again == paused and again.paused_phase is canary.Phase.SHADOWING
     # a state saved before the progress fields existed still loads, with their defaults
-    old = codec.state_to_dict(state)
+    # and its deadline clock starting at its last analysis (not at its start: a long
+    # rollout must not end "failed" at its first analysis after an upgrade)
+    old = codec.state_to_dict(replace(state, last_analysis_at=1200.0))
     for key in ("inconclusive_in_a_row", "progressed_at", "shadow_compared"):
         old.pop(key)
-    assert codec.state_from_dict(old) == state
+    loaded = codec.state_from_dict(old)
+    assert loaded == replace(state, last_analysis_at=1200.0, progressed_at=1200.0)
+    quiet_spec = CanarySpec(steps=(10, 100), interval_s=30.0)
+    after, _ = canary.advance(
+        quiet_spec, replace(loaded, phase=canary.Phase.PROGRESSING), None, 1230.0
+    )
+    assert after.phase is canary.Phase.PROGRESSING
 
 
 @pytest.mark.parametrize(
