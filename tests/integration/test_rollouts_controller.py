@@ -390,3 +390,27 @@ def test_4xx_beyond_stable_roll_back_and_no_traffic_fails(world) -> None:  # typ
     assert weights(api, "refuse") == {"stable": 100}
     assert api.get("/api/v1/deployments/refuse").json()["build_id"] == stable
     assert container.registry.aliases("refuse") == {"production": v1}
+
+
+def test_4xx_at_100_percent_are_judged_against_stables_record_across_a_gateway_restart(
+    world,
+) -> None:  # type: ignore[no-untyped-def]
+    api, container = world
+    _, candidate, v1, _ = prepare(api, container, "whole")
+    metrics = ScriptedMetrics()
+    metrics.add("stable", 400, client_errors=4)  # stable's record before the rollout: 1 %
+    here = ports(container, metrics)
+    url = "/api/v1/deployments/whole/rollouts"
+    straight = {"steps": [100], "interval_s": 10, "thresholds": {"min_requests": 50}}
+    rid = api.post(url, json={"build_id": candidate, "settings": straight}).json()["id"]
+    serve(container, "whole", "canary", candidate)
+    rollouts.tick(container, here, now=7000.0)  # begins: stable's record kept
+    assert weights(api, "whole") == {"canary": 100, "stable": 0}
+    metrics.totals.clear()  # the gateway restarted: stable's counters are gone from it
+    for second in (10, 20):
+        metrics.add("canary", 100, client_errors=100)  # stable serves nothing at 100 %
+        rollouts.tick(container, here, now=7000.0 + second)
+    done = api.get(f"{url}/{rid}").json()
+    assert done["phase"] == "rolled-back" and "client_error_excess" in done["reason"], done
+    assert weights(api, "whole") == {"stable": 100}
+    assert container.registry.aliases("whole") == {"production": v1}

@@ -218,10 +218,15 @@ def _client_errors(obs: Observation, limits: Thresholds, enough: bool) -> CheckR
         None,
     )
     name, limit = "client_error_excess", limits.max_client_error_increase
-    if yardstick is None:
-        return CheckResult(name, Outcome.NOT_APPLICABLE, None, limit)
     if not enough:
         return CheckResult(name, Outcome.INCONCLUSIVE, None, limit)
+    if yardstick is None:
+        # nothing to tell the clients' own 4xx from the candidate's: few enough 4xx
+        # pass, more cannot be judged (inconclusive, never a pass)
+        rate = c.client_errors / c.requests
+        low = wilson_low(c.client_errors, c.requests, limits.confidence)
+        outcome = Outcome.INCONCLUSIVE if low > limit else Outcome.PASSED
+        return CheckResult(name, outcome, rate, limit, low)
     value = c.client_errors / c.requests - yardstick.client_errors / yardstick.requests
     low = difference_low(
         c.client_errors, c.requests, yardstick.client_errors, yardstick.requests, limits.confidence

@@ -41,6 +41,7 @@ VARIANTS = {"canary": "canary", "experiment": "challenger"}  # strategy -> candi
 INITIALIZING = "initializing"  # waiting for the candidate's replicas; no traffic yet
 FAILED = "failed"  # the candidate never became ready
 OPERATIONS = ("pause", "resume", "promote", "approve", "abort")
+_EMPTY = counts.VariantCounts()
 CONTROLLER = "rollout-controller"
 
 
@@ -340,6 +341,10 @@ def _begin(
         metrics: dict[str, Any] = {}
         if snapshot is not None:
             _accumulate(metrics, snapshot)
+            # stable's record before the rollout: with its totals during the rollout,
+            # the 4xx yardstick when stable serves too little in an interval (kept
+            # here, so a gateway restart that zeroes its counters does not lose it)
+            metrics["before"] = counts.snapshot_to_dict({STABLE: snapshot.get(STABLE, _EMPTY)})
         _save(container, rollout.id, state, actions, metrics=metrics)
     elif now - _epoch(rollout.created_at) > container.settings.rollout_start_timeout:
         waited = container.settings.rollout_start_timeout
@@ -387,10 +392,10 @@ def _observe(
     stable = counts.stats(interval.get(STABLE, empty), confidence)
     total = counts.snapshot_from_dict(metrics.get("total"))
     shadow = total.get(rollout.variant, empty).shadow_counts()
-    # stable's record as the gateway counted it (before and during the rollout): the
-    # 4xx yardstick for intervals in which stable served too little alongside
-    record = counts.snapshot_from_dict(metrics.get("last")).get(STABLE, empty)
-    reference = counts.stats(record, confidence)
+    # stable's record before and during the rollout: the 4xx yardstick for intervals
+    # in which stable served too little alongside
+    before = counts.snapshot_from_dict(metrics.get("before")).get(STABLE, empty)
+    reference = counts.stats(before.plus(total.get(STABLE, empty)), confidence)
     return Observation(candidate, stable, shadow=shadow, stable_reference=reference)
 
 

@@ -284,10 +284,13 @@ def test_4xx_without_stable_in_the_interval_are_judged_against_its_record() -> N
     assert analyse(failing, Thresholds())[0] is Outcome.FAILED
     usual = Observation(VariantStats(200, 0, client_errors=2), alone, stable_reference=record)
     assert analyse(usual, Thresholds())[0] is Outcome.PASSED
-    # no yardstick at all: the check does not apply (the others still do)
+    # no yardstick at all (a gateway restart zeroed stable's counters, no record kept):
+    # a candidate refusing every request cannot pass — inconclusive, never promoted
     outcome, checks = analyse(Observation(refusing, alone), Thresholds())
     excess = next(c for c in checks if c.name == "client_error_excess")
-    assert excess.outcome is Outcome.NOT_APPLICABLE and outcome is Outcome.PASSED
+    assert excess.outcome is Outcome.INCONCLUSIVE and outcome is Outcome.INCONCLUSIVE
+    clean = Observation(VariantStats(200, 0, 10.0, 20.0), alone)
+    assert analyse(clean, Thresholds())[0] is Outcome.PASSED  # no 4xx: nothing to excuse
     with pytest.raises(InvalidInput, match="max_client_error_increase"):
         Thresholds(max_client_error_increase=1.0)
 
