@@ -10,6 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from shipway.builds.accuracy import AgreementRule
 from shipway.examples import minilm
 from shipway.gateway.routing import DeploymentRoute, ReplicaRoute, RoutingTable, VariantRoute
 from shipway.gateway.store_routes import load_table
@@ -228,7 +229,13 @@ def test_shadow_traffic_is_compared_and_never_answers(
         table = table_of(
             flaky=(
                 VariantRoute("stable", 100, (ReplicaRoute(live.url, "flaky"),)),
-                VariantRoute("shadow", 0, (ReplicaRoute(shadow.url, "flaky"),), shadow_share=1.0),
+                VariantRoute(
+                    "shadow",
+                    0,
+                    (ReplicaRoute(shadow.url, "flaky"),),
+                    shadow_share=1.0,
+                    agreement=AgreementRule(batched=False),  # the flaky model: no batch axis
+                ),
             )
         )
         with running_gateway(settings_for(tmp_path), lambda: table) as (url, _):

@@ -87,6 +87,9 @@ class AgreementRule:
     # outputs of one value a row: their typical size (RMS over the gate's FP32 rows),
     # against which a row's error is judged (``cosine_rows``); as (name, size) pairs
     scales: tuple[tuple[str, float], ...] = ()
+    # False for a model without a batch axis: each request is one row, its outputs
+    # whole (an output [4] is one vector, not four values)
+    batched: bool = True
 
     def scale(self, output: str) -> float:
         return dict(self.scales).get(output, 0.0)
@@ -112,11 +115,12 @@ class AgreementRule:
             "mask_input": self.mask_input,
             "min_row_cosine": self.min_row_cosine,
             "scales": dict(self.scales),
+            "batched": self.batched,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AgreementRule:
-        known = {"min_cosine", "class_scores", "mask_input", "min_row_cosine", "scales"}
+        known = {"min_cosine", "class_scores", "mask_input", "min_row_cosine", "scales", "batched"}
         unknown = set(data) - known
         if unknown:
             raise InvalidInput(f"unknown agreement rule fields: {sorted(unknown)}")
@@ -131,6 +135,7 @@ class AgreementRule:
             if data.get("min_row_cosine") is None
             else float(data["min_row_cosine"]),
             scales=tuple(sorted((str(k), float(v)) for k, v in (data.get("scales") or {}).items())),
+            batched=bool(data.get("batched", True)),
         )
 
 
@@ -281,6 +286,8 @@ def rows_agree(
     applies to every row. Returns a bool array ``[rows]``; raises ``ValueError``
     when the reference outputs disagree on the number of rows.
     """
+    reference, candidate = as_rows(reference, rule.batched), as_rows(candidate, rule.batched)
+    inputs = as_rows(inputs, rule.batched)
     mask = _mask(inputs, rule)
     verdicts = [
         compare_output(
@@ -346,14 +353,30 @@ def resolve_rule(
     kinds: Mapping[str, str] | None = None,
     mask_input: str | None = MASK,
     min_row_cosine: float | None = None,
+    batched: bool = True,
 ) -> AgreementRule:
-    """The rule for a model, from its FP32 outputs on held-out rows and its tags."""
+    """The rule for a model, from its FP32 outputs on held-out rows and its tags;
+    ``batched`` False for a model without a batch axis (``Signature.batch_dim``)."""
+    reference = as_rows(reference, batched)
     scales = tuple(
         sorted((name, s) for name, array in reference.items() if (s := output_scale(array)))
     )
     return AgreementRule(
-        min_cosine, class_score_outputs(reference, kinds or {}), mask_input, min_row_cosine, scales
+        min_cosine,
+        class_score_outputs(reference, kinds or {}),
+        mask_input,
+        min_row_cosine,
+        scales,
+        batched,
     )
+
+
+def as_rows(arrays: Arrays, batched: bool) -> Arrays:
+    """Arrays whose leading axis is rows: as they are for a batched model; for a model
+    without a batch axis, each whole, as one row."""
+    if batched:
+        return arrays
+    return {name: np.asarray(array)[None] for name, array in arrays.items()}
 
 
 def output_scale(array: np.ndarray) -> float:
@@ -471,6 +494,8 @@ def compare(
     """The build's gate over held-out rows: per output, the mean of the per-row
     metrics of ``compare_output`` against ``rule.min_cosine`` and ``min_top1``."""
     rule = rule or AgreementRule()
+    reference, candidate = as_rows(reference, rule.batched), as_rows(candidate, rule.batched)
+    inputs = as_rows(inputs, rule.batched)
     mask = _mask(inputs, rule)
     results: list[OutputAccuracy] = []
     failed: list[GateFailure] = []

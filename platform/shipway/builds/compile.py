@@ -97,7 +97,11 @@ def compile_candidate(
     batch = evaluate.batch_size(inputs.signature)
     reference = evaluate.run(evaluate.session(inputs.model), data.held_out, batch)
     rule = resolve_rule(
-        reference, options.min_cosine, inputs.output_kinds, min_row_cosine=options.min_row_cosine
+        reference,
+        options.min_cosine,
+        inputs.output_kinds,
+        min_row_cosine=options.min_row_cosine,
+        batched=inputs.signature.batch_dim is not None,
     )
 
     def gate(path: Path) -> AccuracyReport:

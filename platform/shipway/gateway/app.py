@@ -47,7 +47,7 @@ from shipway.gateway.protocol import (
 )
 from shipway.gateway.routing import DeploymentRoute, ReplicaRoute, RoutingTable, VariantRoute
 from shipway.gateway.samples import Sample, SampleBuffer
-from shipway.gateway.shadow import shadow_agrees
+from shipway.gateway.shadow import answer_rows, shadow_rows
 from shipway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -233,7 +233,9 @@ class Gateway:
         # it in /metrics.
         label = variant.name if variant is not None else answers.NO_VARIANT
         self.metrics.responses.labels(name, label, reply.answer_class).inc()
-        self.metrics.latency.labels(name, label).observe(time.perf_counter() - started)
+        if reply.answer_class == answers.OK:  # the latency of good answers: a fast
+            # refusal or failure must not make a variant look fast (they are counted)
+            self.metrics.latency.labels(name, label).observe(time.perf_counter() - started)
         # An explicit length spares the client from chunked transfer decoding; the
         # variant header tells a client (and an A/B analysis) which arm answered.
         headers = [*reply.headers, (b"content-length", str(len(reply.body)).encode())]
@@ -364,26 +366,33 @@ class Gateway:
         headers: dict[str, str],
         primary: Reply,
     ) -> None:
-        """Mirror a request to a shadow variant; record whether it agrees with the answer.
-        Its latency is observed under the shadow variant; it is no answer to a client,
-        so the responses counter does not count it."""
+        """Mirror a request to a shadow variant; count its rows that agree with the
+        answer the client got, that disagree, or that it failed. A good answer's latency
+        is observed under the shadow variant; it is no answer to a client, so the
+        responses counter does not count it."""
         started = time.perf_counter()
+        counted: dict[str, int] = {}
         try:
+            theirs = decode(primary.body, _header_length(primary.headers), "outputs")
+            counted = {"error": answer_rows(theirs, shadow.agreement.batched)}
             reply = await self._forward(name, shadow, body, headers)
-            if reply.status != 200:
-                outcome = "error"
-            else:
+            if reply.status == 200:
+                self.metrics.latency.labels(name, shadow.name).observe(
+                    time.perf_counter() - started
+                )
                 ours = decode(reply.body, _header_length(reply.headers), "outputs")
-                theirs = decode(primary.body, _header_length(primary.headers), "outputs")
                 length = headers.get(HEADER_LENGTH)
                 inputs = decode(body, int(length) if length else None, "inputs")
-                outcome = "agree" if shadow_agrees(shadow, theirs, ours, inputs) else "disagree"
+                verdict = shadow_rows(shadow, theirs, ours, inputs)
+                agreed = int(verdict.sum())
+                counted = {"agree": agreed, "disagree": len(verdict) - agreed}
         except Exception:
-            outcome = "error"
+            counted = counted or {"error": 1}
         finally:
             self._shadows_in_flight -= 1
-            self.metrics.latency.labels(name, shadow.name).observe(time.perf_counter() - started)
-        self.metrics.shadow.labels(name, shadow.name, outcome).inc()
+        for outcome, rows in counted.items():
+            if rows:
+                self.metrics.shadow.labels(name, shadow.name, outcome).inc(rows)
 
     async def _model(self, send: Send, target: Endpoint) -> None:
         """Model metadata or readiness, with or without a version: asked of a replica
@@ -484,9 +493,11 @@ class Gateway:
             self.table = table  # one assignment: requests see the old table or the new
             self.balancer.forget_except(table.replica_urls())
             self.metrics.forget_replicas(gone)
-            self.metrics.declare_variants(
-                {(d.name, v.name) for d in table.deployments.values() for v in d.variants}
-            )
+            variants = {(d.name, v.name) for d in table.deployments.values() for v in d.variants}
+            self.metrics.declare_variants(variants)
+            # samples of variants that left: memory back, and a next canary of the same
+            # name does not start with its predecessor's traffic
+            self.samples.keep_only(variants)
 
     async def check_health(self) -> None:
         """Active checks: each replica's model must answer ready, quickly."""

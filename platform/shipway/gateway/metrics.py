@@ -72,8 +72,9 @@ class GatewayMetrics:
         )
         self.latency = Histogram(
             "shipway_gateway_request_seconds",
-            "Inference latency seen by the gateway: every answer of the responses "
-            "counter (same labels), and each mirrored request under its shadow variant",
+            "Inference latency seen by the gateway, of good answers: the 2xx of the "
+            "responses counter (same labels), and each mirrored request a shadow "
+            "answered, under its shadow variant",
             VARIANT,
             registry=r,
             buckets=LATENCY_BUCKETS,

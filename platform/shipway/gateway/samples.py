@@ -109,6 +109,12 @@ class SampleBuffer:
     def keys(self) -> list[tuple[str, str]]:
         return list(self._requests)
 
+    def keep_only(self, keys: set[tuple[str, str]]) -> None:
+        """Forget the samples of every (deployment, variant) not in ``keys``."""
+        for key in [k for k in self._requests if k not in keys]:
+            del self._requests[key]
+            del self._pairs[key]
+
 
 def _last(samples: BoundedSamples | None, limit: int | None) -> list[Sample]:
     if samples is None:

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from shipway.builds.accuracy import AgreementRule, output_kinds
 from shipway.errors import InvalidInput
 from shipway.gateway.routing import DeploymentRoute, ReplicaRoute, RoutingTable, VariantRoute
+from shipway.registry.signature import Signature
 from shipway.store.db import Database
 from shipway.store.models import Build, Deployment, ModelVersion, ReplicaState, Split
 
@@ -32,8 +33,9 @@ def agreement(build: Build) -> tuple[AgreementRule, tuple[tuple[str, str], ...]]
         return AgreementRule(
             float(options.get("min_cosine", 0.99)),
             min_row_cosine=None if floor is None else float(floor),
+            batched=Signature.from_dict(version.signature).batch_dim is not None,
         ), kinds
-    except (InvalidInput, TypeError, ValueError):
+    except (InvalidInput, TypeError, ValueError, KeyError):
         return AgreementRule(), kinds
 
 

@@ -178,6 +178,7 @@ def test_rule_round_trips_through_json_and_refuses_unknown_fields() -> None:
         "mask_input": "mask",
         "min_row_cosine": None,
         "scales": {},
+        "batched": True,
     }
     assert AgreementRule.from_dict({}) == AgreementRule()
     with pytest.raises(InvalidInput, match="unknown agreement rule fields"):
@@ -320,3 +321,16 @@ def test_one_value_rows_near_zero_are_judged_against_the_outputs_size() -> None:
     assert rows_agree(near_zero, off, {}, AgreementRule()).tolist() == [False]  # no size
     # and a real error still fails: 30 % of the output's size on every row
     assert not compare({"y": ref}, {"y": ref + 0.3}, {}, rule).passed
+
+
+def test_a_model_without_a_batch_axis_is_one_row_a_request() -> None:
+    # y [4] of a model without a batch axis is one vector, judged by its angle; read as
+    # four rows of one value each it would be four relative errors instead
+    ref = {"y": np.array([1.0, -2.0, 3.0, 0.5], np.float32)}
+    got = {"y": np.array([1.0, -2.0, 3.0, 0.9], np.float32)}  # one small element off
+    whole = resolve_rule(ref, batched=False)
+    assert not whole.batched and not AgreementRule.from_dict(whole.to_dict()).batched
+    assert rows_agree(ref, got, {}, whole).tolist() == [True]  # the vector's cosine 0.9947
+    assert rows_agree(ref, got, {}, AgreementRule()).tolist() == [True, True, True, False]
+    report = compare(ref, got, {}, whole)
+    assert report.passed and report.outputs[0].min_cosine == pytest.approx(0.99473, abs=1e-4)

@@ -6,7 +6,7 @@ import numpy as np
 
 from shipway.builds.accuracy import AgreementRule
 from shipway.gateway.routing import VariantRoute
-from shipway.gateway.shadow import shadow_agrees
+from shipway.gateway.shadow import answer_rows, shadow_agrees, shadow_rows
 
 RNG = np.random.default_rng(3)
 
@@ -69,3 +69,23 @@ def test_exact_kinds_non_finite_values_and_missing_outputs() -> None:
     assert not shadow_agrees(shadow(), {"y": np.ones((1, 3), np.float32)}, new_inf, {})
     assert not shadow_agrees(shadow(), {"y": np.ones((1, 3), np.float32)}, {}, {})  # missing
     assert not shadow_agrees(shadow(), {}, {}, {})  # nothing to compare
+
+
+def test_rows_are_counted_one_by_one_as_the_gate_counts_them() -> None:
+    # a request of 4 class-score rows, one flipped: 3 rows agree and 1 does not (the
+    # gate's top-1 rate is a share of rows; a request-level verdict would be stricter)
+    live = np.array([[0.7, 0.2, 0.1]] * 3 + [[0.34, 0.33, 0.33]], np.float32)
+    flipped = live.copy()
+    flipped[3] = [0.33, 0.34, 0.33]
+    assert shadow_rows(shadow(), {"p": live}, {"p": flipped}, {}).tolist() == [
+        True,
+        True,
+        True,
+        False,
+    ]
+    assert answer_rows({"p": live}) == 4 and answer_rows({"p": live}, batched=False) == 1
+    # a model without a batch axis: the request is one row, its outputs whole (and it
+    # disagrees, since one of its class decisions changed)
+    whole = shadow(AgreementRule(batched=False))
+    assert shadow_rows(whole, {"p": live}, {"p": flipped}, {}).tolist() == [False]
+    assert shadow_rows(whole, {"p": live}, {"p": live.copy()}, {}).tolist() == [True]
