@@ -13,7 +13,8 @@ reported alongside.
 
 What counts as a failed request: every answer a client got from the gateway is
 counted once, by class. 5xx answers and the gateway's own failures (no ready replica,
-upstream timeout, connection reset) are errors, judged against ``max_error_rate``.
+upstream timeout, connection reset) are errors, judged against ``max_error_rate`` as a
+share of the requests not answered 4xx (bad requests must not dilute failures).
 4xx answers are judged relative to stable's 4xx rate: clients that send bad requests
 to both variants do not fail the candidate, a candidate that refuses requests stable
 accepts (a renamed input, a changed shape) does. The yardstick is stable's traffic in
@@ -76,8 +77,15 @@ class VariantStats:
     client_errors: int = 0  # 4xx answers, part of ``requests``
 
     @property
+    def accepted(self) -> int:
+        """Requests not refused as the client's own (4xx): what errors are a share of."""
+        return self.requests - self.client_errors
+
+    @property
     def error_rate(self) -> float | None:
-        return self.errors / self.requests if self.requests else None
+        """5xx and gateway failures over the requests not refused with a 4xx: clients
+        sending bad requests must not dilute a candidate's failures."""
+        return self.errors / self.accepted if self.accepted > 0 else None
 
     @property
     def client_error_rate(self) -> float | None:
@@ -144,7 +152,7 @@ def analyse(obs: Observation, limits: Thresholds) -> tuple[Outcome, tuple[CheckR
     ]
     enough = c.requests >= limits.min_requests
     rate = c.error_rate
-    rate_low = wilson_low(c.errors, c.requests, limits.confidence) if c.requests else None
+    rate_low = wilson_low(c.errors, c.accepted, limits.confidence) if c.accepted > 0 else None
     results.append(
         CheckResult(
             "error_rate",

@@ -43,6 +43,10 @@ class Arm:
     latencies_ms: tuple[float, ...] = ()  # failed requests as +inf
     client_errors: int = 0  # 4xx
 
+    @property
+    def accepted(self) -> int:
+        return self.requests - self.client_errors
+
 
 @dataclass(frozen=True)
 class Comparison:
@@ -88,12 +92,21 @@ def decide(
     level = alpha / tests
     comparisons: list[Comparison] = []
     for arm in challengers:
-        for metric, mine, theirs in (
-            ("error_rate", arm.errors, control.errors),
-            ("client_error_rate", arm.client_errors, control.client_errors),
+        for metric, mine, n_mine, theirs, n_theirs in (
+            # failures as a share of the requests not refused as the client's own
+            ("error_rate", arm.errors, arm.accepted, control.errors, control.accepted),
+            (
+                "client_error_rate",
+                arm.client_errors,
+                arm.requests,
+                control.client_errors,
+                control.requests,
+            ),
         ):
-            p = two_proportion_pvalue(mine, arm.requests, theirs, control.requests)
-            better = mine / arm.requests < theirs / control.requests
+            if n_mine <= 0 or n_theirs <= 0:
+                continue
+            p = two_proportion_pvalue(mine, n_mine, theirs, n_theirs)
+            better = mine / n_mine < theirs / n_theirs
             comparisons.append(
                 Comparison(arm.name, metric, "two-proportion z", p, better, p < level)
             )

@@ -299,3 +299,15 @@ def test_newcombe_bound_of_a_difference_of_proportions() -> None:
     # Newcombe (1998), table II, example (a): 56/70 - 48/80, 95 % interval 0.0524..0.3339
     low = difference_low(56, 70, 48, 80, confidence=0.975)
     assert low == pytest.approx(0.0524, abs=1e-4)
+
+
+def test_bad_requests_do_not_dilute_a_candidates_failures() -> None:
+    # clients send 80 % garbage to both variants; of the 200 requests the candidate
+    # could answer, 12 failed (6 %): judged over all 1,000 that would be 1.2 %, within
+    # doubt of the 1 % limit
+    garbage = VariantStats(1000, 0, 10.0, 20.0, client_errors=800)
+    failing = Observation(VariantStats(1000, 12, 10.0, 20.0, client_errors=800), garbage)
+    outcome, checks = analyse(failing, Thresholds())
+    rate = next(c for c in checks if c.name == "error_rate")
+    assert outcome is Outcome.FAILED and rate.value == pytest.approx(0.06)
+    assert next(c for c in checks if c.name == "client_error_excess").outcome is Outcome.PASSED
