@@ -73,7 +73,10 @@ def start(
         float | None, typer.Option(help="Canary: mirror this share to it first (off)")
     ] = None,
     shadow_min_compared: Annotated[
-        int | None, typer.Option(help="Canary: mirrored answers compared before hand-over")
+        int | None, typer.Option(help="Canary: mirrored rows compared before hand-over (200)")
+    ] = None,
+    shadow_min_agreement: Annotated[
+        float | None, typer.Option(help="Canary: share of mirrored rows that must agree (0.98)")
     ] = None,
     progress_deadline: Annotated[
         float | None,
@@ -123,7 +126,13 @@ def start(
                 "max_inconclusive": max_inconclusive,
                 "shadow": None
                 if shadow is None
-                else _settings({"share": shadow, "min_compared": shadow_min_compared}),
+                else _settings(
+                    {
+                        "share": shadow,
+                        "min_compared": shadow_min_compared,
+                        "min_agreement": shadow_min_agreement,
+                    }
+                ),
                 "thresholds": {
                     "min_requests": min_requests,
                     "max_error_rate": max_error_rate,

@@ -47,15 +47,27 @@ class ShadowSpec:
     answers is known well enough to hand over, or to give up."""
 
     share: float = 1.0
-    min_compared: int = 200
-    min_agreement: float = 0.99
+    min_compared: int = 200  # rows compared before any decision
+    # the share of rows that must agree (the lower Wilson bound must clear it): one
+    # point below the gate's own top-1 bar (``min_top1``, 0.99), so a build at its
+    # gate's limit hands over instead of sitting on the bar
+    min_agreement: float = 0.98
     max_error_rate: float = 0.01
+    # rows compared with no decision yet that end the shadow, rolled back (its agreement
+    # sits at the bar); None: 10 x min_compared
+    max_compared: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.share <= 1 or not 0 < self.min_agreement < 1:
             raise InvalidInput("shadow share must be within (0, 1], min_agreement (0, 1)")
         if self.min_compared < 1 or self.max_error_rate < 0:
             raise InvalidInput("shadow min_compared must be >= 1, max_error_rate >= 0")
+        if self.max_compared is not None and self.max_compared < self.min_compared:
+            raise InvalidInput("shadow max_compared must be at least min_compared")
+
+    @property
+    def compared_limit(self) -> int:
+        return self.max_compared if self.max_compared is not None else 10 * self.min_compared
 
 
 @dataclass(frozen=True)
@@ -201,7 +213,11 @@ def _shadow_step(
     if counts is None:
         return _inconclusive(spec, state, now, "no shadow answers yet", {})
     verdict = decide_shadow(
-        counts, spec.shadow.min_agreement, spec.shadow.min_compared, spec.shadow.max_error_rate
+        counts,
+        spec.shadow.min_agreement,
+        spec.shadow.min_compared,
+        spec.shadow.max_error_rate,
+        spec.shadow.compared_limit,
     )
     numbers: dict[str, object] = {
         "shadow": {

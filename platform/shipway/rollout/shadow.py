@@ -1,9 +1,11 @@
 """The shadow strategy's decision: mirrored traffic, outputs compared with stable.
 
-The gateway counts each mirrored request as agree, disagree or error. The shadow
-hands over to a canary once enough requests were compared and the agreement rate's
+The gateway counts the rows of each mirrored request as agree, disagree or error (a
+row agrees when it passes the candidate build's gate test, ``gateway/shadow.py``). The
+shadow hands over to a canary once enough rows were compared and the agreement rate's
 lower confidence bound (Wilson score) clears the bar; it fails when even the upper
-bound is below the bar, or when its error rate exceeds the limit.
+bound is below the bar, when its error rate exceeds the limit, or when no decision
+came after ``max_compared`` rows.
 """
 
 from __future__ import annotations
@@ -50,10 +52,14 @@ def wilson(successes: int, total: int, confidence: float = 0.95) -> tuple[float,
 
 def decide_shadow(
     counts: ShadowCounts,
-    min_agreement: float = 0.99,
+    min_agreement: float = 0.98,
     min_compared: int = 200,
     max_error_rate: float = 0.01,
+    max_compared: int | None = None,
 ) -> ShadowVerdict:
+    """Counts are rows (a mirrored request of n rows is n comparisons). Past
+    ``max_compared`` rows without a decision the shadow fails: its agreement sits at
+    the bar, and watching longer cannot be told from hanging."""
     compared = counts.agree + counts.disagree
     total = compared + counts.error
     if total and counts.error / total > max_error_rate and total >= min_compared:
@@ -70,4 +76,7 @@ def decide_shadow(
         return ShadowVerdict(ShadowDecision.HAND_OVER, agreement, low, high, "agrees with stable")
     if high < min_agreement:
         return ShadowVerdict(ShadowDecision.FAIL, agreement, low, high, "disagrees with stable")
+    if max_compared is not None and compared >= max_compared:
+        reason = f"undecided after {compared} compared (agreement {agreement:.4f} at the bar)"
+        return ShadowVerdict(ShadowDecision.FAIL, agreement, low, high, reason)
     return ShadowVerdict(ShadowDecision.CONTINUE, agreement, low, high, "not yet certain")
