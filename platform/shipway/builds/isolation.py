@@ -19,6 +19,10 @@ The parent survives all three and takes the next build; the child's temporary fi
 go with it (``workdir``). Children are started with ``spawn`` (a fresh interpreter:
 no inherited database connections, broker sockets or locks) and die with their
 parent (Linux ``PR_SET_PDEATHSIG``), so no build outlives the worker that ran it.
+The kernel sends that signal when the *thread* that started the child ends, so
+``run_limited`` must be called from a thread that outlives the child: the worker's
+solo pool runs tasks on its main thread (``shipway.runtime.processes`` starts
+replicas from one long-lived thread for the same reason).
 """
 
 from __future__ import annotations
