@@ -161,16 +161,16 @@ def stats(counts: VariantCounts, confidence: float = 0.95) -> VariantStats:
 
 def arm(name: str, counts: VariantCounts, cap: int = 5000) -> Arm:
     """An experiment arm, its per-request latencies known to the histogram's resolution:
-    each request sits at the middle of its bucket (ties are what Mann-Whitney's tie
-    correction is for). Above ``cap`` requests, buckets are scaled down alike.
+    each good answer sits at the middle of its bucket (ties are what Mann-Whitney's tie
+    correction is for). Above ``cap`` requests, everything is scaled down alike.
 
-    Latency is time to a good answer: every failed or refused request (5xx, gateway
-    failure, 4xx) counts as slower than any answer (+inf), so an arm cannot win on the
-    speed of the requests it did answer. The histogram does not say which of its
-    entries failed, so the failed ones are taken to be the fastest — the conservative
-    reading, since fast failures are what would make an arm look fast."""
-    total = counts.buckets[-1][1] if counts.buckets else 0.0
-    scale = min(1.0, cap / total) if total else 1.0
+    Latency is time to a good answer: the histogram times good answers only (the
+    gateway's), and every failed or refused request (5xx, gateway failure, 4xx) is
+    added as slower than any answer (+inf), so an arm cannot win on the speed of the
+    requests it did answer."""
+    good = counts.buckets[-1][1] if counts.buckets else 0.0
+    failed = counts.errors + counts.client_errors
+    scale = min(1.0, cap / (good + failed)) if good + failed else 1.0
     latencies: list[float] = []
     lower, below = 0.0, 0.0
     for le, cumulative in counts.buckets:
@@ -179,8 +179,7 @@ def arm(name: str, counts: VariantCounts, cap: int = 5000) -> Arm:
         if not math.isinf(le):
             lower = le
         below = cumulative
-    failed = min(len(latencies), round((counts.errors + counts.client_errors) * scale))
-    latencies = latencies[failed:] + [math.inf] * failed
+    latencies.extend([math.inf] * round(failed * scale))
     return Arm(
         name,
         int(counts.requests),

@@ -38,12 +38,12 @@ def test_quantiles_interpolate_inside_buckets_like_prometheus() -> None:
 def test_an_arm_places_each_request_in_the_middle_of_its_bucket() -> None:
     arm = counts.arm("b", VariantCounts(4, 0, ((0.01, 1.0), (0.03, 3.0), (INF, 4.0))))
     assert arm.latencies_ms == (5.0, 20.0, 20.0, 30.0)
-    # a failed (5xx) or refused (4xx) request is slower than any answer: it takes the
-    # place of the fastest one
-    failed = counts.arm("b", VariantCounts(4, 1, ((0.01, 1.0), (0.03, 3.0), (INF, 4.0))))
-    assert failed.latencies_ms == (20.0, 20.0, 30.0, INF) and failed.errors == 1
-    refused = VariantCounts(4, 0, ((0.01, 1.0), (0.03, 3.0), (INF, 4.0)), client_errors=2)
-    assert counts.arm("b", refused).latencies_ms == (20.0, 30.0, INF, INF)
+    # a failed (5xx) or refused (4xx) request is slower than any answer (the histogram
+    # times the good answers only)
+    failed = counts.arm("b", VariantCounts(5, 1, ((0.01, 1.0), (0.03, 3.0), (INF, 4.0))))
+    assert failed.latencies_ms == (5.0, 20.0, 20.0, 30.0, INF) and failed.errors == 1
+    refused = VariantCounts(6, 0, ((0.01, 1.0), (0.03, 3.0), (INF, 4.0)), client_errors=2)
+    assert counts.arm("b", refused).latencies_ms == (5.0, 20.0, 20.0, 30.0, INF, INF)
     assert counts.arm("b", refused).client_errors == 2
     capped = counts.arm("b", VariantCounts(10_000, 0, ((0.01, 10_000.0), (INF, 10_000.0))), 100)
     assert len(capped.latencies_ms) == 100 and capped.requests == 10_000
