@@ -33,14 +33,13 @@ from shipway.services import drift as drift_service
 from shipway.settings import Settings
 from shipway.store.models import (
     AuditEvent,
-    Build,
-    BuildStatus,
     Deployment,
     Replica,
     ReplicaState,
     Variant,
 )
 from tests.integration.conftest import RunningTriton
+from tests.support.builds import succeeded_builds
 from tests.support.gateway import running_gateway, send_rows
 from tests.support.services import free_port, wait_until
 from tests.support.webhook import receiver
@@ -68,19 +67,7 @@ def test_live_windows_are_checked_against_the_reference_profile(
         models.Registration("minilm", minilm_onnx.read_bytes(), reference.read_bytes(), {}),
         actor="test",
     )
-    with container.db.session() as session:
-        builds = [
-            Build(
-                model_version_id=version.id,
-                recipe="fp32",
-                target="onnxruntime-cpu",
-                status=BuildStatus.SUCCEEDED,
-            )
-            for _ in range(2)
-        ]
-        session.add_all(builds)
-        session.flush()
-        first_build, build_id = builds[0].id, builds[1].id
+    first_build, build_id = succeeded_builds(container, version, 2)
     deployments.deploy(container, "web", first_build, "test")
     deployments.deploy(container, "web", build_id, "test")  # replaces the first as stable
     with container.db.session() as session:  # the replica: the real Triton serving MiniLM
@@ -238,19 +225,7 @@ def test_nan_in_sampled_traffic_is_evidence_not_an_error(
     version = models.register(
         container, models.Registration("scorer", scorer_onnx(), sample.getvalue(), {}), "test"
     )
-    with container.db.session() as session:
-        builds = [
-            Build(
-                model_version_id=version.id,
-                recipe="fp32",
-                target="onnxruntime-cpu",
-                status=BuildStatus.SUCCEEDED,
-            )
-            for _ in range(2)
-        ]
-        session.add_all(builds)
-        session.flush()
-        stable_build, canary_build = builds[0].id, builds[1].id
+    stable_build, canary_build = succeeded_builds(container, version, 2)
     deployments.deploy(container, "scores", stable_build, "test")
     with container.db.session() as session:  # a canary at 50 %, both on the real Triton
         deployment = session.query(Deployment).filter_by(name="scores").one()

@@ -36,6 +36,7 @@ from shipway.store.models import (
     Replica,
     new_id,
 )
+from tests.support.builds import record_build
 from tests.support.services import wait_until
 from tests.support.signatures import CASES
 
@@ -132,21 +133,7 @@ def publish(container: Container, version: ModelVersion, sample: dict[str, np.nd
         package_repository(repo, name, onnx_path, signature, Target.ONNXRUNTIME_CPU, sample=sample)
         container.registry.log_dir(version.mlflow_run_id, repo, build_artifact_path(build_id))
         shutil.rmtree(repo)
-    with container.db.session() as session:
-        session.add(
-            Build(
-                id=build_id,
-                model_version_id=version.id,
-                recipe="fp32",
-                target="onnxruntime-cpu",
-                status=BuildStatus.SUCCEEDED,
-                stage="done",
-                progress=1.0,
-                artifact_path=build_artifact_path(build_id),
-                triton_model_name=name,
-            )
-        )
-    return build_id
+    return record_build(container, version, build_id, name)
 
 
 def test_a_failed_warmup_fails_the_deployment_with_the_reason_through_restarts(

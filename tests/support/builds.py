@@ -86,6 +86,19 @@ def publish_flaky_build(
             )
         )
         container.registry.log_dir(version.mlflow_run_id, repo, build_artifact_path(build_id))
+    report = {"test_model": "flaky", "fail_share": fail_share, "sleep_ms": sleep_ms}
+    return record_build(container, version, build_id, name, report)
+
+
+def record_build(
+    container: Container,
+    version: ModelVersion,
+    build_id: str,
+    triton_name: str,
+    report: dict[str, object] | None = None,
+) -> str:
+    """The succeeded build row of a repository published under ``build_id``'s artifact
+    path, as the pipeline writes it."""
     with container.db.session() as session:
         session.add(
             Build(
@@ -97,11 +110,29 @@ def publish_flaky_build(
                 stage="done",
                 progress=1.0,
                 artifact_path=build_artifact_path(build_id),
-                triton_model_name=name,
-                report={"test_model": "flaky", "fail_share": fail_share, "sleep_ms": sleep_ms},
+                triton_model_name=triton_name,
+                report=report or {},
             )
         )
     return build_id
+
+
+def succeeded_builds(container: Container, version: ModelVersion, count: int) -> list[str]:
+    """Build rows marked succeeded without artifacts, for tests whose replicas are
+    written by hand."""
+    with container.db.session() as session:
+        rows = [
+            Build(
+                model_version_id=version.id,
+                recipe="fp32",
+                target="onnxruntime-cpu",
+                status=BuildStatus.SUCCEEDED,
+            )
+            for _ in range(count)
+        ]
+        session.add_all(rows)
+        session.flush()
+        return [row.id for row in rows]
 
 
 def real_build(container: Container, version: ModelVersion, recipe: str = "fp32") -> str:

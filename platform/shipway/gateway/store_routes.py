@@ -88,6 +88,9 @@ def _shadow_rule(build: Build) -> dict[str, object]:
 
 
 def _scalars(build: Build) -> dict[str, frozenset[str]]:
+    # the variant's build: while a variant changes build, its old replicas are judged by
+    # the new build's scalars too; a change of rank is a breaking signature change,
+    # refused before traffic moves unless allow_signature_change
     return scalar_tensors(build.model_version.signature or {})
 
 
