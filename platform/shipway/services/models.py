@@ -48,7 +48,7 @@ class Registration:
 
 
 def check_name(name: str) -> None:
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):  # match() would let a trailing newline through ($)
         raise InvalidInput(
             f"invalid model name {name!r}: use lower-case letters, digits and '-', "
             "at most 63 characters, starting and ending with a letter or digit"
