@@ -109,6 +109,14 @@ def served(
                     "text", (VariantRoute("stable", 100, (ReplicaRoute(process.url, TEXT, 4),)),)
                 ),
                 "cold": DeploymentRoute("cold", (VariantRoute("stable", 100, ()),)),
+                # a canary of another model taking most of the traffic
+                "canaried": DeploymentRoute(
+                    "canaried",
+                    (
+                        VariantRoute("canary", 90, (ReplicaRoute(process.url, MIXED, 2),)),
+                        VariantRoute("stable", 10, (ReplicaRoute(process.url, TEXT, 1),)),
+                    ),
+                ),
             }
         )
         with running_gateway(Settings(home=root), lambda: table) as (url, _):
@@ -438,3 +446,18 @@ def test_malformed_requests_are_the_clients_fault_not_the_replicas(served: Serve
 
     wait_until(lambda: counted() == {("", "4xx"): 2.0}, 30, "the two refusals counted")
     assert counted() == {("", "4xx"): 2.0}
+
+
+def test_during_a_canary_model_metadata_is_stables(
+    clients: tuple[triton_http.InferenceServerClient, ...],
+) -> None:
+    """Clients read the metadata to know what to send: stable's signature while stable
+    serves, whatever the canary's weight (its inputs may differ: a renamed input)."""
+    gateway, triton = clients
+    for _ in range(5):
+        same_but_name(
+            gateway.get_model_metadata("canaried"),
+            triton.get_model_metadata(TEXT),
+            "canaried",
+            None,
+        )

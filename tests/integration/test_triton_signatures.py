@@ -240,3 +240,32 @@ def test_through_the_gateway_a_scalar_keeps_its_own_shape(served: Served, tmp_pa
                 for spec in (*served.signatures[case].inputs, *served.signatures[case].outputs):
                     if spec.shape == ():
                         assert shapes[spec.name] == [], (case, spec.name)
+
+
+def test_a_request_the_model_cannot_run_is_the_clients_error_not_the_replicas(
+    served: Served,
+) -> None:
+    """``y = x + b``: x is ``[batch, n]`` in the signature, but b has 4 elements, so an x
+    of 3 columns cannot broadcast. The model ran its warm-up, so it works: the request
+    is at fault — 400, not a 500 that would count against the replica."""
+    body = {
+        "inputs": [
+            {"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1.0, 2.0, 3.0]},
+            {"name": "b", "shape": [4], "datatype": "FP32", "data": [1.0, 1.0, 1.0, 1.0]},
+        ]
+    }
+    answer = httpx.post(
+        f"{served.process.url}/v2/models/bias/infer", json=body, trust_env=False, timeout=30
+    )
+    assert answer.status_code == 400, answer.text
+    assert "broadcast" in answer.json()["error"]
+    fine = {
+        **body,
+        "inputs": [{**body["inputs"][0], "shape": [1, 4], "data": [1.0] * 4}, body["inputs"][1]],
+    }
+    assert (
+        httpx.post(
+            f"{served.process.url}/v2/models/bias/infer", json=fine, trust_env=False, timeout=30
+        ).status_code
+        == 200
+    )

@@ -408,7 +408,10 @@ class Gateway:
         except NotServed as exc:
             await _error(send, 404, str(exc))
             return
-        variant = candidates.choose(None, 0.0)
+        # stable's metadata while it serves (the signature its clients are written
+        # against), not the candidate's during a canary; else the largest share
+        serving = candidates.serving()
+        variant = max(serving, key=lambda v: (v.name == "stable", v.weight), default=None)
         if variant is None:
             await _error(send, 503, f"deployment {name!r} has no ready replica")
             return

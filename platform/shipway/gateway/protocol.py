@@ -101,7 +101,8 @@ def check_request(body: bytes, header_length: int | None) -> None:
     is wrong (a JSON syntax error; ``inputs`` missing or no array; a ``name``,
     ``datatype``, ``shape`` or ``id`` of the wrong type; ``data`` whose values do not
     fit the datatype or whose count is not the shape's; ``parameters`` no object;
-    ``binary_data_output`` / ``binary_data`` no boolean; an output without a name).
+    ``binary_data_output`` / ``binary_data`` no boolean; ``binary_data_size`` or an
+    output's ``classification`` no unsigned integer; an output without a name).
     Passed on, such a 500 would count against the replica (ejection, the rollout's
     error rate) for the client's mistake. What only the model can judge (names,
     shapes, datatypes it expects) is left to Triton, which answers 400 for those.
@@ -136,9 +137,15 @@ def check_request(body: bytes, header_length: int | None) -> None:
         if not isinstance(output, dict) or not isinstance(output.get("name"), str):
             raise MalformedRequest(f"output {index} must be an object with a string 'name'")
         options = output.get("parameters")
-        if isinstance(options, dict) and not isinstance(options.get("binary_data", False), bool):
+        if not isinstance(options, dict):
+            continue  # Triton ignores parameters it cannot read
+        if not isinstance(options.get("binary_data", False), bool):
             raise MalformedRequest(
                 f"output {output['name']!r}: 'binary_data' must be true or false"
+            )
+        if "classification" in options and not _count(options["classification"]):
+            raise MalformedRequest(
+                f"output {output['name']!r}: 'classification' must be a count of classes >= 0"
             )
 
 
@@ -163,9 +170,17 @@ def _check_input(tensor: object, index: int) -> None:
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
         raise MalformedRequest(f"input {name!r}: 'shape' must be an array of sizes >= 0")
+    parameters = tensor.get("parameters")  # not an object: Triton ignores it, so do we
+    if isinstance(parameters, dict) and not _count(parameters.get("binary_data_size", 0)):
+        raise MalformedRequest(f"input {name!r}: 'binary_data_size' must be a byte count >= 0")
     if "data" not in tensor:
-        return  # binary data or shared memory: Triton checks the parameters
+        return  # binary data or shared memory: Triton checks the rest
     _check_data(name, datatype, shape, tensor["data"])
+
+
+def _count(value: object) -> bool:
+    """A JSON integer >= 0 that fits Triton's unsigned 64 bits (not a bool, float, str)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**64
 
 
 # The JSON types each datatype's values may have (``bool`` is no ``int`` here: Triton

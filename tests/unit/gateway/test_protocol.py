@@ -126,6 +126,19 @@ def test_well_formed_requests_pass(request_body: dict[str, object]) -> None:
             body({"inputs": [x()], "outputs": [{"name": "y", "parameters": {"binary_data": 1}}]}),
             "'binary_data' must be true or false",
         ),
+        *(
+            (
+                body({"inputs": [{**x(), "parameters": {"binary_data_size": size}}]}),
+                "'binary_data_size' must be a byte count",
+            )
+            for size in (-4, "32", 32.0, None, True, 2**64)
+        ),
+        (
+            body(
+                {"inputs": [x()], "outputs": [{"name": "y", "parameters": {"classification": "x"}}]}
+            ),
+            "'classification' must be a count",
+        ),
     ],
 )
 def test_malformed_requests_are_refused_with_the_reason(raw: bytes, message: str) -> None:

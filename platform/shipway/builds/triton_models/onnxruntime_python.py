@@ -14,6 +14,13 @@ also written to stderr, which is the server's log, after ``ERROR_MARK``: Triton 
 often dies (SIGSEGV) after a failed Python-backend warm-up before logging why, and
 ``TritonProcess.load_errors`` then reads the reason from this line. Later failures
 go to their clients only.
+
+A request the model fails on once it has answered — its warm-up ran on the reference
+sample, so the model itself works — is the request's doing (a size the graph cannot
+broadcast, an index beyond a table): Triton's INVALID_ARG, HTTP 400, so the client is
+told and the replica is not counted as failing (ejection, a rollout's error rate).
+Only ONNX Runtime running out of memory, or a failure before any answer, is INTERNAL
+(HTTP 500).
 """
 
 import json
@@ -25,6 +32,18 @@ import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 ERROR_MARK = "shipway model error:"  # as shipway.runtime.triton_process.MODEL_ERROR_MARK
+
+
+def _error(exc, answered):
+    """The Triton error for an exception of ``execute`` (see the module docstring)."""
+    message = str(exc)
+    resources = isinstance(exc, MemoryError) or "allocate" in message.lower()
+    code = (
+        pb_utils.TritonError.INVALID_ARG
+        if answered and not resources
+        else pb_utils.TritonError.INTERNAL
+    )
+    return pb_utils.TritonError(message, code)
 
 
 def _feed(value):
@@ -71,5 +90,5 @@ class TritonPythonModel:
                 if not self.answered:
                     message = " ".join(str(exc).split())  # one line
                     print(f"{ERROR_MARK} {self.name}: {message}", file=sys.stderr, flush=True)
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))))
+                responses.append(pb_utils.InferenceResponse(error=_error(exc, self.answered)))
         return responses
