@@ -85,7 +85,7 @@ class ModelVersionOut(BaseModel):
 
 
 class BuildOptionsIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     calibration: CalibrationMethod | None = Field(
         None, description="INT8 calibration method (default percentile)"
@@ -123,7 +123,7 @@ class BuildOptionsIn(BaseModel):
 
 
 class BuildIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     model: Name = Field(description="Registered model name")
     version: int = Field(ge=1, le=MAX_INT32, strict=True)
@@ -167,7 +167,7 @@ class BuildOut(BaseModel):
 
 
 class DeploymentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     build_id: Id
     replicas: Replicas | None = Field(
@@ -200,7 +200,7 @@ class DeploymentIn(BaseModel):
 
 
 class VariantIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     build_id: Id
     weight: Percent = Field(
@@ -225,7 +225,7 @@ class VariantIn(BaseModel):
 
 
 class RoutingIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     weights: dict[str, Percent] | None = Field(
         None,
@@ -242,7 +242,7 @@ class RoutingIn(BaseModel):
 
 
 class DriftPolicyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     actions: list[Action] = Field(
         default_factory=lambda: [Action.ALERT],
@@ -369,7 +369,7 @@ RolloutSettings = Annotated[
 
 
 class RolloutIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     build_id: Id = Field(description="The candidate: a succeeded build")
     strategy: Literal["canary", "experiment"] = "canary"

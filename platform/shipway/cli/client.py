@@ -15,9 +15,10 @@ import httpx
 class ApiError(Exception):
     """The API refused or could not be reached; the message is for the user."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, usage: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.usage = usage  # the command line itself is wrong (exit 2), not the request
 
 
 TERMINAL_BUILD = {"succeeded", "failed"}
@@ -45,6 +46,10 @@ class ApiClient:
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = self._http.request(method, path, **kwargs)
+        except ValueError as exc:  # a number that is nan or inf: JSON has none
+            raise ApiError(
+                f"every number must be finite (not nan or inf): {exc}", usage=True
+            ) from None
         except httpx.TransportError as exc:
             raise ApiError(
                 f"cannot reach the Shipway API at {self.base_url} ({exc.__class__.__name__}); "

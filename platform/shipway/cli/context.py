@@ -38,4 +38,4 @@ def run(fn: Any, *args: Any, **kwargs: Any) -> Any:
         with state.client() as client:
             return fn(client, *args, **kwargs)
     except ApiError as exc:
-        fail(str(exc))
+        fail(str(exc), 2 if exc.usage else 1)

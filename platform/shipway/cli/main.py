@@ -553,6 +553,8 @@ def drift_policy(
 ) -> None:
     """Set what a drift breach does: record and alert, call a signed webhook (retried,
     one event id), and roll stable back to the build it replaced."""
+    if webhook_url and "webhook" not in (action or []):
+        fail("--webhook-url is called by the webhook action only: add --action webhook", 2)
     body = {"actions": action or ["alert"], "webhook_url": webhook_url}
     policy = _run(lambda client: client.set_drift_policy(name, body))
     if json_out:

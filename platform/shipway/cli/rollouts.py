@@ -31,6 +31,28 @@ def _latest(client: ApiClient, name: str, rollout_id: str | None) -> str:
     return str(found[0]["id"])
 
 
+CANARY_ONLY = frozenset(
+    {
+        "steps",
+        "checks_per_step",
+        "failure_threshold",
+        "gate",
+        "bake",
+        "max_error_rate",
+        "max_client_error_increase",
+        "max_p50_ratio",
+        "max_p99_ratio",
+        "max_drift_score",
+        "shadow",
+        "shadow_min_compared",
+        "shadow_min_agreement",
+        "progress_deadline",
+        "max_inconclusive",
+    }
+)
+EXPERIMENT_ONLY = frozenset({"weight", "max_duration", "alpha"})
+
+
 def _settings(pairs: dict[str, Any]) -> dict[str, Any]:
     """Only what was given: the server's defaults stay the defaults."""
     settings = {k: v for k, v in pairs.items() if v is not None and k != "thresholds"}
@@ -85,7 +107,7 @@ def start(
     max_inconclusive: Annotated[
         int | None, typer.Option(help="Canary: inconclusive analyses in a row that fail it (10)")
     ] = None,
-    weight: Annotated[int | None, typer.Option(help="Experiment: challenger's %% (50)")] = None,
+    weight: Annotated[int | None, typer.Option(help="Experiment: challenger's % (50)")] = None,
     max_duration: Annotated[
         float | None, typer.Option(help="Experiment: seconds before 'no difference' (3600)")
     ] = None,
@@ -96,17 +118,26 @@ def start(
 ) -> None:
     """Start a rollout of BUILD on deployment NAME.
 
-    canary: optionally a SHADOW phase first (mirrored requests, answers compared with
-    stable's until the agreement rate's Wilson bound clears 99 %), then the
+    canary: optionally a SHADOW phase first (mirrored requests, each row compared with
+    stable's answer by the build's gate test, until the agreement rate's Wilson bound
+    clears 98 %), then the
     candidate takes STEPS of live traffic, one analysis per INTERVAL
     (error rate, 4xx against stable's, p50/p99 against stable, minimum requests);
     FAILURE_THRESHOLD failed analyses in a row roll it back, every step passed promotes
     it; no progress for PROGRESS_DEADLINE seconds, or MAX_INCONCLUSIVE analyses without
     enough data in a row, end it failed. A candidate whose signature would break
     stable's clients is refused unless --allow-signature-change. experiment: the
-    challenger takes WEIGHT %% sticky by request key; a two-proportion z-test on errors
-    and Mann-Whitney U on latency at ALPHA decide the winner, or "no difference".
+    challenger takes WEIGHT % sticky by request key; two-proportion z-tests on errors
+    and 4xx and Mann-Whitney U on latency at ALPHA decide the winner, or "no
+    difference". Options of the other strategy are refused, not ignored.
     """
+    given = {k for k, v in locals().items() if v not in (None, [], False)}  # options given
+    foreign = sorted(given & (EXPERIMENT_ONLY if strategy == "canary" else CANARY_ONLY))
+    if foreign:
+        options = ", ".join("--" + name.replace("_", "-") for name in foreign)
+        fail(f"{options}: not a setting of the {strategy} strategy", 2)
+    if shadow is None and (shadow_min_compared is not None or shadow_min_agreement is not None):
+        fail("--shadow-min-compared and --shadow-min-agreement need --shadow SHARE", 2)
     if strategy == "canary":
         parsed_steps = None
         if steps:

@@ -40,6 +40,9 @@ __all__ = [
 ]
 
 
+DAY, WEEK = 86_400, 604_800  # seconds: bounds of intervals and of bakes/deadlines
+
+
 @dataclass(frozen=True)
 class ShadowSpec:
     """A shadow phase before the first step: ``share`` of requests mirrored to the
@@ -60,8 +63,8 @@ class ShadowSpec:
     def __post_init__(self) -> None:
         if not 0 < self.share <= 1 or not 0 < self.min_agreement < 1:
             raise InvalidInput("shadow share must be within (0, 1], min_agreement (0, 1)")
-        if self.min_compared < 1 or self.max_error_rate < 0:
-            raise InvalidInput("shadow min_compared must be >= 1, max_error_rate >= 0")
+        if self.min_compared < 1 or not 0 <= self.max_error_rate <= 1:
+            raise InvalidInput("shadow min_compared must be >= 1, max_error_rate within [0, 1]")
         if self.max_compared is not None and self.max_compared < self.min_compared:
             raise InvalidInput("shadow max_compared must be at least min_compared")
 
@@ -94,12 +97,17 @@ class CanarySpec:
             raise InvalidInput("steps must be within 1..100 and end at 100")
         if min(self.checks_per_step, self.failure_threshold, self.max_unavailable) < 1:
             raise InvalidInput("checks per step, failure threshold, max unavailable must be >= 1")
-        if self.interval_s <= 0 or self.bake_s < 0:
-            raise InvalidInput("the analysis interval must be positive, the bake not negative")
+        if not 0 < self.interval_s <= DAY or not 0 <= self.bake_s <= WEEK:
+            raise InvalidInput(
+                f"the analysis interval must be within (0, {DAY}] s, the bake within "
+                f"[0, {WEEK}] s"
+            )
         if any(not 0 <= g < len(self.steps) for g in self.gates):
             raise InvalidInput(f"gates must name step indices 0..{len(self.steps) - 1}")
         if self.max_inconclusive < 1:
             raise InvalidInput("max_inconclusive must be >= 1")
+        if self.progress_deadline_s is not None and self.progress_deadline_s > WEEK:
+            raise InvalidInput(f"progress_deadline_s must be at most {WEEK} s (a week)")
         if self.progress_deadline_s is not None and self.progress_deadline_s < self.interval_s:
             raise InvalidInput(
                 f"progress_deadline_s ({self.progress_deadline_s}) must be at least one "

@@ -57,8 +57,10 @@ class Thresholds:
     def __post_init__(self) -> None:
         if not 0.5 <= self.confidence < 1:
             raise InvalidInput(f"confidence must be within [0.5, 1), got {self.confidence}")
-        if self.min_requests < 1 or self.max_error_rate < 0:
-            raise InvalidInput("min_requests must be >= 1 and max_error_rate >= 0")
+        if self.min_requests < 1 or not 0 <= self.max_error_rate <= 1:
+            raise InvalidInput("min_requests must be >= 1 and max_error_rate within [0, 1]")
+        if self.max_drift_score is not None and self.max_drift_score < 0:
+            raise InvalidInput("max_drift_score (a PSI) cannot be negative")
         if not 0 <= self.max_client_error_increase < 1:
             raise InvalidInput("max_client_error_increase must be within [0, 1)")
         if self.max_p50_ratio <= 0 or self.max_p99_ratio <= 0:

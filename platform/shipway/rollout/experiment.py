@@ -157,8 +157,13 @@ class ExperimentSpec:
     def __post_init__(self) -> None:
         if not 1 <= self.weight <= 99:
             raise InvalidInput(f"the challenger's weight must be within 1..99, got {self.weight}")
-        if self.interval_s <= 0 or self.max_duration_s <= 0 or self.min_requests < 1:
-            raise InvalidInput("interval, maximum duration and minimum sample must be positive")
+        if not 0 < self.interval_s <= 86_400 or not 0 < self.max_duration_s <= 2_592_000:
+            raise InvalidInput(
+                "the interval must be within (0, 86400] s and the maximum duration within "
+                "(0, 2592000] s (30 days)"
+            )
+        if self.min_requests < 1:
+            raise InvalidInput("the minimum sample must be positive")
         if not 0 < self.alpha < 1:
             raise InvalidInput(f"alpha must be within (0, 1), got {self.alpha}")
 

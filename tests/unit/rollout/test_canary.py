@@ -184,16 +184,36 @@ def test_operations() -> None:
     [
         ({"steps": (50, 25, 100)}, "rise strictly"),
         ({"steps": (5, 50)}, "end at 100"),
-        ({"interval_s": 0}, "must be positive"),
+        ({"interval_s": 0}, r"interval must be within \(0, 86400\]"),
+        ({"interval_s": 1e308}, r"interval must be within \(0, 86400\]"),
+        ({"bake_s": 1e9}, r"the bake within \[0, 604800\]"),
+        ({"progress_deadline_s": 1e9}, "at most 604800"),
+        ({"thresholds": Thresholds(max_error_rate=0.01)}, None),
         ({"failure_threshold": 0}, "must be >= 1"),
         ({"max_unavailable": 0}, "must be >= 1"),
         ({"gates": frozenset({7})}, "step indices"),
         ({"max_inconclusive": 0}, "max_inconclusive must be >= 1"),
     ],
 )
-def test_bad_specs(kwargs: dict, message: str) -> None:  # type: ignore[type-arg]
+def test_bad_specs(kwargs: dict, message: str | None) -> None:  # type: ignore[type-arg]
+    if message is None:  # a good one, for contrast
+        CanarySpec(**kwargs)
+        return
     with pytest.raises(InvalidInput, match=message):
         CanarySpec(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: Thresholds(max_error_rate=2), r"max_error_rate within \[0, 1\]"),
+        (lambda: Thresholds(max_drift_score=-1), "cannot be negative"),
+        (lambda: canary.ShadowSpec(max_error_rate=5), r"max_error_rate within \[0, 1\]"),
+    ],
+)
+def test_bad_thresholds(make: object, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        make()  # type: ignore[operator]
 
 
 def test_failures_are_judged_on_lower_confidence_bounds_not_on_a_few_requests() -> None:
