@@ -490,7 +490,7 @@ def test_a_classifier_whose_int8_decisions_flip_fails_the_gate_on_top1(
     assert lenient.report["accuracy"]["min_top1"] == 0.0
 
 
-def test_a_class_score_tag_gates_logits_and_an_unknown_tag_fails_the_build(
+def test_a_class_score_tag_gates_logits_and_an_unknown_tag_is_refused(
     container: Container,
 ) -> None:
     model, sample = graphs.close_classes_classifier()
@@ -513,16 +513,15 @@ def test_a_class_score_tag_gates_logits_and_an_unknown_tag_fails_the_build(
     assert row.report["accuracy"]["rule"]["class_scores"] == ["logits"]
     assert "output 'logits': top1 agreement" in (row.error or "")
 
-    typo = models.register(
-        container,
-        models.Registration(
-            "close-typo", logits_only.SerializeToString(), sample, {"shipway.output.logit": "x"}
-        ),
-        actor="test",
-    )
-    row, _ = build(container, typo, "int8")
-    assert row.status == BuildStatus.FAILED
-    assert "tag 'shipway.output.logit' names no output" in (row.error or "")
+    # a mistyped tag is refused when the version is registered, before any build
+    with pytest.raises(InvalidInput, match=r"tag 'shipway\.output\.logit' names no output"):
+        models.register(
+            container,
+            models.Registration(
+                "close-typo", logits_only.SerializeToString(), sample, {"shipway.output.logit": "x"}
+            ),
+            actor="test",
+        )
 
 
 def test_a_fixed_batch_model_is_benchmarked_at_its_batch_size(container: Container) -> None:

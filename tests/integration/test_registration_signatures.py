@@ -6,6 +6,7 @@ leaves nothing behind (issue 12, item 1: ``y = x * scale`` with a rank-0 scale w
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -137,3 +138,29 @@ def test_an_output_that_drops_its_declared_batch_axis_is_422(
     assert "does not run on its reference sample" in detail
     assert "its first axis is not the batch axis the signature declares" in detail
     assert nothing_registered(container, "liar")
+
+
+def test_output_kind_tags_are_checked_at_registration(
+    api: TestClient, container: Container
+) -> None:
+    """``shipway.output.<name>=class-scores|embedding`` tags steer the accuracy gate and
+    the shadow comparison: one naming no output, or no kind, is a 422 now, not a
+    failed build later."""
+    made = CASES["scalar-scale"]()
+    for tags, message in (
+        ({"shipway.output.nope": "class-scores"}, "names no output"),
+        ({"shipway.output.y": "banana"}, "choose one of class-scores, embedding"),
+    ):
+        refused = api.post(
+            "/api/v1/models/tagged/versions",
+            files={"onnx": ("m.onnx", made.onnx), "sample": ("s.npz", npz(made.sample(8)))},
+            data={"tags": json.dumps(tags)},
+        )
+        assert refused.status_code == 422 and message in refused.json()["detail"], refused.text
+        assert nothing_registered(container, "tagged")
+    accepted = api.post(
+        "/api/v1/models/tagged/versions",
+        files={"onnx": ("m.onnx", made.onnx), "sample": ("s.npz", npz(made.sample(8)))},
+        data={"tags": json.dumps({"shipway.output.y": "embedding"})},
+    )
+    assert accepted.status_code == 201, accepted.text

@@ -99,8 +99,7 @@ class CanarySpec:
             raise InvalidInput("checks per step, failure threshold, max unavailable must be >= 1")
         if not 0 < self.interval_s <= DAY or not 0 <= self.bake_s <= WEEK:
             raise InvalidInput(
-                f"the analysis interval must be within (0, {DAY}] s, the bake within "
-                f"[0, {WEEK}] s"
+                f"the analysis interval must be within (0, {DAY}] s, the bake within [0, {WEEK}] s"
             )
         if any(not 0 <= g < len(self.steps) for g in self.gates):
             raise InvalidInput(f"gates must name step indices 0..{len(self.steps) - 1}")

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from shipway import audit
+from shipway.builds.accuracy import output_kinds
 from shipway.container import Container
 from shipway.drift import profile as drift_profile
 from shipway.drift import profile_io
@@ -80,6 +81,9 @@ def register(container: Container, request: Registration, actor: str) -> ModelVe
     check_name(request.name)
     model = load_model(request.onnx_bytes)
     signature = read_signature(model)
+    # output kinds the gate and the shadow read (shipway.output.<name>=class-scores):
+    # a tag naming no output, or no kind, is refused now, not at the first build
+    output_kinds(request.tags, [spec.name for spec in signature.outputs])
     sample = load_sample(request.sample_bytes)
     rows = check_sample(signature, sample)
     digest = hashlib.sha256(request.onnx_bytes).hexdigest()
