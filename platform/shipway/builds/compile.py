@@ -87,7 +87,9 @@ def compile_candidate(
     model = onnx.load(str(inputs.model), load_external_data=False)
 
     progress("check-calibration-data", 0.1)
-    data = split(inputs.signature, inputs.sample, inputs.calibration)
+    data = split(
+        inputs.signature, inputs.sample, inputs.calibration, calibrates=recipe is Recipe.INT8
+    )
     report["calibration"] = {
         "method": options.calibration.value,
         "rows": rows(data.calibration),

@@ -99,14 +99,18 @@ class Split:
     source: str  # said in the build report: where each side came from
 
 
-def split(signature: Signature, sample: Arrays, calibration: Arrays | None) -> Split:
+def split(
+    signature: Signature, sample: Arrays, calibration: Arrays | None, calibrates: bool = True
+) -> Split:
     """Calibration rows and held-out rows, never the same ones, as ``Rows``.
 
     With a calibration dataset, it calibrates and the reference sample is held out.
     Without one, the reference sample's rows alternate between the two sides (even
     rows calibrate, odd rows are held out); the inputs that are the same for every
-    row go whole to both. Raises ``InvalidInput`` for data that does not fit the
-    graph, or a sample too small to split.
+    row go whole to both. A recipe that does not calibrate (``calibrates`` False:
+    int8-dynamic, fp16) takes a sample too small to split whole, for the gate and the
+    layer ranking both. Raises ``InvalidInput`` for data that does not fit the graph,
+    or a sample too small to split for a recipe that calibrates.
     """
     check_sample(signature, sample)
     held = Rows.of(signature, sample)
@@ -125,6 +129,8 @@ def split(signature: Signature, sample: Arrays, calibration: Arrays | None) -> S
             )
         return Split(data, held, source)
     count = rows(held)
+    if count < MIN_SPLIT_ROWS and not calibrates:
+        return Split(held, held, "reference sample, whole (nothing to calibrate)")
     if count < MIN_SPLIT_ROWS:
         what = (
             f"{count} rows"

@@ -238,10 +238,21 @@ def read_signature(model: onnx.ModelProto) -> Signature:
 
 def load_sample(npz_bytes: bytes) -> dict[str, np.ndarray]:
     """Read an ``.npz`` file of named arrays without ever unpickling objects."""
+    if not npz_bytes.startswith(b"PK"):  # an .npz is a zip archive of .npy files
+        raise InvalidInput(
+            "the sample is not an .npz file (a zip of named arrays: make it with numpy.savez)"
+        )
     try:
         with np.load(io.BytesIO(npz_bytes), allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+    except ValueError as exc:
+        if "pickle" in str(exc):  # numpy's hint to load it unsafely is not for users
+            raise InvalidInput(
+                "the sample holds Python objects (a pickle), not plain arrays: save it "
+                "with numpy.savez from numeric or string arrays"
+            ) from None
+        raise InvalidInput(f"the sample is not a readable .npz file: {exc}") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise InvalidInput(f"the sample is not a readable .npz file: {exc}") from None
 
 

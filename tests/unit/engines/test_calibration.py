@@ -127,3 +127,7 @@ def test_a_model_without_a_batch_axis_calibrates_on_a_dataset_only() -> None:
     parts = split(signature, made.sample(32), made.request)
     assert rows(parts.calibration) == rows(parts.held_out) == 1
     assert np.array_equal(parts.calibration["x"], made.request["x"])  # the whole request
+    # a recipe that does not calibrate (int8-dynamic) holds the one request out whole
+    dynamic = split(signature, made.sample(32), None, calibrates=False)
+    assert rows(dynamic.held_out) == 1 and "nothing to calibrate" in dynamic.source
+    assert np.array_equal(dynamic.held_out["x"], made.sample(32)["x"])

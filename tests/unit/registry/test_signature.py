@@ -255,8 +255,13 @@ def test_fixed_dimensions_must_match() -> None:
 
 
 def test_sample_must_be_npz_and_never_unpickled() -> None:
+    # the message says what to do, not numpy's hint to load a pickle unsafely
+    for garbage in (b"plain text", b"", b"\x08\x01onnx-bytes"):
+        with pytest.raises(InvalidInput, match=r"not an \.npz file .*numpy\.savez"):
+            load_sample(garbage)
     with pytest.raises(InvalidInput, match=r"not a readable \.npz"):
-        load_sample(b"plain text")
+        load_sample(b"PK\x03\x04 a broken zip")
     pickled = npz(input_ids=np.array([object()], dtype=object))
-    with pytest.raises(InvalidInput, match=r"not a readable \.npz"):
+    with pytest.raises(InvalidInput, match="holds Python objects") as refused:
         load_sample(pickled)["input_ids"]
+    assert "allow_pickle" not in str(refused.value)
