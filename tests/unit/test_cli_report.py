@@ -21,11 +21,16 @@ def test_report_headline() -> None:
         "size_mb": {"candidate": 18.2, "fp32": 69.1},
     }
     assert report_lines(report) == [
-        "accuracy gate passed: mean cosine 0.9961, worst 0.9931 (threshold 0.99)",
+        "accuracy gate passed: mean cosine 0.9961 (threshold 0.99), worst row 0.9931 "
+        "(floor 0.98)",
         "kept in FP32: layer.0/output/MatMul",
         "speed: 1.96x FP32, 0.80x stable (abc) — PERFORMANCE REGRESSION against stable",
         "size: 18.2 MB (FP32 69.1 MB)",
     ]
+    tiny = {"size_mb": {"candidate": 0.0012, "fp32": 0.0031}}
+    assert report_lines(tiny) == ["size: 0.0012 MB (FP32 0.0031 MB)"]
+    strict = {"accuracy": {**report["accuracy"], "rule": {"min_row_cosine": 0.995}}}
+    assert report_lines(strict)[0].endswith("worst row 0.9931 (floor 0.995)")
     assert report_lines({}) == []
 
 

@@ -212,6 +212,11 @@ def builds_show(build_id: str, json_out: JsonOpt = False) -> None:
         console.print(f"{'':>14}  {line}")
 
 
+def _megabytes(value: float) -> str:
+    """Sizes as read: 53.2 MB, 0.004 MB, not 0.0."""
+    return f"{value:.3g} MB" if value < 1 else f"{value:.1f} MB"
+
+
 def report_lines(report: dict[str, Any]) -> list[str]:
     """The build report's headline: accuracy, layers kept in FP32, speed, size."""
     lines = []
@@ -220,9 +225,13 @@ def report_lines(report: dict[str, Any]) -> list[str]:
         verdict = "passed" if accuracy["passed"] else "FAILED"
         parts = []
         if accuracy.get("mean_cosine") is not None:
+            rule = accuracy.get("rule") or {}
+            floor = rule.get("min_row_cosine")
+            if floor is None:  # the default: 1 - 2 * (1 - min_cosine)
+                floor = max(0.0, 1 - 2 * (1 - float(accuracy["threshold"])))
             parts.append(
-                f"mean cosine {accuracy['mean_cosine']:.4f}, "
-                f"worst {accuracy['min_cosine']:.4f} (threshold {accuracy['threshold']})"
+                f"mean cosine {accuracy['mean_cosine']:.4f} (threshold {accuracy['threshold']}), "
+                f"worst row {accuracy['min_cosine']:.4f} (floor {floor:.4g})"
             )
         if accuracy.get("top1_agreement") is not None:
             parts.append(
@@ -244,7 +253,7 @@ def report_lines(report: dict[str, Any]) -> list[str]:
         lines.append(text)
     size = report.get("size_mb")
     if size:
-        lines.append(f"size: {size['candidate']} MB (FP32 {size['fp32']} MB)")
+        lines.append(f"size: {_megabytes(size['candidate'])} (FP32 {_megabytes(size['fp32'])})")
     return lines
 
 

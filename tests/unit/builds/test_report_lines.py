@@ -16,8 +16,8 @@ def test_report_headline_names_top1_and_each_failure() -> None:
         }
     }
     assert report_lines(report) == [
-        "accuracy gate FAILED: mean cosine 1.0000, worst 1.0000 (threshold 0.99); "
-        "top-1 agreement 0.6250 (threshold 0.99)",
+        "accuracy gate FAILED: mean cosine 1.0000 (threshold 0.99), worst row 1.0000 "
+        "(floor 0.98); top-1 agreement 0.6250 (threshold 0.99)",
         "  output 'probs': top1 agreement 0.6250 < 0.99",
     ]
 
