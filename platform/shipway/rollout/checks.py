@@ -228,8 +228,11 @@ def _client_errors(obs: Observation, limits: Thresholds, enough: bool) -> CheckR
         None,
     )
     name, limit = "client_error_excess", limits.max_client_error_increase
-    if not enough:
-        return CheckResult(name, Outcome.INCONCLUSIVE, None, limit)
+    if not enough:  # the point value all the same: the timeline shows what is seen
+        seen = c.client_error_rate
+        if seen is not None and yardstick is not None:
+            seen -= yardstick.client_errors / yardstick.requests
+        return CheckResult(name, Outcome.INCONCLUSIVE, seen, limit)
     if yardstick is None:
         # nothing to tell the clients' own 4xx from the candidate's: few enough 4xx
         # pass, more cannot be judged (inconclusive, never a pass)

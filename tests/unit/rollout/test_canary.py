@@ -331,3 +331,11 @@ def test_bad_requests_do_not_dilute_a_candidates_failures() -> None:
     rate = next(c for c in checks if c.name == "error_rate")
     assert outcome is Outcome.FAILED and rate.value == pytest.approx(0.06)
     assert next(c for c in checks if c.name == "client_error_excess").outcome is Outcome.PASSED
+
+
+def test_too_few_requests_still_show_the_4xx_seen() -> None:
+    few = Observation(VariantStats(8, 0, 1.0, 2.0, client_errors=8), STABLE)
+    outcome, checks = analyse(few, Thresholds())
+    excess = next(c for c in checks if c.name == "client_error_excess")
+    assert outcome is Outcome.INCONCLUSIVE and excess.outcome is Outcome.INCONCLUSIVE
+    assert excess.value == 1.0  # 8 of 8 refused, stable none: shown, not judged yet
