@@ -14,6 +14,8 @@ def _logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # one INFO line per HTTP call (readiness probes, metrics reads): thousands an hour
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def serve_api(settings: Settings, migrate: bool) -> None:
