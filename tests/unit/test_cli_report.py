@@ -21,8 +21,7 @@ def test_report_headline() -> None:
         "size_mb": {"candidate": 18.2, "fp32": 69.1},
     }
     assert report_lines(report) == [
-        "accuracy gate passed: mean cosine 0.9961 (threshold 0.99), worst row 0.9931 "
-        "(floor 0.98)",
+        "accuracy gate passed: mean cosine 0.9961 (threshold 0.99), worst row 0.9931 (floor 0.98)",
         "kept in FP32: layer.0/output/MatMul",
         "speed: 1.96x FP32, 0.80x stable (abc) — PERFORMANCE REGRESSION against stable",
         "size: 18.2 MB (FP32 69.1 MB)",

@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -352,7 +353,8 @@ class Gateway:
                 payload, length, replica.triton_model_name, name, replica.version
             )
         elif status >= 400:  # Triton sends some errors (a model's own) as text/plain
-            payload, content_type, length = _as_error(payload, status), "application/json", None
+            payload = _as_error(payload, status, replica.triton_model_name, name)
+            content_type, length = "application/json", None
         reply = [(b"content-type", content_type.encode())] if content_type else []
         if length is not None:
             reply.append((HEADER_LENGTH.encode(), str(length).encode()))
@@ -641,17 +643,25 @@ def _error_body(message: str) -> bytes:
     return json.dumps({"error": message}).encode()  # the KServe v2 error shape
 
 
-def _as_error(payload: bytes, status: int) -> bytes:
-    """An upstream error answer in the protocol's shape: ``{"error": "..."}``."""
+_REQUEST_ID = re.compile(r"^\[request id: [^\]]*\] ")
+
+
+def _as_error(payload: bytes, status: int, served_as: str = "", name: str = "") -> bytes:
+    """An upstream error answer in the protocol's shape, ``{"error": "..."}``, in the
+    client's terms: the deployment's name for Triton's internal model name, and
+    without Triton's "[request id: <id_unknown>]" prefix."""
     try:
-        if isinstance(json.loads(payload).get("error"), str):
-            return payload
+        message = json.loads(payload).get("error")
     except (ValueError, AttributeError):
-        pass
-    text = payload[:500].decode("utf-8", errors="replace").strip()
-    return _error_body(
-        f"the replica answered {status}: {text}" if text else f"the replica answered {status}"
-    )
+        message = None
+    if not isinstance(message, str):
+        text = payload[:500].decode("utf-8", errors="replace").strip()
+        message = f"the replica answered {status}: {text}" if text else ""
+        message = message or f"the replica answered {status}"
+    message = _REQUEST_ID.sub("", message)
+    if served_as and name:
+        message = message.replace(f"'{served_as}'", f"'{name}'")
+    return _error_body(message)
 
 
 def _error_reply(status: int, message: str, answer_class: str) -> Reply:

@@ -208,3 +208,19 @@ def test_reshape_tensors_changes_only_the_declared_shape_of_the_named_tensors() 
     # nothing to change, or unreadable: as it was
     assert reshape_tensors(as_json, None, "outputs", frozenset({"z"}), [1], []) == (as_json, None)
     assert reshape_tensors(b"{nope", None, "inputs", frozenset({"s"}), [], [1]) == (b"{nope", None)
+
+
+def test_replica_errors_reach_clients_in_their_terms() -> None:
+    from shipway.gateway.app import _as_error
+
+    triton = (
+        b'{"error":"[request id: <id_unknown>] unexpected inference input \'x\' '
+        b"for model 'web-44f82aa80a4d'\"}"
+    )
+    assert json.loads(_as_error(triton, 400, "web-44f82aa80a4d", "web")) == {
+        "error": "unexpected inference input 'x' for model 'web'"
+    }
+    assert json.loads(_as_error(b"model crashed", 500)) == {
+        "error": "the replica answered 500: model crashed"
+    }
+    assert json.loads(_as_error(b"", 503)) == {"error": "the replica answered 503"}
