@@ -6,6 +6,8 @@ The CLI is a client of the API (``SHIPWAY_API_URL``, ``SHIPWAY_TOKEN``); ``up``,
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -424,10 +426,25 @@ def status(json_out: JsonOpt = False) -> None:
     table("Deployments", ["name", "build", "status", "replicas", "infer url"], rows)
 
 
+@contextlib.contextmanager
+def _server_extra() -> Iterator[None]:
+    """The control plane's own processes need the ``server`` extra; the base install is
+    the CLI client and the pure engines (what the operator image carries)."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        fail(
+            f"this command runs the control plane, which needs {exc.name!r}: "
+            "pip install 'shipway[server]'",
+            2,
+        )
+
+
 @app.command("up")
 def up() -> None:
     """Run API, build worker, runtime manager and gateway here until Ctrl-C."""
-    from shipway.cli.supervisor import Supervisor, SupervisorError
+    with _server_extra():
+        from shipway.cli.supervisor import Supervisor, SupervisorError
 
     supervisor = Supervisor(state.settings)
     try:
@@ -450,7 +467,8 @@ def serve(
     ] = True,
 ) -> None:
     """Run one Shipway process (what `up` starts; Helm runs each as its own Deployment)."""
-    from shipway.cli.serve import SERVERS
+    with _server_extra():
+        from shipway.cli.serve import SERVERS
     from shipway.errors import ShipwayError
 
     if role not in SERVERS:
@@ -465,7 +483,8 @@ def serve(
 def demo(json_out: JsonOpt = False) -> None:
     """The whole story on this machine: register MiniLM, build, deploy, infer, compare;
     then build it as INT8 and roll the deployment over to it."""
-    from shipway.cli.demo import run_demo
+    with _server_extra():
+        from shipway.cli.demo import run_demo
 
     try:
         result = run_demo(state.settings, say=err_console.print)
