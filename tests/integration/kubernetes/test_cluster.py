@@ -90,6 +90,16 @@ def test_deployment_pods_are_scheduled_to_the_fake_node_and_become_ready(
         "Deployment web status readyReplicas=2",
     )
 
+    # scaled down, a pod is deleted for real (kwok's pod-delete stage ends its grace)
+    apps.patch_namespaced_deployment_scale("web", kube_namespace, {"spec": {"replicas": 1}})
+
+    def pod_names() -> set[str]:
+        listed = core.list_namespaced_pod(kube_namespace, label_selector=f"{LABEL}=web").items
+        return {p.metadata.name for p in listed}
+
+    left = wait_for(lambda: names if len(names := pod_names()) == 1 else None, 60, "one pod")
+    assert left < {p.metadata.name for p in pods}
+
 
 def test_endpointslice_lists_the_ready_pods(
     kube_api: client.ApiClient, kube_namespace: str
