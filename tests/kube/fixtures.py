@@ -2,8 +2,8 @@
 
 - ``kube_cluster`` (session): a started :class:`~tests.kube.cluster.TestCluster` with the
   Gateway API CRDs and every ``operators/shipway_operator/crds/*.yaml`` installed and
-  Established; the HPA controller syncs every 5 s. Its binaries missing → skipped with the build command (a failure under CI
-  or ``SHIPWAY_REQUIRE_SERVICES=1``).
+  Established; the HPA controller syncs every 5 s. Its binaries missing → skipped with
+  the build command (a failure under CI or ``SHIPWAY_REQUIRE_SERVICES=1``).
 - ``kube_api`` (session): a ``kubernetes.client.ApiClient`` of the cluster's admin.
 - ``kube_namespace`` (function): a fresh namespace's name, with its ``default`` service
   account already made (pods can be created at once); deleted after the test.
