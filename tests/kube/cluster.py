@@ -209,6 +209,8 @@ def write_pki(directory: Path, hosts: Iterable[str]) -> None:
 
 @dataclass
 class Component:
+    """A started component: its process and the file its stdout and stderr go to."""
+
     name: str
     process: subprocess.Popen[bytes]
     log: Path
@@ -218,7 +220,9 @@ class TestCluster:
     """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok, started by
     ``start()`` (or ``with``), each on free loopback ports, state and logs in ``workdir``.
 
-    ``extra_args`` adds flags per component (e.g. ``{"kube-controller-manager":
+    The fake node offers 32 CPUs, 256 GiB, 110 pods and 4 ``nvidia.com/gpu`` (so GPU
+    requests schedule; ``node_capacity`` changes it) and no taint. ``extra_args`` adds
+    flags per component (e.g. ``{"kube-controller-manager":
     ["--horizontal-pod-autoscaler-sync-period=5s"]}``). ``kubeconfig`` is the admin's
     kubeconfig file (for a process, or ``KUBECONFIG``); ``api_client()`` a client.
 
