@@ -20,7 +20,12 @@ from shipway.container import Container
 from shipway.rollout.counts import Snapshot, VariantCounts
 from shipway.rollout.ports import MetricsUnavailable
 from shipway.services import rollouts
-from shipway.services.rollout_ports import StorePlacement, StoreRouter
+from shipway.services.rollout_ports import (
+    StoreDriftScores,
+    StorePlacement,
+    StoreReleaseAliases,
+    StoreRouter,
+)
 from shipway.settings import Settings
 from shipway.store.models import Deployment, Replica, ReplicaState
 from tests.support.builds import publish_flaky_build, register_doubler
@@ -99,7 +104,13 @@ def prepare(api: TestClient, container: Container, name: str) -> tuple[str, str,
 
 
 def ports(container: Container, metrics: ScriptedMetrics) -> rollouts.Ports:
-    return rollouts.Ports(StoreRouter(container), StorePlacement(container), metrics)
+    return rollouts.Ports(
+        StoreRouter(container),
+        StorePlacement(container),
+        metrics,
+        StoreReleaseAliases(container),
+        StoreDriftScores(container),
+    )
 
 
 def weights(api: TestClient, name: str) -> dict[str, int]:
@@ -107,7 +118,7 @@ def weights(api: TestClient, name: str) -> dict[str, int]:
     return {v["name"]: v["weight"] for v in body["variants"]}
 
 
-CANARY = {"steps": [20, 100], "interval_s": 10, "thresholds": {"min_requests": 50}}
+CANARY = {"step_weights": [20, 100], "interval_seconds": 10, "thresholds": {"min_requests": 50}}
 
 
 def test_a_canary_from_start_to_stable_tick_by_tick(world) -> None:  # type: ignore[no-untyped-def]
@@ -174,7 +185,7 @@ def test_metrics_down_is_inconclusive_then_rolls_back(world) -> None:  # type: i
     stable, candidate, v1, _ = prepare(api, container, "dark")
     metrics = ScriptedMetrics(down=True)
     here = ports(container, metrics)
-    settings = {**CANARY, "max_unavailable": 3}
+    settings = {**CANARY, "consecutive_error_limit": 3}
     rid = api.post(
         "/api/v1/deployments/dark/rollouts", json={"build_id": candidate, "settings": settings}
     ).json()["id"]
@@ -199,6 +210,7 @@ def test_bad_requests_are_refused_with_the_reason(world) -> None:  # type: ignor
         (url, {"build_id": "nope"}, 404, "build 'nope' does not exist"),
         (url, {"build_id": candidate, "strategy": "yolo"}, 422, "strategy must be"),
         (url, {"build_id": candidate, "settings": {"stepz": [1]}}, 422, "unknown canary"),
+        # the old name of step_weights, still accepted: refused for its value
         (url, {"build_id": candidate, "settings": {"steps": [5, 50]}}, 422, "end at 100"),
         (url, {"build_id": stable}, 409, "already serves"),
     ]
@@ -285,7 +297,7 @@ def test_an_experiment_counts_through_a_gateway_restart(world) -> None:  # type:
     body = {
         "build_id": challenger,
         "strategy": "experiment",
-        "settings": {"interval_s": 10, "min_requests": 200},
+        "settings": {"interval_seconds": 10, "min_requests": 200},
     }
     rid = api.post(url, json=body).json()["id"]
     serve(container, "ab", "challenger", challenger)
@@ -371,8 +383,8 @@ def test_4xx_beyond_stable_roll_back_and_no_traffic_fails(world) -> None:  # typ
     assert container.registry.aliases("refuse") == {"production": v1}
 
     # the same clients' garbage alone does not fail a candidate; no traffic at all ends
-    # the rollout failed after max_inconclusive analyses, stable untouched
-    quiet = {**CANARY, "max_inconclusive": 3}
+    # the rollout failed after inconclusive_limit analyses, stable untouched
+    quiet = {**CANARY, "inconclusive_limit": 3}
     rid = api.post(url, json={"build_id": candidate, "settings": quiet}).json()["id"]
     serve(container, "refuse", "canary", candidate)
     rollouts.tick(container, here, now=6000.0)
@@ -402,7 +414,7 @@ def test_4xx_at_100_percent_are_judged_against_stables_record_across_a_gateway_r
     metrics.add("stable", 400, client_errors=4)  # stable's record before the rollout: 1 %
     here = ports(container, metrics)
     url = "/api/v1/deployments/whole/rollouts"
-    straight = {"steps": [100], "interval_s": 10, "thresholds": {"min_requests": 50}}
+    straight = {"step_weights": [100], "interval_seconds": 10, "thresholds": {"min_requests": 50}}
     rid = api.post(url, json={"build_id": candidate, "settings": straight}).json()["id"]
     serve(container, "whole", "canary", candidate)
     rollouts.tick(container, here, now=7000.0)  # begins: stable's record kept
