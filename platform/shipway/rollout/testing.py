@@ -162,7 +162,9 @@ class FakeMetrics:
         for variant in set(totals) | set(mirrored):
             n, e, client = totals.get(variant, [0.0, 0.0, 0.0])
             good = n - e - client
-            buckets = ((self.latency_s, good), (math.inf, good)) if n else ()
+            # one histogram bucket, (0.8 x latency, latency], as a gateway's would hold it
+            low, high = 0.8 * self.latency_s, self.latency_s
+            buckets = ((low, 0.0), (high, good), (math.inf, good)) if n else ()
             agree, disagree, error = mirrored.get(variant, [0.0, 0.0, 0.0])
             out[variant] = VariantCounts(n, e, buckets, (agree, disagree, error), client)
         return out
