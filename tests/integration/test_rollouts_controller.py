@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -427,3 +428,111 @@ def test_4xx_at_100_percent_are_judged_against_stables_record_across_a_gateway_r
     assert done["phase"] == "rolled-back" and "client_error_excess" in done["reason"], done
     assert weights(api, "whole") == {"stable": 100}
     assert container.registry.aliases("whole") == {"production": v1}
+
+
+OLD_STATE = {
+    "phase": "progressing",
+    "step": 1,
+    "weight": 50,
+    "started_at": 1000.0,
+    "last_analysis_at": 1020.0,
+    "passed_in_step": 0,
+    "failures_in_a_row": 0,
+    "unavailable_in_a_row": 0,
+    "reason": "",
+    "winner": None,
+    "bake_until": None,
+    "paused_phase": None,
+}  # saved before the progress-deadline fields existed, too
+OLD_COUNTERS = {
+    "last": {"stable": {"requests": 800, "errors": 0, "buckets": [[0.005, 800], ["+Inf", 800]]}},
+    "total": {"canary": {"requests": 100, "errors": 1, "buckets": [[0.005, 99], ["+Inf", 99]]}},
+}
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_rows_of_before_migrate_to_one_status_and_back(
+    database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Rollouts saved with the columns and setting names of before (0006) load after the
+    upgrade as one status with the frozen names, a running one goes on from where it
+    was, and a downgrade gives the old columns and names back."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    from shipway.rollout.controller import parse_spec
+    from shipway.rollout.status import RolloutStatus
+    from shipway.store.db import alembic_config
+
+    url = (
+        request.getfixturevalue("postgres_url")
+        if database == "postgresql"
+        else f"sqlite:///{tmp_path / 'state.db'}"
+    )
+    config = alembic_config(url)
+    command.upgrade(config, "0006")
+    engine = sa.create_engine(url)
+    meta = sa.MetaData()
+    meta.reflect(engine)
+    at = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    with engine.begin() as db:
+        db.execute(
+            meta.tables["model_versions"].insert(),
+            {"id": 1, "name": "m", "version": 2, "mlflow_run_id": "r", "onnx_sha256": "0" * 64,
+             "signature": {}, "tags": {}, "created_at": at},
+        )  # fmt: skip
+        for build in ("s1", "c1"):
+            db.execute(
+                meta.tables["builds"].insert(),
+                {"id": build, "model_version_id": 1, "recipe": "fp32",
+                 "target": "onnxruntime-cpu", "status": "succeeded", "stage": "done",
+                 "progress": 1.0, "report": {}, "created_at": at, "updated_at": at},
+            )  # fmt: skip
+        old_spec = {"steps": [20, 50, 100], "interval_s": 10.0, "failure_threshold": 3,
+                    "max_unavailable": 4, "bake_s": 0.0, "gates": [], "thresholds": {}}  # fmt: skip
+        db.execute(
+            meta.tables["rollouts"].insert(),
+            [
+                {"id": "r1", "deployment": "web", "strategy": "canary", "variant": "canary",
+                 "candidate_build_id": "c1", "stable_build_id": "s1", "spec": old_spec,
+                 "state": OLD_STATE, "phase": "progressing", "converged": "progressing:50",
+                 "metrics": OLD_COUNTERS, "active_key": "web", "created_by": "t",
+                 "created_at": at, "updated_at": at},
+                {"id": "r2", "deployment": "web", "strategy": "experiment",
+                 "variant": "challenger", "candidate_build_id": "c1", "stable_build_id": "s1",
+                 "spec": {"interval_s": 5.0, "max_duration_s": 60.0}, "state": None,
+                 "phase": "failed", "converged": None, "metrics": {}, "active_key": None,
+                 "created_by": "t", "created_at": at, "updated_at": at},
+            ],
+        )  # fmt: skip
+
+    command.upgrade(config, "head")
+    rows = sa.table("rollouts", sa.column("id"), sa.column("spec", sa.JSON),
+                    sa.column("status", sa.JSON))  # fmt: skip
+    with engine.begin() as db:
+        loaded = {r.id: r for r in db.execute(sa.select(rows)).all()}
+    running = RolloutStatus.from_dict(loaded["r1"].status)
+    assert (running.phase, running.weight, running.step, running.finished) == (
+        "progressing", 50, 1, False
+    )  # fmt: skip
+    assert running.converged == "progressing:50" and running.candidate_build == "c1"
+    assert running.counters.total["canary"].requests == 100
+    assert running.state is not None and running.state.progressed_at == 1020.0
+    spec = parse_spec("canary", loaded["r1"].spec)
+    assert loaded["r1"].spec["step_weights"] == [20, 50, 100] and "steps" not in loaded["r1"].spec
+    assert (spec.step_weights, spec.interval_seconds, spec.failure_limit) == ((20, 50, 100), 10, 3)
+    assert spec.consecutive_error_limit == 4
+    ended = RolloutStatus.from_dict(loaded["r2"].status)
+    assert ended.finished and ended.phase == "failed" and ended.state is None
+    assert loaded["r2"].spec == {"interval_seconds": 5.0, "max_duration_seconds": 60.0}
+
+    command.downgrade(config, "0006")
+    meta = sa.MetaData()
+    meta.reflect(engine)
+    with engine.begin() as db:
+        back = {r.id: r for r in db.execute(sa.select(meta.tables["rollouts"])).all()}
+    assert back["r1"].spec == old_spec and back["r1"].phase == "progressing"
+    assert back["r1"].converged == "progressing:50"
+    assert back["r1"].metrics["total"]["canary"]["requests"] == 100
+    assert back["r2"].spec == {"interval_s": 5.0, "max_duration_s": 60.0}
+    engine.dispose()
