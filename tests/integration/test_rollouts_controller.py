@@ -135,10 +135,11 @@ def test_a_canary_from_start_to_stable_tick_by_tick(world) -> None:  # type: ign
     assert weights(api, "web") == {"canary": 0, "stable": 100}  # placed, no traffic
     assert container.registry.aliases("web") == {"candidate": v2}
 
-    rollouts.tick(container, here, now=1000.0)  # replicas not ready: nothing moves
+    # replicas not ready: nothing moves, and the controller asks to look again soon
+    assert rollouts.tick(container, here, now=1000.0) == 1.0
     assert rollouts.get(container, rid).phase == "initializing"
     serve(container, "web", "canary", candidate)
-    rollouts.tick(container, here, now=1001.0)
+    assert rollouts.tick(container, here, now=1001.0) == 10.0  # the first analysis, then
     assert rollouts.get(container, rid).phase == "progressing"
     assert weights(api, "web") == {"canary": 20, "stable": 80}
 
@@ -147,7 +148,7 @@ def test_a_canary_from_start_to_stable_tick_by_tick(world) -> None:  # type: ign
     rollouts.tick(container, here, now=1011.0)
     metrics.add("stable", 400)
     metrics.add("canary", 100)
-    rollouts.tick(container, here, now=1015.0)  # not an interval yet
+    assert rollouts.tick(container, here, now=1015.0) == 6.0  # not an interval yet
     assert weights(api, "web") == {"canary": 20, "stable": 80}
     rollouts.tick(container, here, now=1021.0)
     assert weights(api, "web") == {"canary": 100, "stable": 0}
@@ -158,7 +159,7 @@ def test_a_canary_from_start_to_stable_tick_by_tick(world) -> None:  # type: ign
     assert api.get("/api/v1/deployments/web").json()["build_id"] == candidate
     assert weights(api, "web") == {"canary": 100, "stable": 0}  # until the new stable serves
     serve(container, "web", "stable", candidate)
-    rollouts.tick(container, here, now=1032.0)
+    assert rollouts.tick(container, here, now=1032.0) is None  # nothing left to run
     assert weights(api, "web") == {"stable": 100}
     assert container.registry.aliases("web") == {"production": v2}
 

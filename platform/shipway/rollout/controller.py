@@ -236,7 +236,7 @@ class Controller:
             observation = None
             if snapshot is not None:
                 observation = observe(status.variant, spec, interval, counters)
-                if spec.thresholds.max_drift_score is not None and self.ports.drift:
+                if spec.thresholds.max_drift_score is not None and self.ports.drift is not None:
                     score = self.ports.drift.score(deployment, STABLE, status.variant)
                     observation = replace(observation, drift_score=score)
             state, actions = canary.advance(spec, state, observation, now)
