@@ -286,7 +286,8 @@ def _reconcile(
     else:
         spec = parse_spec(rollout.strategy, rollout.spec)
         result = core.reconcile(rollout.deployment, spec, status, now)
-    _save(container, rollout_id, result)
+    if result.events or result.status != status:  # a pass with nothing to do writes nothing
+        _save(container, rollout_id, result)
     return result
 
 
