@@ -15,7 +15,7 @@ from typing import Any
 from shipway_operator import manifests, status
 from shipway_operator.errors import kube_errors, to_kopf
 from shipway_operator.kube import Kube
-from shipway_operator.spec import KIND, InvalidSpec, Spec, Variant, parse_spec
+from shipway_operator.spec import API_VERSION, KIND, InvalidSpec, Spec, Variant, parse_spec
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +25,18 @@ def _now() -> datetime:
 
 
 def reconcile(kube: Kube, body: dict[str, Any], fetch_image: str, attempts: int) -> None:
-    """Bring the cluster to ``body``'s spec. Raises kopf's Temporary/PermanentError."""
+    """Bring the cluster to ``body``'s spec. Raises kopf's Temporary/PermanentError.
+
+    Decides from the resource as it is now, not from kopf's snapshot: two handlers of
+    one event (resume and update after a restart) must see the first one's record."""
     meta = body["metadata"]
-    namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation", 0)
+    namespace, name = meta["namespace"], meta["name"]
+    with kube_errors(f"read {KIND} {namespace}/{name}"):
+        fresh = kube.get(API_VERSION, KIND, namespace, name)
+    if fresh is None:
+        return  # deleted meanwhile; garbage collection removes what it owned
+    body, meta = fresh, fresh["metadata"]
+    generation = meta.get("generation", 0)
     now = _now()
     try:
         spec = parse_spec(body.get("spec") or {})
