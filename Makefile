@@ -1,18 +1,19 @@
 # Shipway — the two commands of the README, and the steps behind them.
 #   make demo   set everything up on this machine and run the local end-to-end story
-#   make test   run the whole test suite (starts Redis and PostgreSQL itself if needed)
+#   make test   run the whole test suite (starts Redis and PostgreSQL itself if needed,
+#               and a Kubernetes test cluster from binaries `make k8s` builds and caches)
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test setup triton lint up clean
+.PHONY: demo test setup triton k8s lint up clean
 
 demo: setup triton
 	$(BIN)/shipway demo
 
-test: setup triton
+test: setup triton k8s
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 setup: $(STAMP)
@@ -25,6 +26,10 @@ $(STAMP): pyproject.toml
 
 triton:
 	PYTHON=$(PYTHON) bash scripts/install-triton.sh
+
+# the test cluster's binaries, built from the Go module proxy into ~/.cache/shipway/k8s
+k8s:
+	bash scripts/k8s/build.sh
 
 lint: setup
 	$(BIN)/ruff check .

@@ -19,6 +19,8 @@ from shipway.runtime.triton_distribution import TritonDistribution
 from shipway.settings import Settings
 from tests.support import processes, services
 
+pytest_plugins = ["tests.kube.fixtures"]  # the Kubernetes test cluster: kube_cluster, ...
+
 SESSION = processes.mark_session()
 SURVIVORS = pytest.StashKey[list[str]]()
 

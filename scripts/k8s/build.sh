@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Build the test cluster's binaries from the Go module proxy into a cache outside the
+# clone, idempotently: what is already there at the pinned version is skipped (a warm run
+# takes seconds; a cold one about 11 minutes on 2 cores and ~6 GB of Go caches).
+#
+#   ~/.cache/shipway/k8s/<kubernetes version>/
+#     bin/     kube-apiserver kube-controller-manager kube-scheduler etcd kwok
+#     stages/  kwok's stage documents (node/fast, node/heartbeat-with-lease, pod/fast)
+#     crds/gateway-api/  the Gateway API standard-channel CRDs
+#
+# Versions are pinned here and in the wrapper modules (scripts/k8s/go.mod for Kubernetes,
+# scripts/k8s/etcd/go.mod for etcd); tests/kube/cluster.py finds the cache the same way
+# (SHIPWAY_K8S_CACHE overrides its root). Go builds run under `nice -n 19`: the machine's
+# cores are shared.
+set -euo pipefail
+
+K8S_VERSION=v1.34.4
+ETCD_VERSION=v3.6.16
+KWOK_VERSION=v0.8.0
+GATEWAY_API_VERSION=v1.6.3
+
+here="$(cd "$(dirname "$0")" && pwd)"
+root="${SHIPWAY_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/shipway/k8s}/$K8S_VERSION"
+bin="$root/bin"
+mkdir -p "$bin"
+
+# one build at a time per cache (CI and a developer's run may share the machine)
+exec 9>"$root/.lock"
+flock 9
+
+# Go is installed in /usr/local/go on the CI machine, not always on a non-login PATH
+if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then
+  export PATH="/usr/local/go/bin:$PATH"
+fi
+command -v go >/dev/null || { echo "k8s: Go is needed (https://go.dev/dl/)" >&2; exit 1; }
+
+# Go's own module and build caches stay where Go keeps them (outside the clone); the
+# toolchain is the machine's (no automatic download of another).
+export GOTOOLCHAIN=local GOFLAGS="${GOFLAGS:-} -trimpath"
+export CGO_ENABLED=0
+
+log() { printf 'k8s: %s\n' "$*"; }
+
+# done_at NAME VERSION: true when NAME was built or copied at VERSION already.
+done_at() { [ -e "$root/.$1.version" ] && [ "$(cat "$root/.$1.version")" = "$2" ]; }
+mark() { printf '%s\n' "$2" >"$root/.$1.version"; }
+
+timed() { # timed NAME COMMAND...: run and report its seconds
+  local name=$1 start=$SECONDS
+  shift
+  "$@"
+  log "$name built in $((SECONDS - start))s"
+}
+
+module_dir() { # the unpacked module MODULE@VERSION in Go's module cache
+  go mod download -json "$1" | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])'
+}
+
+build_kube() { # the three control-plane commands, version-stamped like a release
+  local name=$1 ldflags="" pkg
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1"
+    ldflags+=" -X $pkg.gitMinor=$(cut -d. -f2 <<<"$K8S_VERSION")"
+    ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  (cd "$here" && nice -n 19 go build -ldflags "-s -w$ldflags" \
+    -o "$bin/$name.tmp" "k8s.io/kubernetes/cmd/$name")
+  mv "$bin/$name.tmp" "$bin/$name"
+}
+
+for name in kube-apiserver kube-controller-manager kube-scheduler; do
+  if done_at "$name" "$K8S_VERSION" && [ -x "$bin/$name" ]; then continue; fi
+  timed "$name $K8S_VERSION" build_kube "$name"
+  mark "$name" "$K8S_VERSION"
+done
+
+build_etcd() {
+  (cd "$here/etcd" && nice -n 19 go build -ldflags "-s -w" -o "$bin/etcd.tmp" go.etcd.io/etcd/server/v3)
+  mv "$bin/etcd.tmp" "$bin/etcd"
+}
+if ! { done_at etcd "$ETCD_VERSION" && [ -x "$bin/etcd" ]; }; then
+  timed "etcd $ETCD_VERSION" build_etcd
+  mark etcd "$ETCD_VERSION"
+fi
+
+build_kwok() { # on its own: kwok pins another client-go than the control plane
+  local gobin
+  gobin="$(mktemp -d)"
+  GOBIN="$gobin" nice -n 19 go install -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  mv "$gobin/kwok" "$bin/kwok"
+  rmdir "$gobin"
+}
+if ! { done_at kwok "$KWOK_VERSION" && [ -x "$bin/kwok" ]; }; then
+  timed "kwok $KWOK_VERSION" build_kwok
+  mark kwok "$KWOK_VERSION"
+fi
+
+copy_tree() { # copy_tree SRC DEST: replace DEST by a writable copy of SRC's YAML documents
+  local f
+  rm -rf "$2.tmp" "$2"
+  mkdir -p "$2.tmp"
+  for f in "$1"/*.yaml; do
+    [ "$(basename "$f")" = kustomization.yaml ] || cp "$f" "$2.tmp"/
+  done
+  chmod -R u+w "$2.tmp"
+  mv "$2.tmp" "$2"
+}
+
+if ! done_at stages "$KWOK_VERSION"; then
+  src="$(module_dir "sigs.k8s.io/kwok@$KWOK_VERSION")/kustomize/stage"
+  for stage in node/fast node/heartbeat-with-lease pod/fast; do
+    copy_tree "$src/$stage" "$root/stages/$stage"
+  done
+  mark stages "$KWOK_VERSION"
+  log "kwok stages $KWOK_VERSION copied"
+fi
+
+if ! done_at gateway-api "$GATEWAY_API_VERSION"; then
+  src="$(module_dir "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION")/config/crd/standard"
+  copy_tree "$src" "$root/crds/gateway-api"
+  mark gateway-api "$GATEWAY_API_VERSION"
+  log "Gateway API $GATEWAY_API_VERSION CRDs copied"
+fi
+
+log "ready in $root"

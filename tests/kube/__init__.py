@@ -1,0 +1,1 @@
+"""The real Kubernetes test cluster (``cluster.py``) and its pytest fixtures (``fixtures.py``)."""
