@@ -17,12 +17,18 @@ from typing import Any
 import kopf
 
 from shipway_operator import reconcile
-from shipway_operator.kube import Kube, api_client
+from shipway_operator.kube import Kube, api_client, connection_info
 from shipway_operator.manifests import LABEL_DEPLOYMENT, LABEL_MANAGED_BY, MANAGER
 from shipway_operator.settings import OperatorSettings
 from shipway_operator.spec import GROUP, KIND, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """kopf connects with the same credentials as the operator's own client."""
+    return connection_info()
 
 
 @kopf.on.startup()

@@ -76,9 +76,10 @@ class Availability:
 
 
 def availability(deployment: dict[str, Any] | None, desired_floor: int) -> Availability:
-    """Ready once the Deployment has seen its latest spec and at least the desired count
-    of its replicas are updated and available. ``desired_floor``: the count the spec asks
-    for (the HPA may ask more; that count then is the desired one)."""
+    """Ready once the Deployment has seen its latest spec, the desired count of its
+    replicas are updated and available, and no replica of an older template is left.
+    ``desired_floor``: the count the spec asks for (the HPA may ask more; that count
+    then is the desired one)."""
     if deployment is None:
         return Availability(False, desired_floor, 0, 0, None, "the Deployment does not exist")
     meta, spec = deployment.get("metadata", {}), deployment.get("spec", {})
@@ -93,9 +94,11 @@ def availability(deployment: dict[str, Any] | None, desired_floor: int) -> Avail
             failure = condition.get("reason") or "ReplicaFailure"
         if condition.get("reason") == "ProgressDeadlineExceeded":
             failure = "ProgressDeadlineExceeded"
-    ready = observed and available >= desired and updated >= desired
+    total = status.get("replicas") or 0
+    # as `kubectl rollout status`: all updated, no old replica left, all available
+    ready = observed and updated >= desired and total <= updated and available >= desired
     message = f"{available}/{desired} replicas available, {updated} updated"
-    return Availability(ready, desired, available, status.get("replicas") or 0, failure, message)
+    return Availability(ready, desired, available, total, failure, message)
 
 
 def set_condition(

@@ -111,7 +111,7 @@ def test_scale_and_update_patch_in_place(cluster: Cluster) -> None:
     cluster.create(resource("minilm"))
     first = cluster.wait_ready("minilm")
     uids = cluster.uids("minilm-stable")
-    assert len(uids) == 3
+    assert len(uids) == 3, uids
 
     triton = first["spec"]["triton"] | {"image": "nvcr.io/nvidia/tritonserver:24.11-py3"}
     cluster.patch_spec("minilm", {"replicas": 3, "triton": triton})
@@ -143,6 +143,15 @@ def test_scale_and_update_patch_in_place(cluster: Cluster) -> None:
         lambda: (d := cluster.deployment("minilm-stable")) is not None and d.spec.replicas == 1,
         SETTLE,
         "Deployment scaled to 1 through the ModelDeployment's scale subresource",
+    )
+    cluster.wait_status(
+        "minilm",
+        lambda b: (
+            (b.get("status") or {}).get("replicas") == 1
+            and b["status"].get("readyReplicas") == 1
+            and b["status"].get("observedGeneration") == b["metadata"]["generation"]
+        ),
+        "status of 1 replica",
     )
     assert cluster.wait_ready("minilm")["status"]["readyReplicas"] == 1
     assert cluster.uids("minilm-stable") == uids

@@ -117,6 +117,9 @@ def test_ready_needs_every_desired_replica_available_on_the_latest_generation() 
     assert not status.availability(_deployment(2, 2, generation=2, observed=1), 2).ready
     assert not status.availability(_deployment(1, 1), 2).ready  # the spec asks more
     assert status.availability(_deployment(2, 2), 2).ready
+    rolling = _deployment(2, 3)  # a rolling update: an old replica is still there
+    rolling["status"]["replicas"] = 3
+    assert not status.availability(rolling, 2).ready
     scaled = status.availability(_deployment(5, 3), 2)  # the HPA asks more than the floor
     assert (scaled.ready, scaled.desired) == (False, 5)
 
