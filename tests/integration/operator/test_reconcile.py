@@ -4,8 +4,10 @@ collection; a build change starts a candidate; a restarted operator resumes."""
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.kube.cluster import wait_for
@@ -280,3 +282,91 @@ def test_restarted_operator_resumes_from_status_without_duplicates(
     assert owned["Service"] == ["minilm-candidate", "minilm-stable"]
     assert owned["PodDisruptionBudget"] == ["minilm-candidate", "minilm-stable"]
     assert len(owned["ReplicaSet"]) == 2  # one each: no pod template changed
+
+
+@pytest.mark.usefixtures("operator")
+def test_switching_between_fixed_and_autoscaled_replicas(cluster: Cluster) -> None:
+    cluster.create(resource("minilm"))
+    cluster.wait_ready("minilm")
+    uids = cluster.uids("minilm-stable")
+
+    scaling = {
+        "minReplicas": 3,
+        "maxReplicas": 4,
+        "target": {"metric": "cpu", "averageUtilization": 60},
+    }
+    cluster.patch_spec("minilm", {"replicas": None, "autoscaling": scaling})
+    wait_for(lambda: cluster.hpa("minilm-stable"), SETTLE, "HPA created")
+    # the applied Deployment no longer sets replicas: the HPA's count stands
+    wait_for(
+        lambda: (d := cluster.deployment("minilm-stable")) is not None and d.spec.replicas == 3,
+        120,
+        "Deployment at the HPA's minimum",
+    )
+    assert cluster.wait_ready("minilm", timeout=120)["status"]["readyReplicas"] == 3
+
+    cluster.patch_spec("minilm", {"autoscaling": None, "replicas": 2})
+    wait_for(lambda: cluster.hpa("minilm-stable") is None, SETTLE, "HPA deleted")
+    wait_for(
+        lambda: (d := cluster.deployment("minilm-stable")) is not None and d.spec.replicas == 2,
+        SETTLE,
+        "Deployment back to fixed replicas",
+    )
+    cluster.wait_ready("minilm")
+    after = cluster.uids("minilm-stable")
+    assert {k: v for k, v in after.items() if "HorizontalPodAutoscaler" not in k} == {
+        k: v for k, v in uids.items() if "HorizontalPodAutoscaler" not in k
+    }
+
+
+@pytest.mark.usefixtures("operator")
+def test_replicas_the_cluster_refuses_make_it_degraded(cluster: Cluster) -> None:
+    quota = {"metadata": {"name": "one-pod"}, "spec": {"hard": {"pods": "1"}}}
+    cluster.core.create_namespaced_resource_quota(cluster.namespace, quota)
+    wait_for(
+        lambda: (
+            cluster.core.read_namespaced_resource_quota("one-pod", cluster.namespace).status.hard
+        ),
+        SETTLE,
+        "quota observed by the controller manager",
+    )
+    cluster.create(resource("minilm"))  # 2 replicas; the quota admits one pod
+
+    def degraded(body: dict[str, Any]) -> bool:
+        return (body.get("status") or {}).get("phase") == "Degraded"
+
+    body = cluster.wait_status("minilm", degraded, "ModelDeployment Degraded")
+    conditions = {c["type"]: c for c in body["status"]["conditions"]}
+    assert conditions["Degraded"]["status"] == "True"
+    assert conditions["Degraded"]["reason"] == "FailedCreate"
+    assert conditions["Ready"]["status"] == "False"
+    assert body["status"]["readyReplicas"] <= 1
+
+    # the quota lifted: the Deployment recovers, and so does the resource
+    cluster.core.delete_namespaced_resource_quota("one-pod", cluster.namespace)
+    ready = cluster.wait_ready("minilm", timeout=120)
+    assert {c["type"]: c["status"] for c in ready["status"]["conditions"]}["Degraded"] == "False"
+
+
+@pytest.mark.usefixtures("operator")
+def test_printer_columns_show_model_phase_ready_and_weight(
+    kube_cluster: Any, cluster: Cluster
+) -> None:
+    cluster.create(resource("minilm"))
+    cluster.wait_ready("minilm")
+    table = httpx.get(
+        f"{kube_cluster.server}/apis/shipway.io/v1alpha1/namespaces/{cluster.namespace}"
+        "/modeldeployments",
+        headers={
+            "Authorization": f"Bearer {kube_cluster.token}",
+            "Accept": "application/json;as=Table;v=v1;g=meta.k8s.io",
+        },
+        verify=ssl.create_default_context(cafile=str(kube_cluster.ca_file)),
+        timeout=30,
+    ).json()
+    names = [c["name"] for c in table["columnDefinitions"]]
+    (row,) = table["rows"]
+    cells = dict(zip(names, row["cells"], strict=True))
+    assert cells["Name"] == "minilm"
+    assert (cells["Model"], cells["Version"]) == ("minilm", "3")
+    assert (cells["Phase"], cells["Ready"], cells["Weight"]) == ("Ready", "True", 0)
