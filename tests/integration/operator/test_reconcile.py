@@ -71,6 +71,7 @@ def test_create_makes_every_object_owned_and_becomes_ready(cluster: Cluster) -> 
     assert pdb.spec.max_unavailable == 1
 
     ready = cluster.wait_ready("minilm")
+    assert not ready["metadata"].get("finalizers")  # owner references suffice for cleanup
     status = ready["status"]
     assert (status["replicas"], status["readyReplicas"]) == (2, 2)
     assert status["stableBuild"]["id"] == "b-1"
