@@ -38,6 +38,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{GROUP}/finalizer"  # used only if one is ever needed
+    # watches end server-side every 5 minutes and are re-opened, so a connection that died
+    # silently (a load balancer's idle timeout) cannot leave the operator deaf
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
     if "settings" not in memo:
         memo.settings = OperatorSettings()
     if "kube" not in memo:
