@@ -1,0 +1,37 @@
+"""``python -m shipway_operator``: run the operator.
+
+Serves the namespaces in ``SHIPWAY_OPERATOR_NAMESPACES`` (comma-separated), or the
+whole cluster when unset; standalone (one replica, no kopf peering objects needed).
+Exit code 2 with a one-line message on bad settings.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import kopf
+from pydantic import ValidationError
+
+import shipway_operator.handlers  # noqa: F401  (registers the handlers)
+from shipway_operator.settings import OperatorSettings
+
+
+def main() -> None:
+    try:
+        settings = OperatorSettings()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        print(f"shipway-operator: bad settings (SHIPWAY_OPERATOR_*): {problems}", file=sys.stderr)
+        raise SystemExit(2) from None
+    kopf.configure(verbose=False)
+    kopf.run(
+        standalone=True,
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        liveness_endpoint=settings.liveness_endpoint,
+        memo=kopf.Memo(settings=settings),
+    )
+
+
+if __name__ == "__main__":
+    main()

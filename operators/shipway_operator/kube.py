@@ -1,0 +1,168 @@
+"""The operator's one adapter to the Kubernetes API (the ``kubernetes`` client).
+
+Objects are written with server-side apply under the field manager ``shipway-operator``
+(forced: the operator owns the fields it sets), so applying the same manifest twice
+changes nothing and a changed manifest patches the live object in place, never
+recreating it. Status is written through the status subresource as a merge patch that
+carries the resourceVersion it was computed from, so two writers never lose each
+other's update (the loser gets 409 and recomputes). API failures surface as
+``kubernetes`` ``ApiException``s; ``errors.kube_errors`` maps them for kopf.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.resource import Resource
+
+from shipway_operator.manifests import (
+    LABEL_DEPLOYMENT,
+    LABEL_MANAGED_BY,
+    MANAGED_KINDS,
+    MANAGER,
+    Manifest,
+)
+from shipway_operator.spec import API_VERSION, KIND
+
+Key = tuple[str, str]  # (kind, name)
+
+
+def client_configuration() -> client.Configuration:
+    """In a pod, the service account; elsewhere ``KUBECONFIG`` (or ~/.kube/config), read
+    when called (the client's own default is fixed when it is imported)."""
+    configuration = client.Configuration()
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config(client_configuration=configuration)
+    else:
+        path = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
+        config.load_kube_config(config_file=path, client_configuration=configuration)
+    return configuration
+
+
+def api_client() -> client.ApiClient:
+    return client.ApiClient(client_configuration())
+
+
+def connection_info() -> kopf.ConnectionInfo:
+    """The same connection for kopf's own watches (one source of credentials)."""
+    configuration = client_configuration()
+    scheme, token = None, None
+    # the Authorization header the client would send, e.g. "Bearer <token>"
+    header = configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
+    if header:
+        scheme, _, token = header.partition(" ")
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        scheme=scheme,
+        token=token,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
+
+
+class Kube:
+    """Typed-by-convention access to the few resources the operator touches."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.dynamic = DynamicClient(api)
+        self._resources: dict[Key, Resource] = {}
+
+    def resource(self, api_version: str, kind: str) -> Resource:
+        key = (api_version, kind)
+        if key not in self._resources:
+            self._resources[key] = self.dynamic.resources.get(api_version=api_version, kind=kind)
+        return self._resources[key]
+
+    def apply(self, manifest: Manifest) -> dict[str, Any]:
+        """Server-side apply; returns the live object."""
+        resource = self.resource(manifest["apiVersion"], manifest["kind"])
+        live = resource.server_side_apply(
+            body=manifest,
+            namespace=manifest["metadata"]["namespace"],
+            field_manager=MANAGER,
+            force_conflicts=True,
+        )
+        return live.to_dict()
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.resource(api_version, kind).get(name=name, namespace=namespace).to_dict()
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def prune(self, namespace: str, owner: str, owner_uid: str, keep: set[Key]) -> list[Key]:
+        """Delete the owner's objects (by label and owner uid) not in ``keep``: a variant
+        that ended, an HPA no longer asked for. Returns what was deleted."""
+        deleted: list[Key] = []
+        selector = f"{LABEL_DEPLOYMENT}={owner},{LABEL_MANAGED_BY}={MANAGER}"
+        for api_version, kind in MANAGED_KINDS:
+            resource = self.resource(api_version, kind)
+            for item in resource.get(namespace=namespace, label_selector=selector).items:
+                meta = item.metadata
+                owned = any(ref.uid == owner_uid for ref in meta.ownerReferences or [])
+                if not owned or (kind, meta.name) in keep:
+                    continue
+                try:
+                    resource.delete(
+                        name=meta.name,
+                        namespace=namespace,
+                        body={"propagationPolicy": "Background"},
+                    )
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
+                deleted.append((kind, meta.name))
+        return deleted
+
+    def update_status(
+        self,
+        namespace: str,
+        name: str,
+        compute: Callable[[dict[str, Any]], dict[str, Any] | None],
+        attempts: int,
+    ) -> dict[str, Any] | None:
+        """Read the ModelDeployment, ``compute`` its new status (None: leave it), write it
+        if it changed, conditioned on the version read; on 409 read again, up to
+        ``attempts`` times (then the 409 propagates). Returns the status written."""
+        resource = self.resource(API_VERSION, KIND)
+        for attempt in range(attempts):
+            body = self.get(API_VERSION, KIND, namespace, name)
+            if body is None:
+                return None  # deleted meanwhile: nothing to report on
+            status = compute(body)
+            if status is None or _unchanged(body.get("status") or {}, status):
+                return status
+            patch = {
+                "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
+                "status": status,
+            }
+            try:
+                resource.status.patch(
+                    body=patch,
+                    name=name,
+                    namespace=namespace,
+                    content_type="application/merge-patch+json",
+                    field_manager=MANAGER,
+                )
+                return status
+            except ApiException as exc:
+                if exc.status != 409 or attempt == attempts - 1:
+                    raise
+        return None
+
+
+def _unchanged(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """True when writing ``new`` as a merge patch would not change ``old``."""
+    return all(old.get(k) == v for k, v in new.items() if v is not None) and all(
+        k not in old for k, v in new.items() if v is None
+    )

@@ -1,0 +1,50 @@
+"""The operator's settings, read from ``SHIPWAY_OPERATOR_*`` variables.
+
+Built once in the process's composition root (kopf's startup handler), never at import
+time. The Kubernetes connection itself is the standard one: in-cluster service account,
+else ``KUBECONFIG`` / ``~/.kube/config``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shipway import __version__
+
+
+class OperatorSettings(BaseSettings):
+    """Field by field; each is ``SHIPWAY_OPERATOR_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="SHIPWAY_OPERATOR_", extra="ignore")
+
+    namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Namespaces to serve, comma-separated; empty: the whole cluster.",
+    )
+    fetch_image: str = Field(
+        f"ghcr.io/shipway/shipway-operator:{__version__}",
+        min_length=1,
+        description="Image of the init container that fetches http(s) model repositories "
+        "(`python -m shipway_operator.fetch`): the operator's own image.",
+    )
+    status_retries: int = Field(
+        5,
+        ge=1,
+        description="Attempts at a status write that lost a race with another writer "
+        "(HTTP 409) before the reconcile is retried as a whole.",
+    )
+    liveness_endpoint: str | None = Field(
+        None,
+        description="kopf's liveness probe endpoint, e.g. http://0.0.0.0:8080/healthz; "
+        "unset: none.",
+    )
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [n.strip() for n in value.split(",") if n.strip()]
+        return value

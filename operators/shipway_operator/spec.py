@@ -1,0 +1,167 @@
+"""The ``ModelDeployment`` spec as typed data, read from the resource's dict.
+
+The API server already validates against the CRD's schema (crds/*.yaml); these models
+give the builders typed fields and turn what slipped past (a resource stored under an
+older schema, a hand-made dict in a test) into one ``InvalidSpec`` with a clear message.
+Field names are the CRD's camelCase ones (aliases); unknown fields are ignored, so an
+operator one version behind a newer CRD still reconciles what it knows.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "shipway.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ModelDeployment"
+PLURAL = "modeldeployments"
+DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
+# schemes Triton reads a model repository from itself; http(s) archives are fetched first
+NATIVE_SCHEMES = ("s3://", "gs://", "as://")
+ARCHIVE_SCHEMES = ("http://", "https://")
+
+
+class InvalidSpec(ValueError):
+    """A spec the operator cannot build from; permanent until the resource changes."""
+
+
+class Variant(StrEnum):
+    STABLE = "stable"
+    CANDIDATE = "candidate"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+Quantity = int | str
+
+
+class ModelRef(_Model):
+    name: str = Field(min_length=1, max_length=63)
+    version: str = Field(min_length=1, max_length=63)
+
+
+class Build(_Model):
+    id: str = Field(min_length=1, max_length=63)
+    model_repository: str
+    sha256: str | None = None
+
+    @model_validator(mode="after")
+    def _known_scheme(self) -> Build:
+        if not self.model_repository.startswith(NATIVE_SCHEMES + ARCHIVE_SCHEMES):
+            raise ValueError(
+                f"build.modelRepository must be an http(s), s3, gs or as URI, "
+                f"got {self.model_repository!r}"
+            )
+        return self
+
+    @property
+    def fetched(self) -> bool:
+        """True when an init container fetches the repository (Triton cannot read it)."""
+        return self.model_repository.startswith(ARCHIVE_SCHEMES)
+
+    def as_status(self) -> dict[str, str]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class Resources(_Model):
+    requests: dict[str, Quantity] = Field(default_factory=dict)
+    limits: dict[str, Quantity] = Field(default_factory=dict)
+
+
+class Toleration(_Model):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class Triton(_Model):
+    image: str = Field(DEFAULT_TRITON_IMAGE, min_length=1)
+    args: tuple[str, ...] = ()
+    resources: Resources = Field(default_factory=Resources)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: tuple[Toleration, ...] = ()
+
+
+class Target(_Model):
+    metric: Literal["cpu", "memory", "pods"]
+    average_utilization: int | None = Field(None, ge=1)
+    metric_name: str | None = None
+    average_value: Quantity | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Target:
+        if self.metric == "pods":
+            if self.metric_name is None or self.average_value is None:
+                raise ValueError("a pods target takes metricName and averageValue")
+        elif self.average_utilization is None:
+            raise ValueError(f"a {self.metric} target takes averageUtilization")
+        return self
+
+
+class Autoscaling(_Model):
+    min_replicas: int = Field(ge=1)
+    max_replicas: int = Field(ge=1)
+    target: Target
+    # the HPA's own `behavior`, passed through as written (HPA field names)
+    behavior: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("autoscaling.minReplicas must be at most maxReplicas")
+        return self
+
+
+class Routing(_Model):
+    split: Literal["weighted", "sticky"] = "weighted"
+    sticky_header: str = "x-shipway-key"
+
+
+class Rollout(_Model):
+    strategy: Literal["canary", "experiment"] = "canary"
+    # the analysis settings, opaque here: the rollout controller owns their meaning
+    canary: dict[str, Any] | None = None
+    experiment: dict[str, Any] | None = None
+
+
+class Drift(_Model):
+    actions: tuple[Literal["alert", "webhook", "rollback"], ...] = ("alert",)
+    webhook_url: str | None = Field(None, alias="webhookURL")
+
+
+class Spec(_Model):
+    model: ModelRef
+    build: Build
+    triton: Triton = Field(default_factory=Triton)
+    replicas: int | None = Field(None, ge=1)
+    autoscaling: Autoscaling | None = None
+    routing: Routing = Field(default_factory=Routing)
+    rollout: Rollout = Field(default_factory=Rollout)
+    drift: Drift = Field(default_factory=Drift)
+
+    @model_validator(mode="after")
+    def _replicas_or_autoscaling(self) -> Spec:
+        if self.replicas is not None and self.autoscaling is not None:
+            raise ValueError("set either replicas or autoscaling, not both")
+        return self
+
+
+def parse_spec(spec: dict[str, Any]) -> Spec:
+    """The typed spec; ``InvalidSpec`` names every bad field (CRD paths, camelCase)."""
+    try:
+        return Spec.model_validate(spec)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"spec.{'.'.join(str(p) for p in error['loc']) or '(root)'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise InvalidSpec(problems) from None

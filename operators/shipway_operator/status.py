@@ -1,0 +1,213 @@
+"""The ModelDeployment's ``.status``, derived from what the cluster reports (pure).
+
+Which builds serve (``stableBuild``, ``candidateBuild``) is decided once, here, from the
+spec and the previous status, so that a restarted operator resumes from status: a build
+recorded as stable stays stable until a rollout promotes another.
+
+The rollout seam: a build change in the spec, while a build is stable, makes that build
+the candidate, records ``status.rollout = {strategy, candidate, startedAt}`` and sets
+``Progressing=True`` (reason ``RolloutStarted``) with the candidate at 0 % of traffic.
+That placeholder is all this module writes into ``status.rollout``; the shared rollout
+controller (``shipway.rollout``, ticked by the operator in the next issue) owns the
+object from then on (steps, weights, analyses, promotion), stored opaque by the CRD.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from shipway_operator.manifests import replica_range, selector_string
+from shipway_operator.spec import Build, Spec, Variant
+
+READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
+
+
+def timestamp(now: datetime) -> str:
+    """RFC 3339 in UTC, seconds precision (metav1.Time)."""
+    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which build each variant serves and at what weight, and the rollout record."""
+
+    stable: Build
+    candidate: Build | None
+    weights: dict[str, int]
+    rollout: dict[str, Any] | None
+
+
+def plan(spec: Spec, status: dict[str, Any], now: datetime) -> Plan:
+    """Stable is the build status records (the spec's on first sight); a different build
+    in the spec is the candidate. A candidate already recorded keeps its weights and its
+    rollout record; a new one starts at 0 % with a fresh record."""
+    recorded = status.get("stableBuild") or {}
+    if recorded.get("id") and recorded["id"] != spec.build.id:
+        stable = Build.model_validate(recorded)
+        candidate: Build | None = spec.build
+    else:
+        stable, candidate = spec.build, None  # same id: the spec may refresh its location
+    if candidate is None:
+        return Plan(stable, None, {"stable": 100, "candidate": 0}, None)
+    previous = status.get("rollout") or {}
+    if (status.get("candidateBuild") or {}).get("id") == candidate.id and previous:
+        weights = status.get("weights") or {"stable": 100, "candidate": 0}
+        return Plan(stable, candidate, dict(weights), dict(previous))
+    record = {
+        "strategy": spec.rollout.strategy,
+        "candidate": candidate.id,
+        "startedAt": timestamp(now),
+    }
+    return Plan(stable, candidate, {"stable": 100, "candidate": 0}, record)
+
+
+@dataclass(frozen=True)
+class Availability:
+    """A Deployment's progress toward ``desired`` available, updated replicas."""
+
+    ready: bool
+    desired: int
+    available: int
+    replicas: int
+    failure: str | None  # reason of a Deployment condition that will not heal by waiting
+    message: str
+
+
+def availability(deployment: dict[str, Any] | None, desired_floor: int) -> Availability:
+    """Ready once the Deployment has seen its latest spec, the desired count of its
+    replicas are updated and available, and no replica of an older template is left.
+    ``desired_floor``: the count the spec asks for (the HPA may ask more; that count
+    then is the desired one)."""
+    if deployment is None:
+        return Availability(False, desired_floor, 0, 0, None, "the Deployment does not exist")
+    meta, spec = deployment.get("metadata", {}), deployment.get("spec", {})
+    status = deployment.get("status") or {}
+    desired = max(desired_floor, spec.get("replicas") or 0)
+    observed = status.get("observedGeneration", 0) >= meta.get("generation", 0)
+    available = status.get("availableReplicas") or 0
+    updated = status.get("updatedReplicas") or 0
+    failure = None
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "ReplicaFailure" and condition.get("status") == "True":
+            failure = condition.get("reason") or "ReplicaFailure"
+        if condition.get("reason") == "ProgressDeadlineExceeded":
+            failure = "ProgressDeadlineExceeded"
+    total = status.get("replicas") or 0
+    # as `kubectl rollout status`: all updated, no old replica left, all available
+    ready = observed and updated >= desired and total <= updated and available >= desired
+    message = f"{available}/{desired} replicas available, {updated} updated"
+    return Availability(ready, desired, available, total, failure, message)
+
+
+def set_condition(
+    conditions: list[dict[str, Any]],
+    kind: str,
+    status: bool,
+    reason: str,
+    message: str,
+    generation: int,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """The list with condition ``kind`` replaced; its lastTransitionTime moves only when
+    its status changes (metav1.Condition semantics)."""
+    value = "True" if status else "False"
+    old = next((c for c in conditions if c.get("type") == kind), None)
+    since = old["lastTransitionTime"] if old and old.get("status") == value else timestamp(now)
+    new = {
+        "type": kind,
+        "status": value,
+        "observedGeneration": generation,
+        "lastTransitionTime": since,
+        "reason": reason,
+        "message": message,
+    }
+    return [c for c in conditions if c.get("type") != kind] + [new]
+
+
+def derive(
+    *,
+    name: str,
+    generation: int,
+    spec: Spec,
+    plan: Plan,
+    stable: dict[str, Any] | None,
+    candidate: dict[str, Any] | None,
+    previous: dict[str, Any],
+    now: datetime,
+) -> dict[str, Any]:
+    """The whole status (everything but ``lastAnalysis``, which the rollout controller
+    writes) from the plan and the live stable and candidate Deployments."""
+    floor = replica_range(spec, plan.weights.get("stable", 100))[0]
+    serving = availability(stable, floor)
+    conditions = list(previous.get("conditions") or [])
+    conditions = set_condition(
+        conditions,
+        READY,
+        serving.ready,
+        "ReplicasAvailable" if serving.ready else "ReplicasUnavailable",
+        f"stable build {plan.stable.id}: {serving.message}",
+        generation,
+        now,
+    )
+    if plan.candidate is not None:
+        trial = availability(candidate, 1)
+        conditions = set_condition(
+            conditions,
+            PROGRESSING,
+            True,
+            "RolloutStarted",
+            f"candidate build {plan.candidate.id} at {plan.weights.get('candidate', 0)} % "
+            f"({spec.rollout.strategy}): {trial.message}",
+            generation,
+            now,
+        )
+    else:
+        conditions = set_condition(
+            conditions, PROGRESSING, False, "NoRollout", "no rollout running", generation, now
+        )
+    # Degraded: what waiting will not heal (the Deployment's own verdict); fewer ready
+    # replicas than desired is Ready=False, as a scale-up and a lost pod look alike
+    if serving.failure:
+        degraded, reason, message = True, serving.failure, f"stable: {serving.message}"
+    else:
+        degraded, reason, message = False, "AsExpected", "serving as specified"
+    conditions = set_condition(conditions, DEGRADED, degraded, reason, message, generation, now)
+    if plan.candidate is not None:
+        phase = "Progressing"
+    elif degraded:
+        phase = "Degraded"
+    elif serving.ready:
+        phase = "Ready"
+    else:
+        phase = "Pending"
+    return {
+        "phase": phase,
+        "observedGeneration": generation,
+        "conditions": conditions,
+        "stableBuild": plan.stable.as_status(),
+        "candidateBuild": plan.candidate.as_status() if plan.candidate else None,
+        "weights": plan.weights,
+        "replicas": serving.replicas,
+        "readyReplicas": serving.available,
+        "selector": selector_string(name, Variant.STABLE),
+        "rollout": plan.rollout,
+    }
+
+
+def invalid(
+    previous: dict[str, Any], generation: int, message: str, now: datetime
+) -> dict[str, Any]:
+    """Status of a resource whose spec cannot be built: Failed, Degraded=InvalidSpec;
+    what already runs keeps running (nothing is applied or removed)."""
+    conditions = set_condition(
+        list(previous.get("conditions") or []),
+        DEGRADED,
+        True,
+        "InvalidSpec",
+        message,
+        generation,
+        now,
+    )
+    return {"phase": "Failed", "observedGeneration": generation, "conditions": conditions}

@@ -1,0 +1,127 @@
+"""Bad ModelDeployments are refused by the API server itself (the CRD's schema and CEL
+rules), with a message naming the field; nothing is stored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes.client.exceptions import ApiException
+
+from .conftest import Cluster, resource
+
+pytestmark = pytest.mark.integration
+
+BUILD = {"id": "b-1", "modelRepository": "https://files.test/minilm/b-1.tar.gz"}
+CPU = {"metric": "cpu", "averageUtilization": 60}
+
+
+def _scaling(low: int, high: int) -> dict[str, Any]:
+    return {"minReplicas": low, "maxReplicas": high, "target": CPU}
+
+
+CASES: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "replicas and autoscaling",
+        {"autoscaling": _scaling(1, 2)},
+        "set either replicas or autoscaling, not both",
+    ),
+    (
+        "min above max",
+        {"replicas": None, "autoscaling": _scaling(4, 2)},
+        "autoscaling.minReplicas must be at most maxReplicas",
+    ),
+    ("no build", {"build": None}, "spec.build: Required value"),
+    (
+        "unknown repository scheme",
+        {"build": {"id": "b-1", "modelRepository": "ftp://files.test/b-1.tar.gz"}},
+        "spec.build.modelRepository: Invalid value",
+    ),
+    ("zero replicas", {"replicas": 0}, "spec.replicas: Invalid value: 0"),
+    (
+        "unknown strategy",
+        {"rollout": {"strategy": "blue-green"}},
+        'spec.rollout.strategy: Unsupported value: "blue-green"',
+    ),
+    (
+        "steps not ending at 100",
+        {"rollout": {"canary": {"stepWeights": [10, 50]}}},
+        "stepWeights must rise strictly and end at 100",
+    ),
+    (
+        "steps falling",
+        {"rollout": {"canary": {"stepWeights": [50, 10, 100]}}},
+        "stepWeights must rise strictly and end at 100",
+    ),
+    (
+        "gate past the last step",
+        {"rollout": {"canary": {"stepWeights": [50, 100], "gates": [2]}}},
+        "gates must name step indices of stepWeights",
+    ),
+    (
+        "experiment settings on a canary",
+        {"rollout": {"strategy": "canary", "experiment": {"weight": 20}}},
+        "rollout.experiment is set but the strategy is canary",
+    ),
+    (
+        "experiment weight 100",
+        {"rollout": {"strategy": "experiment", "experiment": {"weight": 100}}},
+        "spec.rollout.experiment.weight: Invalid value: 100",
+    ),
+    (
+        "webhook without URL",
+        {"drift": {"actions": ["webhook"]}},
+        "the webhook drift action needs drift.webhookURL",
+    ),
+    (
+        "GPU request without its limit",
+        {"triton": {"resources": {"requests": {"nvidia.com/gpu": 1}}}},
+        "a GPU is set in limits",
+    ),
+    (
+        "cpu target without a cpu request",
+        {"replicas": None, "autoscaling": _scaling(1, 2), "triton": {"image": "t:1"}},
+        "a cpu or memory utilization target needs that resource in triton.resources.requests",
+    ),
+    (
+        "sticky header not x-",
+        {"routing": {"split": "sticky", "stickyHeader": "cookie"}},
+        "spec.routing.stickyHeader: Invalid value",
+    ),
+]
+
+
+@pytest.mark.parametrize(("changes", "message"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_invalid_resource_is_refused_with_a_clear_message(
+    cluster: Cluster, changes: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ApiException) as refused:
+        cluster.create(resource("bad", **changes))
+    assert refused.value.status == 422
+    text = json.loads(refused.value.body)["message"]
+    assert message in text, text
+    listing = cluster.custom.list_namespaced_custom_object(
+        "shipway.io", "v1alpha1", cluster.namespace, "modeldeployments"
+    )
+    assert listing["items"] == []
+
+
+def test_name_too_long_for_its_objects_is_refused(cluster: Cluster) -> None:
+    body = resource("m" * 51)
+    with pytest.raises(ApiException) as refused:
+        cluster.create(body)
+    assert refused.value.status == 422
+    assert (
+        "metadata.name must be at most 50 characters" in json.loads(refused.value.body)["message"]
+    )
+
+
+def test_valid_examples_are_accepted(cluster: Cluster) -> None:
+    examples = Path(__file__).resolve().parents[3] / "operators" / "examples"
+    for path in sorted(examples.glob("*.yaml")):
+        body = yaml.safe_load(path.read_text())
+        created = cluster.create(body)
+        assert created["spec"]["model"] == body["spec"]["model"], path.name

@@ -1,0 +1,164 @@
+"""The typed spec against the CRD: the same field names, the examples parse, and a spec
+the API server would refuse is refused here too, naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from shipway_operator.spec import InvalidSpec, Spec, parse_spec
+
+from .conftest import base_spec
+
+ROOT = Path(__file__).resolve().parents[3]
+CRD = ROOT / "operators" / "shipway_operator" / "crds" / "modeldeployments.shipway.io.yaml"
+EXAMPLES = sorted((ROOT / "operators" / "examples").glob("*.yaml"))
+
+
+def _schema() -> dict[str, Any]:
+    crd = yaml.safe_load(CRD.read_text())
+    return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _differences(model: type[BaseModel], schema: dict[str, Any], path: str) -> list[str]:
+    if schema.get("type") == "array":
+        schema = schema["items"]
+    properties = schema.get("properties", {})
+    fields = {(f.alias or name): f for name, f in model.model_fields.items()}
+    problems = [f"{path}.{k}: in the CRD only" for k in properties.keys() - fields.keys()]
+    problems += [f"{path}.{k}: in the model only" for k in fields.keys() - properties.keys()]
+    for key in fields.keys() & properties.keys():
+        nested = _model_of(fields[key].annotation)
+        if nested is not None:
+            problems += _differences(nested, properties[key], f"{path}.{key}")
+    return problems
+
+
+def test_typed_spec_and_crd_schema_name_the_same_fields() -> None:
+    assert _differences(Spec, _schema()["properties"]["spec"], "spec") == []
+
+
+def test_crd_is_namespaced_with_status_scale_and_printer_columns() -> None:
+    crd = yaml.safe_load(CRD.read_text())
+    version = crd["spec"]["versions"][0]
+    assert crd["spec"]["scope"] == "Namespaced"
+    assert (crd["spec"]["group"], version["name"]) == ("shipway.io", "v1alpha1")
+    assert "md" in crd["spec"]["names"]["shortNames"]
+    assert version["subresources"]["status"] == {}
+    assert version["subresources"]["scale"]["specReplicasPath"] == ".spec.replicas"
+    columns = {c["name"] for c in version["additionalPrinterColumns"]}
+    assert {"Model", "Version", "Phase", "Ready", "Weight", "Age"} <= columns
+
+
+def test_crd_uses_the_frozen_analysis_names() -> None:
+    rollout = _schema()["properties"]["spec"]["properties"]["rollout"]["properties"]
+    canary = rollout["canary"]["properties"]
+    assert set(canary) == {
+        "stepWeights",
+        "intervalSeconds",
+        "checksPerStep",
+        "failureLimit",
+        "consecutiveErrorLimit",
+        "inconclusiveLimit",
+        "progressDeadlineSeconds",
+        "bakeSeconds",
+        "gates",
+        "shadow",
+        "thresholds",
+    }
+    assert set(canary["shadow"]["properties"]) == {
+        "share",
+        "minCompared",
+        "minAgreement",
+        "maxErrorRate",
+        "maxCompared",
+    }
+    assert set(canary["thresholds"]["properties"]) == {
+        "minRequests",
+        "maxErrorRate",
+        "maxClientErrorIncrease",
+        "maxP50Ratio",
+        "maxP99Ratio",
+        "maxDriftScore",
+        "confidence",
+    }
+    assert set(rollout["experiment"]["properties"]) == {
+        "weight",
+        "intervalSeconds",
+        "minRequests",
+        "maxDurationSeconds",
+        "alpha",
+    }
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_parse(path: Path) -> None:
+    resource = yaml.safe_load(path.read_text())
+    assert resource["apiVersion"] == "shipway.io/v1alpha1"
+    assert parse_spec(resource["spec"]).model.name
+
+
+def test_defaults_fill_what_the_spec_leaves_out() -> None:
+    spec = parse_spec(base_spec(replicas=None))
+    assert spec.replicas is None and spec.autoscaling is None
+    assert spec.triton.image.startswith("nvcr.io/nvidia/tritonserver:")
+    assert (spec.routing.split, spec.routing.sticky_header) == ("weighted", "x-shipway-key")
+    assert spec.rollout.strategy == "canary"
+    assert spec.drift.actions == ("alert",)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"build": None}, r"spec\.build: Field required"),
+        (
+            {"build": {"id": "b", "modelRepository": "ftp://host/x.tar.gz"}},
+            r"spec\.build: .*http\(s\), s3, gs or as URI, got 'ftp://host/x\.tar\.gz'",
+        ),
+        ({"model": {"name": "m"}}, r"spec\.model\.version: Field required"),
+        (
+            {"autoscaling": {"minReplicas": 1, "maxReplicas": 2, "target": {"metric": "pods"}}},
+            r"either replicas or autoscaling|metricName and averageValue",
+        ),
+        (
+            {
+                "replicas": None,
+                "autoscaling": {
+                    "minReplicas": 5,
+                    "maxReplicas": 2,
+                    "target": {"metric": "cpu", "averageUtilization": 50},
+                },
+            },
+            r"minReplicas must be at most maxReplicas",
+        ),
+        ({"replicas": 0}, r"spec\.replicas: Input should be greater than or equal to 1"),
+        ({"rollout": {"strategy": "blue-green"}}, r"spec\.rollout\.strategy: Input should be"),
+    ],
+)
+def test_bad_specs_are_refused_naming_the_field(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidSpec, match=message):
+        parse_spec(base_spec(**changes))
+
+
+def test_replicas_and_autoscaling_together_are_refused() -> None:
+    scaling = {
+        "minReplicas": 1,
+        "maxReplicas": 2,
+        "target": {"metric": "cpu", "averageUtilization": 5},
+    }
+    with pytest.raises(InvalidSpec, match="set either replicas or autoscaling, not both"):
+        parse_spec(base_spec(replicas=2, autoscaling=scaling))

@@ -1,0 +1,187 @@
+"""Which builds serve (the rollout seam) and the status derived from live Deployments."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shipway_operator import status
+from shipway_operator.spec import parse_spec
+
+from .conftest import base_spec
+
+T0 = datetime(2026, 11, 30, 8, 0, 0, tzinfo=UTC)
+B2 = {"id": "b-2", "modelRepository": "https://files.test/b-2.tar.gz"}
+
+
+def _deployment(
+    replicas: int, available: int, *, generation: int = 1, observed: int = 1, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "metadata": {"generation": generation},
+        "spec": {"replicas": replicas},
+        "status": {
+            "observedGeneration": observed,
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "availableReplicas": available,
+            **extra,
+        },
+    }
+
+
+def _derive(spec: dict, previous: dict, stable: dict | None, candidate: dict | None = None):
+    parsed = parse_spec(spec)
+    plan = status.plan(parsed, previous, T0)
+    return status.derive(
+        name="minilm",
+        generation=3,
+        spec=parsed,
+        plan=plan,
+        stable=stable,
+        candidate=candidate,
+        previous=previous,
+        now=T0,
+    )
+
+
+def _condition(result: dict, kind: str) -> dict:
+    return next(c for c in result["conditions"] if c["type"] == kind)
+
+
+def test_first_sight_makes_the_specs_build_stable() -> None:
+    plan = status.plan(parse_spec(base_spec()), {}, T0)
+    assert plan.stable.id == "b-1" and plan.candidate is None
+    assert plan.weights == {"stable": 100, "candidate": 0} and plan.rollout is None
+
+
+def test_a_new_build_becomes_the_candidate_with_a_rollout_record() -> None:
+    previous = {
+        "stableBuild": {"id": "b-1", "modelRepository": "https://files.test/minilm/b-1.tar.gz"}
+    }
+    plan = status.plan(parse_spec(base_spec(build=B2)), previous, T0)
+    assert (plan.stable.id, plan.candidate.id if plan.candidate else None) == ("b-1", "b-2")
+    assert plan.stable.model_repository == "https://files.test/minilm/b-1.tar.gz"
+    assert plan.weights == {"stable": 100, "candidate": 0}
+    assert plan.rollout == {
+        "strategy": "canary",
+        "candidate": "b-2",
+        "startedAt": "2026-11-30T08:00:00Z",
+    }
+
+
+def test_a_recorded_rollout_resumes_as_it_was() -> None:
+    record = {
+        "strategy": "canary",
+        "candidate": "b-2",
+        "startedAt": "2026-11-30T07:00:00Z",
+        "step": 2,
+    }
+    previous = {
+        "stableBuild": {"id": "b-1", "modelRepository": "https://files.test/minilm/b-1.tar.gz"},
+        "candidateBuild": B2,
+        "weights": {"stable": 75, "candidate": 25},
+        "rollout": record,
+    }
+    plan = status.plan(parse_spec(base_spec(build=B2)), previous, T0 + timedelta(hours=1))
+    assert plan.rollout == record and plan.weights == {"stable": 75, "candidate": 25}
+
+
+def test_another_build_mid_rollout_restarts_it_for_that_build() -> None:
+    previous = {
+        "stableBuild": {"id": "b-1", "modelRepository": "https://files.test/minilm/b-1.tar.gz"},
+        "candidateBuild": B2,
+        "weights": {"stable": 75, "candidate": 25},
+        "rollout": {"strategy": "canary", "candidate": "b-2", "startedAt": "2026-11-30T07:00:00Z"},
+    }
+    b3 = {"id": "b-3", "modelRepository": "https://files.test/b-3.tar.gz"}
+    plan = status.plan(parse_spec(base_spec(build=b3)), previous, T0)
+    assert plan.candidate is not None and plan.candidate.id == "b-3"
+    assert plan.weights == {"stable": 100, "candidate": 0}
+    assert plan.rollout is not None and plan.rollout["startedAt"] == "2026-11-30T08:00:00Z"
+
+
+def test_the_stable_build_back_in_the_spec_ends_the_candidate() -> None:
+    previous = {
+        "stableBuild": {"id": "b-1", "modelRepository": "https://files.test/minilm/b-1.tar.gz"},
+        "candidateBuild": B2,
+        "rollout": {"candidate": "b-2"},
+    }
+    plan = status.plan(parse_spec(base_spec()), previous, T0)
+    assert plan.candidate is None and plan.rollout is None
+
+
+def test_ready_needs_every_desired_replica_available_on_the_latest_generation() -> None:
+    assert not status.availability(None, 2).ready
+    assert not status.availability(_deployment(2, 1), 2).ready
+    assert not status.availability(_deployment(2, 2, generation=2, observed=1), 2).ready
+    assert not status.availability(_deployment(1, 1), 2).ready  # the spec asks more
+    assert status.availability(_deployment(2, 2), 2).ready
+    rolling = _deployment(2, 3)  # a rolling update: an old replica is still there
+    rolling["status"]["replicas"] = 3
+    assert not status.availability(rolling, 2).ready
+    scaled = status.availability(_deployment(5, 3), 2)  # the HPA asks more than the floor
+    assert (scaled.ready, scaled.desired) == (False, 5)
+
+
+def test_status_pending_then_ready() -> None:
+    pending = _derive(base_spec(), {}, _deployment(2, 1))
+    assert pending["phase"] == "Pending"
+    assert _condition(pending, "Ready")["status"] == "False"
+    assert _condition(pending, "Ready")["message"] == (
+        "stable build b-1: 1/2 replicas available, 2 updated"
+    )
+    ready = _derive(base_spec(), pending, _deployment(2, 2))
+    assert ready["phase"] == "Ready" and ready["observedGeneration"] == 3
+    assert (ready["replicas"], ready["readyReplicas"]) == (2, 2)
+    assert ready["selector"] == "shipway.io/deployment=minilm,shipway.io/variant=stable"
+    assert ready["stableBuild"] == {
+        "id": "b-1",
+        "modelRepository": "https://files.test/minilm/b-1.tar.gz",
+    }
+    assert _condition(ready, "Progressing")["status"] == "False"
+    assert _condition(ready, "Degraded")["status"] == "False"
+
+
+def test_build_change_is_progressing_with_the_candidate_at_zero() -> None:
+    ready = _derive(base_spec(), {}, _deployment(2, 2))
+    result = _derive(base_spec(build=B2), ready, _deployment(2, 2), _deployment(1, 0))
+    assert result["phase"] == "Progressing"
+    progressing = _condition(result, "Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("True", "RolloutStarted")
+    assert result["candidateBuild"] == B2
+    assert result["weights"] == {"stable": 100, "candidate": 0}
+    assert result["rollout"]["candidate"] == "b-2"
+    assert _condition(result, "Ready")["status"] == "True"  # stable still serves
+
+
+def test_a_failed_deployment_is_degraded() -> None:
+    failed = _deployment(
+        2,
+        0,
+        conditions=[
+            {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+        ],
+    )
+    result = _derive(base_spec(), {}, failed)
+    assert result["phase"] == "Degraded"
+    assert _condition(result, "Degraded")["reason"] == "ProgressDeadlineExceeded"
+
+
+def test_transition_time_moves_only_when_the_status_does() -> None:
+    later = T0 + timedelta(minutes=5)
+    first = status.set_condition([], "Ready", False, "ReplicasUnavailable", "0/1", 1, T0)
+    same = status.set_condition(first, "Ready", False, "ReplicasUnavailable", "0/1", 2, later)
+    flipped = status.set_condition(same, "Ready", True, "ReplicasAvailable", "1/1", 2, later)
+    assert same[0]["lastTransitionTime"] == "2026-11-30T08:00:00Z"
+    assert same[0]["observedGeneration"] == 2
+    assert flipped[0]["lastTransitionTime"] == "2026-11-30T08:05:00Z"
+    assert len(flipped) == 1
+
+
+def test_invalid_spec_is_failed_and_says_why() -> None:
+    result = status.invalid({}, 4, "spec.build: Field required", T0)
+    assert result["phase"] == "Failed" and result["observedGeneration"] == 4
+    degraded = _condition(result, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "InvalidSpec")
+    assert degraded["message"] == "spec.build: Field required"
