@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from shipway.rollout.status import RolloutStatus
 from tests.kube.cluster import wait_for
 
 from .conftest import SETTLE, Cluster, operator_running, resource
@@ -201,8 +202,12 @@ def test_build_change_starts_a_candidate_and_leaves_stable_alone(cluster: Cluste
     status = body["status"]
     assert status["stableBuild"]["id"] == "b-1" and status["candidateBuild"]["id"] == "b-2"
     assert status["weights"] == {"stable": 100, "candidate": 0}
-    assert status["rollout"]["strategy"] == "canary" and status["rollout"]["candidate"] == "b-2"
-    assert status["rollout"]["startedAt"]
+    rollout = RolloutStatus.from_dict(status["rollout"])  # the shared controller's status
+    assert (rollout.strategy, rollout.candidate_build, rollout.stable_build) == (
+        "canary",
+        "b-2",
+        "b-1",
+    )
     progressing_condition = cluster.condition("minilm", "Progressing")
     assert progressing_condition is not None
     assert (progressing_condition["status"], progressing_condition["reason"]) == (
@@ -256,7 +261,7 @@ def test_restarted_operator_resumes_from_status_without_duplicates(
             "the restarted operator starts the rollout",
         )
         wait_for(lambda: cluster.deployment("minilm-candidate"), SETTLE, "candidate Deployment")
-    started = body["status"]["rollout"]["startedAt"]
+    started = body["status"]["rollout"]["created_at"]
     candidate_uids = cluster.uids("minilm-candidate")
 
     # a third start with nothing changed: resumes the recorded rollout, creates nothing new
@@ -274,7 +279,7 @@ def test_restarted_operator_resumes_from_status_without_duplicates(
             ),
             "status of the latest generation",
         )
-    assert body["status"]["rollout"]["startedAt"] == started
+    assert body["status"]["rollout"]["created_at"] == started
     assert body["status"]["candidateBuild"]["id"] == "b-2"
     assert cluster.uids("minilm-stable") == stable_uids
     assert cluster.uids("minilm-candidate") == candidate_uids
