@@ -8,9 +8,15 @@ when the controller wants to run again (``requeue_after``, seconds). The caller
 persists the status; whatever it does with the events is its business (locally: audit
 rows, in one transaction with the status).
 
+Decide, save, then act: ``reconcile`` and ``operate`` take a ``save`` callback and call
+it with a decided status (and its events) *before* any port changes the world, then
+again once the world is converged. A caller killed after the first save finds a status
+whose ``converged`` lags its target and converges it on the next call, without deciding
+again; one killed before it finds the world untouched. Deciding after acting would let
+a restart re-decide from a later reading — a rollback undone by a step, say.
+
 Converging is level-triggered and idempotent: the ports are brought to the status's
-phase and weight, and ``status.converged`` records that they were. A caller killed
-between saving a status and converging it repairs the difference on its next call.
+phase and weight, and ``status.converged`` records that they were.
 
 The spec is not part of the status: on Kubernetes it is the resource's ``.spec``,
 locally its own column; it is validated (``parse_spec``) before a rollout starts.
@@ -19,6 +25,7 @@ locally its own column; it is validated (``parse_spec``) before a rollout starts
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -51,9 +58,13 @@ class Event:
     actor: str = CONTROLLER
 
 
+Save = Callable[[RolloutStatus, "list[Event]"], None]  # persist a status and its events
+
+
 @dataclass(frozen=True)
 class Result:
-    """The new status (persist it), its events (in order), and when to call again:
+    """The new status, its events (in order; each already given to ``save``), and when
+    to call again:
     ``requeue_after`` seconds from now, or None when nothing but an operation (or a
     changed spec) can move it. ``error`` is a port's failure while converging: the
     status still holds what was decided, converging is retried after
@@ -93,19 +104,22 @@ class Controller:
 
     # ---- the loop ---------------------------------------------------------------
 
-    def reconcile(self, deployment: str, spec: Spec, status: RolloutStatus, now: float) -> Result:
+    def reconcile(
+        self, deployment: str, spec: Spec, status: RolloutStatus, now: float, save: Save
+    ) -> Result:
         """One pass: begin once the candidate is ready, analyse if an interval has
-        passed (one engine step), then converge the ports to the result. Errors of the
-        metrics provider make that analysis inconclusive; a port's failure before the
-        step leaves the status as it was (``error`` set), one while converging keeps
-        the step's result."""
+        passed (one engine step), ``save`` what was decided, then converge the ports to
+        it (and ``save`` that). Errors of the metrics provider make that analysis
+        inconclusive; a port's failure before the step leaves the status as it was
+        (``error`` set), one while converging keeps the step's result. An error of
+        ``save`` propagates, with no port changed after the decision."""
         if status.finished:
             return Result(status)
         try:
             stepped, events = self._step(deployment, spec, status, now)
         except Exception as exc:  # a port failed (readiness): nothing decided, retried
             return Result(status, [], self.poll_seconds, exc)
-        return self._converge_into(deployment, spec, stepped, events, now)
+        return self._converge_into(deployment, spec, status, stepped, events, now, save)
 
     def operate(
         self,
@@ -115,10 +129,12 @@ class Controller:
         operation: str,
         actor: str,
         now: float,
+        save: Save,
     ) -> Result:
-        """pause, resume, promote (now), approve (a gate), abort (roll back now), then
-        converge. ``Conflict`` when the rollout's phase does not allow it,
+        """pause, resume, promote (now), approve (a gate), abort (roll back now): saved,
+        then converged. ``Conflict`` when the rollout's phase does not allow it,
         ``InvalidInput`` for an unknown operation; either leaves the status as it was."""
+        before = status
         if operation not in OPERATIONS:
             raise InvalidInput(f"operation must be one of {', '.join(OPERATIONS)}")
         if status.finished:
@@ -140,7 +156,7 @@ class Controller:
                     counters, _ = counters.accumulate(snapshot)
             status = replace(status, state=state, phase=state.phase, counters=counters)
             events = _events(state, actions, actor)
-        return self._converge_into(deployment, spec, status, events, now)
+        return self._converge_into(deployment, spec, before, status, events, now, save)
 
     def converge(
         self, deployment: str, spec: Spec, status: RolloutStatus
@@ -210,15 +226,21 @@ class Controller:
         self,
         deployment: str,
         spec: Spec,
+        before: RolloutStatus,
         status: RolloutStatus,
         events: list[Event],
         now: float,
+        save: Save,
     ) -> Result:
+        if events or status != before:
+            save(status, events)  # decided, and kept before the world changes
         try:
-            status, more = self.converge(deployment, spec, status)
+            converged, more = self.converge(deployment, spec, status)
         except Exception as exc:  # kept: the next call converges what is saved
             return Result(status, events, self.poll_seconds, exc)
-        return Result(status, events + more, self.requeue_after(spec, status, now))
+        if more or converged != status:
+            save(converged, more)
+        return Result(converged, events + more, self.requeue_after(spec, converged, now))
 
     def _step(
         self, deployment: str, spec: Spec, status: RolloutStatus, now: float

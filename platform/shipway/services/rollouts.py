@@ -3,11 +3,12 @@ around the shared rollout controller (``shipway.rollout.controller``).
 
 The controller decides and carries out through the ports; this module only loads a
 rollout's status (one JSON column), hands it to the controller with the rollout's
-spec, and saves what comes back — the new status and its audit events — in one
-transaction. The controller says when it wants to run next; ``run`` sleeps until the
-earliest of those (or until a start or an operation wakes it), so nothing polls at a
-fixed rate. Converging is level-triggered and idempotent, so a control plane killed
-between saving and converging repairs the difference on its next pass.
+spec, and saves what the controller asks it to — a status and its audit events, in one
+transaction — before the controller changes the world and again once it has. The
+controller says when it wants to run next; ``run`` sleeps until the earliest of those
+(or until a start or an operation wakes it), so nothing polls at a fixed rate.
+Converging is level-triggered and idempotent, so a control plane killed between saving
+and converging repairs the difference on its next pass.
 
 Lineage: every audit event of a rollout names the model version, the candidate and
 the stable build, so "which decision put this version in production, on what
@@ -36,6 +37,7 @@ from shipway.rollout.controller import (
     Controller,
     Event,
     Result,
+    Save,
     abandon,
     end_unstarted,
     new_status,
@@ -156,13 +158,13 @@ def start(
         except IntegrityError:  # a concurrent start won the unique active_key
             raise Conflict(f"deployment {deployment!r} has a running rollout") from None
         # the candidate placed, no traffic yet
-        result = controller(container, ports).reconcile(deployment, spec, status, now)
+        save = _saver(container, rollout_id)
+        result = controller(container, ports).reconcile(deployment, spec, status, now, save)
         if isinstance(result.error, ShipwayError):
             reason = f"could not place the candidate: {result.error}"
             ended = end_unstarted(status, Phase.FAILED, reason, time.time())
-            _save(container, rollout_id, Result(ended, [Event("rollout.failed", reason, {})]))
+            save(ended, [Event("rollout.failed", reason, {})])
             raise result.error
-        _save(container, rollout_id, result)
         _log(rollout_id, result)
     wake(container)
     return get(container, rollout_id)
@@ -223,10 +225,10 @@ def operate(
         if rollout.active_key is None and operation in OPERATIONS:
             raise Conflict(f"rollout {rollout_id} already {rollout.phase}")
         spec = parse_spec(rollout.strategy, rollout.spec)
+        save = _saver(container, rollout_id)
         result = controller(container, ports).operate(
-            deployment, spec, status_of(rollout), operation, actor, now
+            deployment, spec, status_of(rollout), operation, actor, now, save
         )
-        _save(container, rollout_id, result)
         if result.error is not None:
             log.warning("rollout %s: %s; retried on the next pass", rollout_id, result.error)
     wake(container)
@@ -281,14 +283,13 @@ def _reconcile(
     if rollout.active_key is None:
         return None  # finished meanwhile
     status = status_of(rollout)
+    save = _saver(container, rollout_id)
     if not _deployment_exists(container, rollout.deployment):
         result = abandon(status, "the deployment was deleted", now)
-    else:
-        spec = parse_spec(rollout.strategy, rollout.spec)
-        result = core.reconcile(rollout.deployment, spec, status, now)
-    if result.events or result.status != status:  # a pass with nothing to do writes nothing
-        _save(container, rollout_id, result)
-    return result
+        save(result.status, result.events)
+        return result
+    spec = parse_spec(rollout.strategy, rollout.spec)
+    return core.reconcile(rollout.deployment, spec, status, now, save)  # saves what changed
 
 
 def _log(rollout_id: str, result: Result) -> None:
@@ -298,17 +299,20 @@ def _log(rollout_id: str, result: Result) -> None:
         log.error("rollout %s: a port failed", rollout_id, exc_info=result.error)
 
 
-def _save(container: Container, rollout_id: str, result: Result) -> None:
-    """The new status and its audit events, in one transaction; a finished rollout
-    frees its deployment for the next."""
-    with container.db.session() as session:
-        rollout = session.get(Rollout, rollout_id)
-        assert rollout is not None
-        rollout.status = result.status.to_dict()
-        for event in result.events:
-            _audit(session, rollout, event)
-        if result.status.finished and rollout.active_key is not None:
-            rollout.active_key, rollout.finished_at = None, datetime.now(UTC)
+def _saver(container: Container, rollout_id: str) -> Save:
+    def save(status: RolloutStatus, events: list[Event]) -> None:
+        """A status and its audit events, in one transaction; a finished rollout frees
+        its deployment for the next."""
+        with container.db.session() as session:
+            rollout = session.get(Rollout, rollout_id)
+            assert rollout is not None
+            rollout.status = status.to_dict()
+            for event in events:
+                _audit(session, rollout, event)
+            if status.finished and rollout.active_key is not None:
+                rollout.active_key, rollout.finished_at = None, datetime.now(UTC)
+
+    return save
 
 
 def _audit(session: Any, rollout: Rollout, event: Event, candidate: Build | None = None) -> None:

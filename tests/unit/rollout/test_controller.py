@@ -12,7 +12,7 @@ import pytest
 from shipway.errors import Conflict, InvalidInput
 from shipway.rollout.canary import CanarySpec
 from shipway.rollout.checks import Thresholds
-from shipway.rollout.controller import Controller, Result, new_status
+from shipway.rollout.controller import Controller, Event, Result, new_status
 from shipway.rollout.experiment import ExperimentSpec
 from shipway.rollout.state import Phase
 from shipway.rollout.status import STABLE, RolloutStatus
@@ -29,6 +29,21 @@ def stored(status: RolloutStatus) -> RolloutStatus:
     return RolloutStatus.from_dict(json.loads(json.dumps(status.to_dict())))
 
 
+class Store:
+    """What the controller asked to be saved, each status through JSON; ``world`` the
+    port calls already made when each save happened."""
+
+    def __init__(self, calls: list | None = None) -> None:
+        self.saved: list[tuple[RolloutStatus, list[str]]] = []
+        self.calls = calls
+        self.calls_at_save: list[int] = []
+
+    def __call__(self, status: RolloutStatus, events: list[Event]) -> None:
+        self.saved.append((stored(status), [e.event for e in events]))
+        if self.calls is not None:
+            self.calls_at_save.append(len(self.calls))
+
+
 class Rollout:
     """One rollout of build c1 on deployment web (stable s1), its status kept as JSON."""
 
@@ -39,18 +54,24 @@ class Rollout:
         self.controller = Controller(self.fakes.ports, start_timeout_seconds=300.0)
         self.status = new_status(strategy, "c1", "s1", T0)
         self.events: list[str] = []
+        self.store = Store()
 
     def keep(self, result: Result) -> Result:
+        """The status as the store holds it: the last one saved is the one returned."""
+        if self.store.saved:
+            assert self.store.saved[-1][0] == stored(result.status)
         self.status = stored(result.status)
         self.events += [e.event for e in result.events]
         return result
 
     def tick(self, now: float) -> Result:
-        return self.keep(self.controller.reconcile("web", self.spec, self.status, now))
+        return self.keep(self.controller.reconcile("web", self.spec, self.status, now, self.store))
 
     def operate(self, operation: str, now: float) -> Result:
         return self.keep(
-            self.controller.operate("web", self.spec, self.status, operation, "alice", now)
+            self.controller.operate(
+                "web", self.spec, self.status, operation, "alice", now, self.store
+            )
         )
 
     def traffic(self, stable: int, candidate: int, errors: int = 0) -> None:
@@ -176,11 +197,11 @@ def test_a_restart_from_the_saved_status_repeats_no_step() -> None:
     again = Controller(rollout.fakes.ports)
     status = RolloutStatus.from_dict(json.loads(saved))
     rollout.fakes.world.calls.clear()
-    early = again.reconcile("web", SPEC, status, T0 + 15)
+    early = again.reconcile("web", SPEC, status, T0 + 15, Store())
     assert early.events == [] and rollout.fakes.world.calls == []  # converged: no call
     assert early.status == status and early.requeue_after == 6.0
     rollout.traffic(400, 100)
-    late = again.reconcile("web", SPEC, status, T0 + 21)
+    late = again.reconcile("web", SPEC, status, T0 + 21, Store())
     assert [(e.event, e.reason) for e in late.events] == [("rollout.step", "weight 100 %")]
     weights = [
         args[1]["canary"] for name, args in rollout.fakes.world.calls if name == "set_weights"
@@ -270,13 +291,68 @@ def test_a_port_failing_while_converging_keeps_the_decision_and_retries() -> Non
             rollout.controller.ports.aliases,
         )
     )
-    result = broken.reconcile("web", SPEC, rollout.status, T0 + 11)
+    result = broken.reconcile("web", SPEC, rollout.status, T0 + 11, Store())
     assert isinstance(result.error, OSError) and result.requeue_after == broken.poll_seconds
     assert result.status.weight == 50 and result.status.converged != result.status.target
     assert rollout.weights["canary"] == 20  # not carried out yet
-    retried = rollout.controller.reconcile("web", SPEC, stored(result.status), T0 + 12)
+    retried = rollout.controller.reconcile("web", SPEC, stored(result.status), T0 + 12, Store())
     assert retried.error is None and retried.events == []  # no second analysis
     assert rollout.weights == {STABLE: 50, "canary": 50}
+
+
+WRITES = {"place", "remove", "make_stable", "set_weights", "set_split", "set_shadow"}
+
+
+def _writes(calls: list) -> list:
+    return [c for c in calls if c[0] in WRITES]
+
+
+def test_a_decision_is_saved_before_any_port_changes_the_world() -> None:
+    """Decide, save, act: a crash between acting and saving would let a restart decide
+    again from a later reading (here: a rollback undone by a step)."""
+    spec = CanarySpec(
+        step_weights=(20, 50, 100),
+        interval_seconds=10.0,
+        failure_limit=1,
+        thresholds=Thresholds(min_requests=50),
+    )
+    rollout = begun(spec)
+    calls = rollout.fakes.world.calls
+    rollout.traffic(100, 100, errors=60)  # the canary fails: roll back
+
+    # the save fails (the store is down): nothing is carried out
+    def down(status: RolloutStatus, events: list[Event]) -> None:
+        raise OSError("store unreachable")
+
+    calls.clear()
+    with pytest.raises(OSError):
+        rollout.controller.reconcile("web", spec, rollout.status, T0 + 11, down)
+    assert _writes(calls) == []
+    assert rollout.weights["canary"] == 20
+
+    # saved, then the process dies before converging: the restart converges the saved
+    # decision, and decides nothing new even with healthy traffic since
+    store = Store(calls)
+    calls.clear()
+
+    class Died(Exception):
+        pass
+
+    def dies(status: RolloutStatus, events: list[Event]) -> None:
+        store(status, events)
+        raise Died
+
+    with pytest.raises(Died):
+        rollout.controller.reconcile("web", spec, rollout.status, T0 + 11, dies)
+    saved, events = store.saved[0]
+    assert saved.phase is Phase.ROLLED_BACK and "rollout.rolled-back" in events
+    assert _writes(calls) == []  # nothing done before the save
+    rollout.traffic(400, 100)  # healthy since
+    again = Store(calls)
+    result = Controller(rollout.fakes.ports).reconcile("web", spec, saved, T0 + 30, again)
+    assert result.status.phase is Phase.ROLLED_BACK and result.status.finished
+    assert ("remove", ("web", "canary")) in [(c[0], c[1][:2]) for c in _writes(calls)]
+    assert [e for _, evs in again.saved for e in evs] == ["rollout.finished"]
 
 
 class _Failing:
