@@ -46,9 +46,16 @@ def pytest_terminal_summary(
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with services.redis_server(tmp_path_factory.mktemp("redis")) as url:
         yield url
+
+
+@pytest.fixture
+def redis_url(redis_server_url: str) -> str:
+    """An empty Redis database for this test: build messages another test left queued
+    (its workers gone) must not be delivered to this test's worker."""
+    return services.fresh_redis_database(redis_server_url)
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,15 @@ flock 9
 if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then
   export PATH="/usr/local/go/bin:$PATH"
 fi
-command -v go >/dev/null || { echo "k8s: Go is needed (https://go.dev/dl/)" >&2; exit 1; }
+need_go() { # without Go the Kubernetes tests skip, except under CI where that fails
+  command -v go >/dev/null && return 0
+  if [ "${CI:-}" = true ] || [ "${SHIPWAY_REQUIRE_SERVICES:-}" = 1 ]; then
+    echo "k8s: Go >= 1.26 is needed to build the test cluster (https://go.dev/dl/)" >&2
+    exit 1
+  fi
+  echo "k8s: Go not found: the Kubernetes tests will skip (install Go >= 1.26 to run them)" >&2
+  exit 0
+}
 
 # Go's own module and build caches stay where Go keeps them (outside the clone); the
 # toolchain is the machine's (no automatic download of another).
@@ -52,12 +60,13 @@ timed() { # timed NAME COMMAND...: run and report its seconds
   log "$name built in $((SECONDS - start))s"
 }
 
-module_dir() { # the unpacked module MODULE@VERSION in Go's module cache
+module_dir() { # the unpacked module MODULE@VERSION in Go's module cache (Go checked first)
   go mod download -json "$1" | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])'
 }
 
 build_kube() { # the three control-plane commands, version-stamped like a release
   local name=$1 ldflags="" pkg
+  need_go
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1"
     ldflags+=" -X $pkg.gitMinor=$(cut -d. -f2 <<<"$K8S_VERSION")"
@@ -75,6 +84,7 @@ for name in kube-apiserver kube-controller-manager kube-scheduler; do
 done
 
 build_etcd() {
+  need_go
   (cd "$here/etcd" && nice -n 19 go build -ldflags "-s -w" -o "$bin/etcd.tmp" go.etcd.io/etcd/server/v3)
   mv "$bin/etcd.tmp" "$bin/etcd"
 }
@@ -85,6 +95,7 @@ fi
 
 build_kwok() { # on its own: kwok pins another client-go than the control plane
   local gobin
+  need_go
   gobin="$(mktemp -d)"
   GOBIN="$gobin" nice -n 19 go install -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
   mv "$gobin/kwok" "$bin/kwok"
@@ -107,6 +118,7 @@ copy_tree() { # copy_tree SRC DEST: replace DEST by a writable copy of SRC's YAM
 }
 
 if ! done_at stages "$KWOK_VERSION"; then
+  need_go
   src="$(module_dir "sigs.k8s.io/kwok@$KWOK_VERSION")/kustomize/stage"
   for stage in node/fast node/heartbeat-with-lease pod/fast; do
     copy_tree "$src/$stage" "$root/stages/$stage"
@@ -116,6 +128,7 @@ if ! done_at stages "$KWOK_VERSION"; then
 fi
 
 if ! done_at gateway-api "$GATEWAY_API_VERSION"; then
+  need_go
   src="$(module_dir "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION")/config/crd/standard"
   copy_tree "$src" "$root/crds/gateway-api"
   mark gateway-api "$GATEWAY_API_VERSION"

@@ -18,6 +18,7 @@ import pytest
 from mlflow import MlflowClient
 from sqlalchemy import select
 
+from shipway.builds.celery_app import enqueue_build
 from shipway.builds.pipeline import BuildPipeline
 from shipway.container import Container
 from shipway.services import builds, models
@@ -98,11 +99,19 @@ def test_worker_builds_fp32_repository(
         models.Registration("minilm", minilm_onnx.read_bytes(), minilm_sample.read_bytes(), {}),
         actor="test",
     )
+    # Messages for builds this store does not hold (another store on the same broker,
+    # or a build deleted since) are dropped before any child process is spawned.
+    strangers = [uuid.uuid4().hex[:12] for _ in range(3)]
+    for stranger in strangers:
+        enqueue_build(container.celery, stranger)
     with shipway_process(container.settings, "serve", "worker", log=tmp_path / "worker.log"):
         build = builds.create(container, "minilm", version.version, "fp32", "onnxruntime-cpu", "t")
         status = wait_build(container, build.id)
         done = builds.get(container, build.id)
-        assert status == "succeeded", (done.error, (tmp_path / "worker.log").read_text()[-3000:])
+        log = (tmp_path / "worker.log").read_text()
+        assert status == "succeeded", (done.error, log[-3000:])
+    for stranger in strangers:
+        assert f"build {stranger} is not in this store; message dropped" in log
 
     assert done.stage == "done" and done.progress == 1.0
     name = done.triton_model_name

@@ -209,6 +209,8 @@ def write_pki(directory: Path, hosts: Iterable[str]) -> None:
 
 @dataclass
 class Component:
+    """A started component: its process and the file its stdout and stderr go to."""
+
     name: str
     process: subprocess.Popen[bytes]
     log: Path
@@ -217,6 +219,12 @@ class Component:
 class TestCluster:
     """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok, started by
     ``start()`` (or ``with``), each on free loopback ports, state and logs in ``workdir``.
+
+    The fake node offers 32 CPUs, 256 GiB, 110 pods and 4 ``nvidia.com/gpu`` (so GPU
+    requests schedule; ``node_capacity`` changes it) and no taint. ``extra_args`` adds
+    flags per component (e.g. ``{"kube-controller-manager":
+    ["--horizontal-pod-autoscaler-sync-period=5s"]}``). ``kubeconfig`` is the admin's
+    kubeconfig file (for a process, or ``KUBECONFIG``); ``api_client()`` a client.
 
     ``start()`` returns once the API server is ready (``/readyz``), the controller manager
     has made the ``default`` service account, the scheduler reports healthy and the fake
@@ -235,6 +243,7 @@ class TestCluster:
         node_name: str = NODE_NAME,
         node_capacity: dict[str, str] | None = None,
         startup_timeout: float = 90.0,
+        extra_args: dict[str, list[str]] | None = None,
     ) -> None:
         self.workdir = workdir
         self.binaries = binaries or Binaries.default()
@@ -247,6 +256,7 @@ class TestCluster:
             "nvidia.com/gpu": "4",
         }
         self.startup_timeout = startup_timeout
+        self.extra_args = extra_args or {}  # per component name, appended to its flags
         self.token = secrets.token_hex(24)
         self.port = free_port()
         self.server = f"https://127.0.0.1:{self.port}"
@@ -473,7 +483,7 @@ class TestCluster:
         log = self.workdir / f"{name}.log"
         with log.open("ab") as out:
             proc = spawn(
-                [str(self.binaries.binary(name)), *args],
+                [str(self.binaries.binary(name)), *args, *self.extra_args.get(name, [])],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -10,6 +10,7 @@ command that provides it — and under CI (``CI=true`` or
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import shutil
 import socket
@@ -89,6 +90,24 @@ def redis_server(workdir: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+_redis_databases = itertools.count()
+
+
+def fresh_redis_database(server_url: str) -> str:
+    """The URL of an emptied database on the server (cycling over its 16 databases;
+    tests run one at a time, so the one before has finished with it)."""
+    import redis
+
+    base = server_url.rsplit("/", 1)[0]
+    url = f"{base}/{next(_redis_databases) % 16}"
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return url
 
 
 def _pg_bin(name: str) -> str | None:

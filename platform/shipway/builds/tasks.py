@@ -61,6 +61,8 @@ def register(app: Celery, container: Container) -> None:
             if self.request.id:
                 self.update_state(state="PROGRESS", meta={"stage": stage, "progress": fraction})
 
+        if not pipeline.needs_run(build_id):
+            return {"build_id": build_id, "outcome": "skipped"}
         outcome = run_limited(
             build_in_process,
             (settings, build_id),

@@ -7,8 +7,9 @@ import ipaddress
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
-from kubernetes import client
+from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from tests.kube.cluster import (
@@ -17,6 +18,7 @@ from tests.kube.cluster import (
     Binaries,
     ClusterError,
     TestCluster,
+    pinned_version,
     wait_for,
 )
 
@@ -87,6 +89,16 @@ def test_deployment_pods_are_scheduled_to_the_fake_node_and_become_ready(
         30,
         "Deployment web status readyReplicas=2",
     )
+
+    # scaled down, a pod is deleted for real (kwok's pod-delete stage ends its grace)
+    apps.patch_namespaced_deployment_scale("web", kube_namespace, {"spec": {"replicas": 1}})
+
+    def pod_names() -> set[str]:
+        listed = core.list_namespaced_pod(kube_namespace, label_selector=f"{LABEL}=web").items
+        return {p.metadata.name for p in listed}
+
+    left = wait_for(lambda: names if len(names := pod_names()) == 1 else None, 60, "one pod")
+    assert left < {p.metadata.name for p in pods}
 
 
 def test_endpointslice_lists_the_ready_pods(
@@ -278,6 +290,49 @@ def test_service_account_tokens_are_issued_and_authenticated(
     )
     assert review.status.authenticated, review.status.error
     assert review.status.user.username == f"system:serviceaccount:{kube_namespace}:default"
+
+
+def test_the_kubeconfig_file_reaches_the_cluster_as_the_admin(kube_cluster: TestCluster) -> None:
+    api = config.new_client_from_config(config_file=str(kube_cluster.kubeconfig))
+    try:
+        version = client.VersionApi(api).get_code()
+        review = client.AuthenticationV1Api(api).create_self_subject_review({})
+    finally:
+        api.close()
+    assert version.git_version == pinned_version()  # the build's -ldflags stamp
+    assert "system:masters" in review.status.user_info.groups
+
+
+def test_a_component_that_fails_to_start_is_named_with_its_log(tmp_path: Path) -> None:
+    """The harness's own error path: a kube-apiserver that exits at once (a script in its
+    place, the real etcd before it) is reported with its exit code and the end of its log,
+    and etcd is stopped."""
+    real = Binaries.default()
+    if real.missing():
+        pytest.skip(f"needs the real etcd: `{BUILD_COMMAND}`")
+    fake = Binaries(tmp_path / "cache")
+    (fake.root / "bin").mkdir(parents=True)
+    for name in ("etcd", "kube-controller-manager", "kube-scheduler", "kwok"):
+        (fake.root / "bin" / name).symlink_to(real.binary(name))
+    apiserver = fake.binary("kube-apiserver")
+    apiserver.write_text("#!/bin/sh\necho 'E0000 cannot start: the test says no' >&2\nexit 3\n")
+    apiserver.chmod(0o755)
+    for sub in ("stages", "crds"):
+        (fake.root / sub).symlink_to(real.root / sub)
+    cluster = TestCluster(tmp_path / "work", fake)
+    (tmp_path / "work").mkdir()
+
+    with pytest.raises(ClusterError) as failed:
+        cluster.start()
+    message = str(failed.value)
+    assert "kube-apiserver exited with code 3" in message
+    assert "cannot start: the test says no" in message
+    etcd_running = [
+        p.pid
+        for p in psutil.process_iter(["exe", "cmdline"])
+        if str(tmp_path / "work") in " ".join(p.info["cmdline"] or [])
+    ]
+    assert etcd_running == []
 
 
 def test_missing_binaries_name_the_build_command(tmp_path: Path) -> None:
