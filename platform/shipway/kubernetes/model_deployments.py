@@ -113,7 +113,8 @@ class ModelDeployments:
     def apply(self, body: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply of a whole ModelDeployment; the live object back."""
         name = body["metadata"]["name"]
-        return self._call(
+        # the client does not deserialize an apply answer (it returns None): read it raw
+        response = self._call(
             f"ModelDeployment {name!r}",
             lambda: self.custom.patch_namespaced_custom_object(
                 GROUP,
@@ -126,8 +127,10 @@ class ModelDeployments:
                 force=True,
                 _content_type="application/apply-patch+yaml",
                 _request_timeout=self.timeout,
+                _preload_content=False,
             ),
         )
+        return json.loads(response.data)
 
     def get(self, name: str) -> dict[str, Any]:
         """The live object; ``NotFound`` when there is none."""
