@@ -37,7 +37,15 @@ class Container:
     def model_deployments(self) -> ModelDeployments:
         """The Kubernetes API server's ModelDeployments of the configured namespace; the
         client is made on first use (``Unavailable`` when no configuration is found)."""
-        from shipway.kubernetes.model_deployments import ModelDeployments, api_client
+        from shipway.errors import Unavailable
+
+        try:
+            from shipway.kubernetes.model_deployments import ModelDeployments, api_client
+        except ImportError as exc:
+            raise Unavailable(
+                f"Kubernetes mode needs the kubernetes client ({exc.name} is missing): "
+                "pip install 'shipway[server,operator]'"
+            ) from None
 
         s = self.settings
         return ModelDeployments(api_client(s), s.kubernetes_namespace, s.kubernetes_timeout)

@@ -45,7 +45,11 @@ def signature(settings: Settings, build_id: str) -> str:
 
 
 def signed(settings: Settings, build_id: str, candidate: str | None) -> bool:
-    return candidate is not None and hmac.compare_digest(signature(settings, build_id), candidate)
+    """True when ``candidate`` is the build's signature (any text is compared as bytes:
+    ``compare_digest`` refuses non-ASCII strings)."""
+    return candidate is not None and hmac.compare_digest(
+        signature(settings, build_id).encode(), candidate.encode()
+    )
 
 
 def archive_url(settings: Settings, build_id: str) -> str:

@@ -74,5 +74,6 @@ def test_urls_are_signed_per_build_and_key(tmp_path: Path) -> None:
     assert archives.signed(settings, "b1", signature)
     assert not archives.signed(settings, "b2", signature)
     assert not archives.signed(settings, "b1", None)
+    assert not archives.signed(settings, "b1", "àÝÚ*æ\x82")  # not ASCII: no, not an error
     other = Settings(home=tmp_path, archive_key="another-key-of-16+", _env_file=None)
     assert not archives.signed(other, "b1", signature)
