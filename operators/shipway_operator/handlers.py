@@ -17,12 +17,18 @@ from typing import Any
 import kopf
 
 from shipway_operator import reconcile
-from shipway_operator.kube import Kube, api_client
+from shipway_operator.kube import Kube, api_client, connection_info
 from shipway_operator.manifests import LABEL_DEPLOYMENT, LABEL_MANAGED_BY, MANAGER
 from shipway_operator.settings import OperatorSettings
 from shipway_operator.spec import GROUP, KIND, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """kopf connects with the same credentials as the operator's own client."""
+    return connection_info()
 
 
 @kopf.on.startup()
@@ -32,6 +38,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{GROUP}/finalizer"  # used only if one is ever needed
+    # watches end server-side every 5 minutes and are re-opened, so a connection that died
+    # silently (a load balancer's idle timeout) cannot leave the operator deaf
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
     if "settings" not in memo:
         memo.settings = OperatorSettings()
     if "kube" not in memo:

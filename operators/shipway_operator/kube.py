@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import kopf
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
@@ -32,14 +33,39 @@ from shipway_operator.spec import API_VERSION, KIND
 Key = tuple[str, str]  # (kind, name)
 
 
-def api_client() -> client.ApiClient:
-    """In a pod, the service account; elsewhere ``KUBECONFIG`` (or ~/.kube/config)."""
+def client_configuration() -> client.Configuration:
+    """In a pod, the service account; elsewhere ``KUBECONFIG`` (or ~/.kube/config), read
+    when called (the client's own default is fixed when it is imported)."""
     configuration = client.Configuration()
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         config.load_incluster_config(client_configuration=configuration)
     else:
-        config.load_kube_config(client_configuration=configuration)
-    return client.ApiClient(configuration)
+        path = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
+        config.load_kube_config(config_file=path, client_configuration=configuration)
+    return configuration
+
+
+def api_client() -> client.ApiClient:
+    return client.ApiClient(client_configuration())
+
+
+def connection_info() -> kopf.ConnectionInfo:
+    """The same connection for kopf's own watches (one source of credentials)."""
+    configuration = client_configuration()
+    scheme, token = None, None
+    # the Authorization header the client would send, e.g. "Bearer <token>"
+    header = configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
+    if header:
+        scheme, _, token = header.partition(" ")
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        scheme=scheme,
+        token=token,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
 
 
 class Kube:

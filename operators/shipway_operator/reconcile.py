@@ -71,6 +71,9 @@ def reconcile(kube: Kube, body: dict[str, Any], fetch_image: str, attempts: int)
         kube.update_status(
             namespace, name, lambda fresh: _derive(kube, fresh, spec, decided, now), attempts
         )
+    # Deployment events that came before that write were skipped (status still named the
+    # previous generation): look once more, now that status names this one
+    refresh(kube, namespace, name, attempts)
 
 
 def refresh(kube: Kube, namespace: str, name: str, attempts: int) -> None:

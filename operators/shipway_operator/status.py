@@ -5,11 +5,12 @@ spec and the previous status, so that a restarted operator resumes from status: 
 recorded as stable stays stable until a rollout promotes another.
 
 The rollout seam: a build change in the spec, while a build is stable, makes that build
-the candidate, records ``status.rollout = {strategy, candidate, startedAt}`` and sets
-``Progressing=True`` (reason ``RolloutStarted``) with the candidate at 0 % of traffic.
-That placeholder is all this module writes into ``status.rollout``; the shared rollout
-controller (``shipway.rollout``, ticked by the operator in the next issue) owns the
-object from then on (steps, weights, analyses, promotion), stored opaque by the CRD.
+the candidate, records ``status.rollout`` as the shared rollout controller's own
+``RolloutStatus`` not begun yet (``shipway.rollout.controller.new_status``, serialised
+with ``to_dict``) and sets ``Progressing=True`` (reason ``RolloutStarted``) with the
+candidate at 0 % of traffic. This module only ever writes that first status; the
+controller (ticked by the operator in the next issue) owns the object from then on
+(steps, weights, analyses, promotion), stored opaque by the CRD.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from shipway.rollout.controller import new_status
 from shipway_operator.manifests import replica_range, selector_string
 from shipway_operator.spec import Build, Spec, Variant
 
@@ -52,15 +54,11 @@ def plan(spec: Spec, status: dict[str, Any], now: datetime) -> Plan:
     if candidate is None:
         return Plan(stable, None, {"stable": 100, "candidate": 0}, None)
     previous = status.get("rollout") or {}
-    if (status.get("candidateBuild") or {}).get("id") == candidate.id and previous:
+    if previous.get("candidate_build") == candidate.id:
         weights = status.get("weights") or {"stable": 100, "candidate": 0}
         return Plan(stable, candidate, dict(weights), dict(previous))
-    record = {
-        "strategy": spec.rollout.strategy,
-        "candidate": candidate.id,
-        "startedAt": timestamp(now),
-    }
-    return Plan(stable, candidate, {"stable": 100, "candidate": 0}, record)
+    record = new_status(spec.rollout.strategy, candidate.id, stable.id, now.timestamp())
+    return Plan(stable, candidate, {"stable": 100, "candidate": 0}, record.to_dict())
 
 
 @dataclass(frozen=True)
@@ -76,9 +74,10 @@ class Availability:
 
 
 def availability(deployment: dict[str, Any] | None, desired_floor: int) -> Availability:
-    """Ready once the Deployment has seen its latest spec and at least the desired count
-    of its replicas are updated and available. ``desired_floor``: the count the spec asks
-    for (the HPA may ask more; that count then is the desired one)."""
+    """Ready once the Deployment has seen its latest spec, the desired count of its
+    replicas are updated and available, and no replica of an older template is left.
+    ``desired_floor``: the count the spec asks for (the HPA may ask more; that count
+    then is the desired one)."""
     if deployment is None:
         return Availability(False, desired_floor, 0, 0, None, "the Deployment does not exist")
     meta, spec = deployment.get("metadata", {}), deployment.get("spec", {})
@@ -93,9 +92,11 @@ def availability(deployment: dict[str, Any] | None, desired_floor: int) -> Avail
             failure = condition.get("reason") or "ReplicaFailure"
         if condition.get("reason") == "ProgressDeadlineExceeded":
             failure = "ProgressDeadlineExceeded"
-    ready = observed and available >= desired and updated >= desired
+    total = status.get("replicas") or 0
+    # as `kubectl rollout status`: all updated, no old replica left, all available
+    ready = observed and updated >= desired and total <= updated and available >= desired
     message = f"{available}/{desired} replicas available, {updated} updated"
-    return Availability(ready, desired, available, status.get("replicas") or 0, failure, message)
+    return Availability(ready, desired, available, total, failure, message)
 
 
 def set_condition(

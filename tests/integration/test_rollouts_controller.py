@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,12 @@ from shipway.container import Container
 from shipway.rollout.counts import Snapshot, VariantCounts
 from shipway.rollout.ports import MetricsUnavailable
 from shipway.services import rollouts
-from shipway.services.rollout_ports import StorePlacement, StoreRouter
+from shipway.services.rollout_ports import (
+    StoreDriftScores,
+    StorePlacement,
+    StoreReleaseAliases,
+    StoreRouter,
+)
 from shipway.settings import Settings
 from shipway.store.models import Deployment, Replica, ReplicaState
 from tests.support.builds import publish_flaky_build, register_doubler
@@ -99,7 +105,13 @@ def prepare(api: TestClient, container: Container, name: str) -> tuple[str, str,
 
 
 def ports(container: Container, metrics: ScriptedMetrics) -> rollouts.Ports:
-    return rollouts.Ports(StoreRouter(container), StorePlacement(container), metrics)
+    return rollouts.Ports(
+        StoreRouter(container),
+        StorePlacement(container),
+        metrics,
+        StoreReleaseAliases(container),
+        StoreDriftScores(container),
+    )
 
 
 def weights(api: TestClient, name: str) -> dict[str, int]:
@@ -107,7 +119,7 @@ def weights(api: TestClient, name: str) -> dict[str, int]:
     return {v["name"]: v["weight"] for v in body["variants"]}
 
 
-CANARY = {"steps": [20, 100], "interval_s": 10, "thresholds": {"min_requests": 50}}
+CANARY = {"step_weights": [20, 100], "interval_seconds": 10, "thresholds": {"min_requests": 50}}
 
 
 def test_a_canary_from_start_to_stable_tick_by_tick(world) -> None:  # type: ignore[no-untyped-def]
@@ -123,10 +135,11 @@ def test_a_canary_from_start_to_stable_tick_by_tick(world) -> None:  # type: ign
     assert weights(api, "web") == {"canary": 0, "stable": 100}  # placed, no traffic
     assert container.registry.aliases("web") == {"candidate": v2}
 
-    rollouts.tick(container, here, now=1000.0)  # replicas not ready: nothing moves
+    # replicas not ready: nothing moves, and the controller asks to look again soon
+    assert rollouts.tick(container, here, now=1000.0) == 1.0
     assert rollouts.get(container, rid).phase == "initializing"
     serve(container, "web", "canary", candidate)
-    rollouts.tick(container, here, now=1001.0)
+    assert rollouts.tick(container, here, now=1001.0) == 10.0  # the first analysis, then
     assert rollouts.get(container, rid).phase == "progressing"
     assert weights(api, "web") == {"canary": 20, "stable": 80}
 
@@ -135,7 +148,7 @@ def test_a_canary_from_start_to_stable_tick_by_tick(world) -> None:  # type: ign
     rollouts.tick(container, here, now=1011.0)
     metrics.add("stable", 400)
     metrics.add("canary", 100)
-    rollouts.tick(container, here, now=1015.0)  # not an interval yet
+    assert rollouts.tick(container, here, now=1015.0) == 6.0  # not an interval yet
     assert weights(api, "web") == {"canary": 20, "stable": 80}
     rollouts.tick(container, here, now=1021.0)
     assert weights(api, "web") == {"canary": 100, "stable": 0}
@@ -146,7 +159,7 @@ def test_a_canary_from_start_to_stable_tick_by_tick(world) -> None:  # type: ign
     assert api.get("/api/v1/deployments/web").json()["build_id"] == candidate
     assert weights(api, "web") == {"canary": 100, "stable": 0}  # until the new stable serves
     serve(container, "web", "stable", candidate)
-    rollouts.tick(container, here, now=1032.0)
+    assert rollouts.tick(container, here, now=1032.0) is None  # nothing left to run
     assert weights(api, "web") == {"stable": 100}
     assert container.registry.aliases("web") == {"production": v2}
 
@@ -174,7 +187,7 @@ def test_metrics_down_is_inconclusive_then_rolls_back(world) -> None:  # type: i
     stable, candidate, v1, _ = prepare(api, container, "dark")
     metrics = ScriptedMetrics(down=True)
     here = ports(container, metrics)
-    settings = {**CANARY, "max_unavailable": 3}
+    settings = {**CANARY, "consecutive_error_limit": 3}
     rid = api.post(
         "/api/v1/deployments/dark/rollouts", json={"build_id": candidate, "settings": settings}
     ).json()["id"]
@@ -199,6 +212,7 @@ def test_bad_requests_are_refused_with_the_reason(world) -> None:  # type: ignor
         (url, {"build_id": "nope"}, 404, "build 'nope' does not exist"),
         (url, {"build_id": candidate, "strategy": "yolo"}, 422, "strategy must be"),
         (url, {"build_id": candidate, "settings": {"stepz": [1]}}, 422, "unknown canary"),
+        # the old name of step_weights, still accepted: refused for its value
         (url, {"build_id": candidate, "settings": {"steps": [5, 50]}}, 422, "end at 100"),
         (url, {"build_id": stable}, 409, "already serves"),
     ]
@@ -285,7 +299,7 @@ def test_an_experiment_counts_through_a_gateway_restart(world) -> None:  # type:
     body = {
         "build_id": challenger,
         "strategy": "experiment",
-        "settings": {"interval_s": 10, "min_requests": 200},
+        "settings": {"interval_seconds": 10, "min_requests": 200},
     }
     rid = api.post(url, json=body).json()["id"]
     serve(container, "ab", "challenger", challenger)
@@ -371,8 +385,8 @@ def test_4xx_beyond_stable_roll_back_and_no_traffic_fails(world) -> None:  # typ
     assert container.registry.aliases("refuse") == {"production": v1}
 
     # the same clients' garbage alone does not fail a candidate; no traffic at all ends
-    # the rollout failed after max_inconclusive analyses, stable untouched
-    quiet = {**CANARY, "max_inconclusive": 3}
+    # the rollout failed after inconclusive_limit analyses, stable untouched
+    quiet = {**CANARY, "inconclusive_limit": 3}
     rid = api.post(url, json={"build_id": candidate, "settings": quiet}).json()["id"]
     serve(container, "refuse", "canary", candidate)
     rollouts.tick(container, here, now=6000.0)
@@ -402,7 +416,7 @@ def test_4xx_at_100_percent_are_judged_against_stables_record_across_a_gateway_r
     metrics.add("stable", 400, client_errors=4)  # stable's record before the rollout: 1 %
     here = ports(container, metrics)
     url = "/api/v1/deployments/whole/rollouts"
-    straight = {"steps": [100], "interval_s": 10, "thresholds": {"min_requests": 50}}
+    straight = {"step_weights": [100], "interval_seconds": 10, "thresholds": {"min_requests": 50}}
     rid = api.post(url, json={"build_id": candidate, "settings": straight}).json()["id"]
     serve(container, "whole", "canary", candidate)
     rollouts.tick(container, here, now=7000.0)  # begins: stable's record kept
@@ -415,3 +429,111 @@ def test_4xx_at_100_percent_are_judged_against_stables_record_across_a_gateway_r
     assert done["phase"] == "rolled-back" and "client_error_excess" in done["reason"], done
     assert weights(api, "whole") == {"stable": 100}
     assert container.registry.aliases("whole") == {"production": v1}
+
+
+OLD_STATE = {
+    "phase": "progressing",
+    "step": 1,
+    "weight": 50,
+    "started_at": 1000.0,
+    "last_analysis_at": 1020.0,
+    "passed_in_step": 0,
+    "failures_in_a_row": 0,
+    "unavailable_in_a_row": 0,
+    "reason": "",
+    "winner": None,
+    "bake_until": None,
+    "paused_phase": None,
+}  # saved before the progress-deadline fields existed, too
+OLD_COUNTERS = {
+    "last": {"stable": {"requests": 800, "errors": 0, "buckets": [[0.005, 800], ["+Inf", 800]]}},
+    "total": {"canary": {"requests": 100, "errors": 1, "buckets": [[0.005, 99], ["+Inf", 99]]}},
+}
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_rows_of_before_migrate_to_one_status_and_back(
+    database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Rollouts saved with the columns and setting names of before (0006) load after the
+    upgrade as one status with the frozen names, a running one goes on from where it
+    was, and a downgrade gives the old columns and names back."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    from shipway.rollout.controller import parse_spec
+    from shipway.rollout.status import RolloutStatus
+    from shipway.store.db import alembic_config
+
+    url = (
+        request.getfixturevalue("postgres_url")
+        if database == "postgresql"
+        else f"sqlite:///{tmp_path / 'state.db'}"
+    )
+    config = alembic_config(url)
+    command.upgrade(config, "0006")
+    engine = sa.create_engine(url)
+    meta = sa.MetaData()
+    meta.reflect(engine)
+    at = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    with engine.begin() as db:
+        db.execute(
+            meta.tables["model_versions"].insert(),
+            {"id": 1, "name": "m", "version": 2, "mlflow_run_id": "r", "onnx_sha256": "0" * 64,
+             "signature": {}, "tags": {}, "created_at": at},
+        )  # fmt: skip
+        for build in ("s1", "c1"):
+            db.execute(
+                meta.tables["builds"].insert(),
+                {"id": build, "model_version_id": 1, "recipe": "fp32",
+                 "target": "onnxruntime-cpu", "status": "succeeded", "stage": "done",
+                 "progress": 1.0, "report": {}, "created_at": at, "updated_at": at},
+            )  # fmt: skip
+        old_spec = {"steps": [20, 50, 100], "interval_s": 10.0, "failure_threshold": 3,
+                    "max_unavailable": 4, "bake_s": 0.0, "gates": [], "thresholds": {}}  # fmt: skip
+        db.execute(
+            meta.tables["rollouts"].insert(),
+            [
+                {"id": "r1", "deployment": "web", "strategy": "canary", "variant": "canary",
+                 "candidate_build_id": "c1", "stable_build_id": "s1", "spec": old_spec,
+                 "state": OLD_STATE, "phase": "progressing", "converged": "progressing:50",
+                 "metrics": OLD_COUNTERS, "active_key": "web", "created_by": "t",
+                 "created_at": at, "updated_at": at},
+                {"id": "r2", "deployment": "web", "strategy": "experiment",
+                 "variant": "challenger", "candidate_build_id": "c1", "stable_build_id": "s1",
+                 "spec": {"interval_s": 5.0, "max_duration_s": 60.0}, "state": None,
+                 "phase": "failed", "converged": None, "metrics": {}, "active_key": None,
+                 "created_by": "t", "created_at": at, "updated_at": at},
+            ],
+        )  # fmt: skip
+
+    command.upgrade(config, "head")
+    rows = sa.table("rollouts", sa.column("id"), sa.column("spec", sa.JSON),
+                    sa.column("status", sa.JSON))  # fmt: skip
+    with engine.begin() as db:
+        loaded = {r.id: r for r in db.execute(sa.select(rows)).all()}
+    running = RolloutStatus.from_dict(loaded["r1"].status)
+    assert (running.phase, running.weight, running.step, running.finished) == (
+        "progressing", 50, 1, False
+    )  # fmt: skip
+    assert running.converged == "progressing:50" and running.candidate_build == "c1"
+    assert running.counters.total["canary"].requests == 100
+    assert running.state is not None and running.state.progressed_at == 1020.0
+    spec = parse_spec("canary", loaded["r1"].spec)
+    assert loaded["r1"].spec["step_weights"] == [20, 50, 100] and "steps" not in loaded["r1"].spec
+    assert (spec.step_weights, spec.interval_seconds, spec.failure_limit) == ((20, 50, 100), 10, 3)
+    assert spec.consecutive_error_limit == 4
+    ended = RolloutStatus.from_dict(loaded["r2"].status)
+    assert ended.finished and ended.phase == "failed" and ended.state is None
+    assert loaded["r2"].spec == {"interval_seconds": 5.0, "max_duration_seconds": 60.0}
+
+    command.downgrade(config, "0006")
+    meta = sa.MetaData()
+    meta.reflect(engine)
+    with engine.begin() as db:
+        back = {r.id: r for r in db.execute(sa.select(meta.tables["rollouts"])).all()}
+    assert back["r1"].spec == old_spec and back["r1"].phase == "progressing"
+    assert back["r1"].converged == "progressing:50"
+    assert back["r1"].metrics["total"]["canary"]["requests"] == 100
+    assert back["r2"].spec == {"interval_s": 5.0, "max_duration_s": 60.0}
+    engine.dispose()

@@ -13,6 +13,7 @@ from shipway import __version__
 from shipway.api import errors
 from shipway.api.routes import builds, deployments, models, rollouts, system
 from shipway.container import Container
+from shipway.services import rollouts as rollouts_service
 
 
 def create_app(container: Container) -> FastAPI:
@@ -33,6 +34,7 @@ def create_app(container: Container) -> FastAPI:
             yield
         finally:
             stop.set()
+            rollouts_service.wake(container)  # out of its sleep, to see the stop
             for loop in loops:
                 loop.join(30)
 
@@ -70,10 +72,8 @@ def _drift_monitor(container: Container, stop: threading.Event, seconds: float) 
 
 
 def _rollout_controller(container: Container, stop: threading.Event, seconds: float) -> None:
-    """Run every rollout: analyse once per its interval, converge routes and replicas.
-    State lives in the store, so a restarted process picks up where this one stopped."""
-    from shipway.services import rollouts
-
-    ports = container.rollout_ports
-    while not stop.wait(seconds):
-        rollouts.tick(container, ports)
+    """Run every rollout: analyse once per its interval, converge routes and replicas,
+    each when the controller asks to run next (``seconds``: its poll while waiting on
+    replicas). State lives in the store, so a restarted process picks up where this
+    one stopped."""
+    rollouts_service.run(container, container.rollout_ports, stop)

@@ -375,13 +375,15 @@ class RolloutIn(BaseModel):
     strategy: Literal["canary", "experiment"] = "canary"
     settings: RolloutSettings = Field(
         default_factory=dict,
-        description="canary: steps, interval_s, checks_per_step, failure_threshold, gates, "
-        "bake_s, max_unavailable, progress_deadline_s, max_inconclusive, shadow {share, "
-        "min_compared, min_agreement, max_error_rate}, thresholds {min_requests, "
-        "max_error_rate, max_client_error_increase, max_p50_ratio, max_p99_ratio, "
-        "max_drift_score, confidence}; experiment: weight, interval_s, min_requests, "
-        "max_duration_s, alpha. Unknown or ill-typed settings are refused (422) with the "
-        "reason.",
+        description="canary: step_weights, interval_seconds, checks_per_step, failure_limit, "
+        "gates, bake_seconds, consecutive_error_limit, progress_deadline_seconds, "
+        "inconclusive_limit, shadow {share, min_compared, min_agreement, max_error_rate, "
+        "max_compared}, thresholds {min_requests, max_error_rate, max_client_error_increase, "
+        "max_p50_ratio, max_p99_ratio, max_drift_score, confidence}; experiment: weight, "
+        "interval_seconds, min_requests, max_duration_seconds, alpha. The names of before "
+        "(steps, interval_s, failure_threshold, max_unavailable, max_inconclusive, "
+        "progress_deadline_s, bake_s, max_duration_s) are still accepted. Unknown or "
+        "ill-typed settings are refused (422) with the reason.",
     )
     allow_signature_change: bool = Field(
         False,

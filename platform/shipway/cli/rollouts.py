@@ -35,7 +35,7 @@ CANARY_ONLY = frozenset(
     {
         "steps",
         "checks_per_step",
-        "failure_threshold",
+        "failure_limit",
         "gate",
         "bake",
         "max_error_rate",
@@ -47,7 +47,8 @@ CANARY_ONLY = frozenset(
         "shadow_min_compared",
         "shadow_min_agreement",
         "progress_deadline",
-        "max_inconclusive",
+        "inconclusive_limit",
+        "consecutive_error_limit",
     }
 )
 EXPERIMENT_ONLY = frozenset({"weight", "max_duration", "alpha"})
@@ -70,8 +71,17 @@ def start(
     steps: Annotated[str | None, typer.Option(help="Canary weights, e.g. 5,25,50,100")] = None,
     interval: Annotated[float | None, typer.Option(help="Seconds per analysis (30)")] = None,
     checks_per_step: Annotated[int | None, typer.Option(help="Passed analyses a step (1)")] = None,
-    failure_threshold: Annotated[
-        int | None, typer.Option(help="Failed analyses in a row that roll back (2)")
+    failure_limit: Annotated[
+        int | None,
+        typer.Option(
+            "--failure-limit",
+            "--failure-threshold",
+            help="Failed analyses in a row that roll back (2)",
+        ),
+    ] = None,
+    consecutive_error_limit: Annotated[
+        int | None,
+        typer.Option(help="Canary: analyses in a row without metrics that roll back (5)"),
     ] = None,
     gate: Annotated[
         list[int] | None, typer.Option(help="Step index that waits for `approve`; repeatable")
@@ -104,8 +114,13 @@ def start(
         float | None,
         typer.Option(help="Canary: seconds without progress before it fails (10 intervals)"),
     ] = None,
-    max_inconclusive: Annotated[
-        int | None, typer.Option(help="Canary: inconclusive analyses in a row that fail it (10)")
+    inconclusive_limit: Annotated[
+        int | None,
+        typer.Option(
+            "--inconclusive-limit",
+            "--max-inconclusive",
+            help="Canary: inconclusive analyses in a row that fail it (10)",
+        ),
     ] = None,
     weight: Annotated[int | None, typer.Option(help="Experiment: challenger's % (50)")] = None,
     max_duration: Annotated[
@@ -123,8 +138,8 @@ def start(
     clears 98 %), then the
     candidate takes STEPS of live traffic, one analysis per INTERVAL
     (error rate, 4xx against stable's, p50/p99 against stable, minimum requests);
-    FAILURE_THRESHOLD failed analyses in a row roll it back, every step passed promotes
-    it; no progress for PROGRESS_DEADLINE seconds, or MAX_INCONCLUSIVE analyses without
+    FAILURE_LIMIT failed analyses in a row roll it back, every step passed promotes
+    it; no progress for PROGRESS_DEADLINE seconds, or INCONCLUSIVE_LIMIT analyses without
     enough data in a row, end it failed. A candidate whose signature would break
     stable's clients is refused unless --allow-signature-change. experiment: the
     challenger takes WEIGHT % sticky by request key; two-proportion z-tests on errors
@@ -147,14 +162,15 @@ def start(
                 fail(f"--steps takes comma-separated integers, got {steps!r}", 2)
         settings = _settings(
             {
-                "steps": parsed_steps,
-                "interval_s": interval,
+                "step_weights": parsed_steps,
+                "interval_seconds": interval,
                 "checks_per_step": checks_per_step,
-                "failure_threshold": failure_threshold,
+                "failure_limit": failure_limit,
+                "consecutive_error_limit": consecutive_error_limit,
                 "gates": gate or None,
-                "bake_s": bake,
-                "progress_deadline_s": progress_deadline,
-                "max_inconclusive": max_inconclusive,
+                "bake_seconds": bake,
+                "progress_deadline_seconds": progress_deadline,
+                "inconclusive_limit": inconclusive_limit,
                 "shadow": None
                 if shadow is None
                 else _settings(
@@ -178,9 +194,9 @@ def start(
         settings = _settings(
             {
                 "weight": weight,
-                "interval_s": interval,
+                "interval_seconds": interval,
                 "min_requests": min_requests,
-                "max_duration_s": max_duration,
+                "max_duration_seconds": max_duration,
                 "alpha": alpha,
             }
         )

@@ -13,8 +13,8 @@ on for the bake period: a breach then rolls back to the previous stable.
 
 A rollout that cannot be judged must not hang at a partial weight for ever: with no
 progress (a passed analysis, a step, more mirrored answers compared) for
-``progress_deadline_s`` — Argo Rollouts' ``progressDeadlineSeconds`` — or after
-``max_inconclusive`` inconclusive analyses in a row, it ends FAILED: the candidate is
+``progress_deadline_seconds`` — Argo Rollouts' ``progressDeadlineSeconds`` — or after
+``inconclusive_limit`` inconclusive analyses in a row, it ends FAILED: the candidate is
 taken out and stable serves as before. Paused and gated time does not count.
 """
 
@@ -75,50 +75,53 @@ class ShadowSpec:
 
 @dataclass(frozen=True)
 class CanarySpec:
-    steps: tuple[int, ...] = (5, 25, 50, 100)
-    interval_s: float = 30.0
+    step_weights: tuple[int, ...] = (5, 25, 50, 100)
+    interval_seconds: float = 30.0
     checks_per_step: int = 1  # passed analyses needed before the next step
-    failure_threshold: int = 2  # failed analyses in a row that roll back
+    failure_limit: int = 2  # failed analyses in a row that roll back
     gates: frozenset[int] = frozenset()  # step indices that wait for an approval first
-    bake_s: float = 0.0
+    bake_seconds: float = 0.0
     # analyses in a row without metrics (the provider is down) before rolling back: the
     # canary cannot be judged, and holding it at its weight forever is not safe either
-    max_unavailable: int = 5
+    consecutive_error_limit: int = 5
     shadow: ShadowSpec | None = None
     thresholds: Thresholds = field(default_factory=Thresholds)
     # seconds without progress before the rollout ends failed; None: 10 intervals
-    progress_deadline_s: float | None = None
-    max_inconclusive: int = 10  # inconclusive analyses in a row that end it failed
+    progress_deadline_seconds: float | None = None
+    inconclusive_limit: int = 10  # inconclusive analyses in a row that end it failed
 
     def __post_init__(self) -> None:
-        if not self.steps or list(self.steps) != sorted(set(self.steps)):
-            raise InvalidInput(f"steps must rise strictly, got {list(self.steps)}")
-        if self.steps[0] <= 0 or self.steps[-1] != 100:
-            raise InvalidInput("steps must be within 1..100 and end at 100")
-        if min(self.checks_per_step, self.failure_threshold, self.max_unavailable) < 1:
-            raise InvalidInput("checks per step, failure threshold, max unavailable must be >= 1")
-        if not 0 < self.interval_s <= DAY or not 0 <= self.bake_s <= WEEK:
+        if not self.step_weights or list(self.step_weights) != sorted(set(self.step_weights)):
+            raise InvalidInput(f"step_weights must rise strictly, got {list(self.step_weights)}")
+        if self.step_weights[0] <= 0 or self.step_weights[-1] != 100:
+            raise InvalidInput("step_weights must be within 1..100 and end at 100")
+        if min(self.checks_per_step, self.failure_limit, self.consecutive_error_limit) < 1:
+            raise InvalidInput(
+                "checks_per_step, failure_limit, consecutive_error_limit must be >= 1"
+            )
+        if not 0 < self.interval_seconds <= DAY or not 0 <= self.bake_seconds <= WEEK:
             raise InvalidInput(
                 f"the analysis interval must be within (0, {DAY}] s, the bake within [0, {WEEK}] s"
             )
-        if any(not 0 <= g < len(self.steps) for g in self.gates):
-            raise InvalidInput(f"gates must name step indices 0..{len(self.steps) - 1}")
-        if self.max_inconclusive < 1:
-            raise InvalidInput("max_inconclusive must be >= 1")
-        if self.progress_deadline_s is not None and self.progress_deadline_s > WEEK:
-            raise InvalidInput(f"progress_deadline_s must be at most {WEEK} s (a week)")
-        if self.progress_deadline_s is not None and self.progress_deadline_s < self.interval_s:
+        if any(not 0 <= g < len(self.step_weights) for g in self.gates):
+            raise InvalidInput(f"gates must name step indices 0..{len(self.step_weights) - 1}")
+        if self.inconclusive_limit < 1:
+            raise InvalidInput("inconclusive_limit must be >= 1")
+        if self.progress_deadline_seconds is not None and self.progress_deadline_seconds > WEEK:
+            raise InvalidInput(f"progress_deadline_seconds must be at most {WEEK} s (a week)")
+        deadline = self.progress_deadline_seconds
+        if deadline is not None and deadline < self.interval_seconds:
             raise InvalidInput(
-                f"progress_deadline_s ({self.progress_deadline_s}) must be at least one "
-                f"analysis interval ({self.interval_s})"
+                f"progress_deadline_seconds ({deadline}) must be at least one "
+                f"analysis interval ({self.interval_seconds})"
             )
 
     @property
-    def deadline_s(self) -> float:
+    def deadline_seconds(self) -> float:
         """The progress deadline in effect."""
-        if self.progress_deadline_s is not None:
-            return self.progress_deadline_s
-        return DEADLINE_INTERVALS * self.interval_s
+        if self.progress_deadline_seconds is not None:
+            return self.progress_deadline_seconds
+        return DEADLINE_INTERVALS * self.interval_seconds
 
 
 DEADLINE_INTERVALS = 10  # the default progress deadline, in analysis intervals
@@ -137,13 +140,13 @@ def _first_step(
 ) -> tuple[State, list[Action]]:
     state = state or State(Phase.PROGRESSING, 0, 0, now, now)
     if 0 in spec.gates:
-        reason = f"approval before {spec.steps[0]} %"
+        reason = f"approval before {spec.step_weights[0]} %"
         waiting = replace(state, phase=Phase.WAITING_GATE, weight=0, reason=reason)
         return waiting, [Record("rollout.waiting", reason, {"step": 0, **numbers})]
-    moved = replace(state, phase=Phase.PROGRESSING, weight=spec.steps[0], reason="")
+    moved = replace(state, phase=Phase.PROGRESSING, weight=spec.step_weights[0], reason="")
     return moved, [
-        SetWeight(spec.steps[0]),
-        Record("rollout.step", f"weight {spec.steps[0]} %", {"step": 0, **numbers}),
+        SetWeight(spec.step_weights[0]),
+        Record("rollout.step", f"weight {spec.step_weights[0]} %", {"step": 0, **numbers}),
     ]
 
 
@@ -153,17 +156,17 @@ def advance(
     """One tick. Analyses only once per interval; otherwise nothing changes.
 
     ``observation`` None means the metrics provider could not be read: that analysis is
-    inconclusive, and ``max_unavailable`` of them in a row roll back.
+    inconclusive, and ``consecutive_error_limit`` of them in a row roll back.
     """
     if state.phase not in (Phase.SHADOWING, Phase.PROGRESSING, Phase.BAKING):
         return state, []
-    if now - state.last_analysis_at < spec.interval_s:
+    if now - state.last_analysis_at < spec.interval_seconds:
         return state, []
     state = replace(state, last_analysis_at=now)
     if observation is None:
         missing = state.unavailable_in_a_row + 1
         numbers: dict[str, object] = {"unavailable_in_a_row": missing}
-        if missing >= spec.max_unavailable:
+        if missing >= spec.consecutive_error_limit:
             return _roll_back(state, f"no metrics for {missing} analyses in a row", numbers)
         state = replace(state, unavailable_in_a_row=missing)
         return _stalled(
@@ -181,7 +184,7 @@ def advance(
         failures = state.failures_in_a_row + 1
         failed = ", ".join(c.name for c in checks if c.outcome is Outcome.FAILED)
         state = replace(state, failures_in_a_row=failures, inconclusive_in_a_row=0)
-        if failures >= spec.failure_threshold:
+        if failures >= spec.failure_limit:
             return _roll_back(state, f"{failures} failed analyses in a row ({failed})", numbers)
         return _stalled(spec, state, now, [Record("rollout.check-failed", failed, numbers)])
     if outcome is Outcome.INCONCLUSIVE:
@@ -207,7 +210,7 @@ def advance(
         return state, [Record("rollout.check-passed", "baking", numbers)]
     if state.passed_in_step < spec.checks_per_step:
         return state, [Record("rollout.check-passed", f"at {state.weight} %", numbers)]
-    if state.step == len(spec.steps) - 1:
+    if state.step == len(spec.step_weights) - 1:
         return _promote(spec, state, now, "every step passed", numbers)
     return _next_step(spec, state, numbers)
 
@@ -252,12 +255,12 @@ def _shadow_step(
 def _inconclusive(
     spec: CanarySpec, state: State, now: float, reason: str, numbers: dict[str, object]
 ) -> tuple[State, list[Action]]:
-    """An analysis without enough data: counted, and ``max_inconclusive`` in a row end
+    """An analysis without enough data: counted, and ``inconclusive_limit`` in a row end
     the rollout (not while baking: promotion is done, the bake ends by its clock)."""
     count = state.inconclusive_in_a_row + 1
     state = replace(state, inconclusive_in_a_row=count)
     numbers = {**numbers, "inconclusive_in_a_row": count}
-    if state.phase is not Phase.BAKING and count >= spec.max_inconclusive:
+    if state.phase is not Phase.BAKING and count >= spec.inconclusive_limit:
         return _fail(state, f"{count} inconclusive analyses in a row: {reason}", numbers)
     return _stalled(spec, state, now, [Record("rollout.check-inconclusive", reason, numbers)])
 
@@ -268,9 +271,9 @@ def _stalled(
     """After an analysis that did not move the rollout forward: past the progress
     deadline, it ends failed."""
     since = state.started_at if state.progressed_at is None else state.progressed_at
-    if state.phase is Phase.BAKING or now - since < spec.deadline_s:
+    if state.phase is Phase.BAKING or now - since < spec.deadline_seconds:
         return state, actions
-    reason = f"no progress for {now - since:.0f}s (progress deadline {spec.deadline_s:.0f}s)"
+    reason = f"no progress for {now - since:.0f}s (progress deadline {spec.deadline_seconds:.0f}s)"
     last = next((a for a in reversed(actions) if isinstance(a, Record)), None)
     return _fail(state, reason, dict(last.details) if last else {})
 
@@ -300,10 +303,10 @@ def _next_step(
             phase=Phase.WAITING_GATE,
             step=step,
             passed_in_step=0,
-            reason=f"approval before {spec.steps[step]} %",
+            reason=f"approval before {spec.step_weights[step]} %",
         )
         return waiting, [Record("rollout.waiting", waiting.reason, numbers)]
-    moved = replace(state, step=step, weight=spec.steps[step], passed_in_step=0)
+    moved = replace(state, step=step, weight=spec.step_weights[step], passed_in_step=0)
     return moved, [
         SetWeight(moved.weight),
         Record("rollout.step", f"weight {moved.weight} %", numbers),
@@ -313,19 +316,19 @@ def _next_step(
 def _promote(
     spec: CanarySpec, state: State, now: float, reason: str, numbers: dict[str, object]
 ) -> tuple[State, list[Action]]:
-    if spec.bake_s > 0:
+    if spec.bake_seconds > 0:
         baking = replace(
             state,
             phase=Phase.BAKING,
             weight=100,
-            step=len(spec.steps) - 1,
+            step=len(spec.step_weights) - 1,
             passed_in_step=0,
-            bake_until=now + spec.bake_s,
+            bake_until=now + spec.bake_seconds,
             reason=reason,
         )
         return baking, [Promote(), Record("rollout.promoted", f"{reason}; baking", numbers)]
     done = replace(
-        state, phase=Phase.SUCCEEDED, weight=100, step=len(spec.steps) - 1, reason=reason
+        state, phase=Phase.SUCCEEDED, weight=100, step=len(spec.step_weights) - 1, reason=reason
     )
     return done, [Promote(), Record("rollout.promoted", reason, numbers)]
 
@@ -339,7 +342,7 @@ def approve(spec: CanarySpec, state: State, now: float) -> tuple[State, list[Act
     moved = replace(
         state,
         phase=Phase.PROGRESSING,
-        weight=spec.steps[state.step],
+        weight=spec.step_weights[state.step],
         last_analysis_at=now,
         progressed_at=now,
         inconclusive_in_a_row=0,

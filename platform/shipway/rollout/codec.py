@@ -1,8 +1,11 @@
 """Engine values to JSON-able dicts and back: how a rollout's spec and state are
 persisted (a database row locally, a custom resource's status on Kubernetes).
 
-Unknown keys in a spec are refused rather than ignored: a typo in ``failure_threshld``
+Unknown keys in a spec are refused rather than ignored: a typo in ``failure_limt``
 must not silently run a rollout on defaults.
+
+Settings saved or sent with the names of before the CRD's vocabulary (``steps``,
+``interval_s``, ``failure_threshold``...) still load: ``LEGACY_NAMES`` translates them.
 """
 
 from __future__ import annotations
@@ -17,6 +20,33 @@ from shipway.rollout.canary import CanarySpec, ShadowSpec
 from shipway.rollout.checks import Thresholds
 from shipway.rollout.experiment import ExperimentSpec
 from shipway.rollout.state import Phase, State
+
+# old name -> frozen name (the CRD's camelCase is the frozen name in camelCase)
+LEGACY_CANARY_NAMES = {
+    "steps": "step_weights",
+    "interval_s": "interval_seconds",
+    "failure_threshold": "failure_limit",
+    "max_unavailable": "consecutive_error_limit",
+    "max_inconclusive": "inconclusive_limit",
+    "progress_deadline_s": "progress_deadline_seconds",
+    "bake_s": "bake_seconds",
+}
+LEGACY_EXPERIMENT_NAMES = {
+    "interval_s": "interval_seconds",
+    "max_duration_s": "max_duration_seconds",
+}
+
+
+def translate_legacy(data: dict[str, Any], legacy: dict[str, str], what: str) -> dict[str, Any]:
+    """``data`` with old setting names replaced by the frozen ones; both given is refused
+    (which one was meant cannot be guessed)."""
+    out = dict(data)
+    for old, new in legacy.items():
+        if old in out:
+            if new in out:
+                raise InvalidInput(f"{what} settings {old} and {new} name the same setting")
+            out[new] = out.pop(old)
+    return out
 
 
 def _known(cls: type, data: dict[str, Any], what: str) -> dict[str, Any]:
@@ -46,8 +76,14 @@ def _known(cls: type, data: dict[str, Any], what: str) -> dict[str, Any]:
 
 
 def canary_spec(data: dict[str, Any]) -> CanarySpec:
+    data = translate_legacy(data, LEGACY_CANARY_NAMES, "canary")
     data = dict(_known(CanarySpec, data, "canary"))
-    for name, kind in (("steps", list), ("gates", list), ("thresholds", dict), ("shadow", dict)):
+    for name, kind in (
+        ("step_weights", list),
+        ("gates", list),
+        ("thresholds", dict),
+        ("shadow", dict),
+    ):
         if data.get(name) is not None and not isinstance(data[name], kind):
             expected = "a list" if kind is list else "an object"
             raise InvalidInput(f"canary setting {name} must be {expected}, got {data[name]!r}")
@@ -56,12 +92,12 @@ def canary_spec(data: dict[str, Any]) -> CanarySpec:
             data["thresholds"] = Thresholds(
                 **_known(Thresholds, dict(data["thresholds"]), "threshold")
             )
-        for name in ("steps", "gates"):
+        for name in ("step_weights", "gates"):
             values = data.get(name, [])
             if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
                 raise InvalidInput(f"canary setting {name} must be integers, got {values!r}")
-        if "steps" in data:
-            data["steps"] = tuple(data["steps"])
+        if "step_weights" in data:
+            data["step_weights"] = tuple(data["step_weights"])
         if "gates" in data:
             data["gates"] = frozenset(data["gates"])
         if data.get("shadow") is not None:
@@ -73,6 +109,7 @@ def canary_spec(data: dict[str, Any]) -> CanarySpec:
 
 def experiment_spec(data: dict[str, Any]) -> ExperimentSpec:
     try:
+        data = translate_legacy(data, LEGACY_EXPERIMENT_NAMES, "experiment")
         return ExperimentSpec(**_known(ExperimentSpec, data, "experiment"))
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"bad experiment settings: {exc}") from exc
@@ -81,7 +118,7 @@ def experiment_spec(data: dict[str, Any]) -> ExperimentSpec:
 def spec_to_dict(spec: CanarySpec | ExperimentSpec) -> dict[str, Any]:
     data = asdict(spec)
     if isinstance(spec, CanarySpec):
-        data["steps"] = list(spec.steps)
+        data["step_weights"] = list(spec.step_weights)
         data["gates"] = sorted(spec.gates)
     return data
 

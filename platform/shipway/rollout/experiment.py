@@ -10,7 +10,7 @@ Per metric, each challenger arm against the control arm:
   than any answer (``counts.arm``), so an arm cannot win on the latency of the
   requests it did answer.
 Significance ``alpha`` is split over the comparisons (Bonferroni). No decision before
-every arm has ``min_requests``; at ``max_duration_s`` without a significant
+every arm has ``min_requests``; at ``max_duration_seconds`` without a significant
 difference the experiment ends with "no difference" and the control stays.
 A challenger wins when it is significantly better on a metric and significantly worse
 on none; one significantly worse on any metric loses.
@@ -80,12 +80,12 @@ def decide(
     challengers: list[Arm],
     elapsed_s: float,
     min_requests: int = 500,
-    max_duration_s: float = 3600.0,
+    max_duration_seconds: float = 3600.0,
     alpha: float = 0.05,
 ) -> Verdict:
     arms = [control, *challengers]
     if any(a.requests < min_requests for a in arms):
-        if elapsed_s >= max_duration_s:
+        if elapsed_s >= max_duration_seconds:
             return Verdict(Decision.NO_DIFFERENCE, None, (), "time is up before the minimum sample")
         return Verdict(Decision.CONTINUE, None, (), f"fewer than {min_requests} requests per arm")
     tests = 3 * len(challengers)
@@ -133,7 +133,7 @@ def decide(
             tuple(comparisons),
             "every challenger significantly worse",
         )
-    if elapsed_s >= max_duration_s:
+    if elapsed_s >= max_duration_seconds:
         return Verdict(
             Decision.NO_DIFFERENCE, None, tuple(comparisons), "no arm significantly better in time"
         )
@@ -149,15 +149,18 @@ class ExperimentSpec:
     request key so one user stays in one arm for the whole experiment."""
 
     weight: int = 50
-    interval_s: float = 30.0
+    interval_seconds: float = 30.0
     min_requests: int = 500
-    max_duration_s: float = 3600.0
+    max_duration_seconds: float = 3600.0
     alpha: float = 0.05
 
     def __post_init__(self) -> None:
         if not 1 <= self.weight <= 99:
             raise InvalidInput(f"the challenger's weight must be within 1..99, got {self.weight}")
-        if not 0 < self.interval_s <= 86_400 or not 0 < self.max_duration_s <= 2_592_000:
+        if (
+            not 0 < self.interval_seconds <= 86_400
+            or not 0 < self.max_duration_seconds <= 2_592_000
+        ):
             raise InvalidInput(
                 "the interval must be within (0, 86400] s and the maximum duration within "
                 "(0, 2592000] s (30 days)"
@@ -185,18 +188,18 @@ def advance_experiment(
     """One tick with (control, challenger) counted since the start; decides once per
     interval. A winning challenger is promoted; a winning control, or no difference at
     the deadline, rolls the challenger back. ``arms`` None: no metrics this time."""
-    if state.phase is not Phase.PROGRESSING or now - state.last_analysis_at < spec.interval_s:
+    if state.phase is not Phase.PROGRESSING or now - state.last_analysis_at < spec.interval_seconds:
         return state, []
     state = replace(state, last_analysis_at=now)
     if arms is None:
-        if now - state.started_at >= spec.max_duration_s:
+        if now - state.started_at >= spec.max_duration_seconds:
             reason = "no difference: time is up, and no metrics to decide on"
             done = replace(state, phase=Phase.ROLLED_BACK, weight=0, reason=reason)
             return done, [SetWeight(0), Rollback(), Record("experiment.decided", reason, {})]
         return state, [Record("experiment.check-inconclusive", "metrics unavailable", {})]
     control, challenger = arms
     verdict = decide(
-        control, [challenger], now - state.started_at, spec.min_requests, spec.max_duration_s,
+        control, [challenger], now - state.started_at, spec.min_requests, spec.max_duration_seconds,
         spec.alpha,
     )  # fmt: skip
     numbers: dict[str, object] = {

@@ -8,6 +8,8 @@ from enum import StrEnum
 
 
 class Phase(StrEnum):
+    # placed, waiting for the candidate's replicas; no traffic yet, no engine state
+    INITIALIZING = "initializing"
     SHADOWING = "shadowing"  # mirrored traffic only, answers compared with stable's
     PROGRESSING = "progressing"
     WAITING_GATE = "waiting-gate"  # a manual approval before the next step
@@ -27,7 +29,7 @@ class Phase(StrEnum):
 @dataclass(frozen=True)
 class State:
     phase: Phase
-    step: int  # index into spec.steps
+    step: int  # index into spec.step_weights
     weight: int  # candidate's share of live traffic
     started_at: float
     last_analysis_at: float

@@ -3,8 +3,9 @@
 Pure functions: the observed load and the clock come in, a replica count (and the
 recommendation history to keep) goes out. Scale-up follows a recommendation at once
 (bounded per step); scale-down follows the highest recommendation of the last
-``scale_down_window_s`` seconds, so a brief lull does not shed replicas that the next
-burst needs.
+``scale_down_stabilization_window_seconds`` seconds (the HPA's
+``behavior.scaleDown.stabilizationWindowSeconds``), so a brief lull does not shed
+replicas that the next burst needs.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ class AutoscalePolicy:
     min_replicas: int
     max_replicas: int
     target_inflight: float  # mean requests in flight per replica we aim for
-    scale_down_window_s: float = 30.0
+    scale_down_stabilization_window_seconds: float = 30.0
     tolerance: float = 0.1  # no change while within ±10 % of the target (as the HPA)
     max_step_up: int = 4  # at most double, or add this many, per decision (as the HPA)
 
@@ -47,7 +48,9 @@ def stabilize(
     history: History, now: float, recommendation: int, current: int, policy: AutoscalePolicy
 ) -> tuple[int, History]:
     """Apply the scale-down window; returns the replica count and the history to keep."""
-    kept = tuple((t, r) for t, r in history if now - t < policy.scale_down_window_s)
+    kept = tuple(
+        (t, r) for t, r in history if now - t < policy.scale_down_stabilization_window_seconds
+    )
     kept = (*kept, (now, recommendation))
     if recommendation >= current:
         return recommendation, kept

@@ -1,4 +1,6 @@
-"""The local Router and Placement ports: writes to the desired state in the store.
+"""The local ports of the rollout controller: Router and Placement write the desired
+state in the store, release aliases go to MLflow, drift scores come from the drift
+service. (The local MetricsProvider reads the gateway: ``gateway.metrics_source``.)
 
 Locally the store is the interface: the gateway re-reads its routes every
 ``routes_refresh_seconds`` and the runtime manager reconciles replicas every
@@ -7,14 +9,19 @@ Locally the store is the interface: the gateway re-reads its routes every
 
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy import select
 
 from shipway.container import Container
+from shipway.errors import NotFound, ShipwayError
+from shipway.rollout.controller import CONTROLLER
 from shipway.services import deployments
 from shipway.services.deployments import STABLE
-from shipway.store.models import Deployment, ReplicaState, Split
+from shipway.store.models import Build, Deployment, ReplicaState, Split
 
-ACTOR = "rollout-controller"
+log = logging.getLogger(__name__)
+ACTOR = CONTROLLER
 
 
 class StoreRouter:
@@ -96,3 +103,46 @@ class StorePlacement:
             deployments.deploy(
                 self.container, deployment, build_id, ACTOR, allow_signature_change=True
             )
+
+
+class StoreReleaseAliases:
+    """MLflow aliases on the build's model version: ``candidate`` while it rolls out,
+    ``production`` for what serves."""
+
+    def __init__(self, container: Container) -> None:
+        self.container = container
+
+    def _version(self, build_id: str) -> tuple[str, int]:
+        with self.container.db.session() as session:
+            build = session.get(Build, build_id)
+            if build is None:
+                raise NotFound(f"build {build_id!r} does not exist")
+            return build.model_version.name, build.model_version.version
+
+    def set_alias(self, build_id: str, alias: str) -> None:
+        name, version = self._version(build_id)
+        self.container.registry.set_alias(name, alias, version)
+
+    def delete_alias(self, build_id: str, alias: str) -> None:
+        name, _ = self._version(build_id)
+        self.container.registry.delete_alias(name, alias)
+
+
+class StoreDriftScores:
+    """The drift service's PSI between two variants' sampled inputs (the gateway's
+    samples); None when they cannot be had, so the drift check is inconclusive."""
+
+    def __init__(self, container: Container) -> None:
+        self.container = container
+
+    def score(self, deployment: str, reference: str, variant: str) -> float | None:
+        from shipway.services import drift
+
+        try:
+            return drift.score_between(self.container, deployment, reference, variant)
+        except ShipwayError as exc:  # the gateway's samples unreachable: inconclusive
+            log.warning("drift score of %s/%s: %s", deployment, variant, exc)
+            return None
+        except Exception:  # whatever the samples hold, the analysis goes on: inconclusive
+            log.exception("drift score of %s/%s failed", deployment, variant)
+            return None

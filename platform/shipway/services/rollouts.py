@@ -1,10 +1,13 @@
-"""Rollouts: start one, follow it, operate it; and the controller that runs them.
+"""Rollouts in local mode: start one, follow it, operate it; and the store-backed shell
+around the shared rollout controller (``shipway.rollout.controller``).
 
-The engine (``shipway.rollout``) decides; this module persists and carries out. Each
-tick, for every running rollout: analyse if an interval has passed (one engine step,
-saved with its audit events in one transaction), then converge the ports to the saved
-state. Converging is level-triggered and idempotent, so a control plane killed between
-saving and converging repairs the difference on its next tick after a restart.
+The controller decides and carries out through the ports; this module only loads a
+rollout's status (one JSON column), hands it to the controller with the rollout's
+spec, and saves what comes back — the new status and its audit events — in one
+transaction. The controller says when it wants to run next; ``run`` sleeps until the
+earliest of those (or until a start or an operation wakes it), so nothing polls at a
+fixed rate. Converging is level-triggered and idempotent, so a control plane killed
+between saving and converging repairs the difference on its next pass.
 
 Lineage: every audit event of a rollout names the model version, the candidate and
 the stable build, so "which decision put this version in production, on what
@@ -14,8 +17,9 @@ numbers" is one query on ``rollout/<id>``.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from dataclasses import dataclass, replace
+import weakref
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,51 +28,64 @@ from sqlalchemy.exc import IntegrityError
 
 from shipway import audit
 from shipway.container import Container
-from shipway.errors import Conflict, InvalidInput, NotFound, ShipwayError
-from shipway.rollout import canary, codec, counts, experiment
-from shipway.rollout.canary import CanarySpec
-from shipway.rollout.checks import Observation
-from shipway.rollout.experiment import ExperimentSpec
-from shipway.rollout.ports import MetricsProvider, MetricsUnavailable, Placement, Router
-from shipway.rollout.state import Action, Phase, Record, State
+from shipway.errors import Conflict, NotFound, ShipwayError
+from shipway.rollout import codec
+from shipway.rollout.controller import (
+    OPERATIONS,
+    VARIANTS,
+    Controller,
+    Event,
+    Result,
+    abandon,
+    end_unstarted,
+    new_status,
+    parse_spec,
+)
+from shipway.rollout.ports import Ports
+from shipway.rollout.state import Phase
+from shipway.rollout.status import RolloutStatus
 from shipway.services import deployments
 from shipway.services.deployments import STABLE
 from shipway.store.models import AuditEvent, Build, Deployment, Rollout
 
+__all__ = ["OPERATIONS", "VARIANTS", "Ports", "parse_spec"]
+
 log = logging.getLogger(__name__)
 
-VARIANTS = {"canary": "canary", "experiment": "challenger"}  # strategy -> candidate variant
-INITIALIZING = "initializing"  # waiting for the candidate's replicas; no traffic yet
-FAILED = "failed"  # the candidate never became ready
-OPERATIONS = ("pause", "resume", "promote", "approve", "abort")
-_EMPTY = counts.VariantCounts()
-CONTROLLER = "rollout-controller"
-
-
-@dataclass
-class Ports:
-    router: Router
-    placement: Placement
-    metrics: MetricsProvider
+RESYNC_SECONDS = 30.0  # the longest the loop sleeps: rollouts started elsewhere show up
+_wakeups: weakref.WeakKeyDictionary[Container, threading.Event] = weakref.WeakKeyDictionary()
 
 
 def local_ports(container: Container) -> Ports:
     from shipway.gateway.metrics_source import GatewayMetricsSource
-    from shipway.services.rollout_ports import StorePlacement, StoreRouter
+    from shipway.services.rollout_ports import (
+        StoreDriftScores,
+        StorePlacement,
+        StoreReleaseAliases,
+        StoreRouter,
+    )
 
     return Ports(
         StoreRouter(container),
         StorePlacement(container),
         GatewayMetricsSource(container.settings.gateway_url),
+        StoreReleaseAliases(container),
+        StoreDriftScores(container),
     )
 
 
-def parse_spec(strategy: str, data: dict[str, Any]) -> CanarySpec | ExperimentSpec:
-    if strategy == "canary":
-        return codec.canary_spec(data)
-    if strategy == "experiment":
-        return codec.experiment_spec(data)
-    raise InvalidInput(f"strategy must be 'canary' or 'experiment', got {strategy!r}")
+def controller(container: Container, ports: Ports) -> Controller:
+    poll = container.settings.rollout_tick_seconds or 1.0
+    return Controller(ports, container.settings.rollout_start_timeout, poll)
+
+
+def wake(container: Container) -> None:
+    """Run the controller loop now (a rollout started or was operated, or it stops)."""
+    _wakeup(container).set()
+
+
+def _wakeup(container: Container) -> threading.Event:
+    return _wakeups.setdefault(container, threading.Event())
 
 
 # ---- start, read ------------------------------------------------------------------
@@ -90,7 +107,7 @@ def start(
     any traffic moves, unless ``allow_signature_change``; then the changes are part
     of the rollout's ``rollout.created`` audit event."""
     spec = parse_spec(strategy, settings or {})
-    variant = VARIANTS[strategy]
+    now = time.time()
     with container.rollout_lock:
         try:
             with container.db.session() as session:
@@ -116,39 +133,38 @@ def start(
                         "a rollout splits traffic between stable and its candidate only: "
                         "remove them first"
                     )
+                status = new_status(strategy, build_id, current.build_id, now)
                 rollout = Rollout(
                     deployment=deployment,
                     strategy=strategy,
-                    variant=variant,
+                    variant=status.variant,
                     candidate_build_id=build_id,
                     stable_build_id=current.build_id,
                     spec=codec.spec_to_dict(spec),
-                    phase=INITIALIZING,
-                    metrics={},
+                    status=status.to_dict(),
                     active_key=deployment,
                     created_by=actor,
+                    created_at=datetime.fromtimestamp(now, UTC),
                 )
                 session.add(rollout)
                 session.flush()
-                _audit(
-                    session,
-                    actor,
-                    rollout,
-                    "rollout.created",
-                    f"{strategy} of build {build_id}",
-                    {"spec": rollout.spec, "signature_changes": changes}
-                    if changes
-                    else {"spec": rollout.spec},
-                    candidate,
-                )
+                details: dict[str, Any] = {"spec": rollout.spec}
+                if changes:
+                    details["signature_changes"] = changes
+                _audit(session, rollout, Event("rollout.created", "", details, actor), candidate)
                 rollout_id = rollout.id
         except IntegrityError:  # a concurrent start won the unique active_key
             raise Conflict(f"deployment {deployment!r} has a running rollout") from None
-        try:
-            _converge(container, ports, rollout_id)  # the candidate placed, no traffic yet
-        except ShipwayError as exc:
-            _finish_unstarted(container, rollout_id, f"could not place the candidate: {exc}")
-            raise
+        # the candidate placed, no traffic yet
+        result = controller(container, ports).reconcile(deployment, spec, status, now)
+        if isinstance(result.error, ShipwayError):
+            reason = f"could not place the candidate: {result.error}"
+            ended = end_unstarted(status, Phase.FAILED, reason, time.time())
+            _save(container, rollout_id, Result(ended, [Event("rollout.failed", reason, {})]))
+            raise result.error
+        _save(container, rollout_id, result)
+        _log(rollout_id, result)
+    wake(container)
     return get(container, rollout_id)
 
 
@@ -159,6 +175,10 @@ def get(container: Container, rollout_id: str, deployment: str | None = None) ->
             where = f" on deployment {deployment!r}" if deployment else ""
             raise NotFound(f"rollout {rollout_id!r} does not exist{where}")
         return rollout
+
+
+def status_of(rollout: Rollout) -> RolloutStatus:
+    return RolloutStatus.from_dict(rollout.status)
 
 
 def list_rollouts(container: Container, deployment: str, limit: int = 20) -> list[Rollout]:
@@ -194,344 +214,120 @@ def operate(
     actor: str,
     now: float | None = None,
 ) -> Rollout:
-    if operation not in OPERATIONS:
-        raise InvalidInput(f"operation must be one of {', '.join(OPERATIONS)}")
+    """pause, resume, promote, approve, abort: ``Conflict`` (409) when the rollout's
+    phase does not allow it, nothing changed. Saved before converging: a port that
+    fails is retried by the controller's next pass."""
     now = time.time() if now is None else now
     with container.rollout_lock:
         rollout = get(container, rollout_id, deployment)
-        if rollout.active_key is None:
+        if rollout.active_key is None and operation in OPERATIONS:
             raise Conflict(f"rollout {rollout_id} already {rollout.phase}")
-        if rollout.state is None:  # still starting: only an abort makes sense
-            if operation != "abort":
-                raise Conflict(f"rollout {rollout_id} is still starting; it can only be aborted")
-            reason = "aborted by an operator"
-            _finish_unstarted(container, rollout_id, reason, actor, Phase.ROLLED_BACK)
-        else:
-            state = codec.state_from_dict(rollout.state)
-            spec = parse_spec(rollout.strategy, rollout.spec)
-            state, actions = _operation(spec, state, operation, now)
-            metrics = None
-            if operation in ("approve", "resume"):  # the next interval starts now
-                metrics = _restart_interval(ports, rollout)
-            _save(container, rollout_id, state, actions, actor, metrics)
-        try:
-            _converge(container, ports, rollout_id)
-        except ShipwayError as exc:  # saved: the controller's next tick carries it out
-            log.warning("rollout %s: %s; retried on the next tick", rollout_id, exc)
+        spec = parse_spec(rollout.strategy, rollout.spec)
+        result = controller(container, ports).operate(
+            deployment, spec, status_of(rollout), operation, actor, now
+        )
+        _save(container, rollout_id, result)
+        if result.error is not None:
+            log.warning("rollout %s: %s; retried on the next pass", rollout_id, result.error)
+    wake(container)
     return get(container, rollout_id)
 
 
-def _restart_interval(ports: Ports, rollout: Rollout) -> dict[str, Any] | None:
-    """After a pause or a gate, the first analysis must not judge traffic from before."""
-    snapshot = _snapshot(ports, rollout.deployment)
-    if snapshot is None:
-        return None
-    metrics = dict(rollout.metrics)
-    _accumulate(metrics, snapshot)
-    return metrics
+# ---- the controller's loop ----------------------------------------------------------
 
 
-def _operation(
-    spec: CanarySpec | ExperimentSpec, state: State, operation: str, now: float
-) -> tuple[State, list[Action]]:
-    if operation == "pause":
-        return canary.pause(state)
-    if operation == "resume":
-        return canary.resume(state, now)
-    if operation == "abort":
-        return canary.abort(state)
-    if isinstance(spec, ExperimentSpec):
-        if operation == "approve":
-            raise Conflict("an experiment has no approval gates")
-        return experiment.promote_challenger(state)
-    if operation == "approve":
-        return canary.approve(spec, state, now)
-    return canary.promote_now(spec, state, now)
-
-
-# ---- the controller ---------------------------------------------------------------
-
-
-def tick(container: Container, ports: Ports, now: float | None = None) -> None:
-    """One pass over every running rollout. Errors of one rollout are logged and
-    retried next pass; they must not stop the others."""
+def tick(container: Container, ports: Ports, now: float | None = None) -> float | None:
+    """One pass over every running rollout; returns the seconds until the earliest
+    wants to run again (None: none does). Errors of one rollout are logged and retried
+    after the poll period; they must not stop the others."""
     now = time.time() if now is None else now
+    core = controller(container, ports)
     with container.db.session() as session:
         ids = list(session.scalars(select(Rollout.id).where(Rollout.active_key.is_not(None))))
+    due: list[float] = []
     for rollout_id in ids:
         try:
             with container.rollout_lock:
-                _step(container, ports, rollout_id, now)
-                _converge(container, ports, rollout_id)
+                result = _reconcile(container, core, rollout_id, now)
+            if result is not None:
+                _log(rollout_id, result)
+                if result.requeue_after is not None:
+                    due.append(result.requeue_after)
         except ShipwayError as exc:
             log.warning("rollout %s: %s", rollout_id, exc)
+            due.append(core.poll_seconds)
         except Exception:
             log.exception("rollout %s failed a pass", rollout_id)
+            due.append(core.poll_seconds)
+    return min(due, default=None)
 
 
-def _step(container: Container, ports: Ports, rollout_id: str, now: float) -> None:
+def run(container: Container, ports: Ports, stop: threading.Event) -> None:
+    """The controller's loop: a pass, then sleep for as long as the rollouts asked
+    (at most ``RESYNC_SECONDS``), or until a start, an operation or ``stop`` wakes it
+    (``wake``). State lives in the store, so a restarted process picks up where this
+    one stopped."""
+    woken = _wakeup(container)
+    while not stop.is_set():
+        woken.clear()
+        delay = tick(container, ports)
+        woken.wait(RESYNC_SECONDS if delay is None else min(delay, RESYNC_SECONDS))
+
+
+def _reconcile(
+    container: Container, core: Controller, rollout_id: str, now: float
+) -> Result | None:
     rollout = get(container, rollout_id)
-    spec = parse_spec(rollout.strategy, rollout.spec)
-    if rollout.state is None:
-        _begin(container, ports, rollout, spec, now)
-        return
-    state = codec.state_from_dict(rollout.state)
-    if state.phase not in (Phase.SHADOWING, Phase.PROGRESSING, Phase.BAKING):
-        return
-    if now - state.last_analysis_at < spec.interval_s:
-        return
-    snapshot = _snapshot(ports, rollout.deployment)
-    metrics = dict(rollout.metrics)
-    interval: counts.Snapshot = {}
-    if snapshot is not None:
-        interval = _accumulate(metrics, snapshot)
-    if isinstance(spec, CanarySpec):
-        observation = None
-        if snapshot is not None:
-            observation = _observe(rollout, spec, interval, metrics)
-            if spec.thresholds.max_drift_score is not None:
-                score = _drift_score(container, rollout)
-                observation = replace(observation, drift_score=score)
-        state, actions = canary.advance(spec, state, observation, now)
+    if rollout.active_key is None:
+        return None  # finished meanwhile
+    status = status_of(rollout)
+    if not _deployment_exists(container, rollout.deployment):
+        result = abandon(status, "the deployment was deleted", now)
     else:
-        arms = None
-        if snapshot is not None:
-            total = counts.snapshot_from_dict(metrics["total"])
-            empty = counts.VariantCounts()
-            arms = (
-                counts.arm(STABLE, total.get(STABLE, empty)),
-                counts.arm(rollout.variant, total.get(rollout.variant, empty)),
-            )
-        state, actions = experiment.advance_experiment(spec, state, arms, now)
-    _save(container, rollout_id, state, actions, metrics=metrics)
+        spec = parse_spec(rollout.strategy, rollout.spec)
+        result = core.reconcile(rollout.deployment, spec, status, now)
+    if result.events or result.status != status:  # a pass with nothing to do writes nothing
+        _save(container, rollout_id, result)
+    return result
 
 
-def _accumulate(metrics: dict[str, Any], snapshot: counts.Snapshot) -> counts.Snapshot:
-    """The increase since the last reading, added to the rollout's running totals.
-
-    Totals grow interval by interval, each increase taken against the reading just
-    before it, so a gateway restart (its counters back at zero) costs one interval's
-    precision, not the whole experiment's arithmetic. The first reading only sets the
-    baseline."""
-    if "last" not in metrics:
-        metrics["last"] = counts.snapshot_to_dict(snapshot)
-        metrics["total"] = {}
-        return {}
-    interval = counts.increase(snapshot, counts.snapshot_from_dict(metrics["last"]))
-    total = counts.snapshot_from_dict(metrics.get("total"))
-    metrics["total"] = counts.snapshot_to_dict(counts.add(total, interval))
-    metrics["last"] = counts.snapshot_to_dict(snapshot)
-    return interval
+def _log(rollout_id: str, result: Result) -> None:
+    if isinstance(result.error, ShipwayError):
+        log.warning("rollout %s: %s", rollout_id, result.error)
+    elif result.error is not None:
+        log.error("rollout %s: a port failed", rollout_id, exc_info=result.error)
 
 
-def _begin(
-    container: Container,
-    ports: Ports,
-    rollout: Rollout,
-    spec: CanarySpec | ExperimentSpec,
-    now: float,
-) -> None:
-    """The first step once the candidate's replicas are ready; counters start here."""
-    if ports.placement.ready(rollout.deployment, rollout.variant, rollout.candidate_build_id):
-        if isinstance(spec, CanarySpec):
-            state, actions = canary.start(spec, now)
-        else:
-            state, actions = experiment.start_experiment(spec, now)
-        snapshot = _snapshot(ports, rollout.deployment)
-        metrics: dict[str, Any] = {}
-        if snapshot is not None:
-            _accumulate(metrics, snapshot)
-            # stable's record before the rollout: with its totals during the rollout,
-            # the 4xx yardstick when stable serves too little in an interval (kept
-            # here, so a gateway restart that zeroes its counters does not lose it)
-            metrics["before"] = counts.snapshot_to_dict({STABLE: snapshot.get(STABLE, _EMPTY)})
-        _save(container, rollout.id, state, actions, metrics=metrics)
-    elif now - _epoch(rollout.created_at) > container.settings.rollout_start_timeout:
-        waited = container.settings.rollout_start_timeout
-        reason = f"the candidate's replicas were not ready after {waited:.0f}s"
-        _finish_unstarted(container, rollout.id, reason)
-
-
-def _epoch(at: datetime) -> float:
-    """SQLite hands timestamps back without their zone; they were written in UTC."""
-    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
-
-
-def _drift_score(container: Container, rollout: Rollout) -> float | None:
-    from shipway.services import drift
-
-    try:
-        return drift.score_between(container, rollout.deployment, STABLE, rollout.variant)
-    except ShipwayError as exc:  # the gateway's samples unreachable: inconclusive
-        log.warning("drift score of rollout %s: %s", rollout.id, exc)
-        return None
-    except Exception:  # whatever the samples hold, the analysis goes on: inconclusive
-        log.exception("drift score of rollout %s failed", rollout.id)
-        return None
-
-
-def _snapshot(ports: Ports, deployment: str) -> counts.Snapshot | None:
-    try:
-        return ports.metrics.snapshot(deployment)
-    except MetricsUnavailable as exc:
-        log.warning("metrics unavailable: %s", exc)
-        return None
-
-
-def _observe(
-    rollout: Rollout, spec: CanarySpec, interval: counts.Snapshot, metrics: dict[str, Any]
-) -> Observation:
-    """The interval's numbers, candidate and stable side by side. Latency is compared
-    only with stable's traffic of the same interval: a yardstick from another interval
-    was measured under another load (at 100 % the candidate's replicas carry what both
-    variants carried before), so without concurrent stable traffic the latency checks
-    do not apply."""
-    empty = counts.VariantCounts()
-    confidence = spec.thresholds.confidence
-    candidate = counts.stats(interval.get(rollout.variant, empty), confidence)
-    stable = counts.stats(interval.get(STABLE, empty), confidence)
-    total = counts.snapshot_from_dict(metrics.get("total"))
-    shadow = total.get(rollout.variant, empty).shadow_counts()
-    # stable's record before and during the rollout: the 4xx yardstick for intervals
-    # in which stable served too little alongside
-    before = counts.snapshot_from_dict(metrics.get("before")).get(STABLE, empty)
-    reference = counts.stats(before.plus(total.get(STABLE, empty)), confidence)
-    return Observation(candidate, stable, shadow=shadow, stable_reference=reference)
-
-
-def _save(
-    container: Container,
-    rollout_id: str,
-    state: State,
-    actions: list[Action],
-    actor: str = CONTROLLER,
-    metrics: dict[str, Any] | None = None,
-) -> None:
-    """The new state and its audit events, in one transaction."""
+def _save(container: Container, rollout_id: str, result: Result) -> None:
+    """The new status and its audit events, in one transaction; a finished rollout
+    frees its deployment for the next."""
     with container.db.session() as session:
         rollout = session.get(Rollout, rollout_id)
         assert rollout is not None
-        rollout.state = codec.state_to_dict(state)
-        rollout.phase = state.phase.value
-        if metrics is not None:
-            rollout.metrics = metrics
-        for action in actions:
-            if isinstance(action, Record):
-                extra = {"weight": state.weight, "step": state.step, "numbers": action.details}
-                _audit(session, actor, rollout, action.event, action.reason, extra)
+        rollout.status = result.status.to_dict()
+        for event in result.events:
+            _audit(session, rollout, event)
+        if result.status.finished and rollout.active_key is not None:
+            rollout.active_key, rollout.finished_at = None, datetime.now(UTC)
 
 
-def _finish_unstarted(
-    container: Container,
-    rollout_id: str,
-    reason: str,
-    actor: str = CONTROLLER,
-    phase: Phase | None = None,
-) -> None:
-    with container.db.session() as session:
-        rollout = session.get(Rollout, rollout_id)
-        assert rollout is not None
-        rollout.phase = str(phase) if phase else FAILED
-        now = time.time()  # a state only for its reason: it never took traffic
-        ended = phase or Phase.FAILED
-        rollout.state = codec.state_to_dict(State(ended, 0, 0, now, now, reason=reason))
-        event = "rollout.rolled-back" if phase else "rollout.failed"
-        _audit(session, actor, rollout, event, reason, {})
-
-
-def _audit(
-    session: Any,
-    actor: str,
-    rollout: Rollout,
-    event: str,
-    reason: str,
-    details: dict[str, Any],
-    candidate: Build | None = None,
-) -> None:
+def _audit(session: Any, rollout: Rollout, event: Event, candidate: Build | None = None) -> None:
     build = candidate or session.get(Build, rollout.candidate_build_id)
     audit.record(
         session,
-        actor,
-        event,
+        event.actor,
+        event.event,
         f"rollout/{rollout.id}",
-        reason=reason,
+        reason=event.reason,
         deployment=rollout.deployment,
         model=build.model_version.name,
         version=build.model_version.version,
         candidate_build=rollout.candidate_build_id,
         stable_build=rollout.stable_build_id,
-        **details,
+        **event.details,
     )
-
-
-# ---- converging the ports to the saved state -----------------------------------------
-
-
-def _converge(container: Container, ports: Ports, rollout_id: str) -> None:
-    rollout = get(container, rollout_id)
-    if rollout.active_key is None:
-        return  # finished: whatever the deployment does now is not this rollout's
-    weight = int((rollout.state or {}).get("weight", 0))
-    target = f"{rollout.phase}:{weight}"
-    if rollout.converged == target:
-        return
-    if not _deployment_exists(container, rollout.deployment):
-        _abandon(container, rollout_id, "the deployment was deleted")
-        return
-    name, variant, candidate = rollout.deployment, rollout.variant, rollout.candidate
-    finished = True
-    if rollout.phase in (Phase.ROLLED_BACK, FAILED):  # stable as before, the candidate gone
-        ports.placement.remove(name, variant)
-        _alias(container, rollout.stable, "production")
-    else:
-        # live weights and a mirror exclude each other: clear one before setting the other
-        share = float((rollout.spec.get("shadow") or {}).get("share", 1.0))
-        share = share if rollout.phase == Phase.SHADOWING else 0.0
-        ports.placement.place(name, variant, candidate.id)
-        if not share:
-            ports.router.set_shadow(name, variant, 0.0)
-        if rollout.strategy == "experiment" and rollout.phase != Phase.SUCCEEDED:
-            ports.router.set_split(name, sticky=True)
-        ports.router.set_weights(name, {STABLE: 100 - weight, variant: weight})
-        if share:
-            ports.router.set_shadow(name, variant, share)
-        if rollout.phase == Phase.BAKING:
-            _alias(container, candidate, "production")
-        elif rollout.converged is None:
-            _alias(container, candidate, "candidate")
-        finished = rollout.phase == Phase.SUCCEEDED
-        if finished:
-            ports.placement.make_stable(name, candidate.id)
-            if not ports.placement.ready(name, STABLE, candidate.id):
-                return  # the new stable replicas are starting; the candidate serves meanwhile
-            ports.placement.remove(name, variant)
-            _alias(container, candidate, "production")
-    if finished:
-        if rollout.strategy == "experiment":
-            ports.router.set_split(name, sticky=False)
-        container.registry.delete_alias(candidate.model_version.name, "candidate")
-    with container.db.session() as session:
-        row = session.get(Rollout, rollout_id)
-        assert row is not None
-        row.converged = target
-        if finished:
-            row.active_key, row.finished_at = None, datetime.now(UTC)
-            _audit(session, CONTROLLER, row, "rollout.finished", f"{row.phase}", {"weight": weight})
 
 
 def _deployment_exists(container: Container, name: str) -> bool:
     with container.db.session() as session:
         return session.scalar(select(Deployment.id).where(Deployment.name == name)) is not None
-
-
-def _abandon(container: Container, rollout_id: str, reason: str) -> None:
-    with container.db.session() as session:
-        row = session.get(Rollout, rollout_id)
-        assert row is not None
-        row.phase, row.active_key, row.finished_at = FAILED, None, datetime.now(UTC)
-        _audit(session, CONTROLLER, row, "rollout.failed", reason, {})
-
-
-def _alias(container: Container, build: Build, alias: str) -> None:
-    version = build.model_version
-    container.registry.set_alias(version.name, alias, version.version)

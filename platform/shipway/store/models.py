@@ -186,8 +186,10 @@ class DriftCheck(Base):
 
 
 class Rollout(Base):
-    """A candidate build on its way to stable: the engine's spec and state, and what the
-    controller has carried out. Its timeline is the audit trail of ``rollout/<id>``.
+    """A candidate build on its way to stable: its settings (``spec``) and the rollout
+    controller's whole memory (``status``: ``shipway.rollout.status.RolloutStatus`` as
+    JSON, the document that is ``.status.rollout`` of a ModelDeployment on Kubernetes).
+    Its timeline is the audit trail of ``rollout/<id>``.
 
     ``active_key`` holds the deployment's name while the rollout runs and NULL after: a
     unique column, so two concurrent starts on one deployment cannot both succeed.
@@ -202,11 +204,7 @@ class Rollout(Base):
     candidate_build_id: Mapped[str] = mapped_column(ForeignKey("builds.id"))
     stable_build_id: Mapped[str] = mapped_column(ForeignKey("builds.id"))
     spec: Mapped[dict[str, Any]]
-    state: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)  # None: initializing
-    phase: Mapped[str] = mapped_column(String(24))
-    converged: Mapped[str | None] = mapped_column(String(24), default=None)  # phase applied
-    # counters: "last" (the previous reading) and "total" (increases summed since the start)
-    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[dict[str, Any]]
     active_key: Mapped[str | None] = mapped_column(String(200), unique=True, default=None)
     created_by: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -215,3 +213,8 @@ class Rollout(Base):
 
     candidate: Mapped[Build] = relationship(foreign_keys=[candidate_build_id], lazy="joined")
     stable: Mapped[Build] = relationship(foreign_keys=[stable_build_id], lazy="joined")
+
+    @property
+    def phase(self) -> str:
+        """The status's phase: initializing, shadowing, progressing, ... failed."""
+        return str((self.status or {}).get("phase", ""))

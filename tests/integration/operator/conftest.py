@@ -109,8 +109,23 @@ class Cluster:
         return next((c for c in status.get("conditions", []) if c["type"] == kind), None)
 
     def wait_status(self, name: str, check: Any, what: str, timeout: float = SETTLE) -> dict:
-        """The resource once ``check(body)`` holds (its status, spec and generation)."""
-        return wait_for(lambda: (lambda b: b if check(b) else None)(self.get(name)), timeout, what)
+        """The resource once ``check(body)`` holds (its status, spec and generation); on
+        timeout the assertion shows the last generation and status seen."""
+        seen: list[dict[str, Any]] = []
+
+        def holds() -> bool:
+            seen[:] = [self.get(name)]
+            return bool(check(seen[0]))
+
+        try:
+            wait_for(holds, timeout, what)
+        except AssertionError as exc:
+            last = seen[0] if seen else {}
+            generation = last.get("metadata", {}).get("generation")
+            raise AssertionError(
+                f"{exc}; generation {generation}, status {last.get('status')}"
+            ) from None
+        return seen[0]
 
     def wait_ready(self, name: str, timeout: float = SETTLE) -> dict[str, Any]:
         def ready(body: dict[str, Any]) -> bool:

@@ -4,10 +4,13 @@ collection; a build change starts a candidate; a restarted operator resumes."""
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
+import httpx
 import pytest
 
+from shipway.rollout.status import RolloutStatus
 from tests.kube.cluster import wait_for
 
 from .conftest import SETTLE, Cluster, operator_running, resource
@@ -69,6 +72,7 @@ def test_create_makes_every_object_owned_and_becomes_ready(cluster: Cluster) -> 
     assert pdb.spec.max_unavailable == 1
 
     ready = cluster.wait_ready("minilm")
+    assert not ready["metadata"].get("finalizers")  # owner references suffice for cleanup
     status = ready["status"]
     assert (status["replicas"], status["readyReplicas"]) == (2, 2)
     assert status["stableBuild"]["id"] == "b-1"
@@ -111,7 +115,7 @@ def test_scale_and_update_patch_in_place(cluster: Cluster) -> None:
     cluster.create(resource("minilm"))
     first = cluster.wait_ready("minilm")
     uids = cluster.uids("minilm-stable")
-    assert len(uids) == 3
+    assert len(uids) == 3, uids
 
     triton = first["spec"]["triton"] | {"image": "nvcr.io/nvidia/tritonserver:24.11-py3"}
     cluster.patch_spec("minilm", {"replicas": 3, "triton": triton})
@@ -143,6 +147,15 @@ def test_scale_and_update_patch_in_place(cluster: Cluster) -> None:
         lambda: (d := cluster.deployment("minilm-stable")) is not None and d.spec.replicas == 1,
         SETTLE,
         "Deployment scaled to 1 through the ModelDeployment's scale subresource",
+    )
+    cluster.wait_status(
+        "minilm",
+        lambda b: (
+            (b.get("status") or {}).get("replicas") == 1
+            and b["status"].get("readyReplicas") == 1
+            and b["status"].get("observedGeneration") == b["metadata"]["generation"]
+        ),
+        "status of 1 replica",
     )
     assert cluster.wait_ready("minilm")["status"]["readyReplicas"] == 1
     assert cluster.uids("minilm-stable") == uids
@@ -189,8 +202,12 @@ def test_build_change_starts_a_candidate_and_leaves_stable_alone(cluster: Cluste
     status = body["status"]
     assert status["stableBuild"]["id"] == "b-1" and status["candidateBuild"]["id"] == "b-2"
     assert status["weights"] == {"stable": 100, "candidate": 0}
-    assert status["rollout"]["strategy"] == "canary" and status["rollout"]["candidate"] == "b-2"
-    assert status["rollout"]["startedAt"]
+    rollout = RolloutStatus.from_dict(status["rollout"])  # the shared controller's status
+    assert (rollout.strategy, rollout.candidate_build, rollout.stable_build) == (
+        "canary",
+        "b-2",
+        "b-1",
+    )
     progressing_condition = cluster.condition("minilm", "Progressing")
     assert progressing_condition is not None
     assert (progressing_condition["status"], progressing_condition["reason"]) == (
@@ -244,7 +261,7 @@ def test_restarted_operator_resumes_from_status_without_duplicates(
             "the restarted operator starts the rollout",
         )
         wait_for(lambda: cluster.deployment("minilm-candidate"), SETTLE, "candidate Deployment")
-    started = body["status"]["rollout"]["startedAt"]
+    started = body["status"]["rollout"]["created_at"]
     candidate_uids = cluster.uids("minilm-candidate")
 
     # a third start with nothing changed: resumes the recorded rollout, creates nothing new
@@ -262,7 +279,7 @@ def test_restarted_operator_resumes_from_status_without_duplicates(
             ),
             "status of the latest generation",
         )
-    assert body["status"]["rollout"]["startedAt"] == started
+    assert body["status"]["rollout"]["created_at"] == started
     assert body["status"]["candidateBuild"]["id"] == "b-2"
     assert cluster.uids("minilm-stable") == stable_uids
     assert cluster.uids("minilm-candidate") == candidate_uids
@@ -271,3 +288,91 @@ def test_restarted_operator_resumes_from_status_without_duplicates(
     assert owned["Service"] == ["minilm-candidate", "minilm-stable"]
     assert owned["PodDisruptionBudget"] == ["minilm-candidate", "minilm-stable"]
     assert len(owned["ReplicaSet"]) == 2  # one each: no pod template changed
+
+
+@pytest.mark.usefixtures("operator")
+def test_switching_between_fixed_and_autoscaled_replicas(cluster: Cluster) -> None:
+    cluster.create(resource("minilm"))
+    cluster.wait_ready("minilm")
+    uids = cluster.uids("minilm-stable")
+
+    scaling = {
+        "minReplicas": 3,
+        "maxReplicas": 4,
+        "target": {"metric": "cpu", "averageUtilization": 60},
+    }
+    cluster.patch_spec("minilm", {"replicas": None, "autoscaling": scaling})
+    wait_for(lambda: cluster.hpa("minilm-stable"), SETTLE, "HPA created")
+    # the applied Deployment no longer sets replicas: the HPA's count stands
+    wait_for(
+        lambda: (d := cluster.deployment("minilm-stable")) is not None and d.spec.replicas == 3,
+        120,
+        "Deployment at the HPA's minimum",
+    )
+    assert cluster.wait_ready("minilm", timeout=120)["status"]["readyReplicas"] == 3
+
+    cluster.patch_spec("minilm", {"autoscaling": None, "replicas": 2})
+    wait_for(lambda: cluster.hpa("minilm-stable") is None, SETTLE, "HPA deleted")
+    wait_for(
+        lambda: (d := cluster.deployment("minilm-stable")) is not None and d.spec.replicas == 2,
+        SETTLE,
+        "Deployment back to fixed replicas",
+    )
+    cluster.wait_ready("minilm")
+    after = cluster.uids("minilm-stable")
+    assert {k: v for k, v in after.items() if "HorizontalPodAutoscaler" not in k} == {
+        k: v for k, v in uids.items() if "HorizontalPodAutoscaler" not in k
+    }
+
+
+@pytest.mark.usefixtures("operator")
+def test_replicas_the_cluster_refuses_make_it_degraded(cluster: Cluster) -> None:
+    quota = {"metadata": {"name": "one-pod"}, "spec": {"hard": {"pods": "1"}}}
+    cluster.core.create_namespaced_resource_quota(cluster.namespace, quota)
+    wait_for(
+        lambda: (
+            cluster.core.read_namespaced_resource_quota("one-pod", cluster.namespace).status.hard
+        ),
+        SETTLE,
+        "quota observed by the controller manager",
+    )
+    cluster.create(resource("minilm"))  # 2 replicas; the quota admits one pod
+
+    def degraded(body: dict[str, Any]) -> bool:
+        return (body.get("status") or {}).get("phase") == "Degraded"
+
+    body = cluster.wait_status("minilm", degraded, "ModelDeployment Degraded")
+    conditions = {c["type"]: c for c in body["status"]["conditions"]}
+    assert conditions["Degraded"]["status"] == "True"
+    assert conditions["Degraded"]["reason"] == "FailedCreate"
+    assert conditions["Ready"]["status"] == "False"
+    assert body["status"]["readyReplicas"] <= 1
+
+    # the quota lifted: the Deployment recovers, and so does the resource
+    cluster.core.delete_namespaced_resource_quota("one-pod", cluster.namespace)
+    ready = cluster.wait_ready("minilm", timeout=120)
+    assert {c["type"]: c["status"] for c in ready["status"]["conditions"]}["Degraded"] == "False"
+
+
+@pytest.mark.usefixtures("operator")
+def test_printer_columns_show_model_phase_ready_and_weight(
+    kube_cluster: Any, cluster: Cluster
+) -> None:
+    cluster.create(resource("minilm"))
+    cluster.wait_ready("minilm")
+    table = httpx.get(
+        f"{kube_cluster.server}/apis/shipway.io/v1alpha1/namespaces/{cluster.namespace}"
+        "/modeldeployments",
+        headers={
+            "Authorization": f"Bearer {kube_cluster.token}",
+            "Accept": "application/json;as=Table;v=v1;g=meta.k8s.io",
+        },
+        verify=ssl.create_default_context(cafile=str(kube_cluster.ca_file)),
+        timeout=30,
+    ).json()
+    names = [c["name"] for c in table["columnDefinitions"]]
+    (row,) = table["rows"]
+    cells = dict(zip(names, row["cells"], strict=True))
+    assert cells["Name"] == "minilm"
+    assert (cells["Model"], cells["Version"]) == ("minilm", "3")
+    assert (cells["Phase"], cells["Ready"], cells["Weight"]) == ("Ready", "True", 0)

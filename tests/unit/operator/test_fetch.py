@@ -62,3 +62,12 @@ def test_not_an_archive_is_refused(tmp_path: Path) -> None:
     junk.write_bytes(b"<html>not found</html>")
     with pytest.raises(FetchError, match="not a readable tar archive"):
         unpack(junk, dest)
+
+
+def test_a_restarted_fetch_replaces_what_an_earlier_one_left(tmp_path: Path) -> None:
+    """An init container that restarts finds its emptyDir as the last attempt left it."""
+    dest = tmp_path / "models"
+    dest.mkdir()
+    unpack(_archive(tmp_path / "a.tar.gz", {"minilm/config.pbtxt": b"old"}), dest)
+    assert unpack(_archive(tmp_path / "b.tar.gz", REPO), dest) == ["minilm"]
+    assert (dest / "minilm" / "config.pbtxt").read_bytes() == b'name: "minilm"'

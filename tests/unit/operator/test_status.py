@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from shipway.rollout.controller import new_status
+from shipway.rollout.status import RolloutStatus
 from shipway_operator import status
 from shipway_operator.spec import parse_spec
 
@@ -63,20 +65,16 @@ def test_a_new_build_becomes_the_candidate_with_a_rollout_record() -> None:
     assert (plan.stable.id, plan.candidate.id if plan.candidate else None) == ("b-1", "b-2")
     assert plan.stable.model_repository == "https://files.test/minilm/b-1.tar.gz"
     assert plan.weights == {"stable": 100, "candidate": 0}
-    assert plan.rollout == {
-        "strategy": "canary",
-        "candidate": "b-2",
-        "startedAt": "2026-11-30T08:00:00Z",
-    }
+    # the shared controller's own status, not begun: it places the candidate first
+    assert plan.rollout is not None
+    begun = RolloutStatus.from_dict(plan.rollout)
+    assert (begun.strategy, begun.candidate_build, begun.stable_build) == ("canary", "b-2", "b-1")
+    assert begun.state is None and begun.created_at == T0.timestamp()
 
 
 def test_a_recorded_rollout_resumes_as_it_was() -> None:
-    record = {
-        "strategy": "canary",
-        "candidate": "b-2",
-        "startedAt": "2026-11-30T07:00:00Z",
-        "step": 2,
-    }
+    record = new_status("canary", "b-2", "b-1", (T0 - timedelta(hours=1)).timestamp()).to_dict()
+    record["converged"] = "progressing:25"  # the controller's progress, kept as it is
     previous = {
         "stableBuild": {"id": "b-1", "modelRepository": "https://files.test/minilm/b-1.tar.gz"},
         "candidateBuild": B2,
@@ -92,20 +90,21 @@ def test_another_build_mid_rollout_restarts_it_for_that_build() -> None:
         "stableBuild": {"id": "b-1", "modelRepository": "https://files.test/minilm/b-1.tar.gz"},
         "candidateBuild": B2,
         "weights": {"stable": 75, "candidate": 25},
-        "rollout": {"strategy": "canary", "candidate": "b-2", "startedAt": "2026-11-30T07:00:00Z"},
+        "rollout": new_status("canary", "b-2", "b-1", T0.timestamp() - 3600).to_dict(),
     }
     b3 = {"id": "b-3", "modelRepository": "https://files.test/b-3.tar.gz"}
     plan = status.plan(parse_spec(base_spec(build=b3)), previous, T0)
     assert plan.candidate is not None and plan.candidate.id == "b-3"
     assert plan.weights == {"stable": 100, "candidate": 0}
-    assert plan.rollout is not None and plan.rollout["startedAt"] == "2026-11-30T08:00:00Z"
+    assert plan.rollout is not None and plan.rollout["candidate_build"] == "b-3"
+    assert plan.rollout["created_at"] == T0.timestamp()
 
 
 def test_the_stable_build_back_in_the_spec_ends_the_candidate() -> None:
     previous = {
         "stableBuild": {"id": "b-1", "modelRepository": "https://files.test/minilm/b-1.tar.gz"},
         "candidateBuild": B2,
-        "rollout": {"candidate": "b-2"},
+        "rollout": new_status("canary", "b-2", "b-1", T0.timestamp()).to_dict(),
     }
     plan = status.plan(parse_spec(base_spec()), previous, T0)
     assert plan.candidate is None and plan.rollout is None
@@ -117,6 +116,9 @@ def test_ready_needs_every_desired_replica_available_on_the_latest_generation() 
     assert not status.availability(_deployment(2, 2, generation=2, observed=1), 2).ready
     assert not status.availability(_deployment(1, 1), 2).ready  # the spec asks more
     assert status.availability(_deployment(2, 2), 2).ready
+    rolling = _deployment(2, 3)  # a rolling update: an old replica is still there
+    rolling["status"]["replicas"] = 3
+    assert not status.availability(rolling, 2).ready
     scaled = status.availability(_deployment(5, 3), 2)  # the HPA asks more than the floor
     assert (scaled.ready, scaled.desired) == (False, 5)
 
@@ -148,7 +150,7 @@ def test_build_change_is_progressing_with_the_candidate_at_zero() -> None:
     assert (progressing["status"], progressing["reason"]) == ("True", "RolloutStarted")
     assert result["candidateBuild"] == B2
     assert result["weights"] == {"stable": 100, "candidate": 0}
-    assert result["rollout"]["candidate"] == "b-2"
+    assert result["rollout"]["candidate_build"] == "b-2"
     assert _condition(result, "Ready")["status"] == "True"  # stable still serves
 
 

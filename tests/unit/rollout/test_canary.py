@@ -22,7 +22,7 @@ HEALTHY = Observation(VariantStats(200, 0, 10.5, 21.0), STABLE)
 FAILING = Observation(VariantStats(200, 20, 10.0, 20.0), STABLE)  # 10 % errors
 SLOW = Observation(VariantStats(200, 0, 30.0, 60.0), STABLE)
 QUIET = Observation(VariantStats(10, 0, 10.0, 20.0), STABLE)  # too few requests
-SPEC = CanarySpec(steps=(5, 25, 50, 100), interval_s=1.0, failure_threshold=2)
+SPEC = CanarySpec(step_weights=(5, 25, 50, 100), interval_seconds=1.0, failure_limit=2)
 
 
 def run(
@@ -84,7 +84,10 @@ def test_a_canary_that_gets_no_traffic_ends_failed_with_stable_untouched() -> No
 
 def test_no_progress_within_the_deadline_ends_failed() -> None:
     spec = CanarySpec(
-        steps=(5, 50, 100), interval_s=1.0, progress_deadline_s=4.0, failure_threshold=3
+        step_weights=(5, 50, 100),
+        interval_seconds=1.0,
+        progress_deadline_seconds=4.0,
+        failure_limit=3,
     )
     # failed and inconclusive analyses: never 3 failures or 10 quiet in a row, and never
     # a step forward either after the first
@@ -103,13 +106,13 @@ def test_no_progress_within_the_deadline_ends_failed() -> None:
     state, _ = canary.advance(spec, state, QUIET, 104.0)
     assert state.phase is Phase.FAILED
     # the default is ten intervals
-    assert CanarySpec(interval_s=30.0).deadline_s == 300.0
+    assert CanarySpec(interval_seconds=30.0).deadline_seconds == 300.0
     with pytest.raises(InvalidInput, match="at least one analysis interval"):
-        CanarySpec(interval_s=30.0, progress_deadline_s=10.0)
+        CanarySpec(interval_seconds=30.0, progress_deadline_seconds=10.0)
 
 
 def test_a_metrics_provider_that_is_down_is_inconclusive_then_rolls_back() -> None:
-    spec = CanarySpec(steps=(5, 100), interval_s=1.0, max_unavailable=3)
+    spec = CanarySpec(step_weights=(5, 100), interval_seconds=1.0, consecutive_error_limit=3)
     # two outages, then data again: the count starts over, nothing was promoted meanwhile
     state, log = run(spec, [None, None, HEALTHY, None, None])
     assert state.phase is Phase.PROGRESSING and state.unavailable_in_a_row == 2
@@ -130,7 +133,7 @@ def test_drift_check_without_a_score_is_inconclusive() -> None:
 
 
 def test_one_analysis_per_interval() -> None:
-    spec = CanarySpec(interval_s=10.0)
+    spec = CanarySpec(interval_seconds=10.0)
     state, _ = canary.start(spec, 0.0)
     state, actions = canary.advance(spec, state, HEALTHY, 5.0)
     assert actions == [] and state.weight == 5
@@ -139,7 +142,9 @@ def test_one_analysis_per_interval() -> None:
 
 
 def test_a_breach_while_baking_rolls_back_the_promotion() -> None:
-    spec = CanarySpec(steps=(50, 100), interval_s=1.0, failure_threshold=1, bake_s=5.0)
+    spec = CanarySpec(
+        step_weights=(50, 100), interval_seconds=1.0, failure_limit=1, bake_seconds=5.0
+    )
     state, log = run(spec, [HEALTHY, HEALTHY, HEALTHY, FAILING])
     assert state.phase is Phase.ROLLED_BACK
     assert [a for a in log if isinstance(a, Rollback)] == [Rollback(after_promotion=True)]
@@ -154,7 +159,7 @@ def test_a_breach_while_baking_rolls_back_the_promotion() -> None:
 
 
 def test_manual_gate_waits_for_an_approval() -> None:
-    spec = CanarySpec(steps=(5, 50, 100), interval_s=1.0, gates=frozenset({1}))
+    spec = CanarySpec(step_weights=(5, 50, 100), interval_seconds=1.0, gates=frozenset({1}))
     state, log = run(spec, [HEALTHY, HEALTHY, HEALTHY])
     assert state.phase is Phase.WAITING_GATE and weights(log) == [5]
     state, actions = canary.approve(spec, state, 10.0)
@@ -182,17 +187,17 @@ def test_operations() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"steps": (50, 25, 100)}, "rise strictly"),
-        ({"steps": (5, 50)}, "end at 100"),
-        ({"interval_s": 0}, r"interval must be within \(0, 86400\]"),
-        ({"interval_s": 1e308}, r"interval must be within \(0, 86400\]"),
-        ({"bake_s": 1e9}, r"the bake within \[0, 604800\]"),
-        ({"progress_deadline_s": 1e9}, "at most 604800"),
+        ({"step_weights": (50, 25, 100)}, "rise strictly"),
+        ({"step_weights": (5, 50)}, "end at 100"),
+        ({"interval_seconds": 0}, r"interval must be within \(0, 86400\]"),
+        ({"interval_seconds": 1e308}, r"interval must be within \(0, 86400\]"),
+        ({"bake_seconds": 1e9}, r"the bake within \[0, 604800\]"),
+        ({"progress_deadline_seconds": 1e9}, "at most 604800"),
         ({"thresholds": Thresholds(max_error_rate=0.01)}, None),
-        ({"failure_threshold": 0}, "must be >= 1"),
-        ({"max_unavailable": 0}, "must be >= 1"),
+        ({"failure_limit": 0}, "must be >= 1"),
+        ({"consecutive_error_limit": 0}, "must be >= 1"),
         ({"gates": frozenset({7})}, "step indices"),
-        ({"max_inconclusive": 0}, "max_inconclusive must be >= 1"),
+        ({"inconclusive_limit": 0}, "inconclusive_limit must be >= 1"),
     ],
 )
 def test_bad_specs(kwargs: dict, message: str | None) -> None:  # type: ignore[type-arg]
@@ -236,7 +241,9 @@ def test_failures_are_judged_on_lower_confidence_bounds_not_on_a_few_requests() 
 
 
 def test_a_shadow_phase_hands_over_to_the_first_step_or_rolls_back() -> None:
-    spec = CanarySpec(steps=(10, 100), interval_s=1.0, shadow=canary.ShadowSpec(min_compared=100))
+    spec = CanarySpec(
+        step_weights=(10, 100), interval_seconds=1.0, shadow=canary.ShadowSpec(min_compared=100)
+    )
     state, actions = canary.start(spec, 0.0)
     assert state.phase is Phase.SHADOWING and state.weight == 0 and not weights(actions)
     few = Observation(STABLE, STABLE, shadow=ShadowCounts(50, 0, 0))
@@ -261,7 +268,7 @@ def test_a_shadow_phase_hands_over_to_the_first_step_or_rolls_back() -> None:
     disagreeing = Observation(STABLE, STABLE, shadow=ShadowCounts(500, 500, 0))
     failed, actions = canary.advance(spec, shadowing, disagreeing, 1.0)
     assert failed.phase is Phase.ROLLED_BACK and "shadow: disagrees" in failed.reason
-    gated = CanarySpec(steps=(10, 100), gates=frozenset({0}), shadow=canary.ShadowSpec())
+    gated = CanarySpec(step_weights=(10, 100), gates=frozenset({0}), shadow=canary.ShadowSpec())
     waiting, _ = canary.advance(gated, canary.start(gated, 0.0)[0], agreeing, 100.0)
     assert waiting.phase is Phase.WAITING_GATE and waiting.weight == 0
     with pytest.raises(InvalidInput, match="shadow share"):

@@ -37,7 +37,7 @@ def test_two_proportion_z_test() -> None:
 def test_no_decision_before_the_minimum_sample() -> None:
     verdict = decide(Arm("a", 100, 1), [Arm("b", 900, 1)], elapsed_s=10, min_requests=500)
     assert verdict.decision is Decision.CONTINUE
-    late = decide(Arm("a", 100, 1), [Arm("b", 900, 1)], elapsed_s=4000, max_duration_s=3600)
+    late = decide(Arm("a", 100, 1), [Arm("b", 900, 1)], elapsed_s=4000, max_duration_seconds=3600)
     assert late.decision is Decision.NO_DIFFERENCE
 
 
@@ -86,13 +86,13 @@ def test_same_arms_end_with_no_difference_at_the_deadline() -> None:
     control = Arm("a", 2000, 10, latencies(2000, 20.0))
     same = Arm("b", 2000, 11, latencies(2000, 20.0))
     assert decide(control, [same], elapsed_s=60).decision is Decision.CONTINUE
-    verdict = decide(control, [same], elapsed_s=3600, max_duration_s=3600)
+    verdict = decide(control, [same], elapsed_s=3600, max_duration_seconds=3600)
     assert verdict.decision is Decision.NO_DIFFERENCE and verdict.winner is None
 
 
 # ---- the experiment's state machine ------------------------------------------------
 
-SPEC = ExperimentSpec(weight=50, interval_s=1.0, min_requests=500, max_duration_s=30.0)
+SPEC = ExperimentSpec(weight=50, interval_seconds=1.0, min_requests=500, max_duration_seconds=30.0)
 
 
 def test_the_state_machine_waits_then_promotes_a_winning_challenger() -> None:

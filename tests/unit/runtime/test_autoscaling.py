@@ -5,7 +5,7 @@ import pytest
 from shipway.runtime.autoscaling import AutoscalePolicy, decide, recommend, stabilize
 
 POLICY = AutoscalePolicy(
-    min_replicas=1, max_replicas=6, target_inflight=2.0, scale_down_window_s=10
+    min_replicas=1, max_replicas=6, target_inflight=2.0, scale_down_stabilization_window_seconds=10
 )
 
 
@@ -35,7 +35,7 @@ def test_scale_up_is_immediate_and_scale_down_waits_for_the_window() -> None:
     assert replicas == 3
     replicas, history = decide(history, 10.5, 3, 0.5, POLICY)
     assert replicas == 1  # the high recommendation has aged out of the window
-    assert all(10.5 - t < POLICY.scale_down_window_s for t, _ in history)
+    assert all(10.5 - t < POLICY.scale_down_stabilization_window_seconds for t, _ in history)
 
 
 def test_a_burst_inside_the_window_holds_replicas() -> None:

@@ -19,7 +19,7 @@ Operation = Literal[rollouts.OPERATIONS]  # type: ignore[valid-type]
 
 
 def rollout_out(container: Container, rollout: Rollout, with_timeline: bool) -> RolloutOut:
-    state = rollout.state or {}
+    status = rollouts.status_of(rollout)
     events = rollouts.timeline(container, rollout.id) if with_timeline else []
     return RolloutOut(
         id=rollout.id,
@@ -32,10 +32,10 @@ def rollout_out(container: Container, rollout: Rollout, with_timeline: bool) -> 
         candidate_version=rollout.candidate.model_version.version,
         phase=rollout.phase,
         running=rollout.active_key is not None,
-        weight=int(state.get("weight", 0)),
-        step=int(state.get("step", 0)),
-        reason=str(state.get("reason", "")),
-        winner=state.get("winner"),
+        weight=status.weight,
+        step=status.step,
+        reason=status.reason,
+        winner=status.winner,
         spec=rollout.spec,
         created_by=rollout.created_by,
         created_at=rollout.created_at,
