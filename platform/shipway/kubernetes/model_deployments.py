@@ -11,6 +11,7 @@ server's own message, an unreachable or refusing API server as ``Unavailable`` (
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -40,17 +41,14 @@ def api_client(settings: Settings) -> client.ApiClient:
     pod's service account inside a cluster, else ``KUBECONFIG`` / ``~/.kube/config``.
     A configuration that cannot be loaded is ``Unavailable``, naming where it looked."""
     configuration = client.Configuration()
+    # KUBECONFIG read now: the client's own default is fixed when it is first imported
+    path = settings.kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
     try:
-        if settings.kubeconfig is None:
-            try:
-                config.load_incluster_config(client_configuration=configuration)
-            except ConfigException:
-                config.load_kube_config(
-                    context=settings.kubernetes_context, client_configuration=configuration
-                )
+        if settings.kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config(client_configuration=configuration)
         else:
             config.load_kube_config(
-                config_file=str(settings.kubeconfig),
+                config_file=str(path) if path else None,
                 context=settings.kubernetes_context,
                 client_configuration=configuration,
             )
@@ -116,7 +114,15 @@ class ModelDeployments:
         # the client does not deserialize an apply answer (it returns None): read it raw
         response = self._call(
             f"ModelDeployment {name!r}",
-            lambda: self.custom.patch_namespaced_custom_object(
+            lambda: self._apply_raw(name, body),
+        )
+        return json.loads(response.data)
+
+    def _apply_raw(self, name: str, body: dict[str, Any]) -> Any:
+        """The apply request; a 404 here means no place for the object (the namespace
+        or the CRD is missing): a configuration problem, so ``Unavailable``."""
+        try:
+            return self.custom.patch_namespaced_custom_object(
                 GROUP,
                 VERSION,
                 self.namespace,
@@ -128,9 +134,15 @@ class ModelDeployments:
                 _content_type="application/apply-patch+yaml",
                 _request_timeout=self.timeout,
                 _preload_content=False,
-            ),
-        )
-        return json.loads(response.data)
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            raise Unavailable(
+                f"the Kubernetes API server at {self.host} has nowhere to put ModelDeployment "
+                f"{name!r} (is the namespace {self.namespace!r} there and the "
+                f"modeldeployments.shipway.io CRD installed?): {_server_message(exc)}"
+            ) from None
 
     def get(self, name: str) -> dict[str, Any]:
         """The live object; ``NotFound`` when there is none."""

@@ -202,7 +202,7 @@ def set_variant(
     ``allow_signature_change`` (a shadow's answers reach no client, but it becomes a
     canary next).
     """
-    _local_only(container, "setting a variant")
+    local_only(container, "setting a variant")
     check_name(variant_name)
     if variant_name == STABLE:
         raise InvalidInput("the stable variant changes through deploy, not set_variant")
@@ -245,7 +245,7 @@ def set_variant(
 
 def remove_variant(container: Container, name: str, variant_name: str, actor: str) -> Deployment:
     """Take a variant out; its weight returns to stable."""
-    _local_only(container, "removing a variant")
+    local_only(container, "removing a variant")
     if variant_name == STABLE:
         raise InvalidInput("the stable variant cannot be removed; delete the deployment")
     with container.db.session() as session:
@@ -267,7 +267,7 @@ def set_routing(
     sticky_header: str | None = None,
 ) -> Deployment:
     """Change weights (all at once: they must sum to 100) and the split mode."""
-    _local_only(container, "changing the routing")
+    local_only(container, "changing the routing")
     with container.db.session() as session:
         deployment = _deployment(session, name)
         if weights is not None:
@@ -303,7 +303,7 @@ def set_routing(
     return get(container, name)
 
 
-def _local_only(container: Container, operation: str) -> None:
+def local_only(container: Container, operation: str) -> None:
     """Refuse (409, naming the mode) what Kubernetes mode does not carry out yet."""
     if container.kubernetes_mode:
         from shipway.kubernetes.deployments import unsupported

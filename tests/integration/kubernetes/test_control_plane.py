@@ -23,18 +23,24 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from fastapi.testclient import TestClient
 from kopf.testing import KopfRunner
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from kubernetes.config import kube_config
 from sqlalchemy import select
 
+from shipway.api.app import create_app
 from shipway.container import Container
 from shipway.kubernetes.archives import signature
 from shipway.settings import Settings
 from shipway.store.models import AuditEvent, Build, BuildStatus
 from tests.kube.cluster import TestCluster, wait_for
-from tests.support.builds import real_build, register_doubler, succeeded_builds
+from tests.support.builds import (
+    publish_flaky_build,
+    real_build,
+    register_doubler,
+    succeeded_builds,
+)
 from tests.support.plane import Plane
 from tests.support.processes import settings_env, shipway_cmd
 from tests.support.services import free_port
@@ -165,11 +171,8 @@ def control_plane(
 
 @pytest.fixture
 def operator(kube_cluster: TestCluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[KopfRunner]:
-    """The operator in this process, cluster-wide, finding the cluster by ``KUBECONFIG``
-    (also as the client's default location: it reads the variable once, at import, and
-    another part of this process, e.g. MLflow, may have imported it already)."""
+    """The operator in this process, cluster-wide, finding the cluster by ``KUBECONFIG``."""
     monkeypatch.setenv("KUBECONFIG", str(kube_cluster.kubeconfig))
-    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kube_cluster.kubeconfig))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("SHIPWAY_OPERATOR_FETCH_IMAGE", "registry.test/shipway-operator:test")
     with KopfRunner(OPERATOR, timeout=60) as runner:
@@ -356,13 +359,15 @@ def test_bad_input_is_a_clear_4xx_and_leaves_nothing(control_plane: ControlPlane
             )
 
 
-def test_variants_and_routing_answer_409_naming_the_mode(control_plane: ControlPlane) -> None:
+def test_variants_routing_and_drift_answer_409_naming_the_mode(control_plane: ControlPlane) -> None:
     cp = control_plane
     with cp.api() as api:
         for method, path, body in [
             ("PUT", "/deployments/web/variants/canary", {"build_id": cp.build_id, "weight": 10}),
             ("DELETE", "/deployments/web/variants/canary", None),
             ("PUT", "/deployments/web/routing", {"split": "sticky"}),
+            ("GET", "/deployments/web/drift", None),
+            ("PUT", "/deployments/web/drift-policy", {"actions": ["alert"]}),
         ]:
             answer = api.request(method, path, json=body)
             assert answer.status_code == 409, answer.text
@@ -380,10 +385,6 @@ def test_an_unreachable_api_server_is_503(
         cluster["cluster"]["server"] = f"https://127.0.0.1:{closed}"
     kubeconfig = tmp_path / "down.kubeconfig"
     kubeconfig.write_text(yaml.safe_dump(config))
-    from fastapi.testclient import TestClient
-
-    from shipway.api.app import create_app
-
     settings = kube_settings(tmp_path / "home", postgres_url, kubeconfig, kube_namespace)
     container = Container(settings)
     try:
@@ -404,5 +405,28 @@ def test_an_unreachable_api_server_is_503(
         with container.db.session() as session:
             changes = select(AuditEvent).where(AuditEvent.subject.startswith("deployment/"))
             assert session.scalars(changes).all() == []
+    finally:
+        container.close()
+
+
+def test_a_namespace_that_is_not_there_is_503_naming_it(
+    tmp_path: Path, postgres_url: str, kube_cluster: TestCluster
+) -> None:
+    """The API server is up but has nowhere to put the resource: a configuration problem
+    of the control plane (503 saying where to look), not the caller's."""
+    settings = kube_settings(tmp_path / "home", postgres_url, kube_cluster.kubeconfig, "nowhere")
+    container = Container(settings)
+    try:
+        container.registry.initialize()
+        build_id = publish_flaky_build(container, register_doubler(container, "doubler"))
+        with TestClient(create_app(container)) as api:
+            api.headers["Authorization"] = f"Bearer {settings.token}"
+            answer = api.put("/api/v1/deployments/web", json={"build_id": build_id})
+            assert answer.status_code == 503, answer.text
+            detail = answer.json()["detail"]
+            assert "'nowhere'" in detail and "modeldeployments.shipway.io CRD" in detail
+            with container.db.session() as session:
+                changes = select(AuditEvent).where(AuditEvent.subject.startswith("deployment/"))
+                assert session.scalars(changes).all() == []
     finally:
         container.close()

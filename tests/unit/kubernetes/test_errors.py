@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from kubernetes.client.exceptions import ApiException
 
 from shipway.errors import Conflict, InvalidInput, NotFound, ShipwayError, Unavailable
-from shipway.kubernetes.model_deployments import shipway_error
+from shipway.kubernetes.model_deployments import api_client, shipway_error
+from shipway.settings import Settings
 
 
 def failure(status: int, message: str | None) -> ApiException:
@@ -39,3 +41,9 @@ def test_status_to_error(status: int, kind: type[ShipwayError]) -> None:
 
 def test_without_a_status_body_the_reason_is_the_message() -> None:
     assert "Reason" in str(shipway_error(failure(422, None), "deployment 'web'"))
+
+
+def test_a_kubeconfig_that_is_not_there_is_unavailable_naming_it(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, kubeconfig=tmp_path / "nope.yaml", _env_file=None)
+    with pytest.raises(Unavailable, match=r"nope\.yaml"):
+        api_client(settings)

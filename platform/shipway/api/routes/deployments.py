@@ -114,7 +114,9 @@ def set_variant(
 
 
 @router.delete(
-    "/{name}/variants/{variant}", response_model=DeploymentOut, responses=responses(403, 404, 422)
+    "/{name}/variants/{variant}",
+    response_model=DeploymentOut,
+    responses=responses(403, 404, 409, 422),
 )
 def remove_variant(
     name: NamePath, variant: OtherVariant, container: ContainerDep, caller: Deployer
@@ -125,7 +127,9 @@ def remove_variant(
 
 
 @router.put(
-    "/{name}/routing", response_model=DeploymentOut, responses=responses(400, 403, 404, 422)
+    "/{name}/routing",
+    response_model=DeploymentOut,
+    responses=responses(400, 403, 404, 409, 422),
 )
 def set_routing(
     name: NamePath, body: RoutingIn, container: ContainerDep, caller: Deployer
@@ -158,7 +162,7 @@ def delete_deployment(name: NamePath, container: ContainerDep, caller: Deployer)
     return Response(status_code=204)
 
 
-@router.get("/{name}/drift", response_model=DriftOut, responses=responses(404, 422, 503))
+@router.get("/{name}/drift", response_model=DriftOut, responses=responses(404, 409, 422, 503))
 def drift(
     name: NamePath,
     container: ContainerDep,
@@ -173,6 +177,7 @@ def drift(
     A window with fewer than ``min_rows`` rows is "insufficient-data", never "no-drift".
     503 when the gateway's samples are not reachable.
     """
+    deployments.local_only(container, "checking drift")
     checks = drift_service.check(container, name, min_rows)
     return DriftOut(
         deployment=name,
@@ -192,7 +197,7 @@ def drift(
 @router.put(
     "/{name}/drift-policy",
     response_model=DriftPolicyOut,
-    responses=responses(400, 403, 404, 422),
+    responses=responses(400, 403, 404, 409, 422),
 )
 def set_drift_policy(
     name: NamePath, body: DriftPolicyIn, container: ContainerDep, caller: Deployer
@@ -200,5 +205,6 @@ def set_drift_policy(
     """What a drift breach does. Webhooks are signed with the server's
     SHIPWAY_WEBHOOK_SECRET (a webhook policy without it is refused); a rollback puts
     back the stable build the current one replaced."""
+    deployments.local_only(container, "setting a drift policy")
     policy = drift_service.set_policy(container, name, body.model_dump(mode="json"), caller.actor)
     return DriftPolicyOut.model_validate(policy.to_dict())
