@@ -239,7 +239,7 @@ def deployment_view(body: dict[str, Any], pods: list[Pod]) -> DeploymentView:
         infer_url=(
             f"http://{name}-{STABLE}.{namespace}.svc:{TRITON_HTTP_PORT}/v2/models/{model}/infer"
         ),
-        updated_at=_updated_at(meta),
+        updated_at=last_written(meta),
         namespace=namespace,
         rollout=status.get("rollout"),
     )
@@ -281,7 +281,7 @@ def _message(conditions: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def _updated_at(meta: dict[str, Any]) -> datetime:
+def last_written(meta: dict[str, Any]) -> datetime:
     """The latest write of any field manager (the creation time when none is recorded)."""
     times = [m["time"] for m in meta.get("managedFields") or [] if m.get("time")]
     times.append(meta.get("creationTimestamp"))

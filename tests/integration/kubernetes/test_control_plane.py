@@ -31,6 +31,7 @@ from sqlalchemy import select
 
 from shipway.api.app import create_app
 from shipway.container import Container
+from shipway.kubernetes import rollouts as kube_rollouts
 from shipway.kubernetes.archives import signature
 from shipway.settings import Settings
 from shipway.store.models import AuditEvent, Build, BuildStatus
@@ -281,6 +282,29 @@ def test_shipway_deploy_creates_the_resource_the_operator_makes_ready(
 
         wait_for(three_ready, SETTLE, "3 ready replicas through the API")
 
+        # another build on the resource is the operator's candidate: a rollout begins,
+        # recorded in status.rollout (the shared controller's status), read back here
+        with cp.container.db.session() as session:
+            version = session.get(Build, build_id).model_version  # type: ignore[union-attr]
+        second = publish_flaky_build(cp.container, version)
+        moved = api.put("/deployments/web", json={"build_id": second})
+        assert moved.status_code == 200, moved.text
+
+        def candidate() -> dict[str, Any] | None:
+            view = api.get("/deployments/web").json()
+            arms = {v["name"]: (v["build_id"], v["weight"]) for v in view["variants"]}
+            return view if arms.get("candidate") == (second, 0) else None
+
+        view = wait_for(candidate, SETTLE, "the second build as web's candidate")
+        assert view["status"] == "progressing" and view["build_id"] == build_id
+        (rollout,) = kube_rollouts.list_rollouts(cp.container, "web")
+        assert (rollout["id"], rollout["stable_build_id"]) == (second, build_id)
+        assert (rollout["phase"], rollout["running"], rollout["weight"]) == (
+            "initializing",
+            True,
+            0,
+        )
+
         # delete: the resource is gone, and with it (garbage collection) its workloads
         assert api.delete("/deployments/web").status_code == 204
         wait_for(lambda: cp.resource("web") is None, SETTLE, "ModelDeployment web deleted")
@@ -297,6 +321,7 @@ def test_shipway_deploy_creates_the_resource_the_operator_makes_ready(
         assert gone.status_code == 404 and "'web'" in gone.json()["detail"]
         assert api.get("/deployments").json() == []
     assert cp.audit() == [
+        ("deployment.set", "deployment/web"),
         ("deployment.set", "deployment/web"),
         ("deployment.set", "deployment/web"),
         ("deployment.delete", "deployment/web"),
