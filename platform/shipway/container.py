@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import threading
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shipway.settings import Settings
+from shipway.settings import Runtime, Settings
 from shipway.store.db import Database, migrate
+
+if TYPE_CHECKING:
+    from shipway.kubernetes.model_deployments import ModelDeployments
 
 
 class Container:
@@ -24,6 +27,28 @@ class Container:
     @cached_property
     def db(self) -> Database:
         return Database(self.settings.resolved_database_url)
+
+    @property
+    def kubernetes_mode(self) -> bool:
+        """Deployments are ModelDeployment resources (``SHIPWAY_RUNTIME=kubernetes``)."""
+        return self.settings.runtime is Runtime.KUBERNETES
+
+    @cached_property
+    def model_deployments(self) -> ModelDeployments:
+        """The Kubernetes API server's ModelDeployments of the configured namespace; the
+        client is made on first use (``Unavailable`` when no configuration is found)."""
+        from shipway.errors import Unavailable
+
+        try:
+            from shipway.kubernetes.model_deployments import ModelDeployments, api_client
+        except ImportError as exc:
+            raise Unavailable(
+                f"Kubernetes mode needs the kubernetes client ({exc.name} is missing): "
+                "pip install 'shipway[server,operator]'"
+            ) from None
+
+        s = self.settings
+        return ModelDeployments(api_client(s), s.kubernetes_namespace, s.kubernetes_timeout)
 
     @cached_property
     def registry(self):  # type: ignore[no-untyped-def] - MLflow imports lazily
@@ -67,3 +92,5 @@ class Container:
     def close(self) -> None:
         if "db" in self.__dict__:
             self.db.dispose()
+        if "model_deployments" in self.__dict__:
+            self.model_deployments.api.close()

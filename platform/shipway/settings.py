@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_TOKEN = "shipway-dev-token"
+DEV_ARCHIVE_KEY = "shipway-dev-archive-key"
 
 
 class Role(StrEnum):
@@ -29,6 +30,14 @@ class Role(StrEnum):
 class Environment(StrEnum):
     DEVELOPMENT = "development"
     PRODUCTION = "production"
+
+
+class Runtime(StrEnum):
+    """Where deployments run: replicas this machine starts (``local``), or
+    ModelDeployment resources the operator reconciles (``kubernetes``)."""
+
+    LOCAL = "local"
+    KUBERNETES = "kubernetes"
 
 
 def _default_home() -> Path:
@@ -52,6 +61,57 @@ class Settings(BaseSettings):
     environment: Environment = Field(
         Environment.DEVELOPMENT,
         description="`production` refuses the built-in development token.",
+    )
+    runtime: Runtime = Field(
+        Runtime.LOCAL,
+        description="`local`: the runtime manager starts Triton replicas on this machine; "
+        "`kubernetes`: deploy and status write and read ModelDeployment resources "
+        "(`shipway.io/v1alpha1`) that the operator reconciles.",
+    )
+    kubernetes_namespace: str = Field(
+        "default",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=63,
+        description="Namespace of the ModelDeployment resources (Kubernetes mode).",
+    )
+    kubeconfig: Path | None = Field(
+        None,
+        description="Kubeconfig file of the API server (Kubernetes mode). Unset: the pod's "
+        "service account inside a cluster, else `KUBECONFIG` or `~/.kube/config`.",
+    )
+    kubernetes_context: str | None = Field(
+        None, description="Context of the kubeconfig to use. Default: its current context."
+    )
+    kubernetes_timeout: float = Field(
+        10.0, gt=0, description="Seconds one request to the Kubernetes API server may take."
+    )
+    kubernetes_triton_image: str | None = Field(
+        None,
+        description="Triton image of new ModelDeployments. Default: the CRD's "
+        "(`nvcr.io/nvidia/tritonserver:24.10-py3`).",
+    )
+    kubernetes_node_selector: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="Node selector of new ModelDeployments' Triton pods, as JSON or "
+        "`key=value,key=value`.",
+    )
+    kubernetes_inflight_metric: str = Field(
+        "nv_inference_pending_request_count",
+        description="Per-pod metric the HorizontalPodAutoscaler keeps at `target_inflight` "
+        "(served to the HPA by a custom metrics adapter, e.g. prometheus-adapter).",
+    )
+    public_api_url: str | None = Field(
+        None,
+        description="The API's URL as pods in the cluster reach it: Triton pods fetch build "
+        "archives from `<url>/api/v1/builds/<id>/model-repository.tar.gz`. "
+        "Default: `api_url`.",
+    )
+    archive_key: str = Field(
+        DEV_ARCHIVE_KEY,
+        min_length=16,
+        description="Key that signs build archive URLs (HMAC-SHA256), so pods fetch an "
+        "archive without a token and nobody fetches one without its URL. Refused at its "
+        "default in production.",
     )
     home: Path = Field(
         default_factory=_default_home,
@@ -209,15 +269,12 @@ class Settings(BaseSettings):
     @field_validator("api_tokens", mode="before")
     @classmethod
     def _parse_tokens(cls, value: object) -> object:
-        if not isinstance(value, str):
-            return value
-        text = value.strip()
-        if text.startswith("{"):
-            return json.loads(text)
-        pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
-        if any(len(pair) != 2 for pair in pairs):
-            raise ValueError("SHIPWAY_API_TOKENS must be JSON or token=role,token=role")
-        return {token.strip(): role.strip() for token, role in pairs}
+        return _pairs(value, "SHIPWAY_API_TOKENS", "token=role,token=role")
+
+    @field_validator("kubernetes_node_selector", mode="before")
+    @classmethod
+    def _parse_node_selector(cls, value: object) -> object:
+        return _pairs(value, "SHIPWAY_KUBERNETES_NODE_SELECTOR", "key=value,key=value")
 
     @model_validator(mode="after")
     def _time_limits_in_order(self) -> Settings:
@@ -234,6 +291,18 @@ class Settings(BaseSettings):
             raise ValueError(
                 "the built-in development token is refused in production: "
                 "set SHIPWAY_API_TOKENS to your own tokens"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_dev_archive_key_in_production(self) -> Settings:
+        if (
+            self.environment is Environment.PRODUCTION
+            and self.runtime is Runtime.KUBERNETES
+            and self.archive_key == DEV_ARCHIVE_KEY
+        ):
+            raise ValueError(
+                "the built-in archive key is refused in production: set SHIPWAY_ARCHIVE_KEY"
             )
         return self
 
@@ -273,6 +342,10 @@ class Settings(BaseSettings):
         return self.api_url or f"http://{self.api_host}:{self.api_port}"
 
     @property
+    def resolved_public_api_url(self) -> str:
+        return (self.public_api_url or self.resolved_api_url).rstrip("/")
+
+    @property
     def gateway_url(self) -> str:
         return f"http://{self.gateway_host}:{self.gateway_port}"
 
@@ -287,3 +360,16 @@ class Settings(BaseSettings):
 
     def ensure_home(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
+
+
+def _pairs(value: object, variable: str, form: str) -> object:
+    """A mapping from JSON or ``a=b,c=d`` (an environment variable's forms)."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("{"):
+        return json.loads(text)
+    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    if any(len(pair) != 2 for pair in pairs):
+        raise ValueError(f"{variable} must be JSON or {form}")
+    return {key.strip(): item.strip() for key, item in pairs}

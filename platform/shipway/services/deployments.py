@@ -2,11 +2,16 @@
 
 The runtime manager and the gateway follow what is written here; every change is
 validated whole first and committed in one transaction, with its audit event.
+
+With ``SHIPWAY_RUNTIME=kubernetes`` the deployment is a ModelDeployment resource instead:
+deploy, get, list and delete go to ``shipway.kubernetes.deployments`` (which answers with
+views of the resource, the same fields); variants and routing answer 409 there for now.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -26,6 +31,9 @@ from shipway.store.models import (
     Split,
     Variant,
 )
+
+if TYPE_CHECKING:
+    from shipway.kubernetes.resource import DeploymentView
 
 STABLE = "stable"
 
@@ -106,7 +114,7 @@ def deploy(
     target_inflight: float | None = None,
     scale_down_window_s: float | None = None,
     allow_signature_change: bool = False,
-) -> Deployment:
+) -> Deployment | DeploymentView:
     """Create the deployment, or point its stable variant at another build.
 
     A build whose signature would break the clients of the one serving is refused
@@ -118,6 +126,19 @@ def deploy(
     quietly switch off autoscaling.
     """
     check_name(name)
+    if container.kubernetes_mode:
+        from shipway.kubernetes import deployments as kube
+
+        return kube.deploy(
+            container,
+            name,
+            build_id,
+            actor,
+            scale,
+            target_inflight,
+            scale_down_window_s,
+            allow_signature_change,
+        )
     keep_scaling = scale is None and target_inflight is None and scale_down_window_s is None
     scale = scale or Scale()
     scale.bounds()
@@ -181,6 +202,7 @@ def set_variant(
     ``allow_signature_change`` (a shadow's answers reach no client, but it becomes a
     canary next).
     """
+    local_only(container, "setting a variant")
     check_name(variant_name)
     if variant_name == STABLE:
         raise InvalidInput("the stable variant changes through deploy, not set_variant")
@@ -223,6 +245,7 @@ def set_variant(
 
 def remove_variant(container: Container, name: str, variant_name: str, actor: str) -> Deployment:
     """Take a variant out; its weight returns to stable."""
+    local_only(container, "removing a variant")
     if variant_name == STABLE:
         raise InvalidInput("the stable variant cannot be removed; delete the deployment")
     with container.db.session() as session:
@@ -244,6 +267,7 @@ def set_routing(
     sticky_header: str | None = None,
 ) -> Deployment:
     """Change weights (all at once: they must sum to 100) and the split mode."""
+    local_only(container, "changing the routing")
     with container.db.session() as session:
         deployment = _deployment(session, name)
         if weights is not None:
@@ -279,17 +303,38 @@ def set_routing(
     return get(container, name)
 
 
-def get(container: Container, name: str) -> Deployment:
+def local_only(container: Container, operation: str) -> None:
+    """Refuse (409, naming the mode) what Kubernetes mode does not carry out yet."""
+    if container.kubernetes_mode:
+        from shipway.kubernetes.deployments import unsupported
+
+        raise unsupported(operation)
+
+
+def get(container: Container, name: str) -> Deployment | DeploymentView:
+    if container.kubernetes_mode:
+        from shipway.kubernetes import deployments as kube
+
+        return kube.get(container, name)
     with container.db.session() as session:
         return _deployment(session, name)
 
 
-def list_deployments(container: Container) -> list[Deployment]:
+def list_deployments(container: Container) -> list[Deployment] | list[DeploymentView]:
+    if container.kubernetes_mode:
+        from shipway.kubernetes import deployments as kube
+
+        return kube.list_deployments(container)
     with container.db.session() as session:
         return list(session.scalars(select(Deployment).order_by(Deployment.name)))
 
 
 def delete(container: Container, name: str, actor: str) -> None:
+    if container.kubernetes_mode:
+        from shipway.kubernetes import deployments as kube
+
+        kube.delete(container, name, actor)
+        return
     with container.db.session() as session:
         deployment = _deployment(session, name)
         running = session.scalar(select(Rollout.id).where(Rollout.active_key == name))

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
 
-from shipway.api.deps import ContainerDep, Deployer, IdPath, Viewer
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse
+from fastapi.security import HTTPAuthorizationCredentials
+
+from shipway.api.deps import ContainerDep, Deployer, IdPath, Viewer, _bearer, get_caller
 from shipway.api.errors import responses
 from shipway.api.schemas import BuildIn, BuildOut
+from shipway.kubernetes import archives
 from shipway.services import builds
 
 router = APIRouter(prefix="/builds", tags=["builds"])
@@ -42,3 +47,62 @@ def list_builds(container: ContainerDep, _: Viewer) -> list[BuildOut]:
 @router.get("/{build_id}", response_model=BuildOut, responses=responses(404, 422))
 def get_build(build_id: IdPath, container: ContainerDep, _: Viewer) -> BuildOut:
     return BuildOut.of(builds.get(container, build_id))
+
+
+SHA256_HEADER = "X-Checksum-SHA256"
+
+
+def archive_reader(
+    request: Request,
+    build_id: IdPath,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    signature: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="HMAC-SHA256 of the build id under SHIPWAY_ARCHIVE_KEY, as in the "
+            "URL deploy writes into a ModelDeployment; without it, a bearer token",
+        ),
+    ] = None,
+) -> None:
+    """Pods fetch with the signed URL (no token); anyone else needs a token (any role)."""
+    container = request.app.state.container
+    if not archives.signed(container.settings, build_id, signature):
+        get_caller(request, credentials)
+
+
+ARCHIVE_OK: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
+        "description": "The repository as a reproducible .tar.gz",
+        "headers": {
+            SHA256_HEADER: {
+                "description": "Hex SHA-256 of the archive",
+                "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            }
+        },
+    }
+}
+
+
+@router.get(
+    "/{build_id}/model-repository.tar.gz",
+    response_class=FileResponse,
+    responses={**ARCHIVE_OK, **responses(404, 409, 410, 422, 503)},
+    dependencies=[Depends(archive_reader)],
+)
+def model_repository(build_id: IdPath, container: ContainerDep) -> FileResponse:
+    """A succeeded build's Triton model repository as a .tar.gz (``<model>/config.pbtxt``,
+    ``<model>/1/...`` at its root), the archive Triton pods fetch on Kubernetes; its hex
+    SHA-256 in ``X-Checksum-SHA256``. Made from the build's MLflow artifact on first use
+    and reproducible, so its digest is the one deploy wrote into the ModelDeployment.
+
+    404 for an unknown build, 409 for one not succeeded, 410 when MLflow no longer has
+    its files, 503 when MLflow is not reachable."""
+    archive = archives.build_archive(container, build_id)
+    return FileResponse(
+        archive.path,
+        media_type="application/gzip",
+        filename=f"{build_id}-model-repository.tar.gz",
+        headers={SHA256_HEADER: archive.sha256},
+    )

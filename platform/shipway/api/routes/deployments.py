@@ -20,6 +20,7 @@ from shipway.api.schemas import (
     VariantIn,
 )
 from shipway.container import Container
+from shipway.kubernetes.resource import DeploymentView
 from shipway.services import deployments
 from shipway.services import drift as drift_service
 from shipway.services.deployments import STABLE, Scale
@@ -42,23 +43,34 @@ OtherVariant = Annotated[
 FIELDS = ("name", "build_id", "status", "message", "split", "sticky_header", "autoscale")
 
 
-def deployment_out(container: Container, deployment: Deployment) -> DeploymentOut:
+def deployment_out(container: Container, deployment: Deployment | DeploymentView) -> DeploymentOut:
+    """One document for both modes: a local deployment is served by the gateway; in
+    Kubernetes mode the view names the stable Service's Triton endpoint in the cluster."""
+    infer_url = getattr(deployment, "infer_url", None) or (
+        f"{container.settings.gateway_url}/v2/models/{deployment.name}/infer"
+    )
     return DeploymentOut.model_validate(
         {
             **{k: getattr(deployment, k) for k in FIELDS},
             "updated_at": deployment.updated_at,
             "variants": deployment.variants,
             "replicas": deployment.replicas,
-            "infer_url": f"{container.settings.gateway_url}/v2/models/{deployment.name}/infer",
+            "infer_url": infer_url,
         }
     )
 
 
-@router.put("/{name}", response_model=DeploymentOut, responses=responses(400, 403, 404, 409, 422))
+@router.put(
+    "/{name}", response_model=DeploymentOut, responses=responses(400, 403, 404, 409, 422, 503)
+)
 def deploy(
     name: NamePath, body: DeploymentIn, container: ContainerDep, caller: Deployer
 ) -> DeploymentOut:
-    """Create the deployment or point its stable variant at another build."""
+    """Create the deployment or point its stable variant at another build.
+
+    In Kubernetes mode: apply its ModelDeployment (a new build on an existing one becomes
+    the operator's candidate); a name or spec the API server refuses is 422 with its
+    message, an unreachable API server 503."""
     deployment = deployments.deploy(
         container,
         name,
@@ -102,7 +114,9 @@ def set_variant(
 
 
 @router.delete(
-    "/{name}/variants/{variant}", response_model=DeploymentOut, responses=responses(403, 404, 422)
+    "/{name}/variants/{variant}",
+    response_model=DeploymentOut,
+    responses=responses(403, 404, 409, 422),
 )
 def remove_variant(
     name: NamePath, variant: OtherVariant, container: ContainerDep, caller: Deployer
@@ -113,7 +127,9 @@ def remove_variant(
 
 
 @router.put(
-    "/{name}/routing", response_model=DeploymentOut, responses=responses(400, 403, 404, 422)
+    "/{name}/routing",
+    response_model=DeploymentOut,
+    responses=responses(400, 403, 404, 409, 422),
 )
 def set_routing(
     name: NamePath, body: RoutingIn, container: ContainerDep, caller: Deployer
@@ -130,23 +146,23 @@ def set_routing(
     return deployment_out(container, deployment)
 
 
-@router.get("", response_model=list[DeploymentOut], responses=responses())
+@router.get("", response_model=list[DeploymentOut], responses=responses(503))
 def list_deployments(container: ContainerDep, _: Viewer) -> list[DeploymentOut]:
     return [deployment_out(container, d) for d in deployments.list_deployments(container)]
 
 
-@router.get("/{name}", response_model=DeploymentOut, responses=responses(404, 422))
+@router.get("/{name}", response_model=DeploymentOut, responses=responses(404, 422, 503))
 def get_deployment(name: NamePath, container: ContainerDep, _: Viewer) -> DeploymentOut:
     return deployment_out(container, deployments.get(container, name))
 
 
-@router.delete("/{name}", status_code=204, responses=responses(403, 404, 409, 422))
+@router.delete("/{name}", status_code=204, responses=responses(403, 404, 409, 422, 503))
 def delete_deployment(name: NamePath, container: ContainerDep, caller: Deployer) -> Response:
     deployments.delete(container, name, caller.actor)
     return Response(status_code=204)
 
 
-@router.get("/{name}/drift", response_model=DriftOut, responses=responses(404, 422, 503))
+@router.get("/{name}/drift", response_model=DriftOut, responses=responses(404, 409, 422, 503))
 def drift(
     name: NamePath,
     container: ContainerDep,
@@ -161,6 +177,7 @@ def drift(
     A window with fewer than ``min_rows`` rows is "insufficient-data", never "no-drift".
     503 when the gateway's samples are not reachable.
     """
+    deployments.local_only(container, "checking drift")
     checks = drift_service.check(container, name, min_rows)
     return DriftOut(
         deployment=name,
@@ -180,7 +197,7 @@ def drift(
 @router.put(
     "/{name}/drift-policy",
     response_model=DriftPolicyOut,
-    responses=responses(400, 403, 404, 422),
+    responses=responses(400, 403, 404, 409, 422),
 )
 def set_drift_policy(
     name: NamePath, body: DriftPolicyIn, container: ContainerDep, caller: Deployer
@@ -188,5 +205,6 @@ def set_drift_policy(
     """What a drift breach does. Webhooks are signed with the server's
     SHIPWAY_WEBHOOK_SECRET (a webhook policy without it is refused); a rollback puts
     back the stable build the current one replaced."""
+    deployments.local_only(container, "setting a drift policy")
     policy = drift_service.set_policy(container, name, body.model_dump(mode="json"), caller.actor)
     return DriftPolicyOut.model_validate(policy.to_dict())

@@ -1,0 +1,142 @@
+"""Deployments in Kubernetes mode: ``services.deployments`` hands its operations here
+when ``SHIPWAY_RUNTIME=kubernetes``.
+
+The ModelDeployment resource is the deployment: deploy applies its spec (validated as
+in local mode first — the build succeeded, its signature keeps the serving build's
+clients — then by the API server against the CRD), get and list read its status and
+pods, delete deletes it (the garbage collector takes what the operator made). The
+audit event is written in the same transaction as the checks and only once the API
+server has accepted the change, so a refused deploy leaves neither a resource nor an
+event. Operations the operator cannot carry out yet answer :class:`NotInKubernetesMode`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from shipway import audit
+from shipway.container import Container
+from shipway.errors import Conflict, InvalidInput
+from shipway.kubernetes import archives
+from shipway.kubernetes.resource import (
+    DeploymentRequest,
+    DeploymentView,
+    Scaling,
+    deployment_view,
+    model_deployment,
+)
+
+if TYPE_CHECKING:
+    from shipway.services.deployments import Scale
+
+
+class NotInKubernetesMode(Conflict):
+    """An operation Kubernetes mode does not carry out yet (409, naming the mode)."""
+
+    def __init__(self, operation: str, instead: str) -> None:
+        super().__init__(
+            f"{operation} is not available with SHIPWAY_RUNTIME=kubernetes yet; {instead}"
+        )
+
+
+def unsupported(operation: str) -> NotInKubernetesMode:
+    return NotInKubernetesMode(
+        operation,
+        "change the ModelDeployment's spec.build to start a rollout (the operator makes "
+        "the candidate), or run Shipway with SHIPWAY_RUNTIME=local",
+    )
+
+
+def deploy(
+    container: Container,
+    name: str,
+    build_id: str,
+    actor: str,
+    scale: Scale | None,
+    target_inflight: float | None,
+    scale_down_window_s: float | None,
+    allow_signature_change: bool,
+) -> DeploymentView:
+    """Apply the ModelDeployment of ``name`` serving ``build_id``.
+
+    On an existing resource a new build becomes the operator's candidate (its rollout
+    strategy decides the rest); leaving out every scale setting keeps the current
+    scaling, as in local mode."""
+    from shipway.services.deployments import signature_changes, succeeded_build
+
+    settings = container.settings
+    if target_inflight is not None and target_inflight <= 0:
+        raise InvalidInput("target_inflight must be positive")
+    if scale_down_window_s is not None and scale_down_window_s < 0:
+        raise InvalidInput("scale_down_window_s cannot be negative")
+    scaling = None
+    if scale is not None or target_inflight is not None or scale_down_window_s is not None:
+        low, high = scale.bounds() if scale is not None else (1, 1)
+        scaling = Scaling(
+            low, high, target_inflight, scale_down_window_s, settings.kubernetes_inflight_metric
+        )
+    resources = container.model_deployments
+    with container.db.session() as session:
+        build = succeeded_build(session, build_id)
+        current = resources.find(name)
+        previous = ((current or {}).get("spec") or {}).get("build", {}).get("id")
+        changes: list[str] = []
+        if previous not in (None, build_id):
+            changes = signature_changes(session, previous, build, allow_signature_change)
+        archive = archives.build_archive(container, build_id)
+        request = DeploymentRequest(
+            name=name,
+            model=build.model_version.name,
+            version=build.model_version.version,
+            build_id=build_id,
+            archive_url=archives.archive_url(settings, build_id),
+            archive_sha256=archive.sha256,
+            triton_model_name=build.triton_model_name or name,
+            scaling=scaling,
+            triton_image=settings.kubernetes_triton_image,
+            node_selector=settings.kubernetes_node_selector,
+        )
+        live = resources.apply(model_deployment(request, current))
+        spec = live.get("spec") or {}
+        audit.record(
+            session,
+            actor,
+            "deployment.set",
+            f"deployment/{name}",
+            build=build_id,
+            previous_build=previous,
+            runtime="kubernetes",
+            namespace=resources.namespace,
+            replicas=spec.get("replicas"),
+            autoscaling=spec.get("autoscaling"),
+            **({"signature_changes": changes} if changes else {}),
+        )
+    return get(container, name)
+
+
+def get(container: Container, name: str) -> DeploymentView:
+    resources = container.model_deployments
+    body = resources.get(name)
+    return deployment_view(body, resources.pods(name).get(name, []))
+
+
+def list_deployments(container: Container) -> list[DeploymentView]:
+    resources = container.model_deployments
+    items = resources.list()
+    pods = resources.pods() if items else {}
+    return [deployment_view(body, pods.get(body["metadata"]["name"], [])) for body in items]
+
+
+def delete(container: Container, name: str, actor: str) -> None:
+    resources = container.model_deployments
+    with container.db.session() as session:
+        resources.get(name)  # NotFound names the deployment and the namespace
+        resources.delete(name)
+        audit.record(
+            session,
+            actor,
+            "deployment.delete",
+            f"deployment/{name}",
+            runtime="kubernetes",
+            namespace=resources.namespace,
+        )
