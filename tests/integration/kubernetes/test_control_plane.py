@@ -297,13 +297,26 @@ def test_shipway_deploy_creates_the_resource_the_operator_makes_ready(
 
         view = wait_for(candidate, SETTLE, "the second build as web's candidate")
         assert view["status"] == "progressing" and view["build_id"] == build_id
-        (rollout,) = kube_rollouts.list_rollouts(cp.container, "web")
+        listed = api.get("/deployments/web/rollouts")
+        assert listed.status_code == 200, listed.text
+        (rollout,) = listed.json()  # the rollouts API reads status.rollout here
+        assert rollout["id"] == kube_rollouts.get(cp.container, "web", second)["id"]
         assert (rollout["id"], rollout["stable_build_id"]) == (second, build_id)
         assert (rollout["phase"], rollout["running"], rollout["weight"]) == (
             "initializing",
             True,
             0,
         )
+        one = api.get(f"/deployments/web/rollouts/{second}")
+        assert one.status_code == 200 and one.json()["id"] == second
+        assert api.get("/deployments/web/rollouts/nope").status_code == 404
+        # a rollout starts from the resource's build here, not from the rollouts API
+        for refused in (
+            api.post("/deployments/web/rollouts", json={"build_id": second}),
+            api.post(f"/deployments/web/rollouts/{second}/pause"),
+        ):
+            assert refused.status_code == 409, refused.text
+            assert "SHIPWAY_RUNTIME=kubernetes" in refused.json()["detail"]
 
         # delete: the resource is gone, and with it (garbage collection) its workloads
         assert api.delete("/deployments/web").status_code == 204

@@ -10,7 +10,8 @@ from shipway.api.deps import ContainerDep, Deployer, IdPath, NamePath, Viewer
 from shipway.api.errors import responses
 from shipway.api.schemas import RolloutEventOut, RolloutIn, RolloutOut
 from shipway.container import Container
-from shipway.services import rollouts
+from shipway.kubernetes import rollouts as kube_rollouts
+from shipway.services import deployments, rollouts
 from shipway.store.models import Rollout
 
 router = APIRouter(prefix="/deployments/{name}/rollouts", tags=["rollouts"])
@@ -64,7 +65,10 @@ def start(name: NamePath, body: RolloutIn, container: ContainerDep, caller: Depl
     """Start moving traffic to a candidate build. 409 while another rollout runs, when
     the build already serves or the deployment has other variants, and for a candidate
     whose signature would break stable's clients (unless ``allow_signature_change``);
-    422 for settings the strategy does not know or cannot use."""
+    422 for settings the strategy does not know or cannot use. With
+    ``SHIPWAY_RUNTIME=kubernetes`` a rollout starts from a new build in the
+    ModelDeployment (``shipway deploy``), so this answers 409 saying so."""
+    deployments.local_only(container, "starting a rollout here (deploy the new build instead)")
     rollout = rollouts.start(
         container,
         container.rollout_ports,
@@ -78,14 +82,18 @@ def start(name: NamePath, body: RolloutIn, container: ContainerDep, caller: Depl
     return rollout_out(container, rollout, with_timeline=True)
 
 
-@router.get("", response_model=list[RolloutOut], responses=responses(422))
+@router.get("", response_model=list[RolloutOut], responses=responses(404, 422, 503))
 def list_rollouts(name: NamePath, container: ContainerDep, _: Viewer) -> list[RolloutOut]:
+    if container.kubernetes_mode:
+        return [RolloutOut(**r) for r in kube_rollouts.list_rollouts(container, name)]
     return [rollout_out(container, r, False) for r in rollouts.list_rollouts(container, name)]
 
 
-@router.get("/{rollout_id}", response_model=RolloutOut, responses=responses(404, 422))
+@router.get("/{rollout_id}", response_model=RolloutOut, responses=responses(404, 422, 503))
 def get(name: NamePath, rollout_id: IdPath, container: ContainerDep, _: Viewer) -> RolloutOut:
     """The rollout and its timeline: steps, every check with its numbers, decisions."""
+    if container.kubernetes_mode:  # status.rollout of the ModelDeployment; no timeline yet
+        return RolloutOut(**kube_rollouts.get(container, name, rollout_id))
     return rollout_out(container, rollouts.get(container, rollout_id, name), with_timeline=True)
 
 
@@ -102,7 +110,9 @@ def operate(
     caller: Deployer,
 ) -> RolloutOut:
     """pause, resume, promote (now), approve (a manual gate), abort (roll back now);
-    409 when the rollout's phase does not allow it."""
+    409 when the rollout's phase does not allow it (and, for now, with
+    ``SHIPWAY_RUNTIME=kubernetes``: the operator's rollout loop takes them next)."""
+    deployments.local_only(container, f"{operation} on a rollout")
     rollout = rollouts.operate(
         container, container.rollout_ports, name, rollout_id, operation, caller.actor
     )
