@@ -222,8 +222,11 @@ class BuildPipeline:
     def needs_run(self, build_id: str) -> bool:
         """Whether a delivered build task has work to do: the build is in this store and
         has not succeeded. Checked before a child process is spawned for it (about 2.5 s
-        each): a message for a build another store owns (a shared broker) or a
-        redelivery of a finished build must not queue that cost ahead of real builds."""
+        each): a redelivery of a finished build, or a message whose build this store no
+        longer holds (a store reset or restored while messages sat in the broker), must
+        not queue that cost ahead of real builds. One broker serves one store: workers
+        of two stores sharing a queue would drop each other's builds (give each its own
+        broker database)."""
         with self.db.session() as session:
             build = session.get(Build, build_id)
             if build is None:

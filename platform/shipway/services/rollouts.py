@@ -55,6 +55,7 @@ __all__ = ["OPERATIONS", "VARIANTS", "Ports", "parse_spec"]
 log = logging.getLogger(__name__)
 
 RESYNC_SECONDS = 30.0  # the longest the loop sleeps: rollouts started elsewhere show up
+RETRY_SECONDS = 5.0  # after a pass that failed as a whole (the store down)
 _wakeups: weakref.WeakKeyDictionary[Container, threading.Event] = weakref.WeakKeyDictionary()
 
 
@@ -272,7 +273,11 @@ def run(container: Container, ports: Ports, stop: threading.Event) -> None:
     woken = _wakeup(container)
     while not stop.is_set():
         woken.clear()
-        delay = tick(container, ports)
+        try:
+            delay = tick(container, ports)
+        except Exception:  # the store unreachable, say: the loop must outlive it
+            log.exception("the rollout controller's pass failed; retrying")
+            delay = RETRY_SECONDS
         woken.wait(RESYNC_SECONDS if delay is None else min(delay, RESYNC_SECONDS))
 
 
