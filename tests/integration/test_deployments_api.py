@@ -76,16 +76,22 @@ def test_deploy_then_canary_then_routing(setup) -> None:  # type: ignore[no-unty
             "replicas": 1,
             "max_replicas": 3,
             "target_inflight": 2,
-            "scale_down_window_s": 10,
+            "scale_down_stabilization_window_seconds": 10,
         },
     ).json()
-    assert body["autoscale"] == {"target_inflight": 2.0, "scale_down_window_s": 10.0}
+    assert body["autoscale"] == {
+        "target_inflight": 2.0,
+        "scale_down_stabilization_window_seconds": 10.0,
+    }
     assert body["variants"][0]["max_replicas"] == 3
 
     # A new build without scale settings keeps the autoscaling; naming one replaces it.
     body = api.put("/api/v1/deployments/web", json={"build_id": candidate}).json()
     assert body["build_id"] == candidate
-    assert body["autoscale"] == {"target_inflight": 2.0, "scale_down_window_s": 10.0}
+    assert body["autoscale"] == {
+        "target_inflight": 2.0,
+        "scale_down_stabilization_window_seconds": 10.0,
+    }
     assert (body["variants"][0]["min_replicas"], body["variants"][0]["max_replicas"]) == (1, 3)
     body = api.put("/api/v1/deployments/web", json={"build_id": candidate, "replicas": 2}).json()
     assert body["autoscale"] == {}
@@ -182,3 +188,14 @@ def test_unknown_deployment_and_weights_over_100(setup) -> None:  # type: ignore
     over = api.put("/api/v1/deployments/web/variants/b", json={"build_id": candidate, "weight": 50})
     assert over.status_code == 409 and "exceed 100" in over.json()["detail"]
     assert "b" not in weights(api.get("/api/v1/deployments/web").json())
+
+
+def test_the_windows_former_name_is_still_read(setup) -> None:  # type: ignore[no-untyped-def]
+    """Clients written before the HPA's term send ``scale_down_window_s``."""
+    api, _, (stable, _candidate, _failed) = setup
+    former = {"build_id": stable, "max_replicas": 2, "target_inflight": 1, "scale_down_window_s": 7}
+    body = api.put("/api/v1/deployments/web", json=former).json()
+    assert body["autoscale"] == {
+        "target_inflight": 1.0,
+        "scale_down_stabilization_window_seconds": 7.0,
+    }

@@ -316,7 +316,7 @@ def test_load_adds_a_replica_and_its_end_removes_it(
         "test",
         deployments.Scale(1, 2),
         target_inflight=1.0,
-        scale_down_window_s=3.0,
+        scale_down_stabilization_window_seconds=3.0,
     )
     settings = Settings(home=tmp_path, routes_refresh_seconds=0.2)
     ids = [101] + [2000 + i for i in range(126)] + [102]

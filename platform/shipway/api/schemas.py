@@ -13,7 +13,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    WithJsonSchema,
+)
 
 from shipway.builds.recipes import Recipe, Target
 from shipway.drift.policy import Action
@@ -184,11 +192,17 @@ class DeploymentIn(BaseModel):
         strict=True,
         description="Autoscale to this mean number of requests in flight per replica",
     )
-    scale_down_window_s: float | None = Field(
+    scale_down_stabilization_window_seconds: float | None = Field(
         None,
         ge=0,
         strict=True,
-        description="Scale down only to the highest recommendation of this window (30)",
+        # the HPA's behavior.scaleDown.stabilizationWindowSeconds; the former name still read
+        validation_alias=AliasChoices(
+            "scale_down_stabilization_window_seconds", "scale_down_window_s"
+        ),
+        description="Scale down only to the highest recommendation of this window, in "
+        "seconds (30), as the HPA's behavior.scaleDown.stabilizationWindowSeconds; "
+        "`scale_down_window_s` is its former name",
     )
     allow_signature_change: bool = Field(
         False,

@@ -142,7 +142,7 @@ class ApiClient:
         replicas: int | None = None,
         max_replicas: int | None = None,
         target_inflight: float | None = None,
-        scale_down_window_s: float | None = None,
+        scale_down_stabilization_window_seconds: float | None = None,
         allow_signature_change: bool = False,
     ) -> dict[str, Any]:
         body = {
@@ -150,7 +150,7 @@ class ApiClient:
             "replicas": replicas,
             "max_replicas": max_replicas,
             "target_inflight": target_inflight,
-            "scale_down_window_s": scale_down_window_s,
+            "scale_down_stabilization_window_seconds": scale_down_stabilization_window_seconds,
             "allow_signature_change": allow_signature_change,
         }
         return self._call("PUT", f"/deployments/{name}", json=body)

@@ -54,7 +54,7 @@ def deploy(
     actor: str,
     scale: Scale | None,
     target_inflight: float | None,
-    scale_down_window_s: float | None,
+    scale_down_stabilization_window_seconds: float | None,
     allow_signature_change: bool,
 ) -> DeploymentView:
     """Apply the ModelDeployment of ``name`` serving ``build_id``.
@@ -67,13 +67,24 @@ def deploy(
     settings = container.settings
     if target_inflight is not None and target_inflight <= 0:
         raise InvalidInput("target_inflight must be positive")
-    if scale_down_window_s is not None and scale_down_window_s < 0:
-        raise InvalidInput("scale_down_window_s cannot be negative")
+    if (
+        scale_down_stabilization_window_seconds is not None
+        and scale_down_stabilization_window_seconds < 0
+    ):
+        raise InvalidInput("scale_down_stabilization_window_seconds cannot be negative")
     scaling = None
-    if scale is not None or target_inflight is not None or scale_down_window_s is not None:
+    if (
+        scale is not None
+        or target_inflight is not None
+        or scale_down_stabilization_window_seconds is not None
+    ):
         low, high = scale.bounds() if scale is not None else (1, 1)
         scaling = Scaling(
-            low, high, target_inflight, scale_down_window_s, settings.kubernetes_inflight_metric
+            low,
+            high,
+            target_inflight,
+            scale_down_stabilization_window_seconds,
+            settings.kubernetes_inflight_metric,
         )
     resources = container.model_deployments
     with container.db.session() as session:

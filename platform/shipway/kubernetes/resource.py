@@ -32,12 +32,12 @@ DEFAULT_SCALE_DOWN_WINDOW = 30.0  # seconds, as in local mode
 class Scaling:
     """Replicas of the stable variant: fixed (``target_inflight`` None) or an HPA between
     ``min_replicas`` and ``max_replicas`` keeping ``target_inflight`` requests in flight
-    per pod on ``metric``; ``scale_down_window_s`` in seconds."""
+    per pod on ``metric``; ``scale_down_stabilization_window_seconds`` in seconds."""
 
     min_replicas: int = 1
     max_replicas: int | None = None
     target_inflight: float | None = None
-    scale_down_window_s: float | None = None
+    scale_down_stabilization_window_seconds: float | None = None
     metric: str = "nv_inference_pending_request_count"
 
     def spec(self) -> dict[str, Any]:
@@ -45,7 +45,7 @@ class Scaling:
         high = self.max_replicas if self.max_replicas is not None else self.min_replicas
         if self.target_inflight is None or high == self.min_replicas:
             return {"replicas": self.min_replicas}
-        window = self.scale_down_window_s
+        window = self.scale_down_stabilization_window_seconds
         return {
             "autoscaling": {
                 "minReplicas": self.min_replicas,
@@ -268,7 +268,7 @@ def _autoscale(spec: dict[str, Any]) -> dict[str, Any]:
     )
     return {
         "target_inflight": _from_quantity(target["averageValue"]),
-        "scale_down_window_s": float(down),
+        "scale_down_stabilization_window_seconds": float(down),
     }
 
 

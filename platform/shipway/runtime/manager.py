@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -51,7 +52,7 @@ def autoscale_policy(deployment: Deployment, variant: Variant) -> AutoscalePolic
         variant.min_replicas,
         variant.max_replicas,
         float(target),
-        float(deployment.autoscale.get("scale_down_window_s", 30.0)),
+        float(_stabilization_window(deployment.autoscale)),
     )
 
 
@@ -263,3 +264,12 @@ class RuntimeManager:
             started = time.monotonic()
             self.runtime.close()
             log.info("replicas stopped in %.1fs", time.monotonic() - started)
+
+
+def _stabilization_window(autoscale: dict[str, Any]) -> float:
+    """Seconds of the scale-down window; rows written before the HPA's name was taken
+    hold it as ``scale_down_window_s``."""
+    for key in ("scale_down_stabilization_window_seconds", "scale_down_window_s"):
+        if autoscale.get(key) is not None:
+            return float(autoscale[key])
+    return 30.0

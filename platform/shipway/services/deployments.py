@@ -112,7 +112,7 @@ def deploy(
     actor: str,
     scale: Scale | None = None,
     target_inflight: float | None = None,
-    scale_down_window_s: float | None = None,
+    scale_down_stabilization_window_seconds: float | None = None,
     allow_signature_change: bool = False,
 ) -> Deployment | DeploymentView:
     """Create the deployment, or point its stable variant at another build.
@@ -136,17 +136,25 @@ def deploy(
             actor,
             scale,
             target_inflight,
-            scale_down_window_s,
+            scale_down_stabilization_window_seconds,
             allow_signature_change,
         )
-    keep_scaling = scale is None and target_inflight is None and scale_down_window_s is None
+    keep_scaling = (
+        scale is None
+        and target_inflight is None
+        and scale_down_stabilization_window_seconds is None
+    )
     scale = scale or Scale()
     scale.bounds()
     if target_inflight is not None and target_inflight <= 0:
         raise InvalidInput("target_inflight must be positive")
-    window = 30.0 if scale_down_window_s is None else scale_down_window_s
+    window = (
+        30.0
+        if scale_down_stabilization_window_seconds is None
+        else scale_down_stabilization_window_seconds
+    )
     if window < 0:
-        raise InvalidInput("scale_down_window_s cannot be negative")
+        raise InvalidInput("scale_down_stabilization_window_seconds cannot be negative")
     with container.db.session() as session:
         build = succeeded_build(session, build_id)
         deployment = session.scalar(select(Deployment).where(Deployment.name == name))
@@ -165,7 +173,10 @@ def deploy(
         if not (keep_scaling and previous is not None):
             _apply_scale(stable, scale)
             deployment.autoscale = (
-                {"target_inflight": target_inflight, "scale_down_window_s": window}
+                {
+                    "target_inflight": target_inflight,
+                    "scale_down_stabilization_window_seconds": window,
+                }
                 if target_inflight
                 else {}
             )

@@ -99,7 +99,8 @@ class Deployment(Base):
     message: Mapped[str | None] = mapped_column(Text, default=None)
     split: Mapped[str] = mapped_column(String(16), default=Split.WEIGHTED)
     sticky_header: Mapped[str] = mapped_column(String(100), default="x-shipway-key")
-    # {"target_inflight": 2.0, "scale_down_window_s": 30.0}; empty: fixed replica counts
+    # {"target_inflight": 2.0, "scale_down_stabilization_window_seconds": 30.0};
+    # empty: fixed replica counts
     autoscale: Mapped[dict[str, Any]] = mapped_column(default=dict)
     drift_policy: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

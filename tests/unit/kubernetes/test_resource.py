@@ -197,6 +197,9 @@ def test_view_of_an_autoscaled_resource_gives_local_autoscale_fields() -> None:
     body = resource(READY | {"replicas": 3})
     body["spec"] = scaled["spec"]
     view = deployment_view(body, [])
-    assert view.autoscale == {"target_inflight": 2.5, "scale_down_window_s": 45.0}
+    assert view.autoscale == {
+        "target_inflight": 2.5,
+        "scale_down_stabilization_window_seconds": 45.0,
+    }
     (stable,) = view.variants
     assert (stable.min_replicas, stable.max_replicas, stable.desired_replicas) == (1, 4, 3)

@@ -80,7 +80,7 @@ def deploy(
         if body.replicas is None and body.max_replicas is None
         else Scale(body.replicas or 1, body.max_replicas),
         body.target_inflight,
-        body.scale_down_window_s,
+        body.scale_down_stabilization_window_seconds,
         body.allow_signature_change,
     )
     return deployment_out(container, deployment)
