@@ -78,7 +78,8 @@ class Container:
 
     @cached_property
     def rollout_ports(self):  # type: ignore[no-untyped-def] - httpx and services lazily
-        """Local mode's Router, Placement and MetricsProvider for the rollout controller."""
+        """Local mode's ports for the rollout controller: Router, Placement,
+        MetricsProvider, ReleaseAliases (MLflow) and DriftScores."""
         from shipway.services.rollouts import local_ports
 
         return local_ports(self)

@@ -163,8 +163,9 @@ class Settings(BaseSettings):
     rollout_tick_seconds: float = Field(
         0.5,
         ge=0,
-        description="How often the API process's rollout controller looks at running "
-        "rollouts (each analyses once per its own interval); 0 turns the controller off.",
+        description="The rollout controller's poll while it waits on the world (a "
+        "candidate's replicas starting, a port that failed); otherwise it sleeps until a "
+        "rollout's next analysis. 0 turns the API process's controller off.",
     )
     rollout_start_timeout: float = Field(
         300.0,
