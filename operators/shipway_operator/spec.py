@@ -9,9 +9,12 @@ operator one version behind a newer CRD still reconciles what it knows.
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Literal
 
+from kubernetes.utils.quantity import parse_quantity
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
@@ -70,9 +73,53 @@ class Build(_Model):
         return self.model_dump(by_alias=True, exclude_none=True)
 
 
+# a container's resource names (as the CRD's rule): the standard ones, hugepages-<size>,
+# or an extended resource's qualified name, e.g. nvidia.com/mig-1g.10gb
+STANDARD_RESOURCES = ("cpu", "memory", "ephemeral-storage")
+_HUGEPAGES = re.compile(r"^hugepages-[0-9]+[KMGTPE]i$")
+_EXTENDED = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+    r"/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+
+
+def _quantity(name: str, value: Quantity) -> Decimal:
+    """A Kubernetes quantity's value (``1``, ``"1"`` and ``"1000m"`` are equal)."""
+    try:
+        return parse_quantity(value)
+    except ValueError:
+        raise ValueError(f"{name}: {value!r} is not a Kubernetes quantity") from None
+
+
 class Resources(_Model):
     requests: dict[str, Quantity] = Field(default_factory=dict)
     limits: dict[str, Quantity] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _container_rules(self) -> Resources:
+        """As the API server's Pod validation: known names, and extended resources and
+        hugepages (never overcommitted) requested only at their limit."""
+        for kind, values in (("requests", self.requests), ("limits", self.limits)):
+            for name, value in values.items():
+                if not (
+                    name in STANDARD_RESOURCES or _HUGEPAGES.match(name) or _EXTENDED.match(name)
+                ):
+                    raise ValueError(
+                        f"triton.resources.{kind}: {name!r} is not cpu, memory, "
+                        "ephemeral-storage, hugepages-<size> or an extended resource "
+                        "<domain>/<name>"
+                    )
+                _quantity(f"triton.resources.{kind}.{name}", value)
+        for name, value in self.requests.items():
+            if "/" not in name and not name.startswith("hugepages-"):
+                continue
+            limit = self.limits.get(name)
+            if limit is None or _quantity(name, limit) != _quantity(name, value):
+                raise ValueError(
+                    f"triton.resources: {name} is set in limits; a request, if given, "
+                    f"must equal its limit (request {value!r}, limit {limit!r})"
+                )
+        return self
 
 
 class Toleration(_Model):

@@ -23,6 +23,10 @@ def _scaling(low: int, high: int) -> dict[str, Any]:
     return {"minReplicas": low, "maxReplicas": high, "target": CPU}
 
 
+def _resources(requests: dict[str, Any], limits: dict[str, Any]) -> dict[str, Any]:
+    return {"resources": {"requests": requests, "limits": limits}, "nodeSelector": {"type": "kwok"}}
+
+
 CASES: list[tuple[str, dict[str, Any], str]] = [
     (
         "replicas and autoscaling",
@@ -79,7 +83,22 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     (
         "GPU request without its limit",
         {"triton": {"resources": {"requests": {"nvidia.com/gpu": 1}}}},
-        "a GPU is set in limits",
+        "extended resources (a GPU...) and hugepages are set in limits",
+    ),
+    (
+        "GPU request above its limit",
+        {"triton": _resources({"nvidia.com/gpu": 2}, {"nvidia.com/gpu": "1"})},
+        "a request, if given, must equal its limit",
+    ),
+    (
+        "hugepages request without its limit",
+        {"triton": _resources({"hugepages-2Mi": "64Mi"}, {})},
+        "a request, if given, must equal its limit",
+    ),
+    (
+        "resource name neither standard nor qualified",
+        {"triton": _resources({}, {"gpu": 1})},
+        "resources name cpu, memory, ephemeral-storage, hugepages-<size> or an extended",
     ),
     (
         "cpu target without a cpu request",
@@ -125,3 +144,24 @@ def test_valid_examples_are_accepted(cluster: Cluster) -> None:
         body = yaml.safe_load(path.read_text())
         created = cluster.create(body)
         assert created["spec"]["model"] == body["spec"]["model"], path.name
+
+
+ACCEPTED_RESOURCES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    ("MIG slice", {"cpu": "1"}, {"nvidia.com/mig-1g.10gb": 1}),
+    ("Intel GPU", {"gpu.intel.com/i915": 1}, {"gpu.intel.com/i915": 1}),
+    ("hugepages", {"hugepages-2Mi": "128Mi"}, {"hugepages-2Mi": "128Mi", "memory": "1Gi"}),
+    ("GPU request as int, limit as string", {"nvidia.com/gpu": 1}, {"nvidia.com/gpu": "1"}),
+    ("same quantity, other spelling", {"hugepages-1Gi": "1Gi"}, {"hugepages-1Gi": "1024Mi"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("requests", "limits"),
+    [c[1:] for c in ACCEPTED_RESOURCES],
+    ids=[c[0] for c in ACCEPTED_RESOURCES],
+)
+def test_container_resource_specs_the_api_server_accepts_are_accepted(
+    cluster: Cluster, requests: dict[str, Any], limits: dict[str, Any]
+) -> None:
+    created = cluster.create(resource("res", triton=_resources(requests, limits)))
+    assert created["spec"]["triton"]["resources"] == {"requests": requests, "limits": limits}

@@ -162,3 +162,39 @@ def test_replicas_and_autoscaling_together_are_refused() -> None:
     }
     with pytest.raises(InvalidSpec, match="set either replicas or autoscaling, not both"):
         parse_spec(base_spec(replicas=2, autoscaling=scaling))
+
+
+@pytest.mark.parametrize(
+    ("requests", "limits"),
+    [
+        ({"cpu": "1"}, {"nvidia.com/mig-1g.10gb": 1}),
+        ({"gpu.intel.com/i915": 1}, {"gpu.intel.com/i915": 1}),
+        ({"hugepages-2Mi": "128Mi"}, {"hugepages-2Mi": "128Mi", "memory": "1Gi"}),
+        ({"nvidia.com/gpu": 1}, {"nvidia.com/gpu": "1"}),
+        ({"hugepages-1Gi": "1Gi"}, {"hugepages-1Gi": "1024Mi"}),
+    ],
+)
+def test_container_resources_the_api_server_accepts_parse(
+    requests: dict[str, Any], limits: dict[str, Any]
+) -> None:
+    triton = {"resources": {"requests": requests, "limits": limits}}
+    spec = parse_spec(base_spec(triton=triton))
+    assert (spec.triton.resources.requests, spec.triton.resources.limits) == (requests, limits)
+
+
+@pytest.mark.parametrize(
+    ("requests", "limits", "message"),
+    [
+        ({"nvidia.com/gpu": 1}, {}, r"nvidia.com/gpu is set in limits; a request.*must equal"),
+        ({"nvidia.com/gpu": 2}, {"nvidia.com/gpu": "1"}, r"must equal its limit"),
+        ({"hugepages-2Mi": "64Mi"}, {}, r"hugepages-2Mi is set in limits"),
+        ({}, {"gpu": 1}, r"'gpu' is not cpu, memory, ephemeral-storage, hugepages"),
+        ({"cpu": "lots"}, {}, r"cpu: 'lots' is not a Kubernetes quantity"),
+    ],
+)
+def test_container_resources_the_api_server_refuses_are_refused(
+    requests: dict[str, Any], limits: dict[str, Any], message: str
+) -> None:
+    triton = {"resources": {"requests": requests, "limits": limits}}
+    with pytest.raises(InvalidSpec, match=message):
+        parse_spec(base_spec(triton=triton))
