@@ -12,6 +12,9 @@ Model repository: Triton reads ``s3://``, ``gs://`` and ``as://`` repositories i
 else. An ``http(s)://`` ``.tar.gz`` is fetched before Triton starts by an init container
 (``python -m shipway_operator.fetch URI /models``, in the operator's own image) into an
 ``emptyDir`` that Triton then serves from; a ``build.sha256`` is checked by the fetch.
+That volume's ``sizeLimit`` is the context's ``models_size_limit``, and the fetch is told
+the same cap (``--max-bytes``), so an oversized archive fails the fetch with a message
+rather than the node's disk (or the pod's eviction).
 
 Replicas follow traffic: a variant's replica count (or HPA range) is the spec's scaled by
 its weight, at least 1, so a candidate at 0 % runs one warm replica and stable at 100 %
@@ -24,6 +27,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from shipway_operator.fetch import DEFAULT_MAX_BYTES
 from shipway_operator.spec import API_VERSION, KIND, Build, InvalidSpec, Spec, Variant
 
 MANAGER = "shipway-operator"  # field manager of every apply, and the managed-by label
@@ -63,12 +67,15 @@ class Owner:
 
 @dataclass(frozen=True)
 class Context:
-    """What every builder needs besides the variant: the owner, its spec, and the image
-    whose ``python -m shipway_operator.fetch`` fetches http(s) repositories."""
+    """What every builder needs besides the variant: the owner, its spec, the image
+    whose ``python -m shipway_operator.fetch`` fetches http(s) repositories, and the most
+    bytes a fetched repository may take (archive and unpacked tree, the ``models``
+    volume's ``sizeLimit``)."""
 
     owner: Owner
     spec: Spec
     fetch_image: str
+    models_size_limit: int = DEFAULT_MAX_BYTES
 
 
 def object_name(deployment: str, variant: Variant) -> str:
@@ -123,10 +130,19 @@ def replica_range(spec: Spec, weight: int) -> tuple[int, int]:
     return share(spec.autoscaling.min_replicas), share(spec.autoscaling.max_replicas)
 
 
+def quantity(size: int) -> str:
+    """Bytes as a Kubernetes quantity, in the largest binary unit that divides them."""
+    for unit, factor in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+        if size and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
 def _fetch_container(ctx: Context, build: Build) -> dict[str, Any]:
     command = ["python", "-m", "shipway_operator.fetch", build.model_repository, MODELS_DIR]
     if build.sha256:
         command += ["--sha256", build.sha256]
+    command += ["--max-bytes", str(ctx.models_size_limit)]
     return {
         "name": "fetch-model",
         "image": ctx.fetch_image,
@@ -194,7 +210,9 @@ def deployment(ctx: Context, variant: Variant, build: Build, weight: int) -> Man
     ]
     pod: dict[str, Any] = {"containers": [_triton_container(ctx, build)]}
     if build.fetched:
-        volumes.insert(0, {"name": "models", "emptyDir": {}})
+        volumes.insert(
+            0, {"name": "models", "emptyDir": {"sizeLimit": quantity(ctx.models_size_limit)}}
+        )
         pod["initContainers"] = [_fetch_container(ctx, build)]
     pod["volumes"] = volumes
     if triton.node_selector:

@@ -3,6 +3,8 @@ how it scales, and that everything is owned by the ModelDeployment."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from shipway_operator import manifests
@@ -68,8 +70,10 @@ def test_deployment_fetches_an_http_archive_before_triton(ctx: Context) -> None:
         "shipway_operator.fetch",
         "https://files.test/minilm/b-1.tar.gz",
         "/models",
+        "--max-bytes",
+        str(20 * 2**30),
     ]
-    assert {"name": "models", "emptyDir": {}} in pod["volumes"]
+    assert {"name": "models", "emptyDir": {"sizeLimit": "20Gi"}} in pod["volumes"]
     triton = _container(deployment, "triton")
     assert triton["args"][:4] == [
         "--model-repository=/models",
@@ -93,7 +97,20 @@ def test_sha256_is_passed_to_the_fetch() -> None:
     build = {"id": "b-1", "modelRepository": "https://files.test/b.tar.gz", "sha256": digest}
     ctx = context(build=build)
     fetch = _container(manifests.deployment(ctx, STABLE, ctx.spec.build, 100), "fetch-model")
-    assert fetch["command"][-2:] == ["--sha256", digest]
+    assert fetch["command"][-4:-2] == ["--sha256", digest]
+
+
+@pytest.mark.parametrize(
+    ("limit", "size_limit"), [(5 * 2**30, "5Gi"), (1536 * 2**20, "1536Mi"), (1000, "1000")]
+)
+def test_models_volume_and_fetch_share_one_size_limit(limit: int, size_limit: str) -> None:
+    """The fetch fails with a message before the emptyDir's limit evicts the pod."""
+    ctx = dataclasses.replace(context(), models_size_limit=limit)
+    deployment = manifests.deployment(ctx, STABLE, ctx.spec.build, 100)
+    volumes = deployment["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "models", "emptyDir": {"sizeLimit": size_limit}} in volumes
+    command = _container(deployment, "fetch-model")["command"]
+    assert command[command.index("--max-bytes") + 1] == str(limit)
 
 
 def test_object_store_repository_is_read_by_triton_itself() -> None:
