@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
 
 from .conftest import Cluster, resource
 
@@ -165,3 +166,41 @@ def test_container_resource_specs_the_api_server_accepts_are_accepted(
 ) -> None:
     created = cluster.create(resource("res", triton=_resources(requests, limits)))
     assert created["spec"]["triton"]["resources"] == {"requests": requests, "limits": limits}
+
+
+def _apply(cluster: Cluster, body: dict[str, Any], manager: str) -> dict[str, Any]:
+    """Server-side apply as ``manager``, taking over fields another manager set (as
+    ``kubectl apply --server-side --force-conflicts`` or Argo CD's server-side sync)."""
+    api = DynamicClient(cluster.custom.api_client).resources.get(
+        api_version="shipway.io/v1alpha1", kind="ModelDeployment"
+    )
+    live = api.server_side_apply(
+        body=body,
+        name=body["metadata"]["name"],
+        namespace=cluster.namespace,
+        field_manager=manager,
+        force_conflicts=True,
+    )
+    return live.to_dict()
+
+
+def test_step_weights_and_gates_of_the_last_applier_replace_the_others(cluster: Cluster) -> None:
+    """Ordered stepWeights (and gates, indices into them) are owned whole: two field
+    managers applying different ones leave the later one's, not a merge of both."""
+    first = resource("steps", rollout={"canary": {"stepWeights": [5, 25, 100], "gates": [2]}})
+    _apply(cluster, first, "team-a")
+    second = {
+        "apiVersion": first["apiVersion"],
+        "kind": first["kind"],
+        "metadata": {"name": "steps"},
+        "spec": {"rollout": {"canary": {"stepWeights": [10, 100], "gates": [0]}}},
+    }
+    live = _apply(cluster, second, "team-b")
+    assert live["spec"]["rollout"]["canary"] == {"stepWeights": [10, 100], "gates": [0]}
+
+
+def test_repeated_gate_is_refused(cluster: Cluster) -> None:
+    with pytest.raises(ApiException) as refused:
+        cluster.create(resource("bad", rollout={"canary": {"gates": [1, 1]}}))
+    assert refused.value.status == 422
+    assert "gates must not repeat a step" in json.loads(refused.value.body)["message"]
