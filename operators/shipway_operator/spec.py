@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from kubernetes.utils.quantity import parse_quantity
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -173,11 +173,79 @@ class Routing(_Model):
     sticky_header: str = "x-shipway-key"
 
 
+# The analysis settings: the rollout engine's (shipway.rollout) fields in the CRD's
+# camelCase, typed as the CRD types them; unset ones take the engine's defaults, and the
+# engine checks what spans fields. Seconds are whole (int32, as every Kubernetes *Seconds).
+Seconds = Annotated[int, Field(ge=0, le=2**31 - 1)]
+
+
+class ShadowSettings(_Model):
+    share: float | None = None
+    min_compared: int | None = None
+    min_agreement: float | None = None
+    max_error_rate: float | None = None
+    max_compared: int | None = None
+
+
+class ThresholdSettings(_Model):
+    min_requests: int | None = None
+    max_error_rate: float | None = None
+    max_client_error_increase: float | None = None
+    max_p50_ratio: float | None = None
+    max_p99_ratio: float | None = None
+    max_drift_score: float | None = None
+    confidence: float | None = None
+
+
+class CanarySettings(_Model):
+    step_weights: tuple[int, ...] | None = None
+    interval_seconds: Seconds | None = None
+    checks_per_step: int | None = None
+    failure_limit: int | None = None
+    consecutive_error_limit: int | None = None
+    inconclusive_limit: int | None = None
+    progress_deadline_seconds: Seconds | None = None
+    bake_seconds: Seconds | None = None
+    gates: tuple[int, ...] | None = None
+    shadow: ShadowSettings | None = None
+    thresholds: ThresholdSettings | None = None
+
+
+class ExperimentSettings(_Model):
+    weight: int | None = None
+    interval_seconds: Seconds | None = None
+    min_requests: int | None = None
+    max_duration_seconds: Seconds | None = None
+    alpha: float | None = None
+
+
 class Rollout(_Model):
     strategy: Literal["canary", "experiment"] = "canary"
-    # the analysis settings, opaque here: the rollout controller owns their meaning
-    canary: dict[str, Any] | None = None
-    experiment: dict[str, Any] | None = None
+    canary: CanarySettings | None = None
+    experiment: ExperimentSettings | None = None
+
+    def engine_settings(self) -> dict[str, Any]:
+        """The strategy's settings as the rollout engine takes them
+        (``shipway.rollout.codec.canary_spec`` / ``experiment_spec``): its snake_case
+        names, seconds as floats, lists as lists; unset settings left out (the engine's
+        defaults)."""
+        settings = self.canary if self.strategy == "canary" else self.experiment
+        if settings is None:
+            return {}
+        return _engine_values(settings.model_dump(exclude_none=True))
+
+
+def _engine_values(data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            value = _engine_values(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        elif key.endswith("_seconds"):
+            value = float(value)
+        out[key] = value
+    return out
 
 
 class Drift(_Model):

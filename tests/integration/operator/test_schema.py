@@ -77,6 +77,26 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
         "spec.rollout.experiment.weight: Invalid value: 100",
     ),
     (
+        "fractional canary interval",
+        {"rollout": {"canary": {"intervalSeconds": 1.5}}},
+        "spec.rollout.canary.intervalSeconds: Invalid value",
+    ),
+    (
+        "fractional bake",
+        {"rollout": {"canary": {"bakeSeconds": 0.5}}},
+        "spec.rollout.canary.bakeSeconds: Invalid value",
+    ),
+    (
+        "fractional experiment duration",
+        {"rollout": {"strategy": "experiment", "experiment": {"maxDurationSeconds": 600.5}}},
+        "spec.rollout.experiment.maxDurationSeconds: Invalid value",
+    ),
+    (
+        "progress deadline shorter than an interval",
+        {"rollout": {"canary": {"intervalSeconds": 60, "progressDeadlineSeconds": 59}}},
+        "progressDeadlineSeconds must be at least one analysis interval",
+    ),
+    (
         "webhook without URL",
         {"drift": {"actions": ["webhook"]}},
         "the webhook drift action needs drift.webhookURL",

@@ -198,3 +198,49 @@ def test_container_resources_the_api_server_refuses_are_refused(
     triton = {"resources": {"requests": requests, "limits": limits}}
     with pytest.raises(InvalidSpec, match=message):
         parse_spec(base_spec(triton=triton))
+
+
+@pytest.mark.parametrize(
+    ("rollout", "field"),
+    [
+        ({"canary": {"intervalSeconds": 1.5}}, "canary.intervalSeconds"),
+        ({"canary": {"progressDeadlineSeconds": 90.5}}, "canary.progressDeadlineSeconds"),
+        ({"canary": {"bakeSeconds": 0.25}}, "canary.bakeSeconds"),
+        (
+            {"strategy": "experiment", "experiment": {"intervalSeconds": 2.5}},
+            "experiment.intervalSeconds",
+        ),
+        (
+            {"strategy": "experiment", "experiment": {"maxDurationSeconds": 1.5}},
+            "experiment.maxDurationSeconds",
+        ),
+    ],
+)
+def test_seconds_are_whole(rollout: dict[str, Any], field: str) -> None:
+    with pytest.raises(
+        InvalidSpec, match=rf"spec\.rollout\.{field}: Input should be a valid integer"
+    ):
+        parse_spec(base_spec(rollout=rollout))
+
+
+def test_engine_settings_are_snake_case_with_float_seconds() -> None:
+    canary = {
+        "stepWeights": [10, 100],
+        "intervalSeconds": 60,
+        "bakeSeconds": 0,
+        "gates": [1],
+        "thresholds": {"maxP99Ratio": 1.5},
+    }
+    settings = parse_spec(base_spec(rollout={"canary": canary})).rollout.engine_settings()
+    assert settings == {
+        "step_weights": [10, 100],
+        "interval_seconds": 60.0,
+        "bake_seconds": 0.0,
+        "gates": [1],
+        "thresholds": {"max_p99_ratio": 1.5},
+    }
+    assert isinstance(settings["interval_seconds"], float)
+    experiment = {"weight": 20, "maxDurationSeconds": 600}
+    spec = parse_spec(base_spec(rollout={"strategy": "experiment", "experiment": experiment}))
+    assert spec.rollout.engine_settings() == {"weight": 20, "max_duration_seconds": 600.0}
+    assert parse_spec(base_spec()).rollout.engine_settings() == {}
