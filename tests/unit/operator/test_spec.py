@@ -3,13 +3,19 @@ the API server would refuse is refused here too, naming the field."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from pydantic import BaseModel
+from pydantic.alias_generators import to_camel, to_snake
 
+from shipway.rollout.canary import CanarySpec, ShadowSpec
+from shipway.rollout.checks import Thresholds
+from shipway.rollout.codec import canary_spec, experiment_spec, spec_to_dict
+from shipway.rollout.experiment import ExperimentSpec
 from shipway_operator.spec import InvalidSpec, Spec, parse_spec
 
 from .conftest import base_spec
@@ -64,45 +70,43 @@ def test_crd_is_namespaced_with_status_scale_and_printer_columns() -> None:
     assert {"Model", "Version", "Phase", "Ready", "Weight", "Age"} <= columns
 
 
-def test_crd_uses_the_frozen_analysis_names() -> None:
+def _crd_names(cls: type) -> set[str]:
+    """The rollout engine's field names of ``cls``, as the CRD spells them (camelCase)."""
+    return {to_camel(f.name) for f in dataclasses.fields(cls)}
+
+
+def test_crd_names_the_rollout_engines_fields() -> None:
+    """Derived from the engine's dataclasses: renaming a Python field without the CRD
+    (or the other way round) fails here."""
     rollout = _schema()["properties"]["spec"]["properties"]["rollout"]["properties"]
     canary = rollout["canary"]["properties"]
-    assert set(canary) == {
-        "stepWeights",
-        "intervalSeconds",
-        "checksPerStep",
-        "failureLimit",
-        "consecutiveErrorLimit",
-        "inconclusiveLimit",
-        "progressDeadlineSeconds",
-        "bakeSeconds",
-        "gates",
-        "shadow",
-        "thresholds",
-    }
-    assert set(canary["shadow"]["properties"]) == {
-        "share",
-        "minCompared",
-        "minAgreement",
-        "maxErrorRate",
-        "maxCompared",
-    }
-    assert set(canary["thresholds"]["properties"]) == {
-        "minRequests",
-        "maxErrorRate",
-        "maxClientErrorIncrease",
-        "maxP50Ratio",
-        "maxP99Ratio",
-        "maxDriftScore",
-        "confidence",
-    }
-    assert set(rollout["experiment"]["properties"]) == {
-        "weight",
-        "intervalSeconds",
-        "minRequests",
-        "maxDurationSeconds",
-        "alpha",
-    }
+    assert set(canary) == _crd_names(CanarySpec)
+    assert set(canary["shadow"]["properties"]) == _crd_names(ShadowSpec)
+    assert set(canary["thresholds"]["properties"]) == _crd_names(Thresholds)
+    assert set(rollout["experiment"]["properties"]) == _crd_names(ExperimentSpec)
+
+
+EXAMPLE_ROLLOUTS = [p for p in EXAMPLES if yaml.safe_load(p.read_text())["spec"].get("rollout")]
+
+
+@pytest.mark.parametrize("path", EXAMPLE_ROLLOUTS, ids=lambda p: p.name)
+def test_example_rollout_settings_round_trip_through_the_engine(path: Path) -> None:
+    """Each example's rollout.<strategy>, as the operator hands it to the engine, builds
+    the engine's spec, and every setting the example gives arrives with its value."""
+    rollout = yaml.safe_load(path.read_text())["spec"]["rollout"]
+    strategy = rollout.get("strategy", "canary")
+    given = rollout[strategy]
+    settings = parse_spec(yaml.safe_load(path.read_text())["spec"]).rollout.engine_settings()
+    engine = canary_spec(settings) if strategy == "canary" else experiment_spec(settings)
+    assert isinstance(engine, CanarySpec if strategy == "canary" else ExperimentSpec)
+    built = spec_to_dict(engine)
+    for key, value in given.items():
+        name = to_snake(key)
+        if isinstance(value, dict):
+            for inner, inner_value in value.items():
+                assert built[name][to_snake(inner)] == inner_value, f"{key}.{inner}"
+        else:
+            assert built[name] == value, key
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
