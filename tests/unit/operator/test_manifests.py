@@ -251,3 +251,49 @@ def test_disruption_budget_allows_one_eviction_at_a_time(ctx: Context) -> None:
             "matchLabels": {"shipway.io/deployment": "minilm", "shipway.io/variant": "stable"}
         },
     }
+
+
+@pytest.mark.parametrize(
+    ("repository", "containers"),
+    [
+        ("https://files.test/minilm/b-1.tar.gz", {"triton", "fetch-model"}),
+        ("s3://bucket/minilm/b-1", {"triton"}),
+    ],
+)
+def test_pods_meet_the_restricted_pod_security_standard(
+    repository: str, containers: set[str]
+) -> None:
+    ctx = context(build={"id": "b-1", "modelRepository": repository})
+    pod = manifests.deployment(ctx, STABLE, ctx.spec.build, 100)["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 1000,  # the Triton image's triton-server user
+        "runAsGroup": 1000,
+        "fsGroup": 1000,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    everything = pod["containers"] + pod.get("initContainers", [])
+    assert {c["name"] for c in everything} == containers
+    for container in everything:
+        assert container["securityContext"] == {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+        }, container["name"]
+    # every volume is an emptyDir (allowed by restricted); Triton writes to /tmp and /dev/shm
+    assert all(set(v) == {"name", "emptyDir"} for v in pod["volumes"])
+    triton = next(c for c in pod["containers"] if c["name"] == "triton")
+    mounts = {m["mountPath"]: m["name"] for m in triton["volumeMounts"]}
+    assert mounts["/tmp"] == "scratch" and mounts["/dev/shm"] == "dshm"
+
+
+def test_triton_scratch_holds_a_cloud_repository_it_copies_there() -> None:
+    ctx = dataclasses.replace(
+        context(build={"id": "b-1", "modelRepository": "s3://bucket/minilm/b-1"}),
+        models_size_limit=8 * 2**30,
+    )
+    volumes = manifests.deployment(ctx, STABLE, ctx.spec.build, 100)["spec"]["template"]["spec"][
+        "volumes"
+    ]
+    assert {"name": "scratch", "emptyDir": {"sizeLimit": "8Gi"}} in volumes
