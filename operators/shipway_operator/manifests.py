@@ -170,10 +170,10 @@ def _pod_security() -> dict[str, Any]:
 
 
 def _fetch_container(ctx: Context, build: Build) -> dict[str, Any]:
-    command = ["python", "-m", "shipway_operator.fetch", build.model_repository, MODELS_DIR]
+    command = ["python", "-m", "shipway_operator.fetch"]
+    command += ["--max-bytes", str(ctx.models_size_limit), build.model_repository, MODELS_DIR]
     if build.sha256:
         command += ["--sha256", build.sha256]
-    command += ["--max-bytes", str(ctx.models_size_limit)]
     return {
         "name": "fetch-model",
         "image": ctx.fetch_image,

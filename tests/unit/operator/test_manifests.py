@@ -68,10 +68,10 @@ def test_deployment_fetches_an_http_archive_before_triton(ctx: Context) -> None:
         "python",
         "-m",
         "shipway_operator.fetch",
-        "https://files.test/minilm/b-1.tar.gz",
-        "/models",
         "--max-bytes",
         str(20 * 2**30),
+        "https://files.test/minilm/b-1.tar.gz",
+        "/models",
     ]
     assert {"name": "models", "emptyDir": {"sizeLimit": "20Gi"}} in pod["volumes"]
     triton = _container(deployment, "triton")
@@ -97,7 +97,7 @@ def test_sha256_is_passed_to_the_fetch() -> None:
     build = {"id": "b-1", "modelRepository": "https://files.test/b.tar.gz", "sha256": digest}
     ctx = context(build=build)
     fetch = _container(manifests.deployment(ctx, STABLE, ctx.spec.build, 100), "fetch-model")
-    assert fetch["command"][-4:-2] == ["--sha256", digest]
+    assert fetch["command"][-2:] == ["--sha256", digest]
 
 
 @pytest.mark.parametrize(
