@@ -148,8 +148,9 @@ def test_operator_serves_with_only_its_shipped_role(
         )
         cluster.wait_ready("md")
 
-        # kopf posts its handlers' outcomes as events of the resource (events create);
-        # in-process (KopfRunner) it posts none, so the account posts one as kopf does
+        # kopf posts events of the resource (kopf.event/info/warn; its log messages only
+        # with settings.posting.loggers, off by default, so none came above): the account
+        # posts one as kopf does
         account = _account_api(kubeconfig)
         try:
             md = cluster.get("md")
