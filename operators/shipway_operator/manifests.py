@@ -12,6 +12,16 @@ Model repository: Triton reads ``s3://``, ``gs://`` and ``as://`` repositories i
 else. An ``http(s)://`` ``.tar.gz`` is fetched before Triton starts by an init container
 (``python -m shipway_operator.fetch URI /models``, in the operator's own image) into an
 ``emptyDir`` that Triton then serves from; a ``build.sha256`` is checked by the fetch.
+That volume's ``sizeLimit`` is the context's ``models_size_limit``, and the fetch is told
+the same cap (``--max-bytes``), so an oversized archive fails the fetch with a message
+rather than the node's disk (or the pod's eviction).
+
+Pods meet the ``restricted`` Pod Security Standard: non-root (uid/gid 1000, the Triton
+image's ``triton-server`` user; the ``models`` volume group-owned by it), no privilege
+escalation, every capability dropped, the runtime's default seccomp profile, and a
+read-only root file system; Triton writes only to ``/dev/shm`` and an ``emptyDir`` at
+``/tmp`` (where it also copies ``s3://``/``gs://``/``as://`` repositories before loading
+them, hence that volume's ``sizeLimit`` is the models limit then).
 
 Replicas follow traffic: a variant's replica count (or HPA range) is the spec's scaled by
 its weight, at least 1, so a candidate at 0 % runs one warm replica and stable at 100 %
@@ -24,11 +34,16 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from shipway_operator.fetch import DEFAULT_MAX_BYTES
 from shipway_operator.spec import API_VERSION, KIND, Build, InvalidSpec, Spec, Variant
 
 MANAGER = "shipway-operator"  # field manager of every apply, and the managed-by label
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 MODELS_DIR = "/models"
+# The Triton image's own non-root user (NVIDIA's Dockerfile creates `triton-server` with
+# uid 1000 "to run triton as non-root"); the image's default user is root.
+TRITON_UID = 1000
+SCRATCH_DIR = "/tmp"  # an emptyDir: the root file system is read-only
 LABEL_DEPLOYMENT = "shipway.io/deployment"
 LABEL_VARIANT = "shipway.io/variant"
 LABEL_BUILD = "shipway.io/build"
@@ -63,12 +78,15 @@ class Owner:
 
 @dataclass(frozen=True)
 class Context:
-    """What every builder needs besides the variant: the owner, its spec, and the image
-    whose ``python -m shipway_operator.fetch`` fetches http(s) repositories."""
+    """What every builder needs besides the variant: the owner, its spec, the image
+    whose ``python -m shipway_operator.fetch`` fetches http(s) repositories, and the most
+    bytes a fetched repository may take (archive and unpacked tree, the ``models``
+    volume's ``sizeLimit``)."""
 
     owner: Owner
     spec: Spec
     fetch_image: str
+    models_size_limit: int = DEFAULT_MAX_BYTES
 
 
 def object_name(deployment: str, variant: Variant) -> str:
@@ -123,8 +141,37 @@ def replica_range(spec: Spec, weight: int) -> tuple[int, int]:
     return share(spec.autoscaling.min_replicas), share(spec.autoscaling.max_replicas)
 
 
+def quantity(size: int) -> str:
+    """Bytes as a Kubernetes quantity, in the largest binary unit that divides them."""
+    for unit, factor in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+        if size and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
+def _container_security() -> dict[str, Any]:
+    """A container's part of the restricted Pod Security Standard, and a read-only root."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+    }
+
+
+def _pod_security() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": TRITON_UID,
+        "runAsGroup": TRITON_UID,
+        "fsGroup": TRITON_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
 def _fetch_container(ctx: Context, build: Build) -> dict[str, Any]:
-    command = ["python", "-m", "shipway_operator.fetch", build.model_repository, MODELS_DIR]
+    command = ["python", "-m", "shipway_operator.fetch"]
+    command += ["--max-bytes", str(ctx.models_size_limit), build.model_repository, MODELS_DIR]
     if build.sha256:
         command += ["--sha256", build.sha256]
     return {
@@ -136,6 +183,7 @@ def _fetch_container(ctx: Context, build: Build) -> dict[str, Any]:
             "requests": {"cpu": "100m", "memory": "128Mi"},
             "limits": {"memory": "512Mi"},
         },
+        "securityContext": _container_security(),
     }
 
 
@@ -156,7 +204,10 @@ def _triton_container(ctx: Context, build: Build) -> dict[str, Any]:
             "timeoutSeconds": 2,
         }
 
-    mounts = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    mounts = [
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "scratch", "mountPath": SCRATCH_DIR},
+    ]
     if build.fetched:
         mounts.insert(0, {"name": "models", "mountPath": MODELS_DIR, "readOnly": True})
     return {
@@ -181,6 +232,7 @@ def _triton_container(ctx: Context, build: Build) -> dict[str, Any]:
         "livenessProbe": probe("/v2/health/live", 10, 3),
         "resources": resources,
         "volumeMounts": mounts,
+        "securityContext": _container_security(),
     }
 
 
@@ -189,12 +241,20 @@ def deployment(ctx: Context, variant: Variant, build: Build, weight: int) -> Man
     the HPA owns it and an apply never fights the HPA's count."""
     triton = ctx.spec.triton
     template_labels = labels(ctx, variant, build)
+    # Triton copies a cloud repository into /tmp before loading it: room for the models
+    scratch = "1Gi" if build.fetched else quantity(ctx.models_size_limit)
     volumes: list[dict[str, Any]] = [
-        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+        {"name": "scratch", "emptyDir": {"sizeLimit": scratch}},
     ]
-    pod: dict[str, Any] = {"containers": [_triton_container(ctx, build)]}
+    pod: dict[str, Any] = {
+        "securityContext": _pod_security(),
+        "containers": [_triton_container(ctx, build)],
+    }
     if build.fetched:
-        volumes.insert(0, {"name": "models", "emptyDir": {}})
+        volumes.insert(
+            0, {"name": "models", "emptyDir": {"sizeLimit": quantity(ctx.models_size_limit)}}
+        )
         pod["initContainers"] = [_fetch_container(ctx, build)]
     pod["volumes"] = volumes
     if triton.node_selector:

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shipway import __version__
+from shipway_operator.fetch import DEFAULT_MAX_BYTES
 
 
 class OperatorSettings(BaseSettings):
@@ -29,6 +30,13 @@ class OperatorSettings(BaseSettings):
         min_length=1,
         description="Image of the init container that fetches http(s) model repositories "
         "(`python -m shipway_operator.fetch`): the operator's own image.",
+    )
+    models_size_limit: int = Field(
+        DEFAULT_MAX_BYTES,
+        ge=1,
+        description="Most bytes an http(s) model repository may take, its archive and "
+        "unpacked tree together: the `models` emptyDir's sizeLimit and the fetch's "
+        "--max-bytes. Default 20 GiB.",
     )
     status_retries: int = Field(
         5,

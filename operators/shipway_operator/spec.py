@@ -9,9 +9,12 @@ operator one version behind a newer CRD still reconciles what it knows.
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from kubernetes.utils.quantity import parse_quantity
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
@@ -70,9 +73,53 @@ class Build(_Model):
         return self.model_dump(by_alias=True, exclude_none=True)
 
 
+# a container's resource names (as the CRD's rule): the standard ones, hugepages-<size>,
+# or an extended resource's qualified name, e.g. nvidia.com/mig-1g.10gb
+STANDARD_RESOURCES = ("cpu", "memory", "ephemeral-storage")
+_HUGEPAGES = re.compile(r"^hugepages-[0-9]+[KMGTPE]i$")
+_EXTENDED = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+    r"/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+
+
+def _quantity(name: str, value: Quantity) -> Decimal:
+    """A Kubernetes quantity's value (``1``, ``"1"`` and ``"1000m"`` are equal)."""
+    try:
+        return parse_quantity(value)
+    except ValueError:
+        raise ValueError(f"{name}: {value!r} is not a Kubernetes quantity") from None
+
+
 class Resources(_Model):
     requests: dict[str, Quantity] = Field(default_factory=dict)
     limits: dict[str, Quantity] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _container_rules(self) -> Resources:
+        """As the API server's Pod validation: known names, and extended resources and
+        hugepages (never overcommitted) requested only at their limit."""
+        for kind, values in (("requests", self.requests), ("limits", self.limits)):
+            for name, value in values.items():
+                if not (
+                    name in STANDARD_RESOURCES or _HUGEPAGES.match(name) or _EXTENDED.match(name)
+                ):
+                    raise ValueError(
+                        f"triton.resources.{kind}: {name!r} is not cpu, memory, "
+                        "ephemeral-storage, hugepages-<size> or an extended resource "
+                        "<domain>/<name>"
+                    )
+                _quantity(f"triton.resources.{kind}.{name}", value)
+        for name, value in self.requests.items():
+            if "/" not in name and not name.startswith("hugepages-"):
+                continue
+            limit = self.limits.get(name)
+            if limit is None or _quantity(name, limit) != _quantity(name, value):
+                raise ValueError(
+                    f"triton.resources: {name} is set in limits; a request, if given, "
+                    f"must equal its limit (request {value!r}, limit {limit!r})"
+                )
+        return self
 
 
 class Toleration(_Model):
@@ -126,11 +173,79 @@ class Routing(_Model):
     sticky_header: str = "x-shipway-key"
 
 
+# The analysis settings: the rollout engine's (shipway.rollout) fields in the CRD's
+# camelCase, typed as the CRD types them; unset ones take the engine's defaults, and the
+# engine checks what spans fields. Seconds are whole (int32, as every Kubernetes *Seconds).
+Seconds = Annotated[int, Field(ge=0, le=2**31 - 1)]
+
+
+class ShadowSettings(_Model):
+    share: float | None = None
+    min_compared: int | None = None
+    min_agreement: float | None = None
+    max_error_rate: float | None = None
+    max_compared: int | None = None
+
+
+class ThresholdSettings(_Model):
+    min_requests: int | None = None
+    max_error_rate: float | None = None
+    max_client_error_increase: float | None = None
+    max_p50_ratio: float | None = None
+    max_p99_ratio: float | None = None
+    max_drift_score: float | None = None
+    confidence: float | None = None
+
+
+class CanarySettings(_Model):
+    step_weights: tuple[int, ...] | None = None
+    interval_seconds: Seconds | None = None
+    checks_per_step: int | None = None
+    failure_limit: int | None = None
+    consecutive_error_limit: int | None = None
+    inconclusive_limit: int | None = None
+    progress_deadline_seconds: Seconds | None = None
+    bake_seconds: Seconds | None = None
+    gates: tuple[int, ...] | None = None
+    shadow: ShadowSettings | None = None
+    thresholds: ThresholdSettings | None = None
+
+
+class ExperimentSettings(_Model):
+    weight: int | None = None
+    interval_seconds: Seconds | None = None
+    min_requests: int | None = None
+    max_duration_seconds: Seconds | None = None
+    alpha: float | None = None
+
+
 class Rollout(_Model):
     strategy: Literal["canary", "experiment"] = "canary"
-    # the analysis settings, opaque here: the rollout controller owns their meaning
-    canary: dict[str, Any] | None = None
-    experiment: dict[str, Any] | None = None
+    canary: CanarySettings | None = None
+    experiment: ExperimentSettings | None = None
+
+    def engine_settings(self) -> dict[str, Any]:
+        """The strategy's settings as the rollout engine takes them
+        (``shipway.rollout.codec.canary_spec`` / ``experiment_spec``): its snake_case
+        names, seconds as floats, lists as lists; unset settings left out (the engine's
+        defaults)."""
+        settings = self.canary if self.strategy == "canary" else self.experiment
+        if settings is None:
+            return {}
+        return _engine_values(settings.model_dump(exclude_none=True))
+
+
+def _engine_values(data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            value = _engine_values(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        elif key.endswith("_seconds"):
+            value = float(value)
+        out[key] = value
+    return out
 
 
 class Drift(_Model):

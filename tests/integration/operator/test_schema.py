@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
 
 from .conftest import Cluster, resource
 
@@ -21,6 +22,10 @@ CPU = {"metric": "cpu", "averageUtilization": 60}
 
 def _scaling(low: int, high: int) -> dict[str, Any]:
     return {"minReplicas": low, "maxReplicas": high, "target": CPU}
+
+
+def _resources(requests: dict[str, Any], limits: dict[str, Any]) -> dict[str, Any]:
+    return {"resources": {"requests": requests, "limits": limits}, "nodeSelector": {"type": "kwok"}}
 
 
 CASES: list[tuple[str, dict[str, Any], str]] = [
@@ -72,6 +77,26 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
         "spec.rollout.experiment.weight: Invalid value: 100",
     ),
     (
+        "fractional canary interval",
+        {"rollout": {"canary": {"intervalSeconds": 1.5}}},
+        "spec.rollout.canary.intervalSeconds: Invalid value",
+    ),
+    (
+        "fractional bake",
+        {"rollout": {"canary": {"bakeSeconds": 0.5}}},
+        "spec.rollout.canary.bakeSeconds: Invalid value",
+    ),
+    (
+        "fractional experiment duration",
+        {"rollout": {"strategy": "experiment", "experiment": {"maxDurationSeconds": 600.5}}},
+        "spec.rollout.experiment.maxDurationSeconds: Invalid value",
+    ),
+    (
+        "progress deadline shorter than an interval",
+        {"rollout": {"canary": {"intervalSeconds": 60, "progressDeadlineSeconds": 59}}},
+        "progressDeadlineSeconds must be at least one analysis interval",
+    ),
+    (
         "webhook without URL",
         {"drift": {"actions": ["webhook"]}},
         "the webhook drift action needs drift.webhookURL",
@@ -79,7 +104,22 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     (
         "GPU request without its limit",
         {"triton": {"resources": {"requests": {"nvidia.com/gpu": 1}}}},
-        "a GPU is set in limits",
+        "extended resources (a GPU...) and hugepages are set in limits",
+    ),
+    (
+        "GPU request above its limit",
+        {"triton": _resources({"nvidia.com/gpu": 2}, {"nvidia.com/gpu": "1"})},
+        "a request, if given, must equal its limit",
+    ),
+    (
+        "hugepages request without its limit",
+        {"triton": _resources({"hugepages-2Mi": "64Mi"}, {})},
+        "a request, if given, must equal its limit",
+    ),
+    (
+        "resource name neither standard nor qualified",
+        {"triton": _resources({}, {"gpu": 1})},
+        "resources name cpu, memory, ephemeral-storage, hugepages-<size> or an extended",
     ),
     (
         "cpu target without a cpu request",
@@ -125,3 +165,62 @@ def test_valid_examples_are_accepted(cluster: Cluster) -> None:
         body = yaml.safe_load(path.read_text())
         created = cluster.create(body)
         assert created["spec"]["model"] == body["spec"]["model"], path.name
+
+
+ACCEPTED_RESOURCES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    ("MIG slice", {"cpu": "1"}, {"nvidia.com/mig-1g.10gb": 1}),
+    ("Intel GPU", {"gpu.intel.com/i915": 1}, {"gpu.intel.com/i915": 1}),
+    ("hugepages", {"hugepages-2Mi": "128Mi"}, {"hugepages-2Mi": "128Mi", "memory": "1Gi"}),
+    ("GPU request as int, limit as string", {"nvidia.com/gpu": 1}, {"nvidia.com/gpu": "1"}),
+    ("same quantity, other spelling", {"hugepages-1Gi": "1Gi"}, {"hugepages-1Gi": "1024Mi"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("requests", "limits"),
+    [c[1:] for c in ACCEPTED_RESOURCES],
+    ids=[c[0] for c in ACCEPTED_RESOURCES],
+)
+def test_container_resource_specs_the_api_server_accepts_are_accepted(
+    cluster: Cluster, requests: dict[str, Any], limits: dict[str, Any]
+) -> None:
+    created = cluster.create(resource("res", triton=_resources(requests, limits)))
+    assert created["spec"]["triton"]["resources"] == {"requests": requests, "limits": limits}
+
+
+def _apply(cluster: Cluster, body: dict[str, Any], manager: str) -> dict[str, Any]:
+    """Server-side apply as ``manager``, taking over fields another manager set (as
+    ``kubectl apply --server-side --force-conflicts`` or Argo CD's server-side sync)."""
+    api = DynamicClient(cluster.custom.api_client).resources.get(
+        api_version="shipway.io/v1alpha1", kind="ModelDeployment"
+    )
+    live = api.server_side_apply(
+        body=body,
+        name=body["metadata"]["name"],
+        namespace=cluster.namespace,
+        field_manager=manager,
+        force_conflicts=True,
+    )
+    return live.to_dict()
+
+
+def test_step_weights_and_gates_of_the_last_applier_replace_the_others(cluster: Cluster) -> None:
+    """Ordered stepWeights (and gates, indices into them) are owned whole: two field
+    managers applying different ones leave the later one's, not a merge of both."""
+    first = resource("steps", rollout={"canary": {"stepWeights": [5, 25, 100], "gates": [2]}})
+    _apply(cluster, first, "team-a")
+    second = {
+        "apiVersion": first["apiVersion"],
+        "kind": first["kind"],
+        "metadata": {"name": "steps"},
+        "spec": {"rollout": {"canary": {"stepWeights": [10, 100], "gates": [0]}}},
+    }
+    live = _apply(cluster, second, "team-b")
+    assert live["spec"]["rollout"]["canary"] == {"stepWeights": [10, 100], "gates": [0]}
+
+
+def test_repeated_gate_is_refused(cluster: Cluster) -> None:
+    with pytest.raises(ApiException) as refused:
+        cluster.create(resource("bad", rollout={"canary": {"gates": [1, 1]}}))
+    assert refused.value.status == 422
+    assert "gates must not repeat a step" in json.loads(refused.value.body)["message"]

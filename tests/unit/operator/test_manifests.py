@@ -3,6 +3,8 @@ how it scales, and that everything is owned by the ModelDeployment."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from shipway_operator import manifests
@@ -66,10 +68,12 @@ def test_deployment_fetches_an_http_archive_before_triton(ctx: Context) -> None:
         "python",
         "-m",
         "shipway_operator.fetch",
+        "--max-bytes",
+        str(20 * 2**30),
         "https://files.test/minilm/b-1.tar.gz",
         "/models",
     ]
-    assert {"name": "models", "emptyDir": {}} in pod["volumes"]
+    assert {"name": "models", "emptyDir": {"sizeLimit": "20Gi"}} in pod["volumes"]
     triton = _container(deployment, "triton")
     assert triton["args"][:4] == [
         "--model-repository=/models",
@@ -94,6 +98,19 @@ def test_sha256_is_passed_to_the_fetch() -> None:
     ctx = context(build=build)
     fetch = _container(manifests.deployment(ctx, STABLE, ctx.spec.build, 100), "fetch-model")
     assert fetch["command"][-2:] == ["--sha256", digest]
+
+
+@pytest.mark.parametrize(
+    ("limit", "size_limit"), [(5 * 2**30, "5Gi"), (1536 * 2**20, "1536Mi"), (1000, "1000")]
+)
+def test_models_volume_and_fetch_share_one_size_limit(limit: int, size_limit: str) -> None:
+    """The fetch fails with a message before the emptyDir's limit evicts the pod."""
+    ctx = dataclasses.replace(context(), models_size_limit=limit)
+    deployment = manifests.deployment(ctx, STABLE, ctx.spec.build, 100)
+    volumes = deployment["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "models", "emptyDir": {"sizeLimit": size_limit}} in volumes
+    command = _container(deployment, "fetch-model")["command"]
+    assert command[command.index("--max-bytes") + 1] == str(limit)
 
 
 def test_object_store_repository_is_read_by_triton_itself() -> None:
@@ -234,3 +251,49 @@ def test_disruption_budget_allows_one_eviction_at_a_time(ctx: Context) -> None:
             "matchLabels": {"shipway.io/deployment": "minilm", "shipway.io/variant": "stable"}
         },
     }
+
+
+@pytest.mark.parametrize(
+    ("repository", "containers"),
+    [
+        ("https://files.test/minilm/b-1.tar.gz", {"triton", "fetch-model"}),
+        ("s3://bucket/minilm/b-1", {"triton"}),
+    ],
+)
+def test_pods_meet_the_restricted_pod_security_standard(
+    repository: str, containers: set[str]
+) -> None:
+    ctx = context(build={"id": "b-1", "modelRepository": repository})
+    pod = manifests.deployment(ctx, STABLE, ctx.spec.build, 100)["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 1000,  # the Triton image's triton-server user
+        "runAsGroup": 1000,
+        "fsGroup": 1000,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    everything = pod["containers"] + pod.get("initContainers", [])
+    assert {c["name"] for c in everything} == containers
+    for container in everything:
+        assert container["securityContext"] == {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+        }, container["name"]
+    # every volume is an emptyDir (allowed by restricted); Triton writes to /tmp and /dev/shm
+    assert all(set(v) == {"name", "emptyDir"} for v in pod["volumes"])
+    triton = next(c for c in pod["containers"] if c["name"] == "triton")
+    mounts = {m["mountPath"]: m["name"] for m in triton["volumeMounts"]}
+    assert mounts["/tmp"] == "scratch" and mounts["/dev/shm"] == "dshm"
+
+
+def test_triton_scratch_holds_a_cloud_repository_it_copies_there() -> None:
+    ctx = dataclasses.replace(
+        context(build={"id": "b-1", "modelRepository": "s3://bucket/minilm/b-1"}),
+        models_size_limit=8 * 2**30,
+    )
+    volumes = manifests.deployment(ctx, STABLE, ctx.spec.build, 100)["spec"]["template"]["spec"][
+        "volumes"
+    ]
+    assert {"name": "scratch", "emptyDir": {"sizeLimit": "8Gi"}} in volumes
