@@ -221,10 +221,9 @@ def test_shipway_deploy_creates_the_resource_the_operator_makes_ready(
     deployment = cp.apps.read_namespaced_deployment("web-stable", cp.namespace)
     (fetch,) = deployment.spec.template.spec.init_containers
     command = fetch.command
-    assert command == [
-        "python",
-        "-m",
-        "shipway_operator.fetch",
+    assert command[:3] == ["python", "-m", "shipway_operator.fetch"]
+    assert command[3] == "--max-bytes" and int(command[4]) > 0  # the models volume's cap
+    assert command[5:] == [
         archive_url,
         "/models",
         "--sha256",
