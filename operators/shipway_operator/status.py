@@ -172,10 +172,11 @@ def derive(
     else:
         degraded, reason, message = False, "AsExpected", "serving as specified"
     conditions = set_condition(conditions, DEGRADED, degraded, reason, message, generation, now)
-    if plan.candidate is not None:
-        phase = "Progressing"
-    elif degraded:
+    # a failing stable outranks a running rollout (as Argo Rollouts): it needs a human
+    if degraded:
         phase = "Degraded"
+    elif plan.candidate is not None:
+        phase = "Progressing"
     elif serving.ready:
         phase = "Ready"
     else:

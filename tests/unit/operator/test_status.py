@@ -167,6 +167,15 @@ def test_a_failed_deployment_is_degraded() -> None:
     assert _condition(result, "Degraded")["reason"] == "ProgressDeadlineExceeded"
 
 
+def test_a_failed_stable_is_degraded_even_while_a_rollout_runs() -> None:
+    failed = _deployment(2, 0, conditions=[{"type": "ReplicaFailure", "status": "True"}])
+    ready = _derive(base_spec(), {}, _deployment(2, 2))
+    result = _derive(base_spec(build=B2), ready, failed, _deployment(1, 1))
+    assert result["phase"] == "Degraded"
+    assert _condition(result, "Progressing")["status"] == "True"  # the rollout still runs
+    assert _condition(result, "Degraded")["reason"] == "ReplicaFailure"
+
+
 def test_transition_time_moves_only_when_the_status_does() -> None:
     later = T0 + timedelta(minutes=5)
     first = status.set_condition([], "Ready", False, "ReplicasUnavailable", "0/1", 1, T0)
