@@ -55,7 +55,11 @@ def reconcile(kube: Kube, body: dict[str, Any], fetch_image: str, attempts: int)
             kube.update_status(
                 namespace,
                 name,
-                lambda fresh: status.invalid(fresh.get("status") or {}, generation, message, now),
+                lambda fresh: (
+                    None
+                    if _reported_newer(fresh, generation)
+                    else status.invalid(fresh.get("status") or {}, generation, message, now)
+                ),
                 attempts,
             )
         raise to_kopf(exc, f"reconcile {KIND} {namespace}/{name}") from exc
@@ -67,9 +71,14 @@ def reconcile(kube: Kube, body: dict[str, Any], fetch_image: str, attempts: int)
     with kube_errors(f"prune objects of {KIND} {namespace}/{name}"):
         for kind, gone in kube.prune(namespace, name, meta["uid"], keep):
             log.info("deleted %s %s/%s: no longer desired", kind, namespace, gone)
+    # the status names the generation applied here, even if the spec moved on meanwhile:
+    # that newer generation has its own reconcile (kopf queues it), which reports it
     with kube_errors(f"write status of {KIND} {namespace}/{name}"):
         kube.update_status(
-            namespace, name, lambda fresh: _derive(kube, fresh, spec, decided, now), attempts
+            namespace,
+            name,
+            lambda fresh: _derive(kube, fresh, spec, generation, decided, now),
+            attempts,
         )
     # Deployment events that came before that write were skipped (status still named the
     # previous generation): look once more, now that status names this one
@@ -90,15 +99,31 @@ def refresh(kube: Kube, namespace: str, name: str, attempts: int) -> None:
         except InvalidSpec:
             return None
         now = _now()
-        return _derive(kube, fresh, spec, status.plan(spec, previous, now), now)
+        return _derive(kube, fresh, spec, generation, status.plan(spec, previous, now), now)
 
     with kube_errors(f"refresh status of {KIND} {namespace}/{name}"):
         kube.update_status(namespace, name, compute, attempts)
 
 
+def _reported_newer(fresh: dict[str, Any], generation: int) -> bool:
+    """True when status already describes a later generation than ``generation``: a
+    reconcile of that generation wrote it, and an older one must not take it back."""
+    return ((fresh.get("status") or {}).get("observedGeneration") or 0) > generation
+
+
 def _derive(
-    kube: Kube, fresh: dict[str, Any], spec: Spec, decided: status.Plan, now: datetime
-) -> dict[str, Any]:
+    kube: Kube,
+    fresh: dict[str, Any],
+    spec: Spec,
+    generation: int,
+    decided: status.Plan,
+    now: datetime,
+) -> dict[str, Any] | None:
+    """Status of ``generation`` (the one whose ``spec`` was applied), never the one in
+    ``fresh``: a spec edited since then has not been applied yet. None (leave status)
+    when status already describes a later generation."""
+    if _reported_newer(fresh, generation):
+        return None
     meta = fresh["metadata"]
     namespace, name = meta["namespace"], meta["name"]
 
@@ -107,7 +132,7 @@ def _derive(
 
     return status.derive(
         name=name,
-        generation=meta.get("generation", 0),
+        generation=generation,
         spec=spec,
         plan=decided,
         stable=live(Variant.STABLE),
