@@ -133,7 +133,12 @@ class Kube:
     ) -> dict[str, Any] | None:
         """Read the ModelDeployment, ``compute`` its new status (None: leave it), write it
         if it changed, conditioned on the version read; on 409 read again, up to
-        ``attempts`` times (then the 409 propagates). Returns the status written."""
+        ``attempts`` times (then the 409 propagates). Returns the status written.
+
+        ``compute`` is called again on every attempt with the body just read, so it must
+        decide from that body alone (never from one read before): the writer it lost to
+        may have changed what it decided from. Keys it leaves out are left as they are
+        (merge patch); a key set to None is removed."""
         resource = self.resource(API_VERSION, KIND)
         for attempt in range(attempts):
             body = self.get(API_VERSION, KIND, namespace, name)

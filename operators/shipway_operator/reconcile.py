@@ -75,10 +75,7 @@ def reconcile(kube: Kube, body: dict[str, Any], fetch_image: str, attempts: int)
     # that newer generation has its own reconcile (kopf queues it), which reports it
     with kube_errors(f"write status of {KIND} {namespace}/{name}"):
         kube.update_status(
-            namespace,
-            name,
-            lambda fresh: _derive(kube, fresh, spec, generation, decided, now),
-            attempts,
+            namespace, name, lambda fresh: _derive(kube, fresh, spec, generation, now), attempts
         )
     # Deployment events that came before that write were skipped (status still named the
     # previous generation): look once more, now that status names this one
@@ -99,7 +96,7 @@ def refresh(kube: Kube, namespace: str, name: str, attempts: int) -> None:
         except InvalidSpec:
             return None
         now = _now()
-        return _derive(kube, fresh, spec, generation, status.plan(spec, previous, now), now)
+        return _derive(kube, fresh, spec, generation, now)
 
     with kube_errors(f"refresh status of {KIND} {namespace}/{name}"):
         kube.update_status(namespace, name, compute, attempts)
@@ -116,15 +113,17 @@ def _derive(
     fresh: dict[str, Any],
     spec: Spec,
     generation: int,
-    decided: status.Plan,
     now: datetime,
 ) -> dict[str, Any] | None:
     """Status of ``generation`` (the one whose ``spec`` was applied), never the one in
-    ``fresh``: a spec edited since then has not been applied yet. None (leave status)
-    when status already describes a later generation."""
+    ``fresh``: a spec edited since then has not been applied yet; None (leave status)
+    when status already describes a later generation. The plan is made again from
+    ``fresh``'s status (each attempt of a write that lost a race has its own), so what
+    the rollout controller wrote since the reconcile began is kept."""
     if _reported_newer(fresh, generation):
         return None
     meta = fresh["metadata"]
+    decided = status.plan(spec, fresh.get("status") or {}, now)
     namespace, name = meta["namespace"], meta["name"]
 
     def live(variant: Variant) -> dict[str, Any] | None:

@@ -39,6 +39,10 @@ class Plan:
     candidate: Build | None
     weights: dict[str, int]
     rollout: dict[str, Any] | None
+    # True when this plan starts the rollout record (a new candidate) or ends it (no
+    # candidate): only then does the operator write ``weights`` and ``rollout``; in
+    # between they are the rollout controller's, and a status write leaves them alone
+    writes_rollout: bool = True
 
 
 def plan(spec: Spec, status: dict[str, Any], now: datetime) -> Plan:
@@ -56,7 +60,7 @@ def plan(spec: Spec, status: dict[str, Any], now: datetime) -> Plan:
     previous = status.get("rollout") or {}
     if previous.get("candidate_build") == candidate.id:
         weights = status.get("weights") or {"stable": 100, "candidate": 0}
-        return Plan(stable, candidate, dict(weights), dict(previous))
+        return Plan(stable, candidate, dict(weights), dict(previous), writes_rollout=False)
     record = new_status(spec.rollout.strategy, candidate.id, stable.id, now.timestamp())
     return Plan(stable, candidate, {"stable": 100, "candidate": 0}, record.to_dict())
 
@@ -135,8 +139,11 @@ def derive(
     previous: dict[str, Any],
     now: datetime,
 ) -> dict[str, Any]:
-    """The whole status (everything but ``lastAnalysis``, which the rollout controller
-    writes) from the plan and the live stable and candidate Deployments."""
+    """The status (everything but ``lastAnalysis``, which the rollout controller
+    writes) from the plan and the live stable and candidate Deployments; ``weights`` and
+    ``rollout`` only when the plan starts or ends a rollout (``Plan.writes_rollout``).
+    ``plan`` must come from ``previous`` (the status this write replaces), never from
+    an earlier read: the rollout controller may have moved on since."""
     floor = replica_range(spec, plan.weights.get("stable", 100))[0]
     serving = availability(stable, floor)
     conditions = list(previous.get("conditions") or [])
@@ -181,18 +188,20 @@ def derive(
         phase = "Ready"
     else:
         phase = "Pending"
-    return {
+    derived: dict[str, Any] = {
         "phase": phase,
         "observedGeneration": generation,
         "conditions": conditions,
         "stableBuild": plan.stable.as_status(),
         "candidateBuild": plan.candidate.as_status() if plan.candidate else None,
-        "weights": plan.weights,
         "replicas": serving.replicas,
         "readyReplicas": serving.available,
         "selector": selector_string(name, Variant.STABLE),
-        "rollout": plan.rollout,
     }
+    if plan.writes_rollout:  # else absent: a merge patch leaves the controller's as they are
+        derived["weights"] = plan.weights
+        derived["rollout"] = plan.rollout
+    return derived
 
 
 def invalid(

@@ -20,6 +20,7 @@ from .conftest import Cluster, resource
 pytestmark = pytest.mark.integration
 
 FETCH_IMAGE = "registry.test/shipway-operator:test"
+B2 = {"id": "b-2", "modelRepository": "s3://models/minilm/b-2"}
 
 
 class Interleaved(Kube):
@@ -74,3 +75,33 @@ def test_an_older_reconcile_never_takes_back_a_newer_status(
     body = cluster.get("minilm")
     assert body["status"]["observedGeneration"] == body["metadata"]["generation"]
     assert body["status"]["observedGeneration"] == created["metadata"]["generation"] + 1
+
+
+def test_a_reconcile_keeps_the_rollout_progress_written_while_it_ran(
+    kube_api: client.ApiClient, cluster: Cluster
+) -> None:
+    cluster.create(resource("minilm"))
+    reconcile.reconcile(Kube(kube_api), cluster.get("minilm"), FETCH_IMAGE, 5)
+    cluster.patch_spec("minilm", {"build": B2})
+    reconcile.reconcile(Kube(kube_api), cluster.get("minilm"), FETCH_IMAGE, 5)
+    started = cluster.get("minilm")["status"]
+    assert started["candidateBuild"]["id"] == "b-2"
+    progress = started["rollout"] | {"converged": "progressing:25"}
+    weights = {"stable": 75, "candidate": 25}
+
+    def controller_steps() -> None:  # the rollout controller's write, as it would be
+        cluster.custom.patch_namespaced_custom_object_status(
+            "shipway.io",
+            "v1alpha1",
+            cluster.namespace,
+            "modeldeployments",
+            "minilm",
+            {"status": {"weights": weights, "rollout": progress}},
+        )
+
+    before = cluster.get("minilm")  # read before the controller's write
+    reconcile.reconcile(Interleaved(kube_api, controller_steps), before, FETCH_IMAGE, 5)
+
+    status = cluster.get("minilm")["status"]
+    assert status["weights"] == weights
+    assert status["rollout"] == progress

@@ -85,6 +85,21 @@ def test_a_recorded_rollout_resumes_as_it_was() -> None:
     assert plan.rollout == record and plan.weights == {"stable": 75, "candidate": 25}
 
 
+def test_a_running_rollouts_weights_and_record_are_left_to_the_controller() -> None:
+    ready = _derive(base_spec(), {}, _deployment(2, 2))
+    assert ready["weights"] == {"stable": 100, "candidate": 0} and ready["rollout"] is None
+    started = _derive(base_spec(build=B2), ready, _deployment(2, 2), _deployment(1, 1))
+    assert started["weights"] == {"stable": 100, "candidate": 0}
+    assert started["rollout"]["candidate_build"] == "b-2"  # a new record: written
+    moved = started | {"weights": {"stable": 75, "candidate": 25}}
+    again = _derive(base_spec(build=B2), moved, _deployment(2, 2), _deployment(1, 1))
+    # the record exists: a status write leaves weights and rollout out of its patch
+    assert "weights" not in again and "rollout" not in again
+    assert again["candidateBuild"] == B2
+    ended = _derive(base_spec(), moved, _deployment(2, 2))  # the stable build back
+    assert ended["weights"] == {"stable": 100, "candidate": 0} and ended["rollout"] is None
+
+
 def test_another_build_mid_rollout_restarts_it_for_that_build() -> None:
     previous = {
         "stableBuild": {"id": "b-1", "modelRepository": "https://files.test/minilm/b-1.tar.gz"},
