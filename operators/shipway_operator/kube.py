@@ -31,6 +31,18 @@ from shipway_operator.manifests import (
 from shipway_operator.spec import API_VERSION, KIND
 
 Key = tuple[str, str]  # (kind, name)
+# the field manager that holds a Deployment's replicas between the operator and its HPA
+HANDOVER = f"{MANAGER}-handover"
+
+
+def owns_replicas(live: dict[str, Any], manager: str) -> bool:
+    """True when ``manager``'s apply owns ``spec.replicas`` (``metadata.managedFields``)."""
+    for entry in live.get("metadata", {}).get("managedFields") or []:
+        if entry.get("manager") != manager or entry.get("operation") != "Apply":
+            continue
+        if "f:replicas" in ((entry.get("fieldsV1") or {}).get("f:spec") or {}):
+            return True
+    return False
 
 
 def client_configuration() -> client.Configuration:
@@ -82,8 +94,12 @@ class Kube:
         return self._resources[key]
 
     def apply(self, manifest: Manifest) -> dict[str, Any]:
-        """Server-side apply; returns the live object."""
+        """Server-side apply; returns the live object. A Deployment applied without
+        ``replicas`` (its HPA's now) whose live count the operator owns is handed over
+        first (``hand_over_replicas``), so the count stays as it is."""
         resource = self.resource(manifest["apiVersion"], manifest["kind"])
+        if manifest["kind"] == "Deployment" and "replicas" not in manifest.get("spec", {}):
+            self.hand_over_replicas(manifest)
         live = resource.server_side_apply(
             body=manifest,
             namespace=manifest["metadata"]["namespace"],
@@ -91,6 +107,37 @@ class Kube:
             force_conflicts=True,
         )
         return live.to_dict()
+
+    def hand_over_replicas(self, manifest: Manifest) -> None:
+        """Give up ``spec.replicas`` of a live Deployment without changing it.
+
+        Were the operator's apply simply to leave the field out while the operator owns
+        it, server-side apply would remove it and the API server default it to 1 until
+        the HPA scales back up. So, as the Kubernetes docs' "Transferring ownership"
+        (server-side apply) does it, the live count is first applied under a second field
+        manager (``HANDOVER``), which then keeps the field when the operator's apply
+        drops it; the HPA's later scale updates take it from there. Conditioned on the
+        resourceVersion read (409 if the count moved meanwhile: the reconcile is retried).
+        """
+        meta = manifest["metadata"]
+        live = self.get(manifest["apiVersion"], "Deployment", meta["namespace"], meta["name"])
+        if live is None or not owns_replicas(live, MANAGER):
+            return
+        resource = self.resource(manifest["apiVersion"], "Deployment")
+        resource.server_side_apply(
+            body={
+                "apiVersion": manifest["apiVersion"],
+                "kind": "Deployment",
+                "metadata": {
+                    "name": meta["name"],
+                    "namespace": meta["namespace"],
+                    "resourceVersion": live["metadata"]["resourceVersion"],
+                },
+                "spec": {"replicas": live["spec"]["replicas"]},
+            },
+            namespace=meta["namespace"],
+            field_manager=HANDOVER,
+        )
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:

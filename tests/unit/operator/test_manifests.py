@@ -234,3 +234,14 @@ def test_disruption_budget_allows_one_eviction_at_a_time(ctx: Context) -> None:
             "matchLabels": {"shipway.io/deployment": "minilm", "shipway.io/variant": "stable"}
         },
     }
+
+
+def test_an_autoscaled_variant_applies_its_hpa_before_its_deployment() -> None:
+    ctx = context(replicas=None, autoscaling=CPU_SCALING, triton=CPU_REQUEST)
+    objects = manifests.variant_objects(ctx, STABLE, ctx.spec.build, 100)
+    assert [o["kind"] for o in objects] == [
+        "HorizontalPodAutoscaler",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+    ]
