@@ -12,12 +12,13 @@ Run with ``python -m shipway_operator`` (or ``kopf run -m shipway_operator.handl
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import kopf
 
 from shipway_operator import reconcile
-from shipway_operator.kube import Kube, api_client, connection_info
+from shipway_operator.kube import Kube, api_client, connection_info, spec_drifted
 from shipway_operator.manifests import LABEL_DEPLOYMENT, LABEL_MANAGED_BY, MANAGER
 from shipway_operator.settings import OperatorSettings
 from shipway_operator.spec import GROUP, KIND, PLURAL, VERSION
@@ -58,12 +59,38 @@ def reconcile_model_deployment(body: kopf.Body, memo: kopf.Memo, **_: Any) -> No
     reconcile.reconcile(memo.kube, _plain(body), settings.fetch_image, settings.status_retries)
 
 
+# a resync looks this often whether its resource is due (settings.resync_seconds)
+RESYNC_TICK_SECONDS = 10.0
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_TICK_SECONDS, idle=RESYNC_TICK_SECONDS)
+def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Every ``resync_seconds`` of quiet (kopf's ``idle``: no change to the resource),
+    apply the whole desired state again: what an event that was missed (a watch that
+    broke, an operator down) left changed comes back. Server-side apply makes an
+    unchanged object cost one no-op request. The period is the settings' (read at
+    startup), so kopf's timer only ticks; ``memo`` is this resource's own."""
+    settings: OperatorSettings = memo.settings
+    now = time.monotonic()
+    last = memo.get("resynced_at")
+    if last is None or now - last < settings.resync_seconds:
+        if last is None:
+            memo.resynced_at = now  # resume/create just reconciled it
+        return
+    memo.resynced_at = now
+    reconcile.reconcile(memo.kube, _plain(body), settings.fetch_image, settings.status_retries)
+
+
 @kopf.on.event("apps", "v1", "deployments", labels={LABEL_MANAGED_BY: MANAGER})
-def deployment_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """A variant's Deployment moved (replicas became ready, a pod was lost): refresh
-    the owner's status. Events are not retried by kopf; the next one will refresh."""
-    owner = (body.get("metadata", {}).get("labels") or {}).get(LABEL_DEPLOYMENT)
-    namespace = body.get("metadata", {}).get("namespace")
+def deployment_changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A variant's Deployment moved. Deleted, or its spec changed by hand (another field
+    manager owns part of it): reconcile the owner, which restores it. Otherwise
+    (replicas became ready, a pod was lost): refresh the owner's status. Events are not
+    retried by kopf; the next one, or the resync, will catch up."""
+    if event.get("type") == "DELETED" or spec_drifted(body):
+        _reconcile_owner(body, memo)
+        return
+    owner, namespace = _owner(body)
     if not owner or not namespace:
         return
     settings: OperatorSettings = memo.settings
@@ -71,6 +98,39 @@ def deployment_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         reconcile.refresh(memo.kube, namespace, owner, settings.status_retries)
     except (kopf.TemporaryError, kopf.PermanentError) as exc:
         log.warning("status of %s %s/%s not refreshed: %s", KIND, namespace, owner, exc)
+
+
+@kopf.on.event("", "v1", "services", labels={LABEL_MANAGED_BY: MANAGER})
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels={LABEL_MANAGED_BY: MANAGER})
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels={LABEL_MANAGED_BY: MANAGER})
+def owned_object_changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A variant's Service, HPA or PDB was deleted: reconcile the owner, which makes it
+    again (a no-op when the operator pruned it itself). Other changes to them are put
+    right by the resync."""
+    if event.get("type") == "DELETED":
+        _reconcile_owner(body, memo)
+
+
+def _owner(body: kopf.Body) -> tuple[str | None, str | None]:
+    meta = body.get("metadata", {})
+    return (meta.get("labels") or {}).get(LABEL_DEPLOYMENT), meta.get("namespace")
+
+
+def _reconcile_owner(body: kopf.Body, memo: kopf.Memo) -> None:
+    """Reconcile the ModelDeployment that owns ``body`` (a no-op once it is gone)."""
+    owner, namespace = _owner(body)
+    if not owner or not namespace:
+        return
+    settings: OperatorSettings = memo.settings
+    try:
+        reconcile.reconcile(
+            memo.kube,
+            {"metadata": {"namespace": namespace, "name": owner}},
+            settings.fetch_image,
+            settings.status_retries,
+        )
+    except (kopf.TemporaryError, kopf.PermanentError) as exc:
+        log.warning("%s %s/%s not reconciled: %s", KIND, namespace, owner, exc)
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

@@ -35,6 +35,25 @@ Key = tuple[str, str]  # (kind, name)
 HANDOVER = f"{MANAGER}-handover"
 
 
+# who may change a Deployment's spec besides the operator: its own hand-over manager,
+# and the HPA (the controller manager, through the scale subresource)
+_SPEC_WRITERS = {(MANAGER, ""), (HANDOVER, ""), ("kube-controller-manager", "scale")}
+
+
+def spec_drifted(live: dict[str, Any]) -> bool:
+    """True when a field manager other than the operator's (and the HPA's scale) owns a
+    field of ``spec``: someone changed it by hand (``kubectl edit``, ``scale``, a patch).
+    From ``metadata.managedFields``, so it holds until the operator applies again (its
+    forced apply takes the fields back), not only in the one event that changed it."""
+    for entry in live.get("metadata", {}).get("managedFields") or []:
+        writer = (entry.get("manager") or "", entry.get("subresource") or "")
+        if writer in _SPEC_WRITERS or entry.get("subresource") == "status":
+            continue
+        if (entry.get("fieldsV1") or {}).get("f:spec"):
+            return True
+    return False
+
+
 def owns_replicas(live: dict[str, Any], manager: str) -> bool:
     """True when ``manager``'s apply owns ``spec.replicas`` (``metadata.managedFields``)."""
     for entry in live.get("metadata", {}).get("managedFields") or []:

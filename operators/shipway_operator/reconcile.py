@@ -33,8 +33,8 @@ def reconcile(kube: Kube, body: dict[str, Any], fetch_image: str, attempts: int)
     namespace, name = meta["namespace"], meta["name"]
     with kube_errors(f"read {KIND} {namespace}/{name}"):
         fresh = kube.get(API_VERSION, KIND, namespace, name)
-    if fresh is None:
-        return  # deleted meanwhile; garbage collection removes what it owned
+    if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+        return  # deleted (meanwhile): garbage collection removes what it owned
     body, meta = fresh, fresh["metadata"]
     generation = meta.get("generation", 0)
     now = _now()

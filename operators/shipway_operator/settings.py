@@ -36,6 +36,13 @@ class OperatorSettings(BaseSettings):
         description="Attempts at a status write that lost a race with another writer "
         "(HTTP 409) before the reconcile is retried as a whole.",
     )
+    resync_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds between re-applies of a resource's whole desired state when "
+        "nothing else happened to it (restores what a missed event left changed); counted "
+        "from the later of the operator's start and the resource's last change.",
+    )
     liveness_endpoint: str | None = Field(
         None,
         description="kopf's liveness probe endpoint, e.g. http://0.0.0.0:8080/healthz; "
