@@ -6,11 +6,12 @@ recorded as stable stays stable until a rollout promotes another.
 
 The rollout seam: a build change in the spec, while a build is stable, makes that build
 the candidate, records ``status.rollout`` as the shared rollout controller's own
-``RolloutStatus`` not begun yet (``shipway.rollout.controller.new_status``, serialised
-with ``to_dict``) and sets ``Progressing=True`` (reason ``RolloutStarted``) with the
-candidate at 0 % of traffic. This module only ever writes that first status; the
-controller (ticked by the operator in the next issue) owns the object from then on
-(steps, weights, analyses, promotion), stored opaque by the CRD.
+``RolloutStatus`` not begun yet (``shipway.rollout.controller.new_status``, written in
+Kubernetes conventions by ``rollout_status.to_resource``) and sets ``Progressing=True``
+(reason ``RolloutStarted``) with the candidate at 0 % of traffic. This module only ever
+writes that first status; the controller (ticked by the operator in the next issue) owns
+the object from then on (steps, weights, analyses, promotion), stored opaque by the CRD
+and read back with ``rollout_status.from_resource``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from shipway.rollout.controller import new_status
 from shipway_operator.manifests import replica_range, selector_string
+from shipway_operator.rollout_status import candidate_build_id, to_resource
 from shipway_operator.spec import Build, Spec, Variant
 
 READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
@@ -58,11 +60,11 @@ def plan(spec: Spec, status: dict[str, Any], now: datetime) -> Plan:
     if candidate is None:
         return Plan(stable, None, {"stable": 100, "candidate": 0}, None)
     previous = status.get("rollout") or {}
-    if previous.get("candidate_build") == candidate.id:
+    if candidate_build_id(previous) == candidate.id:
         weights = status.get("weights") or {"stable": 100, "candidate": 0}
         return Plan(stable, candidate, dict(weights), dict(previous), writes_rollout=False)
     record = new_status(spec.rollout.strategy, candidate.id, stable.id, now.timestamp())
-    return Plan(stable, candidate, {"stable": 100, "candidate": 0}, record.to_dict())
+    return Plan(stable, candidate, {"stable": 100, "candidate": 0}, to_resource(record))
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ def test_a_reconcile_keeps_the_rollout_progress_written_while_it_ran(
     reconcile.reconcile(Kube(kube_api), cluster.get("minilm"), FETCH_IMAGE, 5)
     started = cluster.get("minilm")["status"]
     assert started["candidateBuild"]["id"] == "b-2"
-    progress = started["rollout"] | {"converged": "progressing:25"}
+    progress = started["rollout"] | {"converged": "Progressing:25"}
     weights = {"stable": 75, "candidate": 25}
 
     def controller_steps() -> None:  # the rollout controller's write, as it would be

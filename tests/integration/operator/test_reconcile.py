@@ -11,7 +11,7 @@ import httpx
 import pytest
 from kubernetes import watch
 
-from shipway.rollout.status import RolloutStatus
+from shipway_operator.rollout_status import from_resource
 from tests.kube.cluster import wait_for
 
 from .conftest import SETTLE, Cluster, operator_running, resource
@@ -203,7 +203,8 @@ def test_build_change_starts_a_candidate_and_leaves_stable_alone(cluster: Cluste
     status = body["status"]
     assert status["stableBuild"]["id"] == "b-1" and status["candidateBuild"]["id"] == "b-2"
     assert status["weights"] == {"stable": 100, "candidate": 0}
-    rollout = RolloutStatus.from_dict(status["rollout"])  # the shared controller's status
+    rollout = from_resource(status["rollout"])  # the shared controller's status
+    assert status["rollout"]["phase"] == "Initializing"  # in Kubernetes conventions
     assert (rollout.strategy, rollout.candidate_build, rollout.stable_build) == (
         "canary",
         "b-2",
@@ -262,7 +263,7 @@ def test_restarted_operator_resumes_from_status_without_duplicates(
             "the restarted operator starts the rollout",
         )
         wait_for(lambda: cluster.deployment("minilm-candidate"), SETTLE, "candidate Deployment")
-    started = body["status"]["rollout"]["created_at"]
+    started = body["status"]["rollout"]["createdAt"]
     candidate_uids = cluster.uids("minilm-candidate")
 
     # a third start with nothing changed: resumes the recorded rollout, creates nothing new
@@ -280,7 +281,7 @@ def test_restarted_operator_resumes_from_status_without_duplicates(
             ),
             "status of the latest generation",
         )
-    assert body["status"]["rollout"]["created_at"] == started
+    assert body["status"]["rollout"]["createdAt"] == started
     assert body["status"]["candidateBuild"]["id"] == "b-2"
     assert cluster.uids("minilm-stable") == stable_uids
     assert cluster.uids("minilm-candidate") == candidate_uids
