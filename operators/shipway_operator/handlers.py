@@ -11,8 +11,9 @@ Run with ``python -m shipway_operator`` (or ``kopf run -m shipway_operator.handl
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import time
 from typing import Any
 
 import kopf
@@ -33,7 +34,7 @@ def login(**_: Any) -> kopf.ConnectionInfo:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
@@ -48,6 +49,40 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         memo.settings = OperatorSettings()
     if "kube" not in memo:
         memo.kube = Kube(api_client())
+    memo.resync_task = asyncio.create_task(_resync_forever(memo), name="shipway-resync")
+
+
+@kopf.on.cleanup()
+async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
+    task: asyncio.Task[None] | None = memo.get("resync_task")
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _resync_forever(memo: kopf.Memo) -> None:
+    """Every ``resync_seconds``, apply the whole desired state of every resource again
+    (``reconcile.resync``: those quiet for a while), so that what a missed event left
+    changed (a watch that broke, a hand-edited Service) comes back; server-side apply
+    makes an unchanged object one no-op request. One operator-wide task, not kopf's
+    per-resource ``@kopf.timer``: kopf puts a finalizer on every resource that has a
+    timer, and a resource must stay deletable while the operator is down."""
+    settings: OperatorSettings = memo.settings
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(settings.resync_seconds)
+        try:
+            await loop.run_in_executor(
+                None,
+                reconcile.resync,
+                memo.kube,
+                settings.namespaces,
+                settings.fetch_image,
+                settings.status_retries,
+            )
+        except Exception:  # listing failed (API down, no permission): next period retries
+            log.exception("resync of %s resources failed", KIND)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -56,28 +91,6 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 def reconcile_model_deployment(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Create, spec change, operator start: apply the whole desired state."""
     settings: OperatorSettings = memo.settings
-    reconcile.reconcile(memo.kube, _plain(body), settings.fetch_image, settings.status_retries)
-
-
-# a resync looks this often whether its resource is due (settings.resync_seconds)
-RESYNC_TICK_SECONDS = 10.0
-
-
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_TICK_SECONDS, idle=RESYNC_TICK_SECONDS)
-def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Every ``resync_seconds`` of quiet (kopf's ``idle``: no change to the resource),
-    apply the whole desired state again: what an event that was missed (a watch that
-    broke, an operator down) left changed comes back. Server-side apply makes an
-    unchanged object cost one no-op request. The period is the settings' (read at
-    startup), so kopf's timer only ticks; ``memo`` is this resource's own."""
-    settings: OperatorSettings = memo.settings
-    now = time.monotonic()
-    last = memo.get("resynced_at")
-    if last is None or now - last < settings.resync_seconds:
-        if last is None:
-            memo.resynced_at = now  # resume/create just reconciled it
-        return
-    memo.resynced_at = now
     reconcile.reconcile(memo.kube, _plain(body), settings.fetch_image, settings.status_retries)
 
 

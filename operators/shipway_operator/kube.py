@@ -166,6 +166,12 @@ class Kube:
                 return None
             raise
 
+    def list_all(self, api_version: str, kind: str, namespaces: list[str]) -> list[dict[str, Any]]:
+        """Every object of the kind in ``namespaces`` (empty: all namespaces)."""
+        resource = self.resource(api_version, kind)
+        listings = [resource.get(namespace=ns) for ns in namespaces] or [resource.get()]
+        return [item.to_dict() for listing in listings for item in listing.items]
+
     def prune(self, namespace: str, owner: str, owner_uid: str, keep: set[Key]) -> list[Key]:
         """Delete the owner's objects (by label and owner uid) not in ``keep``: a variant
         that ended, an HPA no longer asked for. Returns what was deleted."""

@@ -12,12 +12,15 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+import kopf
+
 from shipway_operator import manifests, status
 from shipway_operator.errors import kube_errors, to_kopf
 from shipway_operator.kube import Kube
 from shipway_operator.spec import API_VERSION, KIND, InvalidSpec, Spec, Variant, parse_spec
 
 log = logging.getLogger(__name__)
+RESYNC_IDLE_SECONDS = 10.0  # a resource changed more recently is left to its handlers
 
 
 def _now() -> datetime:
@@ -80,6 +83,41 @@ def reconcile(kube: Kube, body: dict[str, Any], fetch_image: str, attempts: int)
     # Deployment events that came before that write were skipped (status still named the
     # previous generation): look once more, now that status names this one
     refresh(kube, namespace, name, attempts)
+
+
+def resync(kube: Kube, namespaces: list[str], fetch_image: str, attempts: int) -> list[str]:
+    """Reconcile every ModelDeployment in ``namespaces`` (empty: the whole cluster) that
+    no one changed in the last ``RESYNC_IDLE_SECONDS`` (one that did is being handled by
+    its own handlers). A resource that fails is logged and left to the next resync.
+    Returns the ``namespace/name`` of those reconciled."""
+    done: list[str] = []
+    now = _now()
+    with kube_errors(f"list {KIND} resources"):
+        bodies = kube.list_all(API_VERSION, KIND, namespaces)
+    for body in bodies:
+        meta = body["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        changed = last_change(body)
+        if changed is not None and (now - changed).total_seconds() < RESYNC_IDLE_SECONDS:
+            continue
+        try:
+            reconcile(kube, body, fetch_image, attempts)
+        except (kopf.TemporaryError, kopf.PermanentError) as exc:
+            log.warning("resync of %s %s failed: %s", KIND, key, exc)
+            continue
+        done.append(key)
+    return done
+
+
+def last_change(body: dict[str, Any]) -> datetime | None:
+    """When any field manager last changed the object (``managedFields[].time``, whole
+    seconds), or None if it does not say."""
+    times = [
+        datetime.fromisoformat(entry["time"].replace("Z", "+00:00"))
+        for entry in body.get("metadata", {}).get("managedFields") or []
+        if entry.get("time")
+    ]
+    return max(times, default=None)
 
 
 def refresh(kube: Kube, namespace: str, name: str, attempts: int) -> None:

@@ -39,9 +39,9 @@ class OperatorSettings(BaseSettings):
     resync_seconds: float = Field(
         300.0,
         gt=0,
-        description="Seconds between re-applies of a resource's whole desired state when "
-        "nothing else happened to it (restores what a missed event left changed); counted "
-        "from the later of the operator's start and the resource's last change.",
+        description="Seconds between resyncs, which apply every resource's whole desired "
+        "state again (restores what a missed event left changed); resources changed in "
+        "the last 10 s are left to their own handlers.",
     )
     liveness_endpoint: str | None = Field(
         None,

@@ -3,9 +3,11 @@ Deployment's fields, from its managedFields."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from shipway_operator.kube import _unchanged, owns_replicas, spec_drifted
+from shipway_operator.reconcile import last_change
 
 
 def test_equal_fields_and_absent_removals_change_nothing() -> None:
@@ -51,3 +53,17 @@ def test_a_spec_field_of_another_manager_is_drift_but_the_hpas_scale_is_not() ->
     assert spec_drifted(_live(ours, _entry("kubectl", "Update", REPLICAS, "scale")))
     status = {"manager": "kube-controller-manager", "operation": "Update", "subresource": "status"}
     assert not spec_drifted(_live(ours, status | {"fieldsV1": {"f:status": {}}}))
+
+
+def test_the_last_change_is_the_latest_managed_fields_time() -> None:
+    body = {
+        "metadata": {
+            "managedFields": [
+                {"manager": "kubectl", "time": "2026-11-30T08:00:00Z"},
+                {"manager": "shipway-operator", "time": "2026-11-30T08:05:30Z"},
+                {"manager": "old-client"},
+            ]
+        }
+    }
+    assert last_change(body) == datetime(2026, 11, 30, 8, 5, 30, tzinfo=UTC)
+    assert last_change({"metadata": {}}) is None
