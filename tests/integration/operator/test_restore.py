@@ -41,6 +41,38 @@ def test_a_deleted_service_comes_back(cluster: Cluster) -> None:
 
 
 @pytest.mark.usefixtures("operator")
+def test_a_deleted_deployment_comes_back_and_serves_again(cluster: Cluster) -> None:
+    cluster.create(resource("minilm"))
+    cluster.wait_ready("minilm")
+    before = cluster.deployment("minilm-stable")
+    assert before is not None
+
+    cluster.apps.delete_namespaced_deployment("minilm-stable", cluster.namespace)
+
+    after = wait_for(
+        lambda: (
+            (d := cluster.deployment("minilm-stable")) is not None
+            and d.metadata.uid != before.metadata.uid
+            and d
+        ),
+        SETTLE,
+        "the Deployment made again",
+    )
+    assert after.spec.replicas == before.spec.replicas
+    assert after.spec.template.spec.containers[0].image == (
+        before.spec.template.spec.containers[0].image
+    )
+    cluster.wait_status(
+        "minilm",
+        lambda b: (
+            (b.get("status") or {}).get("readyReplicas") == 2
+            and b["status"].get("phase") == "Ready"
+        ),
+        "Ready again on the new Deployment",
+    )
+
+
+@pytest.mark.usefixtures("operator")
 def test_a_hand_edited_deployment_is_put_back(cluster: Cluster) -> None:
     cluster.create(resource("minilm"))
     cluster.wait_ready("minilm")
