@@ -62,14 +62,16 @@ def test_a_deleted_deployment_comes_back_and_serves_again(cluster: Cluster) -> N
     assert after.spec.template.spec.containers[0].image == (
         before.spec.template.spec.containers[0].image
     )
-    cluster.wait_status(
-        "minilm",
-        lambda b: (
-            (b.get("status") or {}).get("readyReplicas") == 2
-            and b["status"].get("phase") == "Ready"
+    wait_for(
+        lambda: (
+            (d := cluster.deployment("minilm-stable")) is not None
+            and d.metadata.uid == after.metadata.uid
+            and d.status.available_replicas == 2
         ),
-        "Ready again on the new Deployment",
+        SETTLE,
+        "the new Deployment's replicas available",
     )
+    assert cluster.wait_ready("minilm")["status"]["readyReplicas"] == 2
 
 
 @pytest.mark.usefixtures("operator")
