@@ -11,13 +11,15 @@ Run with ``python -m shipway_operator`` (or ``kopf run -m shipway_operator.handl
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
 import kopf
 
 from shipway_operator import reconcile
-from shipway_operator.kube import Kube, api_client, connection_info
+from shipway_operator.kube import Kube, api_client, connection_info, spec_drifted
 from shipway_operator.manifests import LABEL_DEPLOYMENT, LABEL_MANAGED_BY, MANAGER
 from shipway_operator.settings import OperatorSettings
 from shipway_operator.spec import GROUP, KIND, PLURAL, VERSION
@@ -32,7 +34,7 @@ def login(**_: Any) -> kopf.ConnectionInfo:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
@@ -47,6 +49,40 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         memo.settings = OperatorSettings()
     if "kube" not in memo:
         memo.kube = Kube(api_client())
+    memo.resync_task = asyncio.create_task(_resync_forever(memo), name="shipway-resync")
+
+
+@kopf.on.cleanup()
+async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
+    task: asyncio.Task[None] | None = memo.get("resync_task")
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _resync_forever(memo: kopf.Memo) -> None:
+    """Every ``resync_seconds``, apply the whole desired state of every resource again
+    (``reconcile.resync``: those quiet for a while), so that what a missed event left
+    changed (a watch that broke, a hand-edited Service) comes back; server-side apply
+    makes an unchanged object one no-op request. One operator-wide task, not kopf's
+    per-resource ``@kopf.timer``: kopf puts a finalizer on every resource that has a
+    timer, and a resource must stay deletable while the operator is down."""
+    settings: OperatorSettings = memo.settings
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(settings.resync_seconds)
+        try:
+            await loop.run_in_executor(
+                None,
+                reconcile.resync,
+                memo.kube,
+                settings.namespaces,
+                settings.fetch_image,
+                settings.status_retries,
+            )
+        except Exception:  # listing failed (API down, no permission): next period retries
+            log.exception("resync of %s resources failed", KIND)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -59,11 +95,15 @@ def reconcile_model_deployment(body: kopf.Body, memo: kopf.Memo, **_: Any) -> No
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={LABEL_MANAGED_BY: MANAGER})
-def deployment_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """A variant's Deployment moved (replicas became ready, a pod was lost): refresh
-    the owner's status. Events are not retried by kopf; the next one will refresh."""
-    owner = (body.get("metadata", {}).get("labels") or {}).get(LABEL_DEPLOYMENT)
-    namespace = body.get("metadata", {}).get("namespace")
+def deployment_changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A variant's Deployment moved. Deleted, or its spec changed by hand (another field
+    manager owns part of it): reconcile the owner, which restores it. Otherwise
+    (replicas became ready, a pod was lost): refresh the owner's status. Events are not
+    retried by kopf; the next one, or the resync, will catch up."""
+    if event.get("type") == "DELETED" or spec_drifted(body):
+        _reconcile_owner(body, memo)
+        return
+    owner, namespace = _owner(body)
     if not owner or not namespace:
         return
     settings: OperatorSettings = memo.settings
@@ -71,6 +111,39 @@ def deployment_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         reconcile.refresh(memo.kube, namespace, owner, settings.status_retries)
     except (kopf.TemporaryError, kopf.PermanentError) as exc:
         log.warning("status of %s %s/%s not refreshed: %s", KIND, namespace, owner, exc)
+
+
+@kopf.on.event("", "v1", "services", labels={LABEL_MANAGED_BY: MANAGER})
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels={LABEL_MANAGED_BY: MANAGER})
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels={LABEL_MANAGED_BY: MANAGER})
+def owned_object_changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A variant's Service, HPA or PDB was deleted: reconcile the owner, which makes it
+    again (a no-op when the operator pruned it itself). Other changes to them are put
+    right by the resync."""
+    if event.get("type") == "DELETED":
+        _reconcile_owner(body, memo)
+
+
+def _owner(body: kopf.Body) -> tuple[str | None, str | None]:
+    meta = body.get("metadata", {})
+    return (meta.get("labels") or {}).get(LABEL_DEPLOYMENT), meta.get("namespace")
+
+
+def _reconcile_owner(body: kopf.Body, memo: kopf.Memo) -> None:
+    """Reconcile the ModelDeployment that owns ``body`` (a no-op once it is gone)."""
+    owner, namespace = _owner(body)
+    if not owner or not namespace:
+        return
+    settings: OperatorSettings = memo.settings
+    try:
+        reconcile.reconcile(
+            memo.kube,
+            {"metadata": {"namespace": namespace, "name": owner}},
+            settings.fetch_image,
+            settings.status_retries,
+        )
+    except (kopf.TemporaryError, kopf.PermanentError) as exc:
+        log.warning("%s %s/%s not reconciled: %s", KIND, namespace, owner, exc)
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

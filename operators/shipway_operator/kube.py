@@ -31,6 +31,37 @@ from shipway_operator.manifests import (
 from shipway_operator.spec import API_VERSION, KIND
 
 Key = tuple[str, str]  # (kind, name)
+# the field manager that holds a Deployment's replicas between the operator and its HPA
+HANDOVER = f"{MANAGER}-handover"
+
+
+# who may change a Deployment's spec besides the operator: its own hand-over manager,
+# and the HPA (the controller manager, through the scale subresource)
+_SPEC_WRITERS = {(MANAGER, ""), (HANDOVER, ""), ("kube-controller-manager", "scale")}
+
+
+def spec_drifted(live: dict[str, Any]) -> bool:
+    """True when a field manager other than the operator's (and the HPA's scale) owns a
+    field of ``spec``: someone changed it by hand (``kubectl edit``, ``scale``, a patch).
+    From ``metadata.managedFields``, so it holds until the operator applies again (its
+    forced apply takes the fields back), not only in the one event that changed it."""
+    for entry in live.get("metadata", {}).get("managedFields") or []:
+        writer = (entry.get("manager") or "", entry.get("subresource") or "")
+        if writer in _SPEC_WRITERS or entry.get("subresource") == "status":
+            continue
+        if (entry.get("fieldsV1") or {}).get("f:spec"):
+            return True
+    return False
+
+
+def owns_replicas(live: dict[str, Any], manager: str) -> bool:
+    """True when ``manager``'s apply owns ``spec.replicas`` (``metadata.managedFields``)."""
+    for entry in live.get("metadata", {}).get("managedFields") or []:
+        if entry.get("manager") != manager or entry.get("operation") != "Apply":
+            continue
+        if "f:replicas" in ((entry.get("fieldsV1") or {}).get("f:spec") or {}):
+            return True
+    return False
 
 
 def client_configuration() -> client.Configuration:
@@ -82,8 +113,12 @@ class Kube:
         return self._resources[key]
 
     def apply(self, manifest: Manifest) -> dict[str, Any]:
-        """Server-side apply; returns the live object."""
+        """Server-side apply; returns the live object. A Deployment applied without
+        ``replicas`` (its HPA's now) whose live count the operator owns is handed over
+        first (``hand_over_replicas``), so the count stays as it is."""
         resource = self.resource(manifest["apiVersion"], manifest["kind"])
+        if manifest["kind"] == "Deployment" and "replicas" not in manifest.get("spec", {}):
+            self.hand_over_replicas(manifest)
         live = resource.server_side_apply(
             body=manifest,
             namespace=manifest["metadata"]["namespace"],
@@ -92,6 +127,37 @@ class Kube:
         )
         return live.to_dict()
 
+    def hand_over_replicas(self, manifest: Manifest) -> None:
+        """Give up ``spec.replicas`` of a live Deployment without changing it.
+
+        Were the operator's apply simply to leave the field out while the operator owns
+        it, server-side apply would remove it and the API server default it to 1 until
+        the HPA scales back up. So, as the Kubernetes docs' "Transferring ownership"
+        (server-side apply) does it, the live count is first applied under a second field
+        manager (``HANDOVER``), which then keeps the field when the operator's apply
+        drops it; the HPA's later scale updates take it from there. Conditioned on the
+        resourceVersion read (409 if the count moved meanwhile: the reconcile is retried).
+        """
+        meta = manifest["metadata"]
+        live = self.get(manifest["apiVersion"], "Deployment", meta["namespace"], meta["name"])
+        if live is None or not owns_replicas(live, MANAGER):
+            return
+        resource = self.resource(manifest["apiVersion"], "Deployment")
+        resource.server_side_apply(
+            body={
+                "apiVersion": manifest["apiVersion"],
+                "kind": "Deployment",
+                "metadata": {
+                    "name": meta["name"],
+                    "namespace": meta["namespace"],
+                    "resourceVersion": live["metadata"]["resourceVersion"],
+                },
+                "spec": {"replicas": live["spec"]["replicas"]},
+            },
+            namespace=meta["namespace"],
+            field_manager=HANDOVER,
+        )
+
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             return self.resource(api_version, kind).get(name=name, namespace=namespace).to_dict()
@@ -99,6 +165,12 @@ class Kube:
             if exc.status == 404:
                 return None
             raise
+
+    def list_all(self, api_version: str, kind: str, namespaces: list[str]) -> list[dict[str, Any]]:
+        """Every object of the kind in ``namespaces`` (empty: all namespaces)."""
+        resource = self.resource(api_version, kind)
+        listings = [resource.get(namespace=ns) for ns in namespaces] or [resource.get()]
+        return [item.to_dict() for listing in listings for item in listing.items]
 
     def prune(self, namespace: str, owner: str, owner_uid: str, keep: set[Key]) -> list[Key]:
         """Delete the owner's objects (by label and owner uid) not in ``keep``: a variant
@@ -133,7 +205,12 @@ class Kube:
     ) -> dict[str, Any] | None:
         """Read the ModelDeployment, ``compute`` its new status (None: leave it), write it
         if it changed, conditioned on the version read; on 409 read again, up to
-        ``attempts`` times (then the 409 propagates). Returns the status written."""
+        ``attempts`` times (then the 409 propagates). Returns the status written.
+
+        ``compute`` is called again on every attempt with the body just read, so it must
+        decide from that body alone (never from one read before): the writer it lost to
+        may have changed what it decided from. Keys it leaves out are left as they are
+        (merge patch); a key set to None is removed."""
         resource = self.resource(API_VERSION, KIND)
         for attempt in range(attempts):
             body = self.get(API_VERSION, KIND, namespace, name)

@@ -387,11 +387,13 @@ def disruption_budget(ctx: Context, variant: Variant, build: Build) -> Manifest:
 
 
 def variant_objects(ctx: Context, variant: Variant, build: Build, weight: int) -> list[Manifest]:
-    """Everything one variant needs, in apply order (the Deployment first)."""
+    """Everything one variant needs, in apply order: the HPA (if any) first, so that by
+    the time a Deployment stops setting ``replicas`` its autoscaler is there to own them;
+    then the Deployment, its Service and PodDisruptionBudget."""
     objects = [
+        autoscaler(ctx, variant, build, weight),
         deployment(ctx, variant, build, weight),
         service(ctx, variant, build),
-        autoscaler(ctx, variant, build, weight),
         disruption_budget(ctx, variant, build),
     ]
     return [o for o in objects if o is not None]

@@ -44,6 +44,13 @@ class OperatorSettings(BaseSettings):
         description="Attempts at a status write that lost a race with another writer "
         "(HTTP 409) before the reconcile is retried as a whole.",
     )
+    resync_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds between resyncs, which apply every resource's whole desired "
+        "state again (restores what a missed event left changed); resources changed in "
+        "the last 10 s are left to their own handlers.",
+    )
     liveness_endpoint: str | None = Field(
         None,
         description="kopf's liveness probe endpoint, e.g. http://0.0.0.0:8080/healthz; "

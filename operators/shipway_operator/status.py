@@ -6,11 +6,12 @@ recorded as stable stays stable until a rollout promotes another.
 
 The rollout seam: a build change in the spec, while a build is stable, makes that build
 the candidate, records ``status.rollout`` as the shared rollout controller's own
-``RolloutStatus`` not begun yet (``shipway.rollout.controller.new_status``, serialised
-with ``to_dict``) and sets ``Progressing=True`` (reason ``RolloutStarted``) with the
-candidate at 0 % of traffic. This module only ever writes that first status; the
-controller (ticked by the operator in the next issue) owns the object from then on
-(steps, weights, analyses, promotion), stored opaque by the CRD.
+``RolloutStatus`` not begun yet (``shipway.rollout.controller.new_status``, written in
+Kubernetes conventions by ``rollout_status.to_resource``) and sets ``Progressing=True``
+(reason ``RolloutStarted``) with the candidate at 0 % of traffic. This module only ever
+writes that first status; the controller (ticked by the operator in the next issue) owns
+the object from then on (steps, weights, analyses, promotion), stored opaque by the CRD
+and read back with ``rollout_status.from_resource``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from shipway.rollout.controller import new_status
 from shipway_operator.manifests import replica_range, selector_string
+from shipway_operator.rollout_status import candidate_build_id, to_resource
 from shipway_operator.spec import Build, Spec, Variant
 
 READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
@@ -39,6 +41,10 @@ class Plan:
     candidate: Build | None
     weights: dict[str, int]
     rollout: dict[str, Any] | None
+    # True when this plan starts the rollout record (a new candidate) or ends it (no
+    # candidate): only then does the operator write ``weights`` and ``rollout``; in
+    # between they are the rollout controller's, and a status write leaves them alone
+    writes_rollout: bool = True
 
 
 def plan(spec: Spec, status: dict[str, Any], now: datetime) -> Plan:
@@ -54,11 +60,11 @@ def plan(spec: Spec, status: dict[str, Any], now: datetime) -> Plan:
     if candidate is None:
         return Plan(stable, None, {"stable": 100, "candidate": 0}, None)
     previous = status.get("rollout") or {}
-    if previous.get("candidate_build") == candidate.id:
+    if candidate_build_id(previous) == candidate.id:
         weights = status.get("weights") or {"stable": 100, "candidate": 0}
-        return Plan(stable, candidate, dict(weights), dict(previous))
+        return Plan(stable, candidate, dict(weights), dict(previous), writes_rollout=False)
     record = new_status(spec.rollout.strategy, candidate.id, stable.id, now.timestamp())
-    return Plan(stable, candidate, {"stable": 100, "candidate": 0}, record.to_dict())
+    return Plan(stable, candidate, {"stable": 100, "candidate": 0}, to_resource(record))
 
 
 @dataclass(frozen=True)
@@ -135,8 +141,11 @@ def derive(
     previous: dict[str, Any],
     now: datetime,
 ) -> dict[str, Any]:
-    """The whole status (everything but ``lastAnalysis``, which the rollout controller
-    writes) from the plan and the live stable and candidate Deployments."""
+    """The status (everything but ``lastAnalysis``, which the rollout controller
+    writes) from the plan and the live stable and candidate Deployments; ``weights`` and
+    ``rollout`` only when the plan starts or ends a rollout (``Plan.writes_rollout``).
+    ``plan`` must come from ``previous`` (the status this write replaces), never from
+    an earlier read: the rollout controller may have moved on since."""
     floor = replica_range(spec, plan.weights.get("stable", 100))[0]
     serving = availability(stable, floor)
     conditions = list(previous.get("conditions") or [])
@@ -172,26 +181,29 @@ def derive(
     else:
         degraded, reason, message = False, "AsExpected", "serving as specified"
     conditions = set_condition(conditions, DEGRADED, degraded, reason, message, generation, now)
-    if plan.candidate is not None:
-        phase = "Progressing"
-    elif degraded:
+    # a failing stable outranks a running rollout (as Argo Rollouts): it needs a human
+    if degraded:
         phase = "Degraded"
+    elif plan.candidate is not None:
+        phase = "Progressing"
     elif serving.ready:
         phase = "Ready"
     else:
         phase = "Pending"
-    return {
+    derived: dict[str, Any] = {
         "phase": phase,
         "observedGeneration": generation,
         "conditions": conditions,
         "stableBuild": plan.stable.as_status(),
         "candidateBuild": plan.candidate.as_status() if plan.candidate else None,
-        "weights": plan.weights,
         "replicas": serving.replicas,
         "readyReplicas": serving.available,
         "selector": selector_string(name, Variant.STABLE),
-        "rollout": plan.rollout,
     }
+    if plan.writes_rollout:  # else absent: a merge patch leaves the controller's as they are
+        derived["weights"] = plan.weights
+        derived["rollout"] = plan.rollout
+    return derived
 
 
 def invalid(

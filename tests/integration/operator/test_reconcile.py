@@ -9,8 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
+from kubernetes import watch
 
-from shipway.rollout.status import RolloutStatus
+from shipway_operator.rollout_status import from_resource
 from tests.kube.cluster import wait_for
 
 from .conftest import SETTLE, Cluster, operator_running, resource
@@ -202,7 +203,8 @@ def test_build_change_starts_a_candidate_and_leaves_stable_alone(cluster: Cluste
     status = body["status"]
     assert status["stableBuild"]["id"] == "b-1" and status["candidateBuild"]["id"] == "b-2"
     assert status["weights"] == {"stable": 100, "candidate": 0}
-    rollout = RolloutStatus.from_dict(status["rollout"])  # the shared controller's status
+    rollout = from_resource(status["rollout"])  # the shared controller's status
+    assert status["rollout"]["phase"] == "Initializing"  # in Kubernetes conventions
     assert (rollout.strategy, rollout.candidate_build, rollout.stable_build) == (
         "canary",
         "b-2",
@@ -261,7 +263,7 @@ def test_restarted_operator_resumes_from_status_without_duplicates(
             "the restarted operator starts the rollout",
         )
         wait_for(lambda: cluster.deployment("minilm-candidate"), SETTLE, "candidate Deployment")
-    started = body["status"]["rollout"]["created_at"]
+    started = body["status"]["rollout"]["createdAt"]
     candidate_uids = cluster.uids("minilm-candidate")
 
     # a third start with nothing changed: resumes the recorded rollout, creates nothing new
@@ -279,7 +281,7 @@ def test_restarted_operator_resumes_from_status_without_duplicates(
             ),
             "status of the latest generation",
         )
-    assert body["status"]["rollout"]["created_at"] == started
+    assert body["status"]["rollout"]["createdAt"] == started
     assert body["status"]["candidateBuild"]["id"] == "b-2"
     assert cluster.uids("minilm-stable") == stable_uids
     assert cluster.uids("minilm-candidate") == candidate_uids
@@ -323,6 +325,51 @@ def test_switching_between_fixed_and_autoscaled_replicas(cluster: Cluster) -> No
     assert {k: v for k, v in after.items() if "HorizontalPodAutoscaler" not in k} == {
         k: v for k, v in uids.items() if "HorizontalPodAutoscaler" not in k
     }
+
+
+@pytest.mark.usefixtures("operator")
+def test_turning_autoscaling_on_never_drops_the_running_replicas(cluster: Cluster) -> None:
+    cluster.create(resource("minilm", replicas=2))
+    cluster.wait_ready("minilm")
+    before = cluster.deployment("minilm-stable")
+    assert before is not None and before.spec.replicas == 2
+
+    scaling = {
+        "minReplicas": 2,
+        "maxReplicas": 4,
+        "target": {"metric": "cpu", "averageUtilization": 60},
+    }
+    patched = cluster.patch_spec("minilm", {"replicas": None, "autoscaling": scaling})
+    cluster.wait_status(
+        "minilm",
+        lambda b: (
+            (b.get("status") or {}).get("observedGeneration") == patched["metadata"]["generation"]
+            and b["status"].get("phase") == "Ready"
+        ),
+        "Ready with autoscaling",
+        timeout=120,
+    )
+    wait_for(lambda: cluster.hpa("minilm-stable"), SETTLE, "HPA created")
+    now = cluster.deployment("minilm-stable")
+    assert now is not None
+
+    # every version of the Deployment since the patch, replayed by a watch from the
+    # version seen before it, up to the one seen now
+    seen: list[int | None] = []
+    stream = watch.Watch()
+    for event in stream.stream(
+        cluster.apps.list_namespaced_deployment,
+        cluster.namespace,
+        field_selector="metadata.name=minilm-stable",
+        resource_version=before.metadata.resource_version,
+        timeout_seconds=60,
+    ):
+        obj = event["object"]
+        seen.append(obj.spec.replicas)
+        if obj.metadata.resource_version == now.metadata.resource_version:
+            stream.stop()
+    assert seen and seen[-1] == now.spec.replicas, seen
+    assert min(r or 0 for r in seen) >= 2, f"replicas seen since the patch: {seen}"
 
 
 @pytest.mark.usefixtures("operator")

@@ -297,3 +297,14 @@ def test_triton_scratch_holds_a_cloud_repository_it_copies_there() -> None:
         "volumes"
     ]
     assert {"name": "scratch", "emptyDir": {"sizeLimit": "8Gi"}} in volumes
+
+
+def test_an_autoscaled_variant_applies_its_hpa_before_its_deployment() -> None:
+    ctx = context(replicas=None, autoscaling=CPU_SCALING, triton=CPU_REQUEST)
+    objects = manifests.variant_objects(ctx, STABLE, ctx.spec.build, 100)
+    assert [o["kind"] for o in objects] == [
+        "HorizontalPodAutoscaler",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+    ]

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shipway.rollout.controller import new_status
-from shipway.rollout.status import RolloutStatus
 from shipway_operator import status
+from shipway_operator.rollout_status import from_resource, to_resource
 from shipway_operator.spec import parse_spec
 
 from .conftest import base_spec
@@ -67,14 +67,14 @@ def test_a_new_build_becomes_the_candidate_with_a_rollout_record() -> None:
     assert plan.weights == {"stable": 100, "candidate": 0}
     # the shared controller's own status, not begun: it places the candidate first
     assert plan.rollout is not None
-    begun = RolloutStatus.from_dict(plan.rollout)
+    begun = from_resource(plan.rollout)  # in the resource's conventions
     assert (begun.strategy, begun.candidate_build, begun.stable_build) == ("canary", "b-2", "b-1")
     assert begun.state is None and begun.created_at == T0.timestamp()
 
 
 def test_a_recorded_rollout_resumes_as_it_was() -> None:
-    record = new_status("canary", "b-2", "b-1", (T0 - timedelta(hours=1)).timestamp()).to_dict()
-    record["converged"] = "progressing:25"  # the controller's progress, kept as it is
+    record = to_resource(new_status("canary", "b-2", "b-1", (T0 - timedelta(hours=1)).timestamp()))
+    record["converged"] = "Progressing:25"  # the controller's progress, kept as it is
     previous = {
         "stableBuild": {"id": "b-1", "modelRepository": "https://files.test/minilm/b-1.tar.gz"},
         "candidateBuild": B2,
@@ -85,26 +85,41 @@ def test_a_recorded_rollout_resumes_as_it_was() -> None:
     assert plan.rollout == record and plan.weights == {"stable": 75, "candidate": 25}
 
 
+def test_a_running_rollouts_weights_and_record_are_left_to_the_controller() -> None:
+    ready = _derive(base_spec(), {}, _deployment(2, 2))
+    assert ready["weights"] == {"stable": 100, "candidate": 0} and ready["rollout"] is None
+    started = _derive(base_spec(build=B2), ready, _deployment(2, 2), _deployment(1, 1))
+    assert started["weights"] == {"stable": 100, "candidate": 0}
+    assert started["rollout"]["candidateBuildID"] == "b-2"  # a new record: written
+    moved = started | {"weights": {"stable": 75, "candidate": 25}}
+    again = _derive(base_spec(build=B2), moved, _deployment(2, 2), _deployment(1, 1))
+    # the record exists: a status write leaves weights and rollout out of its patch
+    assert "weights" not in again and "rollout" not in again
+    assert again["candidateBuild"] == B2
+    ended = _derive(base_spec(), moved, _deployment(2, 2))  # the stable build back
+    assert ended["weights"] == {"stable": 100, "candidate": 0} and ended["rollout"] is None
+
+
 def test_another_build_mid_rollout_restarts_it_for_that_build() -> None:
     previous = {
         "stableBuild": {"id": "b-1", "modelRepository": "https://files.test/minilm/b-1.tar.gz"},
         "candidateBuild": B2,
         "weights": {"stable": 75, "candidate": 25},
-        "rollout": new_status("canary", "b-2", "b-1", T0.timestamp() - 3600).to_dict(),
+        "rollout": to_resource(new_status("canary", "b-2", "b-1", T0.timestamp() - 3600)),
     }
     b3 = {"id": "b-3", "modelRepository": "https://files.test/b-3.tar.gz"}
     plan = status.plan(parse_spec(base_spec(build=b3)), previous, T0)
     assert plan.candidate is not None and plan.candidate.id == "b-3"
     assert plan.weights == {"stable": 100, "candidate": 0}
-    assert plan.rollout is not None and plan.rollout["candidate_build"] == "b-3"
-    assert plan.rollout["created_at"] == T0.timestamp()
+    assert plan.rollout is not None and plan.rollout["candidateBuildID"] == "b-3"
+    assert plan.rollout["createdAt"] == "2026-11-30T08:00:00Z"
 
 
 def test_the_stable_build_back_in_the_spec_ends_the_candidate() -> None:
     previous = {
         "stableBuild": {"id": "b-1", "modelRepository": "https://files.test/minilm/b-1.tar.gz"},
         "candidateBuild": B2,
-        "rollout": new_status("canary", "b-2", "b-1", T0.timestamp()).to_dict(),
+        "rollout": to_resource(new_status("canary", "b-2", "b-1", T0.timestamp())),
     }
     plan = status.plan(parse_spec(base_spec()), previous, T0)
     assert plan.candidate is None and plan.rollout is None
@@ -150,7 +165,7 @@ def test_build_change_is_progressing_with_the_candidate_at_zero() -> None:
     assert (progressing["status"], progressing["reason"]) == ("True", "RolloutStarted")
     assert result["candidateBuild"] == B2
     assert result["weights"] == {"stable": 100, "candidate": 0}
-    assert result["rollout"]["candidate_build"] == "b-2"
+    assert result["rollout"]["candidateBuildID"] == "b-2"
     assert _condition(result, "Ready")["status"] == "True"  # stable still serves
 
 
@@ -165,6 +180,15 @@ def test_a_failed_deployment_is_degraded() -> None:
     result = _derive(base_spec(), {}, failed)
     assert result["phase"] == "Degraded"
     assert _condition(result, "Degraded")["reason"] == "ProgressDeadlineExceeded"
+
+
+def test_a_failed_stable_is_degraded_even_while_a_rollout_runs() -> None:
+    failed = _deployment(2, 0, conditions=[{"type": "ReplicaFailure", "status": "True"}])
+    ready = _derive(base_spec(), {}, _deployment(2, 2))
+    result = _derive(base_spec(build=B2), ready, failed, _deployment(1, 1))
+    assert result["phase"] == "Degraded"
+    assert _condition(result, "Progressing")["status"] == "True"  # the rollout still runs
+    assert _condition(result, "Degraded")["reason"] == "ReplicaFailure"
 
 
 def test_transition_time_moves_only_when_the_status_does() -> None:
