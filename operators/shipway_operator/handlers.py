@@ -80,6 +80,7 @@ async def _resync_forever(memo: kopf.Memo) -> None:
                 settings.namespaces,
                 settings.fetch_image,
                 settings.status_retries,
+                settings.models_size_limit,
             )
         except Exception:  # listing failed (API down, no permission): next period retries
             log.exception("resync of %s resources failed", KIND)
@@ -91,7 +92,13 @@ async def _resync_forever(memo: kopf.Memo) -> None:
 def reconcile_model_deployment(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Create, spec change, operator start: apply the whole desired state."""
     settings: OperatorSettings = memo.settings
-    reconcile.reconcile(memo.kube, _plain(body), settings.fetch_image, settings.status_retries)
+    reconcile.reconcile(
+        memo.kube,
+        _plain(body),
+        settings.fetch_image,
+        settings.status_retries,
+        settings.models_size_limit,
+    )
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={LABEL_MANAGED_BY: MANAGER})
@@ -141,6 +148,7 @@ def _reconcile_owner(body: kopf.Body, memo: kopf.Memo) -> None:
             {"metadata": {"namespace": namespace, "name": owner}},
             settings.fetch_image,
             settings.status_retries,
+            settings.models_size_limit,
         )
     except (kopf.TemporaryError, kopf.PermanentError) as exc:
         log.warning("%s %s/%s not reconciled: %s", KIND, namespace, owner, exc)

@@ -27,7 +27,13 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def reconcile(kube: Kube, body: dict[str, Any], fetch_image: str, attempts: int) -> None:
+def reconcile(
+    kube: Kube,
+    body: dict[str, Any],
+    fetch_image: str,
+    attempts: int,
+    models_size_limit: int = manifests.DEFAULT_MAX_BYTES,
+) -> None:
     """Bring the cluster to ``body``'s spec. Raises kopf's Temporary/PermanentError.
 
     Decides from the resource as it is now, not from kopf's snapshot: two handlers of
@@ -44,7 +50,9 @@ def reconcile(kube: Kube, body: dict[str, Any], fetch_image: str, attempts: int)
     try:
         spec = parse_spec(body.get("spec") or {})
         decided = status.plan(spec, body.get("status") or {}, now)
-        ctx = manifests.Context(manifests.Owner.from_body(body), spec, fetch_image)
+        ctx = manifests.Context(
+            manifests.Owner.from_body(body), spec, fetch_image, models_size_limit
+        )
         objects = manifests.variant_objects(
             ctx, Variant.STABLE, decided.stable, decided.weights["stable"]
         )
@@ -85,7 +93,13 @@ def reconcile(kube: Kube, body: dict[str, Any], fetch_image: str, attempts: int)
     refresh(kube, namespace, name, attempts)
 
 
-def resync(kube: Kube, namespaces: list[str], fetch_image: str, attempts: int) -> list[str]:
+def resync(
+    kube: Kube,
+    namespaces: list[str],
+    fetch_image: str,
+    attempts: int,
+    models_size_limit: int = manifests.DEFAULT_MAX_BYTES,
+) -> list[str]:
     """Reconcile every ModelDeployment in ``namespaces`` (empty: the whole cluster) that
     no one changed in the last ``RESYNC_IDLE_SECONDS`` (one that did is being handled by
     its own handlers). A resource that fails is logged and left to the next resync.
@@ -101,7 +115,7 @@ def resync(kube: Kube, namespaces: list[str], fetch_image: str, attempts: int) -
         if changed is not None and (now - changed).total_seconds() < RESYNC_IDLE_SECONDS:
             continue
         try:
-            reconcile(kube, body, fetch_image, attempts)
+            reconcile(kube, body, fetch_image, attempts, models_size_limit)
         except (kopf.TemporaryError, kopf.PermanentError) as exc:
             log.warning("resync of %s %s failed: %s", KIND, key, exc)
             continue

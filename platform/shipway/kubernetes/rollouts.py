@@ -17,19 +17,20 @@ from typing import Any
 from shipway.container import Container
 from shipway.errors import NotFound
 from shipway.kubernetes.resource import last_written
-from shipway.rollout.status import RolloutStatus
+from shipway_operator.rollout_status import from_resource
 
 CREATED_BY = "kubernetes"  # the resource's spec.build changed; who changed it is Git's
 
 
 def rollout_of(body: dict[str, Any]) -> dict[str, Any] | None:
     """The rollout recorded on a ModelDeployment, as ``RolloutOut``'s fields; None when
-    none is recorded. A record this Shipway cannot read is ``InvalidInput`` (from
-    ``RolloutStatus.from_dict``), never a half-read."""
+    none is recorded. The record is in the resource's conventions (camelCase, RFC 3339,
+    the operator's ``rollout_status``); one this Shipway cannot read is
+    ``InvalidInput``, never a half-read."""
     record = (body.get("status") or {}).get("rollout")
     if not record:
         return None
-    status = RolloutStatus.from_dict(record)
+    status = from_resource(record)
     meta, spec = body["metadata"], body.get("spec") or {}
     model = spec.get("model") or {}
     version = str(model.get("version", "0"))

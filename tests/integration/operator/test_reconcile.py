@@ -423,3 +423,18 @@ def test_printer_columns_show_model_phase_ready_and_weight(
     assert cells["Name"] == "minilm"
     assert (cells["Model"], cells["Version"]) == ("minilm", "3")
     assert (cells["Phase"], cells["Ready"], cells["Weight"]) == ("Ready", "True", 0)
+
+
+def test_the_models_size_limit_setting_reaches_the_pods(
+    cluster: Cluster, kube_env: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SHIPWAY_OPERATOR_MODELS_SIZE_LIMIT caps the fetch and sizes its volume."""
+    monkeypatch.setenv("SHIPWAY_OPERATOR_MODELS_SIZE_LIMIT", str(3 * 2**30))
+    with operator_running():
+        cluster.create(resource("capped"))
+        deployment = wait_for(lambda: cluster.deployment("capped-stable"), SETTLE, "Deployment")
+    pod = deployment.spec.template.spec
+    (fetch,) = pod.init_containers
+    assert fetch.command[3:5] == ["--max-bytes", str(3 * 2**30)]
+    volumes = {v.name: v.empty_dir.size_limit for v in pod.volumes}
+    assert volumes["models"] == "3Gi"

@@ -12,6 +12,7 @@ from shipway.api.schemas import RolloutOut
 from shipway.errors import InvalidInput
 from shipway.kubernetes.rollouts import rollout_of
 from shipway.rollout.controller import new_status
+from shipway_operator.rollout_status import to_resource
 
 STARTED = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
 
@@ -29,7 +30,7 @@ def body(rollout: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def test_a_recorded_rollout_is_the_candidates() -> None:
-    record = new_status("canary", "b2", "b1", STARTED.timestamp()).to_dict()
+    record = to_resource(new_status("canary", "b2", "b1", STARTED.timestamp()))
     found = rollout_of(body(record))
     assert found is not None
     document = RolloutOut.model_validate(found)
@@ -51,6 +52,6 @@ def test_a_recorded_rollout_is_the_candidates() -> None:
 
 def test_no_record_no_rollout_and_an_unreadable_one_is_refused() -> None:
     assert rollout_of(body(None)) is None
-    newer = new_status("canary", "b2", "b1", STARTED.timestamp()).to_dict() | {"version": 99}
+    newer = to_resource(new_status("canary", "b2", "b1", STARTED.timestamp())) | {"version": 99}
     with pytest.raises(InvalidInput, match="version 99"):
         rollout_of(body(newer))
