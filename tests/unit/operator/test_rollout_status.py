@@ -14,7 +14,7 @@ import pytest
 from shipway.errors import InvalidInput
 from shipway.rollout.canary import CanarySpec, ShadowSpec
 from shipway.rollout.checks import Thresholds
-from shipway.rollout.controller import Controller, new_status
+from shipway.rollout.controller import Controller, Event, new_status
 from shipway.rollout.experiment import ExperimentSpec
 from shipway.rollout.state import Phase
 from shipway.rollout.status import STABLE, RolloutStatus
@@ -38,16 +38,20 @@ class Run:
         self.status = new_status(strategy, "c1", "s1", T0)
         self.seen = [self.status]
 
+    def save(self, status: RolloutStatus, events: list[Event]) -> None:
+        self.seen.append(status)  # every status the controller saved, mid-pass ones too
+
     def tick(self, seconds: float) -> None:
-        self.status = self.controller.reconcile("web", self.spec, self.status, T0 + seconds).status
-        self.seen.append(self.status)
+        now = T0 + seconds
+        self.status = self.controller.reconcile(
+            "web", self.spec, self.status, now, self.save
+        ).status
 
     def operate(self, operation: str, seconds: float) -> None:
         result = self.controller.operate(
-            "web", self.spec, self.status, operation, "alice", T0 + seconds
+            "web", self.spec, self.status, operation, "alice", T0 + seconds, self.save
         )
         self.status = result.status
-        self.seen.append(self.status)
 
     def begin(self) -> Run:
         self.tick(0)
