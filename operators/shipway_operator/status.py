@@ -206,18 +206,52 @@ def derive(
     return derived
 
 
+# Degraded reasons of a generation the operator could not apply: they stand until the spec
+# changes (a refresh from the Deployments must not report "serving as specified")
+INVALID_SPEC, OBJECT_REFUSED, NAME_CONFLICT = "InvalidSpec", "ObjectRefused", "NameConflict"
+NOT_APPLIED = frozenset({INVALID_SPEC, OBJECT_REFUSED, NAME_CONFLICT})
+MESSAGE_LIMIT = 1024  # characters of an API server's message kept in a condition
+
+
 def invalid(
     previous: dict[str, Any], generation: int, message: str, now: datetime
 ) -> dict[str, Any]:
     """Status of a resource whose spec cannot be built: Failed, Degraded=InvalidSpec;
     what already runs keeps running (nothing is applied or removed)."""
+    return not_applied(previous, generation, INVALID_SPEC, message, now, phase="Failed")
+
+
+def not_applied(
+    previous: dict[str, Any],
+    generation: int,
+    reason: str,
+    message: str,
+    now: datetime,
+    phase: str | None = None,
+) -> dict[str, Any]:
+    """Status of a generation the operator did not apply (``reason`` one of
+    ``NOT_APPLIED``): Degraded=True with ``message`` (trimmed to ``MESSAGE_LIMIT``);
+    phase ``Degraded`` while replicas of an earlier generation still serve, else
+    ``Failed`` (``phase`` forces one). Nothing was applied or removed."""
+    if len(message) > MESSAGE_LIMIT:
+        message = message[: MESSAGE_LIMIT - 3] + "..."
     conditions = set_condition(
-        list(previous.get("conditions") or []),
-        DEGRADED,
-        True,
-        "InvalidSpec",
-        message,
-        generation,
-        now,
+        list(previous.get("conditions") or []), DEGRADED, True, reason, message, generation, now
     )
-    return {"phase": "Failed", "observedGeneration": generation, "conditions": conditions}
+    if phase is None:
+        phase = "Degraded" if previous.get("readyReplicas") else "Failed"
+    return {"phase": phase, "observedGeneration": generation, "conditions": conditions}
+
+
+def blocked(previous: dict[str, Any], generation: int) -> bool:
+    """True when ``previous`` says ``generation`` could not be applied (Degraded with a
+    ``NOT_APPLIED`` reason for it): only a new reconcile may change that."""
+    for condition in previous.get("conditions") or []:
+        if (
+            condition.get("type") == DEGRADED
+            and condition.get("status") == "True"
+            and condition.get("reason") in NOT_APPLIED
+            and condition.get("observedGeneration") == generation
+        ):
+            return True
+    return False

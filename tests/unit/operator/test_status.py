@@ -208,3 +208,20 @@ def test_invalid_spec_is_failed_and_says_why() -> None:
     degraded = _condition(result, "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "InvalidSpec")
     assert degraded["message"] == "spec.build: Field required"
+
+
+def test_a_refused_generation_is_failed_when_nothing_serves() -> None:
+    result = status.not_applied({}, 1, status.OBJECT_REFUSED, "x" * 5000, T0)
+    assert result["phase"] == "Failed" and result["observedGeneration"] == 1
+    degraded = _condition(result, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "ObjectRefused")
+    assert len(degraded["message"]) == status.MESSAGE_LIMIT
+    assert degraded["message"].endswith("...")
+
+
+def test_a_refused_generation_is_degraded_while_an_earlier_one_serves() -> None:
+    previous = {"phase": "Ready", "observedGeneration": 1, "readyReplicas": 2}
+    result = status.not_applied(previous, 2, status.NAME_CONFLICT, "Service x exists", T0)
+    assert result["phase"] == "Degraded" and result["observedGeneration"] == 2
+    assert status.blocked(result, 2)
+    assert not status.blocked(result, 3)  # a newer generation is reconciled afresh
