@@ -217,6 +217,11 @@ class Kube:
                 return None
             raise
 
+    def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """The pods in ``namespace`` matching the label ``selector`` (a variant's)."""
+        listing = self.resource("v1", "Pod").get(namespace=namespace, label_selector=selector)
+        return [item.to_dict() for item in listing.items]
+
     def list_all(self, api_version: str, kind: str, namespaces: list[str]) -> list[dict[str, Any]]:
         """Every object of the kind in ``namespaces`` (empty: all namespaces)."""
         resource = self.resource(api_version, kind)

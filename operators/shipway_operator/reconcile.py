@@ -259,6 +259,9 @@ def _derive(
     def live(variant: Variant) -> dict[str, Any] | None:
         return kube.get("apps/v1", "Deployment", namespace, manifests.object_name(name, variant))
 
+    def pods(variant: Variant) -> list[dict[str, Any]]:
+        return kube.pods(namespace, manifests.selector_string(name, variant))
+
     return status.derive(
         name=name,
         generation=generation,
@@ -268,4 +271,6 @@ def _derive(
         candidate=live(Variant.CANDIDATE) if decided.candidate else None,
         previous=fresh.get("status") or {},
         now=now,
+        stable_pods=pods(Variant.STABLE),
+        candidate_pods=pods(Variant.CANDIDATE) if decided.candidate else None,
     )

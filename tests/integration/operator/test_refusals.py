@@ -159,3 +159,24 @@ def test_a_deployment_of_the_same_name_is_left_alone(cluster: Cluster) -> None:
     assert deployment.spec.template.spec.containers[0].image == "registry.test/mine:1"
     assert not deployment.metadata.owner_references
     assert cluster.service("api-stable") is None
+
+
+@pytest.mark.usefixtures("operator")
+def test_unschedulable_pods_say_why_in_the_status(cluster: Cluster) -> None:
+    nowhere = {"type": "kwok", "shipway.test/zone": "nowhere"}  # no node has this label
+    cluster.create(resource("minilm", triton=_triton(nodeSelector=nowhere)))
+
+    def says_why(body: dict[str, Any]) -> bool:
+        conditions = {c["type"]: c for c in (body.get("status") or {}).get("conditions", [])}
+        ready = conditions.get("Ready") or {}
+        return ready.get("status") == "False" and "node affinity/selector" in ready.get(
+            "message", ""
+        )
+
+    body = cluster.wait_status("minilm", says_why, "Ready=False naming the scheduler's message")
+    status = body["status"]
+    assert status["phase"] == "Pending"
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert "not scheduled: 0/" in conditions["Ready"]["message"]
+    assert "node affinity/selector" in conditions["Degraded"]["message"]
+    assert conditions["Degraded"]["message"] != "serving as specified"
