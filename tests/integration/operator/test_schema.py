@@ -297,3 +297,19 @@ def test_repeated_gate_is_refused(cluster: Cluster) -> None:
         cluster.create(resource("bad", rollout={"canary": {"gates": [1, 1]}}))
     assert refused.value.status == 422
     assert "gates must not repeat a step" in json.loads(refused.value.body)["message"]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"replicas": None, "autoscaling": _scaling(1, 2)}],
+    ids=["fixed replicas", "autoscaled"],
+)
+def test_there_is_no_scale_subresource_to_fail(cluster: Cluster, changes: dict[str, Any]) -> None:
+    """GET .../scale used to answer 500 for a resource without spec.replicas; the
+    subresource is gone (404 for every resource), scale is spec.replicas."""
+    cluster.create(resource("scaled", **changes))
+    with pytest.raises(ApiException) as missing:
+        cluster.custom.get_namespaced_custom_object_scale(
+            "shipway.io", "v1alpha1", cluster.namespace, "modeldeployments", "scaled"
+        )
+    assert missing.value.status == 404
