@@ -18,7 +18,7 @@ from typing import Any
 
 import kopf
 
-from shipway_operator import reconcile
+from shipway_operator import reconcile, status
 from shipway_operator.kube import Kube, api_client, connection_info, spec_drifted
 from shipway_operator.manifests import LABEL_DEPLOYMENT, LABEL_MANAGED_BY, MANAGER
 from shipway_operator.settings import OperatorSettings
@@ -109,6 +109,24 @@ def deployment_changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, *
     retried by kopf; the next one, or the resync, will catch up."""
     if event.get("type") == "DELETED" or spec_drifted(body):
         _reconcile_owner(body, memo)
+        return
+    owner, namespace = _owner(body)
+    if not owner or not namespace:
+        return
+    settings: OperatorSettings = memo.settings
+    try:
+        reconcile.refresh(memo.kube, namespace, owner, settings.status_retries)
+    except (kopf.TemporaryError, kopf.PermanentError) as exc:
+        log.warning("status of %s %s/%s not refreshed: %s", KIND, namespace, owner, exc)
+
+
+@kopf.on.event("", "v1", "pods", labels={LABEL_MANAGED_BY: MANAGER})
+def pod_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A variant's pod is in trouble (unschedulable, an image that cannot be pulled...):
+    refresh the owner's status, which says why (``status.pod_trouble``). A pod's trouble
+    may come after its Deployment's last change, so the Deployment events cannot be
+    relied on to report it."""
+    if status.pod_trouble([dict(body)]) is None:
         return
     owner, namespace = _owner(body)
     if not owner or not namespace:

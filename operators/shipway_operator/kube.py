@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -112,20 +113,70 @@ class Kube:
             self._resources[key] = self.dynamic.resources.get(api_version=api_version, kind=kind)
         return self._resources[key]
 
-    def apply(self, manifest: Manifest) -> dict[str, Any]:
+    def apply(self, manifest: Manifest, *, dry_run: bool = False) -> dict[str, Any]:
         """Server-side apply; returns the live object. A Deployment applied without
         ``replicas`` (its HPA's now) whose live count the operator owns is handed over
-        first (``hand_over_replicas``), so the count stays as it is."""
+        first (``hand_over_replicas``), so the count stays as it is. ``dry_run``: the API
+        server validates and admits the object but stores nothing (``dryRun=All``), so a
+        refusal (400/422) is known before anything is changed."""
         resource = self.resource(manifest["apiVersion"], manifest["kind"])
-        if manifest["kind"] == "Deployment" and "replicas" not in manifest.get("spec", {}):
+        extra: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
+        if (
+            not dry_run
+            and manifest["kind"] == "Deployment"
+            and "replicas" not in manifest.get("spec", {})
+        ):
             self.hand_over_replicas(manifest)
         live = resource.server_side_apply(
             body=manifest,
             namespace=manifest["metadata"]["namespace"],
             field_manager=MANAGER,
             force_conflicts=True,
+            **extra,
         )
         return live.to_dict()
+
+    def foreign(self, manifest: Manifest, owner_uid: str) -> bool:
+        """True when an object of ``manifest``'s kind and name exists that the owner
+        (uid ``owner_uid``) does not control (no controller ownerReference with that
+        uid): someone else's, which a forced apply would take over and garbage
+        collection would later delete with the owner."""
+        meta = manifest["metadata"]
+        live = self.get(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
+        if live is None:
+            return False
+        refs = live.get("metadata", {}).get("ownerReferences") or []
+        return not any(r.get("uid") == owner_uid and r.get("controller") for r in refs)
+
+    def event(self, body: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        """Post a core/v1 Event on the ModelDeployment ``body`` (``kind``: Normal or
+        Warning), as ``kubectl describe`` shows; from any thread (kopf's ``kopf.event``
+        needs a handler's context, which the resync has not)."""
+        meta = body["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.resource("v1", "Event").create(
+            namespace=meta["namespace"],
+            body={
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+                "involvedObject": {
+                    "apiVersion": API_VERSION,
+                    "kind": KIND,
+                    "name": meta["name"],
+                    "namespace": meta["namespace"],
+                    "uid": meta["uid"],
+                },
+                "type": kind,
+                "reason": reason,
+                "message": message[:1024],
+                "source": {"component": MANAGER},
+                "reportingComponent": MANAGER,
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+            },
+        )
 
     def hand_over_replicas(self, manifest: Manifest) -> None:
         """Give up ``spec.replicas`` of a live Deployment without changing it.
@@ -165,6 +216,11 @@ class Kube:
             if exc.status == 404:
                 return None
             raise
+
+    def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """The pods in ``namespace`` matching the label ``selector`` (a variant's)."""
+        listing = self.resource("v1", "Pod").get(namespace=namespace, label_selector=selector)
+        return [item.to_dict() for item in listing.items]
 
     def list_all(self, api_version: str, kind: str, namespaces: list[str]) -> list[dict[str, Any]]:
         """Every object of the kind in ``namespaces`` (empty: all namespaces)."""

@@ -13,9 +13,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from shipway_operator import manifests, status
-from shipway_operator.errors import kube_errors, to_kopf
+from shipway_operator.errors import api_message, kube_errors, to_kopf
 from shipway_operator.kube import Kube
 from shipway_operator.spec import API_VERSION, KIND, InvalidSpec, Spec, Variant, parse_spec
 
@@ -61,19 +62,13 @@ def reconcile(
                 ctx, Variant.CANDIDATE, decided.candidate, decided.weights["candidate"]
             )
     except InvalidSpec as exc:
-        message = str(exc)
-        with kube_errors(f"write status of {KIND} {namespace}/{name}"):
-            kube.update_status(
-                namespace,
-                name,
-                lambda fresh: (
-                    None
-                    if _reported_newer(fresh, generation)
-                    else status.invalid(fresh.get("status") or {}, generation, message, now)
-                ),
-                attempts,
-            )
+        _not_applied(kube, fresh, generation, status.INVALID_SPEC, str(exc), now, attempts)
         raise to_kopf(exc, f"reconcile {KIND} {namespace}/{name}") from exc
+    refusal = _preflight(kube, objects, meta["uid"])
+    if refusal is not None:
+        reason, message = refusal
+        _not_applied(kube, fresh, generation, reason, message, now, attempts)
+        raise kopf.PermanentError(f"{KIND} {namespace}/{name} not applied: {message}")
     for manifest in objects:
         what = f"apply {manifest['kind']} {namespace}/{manifest['metadata']['name']}"
         with kube_errors(what):
@@ -143,6 +138,8 @@ def refresh(kube: Kube, namespace: str, name: str, attempts: int) -> None:
         generation = fresh["metadata"].get("generation", 0)
         if previous.get("observedGeneration") != generation or previous.get("phase") == "Failed":
             return None
+        if status.blocked(previous, generation):
+            return None  # this generation was not applied: its report stands
         try:
             spec = parse_spec(fresh.get("spec") or {})
         except InvalidSpec:
@@ -152,6 +149,87 @@ def refresh(kube: Kube, namespace: str, name: str, attempts: int) -> None:
 
     with kube_errors(f"refresh status of {KIND} {namespace}/{name}"):
         kube.update_status(namespace, name, compute, attempts)
+
+
+def _preflight(
+    kube: Kube, objects: list[manifests.Manifest], owner_uid: str
+) -> tuple[str, str] | None:
+    """Why the objects must not be applied, as (Degraded reason, message), or None.
+
+    Nothing is applied unless every object can be: an object of the same kind and name
+    that this resource does not control is someone else's (``NameConflict``; a forced
+    apply would take it over), and an object the API server refuses in a dry run
+    (HTTP 400/422, e.g. requests above limits) is ``ObjectRefused`` with the server's
+    message. Other failures (permissions, connection) raise kopf's errors as usual."""
+    for manifest in objects:
+        meta = manifest["metadata"]
+        with kube_errors(f"read {manifest['kind']} {meta['namespace']}/{meta['name']}"):
+            if kube.foreign(manifest, owner_uid):
+                return status.NAME_CONFLICT, (
+                    f"{manifest['kind']} {meta['name']} already exists and is not controlled "
+                    f"by this {KIND}: rename or delete it (left untouched)"
+                )
+    for manifest in objects:
+        meta = manifest["metadata"]
+        what = f"apply {manifest['kind']} {meta['namespace']}/{meta['name']}"
+        try:
+            with kube_errors(what):
+                kube.apply(manifest, dry_run=True)
+        except kopf.PermanentError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ApiException) and cause.status in (400, 422):
+                return status.OBJECT_REFUSED, (
+                    f"the API server refused {manifest['kind']} {meta['name']}: "
+                    f"{api_message(cause)}"
+                )
+            raise
+    return None
+
+
+def _not_applied(
+    kube: Kube,
+    body: dict[str, Any],
+    generation: int,
+    reason: str,
+    message: str,
+    now: datetime,
+    attempts: int,
+) -> None:
+    """Report that ``generation`` was not applied, in status and, the first time, as a
+    Warning Event on the resource (``kubectl describe`` shows both)."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    news: list[bool] = []
+
+    def compute(fresh: dict[str, Any]) -> dict[str, Any] | None:
+        news.clear()
+        if _reported_newer(fresh, generation):
+            return None
+        previous = fresh.get("status") or {}
+        phase = "Failed" if reason == status.INVALID_SPEC else None
+        new = status.not_applied(previous, generation, reason, message, now, phase)
+        news.append(not _same_degraded(previous, new))
+        return new
+
+    with kube_errors(f"write status of {KIND} {namespace}/{name}"):
+        kube.update_status(namespace, name, compute, attempts)
+    if news and news[0]:
+        try:
+            kube.event(body, "Warning", reason, message)
+        except ApiException as exc:  # an Event is a courtesy: status already says it
+            log.warning("event on %s %s/%s not posted: %s", KIND, namespace, name, exc)
+
+
+def _same_degraded(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """True when ``new``'s Degraded condition says what ``old``'s already did."""
+
+    def key(s: dict[str, Any]) -> tuple[Any, ...] | None:
+        c = next((c for c in s.get("conditions") or [] if c.get("type") == status.DEGRADED), None)
+        if c is None:
+            return None
+        return (c.get("status"), c.get("reason"), c.get("message"), c.get("observedGeneration"))
+
+    return key(old) == key(new)
 
 
 def _reported_newer(fresh: dict[str, Any], generation: int) -> bool:
@@ -181,6 +259,9 @@ def _derive(
     def live(variant: Variant) -> dict[str, Any] | None:
         return kube.get("apps/v1", "Deployment", namespace, manifests.object_name(name, variant))
 
+    def pods(variant: Variant) -> list[dict[str, Any]]:
+        return kube.pods(namespace, manifests.selector_string(name, variant))
+
     return status.derive(
         name=name,
         generation=generation,
@@ -190,4 +271,6 @@ def _derive(
         candidate=live(Variant.CANDIDATE) if decided.candidate else None,
         previous=fresh.get("status") or {},
         now=now,
+        stable_pods=pods(Variant.STABLE),
+        candidate_pods=pods(Variant.CANDIDATE) if decided.candidate else None,
     )

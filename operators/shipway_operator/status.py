@@ -105,6 +105,43 @@ def availability(deployment: dict[str, Any] | None, desired_floor: int) -> Avail
     return Availability(ready, desired, available, total, failure, message)
 
 
+# waiting reasons that are a pod's normal way up, not trouble
+_STARTING = frozenset({"ContainerCreating", "PodInitializing"})
+
+
+def pod_trouble(pods: list[dict[str, Any]]) -> str | None:
+    """Why the first troubled pod of a variant is not serving, from the pods' own status
+    (as ``kubectl describe pod`` shows it), or None: the scheduler's message of an
+    unscheduled pod (PodScheduled=False, e.g. "0/1 nodes are available: ... didn't
+    match Pod's node affinity/selector"), a container (or init container) waiting for
+    a reason other than starting (ErrImagePull, CrashLoopBackOff...), an init container
+    that exited non-zero."""
+    for pod in pods:
+        name = pod.get("metadata", {}).get("name", "?")
+        state = pod.get("status") or {}
+        for condition in state.get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                why = condition.get("message") or condition.get("reason") or "not scheduled"
+                return f"pod {name} not scheduled: {why}"
+        for kind, key in (
+            ("init container", "initContainerStatuses"),
+            ("container", "containerStatuses"),
+        ):
+            for container in state.get(key) or []:
+                current = container.get("state") or {}
+                waiting = current.get("waiting") or {}
+                if waiting.get("reason") and waiting["reason"] not in _STARTING:
+                    detail = f": {waiting['message']}" if waiting.get("message") else ""
+                    return f"pod {name} {kind} {container.get('name')} {waiting['reason']}{detail}"
+                ended = current.get("terminated") or {}
+                if kind == "init container" and ended and ended.get("exitCode", 0) != 0:
+                    return (
+                        f"pod {name} init container {container.get('name')} failed "
+                        f"({ended.get('reason') or 'Error'}, exit code {ended.get('exitCode')})"
+                    )
+    return None
+
+
 def set_condition(
     conditions: list[dict[str, Any]],
     kind: str,
@@ -140,33 +177,40 @@ def derive(
     candidate: dict[str, Any] | None,
     previous: dict[str, Any],
     now: datetime,
+    stable_pods: list[dict[str, Any]] | None = None,
+    candidate_pods: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The status (everything but ``lastAnalysis``, which the rollout controller
     writes) from the plan and the live stable and candidate Deployments; ``weights`` and
     ``rollout`` only when the plan starts or ends a rollout (``Plan.writes_rollout``).
     ``plan`` must come from ``previous`` (the status this write replaces), never from
-    an earlier read: the rollout controller may have moved on since."""
+    an earlier read: the rollout controller may have moved on since. ``stable_pods``,
+    ``candidate_pods``: each variant's pods, whose trouble (``pod_trouble``) a variant
+    that is not available names in its condition's message."""
     floor = replica_range(spec, plan.weights.get("stable", 100))[0]
     serving = availability(stable, floor)
+    stable_trouble = None if serving.ready else pod_trouble(stable_pods or [])
     conditions = list(previous.get("conditions") or [])
     conditions = set_condition(
         conditions,
         READY,
         serving.ready,
         "ReplicasAvailable" if serving.ready else "ReplicasUnavailable",
-        f"stable build {plan.stable.id}: {serving.message}",
+        f"stable build {plan.stable.id}: {serving.message}"
+        + (f"; {stable_trouble}" if stable_trouble else ""),
         generation,
         now,
     )
     if plan.candidate is not None:
         trial = availability(candidate, 1)
+        trouble = None if trial.ready else pod_trouble(candidate_pods or [])
         conditions = set_condition(
             conditions,
             PROGRESSING,
             True,
             "RolloutStarted",
             f"candidate build {plan.candidate.id} at {plan.weights.get('candidate', 0)} % "
-            f"({spec.rollout.strategy}): {trial.message}",
+            f"({spec.rollout.strategy}): {trial.message}" + (f"; {trouble}" if trouble else ""),
             generation,
             now,
         )
@@ -178,8 +222,13 @@ def derive(
     # replicas than desired is Ready=False, as a scale-up and a lost pod look alike
     if serving.failure:
         degraded, reason, message = True, serving.failure, f"stable: {serving.message}"
-    else:
+        if stable_trouble:
+            message += f"; {stable_trouble}"
+    elif serving.ready:
         degraded, reason, message = False, "AsExpected", "serving as specified"
+    else:  # not (yet) available, without a lasting failure: say what the pods say
+        degraded, reason = False, "AsExpected"
+        message = f"no lasting failure; stable not available: {stable_trouble or serving.message}"
     conditions = set_condition(conditions, DEGRADED, degraded, reason, message, generation, now)
     # a failing stable outranks a running rollout (as Argo Rollouts): it needs a human
     if degraded:
@@ -206,18 +255,52 @@ def derive(
     return derived
 
 
+# Degraded reasons of a generation the operator could not apply: they stand until the spec
+# changes (a refresh from the Deployments must not report "serving as specified")
+INVALID_SPEC, OBJECT_REFUSED, NAME_CONFLICT = "InvalidSpec", "ObjectRefused", "NameConflict"
+NOT_APPLIED = frozenset({INVALID_SPEC, OBJECT_REFUSED, NAME_CONFLICT})
+MESSAGE_LIMIT = 1024  # characters of an API server's message kept in a condition
+
+
 def invalid(
     previous: dict[str, Any], generation: int, message: str, now: datetime
 ) -> dict[str, Any]:
     """Status of a resource whose spec cannot be built: Failed, Degraded=InvalidSpec;
     what already runs keeps running (nothing is applied or removed)."""
+    return not_applied(previous, generation, INVALID_SPEC, message, now, phase="Failed")
+
+
+def not_applied(
+    previous: dict[str, Any],
+    generation: int,
+    reason: str,
+    message: str,
+    now: datetime,
+    phase: str | None = None,
+) -> dict[str, Any]:
+    """Status of a generation the operator did not apply (``reason`` one of
+    ``NOT_APPLIED``): Degraded=True with ``message`` (trimmed to ``MESSAGE_LIMIT``);
+    phase ``Degraded`` while replicas of an earlier generation still serve, else
+    ``Failed`` (``phase`` forces one). Nothing was applied or removed."""
+    if len(message) > MESSAGE_LIMIT:
+        message = message[: MESSAGE_LIMIT - 3] + "..."
     conditions = set_condition(
-        list(previous.get("conditions") or []),
-        DEGRADED,
-        True,
-        "InvalidSpec",
-        message,
-        generation,
-        now,
+        list(previous.get("conditions") or []), DEGRADED, True, reason, message, generation, now
     )
-    return {"phase": "Failed", "observedGeneration": generation, "conditions": conditions}
+    if phase is None:
+        phase = "Degraded" if previous.get("readyReplicas") else "Failed"
+    return {"phase": phase, "observedGeneration": generation, "conditions": conditions}
+
+
+def blocked(previous: dict[str, Any], generation: int) -> bool:
+    """True when ``previous`` says ``generation`` could not be applied (Degraded with a
+    ``NOT_APPLIED`` reason for it): only a new reconcile may change that."""
+    for condition in previous.get("conditions") or []:
+        if (
+            condition.get("type") == DEGRADED
+            and condition.get("status") == "True"
+            and condition.get("reason") in NOT_APPLIED
+            and condition.get("observedGeneration") == generation
+        ):
+            return True
+    return False

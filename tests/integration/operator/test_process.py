@@ -34,6 +34,24 @@ def test_bad_settings_exit_2_naming_the_variable() -> None:
     assert "status_retries: Input should be greater than or equal to 1" in done.stderr
 
 
+def test_no_kubeconfig_exits_2_naming_kubeconfig(tmp_path: Path) -> None:
+    env = {**os.environ, "KUBECONFIG": str(tmp_path / "missing"), "HOME": str(tmp_path)}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "shipway_operator"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr[-2000:]
+    assert lines[0].startswith("shipway-operator: no Kubernetes connection: set KUBECONFIG")
+    assert "in-cluster" in lines[0]
+
+
 def test_operator_process_serves_its_namespace_and_stops_on_sigterm(
     kube_cluster: TestCluster, cluster: Cluster, tmp_path: Path
 ) -> None:

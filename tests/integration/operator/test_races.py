@@ -24,15 +24,16 @@ B2 = {"id": "b-2", "modelRepository": "s3://models/minilm/b-2"}
 
 
 class Interleaved(Kube):
-    """A ``Kube`` that runs ``meanwhile`` once, right after its first apply."""
+    """A ``Kube`` that runs ``meanwhile`` once, right after its first apply (not a dry
+    run: those all come before the first real one)."""
 
     def __init__(self, api: client.ApiClient, meanwhile: Callable[[], None]) -> None:
         super().__init__(api)
         self._meanwhile: Callable[[], None] | None = meanwhile
 
-    def apply(self, manifest: Manifest) -> dict[str, Any]:
-        live = super().apply(manifest)
-        if self._meanwhile is not None:
+    def apply(self, manifest: Manifest, *, dry_run: bool = False) -> dict[str, Any]:
+        live = super().apply(manifest, dry_run=dry_run)
+        if self._meanwhile is not None and not dry_run:
             act, self._meanwhile = self._meanwhile, None
             act()
         return live

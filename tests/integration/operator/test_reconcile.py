@@ -135,19 +135,12 @@ def test_scale_and_update_patch_in_place(cluster: Cluster) -> None:
     assert ready["status"]["readyReplicas"] == 3
     assert cluster.uids("minilm-stable") == uids  # same objects, patched
 
-    # and down again through the scale subresource (kubectl scale's path)
-    cluster.custom.patch_namespaced_custom_object_scale(
-        "shipway.io",
-        "v1alpha1",
-        cluster.namespace,
-        "modeldeployments",
-        "minilm",
-        {"spec": {"replicas": 1}},
-    )
+    # and down again through spec.replicas (there is no scale subresource)
+    cluster.patch_spec("minilm", {"replicas": 1})
     wait_for(
         lambda: (d := cluster.deployment("minilm-stable")) is not None and d.spec.replicas == 1,
         SETTLE,
-        "Deployment scaled to 1 through the ModelDeployment's scale subresource",
+        "Deployment scaled to 1 through the ModelDeployment's spec.replicas",
     )
     cluster.wait_status(
         "minilm",

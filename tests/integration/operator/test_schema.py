@@ -127,6 +127,41 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
         "a cpu or memory utilization target needs that resource in triton.resources.requests",
     ),
     (
+        "negative cpu request",
+        {"triton": _resources({"cpu": "-1"}, {})},
+        "spec.triton.resources.requests.cpu: Invalid value",
+    ),
+    (
+        "memory request above its limit",
+        {"triton": _resources({"memory": "8Gi"}, {"memory": "1Gi"})},
+        "a cpu or memory request must be at most its limit",
+    ),
+    (
+        "cpu request above its limit, other spelling",
+        {"triton": _resources({"cpu": 2}, {"cpu": "1500m"})},
+        "a cpu or memory request must be at most its limit",
+    ),
+    (
+        "nodeSelector key not a label key",
+        {"triton": {"nodeSelector": {"bad key!": "x"}}},
+        "nodeSelector keys must be label keys",
+    ),
+    (
+        "toleration key not a label key",
+        {"triton": {"tolerations": [{"key": "bad key!", "operator": "Exists"}]}},
+        "spec.triton.tolerations[0].key: Invalid value",
+    ),
+    (
+        "http repository not an archive",
+        {"build": {"id": "b-1", "modelRepository": "https://files.test/minilm/model.zip"}},
+        "an http(s) modelRepository must be a .tar.gz or .tgz archive",
+    ),
+    (
+        "archive name only in the query string",
+        {"build": {"id": "b-1", "modelRepository": "https://files.test/get?f=model.tar.gz"}},
+        "an http(s) modelRepository must be a .tar.gz or .tgz archive",
+    ),
+    (
         "sticky header not x-",
         {"routing": {"split": "sticky", "stickyHeader": "cookie"}},
         "spec.routing.stickyHeader: Invalid value",
@@ -173,7 +208,45 @@ ACCEPTED_RESOURCES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("hugepages", {"hugepages-2Mi": "128Mi"}, {"hugepages-2Mi": "128Mi", "memory": "1Gi"}),
     ("GPU request as int, limit as string", {"nvidia.com/gpu": 1}, {"nvidia.com/gpu": "1"}),
     ("same quantity, other spelling", {"hugepages-1Gi": "1Gi"}, {"hugepages-1Gi": "1024Mi"}),
+    ("cpu request equal to its limit", {"cpu": "1", "memory": "1Gi"}, {"cpu": "1000m"}),
+    ("memory request below its limit", {"memory": "512Mi"}, {"memory": "1Gi"}),
 ]
+
+
+ACCEPTED_SPECS: list[tuple[str, dict[str, Any]]] = [
+    (
+        "signed archive URL",
+        {
+            "build": {
+                "id": "b-1",
+                "modelRepository": "https://cp.test/builds/b-1/model-repository.tar.gz?signature=abc",
+            }
+        },
+    ),
+    ("tgz archive", {"build": {"id": "b-1", "modelRepository": "http://files.test/m.tgz"}}),
+    ("s3 prefix", {"build": {"id": "b-1", "modelRepository": "s3://models/minilm/b-1"}}),
+    (
+        "prefixed label keys",
+        {
+            "triton": {
+                "nodeSelector": {"kubernetes.io/arch": "amd64", "type": "kwok"},
+                "tolerations": [
+                    {"key": "nvidia.com/gpu", "operator": "Exists"},
+                    {"operator": "Exists"},
+                ],
+            }
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "changes", [c[1] for c in ACCEPTED_SPECS], ids=[c[0] for c in ACCEPTED_SPECS]
+)
+def test_specs_the_tightened_rules_still_accept(cluster: Cluster, changes: dict[str, Any]) -> None:
+    created = cluster.create(resource("ok", **changes))
+    for key, value in changes.items():  # as given (the CRD may add defaults beside)
+        assert {k: created["spec"][key][k] for k in value} == value
 
 
 @pytest.mark.parametrize(
@@ -224,3 +297,19 @@ def test_repeated_gate_is_refused(cluster: Cluster) -> None:
         cluster.create(resource("bad", rollout={"canary": {"gates": [1, 1]}}))
     assert refused.value.status == 422
     assert "gates must not repeat a step" in json.loads(refused.value.body)["message"]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"replicas": None, "autoscaling": _scaling(1, 2)}],
+    ids=["fixed replicas", "autoscaled"],
+)
+def test_there_is_no_scale_subresource_to_fail(cluster: Cluster, changes: dict[str, Any]) -> None:
+    """GET .../scale used to answer 500 for a resource without spec.replicas; the
+    subresource is gone (404 for every resource), scale is spec.replicas."""
+    cluster.create(resource("scaled", **changes))
+    with pytest.raises(ApiException) as missing:
+        cluster.custom.get_namespaced_custom_object_scale(
+            "shipway.io", "v1alpha1", cluster.namespace, "modeldeployments", "scaled"
+        )
+    assert missing.value.status == 404

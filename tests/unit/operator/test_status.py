@@ -208,3 +208,84 @@ def test_invalid_spec_is_failed_and_says_why() -> None:
     degraded = _condition(result, "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "InvalidSpec")
     assert degraded["message"] == "spec.build: Field required"
+
+
+def test_a_refused_generation_is_failed_when_nothing_serves() -> None:
+    result = status.not_applied({}, 1, status.OBJECT_REFUSED, "x" * 5000, T0)
+    assert result["phase"] == "Failed" and result["observedGeneration"] == 1
+    degraded = _condition(result, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "ObjectRefused")
+    assert len(degraded["message"]) == status.MESSAGE_LIMIT
+    assert degraded["message"].endswith("...")
+
+
+def test_a_refused_generation_is_degraded_while_an_earlier_one_serves() -> None:
+    previous = {"phase": "Ready", "observedGeneration": 1, "readyReplicas": 2}
+    result = status.not_applied(previous, 2, status.NAME_CONFLICT, "Service x exists", T0)
+    assert result["phase"] == "Degraded" and result["observedGeneration"] == 2
+    assert status.blocked(result, 2)
+    assert not status.blocked(result, 3)  # a newer generation is reconciled afresh
+
+
+def _pod(**status_: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "p-1"}, "status": status_}
+
+
+def test_pod_trouble_names_the_schedulers_message() -> None:
+    unscheduled = _pod(
+        conditions=[
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": "0/1 nodes are available: "
+                "1 node(s) didn't match Pod's node affinity/selector.",
+            }
+        ]
+    )
+    trouble = status.pod_trouble([_pod(), unscheduled])
+    assert trouble == (
+        "pod p-1 not scheduled: 0/1 nodes are available: "
+        "1 node(s) didn't match Pod's node affinity/selector."
+    )
+
+
+def test_pod_trouble_names_a_waiting_container_and_a_failed_init_container() -> None:
+    pulling = _pod(
+        containerStatuses=[{"name": "triton", "state": {"waiting": {"reason": "ErrImagePull"}}}]
+    )
+    assert status.pod_trouble([pulling]) == "pod p-1 container triton ErrImagePull"
+    fetch = _pod(
+        initContainerStatuses=[
+            {"name": "fetch", "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}
+        ]
+    )
+    assert status.pod_trouble([fetch]) == "pod p-1 init container fetch failed (Error, exit code 1)"
+    starting = _pod(
+        containerStatuses=[{"name": "t", "state": {"waiting": {"reason": "ContainerCreating"}}}]
+    )
+    assert status.pod_trouble([starting]) is None
+
+
+def test_a_stable_that_is_not_available_says_why_in_ready_and_degraded() -> None:
+    spec = parse_spec(base_spec())
+    decided = status.plan(spec, {}, T0)
+    unscheduled = _pod(
+        conditions=[{"type": "PodScheduled", "status": "False", "message": "0/1 nodes"}]
+    )
+    result = status.derive(
+        name="minilm",
+        generation=1,
+        spec=spec,
+        plan=decided,
+        stable=_deployment(2, 0),
+        candidate=None,
+        previous={},
+        now=T0,
+        stable_pods=[unscheduled],
+    )
+    assert result["phase"] == "Pending"
+    assert _condition(result, "Ready")["message"].endswith("; pod p-1 not scheduled: 0/1 nodes")
+    degraded = _condition(result, "Degraded")
+    assert degraded["status"] == "False"
+    assert "pod p-1 not scheduled: 0/1 nodes" in degraded["message"]
