@@ -169,10 +169,16 @@ def test_a_candidate_with_a_latency_regression_is_rolled_back(plane: Plane) -> N
         rollout(plane, "slow", "start", "--build", slow, *FAST)
         done = wait_finished(plane, "slow")
     assert done["phase"] == "rolled-back", done
-    assert "p99_ratio" in done["reason"] or "p50_ratio" in done["reason"]
+    # half the candidate's requests are 80 ms slower: its p50 and its p99 both regress,
+    # and which bound clears its limit first depends on the machine's noise; the check
+    # the reason names must have failed on its numbers
     failed_check = next(e for e in done["timeline"] if e["event"] == "rollout.rolled-back")
-    p99 = failed_check["details"]["numbers"]["p99_ratio"]
-    assert p99["outcome"] == "failed" and p99["value"] > p99["limit"]
+    numbers = failed_check["details"]["numbers"]
+    named = [c for c in ("p50_ratio", "p99_ratio") if c in done["reason"]]
+    assert named, done["reason"]
+    for check in named:
+        assert numbers[check]["outcome"] == "failed", numbers[check]
+        assert numbers[check]["value"] > numbers[check]["limit"], numbers[check]
     assert serving(plane, "slow")["build_id"] == stable
 
 
