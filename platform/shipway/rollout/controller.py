@@ -112,9 +112,16 @@ class Controller:
         it (and ``save`` that). Errors of the metrics provider make that analysis
         inconclusive; a port's failure before the step leaves the status as it was
         (``error`` set), one while converging keeps the step's result. An error of
-        ``save`` propagates, with no port changed after the decision."""
+        ``save`` propagates, with no port changed after the decision.
+
+        A decision not carried out yet (``converged`` behind its target: a port failed,
+        or the process died after saving) is converged first and nothing is analysed
+        in that pass: the next analysis must judge traffic served at the decided
+        weight, so its interval starts once the world matches."""
         if status.finished:
             return Result(status)
+        if status.state is not None and status.converged != status.target:
+            return self._catch_up(deployment, spec, status, now, save)
         try:
             stepped, events = self._step(deployment, spec, status, now)
         except Exception as exc:  # a port failed (readiness): nothing decided, retried
@@ -221,6 +228,27 @@ class Controller:
         return None
 
     # ---- inside -----------------------------------------------------------------
+
+    def _catch_up(
+        self, deployment: str, spec: Spec, status: RolloutStatus, now: float, save: Save
+    ) -> Result:
+        try:
+            converged, events = self.converge(deployment, spec, status)
+        except Exception as exc:  # still not carried out: retried after the poll
+            return Result(status, [], self.poll_seconds, exc)
+        state = converged.state
+        if state is not None and state.phase in RUNNING:
+            # the interval restarts now, from a fresh reading: traffic before this
+            # moment was served at the previous weight
+            counters = converged.counters
+            snapshot = self._snapshot(deployment)
+            if snapshot is not None:
+                counters, _ = counters.accumulate(snapshot)
+            converged = replace(
+                converged, state=replace(state, last_analysis_at=now), counters=counters
+            )
+        save(converged, events)
+        return Result(converged, events, self.requeue_after(spec, converged, now))
 
     def _converge_into(
         self,

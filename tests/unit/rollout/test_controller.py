@@ -300,6 +300,35 @@ def test_a_port_failing_while_converging_keeps_the_decision_and_retries() -> Non
     assert rollout.weights == {STABLE: 50, "canary": 50}
 
 
+def test_a_step_not_carried_out_is_never_stepped_past() -> None:
+    """Down longer than an interval after deciding 50 %: the next pass carries out 50 %
+    and analyses nothing; the interval restarts there, so the step after is judged on
+    traffic served at 50 %, not at 20 %."""
+    rollout = begun()
+    rollout.traffic(400, 100)
+    router = rollout.controller.ports.router
+    broken = Controller(
+        type(rollout.controller.ports)(
+            _Failing(router),
+            rollout.controller.ports.placement,
+            rollout.controller.ports.metrics,
+            rollout.controller.ports.aliases,
+        )
+    )
+    decided = broken.reconcile("web", SPEC, rollout.status, T0 + 11, Store()).status
+    assert decided.weight == 50 and rollout.weights["canary"] == 20
+    rollout.traffic(400, 100)  # served at 20 % meanwhile
+    later = rollout.controller.reconcile("web", SPEC, stored(decided), T0 + 40, Store())
+    assert later.events == [] and later.status.weight == 50  # no analysis past 50 %
+    assert rollout.weights == {STABLE: 50, "canary": 50}
+    assert later.status.state is not None and later.status.state.last_analysis_at == T0 + 40
+    assert later.requeue_after == SPEC.interval_seconds
+    # the next analysis judges only traffic since 40 s: none yet, so it waits
+    quiet = rollout.controller.reconcile("web", SPEC, stored(later.status), T0 + 51, Store())
+    assert [e.event for e in quiet.events] == ["rollout.check-inconclusive"]
+    assert quiet.status.weight == 50
+
+
 WRITES = {"place", "remove", "make_stable", "set_weights", "set_split", "set_shadow"}
 
 
