@@ -265,8 +265,11 @@ class Kube:
 
         ``compute`` is called again on every attempt with the body just read, so it must
         decide from that body alone (never from one read before): the writer it lost to
-        may have changed what it decided from. Keys it leaves out are left as they are
-        (merge patch); a key set to None is removed."""
+        may have changed what it decided from. Top-level keys it leaves out are left as
+        they are; a key set to None is removed; a key it sets is *replaced* whole
+        (``status_patch``: a merge patch alone would keep the old value's keys that the
+        new one lacks, e.g. a previous rollout's engine state under a new candidate's
+        record)."""
         resource = self.resource(API_VERSION, KIND)
         for attempt in range(attempts):
             body = self.get(API_VERSION, KIND, namespace, name)
@@ -277,7 +280,7 @@ class Kube:
                 return status
             patch = {
                 "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
-                "status": status,
+                "status": status_patch(body.get("status") or {}, status),
             }
             try:
                 resource.status.patch(
@@ -292,6 +295,21 @@ class Kube:
                 if exc.status != 409 or attempt == attempts - 1:
                     raise
         return None
+
+
+def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that makes each key of ``new`` replace the one in
+    ``old`` whole: keys of an old object that the new object lacks are set to None
+    (removed), recursively. Top-level keys ``new`` leaves out stay untouched."""
+    return {key: _replacing(old.get(key), value) for key, value in new.items()}
+
+
+def _replacing(old: Any, new: Any) -> Any:
+    if not isinstance(new, dict) or not isinstance(old, dict):
+        return new
+    patch = {key: _replacing(old.get(key), value) for key, value in new.items()}
+    patch.update({key: None for key in old if key not in new})
+    return patch
 
 
 def _unchanged(old: dict[str, Any], new: dict[str, Any]) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from shipway_operator.kube import _unchanged, owns_replicas, spec_drifted
+from shipway_operator.kube import _unchanged, owns_replicas, spec_drifted, status_patch
 from shipway_operator.reconcile import last_change
 
 
@@ -67,3 +67,41 @@ def test_the_last_change_is_the_latest_managed_fields_time() -> None:
     }
     assert last_change(body) == datetime(2026, 11, 30, 8, 5, 30, tzinfo=UTC)
     assert last_change({"metadata": {}}) is None
+
+
+def _merge(target: Any, patch: Any) -> Any:
+    """RFC 7386 MergePatch, as the API server applies a merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merge(result.get(key), value)
+    return result
+
+
+def test_a_status_write_replaces_each_key_it_sets_whole() -> None:
+    """A new candidate's record must not inherit the previous rollout's engine state,
+    nor a build the spec no longer has a digest for keep the old one."""
+    old = {
+        "phase": "Progressing",
+        "rollout": {
+            "candidateBuildID": "b-2",
+            "state": {"phase": "Progressing", "weight": 25},
+            "converged": "Progressing:25",
+            "counters": {"total": {"candidate": {"requests": 90}}, "last": {"x": 1}},
+        },
+        "stableBuild": {"id": "b-1", "modelRepository": "https://x/b-1.tar.gz", "sha256": "ab"},
+        "lastAnalysis": {"kept": True},  # not written by this status: left alone
+    }
+    new = {
+        "phase": "Progressing",
+        "rollout": {"candidateBuildID": "b-3", "counters": {"total": {}}},
+        "stableBuild": {"id": "b-1", "modelRepository": "https://x/b-1.tar.gz"},
+    }
+    written = _merge(old, status_patch(old, new))
+    assert written == {**new, "lastAnalysis": {"kept": True}}
+    # a plain merge patch of ``new`` is what went wrong: the old keys survive
+    assert _merge(old, new)["rollout"]["state"] == {"phase": "Progressing", "weight": 25}
