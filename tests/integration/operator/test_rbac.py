@@ -119,6 +119,7 @@ def test_operator_serves_with_only_its_shipped_role(
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("SHIPWAY_OPERATOR_FETCH_IMAGE", "registry.test/shipway-operator:test")
+    monkeypatch.setenv("SHIPWAY_OPERATOR_RESYNC_SECONDS", "3600")  # restores come from watches
     cluster = workload_namespace
     scaling = {
         "minReplicas": 1,
@@ -147,6 +148,21 @@ def test_operator_serves_with_only_its_shipped_role(
             "candidate objects pruned",
         )
         cluster.wait_ready("md")
+
+        # what someone deletes comes back, seen through the role's watches (not a resync)
+        core, policy = cluster.core, cluster.policy
+        service_uid = cluster.service("md-stable").metadata.uid
+        pdb_uid = cluster.pdb("md-stable").metadata.uid
+        core.delete_namespaced_service("md-stable", cluster.namespace)
+        policy.delete_namespaced_pod_disruption_budget("md-stable", cluster.namespace)
+        for read, uid in ((cluster.service, service_uid), (cluster.pdb, pdb_uid)):
+            wait_for(
+                lambda read=read, uid=uid: (
+                    (o := read("md-stable")) is not None and o.metadata.uid != uid
+                ),
+                SETTLE,
+                "a deleted object restored under the shipped role",
+            )
 
         # kopf posts events of the resource (kopf.event/info/warn; its log messages only
         # with settings.posting.loggers, off by default, so none came above): the account
