@@ -28,10 +28,18 @@ def test_the_loop_logs_a_failed_pass_and_goes_on(
         )
         with caplog.at_level(logging.ERROR, logger=rollouts.log.name):
             loop.start()
+            # two failed passes: the loop went on after the first (it waits RETRY_SECONDS
+            # between them, or less when woken)
             wait_until(
-                lambda: any("pass failed" in r.getMessage() for r in caplog.records),
+                lambda: sum("pass failed" in r.getMessage() for r in caplog.records) >= 1,
                 20,
-                "the failed pass logged",
+                "the first failed pass logged",
+            )
+            rollouts.wake(container)
+            wait_until(
+                lambda: sum("pass failed" in r.getMessage() for r in caplog.records) >= 2,
+                20,
+                "a second pass after the failed one",
             )
             assert loop.is_alive()
             stop.set()
