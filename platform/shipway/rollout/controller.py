@@ -247,7 +247,8 @@ class Controller:
             converged = replace(
                 converged, state=replace(state, last_analysis_at=now), counters=counters
             )
-        save(converged, events)
+        if events or converged != status:  # still waiting (a new stable starting): no write
+            save(converged, events)
         return Result(converged, events, self.requeue_after(spec, converged, now))
 
     def _converge_into(
