@@ -110,14 +110,7 @@ def deployment_changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, *
     if event.get("type") == "DELETED" or spec_drifted(body):
         _reconcile_owner(body, memo)
         return
-    owner, namespace = _owner(body)
-    if not owner or not namespace:
-        return
-    settings: OperatorSettings = memo.settings
-    try:
-        reconcile.refresh(memo.kube, namespace, owner, settings.status_retries)
-    except (kopf.TemporaryError, kopf.PermanentError) as exc:
-        log.warning("status of %s %s/%s not refreshed: %s", KIND, namespace, owner, exc)
+    _refresh_owner(body, memo)
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_MANAGED_BY: MANAGER})
@@ -128,14 +121,7 @@ def pod_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     relied on to report it."""
     if status.pod_trouble([dict(body)]) is None:
         return
-    owner, namespace = _owner(body)
-    if not owner or not namespace:
-        return
-    settings: OperatorSettings = memo.settings
-    try:
-        reconcile.refresh(memo.kube, namespace, owner, settings.status_retries)
-    except (kopf.TemporaryError, kopf.PermanentError) as exc:
-        log.warning("status of %s %s/%s not refreshed: %s", KIND, namespace, owner, exc)
+    _refresh_owner(body, memo)
 
 
 @kopf.on.event("", "v1", "services", labels={LABEL_MANAGED_BY: MANAGER})
@@ -152,6 +138,18 @@ def owned_object_changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo,
 def _owner(body: kopf.Body) -> tuple[str | None, str | None]:
     meta = body.get("metadata", {})
     return (meta.get("labels") or {}).get(LABEL_DEPLOYMENT), meta.get("namespace")
+
+
+def _refresh_owner(body: kopf.Body, memo: kopf.Memo) -> None:
+    """Refresh the status of the ModelDeployment that owns ``body`` (no-op without one)."""
+    owner, namespace = _owner(body)
+    if not owner or not namespace:
+        return
+    settings: OperatorSettings = memo.settings
+    try:
+        reconcile.refresh(memo.kube, namespace, owner, settings.status_retries)
+    except (kopf.TemporaryError, kopf.PermanentError) as exc:
+        log.warning("status of %s %s/%s not refreshed: %s", KIND, namespace, owner, exc)
 
 
 def _reconcile_owner(body: kopf.Body, memo: kopf.Memo) -> None:
