@@ -14,13 +14,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import kopf
 
-from shipway_operator import reconcile, status
+from shipway.rollout.counts import Snapshot
+from shipway.rollout.ports import MetricsProvider, MetricsUnavailable, Ports
+from shipway_operator import reconcile, rollouts, status
 from shipway_operator.kube import Kube, api_client, connection_info, spec_drifted
 from shipway_operator.manifests import LABEL_DEPLOYMENT, LABEL_MANAGED_BY, MANAGER
+from shipway_operator.rollout_ports import NoReleaseAliases, ResourcePlacement, StatusRouter
 from shipway_operator.settings import OperatorSettings
 from shipway_operator.spec import GROUP, KIND, PLURAL, VERSION
 
@@ -49,16 +53,83 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         memo.settings = OperatorSettings()
     if "kube" not in memo:
         memo.kube = Kube(api_client())
+    if "metrics" not in memo:
+        memo.metrics = metrics_provider(memo.settings)
+    memo.rollouts = rollouts.RolloutScheduler(lambda ns, name: _rollout_pass(memo, ns, name))
     memo.resync_task = asyncio.create_task(_resync_forever(memo), name="shipway-resync")
+    memo.rollout_task = asyncio.create_task(memo.rollouts.run_forever(), name="shipway-rollouts")
 
 
 @kopf.on.cleanup()
 async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
-    task: asyncio.Task[None] | None = memo.get("resync_task")
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    for key in ("resync_task", "rollout_task"):
+        task: asyncio.Task[None] | None = memo.get(key)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+class NoMetrics:
+    """No Prometheus configured: every analysis is inconclusive (never a pass), so a
+    rollout waits at its first step and fails at its progress deadline."""
+
+    def snapshot(self, deployment: str) -> Snapshot:
+        raise MetricsUnavailable("no Prometheus configured (SHIPWAY_OPERATOR_PROMETHEUS_URL)")
+
+
+def metrics_provider(settings: OperatorSettings) -> MetricsProvider:
+    """The rollout analyses' metrics: the gateway's series in Prometheus."""
+    return NoMetrics()
+
+
+def _applier(memo: kopf.Memo, namespace: str) -> Callable[[str], None]:
+    settings: OperatorSettings = memo.settings
+
+    def apply(name: str) -> None:
+        reconcile.reconcile(
+            memo.kube,
+            {"metadata": {"namespace": namespace, "name": name}},
+            settings.fetch_image,
+            settings.status_retries,
+            settings.models_size_limit,
+        )
+
+    return apply
+
+
+def ports(memo: kopf.Memo, namespace: str) -> Ports:
+    """The rollout controller's ports over ``namespace``'s resources."""
+    settings: OperatorSettings = memo.settings
+    apply = _applier(memo, namespace)
+    return Ports(
+        router=StatusRouter(memo.kube, namespace, settings.status_retries, apply),
+        placement=ResourcePlacement(memo.kube, namespace, apply),
+        metrics=memo.metrics,
+        aliases=NoReleaseAliases(),
+    )
+
+
+def _rollout_pass(memo: kopf.Memo, namespace: str, name: str) -> float | None:
+    settings: OperatorSettings = memo.settings
+    loop = rollouts.LoopSettings(
+        settings.rollout_start_timeout_seconds,
+        settings.rollout_poll_seconds,
+        settings.status_retries,
+    )
+    world = ports(memo, namespace)
+    return rollouts.tick(memo.kube, namespace, name, world, loop, _applier(memo, namespace))
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def model_deployment_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Any change of a resource (the initial listing included): one with a running
+    rollout is put on the rollout loop, which then runs it at the times its controller
+    asks for (a resource already on it stays as it is)."""
+    record = (body.get("status") or {}).get("rollout") or {}
+    scheduler: rollouts.RolloutScheduler | None = memo.get("rollouts")
+    if record and not record.get("finished") and scheduler is not None:
+        scheduler.poke(body.metadata.namespace or "", body.metadata.name or "")
 
 
 async def _resync_forever(memo: kopf.Memo) -> None:

@@ -24,18 +24,26 @@ read-only root file system; Triton writes only to ``/dev/shm`` and an ``emptyDir
 them, hence that volume's ``sizeLimit`` is the models limit then).
 
 Replicas follow traffic: a variant's replica count (or HPA range) is the spec's scaled by
-its weight, at least 1, so a candidate at 0 % runs one warm replica and stable at 100 %
-the spec's full count.
+its share of the traffic (``capacity.replica_range``), at least 1, so a candidate at 0 %
+runs one warm replica and stable at 100 % the spec's full count.
+
+Pods carry the build's Triton model name and registered version as annotations
+(``shipway.io/triton-model``, ``shipway.io/model-version``): the gateway reads them per
+endpoint, because while stable rolls from one build to the next its pods serve both.
+Triton's container sleeps ``PRE_STOP_SECONDS`` before it is stopped, so the endpoint is
+out of every router's table before the server stops taking requests.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
+from shipway_operator.capacity import replica_range
 from shipway_operator.fetch import DEFAULT_MAX_BYTES
 from shipway_operator.spec import API_VERSION, KIND, Build, InvalidSpec, Spec, Variant
+
+__all__ = ["replica_range"]  # re-exported: the builders' sizing, as callers knew it
 
 MANAGER = "shipway-operator"  # field manager of every apply, and the managed-by label
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
@@ -48,6 +56,11 @@ LABEL_DEPLOYMENT = "shipway.io/deployment"
 LABEL_VARIANT = "shipway.io/variant"
 LABEL_BUILD = "shipway.io/build"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+ANNOTATION_TRITON_MODEL = "shipway.io/triton-model"
+ANNOTATION_MODEL_VERSION = "shipway.io/model-version"
+# seconds Triton keeps serving after its pod is deleted: endpoint removal reaches the
+# routers (EndpointSlice, watch, routing table) meanwhile (Kubernetes' preStop sleep)
+PRE_STOP_SECONDS = 5
 
 Manifest = dict[str, Any]
 
@@ -87,6 +100,7 @@ class Context:
     spec: Spec
     fetch_image: str
     models_size_limit: int = DEFAULT_MAX_BYTES
+    triton_model: str | None = None  # the resource's shipway.io/triton-model annotation
 
 
 def object_name(deployment: str, variant: Variant) -> str:
@@ -111,10 +125,27 @@ def labels(ctx: Context, variant: Variant, build: Build) -> dict[str, str]:
         "app.kubernetes.io/part-of": "shipway",
         LABEL_MANAGED_BY: MANAGER,
         "shipway.io/model": ctx.spec.model.name,
-        "shipway.io/model-version": ctx.spec.model.version,
         **selector(ctx.owner.name, variant),
         LABEL_BUILD: build.id,
     }
+
+
+def triton_model_name(ctx: Context, build: Build) -> str:
+    """The model's name inside the build's Triton: the build's own, else the resource's
+    ``shipway.io/triton-model`` annotation (resources made before builds carried it),
+    else the resource's name."""
+    return build.triton_model_name or ctx.triton_model or ctx.owner.name
+
+
+def pod_annotations(ctx: Context, build: Build) -> dict[str, str]:
+    annotations = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(METRICS_PORT),
+        ANNOTATION_TRITON_MODEL: triton_model_name(ctx, build),
+    }
+    if build.model_version is not None:
+        annotations[ANNOTATION_MODEL_VERSION] = str(build.model_version)
+    return annotations
 
 
 def _metadata(ctx: Context, variant: Variant, build: Build) -> dict[str, Any]:
@@ -124,21 +155,6 @@ def _metadata(ctx: Context, variant: Variant, build: Build) -> dict[str, Any]:
         "labels": labels(ctx, variant, build),
         "ownerReferences": [ctx.owner.reference()],
     }
-
-
-def replica_range(spec: Spec, weight: int) -> tuple[int, int]:
-    """(min, max) replicas of a variant taking ``weight`` percent of traffic; equal
-    bounds without autoscaling. Scaled from the spec's, never below 1."""
-    if not 0 <= weight <= 100:
-        raise InvalidSpec(f"a variant's weight is a percent, got {weight}")
-
-    def share(count: int) -> int:
-        return max(1, math.ceil(count * weight / 100))
-
-    if spec.autoscaling is None:
-        fixed = share(spec.replicas or 1)
-        return fixed, fixed
-    return share(spec.autoscaling.min_replicas), share(spec.autoscaling.max_replicas)
 
 
 def quantity(size: int) -> str:
@@ -230,13 +246,16 @@ def _triton_container(ctx: Context, build: Build) -> dict[str, Any]:
         "startupProbe": probe("/v2/health/ready", 5, 120),
         "readinessProbe": probe("/v2/health/ready", 5, 3),
         "livenessProbe": probe("/v2/health/live", 10, 3),
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
         "resources": resources,
         "volumeMounts": mounts,
         "securityContext": _container_security(),
     }
 
 
-def deployment(ctx: Context, variant: Variant, build: Build, weight: int) -> Manifest:
+def deployment(
+    ctx: Context, variant: Variant, build: Build, weight: int, baseline: int | None = None
+) -> Manifest:
     """The variant's Triton Deployment. With autoscaling ``spec.replicas`` is left out, so
     the HPA owns it and an apply never fights the HPA's count."""
     triton = ctx.spec.triton
@@ -265,7 +284,9 @@ def deployment(ctx: Context, variant: Variant, build: Build, weight: int) -> Man
         ]
     spec: dict[str, Any] = {
         "selector": {"matchLabels": selector(ctx.owner.name, variant)},
-        "revisionHistoryLimit": 3,
+        # no old ReplicaSets kept: going back is a rollout of the old build, not a
+        # `rollout undo` behind the operator's back
+        "revisionHistoryLimit": 0,
         "strategy": {
             "type": "RollingUpdate",
             "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0},
@@ -273,16 +294,13 @@ def deployment(ctx: Context, variant: Variant, build: Build, weight: int) -> Man
         "template": {
             "metadata": {
                 "labels": template_labels,
-                "annotations": {
-                    "prometheus.io/scrape": "true",
-                    "prometheus.io/port": str(METRICS_PORT),
-                },
+                "annotations": pod_annotations(ctx, build),
             },
             "spec": pod,
         },
     }
     if ctx.spec.autoscaling is None:
-        spec["replicas"] = replica_range(ctx.spec, weight)[0]
+        spec["replicas"] = replica_range(ctx.spec, weight, baseline)[0]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -321,7 +339,9 @@ def service(ctx: Context, variant: Variant, build: Build) -> Manifest:
     }
 
 
-def autoscaler(ctx: Context, variant: Variant, build: Build, weight: int) -> Manifest | None:
+def autoscaler(
+    ctx: Context, variant: Variant, build: Build, weight: int, baseline: int | None = None
+) -> Manifest | None:
     """The variant's HPA, or None without ``spec.autoscaling``."""
     scaling = ctx.spec.autoscaling
     if scaling is None:
@@ -351,7 +371,7 @@ def autoscaler(ctx: Context, variant: Variant, build: Build, weight: int) -> Man
                 },
             },
         }
-    low, high = replica_range(ctx.spec, weight)
+    low, high = replica_range(ctx.spec, weight, baseline)
     spec: dict[str, Any] = {
         "scaleTargetRef": {
             "apiVersion": "apps/v1",
@@ -386,13 +406,15 @@ def disruption_budget(ctx: Context, variant: Variant, build: Build) -> Manifest:
     }
 
 
-def variant_objects(ctx: Context, variant: Variant, build: Build, weight: int) -> list[Manifest]:
+def variant_objects(
+    ctx: Context, variant: Variant, build: Build, weight: int, baseline: int | None = None
+) -> list[Manifest]:
     """Everything one variant needs, in apply order: the HPA (if any) first, so that by
     the time a Deployment stops setting ``replicas`` its autoscaler is there to own them;
     then the Deployment, its Service and PodDisruptionBudget."""
     objects = [
-        autoscaler(ctx, variant, build, weight),
-        deployment(ctx, variant, build, weight),
+        autoscaler(ctx, variant, build, weight, baseline),
+        deployment(ctx, variant, build, weight, baseline),
         service(ctx, variant, build),
         disruption_budget(ctx, variant, build),
     ]

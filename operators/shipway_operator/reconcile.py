@@ -50,16 +50,21 @@ def reconcile(
     now = _now()
     try:
         spec = parse_spec(body.get("spec") or {})
-        decided = status.plan(spec, body.get("status") or {}, now)
+        decided = status.plan(spec, body.get("status") or {}, now, _replicas(kube, namespace, name))
         ctx = manifests.Context(
-            manifests.Owner.from_body(body), spec, fetch_image, models_size_limit
+            manifests.Owner.from_body(body),
+            spec,
+            fetch_image,
+            models_size_limit,
+            (meta.get("annotations") or {}).get(manifests.ANNOTATION_TRITON_MODEL),
         )
+        shares = decided.shares()
         objects = manifests.variant_objects(
-            ctx, Variant.STABLE, decided.stable, decided.weights["stable"]
+            ctx, Variant.STABLE, decided.stable, shares["stable"], decided.baseline
         )
         if decided.candidate is not None:
             objects += manifests.variant_objects(
-                ctx, Variant.CANDIDATE, decided.candidate, decided.weights["candidate"]
+                ctx, Variant.CANDIDATE, decided.candidate, shares["candidate"], decided.baseline
             )
     except InvalidSpec as exc:
         _not_applied(kube, fresh, generation, status.INVALID_SPEC, str(exc), now, attempts)
@@ -86,6 +91,17 @@ def reconcile(
     # Deployment events that came before that write were skipped (status still named the
     # previous generation): look once more, now that status names this one
     refresh(kube, namespace, name, attempts)
+
+
+def _replicas(kube: Kube, namespace: str, name: str) -> int | None:
+    """The stable Deployment's current replicas (its HPA's count), None without one."""
+    with kube_errors(f"read Deployment {namespace}/{name}-stable"):
+        live = kube.get(
+            "apps/v1", "Deployment", namespace, manifests.object_name(name, Variant.STABLE)
+        )
+    if live is None:
+        return None
+    return (live.get("spec") or {}).get("replicas") or None
 
 
 def resync(
@@ -253,8 +269,8 @@ def _derive(
     if _reported_newer(fresh, generation):
         return None
     meta = fresh["metadata"]
-    decided = status.plan(spec, fresh.get("status") or {}, now)
     namespace, name = meta["namespace"], meta["name"]
+    decided = status.plan(spec, fresh.get("status") or {}, now, _replicas(kube, namespace, name))
 
     def live(variant: Variant) -> dict[str, Any] | None:
         return kube.get("apps/v1", "Deployment", namespace, manifests.object_name(name, variant))

@@ -51,6 +51,19 @@ class OperatorSettings(BaseSettings):
         "state again (restores what a missed event left changed); resources changed in "
         "the last 10 s are left to their own handlers.",
     )
+    rollout_start_timeout_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="Seconds a candidate's replicas may take to become ready before its "
+        "rollout fails, having served nothing.",
+    )
+    rollout_poll_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="Seconds between passes of a rollout that waits on the cluster "
+        "(replicas starting, a write that failed); analyses run at the strategy's "
+        "intervalSeconds.",
+    )
     liveness_endpoint: str | None = Field(
         None,
         description="kopf's liveness probe endpoint, e.g. http://0.0.0.0:8080/healthz; "

@@ -51,9 +51,22 @@ class ModelRef(_Model):
 
 
 class Build(_Model):
+    """A build as the resource names it. Besides where it is, what routing needs to know
+    of it, so that the gateway (which reads resources, not Shipway's database) can serve
+    it: the model's name inside its Triton, the registered version it was made from, how
+    a shadow of it is judged (``agreement``: ``AgreementRule.to_dict()``), its declared
+    output kinds and rank-0 tensors. Builds never change: the status keeps a copy of the
+    stable one, so these stay known after the spec moves on to another build."""
+
     id: str = Field(min_length=1, max_length=63)
     model_repository: str
     sha256: str | None = None
+    triton_model_name: str | None = None
+    model_version: int | None = Field(None, ge=1)
+    agreement: dict[str, Any] | None = None
+    output_kinds: dict[str, str] | None = None
+    scalar_inputs: tuple[str, ...] | None = None
+    scalar_outputs: tuple[str, ...] | None = None
 
     @model_validator(mode="after")
     def _known_scheme(self) -> Build:
@@ -69,8 +82,12 @@ class Build(_Model):
         """True when an init container fetches the repository (Triton cannot read it)."""
         return self.model_repository.startswith(ARCHIVE_SCHEMES)
 
-    def as_status(self) -> dict[str, str]:
-        return self.model_dump(by_alias=True, exclude_none=True)
+    def as_status(self) -> dict[str, Any]:
+        data = self.model_dump(by_alias=True, exclude_none=True)
+        for key in ("scalarInputs", "scalarOutputs"):
+            if key in data:
+                data[key] = list(data[key])
+        return data
 
 
 # a container's resource names (as the CRD's rule): the standard ones, hugepages-<size>,

@@ -21,7 +21,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shipway.rollout.controller import new_status
-from shipway_operator.manifests import replica_range, selector_string
+from shipway_operator.capacity import replica_range
+from shipway_operator.manifests import selector_string
 from shipway_operator.rollout_status import candidate_build_id, to_resource
 from shipway_operator.spec import Build, Spec, Variant
 
@@ -35,36 +36,79 @@ def timestamp(now: datetime) -> str:
 
 @dataclass(frozen=True)
 class Plan:
-    """Which build each variant serves and at what weight, and the rollout record."""
+    """Which build each variant serves, the live traffic weights, the shares replicas
+    are sized for (``capacity``), and the rollout record."""
 
     stable: Build
     candidate: Build | None
     weights: dict[str, int]
     rollout: dict[str, Any] | None
-    # True when this plan starts the rollout record (a new candidate) or ends it (no
-    # candidate): only then does the operator write ``weights`` and ``rollout``; in
-    # between they are the rollout controller's, and a status write leaves them alone
+    # True when this plan starts the rollout record (a new candidate): only then does the
+    # operator write ``rollout``; otherwise it is the rollout controller's, and a status
+    # write leaves it alone (a finished record stays, for `shipway rollouts status`)
     writes_rollout: bool = True
+    # True when the operator decides the weights (no rollout running, or a new one); in
+    # between they are the rollout controller's (its Router port writes them)
+    writes_weights: bool = True
+    capacity: dict[str, int] | None = None  # None: as ``weights``
+    baseline: int | None = None  # the stable's replicas when the running rollout began
+    rejected: str | None = None  # why spec.build does not serve: its rollout's verdict
+
+    def shares(self) -> dict[str, int]:
+        return dict(self.capacity if self.capacity is not None else self.weights)
 
 
-def plan(spec: Spec, status: dict[str, Any], now: datetime) -> Plan:
+FULL = {"stable": 100, "candidate": 0}
+ENDED = ("RolledBack", "Failed")  # record phases (rollout_status) that took the candidate out
+
+
+def _versioned(spec: Spec) -> Build:
+    """The spec's build, with the spec's model version when the build does not say its
+    own (resources written before builds carried it)."""
+    build = spec.build
+    if build.model_version is None and spec.model.version.isdigit():
+        build = build.model_copy(update={"model_version": int(spec.model.version)})
+    return build
+
+
+def plan(
+    spec: Spec, status: dict[str, Any], now: datetime, stable_replicas: int | None = None
+) -> Plan:
     """Stable is the build status records (the spec's on first sight); a different build
-    in the spec is the candidate. A candidate already recorded keeps its weights and its
-    rollout record; a new one starts at 0 % with a fresh record."""
+    in the spec is the candidate, until its rollout ends:
+
+    - a new candidate starts at 0 % with a fresh rollout record (``baseline``: the
+      stable's replicas now, ``stable_replicas``);
+    - while its rollout runs, weights and record are the rollout controller's;
+    - once the rollout succeeded, stable serves the candidate's build (sized for all of
+      the traffic) while the candidate still serves, until the controller finishes the
+      record; then the candidate goes;
+    - a rollout that rolled back or failed takes the candidate out: stable serves as
+      before, the spec's build is ``rejected`` until the spec names another one."""
     recorded = status.get("stableBuild") or {}
-    if recorded.get("id") and recorded["id"] != spec.build.id:
-        stable = Build.model_validate(recorded)
-        candidate: Build | None = spec.build
-    else:
-        stable, candidate = spec.build, None  # same id: the spec may refresh its location
-    if candidate is None:
-        return Plan(stable, None, {"stable": 100, "candidate": 0}, None)
-    previous = status.get("rollout") or {}
-    if candidate_build_id(previous) == candidate.id:
-        weights = status.get("weights") or {"stable": 100, "candidate": 0}
-        return Plan(stable, candidate, dict(weights), dict(previous), writes_rollout=False)
-    record = new_status(spec.rollout.strategy, candidate.id, stable.id, now.timestamp())
-    return Plan(stable, candidate, {"stable": 100, "candidate": 0}, to_resource(record))
+    wanted = _versioned(spec)
+    stable = Build.model_validate(recorded) if recorded.get("id") else wanted
+    record = status.get("rollout") or None
+    live = dict(status.get("weights") or FULL)
+    if record is not None and candidate_build_id(record) == wanted.id:
+        phase, finished = record.get("phase"), bool(record.get("finished"))
+        if phase in ENDED:
+            reason = (record.get("state") or {}).get("reason") or phase
+            return Plan(stable, None, dict(FULL), record, False, rejected=f"{phase}: {reason}")
+        if phase == "Succeeded":
+            if finished:
+                return Plan(wanted, None, dict(FULL), record, False)
+            capacity = {"stable": 100, "candidate": live.get("candidate", 100)}
+            return Plan(wanted, wanted, live, record, False, False, capacity)
+        if stable.id != wanted.id:
+            baseline = status.get("baselineReplicas")
+            return Plan(stable, wanted, live, record, False, False, baseline=baseline)
+    if stable.id == wanted.id:  # the spec may refresh where the build is
+        kept = stable.model_version if wanted.model_version is None else wanted.model_version
+        refreshed = wanted.model_copy(update={"model_version": kept})
+        return Plan(refreshed, None, dict(FULL), record, False)
+    fresh = new_status(spec.rollout.strategy, wanted.id, stable.id, now.timestamp())
+    return Plan(stable, wanted, dict(FULL), to_resource(fresh), baseline=stable_replicas)
 
 
 @dataclass(frozen=True)
@@ -187,7 +231,7 @@ def derive(
     an earlier read: the rollout controller may have moved on since. ``stable_pods``,
     ``candidate_pods``: each variant's pods, whose trouble (``pod_trouble``) a variant
     that is not available names in its condition's message."""
-    floor = replica_range(spec, plan.weights.get("stable", 100))[0]
+    floor = replica_range(spec, plan.shares().get("stable", 100), plan.baseline)[0]
     serving = availability(stable, floor)
     stable_trouble = None if serving.ready else pod_trouble(stable_pods or [])
     conditions = list(previous.get("conditions") or [])
@@ -201,7 +245,18 @@ def derive(
         generation,
         now,
     )
-    if plan.candidate is not None:
+    if plan.rejected is not None:
+        conditions = set_condition(
+            conditions,
+            PROGRESSING,
+            False,
+            "RolloutEnded",
+            f"build {spec.build.id} does not serve: its rollout {plan.rejected}; stable build "
+            f"{plan.stable.id} serves. Change spec.build to roll out another build.",
+            generation,
+            now,
+        )
+    elif plan.candidate is not None:
         trial = availability(candidate, 1)
         trouble = None if trial.ready else pod_trouble(candidate_pods or [])
         conditions = set_condition(
@@ -230,6 +285,10 @@ def derive(
         degraded, reason = False, "AsExpected"
         message = f"no lasting failure; stable not available: {stable_trouble or serving.message}"
     conditions = set_condition(conditions, DEGRADED, degraded, reason, message, generation, now)
+    if plan.rejected is not None and not degraded:  # as an aborted Argo Rollout
+        degraded, reason = True, "RolloutRolledBack"
+        message = f"spec.build {spec.build.id} was not promoted ({plan.rejected})"
+        conditions = set_condition(conditions, DEGRADED, True, reason, message, generation, now)
     # a failing stable outranks a running rollout (as Argo Rollouts): it needs a human
     if degraded:
         phase = "Degraded"
@@ -249,9 +308,15 @@ def derive(
         "readyReplicas": serving.available,
         "selector": selector_string(name, Variant.STABLE),
     }
-    if plan.writes_rollout:  # else absent: a merge patch leaves the controller's as they are
+    # else absent: a merge patch leaves the controller's as they are
+    if plan.writes_weights:
         derived["weights"] = plan.weights
+        if plan.candidate is None:
+            derived["routing"] = None  # no candidate: nothing split, mirrored or sticky
+            derived["baselineReplicas"] = None
+    if plan.writes_rollout:
         derived["rollout"] = plan.rollout
+        derived["baselineReplicas"] = plan.baseline
     return derived
 
 

@@ -87,7 +87,7 @@ def test_a_recorded_rollout_resumes_as_it_was() -> None:
 
 def test_a_running_rollouts_weights_and_record_are_left_to_the_controller() -> None:
     ready = _derive(base_spec(), {}, _deployment(2, 2))
-    assert ready["weights"] == {"stable": 100, "candidate": 0} and ready["rollout"] is None
+    assert ready["weights"] == {"stable": 100, "candidate": 0} and "rollout" not in ready
     started = _derive(base_spec(build=B2), ready, _deployment(2, 2), _deployment(1, 1))
     assert started["weights"] == {"stable": 100, "candidate": 0}
     assert started["rollout"]["candidateBuildID"] == "b-2"  # a new record: written
@@ -95,9 +95,12 @@ def test_a_running_rollouts_weights_and_record_are_left_to_the_controller() -> N
     again = _derive(base_spec(build=B2), moved, _deployment(2, 2), _deployment(1, 1))
     # the record exists: a status write leaves weights and rollout out of its patch
     assert "weights" not in again and "rollout" not in again
-    assert again["candidateBuild"] == B2
+    # with the registered version the spec names, kept with the build from now on
+    assert again["candidateBuild"] == B2 | {"modelVersion": 3}
     ended = _derive(base_spec(), moved, _deployment(2, 2))  # the stable build back
-    assert ended["weights"] == {"stable": 100, "candidate": 0} and ended["rollout"] is None
+    # weights back to stable; the record stays, for the rollout loop to end it
+    assert ended["weights"] == {"stable": 100, "candidate": 0} and "rollout" not in ended
+    assert ended["routing"] is None and ended["candidateBuild"] is None
 
 
 def test_another_build_mid_rollout_restarts_it_for_that_build() -> None:
@@ -122,7 +125,9 @@ def test_the_stable_build_back_in_the_spec_ends_the_candidate() -> None:
         "rollout": to_resource(new_status("canary", "b-2", "b-1", T0.timestamp())),
     }
     plan = status.plan(parse_spec(base_spec()), previous, T0)
-    assert plan.candidate is None and plan.rollout is None
+    assert plan.candidate is None and plan.weights == {"stable": 100, "candidate": 0}
+    # the unfinished record is left for the rollout loop, which ends it (abandoned)
+    assert plan.rollout == previous["rollout"] and not plan.writes_rollout
 
 
 def test_ready_needs_every_desired_replica_available_on_the_latest_generation() -> None:
@@ -152,6 +157,7 @@ def test_status_pending_then_ready() -> None:
     assert ready["stableBuild"] == {
         "id": "b-1",
         "modelRepository": "https://files.test/minilm/b-1.tar.gz",
+        "modelVersion": 3,  # spec.model.version, recorded with the build
     }
     assert _condition(ready, "Progressing")["status"] == "False"
     assert _condition(ready, "Degraded")["status"] == "False"
@@ -163,7 +169,7 @@ def test_build_change_is_progressing_with_the_candidate_at_zero() -> None:
     assert result["phase"] == "Progressing"
     progressing = _condition(result, "Progressing")
     assert (progressing["status"], progressing["reason"]) == ("True", "RolloutStarted")
-    assert result["candidateBuild"] == B2
+    assert result["candidateBuild"] == B2 | {"modelVersion": 3}
     assert result["weights"] == {"stable": 100, "candidate": 0}
     assert result["rollout"]["candidateBuildID"] == "b-2"
     assert _condition(result, "Ready")["status"] == "True"  # stable still serves

@@ -1,0 +1,302 @@
+"""The rollout loop's passes (``rollouts.tick``) with the Kubernetes ports, on the real
+test cluster: weights, replica ranges, promotion and rollback as the API server stores
+them. kwok makes the pods Ready and nothing serves, so the metrics here are the
+in-memory fake of the port (``shipway.rollout.testing.FakeMetrics``), fed per pass
+as a gateway would count; real traffic, Triton and Prometheus are the e2e's
+(tests/e2e/kubernetes)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from shipway.rollout.ports import Ports
+from shipway.rollout.testing import FakeMetrics
+from shipway_operator import reconcile, rollouts
+from shipway_operator.capacity import replica_range
+from shipway_operator.kube import Kube
+from shipway_operator.rollout_ports import NoReleaseAliases, ResourcePlacement, StatusRouter
+from shipway_operator.rollout_status import from_resource
+from shipway_operator.spec import parse_spec
+from tests.kube.cluster import wait_for
+
+from .conftest import SETTLE, Cluster, resource
+
+pytestmark = pytest.mark.integration
+
+B2 = {"id": "b-2", "modelRepository": "s3://models/minilm/b-2", "modelVersion": 4}
+FETCH_IMAGE = "registry.test/shipway-operator:test"
+CANARY = {
+    "strategy": "canary",
+    "canary": {
+        "stepWeights": [20, 50, 100],
+        "intervalSeconds": 1,
+        "checksPerStep": 1,
+        "bakeSeconds": 0,
+        "thresholds": {"minRequests": 20},
+    },
+}
+AUTOSCALING = {
+    "minReplicas": 2,
+    "maxReplicas": 10,
+    "target": {"metric": "cpu", "averageUtilization": 70},
+}
+
+
+class Loop:
+    """The operator's rollout loop for one namespace, driven pass by pass by the test."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, metrics: FakeMetrics) -> None:
+        self.kube, self.namespace, self.metrics = Kube(api), namespace, metrics
+        self.settings = rollouts.LoopSettings(start_timeout_seconds=SETTLE, poll_seconds=0.2)
+
+    def apply(self, name: str) -> None:
+        reconcile.reconcile(
+            self.kube, {"metadata": {"namespace": self.namespace, "name": name}}, FETCH_IMAGE, 5
+        )
+
+    def ports(self) -> Ports:
+        return Ports(
+            router=StatusRouter(self.kube, self.namespace, 5, self.apply),
+            placement=ResourcePlacement(self.kube, self.namespace, self.apply),
+            metrics=self.metrics,
+            aliases=NoReleaseAliases(),
+        )
+
+    def tick(self, name: str) -> float | None:
+        return rollouts.tick(
+            self.kube, self.namespace, name, self.ports(), self.settings, self.apply
+        )
+
+
+def _record(cluster: Cluster, name: str) -> dict[str, Any]:
+    return (cluster.get(name).get("status") or {}).get("rollout") or {}
+
+
+def _drive(
+    loop: Loop,
+    cluster: Cluster,
+    name: str,
+    traffic: Callable[[dict[str, Any]], None],
+    until: Callable[[dict[str, Any]], bool],
+    what: str,
+    timeout: float = SETTLE,
+) -> list[dict[str, Any]]:
+    """Passes until ``until(body)``; before each, ``traffic(body)`` counts the requests
+    served since the last one. Returns every distinct (weights, HPA ranges) seen."""
+    seen: list[dict[str, Any]] = []
+
+    def done() -> bool:
+        body = cluster.get(name)
+        if until(body):
+            return True
+        traffic(body)
+        loop.tick(name)
+        body = cluster.get(name)
+        view = {"weights": (body.get("status") or {}).get("weights"), "hpa": _ranges(cluster)}
+        if not seen or seen[-1] != view:
+            seen.append(view)
+        return until(body)
+
+    wait_for(done, timeout, what, interval=0.3)
+    return seen
+
+
+def _ranges(cluster: Cluster) -> dict[str, tuple[int, int]]:
+    found = {}
+    for variant in ("stable", "candidate"):
+        hpa = cluster.hpa(f"minilm-{variant}")
+        if hpa is not None:
+            found[variant] = (hpa.spec.min_replicas, hpa.spec.max_replicas)
+    return found
+
+
+def _serve(metrics: FakeMetrics, errors: float = 0.0) -> Callable[[dict[str, Any]], None]:
+    """40 requests per pass split by the live weights; the canary fails ``errors`` of
+    its share."""
+
+    def count(body: dict[str, Any]) -> None:
+        weights = (body.get("status") or {}).get("weights") or {"stable": 100}
+        canary = round(40 * weights.get("candidate", 0) / 100)
+        metrics.add("minilm", "stable", 40 - canary)
+        if canary:
+            metrics.add("minilm", "canary", canary, errors=round(canary * errors))
+
+    return count
+
+
+def _start(cluster: Cluster, loop: Loop, **spec: Any) -> None:
+    cluster.create(resource("minilm", rollout=CANARY, **spec))
+
+    def ready() -> bool:  # no operator runs: its reconcile refreshes the status
+        loop.apply("minilm")
+        return (cluster.get("minilm").get("status") or {}).get("phase") == "Ready"
+
+    wait_for(ready, SETTLE, "stable ready")
+    cluster.patch_spec("minilm", {"build": B2})
+    loop.apply("minilm")
+    assert _record(cluster, "minilm")["candidateBuildID"] == "b-2"
+
+
+def test_a_healthy_canary_steps_to_stable_with_ranges_following_weights(
+    cluster: Cluster, kube_api: client.ApiClient
+) -> None:
+    metrics = FakeMetrics()
+    loop = Loop(kube_api, cluster.namespace, metrics)
+    _start(cluster, loop, replicas=None, autoscaling=AUTOSCALING)
+    stable_rs = {
+        rs for rs in cluster.owned("minilm")["ReplicaSet"] if rs.startswith("minilm-stable")
+    }
+
+    views = _drive(
+        loop,
+        cluster,
+        "minilm",
+        _serve(metrics),
+        lambda b: bool(_record_of(b).get("finished")),
+        "the canary promoted and finished",
+    )
+    body = cluster.get("minilm")
+    status = body["status"]
+    assert status["rollout"]["phase"] == "Succeeded"
+    assert status["stableBuild"]["id"] == "b-2" and status["stableBuild"]["modelVersion"] == 4
+    assert status.get("candidateBuild") is None
+    assert status["weights"] == {"stable": 100, "candidate": 0}
+    # the traffic went through every step, in order, never back
+    candidate_weights = [v["weights"]["candidate"] for v in views if v["weights"]]
+    steps = [w for i, w in enumerate(candidate_weights) if i == 0 or w != candidate_weights[i - 1]]
+    assert [w for w in steps if w] == [20, 50, 100], views
+    # at every step each variant's HPA range was the pure function's for its share
+    spec = parse_spec(body["spec"])
+    baseline = 2  # the stable's replicas when the rollout began (its HPA's minimum)
+    for view in views:
+        weights = view["weights"]
+        if not weights or not weights.get("candidate") or "candidate" not in view["hpa"]:
+            continue
+        if weights["candidate"] == 100:
+            continue  # promoted: stable is sized for all of the traffic again
+        assert view["hpa"]["candidate"] == replica_range(spec, weights["candidate"], baseline)
+        assert view["hpa"]["stable"] == replica_range(spec, weights["stable"], baseline)
+    # the candidate's objects are gone, and so is the old build's ReplicaSet
+    wait_for(
+        lambda: (
+            cluster.owned("minilm")["Deployment"] == ["minilm-stable"]
+            and not any(
+                n.startswith("minilm-candidate") for n in cluster.owned("minilm")["Service"]
+            )
+        ),
+        SETTLE,
+        "the candidate's objects pruned",
+    )
+    stable = cluster.deployment("minilm-stable")
+    assert stable is not None
+    assert stable.spec.template.metadata.labels["shipway.io/build"] == "b-2"
+    assert stable.spec.template.metadata.annotations["shipway.io/model-version"] == "4"
+    wait_for(
+        lambda: not (stable_rs & set(cluster.owned("minilm")["ReplicaSet"])),
+        SETTLE,
+        "the old build's ReplicaSet deleted",
+    )
+    assert loop.tick("minilm") is None  # finished: nothing left to do
+
+
+def _record_of(body: dict[str, Any]) -> dict[str, Any]:
+    return (body.get("status") or {}).get("rollout") or {}
+
+
+def test_a_failing_canary_is_rolled_back_and_the_build_reported_not_promoted(
+    cluster: Cluster, kube_api: client.ApiClient
+) -> None:
+    metrics = FakeMetrics()
+    loop = Loop(kube_api, cluster.namespace, metrics)
+    _start(cluster, loop)
+    _drive(
+        loop,
+        cluster,
+        "minilm",
+        _serve(metrics, errors=0.3),
+        lambda b: bool(_record_of(b).get("finished")),
+        "the canary rolled back",
+    )
+    body = cluster.get("minilm")
+    status = body["status"]
+    assert status["rollout"]["phase"] == "RolledBack"
+    assert "error_rate" in status["rollout"]["state"]["reason"]
+    assert status["stableBuild"]["id"] == "b-1"
+    assert status["weights"] == {"stable": 100, "candidate": 0}
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "RolloutRolledBack")
+    assert "b-2" in degraded["message"]
+    wait_for(
+        lambda: cluster.owned("minilm")["Deployment"] == ["minilm-stable"],
+        SETTLE,
+        "the candidate's Deployment pruned",
+    )
+    stable = cluster.deployment("minilm-stable")
+    assert stable is not None and stable.spec.replicas == 2
+    assert stable.spec.template.metadata.labels["shipway.io/build"] == "b-1"
+    assert loop.tick("minilm") is None
+    # a reconcile (the operator's resync) leaves it so: the spec's build stays rejected
+    loop.apply("minilm")
+    assert cluster.owned("minilm")["Deployment"] == ["minilm-stable"]
+
+
+def test_a_new_loop_resumes_mid_rollout_without_repeating_a_step(
+    cluster: Cluster, kube_api: client.ApiClient
+) -> None:
+    metrics = FakeMetrics()
+    first = Loop(kube_api, cluster.namespace, metrics)
+    _start(cluster, first)
+    _drive(
+        first,
+        cluster,
+        "minilm",
+        _serve(metrics),
+        lambda b: ((b.get("status") or {}).get("weights") or {}).get("candidate") == 50,
+        "the canary at 50 %",
+    )
+    before = cluster.get("minilm")["status"]
+    state = from_resource(before["rollout"]).state
+    assert state is not None and state.weight == 50
+    # another process (a restarted operator): new ports, new clients, the status only
+    second = Loop(kube_api, cluster.namespace, metrics)
+    after = second.tick("minilm")
+    assert after is not None
+    resumed = cluster.get("minilm")["status"]
+    assert resumed["weights"] == before["weights"]  # no flap
+    resumed_state = from_resource(resumed["rollout"]).state
+    assert resumed_state is not None
+    assert (resumed_state.step, resumed_state.weight) == (state.step, state.weight)
+    _drive(
+        second,
+        cluster,
+        "minilm",
+        _serve(metrics),
+        lambda b: bool(_record_of(b).get("finished")),
+        "the resumed canary finished",
+    )
+    assert cluster.get("minilm")["status"]["stableBuild"]["id"] == "b-2"
+
+
+def test_the_stable_build_back_in_the_spec_ends_the_running_rollout(
+    cluster: Cluster, kube_api: client.ApiClient
+) -> None:
+    metrics = FakeMetrics()
+    loop = Loop(kube_api, cluster.namespace, metrics)
+    _start(cluster, loop)
+    cluster.patch_spec("minilm", {"build": resource("x")["spec"]["build"]})
+    loop.apply("minilm")
+    assert loop.tick("minilm") is None
+    record = _record(cluster, "minilm")
+    assert record["phase"] == "Failed" and record["finished"] is True
+    assert "spec.build changed" in record["state"]["reason"]
+    loop.apply("minilm")
+    assert cluster.get("minilm")["status"]["phase"] == "Ready"
+    wait_for(
+        lambda: cluster.owned("minilm")["Deployment"] == ["minilm-stable"],
+        SETTLE,
+        "the candidate's Deployment pruned",
+    )
