@@ -195,9 +195,11 @@ def test_build_change_starts_a_candidate_and_leaves_stable_alone(cluster: Cluste
     body = cluster.wait_status("minilm", progressing, "ModelDeployment Progressing")
     status = body["status"]
     assert status["stableBuild"]["id"] == "b-1" and status["candidateBuild"]["id"] == "b-2"
-    assert status["weights"] == {"stable": 100, "candidate": 0}
+    # the rollout loop takes it from here (tests/integration/operator/test_rollout_loop.py);
+    # with no metrics configured its analyses are inconclusive: never past the first step
+    assert sum(status["weights"].values()) == 100 and status["weights"]["candidate"] <= 10
     rollout = from_resource(status["rollout"])  # the shared controller's status
-    assert status["rollout"]["phase"] == "Initializing"  # in Kubernetes conventions
+    assert status["rollout"]["phase"] in ("Initializing", "Progressing")  # Kubernetes style
     assert (rollout.strategy, rollout.candidate_build, rollout.stable_build) == (
         "canary",
         "b-2",
@@ -230,7 +232,12 @@ def test_build_change_starts_a_candidate_and_leaves_stable_alone(cluster: Cluste
     # the stable build back in the spec: the candidate's objects go, Ready again
     cluster.patch_spec("minilm", {"build": resource("x")["spec"]["build"]})
     ready = cluster.wait_ready("minilm")
-    assert "candidateBuild" not in ready["status"] and "rollout" not in ready["status"]
+    assert "candidateBuild" not in ready["status"]
+    # the record stays, ended by the rollout loop: `shipway rollouts status` shows why
+    ended = cluster.wait_status(
+        "minilm", lambda b: b["status"]["rollout"].get("finished"), "rollout record ended"
+    )
+    assert ended["status"]["rollout"]["phase"] == "Failed"
     wait_for(
         lambda: cluster.owned("minilm")["Deployment"] == ["minilm-stable"],
         SETTLE,
