@@ -13,7 +13,7 @@ from shipway.gateway.kube_routes import (
     pod_fields,
     routing_table,
 )
-from shipway.gateway.routing import ReplicaRoute, RoutingTable
+from shipway.gateway.routing import ReplicaRoute
 
 
 def md(name: str = "fraud", *, spec: dict[str, Any] | None = None, **status: Any) -> dict:
