@@ -139,8 +139,9 @@ class KubernetesRouteSource:
             thread.start()
 
     def stop(self, timeout: float = STOP_SECONDS) -> None:
-        """Stop watching; returns when every thread ended. Raises ``RuntimeError`` if one
-        is still alive after ``timeout`` seconds (a read the interrupt did not reach)."""
+        """Stop watching; returns when every thread ended. The source is then no longer
+        synced (``table()`` raises ``RoutesNotSynced``). Raises ``RuntimeError`` if a
+        thread is still alive after ``timeout`` seconds (a read the interrupt missed)."""
         self._stopping.set()
         with self._lock:
             threads, self._threads = self._threads, []
@@ -149,6 +150,9 @@ class KubernetesRouteSource:
             while thread.is_alive() and time.monotonic() < deadline:
                 self._interrupt(thread.name)  # again each time: a watch may start meanwhile
                 thread.join(0.1)
+        with self._lock:  # no longer kept current: not synced until started again
+            self._listed.clear()
+            self._synced.clear()
         alive = [t.name for t in threads if t.is_alive()]
         if alive:
             raise RuntimeError(f"route watch threads still running after {timeout}s: {alive}")
