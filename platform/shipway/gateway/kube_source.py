@@ -204,11 +204,17 @@ class KubernetesRouteSource:
         version: str | None = None  # None: list first
         backoff = BACKOFF_FIRST
         while not self._stopping.is_set():
+            began = time.monotonic()
             try:
                 if version is None:
                     version = self._list(kind)
                 version = self._watch(kind, version)
-                backoff = BACKOFF_FIRST  # a watch that ran and ended normally
+                if self._stopping.is_set():
+                    break
+                if time.monotonic() - began >= 1.0:
+                    backoff = BACKOFF_FIRST  # a watch that ran, and ended normally
+                    continue
+                failure = "the watch ended at once"  # e.g. a proxy closing it: no busy loop
             except ApiException as exc:
                 if self._stopping.is_set():
                     break
@@ -216,30 +222,16 @@ class KubernetesRouteSource:
                 if exc.status == 410:  # the version expired: list again, at once
                     log.info("%s watch expired in %s; listing again", kind.name, self.namespace)
                     continue
-                log.warning(
-                    "%s list/watch in %s failed (%s %s); again in %.1fs",
-                    kind.name,
-                    self.namespace,
-                    exc.status,
-                    exc.reason,
-                    backoff,
-                )
-                self._stopping.wait(backoff)
-                backoff = min(BACKOFF_MAX, backoff * 2)
+                failure = f"{exc.status} {exc.reason}"
             except Exception as exc:  # transport errors, an unreadable answer
                 if self._stopping.is_set():
                     break
                 version = None
-                log.warning(
-                    "%s list/watch in %s failed (%s: %s); again in %.1fs",
-                    kind.name,
-                    self.namespace,
-                    type(exc).__name__,
-                    exc,
-                    backoff,
-                )
-                self._stopping.wait(backoff)
-                backoff = min(BACKOFF_MAX, backoff * 2)
+                failure = f"{type(exc).__name__}: {exc}"
+            what = f"{kind.name} list/watch in {self.namespace}"
+            log.warning("%s: %s; again in %.1fs", what, failure, backoff)
+            self._stopping.wait(backoff)
+            backoff = min(BACKOFF_MAX, backoff * 2)
 
     def _list(self, kind: _Kind) -> str:
         """List everything of ``kind``, replace the cache with it; its resourceVersion."""
