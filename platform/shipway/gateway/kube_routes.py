@@ -227,7 +227,7 @@ def _version(value: object) -> int | None:
     """A registered model version: a positive integer, or its decimal string."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         value = int(value)
     return value if isinstance(value, int) and value > 0 else None
 

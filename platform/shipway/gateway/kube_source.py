@@ -35,7 +35,7 @@ from shipway.gateway.kube_routes import (
     pod_fields,
     routing_table,
 )
-from shipway.gateway.routing import RoutingTable
+from shipway.gateway.routing import RoutesUnavailable, RoutingTable
 from shipway.kubernetes.resource import GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0  # seconds between attempts after an erro
 STOP_SECONDS = 10.0  # how long stop() waits for the threads
 
 
-class RoutesNotSynced(RuntimeError):
+class RoutesNotSynced(RoutesUnavailable):
     """The watched objects were not listed yet: no table to serve from (not ready)."""
 
 

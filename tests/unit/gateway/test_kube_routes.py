@@ -258,6 +258,7 @@ def test_pod_annotations_name_each_replicas_model_and_version() -> None:
         pod("new", "fraud_b1", "3"),
         pod("bare"),
         pod("bad", "x", "v3"),
+        pod("odd", "y", "³"),  # a digit to str.isdigit, not to int()
     ]
     body = md(stableBuild={**STABLE_BUILD, "modelVersion": "3"})
     (stable,) = routing_table([body], slices, pods).deployments["fraud"].variants
@@ -270,9 +271,12 @@ def test_pod_annotations_name_each_replicas_model_and_version() -> None:
     )
     versions = routing_table([body], slices, pods).deployments["fraud"].versions()
     assert versions == (2, 3)
-    bad = [eps("fraud-stable", endpoint("10.244.0.5", "bad"))]
+    bad = [eps("fraud-stable", endpoint("10.244.0.5", "bad"), endpoint("10.244.0.6", "odd"))]
     (stable,) = routing_table([md()], bad, pods).deployments["fraud"].variants
-    assert stable.replicas == (ReplicaRoute("http://10.244.0.5:8000", "x", None),)
+    assert stable.replicas == (
+        ReplicaRoute("http://10.244.0.5:8000", "x", None),
+        ReplicaRoute("http://10.244.0.6:8000", "y", None),
+    )
 
 
 def test_the_deployments_annotation_names_the_model_when_nothing_else_does() -> None:
