@@ -146,9 +146,9 @@ class KubernetesRouteSource:
         with self._lock:
             threads, self._threads = self._threads, []
         deadline = time.monotonic() + timeout
-        for thread in threads:
+        for kind, thread in zip(self._kinds, threads, strict=False):
             while thread.is_alive() and time.monotonic() < deadline:
-                self._interrupt(thread.name)  # again each time: a watch may start meanwhile
+                self._interrupt(kind)  # again each time: a watch may start meanwhile
                 thread.join(0.1)
         with self._lock:  # no longer kept current: not synced until started again
             self._listed.clear()
@@ -157,18 +157,15 @@ class KubernetesRouteSource:
         if alive:
             raise RuntimeError(f"route watch threads still running after {timeout}s: {alive}")
 
-    def _interrupt(self, thread_name: str) -> None:
-        for kind in self._kinds:
-            if f"shipway-routes-{kind.name.lower()}" != thread_name:
-                continue
-            stream = self._watches.get(kind.name)
-            if stream is None:
-                return
-            stream.stop()  # the client shuts the socket down, unblocking the read
-            response = getattr(stream, "_resp", None)  # older clients do not: do it here
-            if response is not None and hasattr(response, "shutdown"):
-                with contextlib.suppress(Exception):
-                    response.shutdown()
+    def _interrupt(self, kind: _Kind) -> None:
+        stream = self._watches.get(kind.name)
+        if stream is None:
+            return
+        stream.stop()  # the client shuts the socket down, unblocking the read
+        response = getattr(stream, "_resp", None)  # older clients do not: do it here
+        if response is not None and hasattr(response, "shutdown"):
+            with contextlib.suppress(Exception):
+                response.shutdown()
 
     @property
     def synced(self) -> bool:
