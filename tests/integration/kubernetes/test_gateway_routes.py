@@ -5,7 +5,9 @@ with ``SHIPWAY_RUNTIME=kubernetes``, and in this process for its readiness).
 
 The variant objects are plain Deployments and Services labelled as the operator labels its
 own (``shipway.io/deployment``, ``shipway.io/variant``, ``app.kubernetes.io/managed-by``)
-with the contract's pod annotations; status is written as the rollout loop writes it.
+with the contract's pod annotations, so a test controls them (scale, delete); status is
+written as the rollout loop writes it. One test routes what the operator's own reconcile
+makes, so the two agree.
 kwok's pod IPs answer nothing: this proves routes, not traffic.
 """
 
@@ -27,6 +29,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from shipway.gateway.kube_source import KubernetesRouteSource, RoutesNotSynced
 from shipway.gateway.routing import DeploymentRoute, RoutingTable
 from shipway.settings import Settings
+from shipway_operator import reconcile
+from shipway_operator.kube import Kube
 from tests.kube.cluster import TestCluster, wait_for
 from tests.support.gateway import running_gateway
 from tests.support.processes import shipway_process
@@ -35,59 +39,8 @@ from tests.support.services import free_port
 pytestmark = pytest.mark.integration
 
 GROUP, VERSION, PLURAL = "shipway.io", "v1alpha1", "modeldeployments"
-CRD = f"{PLURAL}.{GROUP}"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "shipway-operator"}
 SETTLE = 60.0  # seconds for the cluster's controllers, kwok and the watch
-
-# The contract's status fields (common brief) the gateway reads. Until the CRD in
-# operators/ declares them the API server would prune them; each missing one is added to
-# the installed CRD here (a no-op once the CRD has it: the CRD's own schema wins).
-_BUILD_FIELDS: dict[str, Any] = {
-    "tritonModelName": {"type": "string"},
-    "modelVersion": {"x-kubernetes-int-or-string": True},
-    "agreement": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-    "scalarInputs": {"type": "array", "items": {"type": "string"}},
-    "scalarOutputs": {"type": "array", "items": {"type": "string"}},
-    "outputKinds": {"type": "object", "additionalProperties": {"type": "string"}},
-}
-_ROUTING: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "candidateVariant": {"type": "string"},
-        "split": {"type": "string"},
-        "shadowShare": {"type": "number"},
-    },
-}
-
-
-@pytest.fixture
-def ns(kube_api: client.ApiClient, kube_namespace: str) -> str:
-    """A namespace whose ModelDeployments keep the contract's status fields."""
-    extensions = client.ApiextensionsV1Api(kube_api)
-    crd = kube_api.sanitize_for_serialization(extensions.read_custom_resource_definition(CRD))
-    status = next(v for v in crd["spec"]["versions"] if v["name"] == VERSION)["schema"][
-        "openAPIV3Schema"
-    ]["properties"]["status"]["properties"]
-    before = repr(status)
-    status.setdefault("routing", _ROUTING)
-    for build in ("stableBuild", "candidateBuild"):
-        for field, schema in _BUILD_FIELDS.items():
-            status[build].setdefault("properties", {}).setdefault(field, schema)
-    if repr(status) != before:
-        extensions.replace_custom_resource_definition(CRD, crd)
-    custom = client.CustomObjectsApi(kube_api)
-    custom.create_namespaced_custom_object(GROUP, VERSION, kube_namespace, PLURAL, md("probe"))
-    probe = {"routing": {"split": "sticky"}, "stableBuild": {"id": "p", "tritonModelName": "p"}}
-
-    def kept() -> bool:  # the API server serves the new schema (asynchronously)
-        body = custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, kube_namespace, PLURAL, "probe", {"status": probe}
-        )
-        return (body.get("status") or {}).get("routing") == probe["routing"]
-
-    wait_for(kept, 30, "status.routing kept by the ModelDeployment CRD")
-    custom.delete_namespaced_custom_object(GROUP, VERSION, kube_namespace, PLURAL, "probe")
-    return kube_namespace
 
 
 def md(name: str) -> dict[str, Any]:
@@ -211,8 +164,8 @@ class Objects:
 
 
 @pytest.fixture
-def objects(kube_api: client.ApiClient, ns: str) -> Objects:
-    return Objects(kube_api, ns)
+def objects(kube_api: client.ApiClient, kube_namespace: str) -> Objects:
+    return Objects(kube_api, kube_namespace)
 
 
 @contextmanager
@@ -259,6 +212,29 @@ def converge(source: KubernetesRouteSource, name: str, expected: Any, what: str)
         SETTLE,
         f"{what} (table {shape(source, name)}, cluster {expected()})",
     )
+
+
+def test_the_operators_objects_are_routed(objects: Objects, kube_api: client.ApiClient) -> None:
+    """What ``shipway_operator.reconcile`` makes: its Service's slices carry its managed-by
+    label (the watch's selector), its pods the build's model name and version."""
+    body = md("fraud")
+    body["spec"]["build"].update(tritonModelName="fraud_b1", modelVersion=3)
+    body["spec"]["replicas"] = 2
+    created = objects.custom.create_namespaced_custom_object(
+        GROUP, VERSION, objects.namespace, PLURAL, body
+    )
+    reconcile.reconcile(Kube(kube_api), created, "registry.test/shipway-operator:test", 5)
+    with watching(kube_api, objects.namespace) as source:
+        converge(
+            source,
+            "fraud",
+            lambda: (
+                [("stable", 100, 0.0, [(u, "fraud_b1", 3) for u in urls])]
+                if len(urls := objects.ready_urls("fraud", "stable")) == 2
+                else None
+            ),
+            "the operator's two stable replicas",
+        )
 
 
 def test_routes_follow_the_cluster(objects: Objects, kube_api: client.ApiClient) -> None:
