@@ -17,6 +17,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_TOKEN = "shipway-dev-token"
 DEV_ARCHIVE_KEY = "shipway-dev-archive-key"
+# a pod's own namespace, as its service account's token volume provides it
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 class Role(StrEnum):
@@ -227,6 +229,14 @@ class Settings(BaseSettings):
     api_port: int = Field(8700, description="Port of the control-plane API.")
     gateway_host: str = Field("127.0.0.1", description="Address the inference gateway binds.")
     gateway_port: int = Field(8800, description="Port of the inference gateway.")
+    gateway_namespace: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=63,
+        description="Namespace whose ModelDeployments the gateway routes (Kubernetes mode). "
+        "Default: `kubernetes_namespace` when set, else the pod's own namespace (its "
+        "service account's), else `default`.",
+    )
     gateway_timeout: float = Field(30.0, description="Per-request timeout to Triton, seconds.")
     routes_refresh_seconds: float = Field(
         1.0, description="How often the gateway re-reads the routing table."
@@ -349,6 +359,20 @@ class Settings(BaseSettings):
     @property
     def gateway_url(self) -> str:
         return f"http://{self.gateway_host}:{self.gateway_port}"
+
+    @property
+    def resolved_gateway_namespace(self) -> str:
+        """The gateway's namespace: set, else ``kubernetes_namespace`` if set, else the
+        namespace of the pod it runs in, else ``default``."""
+        if self.gateway_namespace:
+            return self.gateway_namespace
+        if "kubernetes_namespace" in self.model_fields_set:
+            return self.kubernetes_namespace
+        try:
+            own = SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+        except OSError:
+            own = ""
+        return own or self.kubernetes_namespace
 
     @property
     def resolved_engine_cache_dir(self) -> Path:

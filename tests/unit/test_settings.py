@@ -45,3 +45,23 @@ def test_production_refuses_the_development_token() -> None:
     with pytest.raises(ValidationError, match="development token is refused"):
         Settings(environment="production")
     assert Settings(environment="production", api_tokens={"real": "admin"}).api_tokens
+
+
+def test_the_gateway_namespace(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Set, else the control plane's namespace when set, else the pod's own, else default."""
+    from shipway import settings as module
+
+    for name in ("SHIPWAY_GATEWAY_NAMESPACE", "SHIPWAY_KUBERNETES_NAMESPACE"):
+        monkeypatch.delenv(name, raising=False)
+    own = tmp_path / "namespace"
+    monkeypatch.setattr(module, "SERVICE_ACCOUNT_NAMESPACE", own)
+    assert Settings().resolved_gateway_namespace == "default"
+    own.write_text("ml-serving\n")
+    assert Settings().resolved_gateway_namespace == "ml-serving"
+    monkeypatch.setenv("SHIPWAY_KUBERNETES_NAMESPACE", "models")
+    assert Settings().resolved_gateway_namespace == "models"
+    monkeypatch.setenv("SHIPWAY_GATEWAY_NAMESPACE", "edge")
+    assert Settings().resolved_gateway_namespace == "edge"
+    monkeypatch.setenv("SHIPWAY_GATEWAY_NAMESPACE", "Not_A_Namespace")
+    with pytest.raises(ValueError, match="gateway_namespace"):
+        Settings()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from typing import Any
 
 from shipway.container import Container
-from shipway.settings import Settings
+from shipway.settings import Runtime, Settings
 
 
 def _logging() -> None:
@@ -29,23 +30,39 @@ def serve_api(settings: Settings, migrate: bool) -> None:
 
 
 def serve_gateway(settings: Settings, migrate: bool) -> None:
+    """The gateway; with ``SHIPWAY_RUNTIME=kubernetes`` it routes the ModelDeployments of
+    ``resolved_gateway_namespace`` (watched through the API server the Kubernetes mode's
+    client reaches) and needs no state store."""
     import uvicorn
+
+    _logging()
+    options: dict[str, Any] = {
+        "host": settings.gateway_host,
+        "port": settings.gateway_port,
+        "log_level": "warning",
+        "loop": "uvloop",
+        "http": "httptools",
+        "access_log": False,
+        "lifespan": "on",
+    }
+    if settings.runtime is Runtime.KUBERNETES:
+        from shipway.gateway.app import kubernetes_gateway_app
+        from shipway.kubernetes.model_deployments import api_client
+
+        api = api_client(settings)
+        try:
+            with kubernetes_gateway_app(
+                settings, api, settings.resolved_gateway_namespace
+            ) as gateway:
+                uvicorn.run(gateway, **options)
+        finally:
+            api.close()
+        return
 
     from shipway.gateway.app import create_gateway_app
 
-    _logging()
     container = Container(settings, run_migrations=migrate)
-    app = create_gateway_app(settings, container.db)
-    uvicorn.run(
-        app,
-        host=settings.gateway_host,
-        port=settings.gateway_port,
-        log_level="warning",
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        lifespan="on",
-    )
+    uvicorn.run(create_gateway_app(settings, container.db), **options)
 
 
 def serve_worker(settings: Settings, migrate: bool) -> None:

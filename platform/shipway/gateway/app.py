@@ -24,7 +24,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -726,3 +726,28 @@ def create_gateway_app(settings: Settings, db: Any) -> Gateway:
     from shipway.gateway.store_routes import load_table
 
     return Gateway(settings, lambda: load_table(db))
+
+
+@contextlib.contextmanager
+def kubernetes_gateway_app(
+    settings: Settings, api_client: Any, namespace: str
+) -> Iterator[Gateway]:
+    """The in-cluster gateway's composition root: routes from the ModelDeployments of
+    ``namespace``, replicas from their variants' EndpointSlices, kept by a watch
+    (``kube_source.KubernetesRouteSource``) that runs while the context is open: serve
+    the app inside it. Waits up to ``kubernetes_timeout`` seconds for the first sync;
+    until it comes the gateway answers not ready (``/v2/health/ready`` 503)."""
+    from shipway.gateway.kube_source import KubernetesRouteSource
+
+    source = KubernetesRouteSource(
+        api_client, namespace, request_timeout=settings.kubernetes_timeout
+    )
+    source.start()
+    try:
+        if not source.wait_synced(settings.kubernetes_timeout):
+            log.warning(
+                "routes of namespace %s not listed yet; not ready until they are", namespace
+            )
+        yield Gateway(settings, source.table)
+    finally:
+        source.stop()

@@ -104,6 +104,11 @@ def sticky_bucket(key: str) -> int:
     return int.from_bytes(digest, "big") % BUCKETS
 
 
+class RoutesUnavailable(RuntimeError):
+    """A route source cannot give a table now (e.g. its first sync is not done): the
+    gateway keeps the table it has, and is not ready until it got one."""
+
+
 @dataclass(frozen=True)
 class RoutingTable:
     deployments: Mapping[str, DeploymentRoute] = field(default_factory=dict)
