@@ -46,7 +46,13 @@ from shipway.gateway.protocol import (
     reshape_tensors,
     server_metadata,
 )
-from shipway.gateway.routing import DeploymentRoute, ReplicaRoute, RoutingTable, VariantRoute
+from shipway.gateway.routing import (
+    DeploymentRoute,
+    ReplicaRoute,
+    RoutesUnavailable,
+    RoutingTable,
+    VariantRoute,
+)
 from shipway.gateway.samples import Sample, SampleBuffer
 from shipway.gateway.shadow import answer_rows, shadow_rows
 from shipway.settings import Settings
@@ -537,6 +543,8 @@ class Gateway:
         while True:
             try:
                 await job()
+            except RoutesUnavailable as exc:  # a source still syncing: no traceback
+                log.warning("%s: %s", job.__name__, exc)
             except Exception:  # keep going; the next round retries
                 log.exception("background job %s failed", job.__name__)
             await asyncio.sleep(seconds)
