@@ -12,11 +12,12 @@ event. Operations the operator cannot carry out yet answer :class:`NotInKubernet
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shipway import audit
 from shipway.container import Container
 from shipway.errors import Conflict, InvalidInput
+from shipway.gateway.store_routes import agreement, scalar_tensors
 from shipway.kubernetes import archives
 from shipway.kubernetes.resource import (
     DeploymentRequest,
@@ -28,6 +29,7 @@ from shipway.kubernetes.resource import (
 
 if TYPE_CHECKING:
     from shipway.services.deployments import Scale
+    from shipway.store.models import Build
 
 
 class NotInKubernetesMode(Conflict):
@@ -106,6 +108,7 @@ def deploy(
             scaling=scaling,
             triton_image=settings.kubernetes_triton_image,
             node_selector=settings.kubernetes_node_selector,
+            routing=build_routing(build),
         )
         live = resources.apply(model_deployment(request, current))
         spec = live.get("spec") or {}
@@ -123,6 +126,24 @@ def deploy(
             **({"signature_changes": changes} if changes else {}),
         )
     return get(container, name)
+
+
+def build_routing(build: Build) -> dict[str, Any]:
+    """The build's facts the gateway routes by, as ``spec.build`` fields: how a shadow of
+    it is judged (its accuracy gate's rule), its declared output kinds, its rank-0
+    tensors; the same the local gateway reads from the store (``store_routes``)."""
+    rule, kinds = agreement(build)
+    scalars = scalar_tensors(build.model_version.signature or {})
+    out: dict[str, Any] = {"agreement": rule.to_dict()}
+    if kinds:
+        out["outputKinds"] = dict(kinds)
+    for key, names in (
+        ("scalarInputs", scalars["scalar_inputs"]),
+        ("scalarOutputs", scalars["scalar_outputs"]),
+    ):
+        if names:
+            out[key] = sorted(names)
+    return out
 
 
 def get(container: Container, name: str) -> DeploymentView:

@@ -83,6 +83,9 @@ class DeploymentRequest:
     scaling: Scaling | None = None
     triton_image: str | None = None
     node_selector: dict[str, str] = field(default_factory=dict)
+    # what the in-cluster gateway must know of the build (it reads resources, not the
+    # database): ``spec.build`` fields agreement, outputKinds, scalarInputs, scalarOutputs
+    routing: dict[str, Any] = field(default_factory=dict)
 
 
 def model_deployment(
@@ -106,6 +109,9 @@ def model_deployment(
             "id": request.build_id,
             "modelRepository": request.archive_url,
             "sha256": request.archive_sha256,
+            "tritonModelName": request.triton_model_name,
+            **({"modelVersion": int(request.version)} if str(request.version).isdigit() else {}),
+            **request.routing,
         },
         **({"triton": triton} if triton else {}),
         **scaling,

@@ -203,6 +203,10 @@ def test_shipway_deploy_creates_the_resource_the_operator_makes_ready(
     assert spec["model"] == {"name": cp.version_name, "version": str(cp.version)}
     assert spec["build"]["id"] == build_id
     assert spec["build"]["modelRepository"] == archive_url
+    # what the in-cluster gateway routes by, from the build (it reads no database)
+    assert spec["build"]["tritonModelName"] == f"{cp.version_name}-{build_id}"
+    assert spec["build"]["modelVersion"] == cp.version
+    assert spec["build"]["agreement"]["min_cosine"] == 0.99  # the fp32 build's default rule
     assert spec["replicas"] == 2 and "autoscaling" not in spec
     assert spec["triton"]["nodeSelector"] == {"type": "kwok"}
     managers = {m["manager"] for m in body["metadata"]["managedFields"]}
@@ -292,7 +296,7 @@ def test_shipway_deploy_creates_the_resource_the_operator_makes_ready(
         def candidate() -> dict[str, Any] | None:
             view = api.get("/deployments/web").json()
             arms = {v["name"]: (v["build_id"], v["weight"]) for v in view["variants"]}
-            return view if arms.get("candidate") == (second, 0) else None
+            return view if arms.get("candidate", (None,))[0] == second else None
 
         view = wait_for(candidate, SETTLE, "the second build as web's candidate")
         assert view["status"] == "progressing" and view["build_id"] == build_id
@@ -301,11 +305,10 @@ def test_shipway_deploy_creates_the_resource_the_operator_makes_ready(
         (rollout,) = listed.json()  # the rollouts API reads status.rollout here
         assert rollout["id"] == kube_rollouts.get(cp.container, "web", second)["id"]
         assert (rollout["id"], rollout["stable_build_id"]) == (second, build_id)
-        assert (rollout["phase"], rollout["running"], rollout["weight"]) == (
-            "initializing",
-            True,
-            0,
-        )
+        # the operator's rollout loop runs it; no Prometheus is configured here, so its
+        # analyses are inconclusive and it never goes past the first step (5 %)
+        assert rollout["phase"] in ("initializing", "progressing") and rollout["running"]
+        assert rollout["weight"] in (0, 5)
         one = api.get(f"/deployments/web/rollouts/{second}")
         assert one.status_code == 200 and one.json()["id"] == second
         assert api.get("/deployments/web/rollouts/nope").status_code == 404

@@ -49,6 +49,8 @@ def test_a_new_deployment_is_one_fixed_replica_of_the_build() -> None:
             "id": "b1c2d3",
             "modelRepository": request().archive_url,
             "sha256": SHA,
+            "tritonModelName": "doubler-b1c2d3",
+            "modelVersion": 3,
         },
         "replicas": 1,
     }
