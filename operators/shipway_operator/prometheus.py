@@ -54,6 +54,7 @@ replica's series, taken separately, would not; the ``Snapshot`` is per variant).
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -134,13 +135,7 @@ class PrometheusMetrics:
         history_seconds: float = 3600.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        extra = dict(selector or {})
-        for name in extra:
-            if not LABEL_NAME.fullmatch(name) or name in RESERVED_LABELS:
-                raise ValueError(
-                    f"label {name!r} cannot select the gateway's series: a label name is "
-                    f"[a-zA-Z_][a-zA-Z0-9_]* and not one of {sorted(RESERVED_LABELS)}"
-                )
+        extra = _matchers(selector or {})
         if not 0 < staleness_seconds < history_seconds:
             raise ValueError("need 0 < staleness_seconds < history_seconds")
         self.url = url.rstrip("/")
@@ -150,6 +145,15 @@ class PrometheusMetrics:
         self._client = httpx.Client(
             base_url=self.url, timeout=timeout_seconds, trust_env=False, transport=transport
         )
+
+    def narrowed(self, selector: Mapping[str, str]) -> PrometheusMetrics:
+        """The same provider (same Prometheus, settings and connection pool) with more
+        matchers, e.g. ``{"namespace": ns}`` for the gateway of one ModelDeployment's
+        namespace (the port's ``snapshot`` takes a name only). ``close`` one of them only
+        when done with all. Raises ``ValueError`` as the constructor does."""
+        other = copy.copy(self)
+        other._extra = {**self._extra, **_matchers(selector)}
+        return other
 
     def selector(self, deployment: str) -> str:
         """The matchers of one deployment's series, values escaped (``promql_string``)."""
@@ -275,6 +279,16 @@ def from_settings(settings: OperatorSettings) -> PrometheusMetrics | NoMetrics:
         timeout_seconds=settings.prometheus_timeout_seconds,
         staleness_seconds=settings.prometheus_staleness_seconds,
     )
+
+
+def _matchers(selector: Mapping[str, str]) -> dict[str, str]:
+    for name in selector:
+        if not LABEL_NAME.fullmatch(name) or name in RESERVED_LABELS:
+            raise ValueError(
+                f"label {name!r} cannot select the gateway's series: a label name is "
+                f"[a-zA-Z_][a-zA-Z0-9_]* and not one of {sorted(RESERVED_LABELS)}"
+            )
+    return dict(selector)
 
 
 def _number(text: str) -> float | None:

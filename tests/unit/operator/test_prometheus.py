@@ -221,3 +221,14 @@ def test_a_snapshot_is_read_at_one_instant(monkeypatch: pytest.MonkeyPatch) -> N
     before = time.time()
     provider(counters, newest=newest).snapshot("web")
     assert len(seen) == 1 and before <= seen.pop() <= time.time()
+
+
+def test_a_narrowed_provider_adds_matchers_and_keeps_the_rest() -> None:
+    metrics = PrometheusMetrics(URL, {"job": "gw"}, staleness_seconds=30)
+    models = metrics.narrowed({"namespace": "models"})
+    assert models.selector("web") == 'job="gw", namespace="models", deployment="web", variant!=""'
+    assert metrics.selector("web") == 'job="gw", deployment="web", variant!=""'  # unchanged
+    assert all('namespace="models"' in query for query in models.queries("web"))
+    with pytest.raises(ValueError, match="cannot select"):
+        metrics.narrowed({"deployment": "other"})
+    metrics.close()
