@@ -119,8 +119,8 @@ class PrometheusMetrics:
     ``selector``: extra equality matchers on the gateway's series (label -> value, e.g.
     ``{"namespace": "models", "job": "shipway-gateway"}``), so another gateway's series
     with the same deployment name are not counted; ``timeout_seconds``: per HTTP request;
-    ``staleness_seconds``: a series whose newest scrape is older is not read (set it to a
-    few scrape intervals); ``history_seconds``: how far back series count as having been
+    ``staleness_seconds``: a deployment whose newest sample is older is unavailable (a few
+    scrape intervals); ``history_seconds``: how far back series count as having been
     there (stale rather than absent). ``transport``: httpx's, for tests.
     Raises ``ValueError`` for a bad label name or reserved label in ``selector``.
     """
@@ -188,7 +188,7 @@ class PrometheusMetrics:
                     "gateway's target is down or no longer has them"
                 )
             return {}
-        age = at - newest[0][1]
+        age = at - max(when for _, when in newest)
         if age > self._staleness:
             raise MetricsUnavailable(
                 f"Prometheus at {self.url}: the newest scrape of deployment {deployment!r}'s "

@@ -57,7 +57,6 @@ class OperatorSettings(BaseSettings):
         description="kopf's liveness probe endpoint, e.g. http://0.0.0.0:8080/healthz; "
         "unset: none.",
     )
-
     prometheus_url: str | None = Field(
         None,
         min_length=1,
@@ -78,10 +77,17 @@ class OperatorSettings(BaseSettings):
         60.0,
         gt=0,
         lt=3600,
-        description="A gateway series whose newest scrape is older than this is not read; "
-        "when all of a deployment's are, its metrics are unavailable (inconclusive). A few "
-        "scrape intervals.",
+        description="Seconds: a deployment whose newest gateway sample in Prometheus is "
+        "older has its metrics unavailable (the analysis is inconclusive). A few scrape "
+        "intervals; below the provider's one-hour history window.",
     )
+
+    @field_validator("prometheus_url")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http(s):// URL, got {value!r}")
+        return value
 
     @field_validator("prometheus_selector", mode="before")
     @classmethod

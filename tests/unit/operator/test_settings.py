@@ -60,6 +60,7 @@ def test_prometheus_settings_from_the_environment(monkeypatch: pytest.MonkeyPatc
         ("STALENESS_SECONDS", "-1", "prometheus_staleness_seconds"),
         ("STALENESS_SECONDS", "3600", "prometheus_staleness_seconds"),  # the history window
         ("URL", "", "prometheus_url"),
+        ("URL", "prometheus.monitoring:9090", "prometheus_url"),  # no scheme
     ],
 )
 def test_bad_prometheus_settings_are_refused(
