@@ -2,8 +2,11 @@
 ``SHIPWAY_TEST_PROMETHEUS`` naming another binary), on a free loopback port, its TSDB in
 a temporary directory, scraping the targets a test gives every second.
 
-Started with ``shipway.runtime.processes.spawn`` (killed if the test process dies) and
-stopped, and waited for, on exit. Missing binary: the test is skipped naming the package
+The ``prometheus`` fixture (registered in tests/conftest.py) starts one per call,
+``server = prometheus([Target("shipway-gateway", "127.0.0.1:PORT")])``; a test then waits
+for the scrape it needs (``server.wait_scraped(job)``), never sleeps. Each is started with
+``shipway.runtime.processes.spawn`` (killed if the test process dies) and stopped, and
+waited for, after the test. Missing binary: the test is skipped naming the package
 (a failure under CI or ``SHIPWAY_REQUIRE_SERVICES=1``, as for the other services).
 """
 
