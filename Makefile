@@ -1,7 +1,8 @@
 # Shipway — the two commands of the README, and the steps behind them.
 #   make demo   set everything up on this machine and run the local end-to-end story
-#   make test   run the whole test suite (starts Redis and PostgreSQL itself if needed,
-#               and a Kubernetes test cluster from binaries `make k8s` builds and caches)
+#   make test   run the whole test suite (starts Redis, PostgreSQL and Prometheus itself
+#               if needed, and a Kubernetes test cluster from binaries `make k8s` builds
+#               and caches)
 
 PYTHON ?= python3
 VENV   ?= .venv

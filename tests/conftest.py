@@ -19,7 +19,10 @@ from shipway.runtime.triton_distribution import TritonDistribution
 from shipway.settings import Settings
 from tests.support import processes, services
 
-pytest_plugins = ["tests.kube.fixtures"]  # the Kubernetes test cluster: kube_cluster, ...
+pytest_plugins = [
+    "tests.kube.fixtures",  # the Kubernetes test cluster: kube_cluster, ...
+    "tests.support.prometheus",  # a real Prometheus: prometheus([Target(...)])
+]
 
 SESSION = processes.mark_session()
 SURVIVORS = pytest.StashKey[list[str]]()

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shipway import __version__
 from shipway_operator.fetch import DEFAULT_MAX_BYTES
+from shipway_operator.prometheus import LABEL_NAME, RESERVED_LABELS
 
 
 class OperatorSettings(BaseSettings):
@@ -69,6 +70,58 @@ class OperatorSettings(BaseSettings):
         description="kopf's liveness probe endpoint, e.g. http://0.0.0.0:8080/healthz; "
         "unset: none.",
     )
+    prometheus_url: str | None = Field(
+        None,
+        min_length=1,
+        description="Base URL of the Prometheus that scrapes the gateway, e.g. "
+        "http://prometheus-operated.monitoring.svc:9090; unset: no metrics, every rollout "
+        "analysis is inconclusive (a rollout then never advances on its own).",
+    )
+    prometheus_selector: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="Extra label matchers on the gateway's series in Prometheus, "
+        "`label=value` comma-separated (e.g. `namespace=models,job=shipway-gateway`), so "
+        "another gateway's series of a same-named deployment are not counted; empty: none.",
+    )
+    prometheus_timeout_seconds: float = Field(
+        5.0, gt=0, description="Seconds for one Prometheus query (connect and answer)."
+    )
+    prometheus_staleness_seconds: float = Field(
+        60.0,
+        gt=0,
+        lt=3600,
+        description="Seconds: a deployment whose newest gateway sample in Prometheus is "
+        "older has its metrics unavailable (the analysis is inconclusive). A few scrape "
+        "intervals; below the provider's one-hour history window.",
+    )
+
+    @field_validator("prometheus_url")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http(s):// URL, got {value!r}")
+        return value
+
+    @field_validator("prometheus_selector", mode="before")
+    @classmethod
+    def _matchers(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs = [p.strip() for p in value.split(",") if p.strip()]
+        if bad := [p for p in pairs if "=" not in p or not p.split("=", 1)[0].strip()]:
+            raise ValueError(f"expected label=value pairs, comma-separated; got {bad[0]!r}")
+        return {k.strip(): v.strip() for k, v in (p.split("=", 1) for p in pairs)}
+
+    @field_validator("prometheus_selector")
+    @classmethod
+    def _label_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not LABEL_NAME.fullmatch(name) or name in RESERVED_LABELS:
+                raise ValueError(
+                    f"{name!r} is no label to select by: [a-zA-Z_][a-zA-Z0-9_]*, "
+                    f"not one of {sorted(RESERVED_LABELS)}"
+                )
+        return value
 
     @field_validator("namespaces", mode="before")
     @classmethod

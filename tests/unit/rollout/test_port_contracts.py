@@ -5,7 +5,8 @@ that says something about the real thing only if the fakes behave as the real
 adapters do. So each test here runs against the fakes and against every real adapter
 — locally the store-backed Router/Placement (on SQLite and on a real PostgreSQL), the
 MLflow release aliases, and the gateway's metrics source over the gateway's own
-counters served over HTTP. A Kubernetes harness joins the parameter lists later.
+counters served over HTTP; and the operator's Prometheus provider over the same counters
+scraped by a real Prometheus. A Kubernetes harness joins the world's parameters later.
 
 A harness gives the ports and a way to read the world back (and to play the parts
 the controller does not: replicas becoming ready, a gateway restarting).
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -288,12 +290,66 @@ class GatewayMetricsHarness:
         self.provider.close()  # type: ignore[attr-defined]
 
 
-@pytest.fixture(params=["fake", "gateway"])
+class PrometheusMetricsHarness:
+    """The same gateway counters over HTTP, scraped every second by a real Prometheus
+    (tests/support/prometheus.py), read by the operator's ``PrometheusMetrics``. A read
+    waits for Prometheus to have scraped what was recorded (a scrape that started after
+    it), then asks once; ``down`` stops Prometheus, the source the provider reads."""
+
+    JOB = "shipway-gateway"
+
+    def __init__(self, start: Callable[..., Any]) -> None:
+        from shipway_operator.prometheus import PrometheusMetrics
+        from tests.support.prometheus import Target
+
+        self.gateway = GatewayMetricsHarness()  # its own provider is left unused
+        address = f"127.0.0.1:{self.gateway.server.server_port}"
+        self.server = start([Target(self.JOB, address)])
+        self.direct = PrometheusMetrics(self.server.url, {"job": self.JOB}, timeout_seconds=5)
+        self.changed = time.time()
+        self.running = True
+        self.provider = self
+
+    def snapshot(self, deployment: str) -> counts.Snapshot:
+        if self.running:
+            self.server.wait_scraped(self.JOB, after=self.changed)
+        return self.direct.snapshot(deployment)
+
+    def record(
+        self, deployment: str, variant: str, good: int, errors: int = 0, client_errors: int = 0
+    ) -> None:
+        self.gateway.record(deployment, variant, good, errors, client_errors)
+        self.changed = time.time()
+
+    def mirror(self, deployment: str, variant: str, agree: int, disagree: int) -> None:
+        self.gateway.mirror(deployment, variant, agree, disagree)
+        self.changed = time.time()
+
+    def restart(self) -> None:
+        self.gateway.restart()
+        self.changed = time.time()
+
+    def down(self) -> None:
+        self.server.stop()
+        self.running = False
+
+    def close(self) -> None:
+        self.direct.close()
+        self.gateway.close()
+
+
+@pytest.fixture(
+    params=["fake", "gateway", pytest.param("prometheus", marks=pytest.mark.integration)]
+)
 def metrics(request: pytest.FixtureRequest) -> Iterator[MetricsHarness]:
     if request.param == "fake":
         yield FakeMetricsHarness()
         return
-    harness = GatewayMetricsHarness()
+    harness: GatewayMetricsHarness | PrometheusMetricsHarness
+    if request.param == "prometheus":
+        harness = PrometheusMetricsHarness(request.getfixturevalue("prometheus"))
+    else:
+        harness = GatewayMetricsHarness()
     try:
         yield harness
     finally:
