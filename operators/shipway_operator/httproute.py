@@ -69,12 +69,12 @@ from shipway_operator.manifests import (
     Owner,
     object_name,
 )
+from shipway_operator.routing_spec import GatewayAPIRouting
 from shipway_operator.spec import API_VERSION, KIND, Spec, Variant, parse_spec
 
 GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
 ROUTE_KIND = "HTTPRoute"
 PROVIDERS = ("shipway-gateway", "gateway-api")
-COHORT_HEADER = "x-shipway-variant"
 # the router's last applied values, on the HTTPRoute itself: a restarted operator (or
 # another replica) composes set_weights/set_split/set_shadow from there
 STATE_ANNOTATION = "shipway.io/routing"
@@ -92,34 +92,7 @@ class Unexpressible(ValueError):
 # ---- the spec's routing additions (spec.routing.provider, spec.routing.gatewayAPI) -------
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
-
-
-class ParentRef(_Model):
-    """A Gateway (or a listener of one, ``sectionName``) the route attaches to; its
-    namespace defaults to the route's. The Gateway must allow routes from this namespace
-    (``allowedRoutes``)."""
-
-    name: str = Field(min_length=1, max_length=253)
-    namespace: str | None = Field(None, min_length=1, max_length=63)
-    section_name: str | None = Field(None, min_length=1, max_length=253)
-
-    def as_manifest(self) -> dict[str, Any]:
-        ref: dict[str, Any] = {"group": "gateway.networking.k8s.io", "kind": "Gateway"}
-        return ref | self.model_dump(by_alias=True, exclude_none=True)
-
-
-class GatewayAPIRouting(_Model):
-    """``spec.routing.gatewayAPI``: where the route attaches, for which host names, and
-    the request header that names a cohort during an A/B split."""
-
-    parent_refs: tuple[ParentRef, ...] = Field(min_length=1, max_length=32)
-    hostnames: tuple[str, ...] = Field((), max_length=16)
-    cohort_header: str = Field(COHORT_HEADER, pattern=r"^x-[a-z0-9-]+$", max_length=63)
-
-
-class RoutingMode(_Model):
+class RoutingMode(BaseModel):
     """The two fields ``spec.routing`` gains (read from the raw spec until ``spec.py``'s
     ``Routing`` carries them)."""
 

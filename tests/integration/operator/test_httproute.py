@@ -27,13 +27,10 @@ from shipway.rollout.state import Phase
 from shipway.rollout.status import STABLE, RolloutStatus
 from shipway.rollout.testing import FakeAliases, FakeMetrics, FakePlacement, FakeWorld
 from shipway_operator.httproute import (
-    COHORT_HEADER,
     GATEWAY_API_VERSION,
     ROUTE_KIND,
     TRITON_MODEL_ANNOTATION,
     GatewayAPIRouter,
-    GatewayAPIRouting,
-    ParentRef,
     RouteNotOwned,
     RouteState,
     Served,
@@ -42,6 +39,7 @@ from shipway_operator.httproute import (
 )
 from shipway_operator.kube import Kube
 from shipway_operator.manifests import MANAGER, Owner
+from shipway_operator.routing_spec import COHORT_HEADER, GatewayAPIRouting, ParentRef
 from shipway_operator.spec import Variant, parse_spec
 
 from .conftest import GROUP, PLURAL, VERSION, resource

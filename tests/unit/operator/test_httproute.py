@@ -8,10 +8,7 @@ from typing import Any
 import pytest
 
 from shipway_operator.httproute import (
-    COHORT_HEADER,
     STATE_ANNOTATION,
-    GatewayAPIRouting,
-    ParentRef,
     RouteState,
     RoutingMode,
     Served,
@@ -21,6 +18,7 @@ from shipway_operator.httproute import (
     served_models,
     unsupported,
 )
+from shipway_operator.routing_spec import COHORT_HEADER, GatewayAPIRouting, ParentRef
 from shipway_operator.spec import Spec, Variant, parse_spec
 
 from .conftest import OWNER, base_spec
