@@ -499,6 +499,25 @@ class GatewayAPIRouter:
         For the operator's reconcile of a ModelDeployment routed by the Gateway API."""
         self._update(deployment, lambda state: state)
 
+    def delete(self, deployment: str) -> bool:
+        """Delete the deployment's route (routing moved to the Shipway gateway); only a
+        route this ModelDeployment controls. True when one was deleted."""
+        live = self.kube.get(GATEWAY_API_VERSION, ROUTE_KIND, self.namespace, deployment)
+        body = self.kube.get(API_VERSION, KIND, self.namespace, deployment)
+        if live is None or body is None or not _controlled_by(live, body["metadata"]["uid"]):
+            return False
+        try:
+            self.kube.resource(GATEWAY_API_VERSION, ROUTE_KIND).delete(
+                name=deployment,
+                namespace=self.namespace,
+                body={"preconditions": {"uid": live["metadata"]["uid"]}},
+            )
+        except ApiException as exc:
+            if exc.status in (404, 409):  # gone meanwhile, or another object of the name
+                return False
+            raise
+        return True
+
     def state(self, deployment: str) -> RouteState | None:
         """The values the route was last applied with; None: no route."""
         live = self.kube.get(GATEWAY_API_VERSION, ROUTE_KIND, self.namespace, deployment)

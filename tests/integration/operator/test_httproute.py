@@ -296,6 +296,26 @@ def test_refusals_are_clear_and_change_nothing(
     assert stored_route(kube, kube_namespace)["spec"]["parentRefs"][0]["name"] == "theirs"
 
 
+def test_the_route_is_deleted_when_routing_moves_elsewhere(
+    kube: Kube, kube_api: client.ApiClient, router: GatewayAPIRouter, kube_namespace: str
+) -> None:
+    router.refresh(NAME)
+    assert router.delete(NAME)
+    assert kube.get(GATEWAY_API_VERSION, ROUTE_KIND, kube_namespace, NAME) is None
+    assert not router.delete(NAME)  # none: nothing to do
+    theirs = {
+        "apiVersion": GATEWAY_API_VERSION,
+        "kind": ROUTE_KIND,
+        "metadata": {"name": NAME},
+        "spec": {"parentRefs": [{"name": "theirs"}]},
+    }
+    client.CustomObjectsApi(kube_api).create_namespaced_custom_object(
+        "gateway.networking.k8s.io", "v1", kube_namespace, "httproutes", theirs
+    )
+    assert not router.delete(NAME)  # someone else's: left alone
+    assert stored_route(kube, kube_namespace)["spec"]["parentRefs"][0]["name"] == "theirs"
+
+
 # ---- the Router port contract (tests/unit/rollout/test_port_contracts.py), here ----------
 
 
@@ -346,7 +366,7 @@ def test_contract_the_split_turns_sticky_and_back(
 
 
 class RoutedPlacement(FakePlacement):
-    """The Placement port of the fakes, which on ``remove`` also tells the router (as the
+    """The Placement port of the fakes, which on ``remove`` first tells the router (as the
     operator's placement must: the route must not point at a deleted Service)."""
 
     def __init__(self, world: FakeWorld, router: GatewayAPIRouter) -> None:
@@ -354,8 +374,8 @@ class RoutedPlacement(FakePlacement):
         self.router = router
 
     def remove(self, deployment: str, variant: str) -> None:
+        self.router.forget(deployment, variant)  # first: no request meets a deleted Service
         super().remove(deployment, variant)
-        self.router.forget(deployment, variant)
 
 
 class Rollout:
