@@ -11,8 +11,8 @@ What one HTTPRoute can say, and how it is said (``http_route``):
 - **Weights** (a canary's steps): ``backendRefs`` to the variant Services
   ``<name>-stable`` / ``<name>-candidate``, port 8000 (Triton's HTTP), with ``weight``s.
 - **Shadow**: a ``RequestMirror`` filter to the candidate Service, with ``percent``
-  (or ``fraction`` out of 10 000 for a share that is no whole percent; both are standard
-  since v1.3, GEP-3171). The mirror's answers are dropped by the gateway.
+  (or ``fraction`` out of 10 000 for a share that is no whole percent; both in the
+  standard channel, GEP-3171). The mirror's answers are dropped by the gateway.
 - **A/B by a header match** (the sticky split): HTTPRoute has no way to hash a request
   key into buckets. ``sessionPersistence`` is experimental-channel only in v1.6.3 (not
   in the standard CRDs) and pins a client to a *backend endpoint* through a cookie or
@@ -30,8 +30,8 @@ What one HTTPRoute can say, and how it is said (``http_route``):
   (``ReplacePrefixMatch``, core) replaces ``/v2/models/<deployment>`` by
   ``/v2/models/<triton name>`` when the two differ. When stable and candidate carry
   different Triton names the rewrite moves to each ``backendRef``'s own filters, which
-  is implementation-specific support in the Gateway API (many implementations support
-  only header modifiers there, and report the route not Accepted); a mirror cannot be
+  the Gateway API leaves implementation-specific (NGINX Gateway Fabric, for one, does
+  not support them; an implementation says so in the route's status); a mirror cannot be
   rewritten apart from the live request, so a shadow between differently named builds
   is refused (``Unexpressible``). ``/v2/models/<deployment>/versions/<v>/...`` with
   ``<v>`` the registered model version a live variant serves (``modelVersion``) goes to
@@ -74,7 +74,6 @@ from shipway_operator.spec import API_VERSION, KIND, Spec, Variant, parse_spec
 
 GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
 ROUTE_KIND = "HTTPRoute"
-PROVIDERS = ("shipway-gateway", "gateway-api")
 # the router's last applied values, on the HTTPRoute itself: a restarted operator (or
 # another replica) composes set_weights/set_split/set_shadow from there
 STATE_ANNOTATION = "shipway.io/routing"
@@ -167,11 +166,11 @@ def unsupported(spec: Spec, routing: RoutingChoice | None = None) -> list[str]:
             "inputs the Shipway gateway samples per variant; an HTTPRoute samples nothing, "
             f"so the check could never pass; remove it, {PROVIDER_HINT}"
         )
-    if set(spec.drift.actions) - {"alert"} or spec.drift.webhook_url:
+    if set(spec.drift.actions) - {"alert"}:
         problems.append(
-            "spec.drift: drift actions (webhook, rollback) act on scores from the inputs the "
-            "Shipway gateway samples; an HTTPRoute samples nothing, so they would never "
-            f"fire; leave spec.drift unset, {PROVIDER_HINT}"
+            "spec.drift.actions: drift actions (webhook, rollback) act on scores from the "
+            "inputs the Shipway gateway samples; an HTTPRoute samples nothing, so they "
+            f"would never fire; leave the default (alert), {PROVIDER_HINT}"
         )
     return problems
 

@@ -281,7 +281,7 @@ def test_the_shipway_gateway_refuses_nothing_here() -> None:
             "spec.rollout.canary.thresholds.maxDriftScore",
             "samples nothing",
         ),
-        ({"drift": {"actions": ["alert", "rollback"]}}, "spec.drift", "never"),
+        ({"drift": {"actions": ["alert", "rollback"]}}, "spec.drift.actions", "never"),
     ],
 )
 def test_what_an_httproute_cannot_express_is_refused_naming_the_field(
@@ -309,5 +309,5 @@ def test_every_refusal_is_reported_at_once() -> None:
         "spec.routing.split",
         "spec.rollout.canary.shadow",
         "spec.rollout.canary.thresholds.maxDriftScore",
-        "spec.drift",
+        "spec.drift.actions",
     ]
