@@ -18,6 +18,8 @@ from kubernetes.utils.quantity import parse_quantity
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
+from shipway_operator.routing_spec import GatewayAPIRouting
+
 GROUP = "shipway.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -188,6 +190,11 @@ class Autoscaling(_Model):
 class Routing(_Model):
     split: Literal["weighted", "sticky"] = "weighted"
     sticky_header: str = "x-shipway-key"
+    # who routes: the Shipway gateway in the cluster (every feature), or an HTTPRoute of
+    # the cluster's Gateway API implementation (shipway_operator.httproute.unsupported
+    # says what that cannot express)
+    provider: Literal["shipway-gateway", "gateway-api"] = "shipway-gateway"
+    gateway_api: GatewayAPIRouting | None = Field(None, alias="gatewayAPI")
 
 
 # The analysis settings: the rollout engine's (shipway.rollout) fields in the CRD's

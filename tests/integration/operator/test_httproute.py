@@ -36,11 +36,12 @@ from shipway_operator.httproute import (
     Served,
     Unexpressible,
     http_route,
+    unsupported,
 )
 from shipway_operator.kube import Kube
 from shipway_operator.manifests import MANAGER, Owner
 from shipway_operator.routing_spec import COHORT_HEADER, GatewayAPIRouting, ParentRef
-from shipway_operator.spec import Variant, parse_spec
+from shipway_operator.spec import InvalidSpec, Variant, parse_spec
 
 from .conftest import GROUP, PLURAL, VERSION, resource
 
@@ -86,9 +87,9 @@ def main_rule(route: dict[str, Any], name: str = NAME) -> dict[str, Any]:
     return rule
 
 
-def live_weights(route: dict[str, Any]) -> dict[str, int]:
+def live_weights(route: dict[str, Any], name: str = NAME) -> dict[str, int]:
     """The main rule's backend weights, by Service."""
-    return {ref["name"]: ref["weight"] for ref in main_rule(route)["backendRefs"]}
+    return {ref["name"]: ref["weight"] for ref in main_rule(route, name)["backendRefs"]}
 
 
 def mirror(route: dict[str, Any]) -> dict[str, Any] | None:
@@ -475,3 +476,110 @@ def test_session_persistence_is_not_in_the_standard_channel(
     # server-side apply answers a field its schema lacks with 500 "failed to create
     # typed patch object"; the message names the field
     assert "sessionPersistence: field not declared in schema" in (refused.value.body or "")
+
+
+# ---- spec.routing.provider / spec.routing.gatewayAPI in the CRD ---------------------------
+
+GATEWAY_SPEC = {
+    "provider": "gateway-api",
+    "gatewayAPI": {"parentRefs": [{"name": "edge", "namespace": "infra", "sectionName": "http"}]},
+}
+
+
+def test_the_gateway_comes_from_the_resources_spec(
+    kube: Kube, kube_api: client.ApiClient, kube_namespace: str
+) -> None:
+    custom = client.CustomObjectsApi(kube_api)
+    made = custom.create_namespaced_custom_object(
+        GROUP, VERSION, kube_namespace, PLURAL, resource("routed", routing=GATEWAY_SPEC)
+    )
+    typed = parse_spec(made["spec"])
+    assert typed.routing.provider == "gateway-api"
+    assert typed.routing.gateway_api is not None
+    assert typed.routing.gateway_api.cohort_header == "x-shipway-variant"  # the CRD's default
+    assert unsupported(typed) == []
+    GatewayAPIRouter(kube, kube_namespace).set_weights("routed", {STABLE: 90, "canary": 10})
+    route = stored_route(kube, kube_namespace, "routed")
+    assert route["spec"]["parentRefs"] == [
+        {
+            "group": "gateway.networking.k8s.io",
+            "kind": "Gateway",
+            "name": "edge",
+            "namespace": "infra",
+            "sectionName": "http",
+        }
+    ]
+    assert live_weights(route, "routed") == {"routed-stable": 90, "routed-candidate": 10}
+
+
+REFUSED: list[tuple[str, dict[str, Any], str]] = [
+    ("no gateway", {"routing": {"provider": "gateway-api"}}, "needs routing.gatewayAPI.parentRefs"),
+    (
+        "no parent",
+        {"routing": {"provider": "gateway-api", "gatewayAPI": {"parentRefs": []}}},
+        "spec.routing.gatewayAPI.parentRefs in body should have at least 1 items",
+    ),
+    ("sticky", {"routing": {**GATEWAY_SPEC, "split": "sticky"}}, "cannot hash a request key"),
+    (
+        "shadow",
+        {"routing": GATEWAY_SPEC, "rollout": {"canary": {"shadow": {"share": 0.5}}}},
+        "spec.rollout.canary.shadow: Invalid value",
+    ),
+    (
+        "drift score",
+        {"routing": GATEWAY_SPEC, "rollout": {"canary": {"thresholds": {"maxDriftScore": 0.2}}}},
+        "spec.rollout.canary.thresholds.maxDriftScore: Invalid value",
+    ),
+    (
+        "drift rollback",
+        {"routing": GATEWAY_SPEC, "drift": {"actions": ["alert", "rollback"]}},
+        "spec.drift.actions: Invalid value",
+    ),
+    (
+        "bad host",
+        {
+            "routing": {
+                **GATEWAY_SPEC,
+                "gatewayAPI": {**GATEWAY_SPEC["gatewayAPI"], "hostnames": ["A B"]},
+            }
+        },
+        "spec.routing.gatewayAPI.hostnames[0]",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "spec", "message"), REFUSED, ids=[c for c, _, _ in REFUSED])
+def test_the_api_server_refuses_what_an_httproute_cannot_express(
+    kube_api: client.ApiClient, kube_namespace: str, case: str, spec: dict[str, Any], message: str
+) -> None:
+    custom = client.CustomObjectsApi(kube_api)
+    with pytest.raises(ApiException) as refused:
+        custom.create_namespaced_custom_object(
+            GROUP, VERSION, kube_namespace, PLURAL, resource("refused", **spec)
+        )
+    assert refused.value.status == 422
+    assert message in (refused.value.body or "")
+    # and the operator's own checks refuse it too (a resource stored before the rule)
+    if case != "bad host":  # the API server's alone (the HTTPRoute's schema checks it too)
+        assert operator_refuses(resource("refused", **spec)["spec"])
+
+
+def operator_refuses(spec: dict[str, Any]) -> bool:
+    """The typed spec is invalid, or ``unsupported`` names something."""
+    try:
+        return unsupported(parse_spec(spec)) != []
+    except InvalidSpec:
+        return True
+
+
+def test_what_the_shipway_gateway_does_is_still_admitted(
+    kube_api: client.ApiClient, kube_namespace: str
+) -> None:
+    custom = client.CustomObjectsApi(kube_api)
+    shadowed = resource("shadowed", rollout={"canary": {"shadow": {"share": 0.5}}})
+    shadowed["spec"]["routing"] = {"split": "sticky"}
+    custom.create_namespaced_custom_object(GROUP, VERSION, kube_namespace, PLURAL, shadowed)
+    experiment = resource(
+        "ab", routing=GATEWAY_SPEC, rollout={"strategy": "experiment", "experiment": {"weight": 50}}
+    )
+    custom.create_namespaced_custom_object(GROUP, VERSION, kube_namespace, PLURAL, experiment)

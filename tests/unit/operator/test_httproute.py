@@ -263,7 +263,7 @@ def test_a_canary_with_weights_only_is_supported() -> None:
 
 def test_the_shipway_gateway_refuses_nothing_here() -> None:
     shadowed = spec(rollout={"canary": {"shadow": {"share": 0.5}}}, routing={"split": "sticky"})
-    assert unsupported(shadowed) == []  # spec.routing has no provider yet: the default
+    assert unsupported(shadowed) == []  # spec.routing's provider: the default
     assert unsupported(shadowed, RoutingMode()) == []
 
 
@@ -291,6 +291,18 @@ def test_what_an_httproute_cannot_express_is_refused_naming_the_field(
     assert message.startswith(field + ":")
     assert reason in message
     assert "shipway-gateway" in message  # the way out
+
+
+def test_the_choice_is_read_from_spec_routing() -> None:
+    routed = spec(
+        routing={
+            "provider": "gateway-api",
+            "split": "sticky",
+            "gatewayAPI": {"parentRefs": [{"name": "edge"}]},
+        }
+    )
+    (message,) = unsupported(routed)
+    assert message.startswith("spec.routing.split:")
 
 
 def test_gateway_api_routing_without_a_gateway_is_refused() -> None:
