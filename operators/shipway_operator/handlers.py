@@ -19,12 +19,11 @@ from typing import Any
 
 import kopf
 
-from shipway.rollout.counts import Snapshot
-from shipway.rollout.ports import MetricsProvider, MetricsUnavailable, Ports
-from shipway_operator import reconcile, rollouts, status
+from shipway.rollout.ports import MetricsProvider, Ports
+from shipway_operator import prometheus, reconcile, rollouts, status
 from shipway_operator.kube import Kube, api_client, connection_info, spec_drifted
 from shipway_operator.manifests import LABEL_DEPLOYMENT, LABEL_MANAGED_BY, MANAGER
-from shipway_operator.rollout_ports import NoReleaseAliases, ResourcePlacement, StatusRouter
+from shipway_operator.rollout_ports import kubernetes_ports
 from shipway_operator.settings import OperatorSettings
 from shipway_operator.spec import GROUP, KIND, PLURAL, VERSION
 
@@ -54,7 +53,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if "kube" not in memo:
         memo.kube = Kube(api_client())
     if "metrics" not in memo:
-        memo.metrics = metrics_provider(memo.settings)
+        memo.metrics = prometheus.from_settings(memo.settings)
     memo.rollouts = rollouts.RolloutScheduler(lambda ns, name: _rollout_pass(memo, ns, name))
     memo.resync_task = asyncio.create_task(_resync_forever(memo), name="shipway-resync")
     memo.rollout_task = asyncio.create_task(memo.rollouts.run_forever(), name="shipway-rollouts")
@@ -68,19 +67,9 @@ async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-class NoMetrics:
-    """No Prometheus configured: every analysis is inconclusive (never a pass), so a
-    rollout waits at its first step and fails at its progress deadline."""
-
-    def snapshot(self, deployment: str) -> Snapshot:
-        raise MetricsUnavailable("no Prometheus configured (SHIPWAY_OPERATOR_PROMETHEUS_URL)")
-
-
-def metrics_provider(settings: OperatorSettings) -> MetricsProvider:
-    """The rollout analyses' metrics: the gateway's series in Prometheus."""
-    return NoMetrics()
+    metrics = memo.get("metrics")
+    if isinstance(metrics, prometheus.PrometheusMetrics):
+        metrics.close()
 
 
 def _applier(memo: kopf.Memo, namespace: str) -> Callable[[str], None]:
@@ -102,12 +91,11 @@ def ports(memo: kopf.Memo, namespace: str) -> Ports:
     """The rollout controller's ports over ``namespace``'s resources."""
     settings: OperatorSettings = memo.settings
     apply = _applier(memo, namespace)
-    return Ports(
-        router=StatusRouter(memo.kube, namespace, settings.status_retries, apply),
-        placement=ResourcePlacement(memo.kube, namespace, apply),
-        metrics=memo.metrics,
-        aliases=NoReleaseAliases(),
-    )
+    metrics: MetricsProvider = memo.metrics
+    label = settings.prometheus_namespace_label
+    if isinstance(metrics, prometheus.PrometheusMetrics) and label:
+        metrics = metrics.narrowed({label: namespace})
+    return kubernetes_ports(memo.kube, namespace, metrics, apply, settings.status_retries)
 
 
 def _rollout_pass(memo: kopf.Memo, namespace: str, name: str) -> float | None:

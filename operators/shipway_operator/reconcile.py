@@ -15,7 +15,7 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from shipway_operator import manifests, status
+from shipway_operator import httproute, manifests, status
 from shipway_operator.errors import api_message, kube_errors, to_kopf
 from shipway_operator.kube import Kube
 from shipway_operator.spec import API_VERSION, KIND, InvalidSpec, Spec, Variant, parse_spec
@@ -69,6 +69,11 @@ def reconcile(
     except InvalidSpec as exc:
         _not_applied(kube, fresh, generation, status.INVALID_SPEC, str(exc), now, attempts)
         raise to_kopf(exc, f"reconcile {KIND} {namespace}/{name}") from exc
+    problems = httproute.unsupported(spec)  # empty unless the Gateway API routes it
+    if problems:
+        message = "; ".join(problems)
+        _not_applied(kube, fresh, generation, status.ROUTING_UNSUPPORTED, message, now, attempts)
+        raise kopf.PermanentError(f"{KIND} {namespace}/{name} not applied: {message}")
     refusal = _preflight(kube, objects, meta["uid"])
     if refusal is not None:
         reason, message = refusal
@@ -78,6 +83,10 @@ def reconcile(
         what = f"apply {manifest['kind']} {namespace}/{manifest['metadata']['name']}"
         with kube_errors(what):
             kube.apply(manifest)
+    if spec.routing.provider == "gateway-api":
+        # the route after the Services it points at, before pruning any (a candidate the
+        # plan dropped was taken out of the route by the rollout's Placement.remove)
+        _route(kube, fresh, generation, now, attempts)
     keep = {(m["kind"], m["metadata"]["name"]) for m in objects}
     with kube_errors(f"prune objects of {KIND} {namespace}/{name}"):
         for kind, gone in kube.prune(namespace, name, meta["uid"], keep):
@@ -91,6 +100,24 @@ def reconcile(
     # Deployment events that came before that write were skipped (status still named the
     # previous generation): look once more, now that status names this one
     refresh(kube, namespace, name, attempts)
+
+
+def _route(kube: Kube, body: dict[str, Any], generation: int, now: datetime, attempts: int) -> None:
+    """Apply the resource's HTTPRoute again with its last values (it is made at stable
+    100 % on first sight; a promotion changes the Triton model name it rewrites to)."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    try:
+        with kube_errors(f"apply HTTPRoute {namespace}/{name}"):
+            httproute.GatewayAPIRouter(kube, namespace).refresh(name)
+    except (httproute.Unexpressible, httproute.RouteNotOwned) as exc:
+        reason = (
+            status.NAME_CONFLICT
+            if isinstance(exc, httproute.RouteNotOwned)
+            else status.ROUTING_UNSUPPORTED
+        )
+        _not_applied(kube, body, generation, reason, str(exc), now, attempts)
+        raise kopf.PermanentError(f"{KIND} {namespace}/{name}: {exc}") from exc
 
 
 def _replicas(kube: Kube, namespace: str, name: str) -> int | None:

@@ -18,13 +18,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from shipway.rollout.ports import MetricsProvider, Ports
 from shipway.rollout.status import STABLE
+from shipway_operator.httproute import GatewayAPIRouter
 from shipway_operator.kube import Kube
 from shipway_operator.manifests import LABEL_BUILD, object_name
 from shipway_operator.spec import API_VERSION, KIND, Variant
 from shipway_operator.status import availability
 
 Apply = Callable[[str], None]  # reconcile one resource of the namespace by name
+SHIPWAY_GATEWAY, GATEWAY_API = "shipway-gateway", "gateway-api"  # spec.routing.provider
 
 
 class StatusRouter:
@@ -93,13 +96,49 @@ def _candidate(weights: dict[str, int]) -> str | None:
     return (weighted or others or [None])[0]
 
 
+def _provider(kube: Kube, namespace: str, deployment: str) -> str | None:
+    body = kube.get(API_VERSION, KIND, namespace, deployment)
+    if body is None:
+        return None
+    return ((body.get("spec") or {}).get("routing") or {}).get("provider") or SHIPWAY_GATEWAY
+
+
+class ProviderRouter:
+    """The status router always (the gateway follows it, and replica ranges follow the
+    weights it records); an HTTPRoute too for a resource routed by the cluster's Gateway
+    API implementation (``spec.routing.provider: gateway-api``)."""
+
+    def __init__(self, status: StatusRouter, routes: GatewayAPIRouter) -> None:
+        self.status, self.routes = status, routes
+
+    def _gateway_api(self, deployment: str) -> bool:
+        return _provider(self.status.kube, self.status.namespace, deployment) == GATEWAY_API
+
+    def set_weights(self, deployment: str, weights: dict[str, int]) -> None:
+        if self._gateway_api(deployment):
+            self.routes.set_weights(deployment, weights)
+        self.status.set_weights(deployment, weights)
+
+    def set_split(self, deployment: str, sticky: bool, header: str | None = None) -> None:
+        if self._gateway_api(deployment):
+            self.routes.set_split(deployment, sticky, header)
+        self.status.set_split(deployment, sticky, header)
+
+    def set_shadow(self, deployment: str, variant: str, share: float) -> None:
+        if self._gateway_api(deployment):
+            self.routes.set_shadow(deployment, variant, share)
+        self.status.set_shadow(deployment, variant, share)
+
+
 class ResourcePlacement:
     """The Placement port as the resource's variant Deployments. ``place``, ``remove``
     and ``make_stable`` apply the resource again: what they change, the saved rollout
     record has already decided (see the module's docstring)."""
 
-    def __init__(self, kube: Kube, namespace: str, apply: Apply) -> None:
-        self.kube, self.namespace, self.apply = kube, namespace, apply
+    def __init__(
+        self, kube: Kube, namespace: str, apply: Apply, routes: GatewayAPIRouter | None = None
+    ) -> None:
+        self.kube, self.namespace, self.apply, self.routes = kube, namespace, apply, routes
 
     def _resource(self, deployment: str) -> dict[str, Any] | None:
         return self.kube.get(API_VERSION, KIND, self.namespace, deployment)
@@ -128,8 +167,14 @@ class ResourcePlacement:
         return availability(live, 1).ready
 
     def remove(self, deployment: str, variant: str) -> None:
-        if self._resource(deployment) is not None:
-            self.apply(deployment)
+        if self._resource(deployment) is None:
+            return
+        if self.routes is not None and _provider(self.kube, self.namespace, deployment) == (
+            GATEWAY_API
+        ):
+            # the route first: it must never point at the Service the apply deletes
+            self.routes.forget(deployment, variant)
+        self.apply(deployment)
 
     def make_stable(self, deployment: str, build_id: str) -> None:
         self.place(deployment, STABLE, build_id)
@@ -145,3 +190,17 @@ class NoReleaseAliases:
 
     def delete_alias(self, build_id: str, alias: str) -> None:
         return None
+
+
+def kubernetes_ports(
+    kube: Kube, namespace: str, metrics: MetricsProvider, apply: Apply, attempts: int
+) -> Ports:
+    """The rollout controller's ports over ``namespace``'s resources: the operator's
+    composition (``handlers``), and the tests'."""
+    routes = GatewayAPIRouter(kube, namespace)
+    return Ports(
+        router=ProviderRouter(StatusRouter(kube, namespace, attempts, apply), routes),
+        placement=ResourcePlacement(kube, namespace, apply, routes),
+        metrics=metrics,
+        aliases=NoReleaseAliases(),
+    )

@@ -83,6 +83,13 @@ class OperatorSettings(BaseSettings):
         "`label=value` comma-separated (e.g. `namespace=models,job=shipway-gateway`), so "
         "another gateway's series of a same-named deployment are not counted; empty: none.",
     )
+    prometheus_namespace_label: str = Field(
+        "namespace",
+        description="The label that names the gateway's namespace on its series (what a "
+        "ServiceMonitor or Kubernetes service discovery relabelling puts there): each "
+        "rollout reads the series of its own namespace's gateway. Empty: no such "
+        "matcher (one gateway, one namespace).",
+    )
     prometheus_timeout_seconds: float = Field(
         5.0, gt=0, description="Seconds for one Prometheus query (connect and answer)."
     )

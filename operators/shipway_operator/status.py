@@ -323,7 +323,8 @@ def derive(
 # Degraded reasons of a generation the operator could not apply: they stand until the spec
 # changes (a refresh from the Deployments must not report "serving as specified")
 INVALID_SPEC, OBJECT_REFUSED, NAME_CONFLICT = "InvalidSpec", "ObjectRefused", "NameConflict"
-NOT_APPLIED = frozenset({INVALID_SPEC, OBJECT_REFUSED, NAME_CONFLICT})
+ROUTING_UNSUPPORTED = "RoutingUnsupported"  # the Gateway API cannot express the spec
+NOT_APPLIED = frozenset({INVALID_SPEC, OBJECT_REFUSED, NAME_CONFLICT, ROUTING_UNSUPPORTED})
 MESSAGE_LIMIT = 1024  # characters of an API server's message kept in a condition
 
 

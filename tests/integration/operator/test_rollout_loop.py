@@ -18,7 +18,7 @@ from shipway.rollout.testing import FakeMetrics
 from shipway_operator import reconcile, rollouts
 from shipway_operator.capacity import replica_range
 from shipway_operator.kube import Kube
-from shipway_operator.rollout_ports import NoReleaseAliases, ResourcePlacement, StatusRouter
+from shipway_operator.rollout_ports import kubernetes_ports
 from shipway_operator.rollout_status import from_resource
 from shipway_operator.spec import parse_spec
 from tests.kube.cluster import wait_for
@@ -59,12 +59,7 @@ class Loop:
         )
 
     def ports(self) -> Ports:
-        return Ports(
-            router=StatusRouter(self.kube, self.namespace, 5, self.apply),
-            placement=ResourcePlacement(self.kube, self.namespace, self.apply),
-            metrics=self.metrics,
-            aliases=NoReleaseAliases(),
-        )
+        return kubernetes_ports(self.kube, self.namespace, self.metrics, self.apply, 5)
 
     def tick(self, name: str) -> float | None:
         return rollouts.tick(
@@ -299,4 +294,56 @@ def test_the_stable_build_back_in_the_spec_ends_the_running_rollout(
         lambda: cluster.owned("minilm")["Deployment"] == ["minilm-stable"],
         SETTLE,
         "the candidate's Deployment pruned",
+    )
+
+
+GATEWAY_API = {
+    "split": "weighted",
+    "provider": "gateway-api",
+    "gatewayAPI": {"parentRefs": [{"name": "edge", "namespace": "gateway-system"}]},
+}
+
+
+def _route_weights(cluster: Cluster, kube_api: client.ApiClient) -> dict[str, int]:
+    route = client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
+        "gateway.networking.k8s.io", "v1", cluster.namespace, "httproutes", "minilm"
+    )
+    weights: dict[str, int] = {}
+    for rule in route["spec"]["rules"]:
+        for ref in rule.get("backendRefs") or []:
+            weights[ref["name"]] = max(weights.get(ref["name"], 0), ref.get("weight", 1))
+    return weights
+
+
+def test_a_gateway_api_routed_canary_moves_the_httproute_and_rolls_back_off_it(
+    cluster: Cluster, kube_api: client.ApiClient
+) -> None:
+    metrics = FakeMetrics()
+    loop = Loop(kube_api, cluster.namespace, metrics)
+    _start(cluster, loop, routing=GATEWAY_API)
+    # made by the reconcile at stable 100 %, attached to the named Gateway
+    assert _route_weights(cluster, kube_api).get("minilm-stable")
+    _drive(
+        loop,
+        cluster,
+        "minilm",
+        _serve(metrics),
+        lambda b: ((b.get("status") or {}).get("weights") or {}).get("candidate") == 50,
+        "the canary at 50 %",
+    )
+    weights = _route_weights(cluster, kube_api)
+    assert (weights["minilm-stable"], weights["minilm-candidate"]) == (50, 50)
+    _drive(
+        loop,
+        cluster,
+        "minilm",
+        _serve(metrics, errors=0.5),
+        lambda b: bool(_record_of(b).get("finished")),
+        "the canary rolled back",
+    )
+    # the route no longer sends anything to the candidate's Service, which is gone
+    weights = _route_weights(cluster, kube_api)
+    assert not weights.get("minilm-candidate"), weights
+    wait_for(
+        lambda: cluster.service("minilm-candidate") is None, SETTLE, "candidate Service pruned"
     )
