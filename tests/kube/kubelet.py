@@ -57,12 +57,14 @@ from types import TracebackType
 from typing import Any
 
 import httpx
+import psutil
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
 from shipway.runtime.processes import spawn
 from shipway.runtime.triton_distribution import TritonDistribution
 from shipway.runtime.triton_process import TritonProcess
+from shipway_operator.manifests import GRPC_PORT, HTTP_PORT, METRICS_PORT
 from tests.kube.cluster import SERVING_LABEL, SERVING_NODE_NAME, SERVING_RANGE, SERVING_TAINT
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,7 @@ FETCH_MODULE = ("-m", "shipway_operator.fetch")
 ADDRESS_FLAGS = ("--http-address", "--grpc-address", "--metrics-address")
 STRATEGIC = "application/strategic-merge-patch+json"
 UNSUPPORTED = "StandInUnsupported"
+POD_PORTS = (HTTP_PORT, GRPC_PORT, METRICS_PORT)  # Triton's, in the operator's pods
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 # emptyDir volumes are directories of the pod's; the API server adds a projected one for
 # the service account's token, which the stand-in leaves out (nothing here reads it)
@@ -114,6 +117,25 @@ def ensure_local_route(cidr: str = SERVING_RANGE) -> bool:
             f"failed ({str(detail).strip()}); it needs root (CAP_NET_ADMIN)"
         ) from None
     return True
+
+
+def wildcard_listeners(ports: tuple[int, ...] = POD_PORTS) -> list[str]:
+    """Sockets listening on every address (``0.0.0.0``, ``::``) on one of ``ports``,
+    described: Linux refuses a pod IP's Triton that port while one does."""
+    found = []
+    for conn in psutil.net_connections("tcp"):
+        if (
+            conn.status == psutil.CONN_LISTEN
+            and conn.laddr
+            and conn.laddr.ip in ("0.0.0.0", "::")
+            and conn.laddr.port in ports
+        ):
+            owner = "a process of another user or namespace"
+            if conn.pid is not None:
+                with contextlib.suppress(psutil.Error):
+                    owner = f"pid {conn.pid}: " + " ".join(psutil.Process(conn.pid).cmdline())
+            found.append(f"*:{conn.laddr.port} ({owner[:200]})")
+    return found
 
 
 # ---- reading the pod spec (pure) ---------------------------------------------------
@@ -734,8 +756,9 @@ class TritonKubelet:
     """The stand-in kubelet of ``node`` (``with`` runs it): a list+watch of the node's
     pods, a :class:`PodWorker` per pod; logs per pod under ``workdir/<namespace>/<pod>-<uid>``.
 
-    ``__enter__`` makes the serving range local (:func:`ensure_local_route`, raising
-    :class:`KubeletError`) and checks the Triton distribution
+    ``__enter__`` makes the serving range local (:func:`ensure_local_route`), checks
+    that no socket listens on every address on Triton's ports (:func:`wildcard_listeners`;
+    both raise :class:`KubeletError`) and checks the Triton distribution
     (``shipway.errors.Unavailable`` with the install command); ``__exit__`` stops every
     process it started, waits for them and marks its pods' containers not ready."""
 
@@ -765,6 +788,12 @@ class TritonKubelet:
     def __enter__(self) -> TritonKubelet:
         self.dist.check()
         self.route_added = ensure_local_route(self.serving_range)
+        if taken := wildcard_listeners():
+            raise KubeletError(
+                "the pods' Tritons bind ports "
+                f"{', '.join(map(str, POD_PORTS))} of their IPs, which these sockets "
+                f"listening on every address forbid: {'; '.join(taken)}"
+            )
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._thread.start()
         return self

@@ -7,24 +7,46 @@ why in the pod's status."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import socket
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from prometheus_client.parser import text_string_to_metric_families
 
+from shipway_operator import manifests
 from shipway_operator import status as operator_status
 from shipway_operator.kube import Kube
 from shipway_operator.reconcile import reconcile
-from tests.kube.cluster import SERVING_NODE_NAME, TestCluster, unique_name, wait_for
-from tests.kube.kubelet import TritonKubelet, serving_placement
+from shipway_operator.spec import Variant, parse_spec
+from tests.kube.cluster import (
+    SERVING_NODE_NAME,
+    TestCluster,
+    kwok_stages,
+    unique_name,
+    wait_for,
+)
+from tests.kube.kubelet import (
+    Probe,
+    TritonKubelet,
+    container_mounts,
+    ensure_local_route,
+    init_command,
+    serving_placement,
+    triton_arguments,
+    unsupported,
+)
 from tests.support.builds import doubler_onnx
 from tests.support.repositories import ArchiveServer, repository_archive
 
@@ -172,6 +194,17 @@ def test_the_pod_ip_answers_inference(served: Served) -> None:
     assert output["data"] == [3.0, -4.0, 0.0, 8.0]
 
 
+def test_the_pod_ip_serves_tritons_metrics(served: Served) -> None:
+    ip = served.pod.status.pod_ip
+    response = httpx.get(f"http://{ip}:8002/metrics", timeout=10, trust_env=False)
+    assert response.status_code == 200
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    # the series the HPA's Prometheus-backed target reads (per model, from Triton)
+    pending = families.get("nv_inference_pending_request_count")
+    assert pending is not None, sorted(families)
+    assert {s.labels["model"] for s in pending.samples} == {MODEL}
+
+
 def test_the_endpointslice_lists_the_pod_ip_ready(
     kube_api: client.ApiClient, served: Served
 ) -> None:
@@ -277,3 +310,108 @@ def test_a_bad_archive_leaves_the_pod_not_ready_and_says_why(
     # the operator's own account of a variant's trouble reads it from the pod
     trouble = operator_status.pod_trouble([kube_api.sanitize_for_serialization(pod)])
     assert trouble is not None and "fetch-model" in trouble, trouble
+
+
+def test_the_serving_range_is_routed_once(triton_kubelet: TritonKubelet) -> None:
+    assert ensure_local_route(triton_kubelet.serving_range) is False  # there already
+    with socket.socket() as sock:  # any address of it is local: bindable here
+        sock.bind((str(ipaddress.ip_network(triton_kubelet.serving_range)[-2]), 0))
+
+
+# ---- the pure parts ----------------------------------------------------------------
+
+
+def test_the_operators_triton_container_is_bound_to_the_pod_ip(tmp_path: Path) -> None:
+    body = model_deployment("doubler", "http://files.test/r.tar.gz", "a" * 64)
+    spec = parse_spec(body["spec"])
+    owner = manifests.Owner("doubler", "ns", "uid-1")
+    ctx = manifests.Context(owner, spec, FETCH_IMAGE)
+    pod = manifests.deployment(ctx, Variant.STABLE, spec.build, 100)["spec"]["template"]
+    pod["metadata"] = {"name": "p", "namespace": "ns", "uid": "uid-1"}
+    (triton,) = pod["spec"]["containers"]
+    (fetch,) = pod["spec"]["initContainers"]
+    assert unsupported(pod) is None
+    mounts = container_mounts(pod, triton, tmp_path)
+    assert mounts == {
+        "/models": tmp_path / "models",
+        "/dev/shm": tmp_path / "dshm",
+        "/tmp": tmp_path / "scratch",
+    }
+    arguments = triton_arguments(triton, mounts, "10.245.3.4", Path("/backends"))
+    assert arguments == [
+        f"--model-repository={tmp_path / 'models'}",
+        "--http-port=8000",
+        "--grpc-port=8001",
+        "--metrics-port=8002",
+        "--backend-directory=/backends",
+        "--http-address=10.245.3.4",
+        "--grpc-address=10.245.3.4",
+        "--metrics-address=10.245.3.4",
+        "--allow-gpu-metrics=false",
+    ]
+    command = init_command(fetch, container_mounts(pod, fetch, tmp_path))
+    assert command[:3] == [sys.executable, "-m", "shipway_operator.fetch"]
+    assert command[-4:] == [
+        "http://files.test/r.tar.gz",
+        str(tmp_path / "models"),
+        "--sha256",
+        "a" * 64,
+    ]
+    readiness = Probe.of(triton, "readinessProbe", 0.3)
+    assert readiness is not None
+    assert (readiness.path, readiness.port, readiness.failure_threshold) == (
+        "/v2/health/ready",
+        8000,
+        3,
+    )
+    assert readiness.period == pytest.approx(1.5)
+
+
+def test_a_pod_the_stand_in_cannot_run_says_why() -> None:
+    pod = {
+        "spec": {
+            "containers": [{"name": "web", "image": "nginx", "command": ["nginx"]}],
+            "volumes": [],
+        }
+    }
+    assert "tritonserver" in (unsupported(pod) or "")
+    pod["spec"]["containers"] = [{"name": "t", "command": ["tritonserver"]}]
+    pod["spec"]["volumes"] = [{"name": "cfg", "configMap": {"name": "x"}}]
+    assert "emptyDir" in (unsupported(pod) or "")
+
+
+def test_kwok_keeps_its_own_pod_stages_off_the_serving_node(tmp_path: Path) -> None:
+    release = tmp_path / "stages.yaml"
+    pod_stage = {
+        "kind": "Stage",
+        "metadata": {"name": "pod-ready"},
+        "spec": {
+            "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
+            "selector": {
+                "matchExpressions": [
+                    {"key": ".status.phase", "operator": "In", "values": ["Pending"]}
+                ]
+            },
+        },
+    }
+    node_stage = {
+        "kind": "Stage",
+        "metadata": {"name": "node-ready"},
+        "spec": {
+            "resourceRef": {"apiGroup": "v1", "kind": "Node"},
+            "selector": {},
+        },
+    }
+    release.write_text(yaml.safe_dump_all([pod_stage, node_stage]))
+
+    assert kwok_stages([release], None) == [pod_stage, node_stage]
+    stages = {s["metadata"]["name"]: s for s in kwok_stages([release], "serving")}
+    assert stages["pod-ready"]["spec"]["selector"]["matchExpressions"][-1] == {
+        "key": ".spec.nodeName",
+        "operator": "NotIn",
+        "values": ["serving"],
+    }
+    assert stages["node-ready"] == node_stage
+    for name in ("serving-pod-ip", "serving-pod-grace-over"):
+        expressions = stages[name]["spec"]["selector"]["matchExpressions"]
+        assert {"key": ".spec.nodeName", "operator": "In", "values": ["serving"]} in expressions
