@@ -63,8 +63,7 @@ NODE_NAME = "kwok-node-0"
 NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")  # the nodes kwok plays, and only those
 # Pod IPs kwok hands out. Not loopback: the API server refuses loopback addresses in
 # EndpointSlices ("may not be in the loopback range"), so pods with 127.x IPs would never
-# become endpoints. A later test that must reach a pod IP on this machine can make the
-# range local (``ip route add local 10.244.0.0/16 dev lo``, root only).
+# become endpoints. Nothing listens on them: pods that answer live on the serving node.
 POD_CIDR = "10.244.0.0/16"
 # The serving node: its pods get real Triton processes bound to their IPs, so its pod
 # CIDR must be local on this machine (``tests/kube/kubelet.py`` routes SERVING_RANGE to

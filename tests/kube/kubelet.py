@@ -401,8 +401,8 @@ class PodWorker(threading.Thread):
         meta = pod["metadata"]
         super().__init__(name=f"kubelet-{meta['namespace']}/{meta['name']}", daemon=True)
         self.kubelet = kubelet
-        self.namespace, self.name, self.uid = meta["namespace"], meta["name"], meta["uid"]
-        self.directory = kubelet.workdir / self.namespace / f"{self.name}-{self.uid[:8]}"
+        self.namespace, self.pod_name, self.uid = meta["namespace"], meta["name"], meta["uid"]
+        self.directory = kubelet.workdir / self.namespace / f"{self.pod_name}-{self.uid[:8]}"
         self._pod = pod
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -461,7 +461,7 @@ class PodWorker(threading.Thread):
         except _Stop:
             pass
         except Exception:  # a bug here must not end silently: the pod says why
-            log.exception("stand-in kubelet: pod %s/%s", self.namespace, self.name)
+            log.exception("stand-in kubelet: pod %s/%s", self.namespace, self.pod_name)
             with contextlib.suppress(Exception):
                 self._fail_all("StandInError", f"the stand-in failed; see {self.directory}")
         finally:
@@ -539,7 +539,7 @@ class PodWorker(threading.Thread):
         restarts = self.restarts.get(name, 0)
         self.restarts[name] = restarts + 1
         backoff = min(BACKOFF_START * 2**restarts, BACKOFF_CAP)
-        message = f"back-off {backoff:.0f}s restarting failed container={name} pod={self.name}"
+        message = f"back-off {backoff:.0f}s restarting failed container={name} pod={self.pod_name}"
         waiting = {"waiting": {"reason": "CrashLoopBackOff", "message": message}}
         statuses[name] = {
             **self._base(container, ready=False),
@@ -697,7 +697,7 @@ class PodWorker(threading.Thread):
             status["initContainerStatuses"] = list(self.init_statuses.values())
         try:
             self.kubelet.core.patch_namespaced_pod_status(
-                self.name, self.namespace, {"status": status}, _content_type=STRATEGIC
+                self.pod_name, self.namespace, {"status": status}, _content_type=STRATEGIC
             )
         except ApiException as exc:
             if exc.status == 404:
@@ -741,11 +741,11 @@ class PodWorker(threading.Thread):
             grace_period_seconds=0, preconditions=client.V1Preconditions(uid=self.uid)
         )
         try:
-            self.kubelet.core.delete_namespaced_pod(self.name, self.namespace, body=options)
+            self.kubelet.core.delete_namespaced_pod(self.pod_name, self.namespace, body=options)
         except ApiException as exc:
             if exc.status not in (404, 409):  # gone already, or another pod of that name
                 log.warning(
-                    "stand-in kubelet: delete pod %s/%s: %s", self.namespace, self.name, exc
+                    "stand-in kubelet: delete pod %s/%s: %s", self.namespace, self.pod_name, exc
                 )
 
 
@@ -819,7 +819,9 @@ class TritonKubelet:
 
     def worker(self, namespace: str, name: str) -> PodWorker | None:
         with self._lock:
-            found = [w for w in self.workers.values() if (w.namespace, w.name) == (namespace, name)]
+            found = [
+                w for w in self.workers.values() if (w.namespace, w.pod_name) == (namespace, name)
+            ]
         return found[-1] if found else None
 
     def logs(self, namespace: str, name: str) -> dict[str, str]:
