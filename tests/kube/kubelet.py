@@ -508,7 +508,7 @@ class PodWorker(threading.Thread):
         logfile = self.directory / f"{name}.log"
         while True:
             started = now()
-            self.init_statuses[name] = self._running(container, started, ready=False)
+            self.init_statuses[name] = self._running(container, started, self.init_statuses)
             self._write()
             with logfile.open("ab") as out:
                 self._child = spawn(
@@ -569,7 +569,7 @@ class PodWorker(threading.Thread):
                 self.kubelet.dist, arguments, logfile, ip, ports.get("http", 8000), env
             )
             self.triton.start(reuse_ports=True)
-            self.statuses[container["name"]] = self._running(container, started, ready=False)
+            self.statuses[container["name"]] = self._running(container, started, self.statuses)
             self._write()
             process = self.triton._proc  # stop() forgets it; its exit code is needed
             exited = self._probe(container, ip, startup, readiness, liveness)
@@ -637,14 +637,23 @@ class PodWorker(threading.Thread):
             "state": {"waiting": waiting},
         }
 
-    def _running(self, container: dict[str, Any], started: str, *, ready: bool) -> dict[str, Any]:
-        return {
-            **self._base(container, ready=ready),
+    def _running(
+        self, container: dict[str, Any], started: str, statuses: dict[str, dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Just started, not ready; the previous exit stays as ``lastState``."""
+        running: dict[str, Any] = {
+            **self._base(container, ready=False),
             "started": False,
             "state": {"running": {"startedAt": started}},
         }
+        if last := statuses.get(container["name"], {}).get("lastState"):
+            running["lastState"] = last
+        return running
 
     def _terminated(self, code: int, started: str, logfile: Path) -> dict[str, Any]:
+        """A ``terminated`` state; killed by signal N reads as exit code 128 + N, as a
+        container runtime reports it."""
+        code = 128 - code if code < 0 else code
         ended: dict[str, Any] = {
             "exitCode": code,
             "reason": "Completed" if code == 0 else "Error",

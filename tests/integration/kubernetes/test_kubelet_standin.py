@@ -88,10 +88,10 @@ def pods(core: client.CoreV1Api, namespace: str, deployment: str) -> list[client
     return core.list_namespaced_pod(namespace, label_selector=selector).items
 
 
-def health(ip: str) -> int | None:
+def health(ip: str, timeout: float = 2.0) -> int | None:
     try:
         return httpx.get(
-            f"http://{ip}:8000/v2/health/ready", timeout=2, trust_env=False
+            f"http://{ip}:8000/v2/health/ready", timeout=timeout, trust_env=False
         ).status_code
     except httpx.HTTPError:
         return None
@@ -241,11 +241,39 @@ def test_a_triton_that_stops_answering_makes_its_pod_not_ready(
     os.killpg(pid, signal.SIGSTOP)  # alive, but answers nothing: the probe times out
     try:
         wait_for(lambda: ready() == "False", 30, "pod not Ready while Triton is stopped")
-        assert health(served.pod.status.pod_ip) is None
+        # briefly: the liveness probe would restart it after 3 of its (scaled) periods
+        assert health(served.pod.status.pod_ip, timeout=0.5) is None
     finally:
         os.killpg(pid, signal.SIGCONT)
     wait_for(lambda: ready() == "True", 30, "pod Ready again once Triton answers")
     assert triton_kubelet.triton_pid(served.namespace, name) == pid  # the same process
+
+
+def test_a_killed_triton_is_restarted_as_the_kubelet_would(
+    kube_api: client.ApiClient, triton_kubelet: TritonKubelet, served: Served
+) -> None:
+    core = client.CoreV1Api(kube_api)
+    name = served.pod.metadata.name
+    pid = triton_kubelet.triton_pid(served.namespace, name)
+    assert pid is not None
+
+    def pod() -> client.V1Pod:
+        return core.read_namespaced_pod(name, served.namespace)
+
+    os.killpg(pid, signal.SIGKILL)
+    wait_for(lambda: conditions(pod()).get("Ready") == "False", 30, "pod not Ready once killed")
+
+    def restarted() -> client.V1ContainerStatus | None:
+        (status,) = pod().status.container_statuses
+        return status if status.ready and status.restart_count == 1 else None
+
+    # the kubelet's first back-off is 10 s, then Triton loads again
+    status = wait_for(restarted, STARTUP, "Triton restarted and Ready, restartCount 1")
+    assert status.last_state.terminated.exit_code == 128 + signal.SIGKILL
+    assert conditions(pod()).get("Ready") == "True"
+    new_pid = triton_kubelet.triton_pid(served.namespace, name)
+    assert new_pid is not None and new_pid != pid
+    assert health(served.pod.status.pod_ip) == 200  # the same IP serves again
 
 
 def test_scaling_down_stops_the_pods_triton(
