@@ -2,11 +2,16 @@
 
 etcd, kube-apiserver, kube-controller-manager and kube-scheduler are the upstream
 binaries (built by ``scripts/k8s/build.sh``); only the kubelet is stood in for by kwok,
-which plays one fake node (``kwok-node-0``) and moves the pods bound to it through the
+which plays two fake nodes. On ``kwok-node-0`` it moves the pods bound to it through the
 stage documents of its own release (``node/fast``, ``node/heartbeat-with-lease``,
 ``pod/fast``): a scheduled pod becomes Running and Ready with an IP from the node's pod
-CIDR, without any container running. Deployments, ReplicaSets, EndpointSlices, garbage
-collection and the HPA controller are the controller manager's own.
+CIDR, without any container running. ``kwok-serving-0`` (tainted
+``shipway.io/serving=standin:NoSchedule``, so only pods that tolerate it land there) is
+the serving node: kwok only gives its pods an IP (and deletes one whose grace period ran
+out); everything else a kubelet does there is ``tests/kube/kubelet.py``'s (the
+``TritonKubelet`` stand-in runs a real ``tritonserver`` per pod and plays its probes).
+Deployments, ReplicaSets, EndpointSlices, garbage collection and the HPA controller are
+the controller manager's own.
 
 The API server serves TLS with a certificate of a CA made here (``ca.crt``), authenticates
 a static token (an admin in ``system:masters``), authorizes with ``Node,RBAC`` and signs
@@ -21,6 +26,7 @@ import contextlib
 import datetime
 import ipaddress
 import os
+import random
 import re
 import secrets
 import signal
@@ -34,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -56,9 +63,16 @@ NODE_NAME = "kwok-node-0"
 NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")  # the nodes kwok plays, and only those
 # Pod IPs kwok hands out. Not loopback: the API server refuses loopback addresses in
 # EndpointSlices ("may not be in the loopback range"), so pods with 127.x IPs would never
-# become endpoints. A later test that must reach a pod IP on this machine can make the
-# range local (``ip route add local 10.244.0.0/16 dev lo``, root only).
+# become endpoints. Nothing listens on them: pods that answer live on the serving node.
 POD_CIDR = "10.244.0.0/16"
+# The serving node: its pods get real Triton processes bound to their IPs, so its pod
+# CIDR must be local on this machine (``tests/kube/kubelet.py`` routes SERVING_RANGE to
+# ``lo``). Each cluster takes a /24 of it that no socket uses yet: two test sessions on
+# one machine (CI jobs, developers) never hand out the same pod IP.
+SERVING_NODE_NAME = "kwok-serving-0"
+SERVING_RANGE = "10.245.0.0/16"
+SERVING_LABEL = ("shipway.io/serving", "standin")
+SERVING_TAINT = {"key": "shipway.io/serving", "value": "standin", "effect": "NoSchedule"}
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 STAGES = ("node/fast", "node/heartbeat-with-lease", "pod/fast")
 LOG_TAIL_LINES = 40
@@ -97,6 +111,7 @@ class Binaries:
         return self.root / "bin" / name
 
     def stage_files(self) -> list[Path]:
+        """kwok's own stage documents (of its release), as files."""
         return sorted(p for stage in STAGES for p in (self.root / "stages" / stage).glob("*.yaml"))
 
     def gateway_api_crds(self) -> list[Path]:
@@ -221,14 +236,19 @@ class TestCluster:
     ``start()`` (or ``with``), each on free loopback ports, state and logs in ``workdir``.
 
     The fake node offers 32 CPUs, 256 GiB, 110 pods and 4 ``nvidia.com/gpu`` (so GPU
-    requests schedule; ``node_capacity`` changes it) and no taint. ``extra_args`` adds
+    requests schedule; ``node_capacity`` changes it) and no taint. The serving node
+    (``serving_node``, None for none) offers the same, is labelled and tainted
+    ``shipway.io/serving=standin`` (``SERVING_LABEL``, ``SERVING_TAINT``) and hands out
+    ``serving_pod_cidr`` (default: a /24 of ``SERVING_RANGE`` no socket here uses); its
+    pods get an IP from kwok and nothing more until a ``TritonKubelet`` runs them.
+    ``extra_args`` adds
     flags per component (e.g. ``{"kube-controller-manager":
     ["--horizontal-pod-autoscaler-sync-period=5s"]}``). ``kubeconfig`` is the admin's
     kubeconfig file (for a process, or ``KUBECONFIG``); ``api_client()`` a client.
 
     ``start()`` returns once the API server is ready (``/readyz``), the controller manager
     has made the ``default`` service account, the scheduler reports healthy and the fake
-    node is Ready; it raises :class:`ClusterError` (with the failing component's log tail)
+    nodes are Ready; it raises :class:`ClusterError` (with the failing component's log tail)
     when one exits or a deadline passes, after stopping what it started.
     """
 
@@ -244,11 +264,15 @@ class TestCluster:
         node_capacity: dict[str, str] | None = None,
         startup_timeout: float = 90.0,
         extra_args: dict[str, list[str]] | None = None,
+        serving_node: str | None = SERVING_NODE_NAME,
+        serving_pod_cidr: str | None = None,
     ) -> None:
         self.workdir = workdir
         self.binaries = binaries or Binaries.default()
         self.pod_cidr = pod_cidr
         self.node_name = node_name
+        self.serving_node = serving_node
+        self.serving_pod_cidr = serving_pod_cidr or (pick_serving_cidr() if serving_node else None)
         self.node_capacity = node_capacity or {
             "cpu": "32",
             "memory": "256Gi",
@@ -372,10 +396,15 @@ class TestCluster:
             f"--secure-port={scheduler_port}",
             f"--cert-dir={self.workdir / 'scheduler-certs'}",
         )
-        self._create_node()
+        self._create_node(self.node_name, self.pod_cidr, {"type": "kwok"}, [])
+        if self.serving_node is not None and self.serving_pod_cidr is not None:
+            labels = {"type": "kwok-serving", SERVING_LABEL[0]: SERVING_LABEL[1]}
+            self._create_node(self.serving_node, self.serving_pod_cidr, labels, [SERVING_TAINT])
         stages = self.workdir / "kwok-stages.yaml"
         stages.write_text(
-            "\n---\n".join(p.read_text().strip() for p in self.binaries.stage_files()) + "\n"
+            yaml.safe_dump_all(
+                kwok_stages(self.binaries.stage_files(), self.serving_node), sort_keys=False
+            )
         )
         kwok_port = free_port()
         kwok = self._spawn(
@@ -400,7 +429,9 @@ class TestCluster:
                 lambda api: api.read_namespaced_service_account("default", "default")
             ),
         )
-        self._wait(kwok, deadline, f"node {self.node_name} Ready (kwok)", self._node_ready)
+        for node in (self.node_name, self.serving_node):
+            if node is not None:
+                self._wait(kwok, deadline, f"node {node} Ready (kwok)", self._node_ready(node))
 
     def stop(self) -> None:
         """Stop every component, newest first (SIGTERM, then SIGKILL after 15 s), and wait
@@ -542,31 +573,37 @@ class TestCluster:
             raise
         return True
 
-    def _create_node(self) -> None:
-        """The fake node, registered as a kubelet would (capacity in its status), with its
+    def _create_node(
+        self, name: str, pod_cidr: str, labels: dict[str, str], taints: list[dict[str, str]]
+    ) -> None:
+        """A fake node, registered as a kubelet would (capacity in its status), with its
         pod CIDR in the spec: kwok allocates pod IPs from the node's ``spec.podCIDR``."""
         key, value = NODE_ANNOTATION
         node = {
             "apiVersion": "v1",
             "kind": "Node",
             "metadata": {
-                "name": self.node_name,
+                "name": name,
                 "annotations": {key: value, "node.alpha.kubernetes.io/ttl": "0"},
                 "labels": {
-                    "kubernetes.io/hostname": self.node_name,
+                    "kubernetes.io/hostname": name,
                     "kubernetes.io/os": "linux",
                     "kubernetes.io/arch": "amd64",
-                    "type": "kwok",
+                    **labels,
                 },
             },
-            "spec": {"podCIDR": self.pod_cidr, "podCIDRs": [self.pod_cidr]},
+            "spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr], "taints": taints},
             "status": {"capacity": self.node_capacity, "allocatable": self.node_capacity},
         }
         self._core().create_node(node)
 
-    def _node_ready(self) -> bool:
-        node = self._core().read_node(self.node_name)
-        return any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
+    def _node_ready(self, name: str) -> Callable[[], bool]:
+        def ready() -> bool:
+            node = self._core().read_node(name)
+            conditions = node.status.conditions or []
+            return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+        return ready
 
     def _write_kubeconfig(self) -> None:
         """The admin's kubeconfig, for the components and for any client that wants a file."""
@@ -585,6 +622,119 @@ class TestCluster:
         }
         self.kubeconfig.write_text(yaml.safe_dump(config))
         self.kubeconfig.chmod(0o600)
+
+
+# ---- kwok's stages ---------------------------------------------------------------
+
+# The serving node's pods: kwok plays the network plugin only (an IP from the node's pod
+# CIDR, the node's address as host IP); phase, conditions and container states are the
+# stand-in kubelet's (tests/kube/kubelet.py), which also deletes a terminating pod once
+# its Triton stopped. Should no stand-in run, kwok deletes a terminating pod when its
+# grace period ends, as the kubelet would have (not earlier: kwok would recycle the IP
+# while a Triton still listens on it).
+_SERVING_IP_TEMPLATE = """\
+{{ $now := Now }}
+{{ $hostIPs := NodeIPsWith .spec.nodeName }}
+{{ with $hostIPs }}
+hostIP: {{ index . 0 | Quote }}
+hostIPs:
+{{ range . }}
+- ip: {{ . | Quote }}
+{{ end }}
+{{ end }}
+{{ $podIPs := PodIPsWith .spec.nodeName ( or .spec.hostNetwork false ) ( or .metadata.uid "" ) \
+( or .metadata.name "" ) ( or .metadata.namespace "" ) }}
+{{ with $podIPs }}
+podIP: {{ index . 0 | Quote }}
+podIPs:
+{{ range . }}
+- ip: {{ . | Quote }}
+{{ end }}
+{{ end }}
+startTime: {{ $now | Quote }}
+"""
+
+
+def _on_node(node: str, operator: str) -> dict[str, Any]:
+    return {"key": ".spec.nodeName", "operator": operator, "values": [node]}
+
+
+def serving_stages(node: str) -> list[dict[str, Any]]:
+    """kwok's stages for the serving node's pods (see ``_SERVING_IP_TEMPLATE``)."""
+    pod = {"apiGroup": "v1", "kind": "Pod"}
+    return [
+        {
+            "apiVersion": "kwok.x-k8s.io/v1alpha1",
+            "kind": "Stage",
+            "metadata": {"name": "serving-pod-ip"},
+            "spec": {
+                "resourceRef": pod,
+                "selector": {
+                    "matchExpressions": [
+                        _on_node(node, "In"),
+                        {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"},
+                        {"key": ".status.podIP", "operator": "DoesNotExist"},
+                    ]
+                },
+                "next": {"statusTemplate": _SERVING_IP_TEMPLATE},
+            },
+        },
+        {
+            "apiVersion": "kwok.x-k8s.io/v1alpha1",
+            "kind": "Stage",
+            "metadata": {"name": "serving-pod-grace-over"},
+            "spec": {
+                "resourceRef": pod,
+                "selector": {
+                    "matchExpressions": [
+                        _on_node(node, "In"),
+                        {"key": ".metadata.deletionTimestamp", "operator": "Exists"},
+                    ]
+                },
+                # kwok reads a time as "that long from now": the end of the grace period
+                "delay": {
+                    "durationMilliseconds": 1000,
+                    "durationFrom": {"expressionFrom": ".metadata.deletionTimestamp"},
+                },
+                "next": {"delete": True},
+            },
+        },
+    ]
+
+
+def kwok_stages(release: Iterable[Path], serving_node: str | None) -> list[dict[str, Any]]:
+    """kwok's configuration: the stage documents of its release, each pod stage kept off
+    the serving node (kwok picks at random among matching stages: they must not
+    overlap), and the serving node's own stages. Without a serving node, the release's
+    documents as they are."""
+    documents: list[dict[str, Any]] = []
+    for path in release:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc:
+                continue
+            if serving_node is not None and doc["spec"]["resourceRef"]["kind"] == "Pod":
+                selector = doc["spec"].setdefault("selector", {})
+                selector.setdefault("matchExpressions", []).append(_on_node(serving_node, "NotIn"))
+            documents.append(doc)
+    if serving_node is not None:
+        documents += serving_stages(serving_node)
+    return documents
+
+
+def pick_serving_cidr(attempts: int = 64) -> str:
+    """A /24 of ``SERVING_RANGE`` on whose addresses no TCP socket of this machine is
+    bound (another test session's Tritons would be); random, so that two sessions
+    starting together rarely pick the same. Raises ``ClusterError`` if none is found."""
+    taken = {
+        ipaddress.ip_address(c.laddr.ip)
+        for c in psutil.net_connections("tcp4")
+        if c.laddr and ipaddress.ip_address(c.laddr.ip) in ipaddress.ip_network(SERVING_RANGE)
+    }
+    subnets = list(ipaddress.ip_network(SERVING_RANGE).subnets(new_prefix=24))
+    for subnet in random.sample(subnets, min(attempts, len(subnets))):
+        if not any(ip in subnet for ip in taken):
+            return str(subnet)
+    raise ClusterError(f"no /24 of {SERVING_RANGE} is free of bound sockets")
 
 
 def _etcd_healthy(port: int) -> bool:

@@ -7,6 +7,13 @@
 - ``kube_api`` (session): a ``kubernetes.client.ApiClient`` of the cluster's admin.
 - ``kube_namespace`` (function): a fresh namespace's name, with its ``default`` service
   account already made (pods can be created at once); deleted after the test.
+- ``triton_kubelet`` (session): the stand-in kubelet of the serving node
+  (:class:`~tests.kube.kubelet.TritonKubelet`): every pod there runs a real
+  ``tritonserver`` on its IP, Ready once it answers its readiness probe. Put pods there
+  with ``tests.kube.kubelet.serving_placement()`` in ``spec.triton``. Without the local
+  Triton: skipped (a failure under CI); a pod IP range it cannot route: a failure.
+- ``archive_server`` (session): a :class:`~tests.support.repositories.ArchiveServer`
+  serving model repository archives (``repository_archive``) to init containers.
 
 Tests that use them are marked ``integration``.
 """
@@ -19,6 +26,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from shipway.runtime.triton_distribution import TritonDistribution
 from tests.kube.cluster import (
     BUILD_COMMAND,
     REPO,
@@ -27,7 +35,9 @@ from tests.kube.cluster import (
     unique_name,
     wait_for,
 )
+from tests.kube.kubelet import KubeletError, TritonKubelet
 from tests.support import services
+from tests.support.repositories import ArchiveServer
 
 OPERATOR_CRDS = REPO / "operators" / "shipway_operator" / "crds"
 
@@ -75,3 +85,29 @@ def kube_namespace(kube_api: client.ApiClient) -> Iterator[str]:
     except ApiException as exc:
         if exc.status != 404:  # the test may have deleted it itself
             raise
+
+
+@pytest.fixture(scope="session")
+def triton_kubelet(
+    kube_cluster: TestCluster,
+    triton_dist: TritonDistribution,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[TritonKubelet]:
+    """Torn down before the cluster (it depends on it): every Triton stops first."""
+    kubelet = TritonKubelet(
+        kube_cluster.api_client(), triton_dist, tmp_path_factory.mktemp("kubelet")
+    )
+    try:
+        kubelet.__enter__()
+    except KubeletError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield kubelet
+    finally:
+        kubelet.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def archive_server() -> Iterator[ArchiveServer]:
+    with ArchiveServer() as server:
+        yield server
