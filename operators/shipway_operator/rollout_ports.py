@@ -136,9 +136,15 @@ class ResourcePlacement:
     record has already decided (see the module's docstring)."""
 
     def __init__(
-        self, kube: Kube, namespace: str, apply: Apply, routes: GatewayAPIRouter | None = None
+        self,
+        kube: Kube,
+        namespace: str,
+        apply: Apply,
+        routes: GatewayAPIRouter | None = None,
+        attempts: int = 5,
     ) -> None:
         self.kube, self.namespace, self.apply, self.routes = kube, namespace, apply, routes
+        self.attempts = attempts
 
     def _resource(self, deployment: str) -> dict[str, Any] | None:
         return self.kube.get(API_VERSION, KIND, self.namespace, deployment)
@@ -167,13 +173,26 @@ class ResourcePlacement:
         return availability(live, 1).ready
 
     def remove(self, deployment: str, variant: str) -> None:
+        """Traffic off the candidate first (its weight back to stable, no mirror, in the
+        status the gateway follows, and in the HTTPRoute), then its objects go: a route
+        must never point at pods that are going."""
         if self._resource(deployment) is None:
             return
         if self.routes is not None and _provider(self.kube, self.namespace, deployment) == (
             GATEWAY_API
         ):
-            # the route first: it must never point at the Service the apply deletes
             self.routes.forget(deployment, variant)
+
+        def give_back(fresh: dict[str, Any]) -> dict[str, Any] | None:
+            status = fresh.get("status") or {}
+            routing = dict(status.get("routing") or {})
+            weights = {"stable": 100, "candidate": 0}
+            if status.get("weights") == weights and not routing.get("shadowShare"):
+                return None
+            routing["shadowShare"] = 0.0
+            return {"weights": weights, "routing": routing}
+
+        self.kube.update_status(self.namespace, deployment, give_back, self.attempts)
         self.apply(deployment)
 
     def make_stable(self, deployment: str, build_id: str) -> None:
@@ -200,7 +219,7 @@ def kubernetes_ports(
     routes = GatewayAPIRouter(kube, namespace)
     return Ports(
         router=ProviderRouter(StatusRouter(kube, namespace, attempts, apply), routes),
-        placement=ResourcePlacement(kube, namespace, apply, routes),
+        placement=ResourcePlacement(kube, namespace, apply, routes, attempts),
         metrics=metrics,
         aliases=NoReleaseAliases(),
     )

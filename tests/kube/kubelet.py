@@ -17,7 +17,8 @@ The test cluster has no kubelet; kwok plays its nodes. On the serving node
   ``terminated`` (exit code, the end of its log as message, as with
   ``terminationMessagePolicy: FallbackToLogsOnError``) and restarted with the kubelet's
   back-off (10 s doubling to 5 min, ``CrashLoopBackOff`` while waiting);
-- on a pod's deletion it stops that Triton (SIGTERM, SIGKILL when the grace period ends)
+- on a pod's deletion it runs the container's ``preStop`` sleep, then stops that Triton
+  (SIGTERM, SIGKILL when the grace period ends)
   and then deletes the pod object, as the kubelet does (so kwok recycles the IP only once
   nothing listens on it); on exit it stops every process it started and waits for them.
 
@@ -740,9 +741,23 @@ class PodWorker(threading.Thread):
                 self._child.wait(5)
             self._child = None
         if self.triton is not None:
+            if self.terminating and not self.removed:
+                # the container's preStop hook first, as the kubelet runs it: Triton keeps
+                # serving while routers take the (now terminating) endpoint out
+                pause = min(self._pre_stop_sleep(), self._grace_left())
+                if pause > 0:
+                    self.kubelet.stopping.wait(pause)
             grace = 0.0 if self.removed else min(self._grace_left(), 10.0)
             self.triton.stop(grace=grace)
             self.triton = None
+
+    def _pre_stop_sleep(self) -> float:
+        """Seconds of the Triton container's ``lifecycle.preStop.sleep`` (0 without one)."""
+        for container in self.pod["spec"]["containers"]:
+            hook = ((container.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}
+            if hook.get("seconds"):
+                return float(hook["seconds"])
+        return 0.0
 
     def _delete_pod(self) -> None:
         """What the kubelet does once a terminating pod's containers stopped."""
