@@ -27,7 +27,17 @@ Steady load (RATE requests a second from 4 paced clients) goes through the gatew
 3. Ten canaries of healthy builds, the same settings, one after the other:
    healthy_rollbacks counts those wrongly rolled back (target 0).
 
-Run: .venv/bin/python benchmarks/rollback.py
+With ``--kubernetes``: the failing canary (1) on the local control plane, then the same
+canary on Kubernetes — the test cluster (tests/kube: real API server, controller
+manager, scheduler; real Triton in every pod through the stand-in kubelet), the
+operator's rollout loop judging the gateway's counters from a real Prometheus (scraped
+every second), the in-cluster Shipway gateway routing by the resources and
+EndpointSlices — with the same steps, interval, failure limit, rate and model. The last
+line then holds both: ``{"local": {...}, "kubernetes": {...}}`` with ``detect_seconds``
+(first failed answer to the decision: the analysis time the record keeps) and
+``rollback_seconds`` (first failed answer to the canary's last answer) each.
+
+Run: .venv/bin/python benchmarks/rollback.py [--kubernetes]
 Last line: one JSON object.
 """
 
@@ -75,7 +85,94 @@ def run_rollout(plane: Plane, build_id: str, allow: bool = False) -> dict:  # ty
         return body
 
 
+def failing_canary_local() -> dict:  # type: ignore[type-arg]
+    """The failing canary on the local control plane: detect and rollback seconds."""
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        local_plane(Path(tmp) / "home", Settings().triton_home, rollout_tick_seconds=0.5) as plane,
+    ):
+        versions = [register_doubler(plane.container, "bench") for _ in range(2)]
+        stable = publish_flaky_build(plane.container, versions[0])
+        failing = publish_flaky_build(plane.container, versions[1], fail_share=FAIL_SHARE)
+        plane.deploy("bench", stable)
+        with steady_load(plane.settings.gateway_url, "bench", rate=RATE) as load:
+            time.sleep(2)
+            bad = run_rollout(plane, failing)
+            time.sleep(3)
+        assert bad["phase"] == "rolled-back", bad
+        decision = next(e for e in bad["timeline"] if e["event"] == "rollout.rolled-back")
+        return _figures(load, stamp(decision["at"]))
+
+
+def _figures(load, decided_at: float) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    failed = load.failed()
+    canary = [a for a in load.answers if a.variant == "canary"]
+    onset = min(a.at for a in failed)
+    during = [a for a in load.answers if canary[0].at <= a.at <= canary[-1].at]
+    return {
+        "detect_seconds": round(decided_at - onset, 2),
+        "rollback_seconds": round(canary[-1].at - onset, 2),
+        "failed_requests": len(failed),
+        "failed_share_bound": round(len(failed) / (len(during) * WEIGHT / 100), 3),
+        "failed_outside_canary": sum(a.variant != "canary" for a in failed),
+        "canary_requests": len(canary),
+    }
+
+
+def failing_canary_kubernetes(workdir: Path) -> dict:  # type: ignore[type-arg]
+    """The same canary on the test cluster, with Prometheus in the loop."""
+    from tests.kube.cluster import Binaries, TestCluster, wait_for
+    from tests.kube.fixtures import OPERATOR_CRDS
+    from tests.kube.kubelet import TritonKubelet
+    from tests.support.kubeplane import kube_plane
+    from tests.support.repositories import ArchiveServer
+
+    from shipway.runtime.triton_distribution import TritonDistribution
+    from shipway_operator.rollout_status import from_time
+
+    canary = {
+        "strategy": "canary",
+        "canary": {
+            "stepWeights": SETTINGS["steps"],
+            "intervalSeconds": int(SETTINGS["interval_s"]),
+            "checksPerStep": 1,
+            "failureLimit": SETTINGS["failure_threshold"],
+            "thresholds": {"minRequests": SETTINGS["thresholds"]["min_requests"]},
+        },
+    }
+    binaries = Binaries.default()
+    with (
+        TestCluster(workdir / "kube", binaries) as cluster,
+        TritonKubelet(
+            cluster.api_client(), TritonDistribution(Settings().triton_home), workdir / "kubelet"
+        ) as _kubelet,
+        ArchiveServer() as archives,
+    ):
+        cluster.install_crds([*binaries.gateway_api_crds(), *sorted(OPERATOR_CRDS.glob("*.yaml"))])
+        with kube_plane(cluster, archives, workdir / "plane") as plane:
+            plane.deploy("bench", plane.build("bench-b1", 1), canary)
+            plane.wait_serving("bench")
+            with steady_load(plane.gateway_url, "bench", rate=RATE) as load:
+                time.sleep(2)
+                plane.set_build("bench", plane.build("bench-b2", 2, fail_share=FAIL_SHARE))
+                record = wait_for(
+                    lambda: (r := plane.record("bench")).get("finished") and r, 300, "rollback"
+                )
+                time.sleep(3)
+            assert record["phase"] == "RolledBack", record
+            figures = _figures(load, from_time(record["state"]["lastAnalysisAt"]))
+            figures["reason"] = record["state"]["reason"]
+            return figures
+
+
 def main() -> None:
+    if "--kubernetes" in sys.argv[1:]:
+        local = failing_canary_local()
+        print(json.dumps({"local": local}), flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            kubernetes = failing_canary_kubernetes(Path(tmp))
+        print(json.dumps({"local": local, "kubernetes": kubernetes, "rate_rps": RATE}))
+        return
     with (
         tempfile.TemporaryDirectory() as tmp,
         local_plane(Path(tmp) / "home", Settings().triton_home, rollout_tick_seconds=0.5) as plane,

@@ -54,11 +54,17 @@ def enforcing_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Test
         yield cluster
 
 
-def _account_kubeconfig(cluster: TestCluster, directory: Path) -> Path:
-    """A kubeconfig of the operator's ServiceAccount, its token from the TokenRequest API."""
+def _account_kubeconfig(
+    cluster: TestCluster,
+    directory: Path,
+    account: str = ACCOUNT,
+    namespace: str = ACCOUNT_NAMESPACE,
+) -> Path:
+    """A kubeconfig of a ServiceAccount (the operator's by default), its token from the
+    TokenRequest API."""
     core = client.CoreV1Api(cluster.api_client())
     request = core.create_namespaced_service_account_token(
-        ACCOUNT, ACCOUNT_NAMESPACE, {"spec": {"expirationSeconds": 3600}}
+        account, namespace, {"spec": {"expirationSeconds": 3600}}
     )
     config = {
         "apiVersion": "v1",
@@ -72,11 +78,11 @@ def _account_kubeconfig(cluster: TestCluster, directory: Path) -> Path:
                 },
             }
         ],
-        "users": [{"name": ACCOUNT, "user": {"token": request.status.token}}],
-        "contexts": [{"name": "test", "context": {"cluster": "test", "user": ACCOUNT}}],
+        "users": [{"name": account, "user": {"token": request.status.token}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": account}}],
         "current-context": "test",
     }
-    path = directory / "operator.kubeconfig"
+    path = directory / f"{account}.kubeconfig"
     path.write_text(yaml.safe_dump(config))
     path.chmod(0o600)
     return path
@@ -228,3 +234,50 @@ def test_operator_account_cannot_read_secrets(
         assert allowed.status.allowed is True
     finally:
         api.close()
+
+
+def test_gateway_reads_its_routes_with_only_its_shipped_role(
+    enforcing_cluster: TestCluster, workload_namespace: Cluster, tmp_path: Path
+) -> None:
+    """The in-cluster gateway's Role (operators/rbac/gateway-role.yaml), bound to its
+    account in the namespace it serves, is enough for its route source to sync and route
+    a ModelDeployment; the account reads no Secrets."""
+    from shipway.gateway.kube_source import KubernetesRouteSource
+
+    admin = enforcing_cluster.api_client()
+    namespace = workload_namespace.namespace
+    role = yaml.safe_load((RBAC / "gateway-role.yaml").read_text())
+    role["metadata"]["namespace"] = namespace
+    client.RbacAuthorizationV1Api(admin).create_namespaced_role(namespace, role)
+    client.CoreV1Api(admin).create_namespaced_service_account(
+        namespace, {"metadata": {"name": "shipway-gateway"}}
+    )
+    client.RbacAuthorizationV1Api(admin).create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "shipway-gateway"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": role["metadata"]["name"],
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": "shipway-gateway", "namespace": namespace}
+            ],
+        },
+    )
+    workload_namespace.create(resource("md"))
+    account = _account_api(
+        _account_kubeconfig(enforcing_cluster, tmp_path, "shipway-gateway", namespace)
+    )
+    source = KubernetesRouteSource(account, namespace)
+    try:
+        source.start()
+        wait_for(lambda: source.synced, SETTLE, "the gateway's routes synced under its role")
+        assert source.table().get("md") is not None
+        with pytest.raises(ApiException) as refused:
+            client.CoreV1Api(account).list_namespaced_secret(namespace)
+        assert refused.value.status == 403
+    finally:
+        source.stop()
+        account.close()
