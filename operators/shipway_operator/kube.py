@@ -12,6 +12,7 @@ other's update (the loser gets 409 and recomputes). API failures surface as
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -106,6 +107,15 @@ class Kube:
     def __init__(self, api: client.ApiClient) -> None:
         self.dynamic = DynamicClient(api)
         self._resources: dict[Key, Resource] = {}
+        self._locks: dict[tuple[str, str], threading.RLock] = {}
+        self._locks_guard = threading.Lock()
+
+    def lock(self, namespace: str, name: str) -> threading.RLock:
+        """One lock per resource in this process: its reconciles (kopf's handlers, the
+        resync, the rollout loop's) run one at a time, so none applies objects planned
+        from a status another has since changed."""
+        with self._locks_guard:
+            return self._locks.setdefault((namespace, name), threading.RLock())
 
     def resource(self, api_version: str, kind: str) -> Resource:
         key = (api_version, kind)

@@ -39,7 +39,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from shipway_operator.capacity import replica_range
+from shipway_operator.capacity import replica_range, variant_range
 from shipway_operator.fetch import DEFAULT_MAX_BYTES
 from shipway_operator.spec import API_VERSION, KIND, Build, InvalidSpec, Spec, Variant
 
@@ -300,7 +300,7 @@ def deployment(
         },
     }
     if ctx.spec.autoscaling is None:
-        spec["replicas"] = replica_range(ctx.spec, weight, baseline)[0]
+        spec["replicas"] = variant_range(ctx.spec, variant is Variant.STABLE, weight, baseline)[0]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -371,7 +371,7 @@ def autoscaler(
                 },
             },
         }
-    low, high = replica_range(ctx.spec, weight, baseline)
+    low, high = variant_range(ctx.spec, variant is Variant.STABLE, weight, baseline)
     spec: dict[str, Any] = {
         "scaleTargetRef": {
             "apiVersion": "apps/v1",

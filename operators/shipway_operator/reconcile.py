@@ -38,7 +38,20 @@ def reconcile(
     """Bring the cluster to ``body``'s spec. Raises kopf's Temporary/PermanentError.
 
     Decides from the resource as it is now, not from kopf's snapshot: two handlers of
-    one event (resume and update after a restart) must see the first one's record."""
+    one event (resume and update after a restart) must see the first one's record; and
+    one reconcile of a resource at a time in this process (``Kube.lock``)."""
+    meta = body["metadata"]
+    with kube.lock(meta["namespace"], meta["name"]):
+        _reconcile(kube, body, fetch_image, attempts, models_size_limit)
+
+
+def _reconcile(
+    kube: Kube,
+    body: dict[str, Any],
+    fetch_image: str,
+    attempts: int,
+    models_size_limit: int,
+) -> None:
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     with kube_errors(f"read {KIND} {namespace}/{name}"):
@@ -84,9 +97,11 @@ def reconcile(
         with kube_errors(what):
             kube.apply(manifest)
     if spec.routing.provider == "gateway-api":
-        # the route after the Services it points at, before pruning any (a candidate the
-        # plan dropped was taken out of the route by the rollout's Placement.remove)
-        _route(kube, fresh, generation, now, attempts)
+        # the route after the Services it points at, before pruning any; without a
+        # candidate, or with a new one, it sends nothing to a candidate (its last values
+        # were another rollout's)
+        fresh_start = decided.candidate is None or decided.writes_rollout
+        _route(kube, fresh, generation, now, attempts, fresh_start)
     keep = {(m["kind"], m["metadata"]["name"]) for m in objects}
     with kube_errors(f"prune objects of {KIND} {namespace}/{name}"):
         for kind, gone in kube.prune(namespace, name, meta["uid"], keep):
@@ -102,14 +117,26 @@ def reconcile(
     refresh(kube, namespace, name, attempts)
 
 
-def _route(kube: Kube, body: dict[str, Any], generation: int, now: datetime, attempts: int) -> None:
+def _route(
+    kube: Kube,
+    body: dict[str, Any],
+    generation: int,
+    now: datetime,
+    attempts: int,
+    fresh_start: bool,
+) -> None:
     """Apply the resource's HTTPRoute again with its last values (it is made at stable
-    100 % on first sight; a promotion changes the Triton model name it rewrites to)."""
+    100 % on first sight; a promotion changes the Triton model name it rewrites to);
+    ``fresh_start``: with stable at 100 %, no mirror, no cohorts for a candidate."""
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
+    router = httproute.GatewayAPIRouter(kube, namespace)
     try:
         with kube_errors(f"apply HTTPRoute {namespace}/{name}"):
-            httproute.GatewayAPIRouter(kube, namespace).refresh(name)
+            if fresh_start:
+                router.forget(name, "candidate")
+            else:
+                router.refresh(name)
     except (httproute.Unexpressible, httproute.RouteNotOwned) as exc:
         reason = (
             status.NAME_CONFLICT

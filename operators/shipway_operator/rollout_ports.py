@@ -20,14 +20,20 @@ from typing import Any
 
 from shipway.rollout.ports import MetricsProvider, Ports
 from shipway.rollout.status import STABLE
+from shipway_operator.capacity import variant_range
 from shipway_operator.httproute import GatewayAPIRouter
 from shipway_operator.kube import Kube
 from shipway_operator.manifests import LABEL_BUILD, object_name
-from shipway_operator.spec import API_VERSION, KIND, Variant
+from shipway_operator.spec import API_VERSION, KIND, Variant, parse_spec
 from shipway_operator.status import availability
 
 Apply = Callable[[str], None]  # reconcile one resource of the namespace by name
 SHIPWAY_GATEWAY, GATEWAY_API = "shipway-gateway", "gateway-api"  # spec.routing.provider
+
+
+class CapacityPending(RuntimeError):
+    """The candidate's replicas for its next share are not available yet: the weight
+    waits (the controller retries after its poll)."""
 
 
 class StatusRouter:
@@ -53,8 +59,14 @@ class StatusRouter:
 
     def set_weights(self, deployment: str, weights: dict[str, int]) -> None:
         """Stable's weight and the candidate's (the one variant besides stable that has
-        weight, or is already recorded); then the variants' replica ranges follow."""
+        weight, or is already recorded); then the variants' replica ranges follow.
+
+        Capacity before traffic: a candidate about to take more is first sized for its
+        new share (``status.capacity``), and the weights move only once that many of its
+        replicas are available; until then ``CapacityPending`` (the controller calls
+        again after its poll: converging is level-triggered)."""
         candidate = _candidate(weights)
+        self._capacity_first(deployment, int(weights.get(candidate, 0)) if candidate else 0)
 
         def change(status: dict[str, Any]) -> dict[str, Any]:
             routing = dict(status.get("routing") or {})
@@ -69,6 +81,33 @@ class StatusRouter:
 
         if self._write(deployment, change):
             self.apply(deployment)
+
+    def _capacity_first(self, deployment: str, share: int) -> None:
+        body = self.kube.get(API_VERSION, KIND, self.namespace, deployment)
+        if body is None:
+            return
+        status = body.get("status") or {}
+        if share <= int((status.get("weights") or {}).get("candidate") or 0):
+            return  # not growing: nothing to wait for (a shrinking share sheds later)
+        ahead = int((status.get("capacity") or {}).get("candidate") or 0)
+        if ahead < share:
+
+            def raise_capacity(fresh: dict[str, Any]) -> dict[str, Any] | None:
+                return {"capacity": {"candidate": share}}
+
+            self.kube.update_status(self.namespace, deployment, raise_capacity, self.attempts)
+            self.apply(deployment)
+        spec = parse_spec(body.get("spec") or {})
+        needed = variant_range(spec, False, share, status.get("baselineReplicas"))[0]
+        live = self.kube.get(
+            "apps/v1", "Deployment", self.namespace, object_name(deployment, Variant.CANDIDATE)
+        )
+        state = availability(live, needed)
+        if not state.ready:
+            raise CapacityPending(
+                f"the candidate of {deployment} is scaling for {share} % of the traffic: "
+                f"{state.message} of {needed} needed; the weight moves once they are"
+            )
 
     def set_split(self, deployment: str, sticky: bool, header: str | None = None) -> None:
         """Sticky (by ``spec.routing.stickyHeader``) or weighted draws."""

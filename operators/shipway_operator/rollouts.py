@@ -32,12 +32,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from shipway.errors import InvalidInput
+from shipway.errors import Conflict, InvalidInput
 from shipway.rollout.controller import Controller, Event, abandon
 from shipway.rollout.controller import parse_spec as rollout_spec
 from shipway.rollout.ports import Ports
+from shipway.rollout.state import Phase
 from shipway.rollout.status import RolloutStatus
 from shipway_operator.kube import Kube
+from shipway_operator.rollout_ports import CapacityPending
 from shipway_operator.rollout_status import candidate_build_id, from_resource, to_resource
 from shipway_operator.spec import API_VERSION, KIND, InvalidSpec, parse_spec
 from shipway_operator.status import timestamp
@@ -53,7 +55,8 @@ class Superseded(Exception):
 @dataclass(frozen=True)
 class LoopSettings:
     """``start_timeout_seconds``: how long a candidate may take to become ready before
-    its rollout fails; ``poll_seconds``: the requeue while waiting on the world."""
+    its rollout fails; ``poll_seconds``: the requeue while waiting on the world;
+    ``attempts``: tries of a status write that lost a race (HTTP 409)."""
 
     start_timeout_seconds: float = 600.0
     poll_seconds: float = 1.0
@@ -85,27 +88,48 @@ def tick(
     try:
         status = from_resource(record)
         spec = parse_spec(body.get("spec") or {})
-        strategy_spec = rollout_spec(spec.rollout.strategy, spec.rollout.engine_settings())
-    except (InvalidInput, InvalidSpec) as exc:
+    except (InvalidInput, InvalidSpec) as exc:  # the reconcile reports the spec's faults
         log.warning("rollout of %s %s/%s not run: %s", KIND, namespace, name, exc)
         return None
-    save = _saver(kube, namespace, name, body, settings.attempts)
+    save = _saver(kube, namespace, name, body, settings.attempts, now)
+    try:
+        strategy_spec = rollout_spec(spec.rollout.strategy, spec.rollout.engine_settings())
+    except InvalidInput as exc:
+        # settings the schema admits but the engine refuses (steps that do not rise...):
+        # the rollout cannot run; it ends failed, saying why, and the candidate goes
+        ended = abandon(status, f"spec.rollout is not valid: {exc}", now)
+        with contextlib.suppress(Superseded):
+            save(ended.status, ended.events)
+            ports.placement.remove(name, status.variant)
+        return None
     if status.candidate_build != spec.build.id:
         # the spec went back to the stable build mid-rollout: this record is over (a spec
         # naming yet another build has its own record, made by the reconcile)
         ended = abandon(status, f"spec.build changed to {spec.build.id} during the rollout", now)
         with contextlib.suppress(Superseded):
             save(ended.status, ended.events)
-            apply(name)
+            ports.placement.remove(name, status.variant)  # traffic off it, then its objects
         return None
     controller = Controller(ports, settings.start_timeout_seconds, settings.poll_seconds)
+    operation = wanted_operation(body["metadata"].get("annotations") or {}, status)
     try:
-        result = controller.reconcile(name, strategy_spec, status, now, save)
+        if operation is not None:
+            try:
+                result = controller.operate(
+                    name, strategy_spec, status, operation, OPERATOR_ACTOR, now, save
+                )
+            except Conflict as exc:  # the rollout moved on meanwhile: nothing to do
+                log.info("%s of %s %s/%s not done: %s", operation, KIND, namespace, name, exc)
+                result = controller.reconcile(name, strategy_spec, status, now, save)
+        else:
+            result = controller.reconcile(name, strategy_spec, status, now, save)
     except Superseded:
         return settings.poll_seconds
     if result.status.finished:
         apply(name)
-    if result.error is not None:
+    if isinstance(result.error, CapacityPending):
+        log.info("rollout of %s %s/%s: %s", KIND, namespace, name, result.error)
+    elif result.error is not None:
         log.warning(
             "rollout of %s %s/%s: %s (retried in %.0fs)",
             KIND,
@@ -117,20 +141,70 @@ def tick(
     return result.requeue_after
 
 
+# Rollout operations on Kubernetes are annotations of the ModelDeployment, declarative
+# and idempotent (each names what it applies to, so applying it twice changes nothing,
+# and a Git commit or `kubectl annotate` can carry it): see operators/README.md.
+ANNOTATION_PAUSED = "shipway.io/paused"  # "true": pause the running rollout; else resume
+ANNOTATION_APPROVED_STEP = "shipway.io/approved-step"  # approve the gates up to step N
+ANNOTATION_PROMOTE = "shipway.io/promote"  # a candidate build id: promote it now
+ANNOTATION_ABORT = "shipway.io/abort"  # a candidate build id: roll it back now
+OPERATOR_ACTOR = "kubernetes-annotation"
+_PAUSABLE = (Phase.SHADOWING, Phase.PROGRESSING, Phase.WAITING_GATE, Phase.BAKING)
+
+
+def wanted_operation(annotations: dict[str, str], status: RolloutStatus) -> str | None:
+    """The operation the resource's annotations ask of ``status`` now, or None. Pure.
+    Abort before promote before pause/resume before approve; a build-scoped annotation
+    applies to that candidate's rollout only; a stale one asks nothing."""
+    state = status.state
+    if status.finished:
+        return None
+    if state is None:  # still starting: only an abort applies
+        return "abort" if annotations.get(ANNOTATION_ABORT) == status.candidate_build else None
+    candidate = status.candidate_build
+    if annotations.get(ANNOTATION_ABORT) == candidate and not state.phase.finished:
+        return "abort"
+    if annotations.get(ANNOTATION_PROMOTE) == candidate and state.phase in (
+        Phase.SHADOWING,
+        Phase.PROGRESSING,
+        Phase.WAITING_GATE,
+    ):
+        return "promote"
+    paused = annotations.get(ANNOTATION_PAUSED, "").strip().lower() == "true"
+    if paused and state.phase in _PAUSABLE:
+        return "pause"
+    if not paused and state.phase is Phase.PAUSED:
+        return "resume"
+    approved = annotations.get(ANNOTATION_APPROVED_STEP, "").strip()
+    if state.phase is Phase.WAITING_GATE and approved.isascii() and approved.isdigit():
+        return "approve" if state.step <= int(approved) else None
+    return None
+
+
 def _saver(
-    kube: Kube, namespace: str, name: str, body: dict[str, Any], attempts: int
+    kube: Kube, namespace: str, name: str, body: dict[str, Any], attempts: int, now: float
 ) -> Callable[[RolloutStatus, list[Event]], None]:
+    """``save`` for one pass: writes the record only over the one the pass started from
+    (or saved last), so two writers of one rollout (a second operator process during an
+    upgrade, say) never both decide a step: the one that finds the record changed
+    stops (``Superseded``) and its next pass starts from what the other saved."""
+    expected: list[Any] = [(body.get("status") or {}).get("rollout")]
+
     def save(status: RolloutStatus, events: list[Event]) -> None:
+        record = to_resource(status)
+
         def compute(fresh: dict[str, Any]) -> dict[str, Any] | None:
             current = (fresh.get("status") or {}).get("rollout")
             if candidate_build_id(current) != status.candidate_build:
                 raise Superseded(f"{KIND} {namespace}/{name} rolls out another build now")
-            new: dict[str, Any] = {"rollout": to_resource(status)}
+            if current != expected[0]:
+                raise Superseded(f"the rollout record of {KIND} {namespace}/{name} changed")
+            new: dict[str, Any] = {"rollout": record}
             analysed = [e for e in events if e.details.get("numbers")]
             if analysed:
                 last = analysed[-1]
                 new["lastAnalysis"] = {
-                    "time": timestamp(datetime.now(UTC)),
+                    "time": timestamp(datetime.fromtimestamp(now, UTC)),
                     "event": last.event,
                     "reason": last.reason,
                     "weight": last.details.get("weight"),
@@ -140,6 +214,7 @@ def _saver(
             return new
 
         kube.update_status(namespace, name, compute, attempts)
+        expected[0] = record
         for event in events:
             kind = "Warning" if event.event in WARNINGS else "Normal"
             try:
@@ -172,6 +247,7 @@ class RolloutScheduler:
         self._retry = retry_seconds
         self._due: dict[Key, float] = {}
         self._running: set[Key] = set()
+        self._again: set[Key] = set()  # poked while its pass ran: another pass at once
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -183,7 +259,10 @@ class RolloutScheduler:
         loop.call_soon_threadsafe(self._poke, (namespace, name))
 
     def _poke(self, key: Key) -> None:
-        if key in self._due or key in self._running:
+        if key in self._running:
+            self._again.add(key)  # the pass may have read the resource before the change
+            return
+        if key in self._due:
             return
         self._due[key] = time.monotonic()
         assert self._wake is not None
@@ -219,11 +298,20 @@ class RolloutScheduler:
         loop = asyncio.get_running_loop()
         try:
             after = await loop.run_in_executor(None, self._run, *key)
-        except Exception:  # the API was unreachable, say: try again later
-            log.exception("rollout pass of %s %s/%s failed", KIND, *key)
+        except Exception as exc:  # the API was unreachable, say: try again later
+            log.warning(
+                "rollout pass of %s %s/%s failed (retried in %.0fs): %s",
+                KIND,
+                *key,
+                self._retry,
+                exc,
+            )
             after = self._retry
         finally:
             self._running.discard(key)
+        if key in self._again:
+            self._again.discard(key)
+            after = 0.0
         if after is not None:
             self._due[key] = time.monotonic() + after
             assert self._wake is not None

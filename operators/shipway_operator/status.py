@@ -9,7 +9,7 @@ the candidate, records ``status.rollout`` as the shared rollout controller's own
 ``RolloutStatus`` not begun yet (``shipway.rollout.controller.new_status``, written in
 Kubernetes conventions by ``rollout_status.to_resource``) and sets ``Progressing=True``
 (reason ``RolloutStarted``) with the candidate at 0 % of traffic. This module only ever
-writes that first status; the controller (ticked by the operator in the next issue) owns
+writes that first status; the controller (run by the operator's rollout loop) owns
 the object from then on (steps, weights, analyses, promotion), stored opaque by the CRD
 and read back with ``rollout_status.from_resource``.
 """
@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shipway.rollout.controller import new_status
-from shipway_operator.capacity import replica_range
+from shipway_operator.capacity import variant_range
 from shipway_operator.manifests import selector_string
 from shipway_operator.rollout_status import candidate_build_id, to_resource
 from shipway_operator.spec import Build, Spec, Variant
@@ -66,8 +66,9 @@ def _versioned(spec: Spec) -> Build:
     """The spec's build, with the spec's model version when the build does not say its
     own (resources written before builds carried it)."""
     build = spec.build
-    if build.model_version is None and spec.model.version.isdigit():
-        build = build.model_copy(update={"model_version": int(spec.model.version)})
+    version = spec.model.version
+    if build.model_version is None and version.isascii() and version.isdigit() and int(version):
+        build = build.model_copy(update={"model_version": int(version)})
     return build
 
 
@@ -102,7 +103,14 @@ def plan(
             return Plan(wanted, wanted, live, record, False, False, capacity)
         if stable.id != wanted.id:
             baseline = status.get("baselineReplicas")
-            return Plan(stable, wanted, live, record, False, False, baseline=baseline)
+            # the candidate is sized for the weight it is about to take (the Router
+            # raises ``status.capacity`` first, and moves the traffic once it is there)
+            ahead = int((status.get("capacity") or {}).get("candidate") or 0)
+            capacity = {
+                "stable": live.get("stable", 100),
+                "candidate": max(live.get("candidate", 0), ahead),
+            }
+            return Plan(stable, wanted, live, record, False, False, capacity, baseline)
     if stable.id == wanted.id:  # the spec may refresh where the build is
         kept = stable.model_version if wanted.model_version is None else wanted.model_version
         refreshed = wanted.model_copy(update={"model_version": kept})
@@ -231,7 +239,7 @@ def derive(
     an earlier read: the rollout controller may have moved on since. ``stable_pods``,
     ``candidate_pods``: each variant's pods, whose trouble (``pod_trouble``) a variant
     that is not available names in its condition's message."""
-    floor = replica_range(spec, plan.shares().get("stable", 100), plan.baseline)[0]
+    floor = variant_range(spec, True, plan.shares().get("stable", 100), plan.baseline)[0]
     serving = availability(stable, floor)
     stable_trouble = None if serving.ready else pod_trouble(stable_pods or [])
     conditions = list(previous.get("conditions") or [])
@@ -314,9 +322,12 @@ def derive(
         if plan.candidate is None:
             derived["routing"] = None  # no candidate: nothing split, mirrored or sticky
             derived["baselineReplicas"] = None
-    if plan.writes_rollout:
+            derived["capacity"] = None
+    if plan.writes_rollout:  # a new record: nothing of the previous rollout's split stays
         derived["rollout"] = plan.rollout
         derived["baselineReplicas"] = plan.baseline
+        derived["routing"] = None
+        derived["capacity"] = None
     return derived
 
 

@@ -314,12 +314,13 @@ def set_routing(
     return get(container, name)
 
 
-def local_only(container: Container, operation: str) -> None:
-    """Refuse (409, naming the mode) what Kubernetes mode does not carry out yet."""
+def local_only(container: Container, operation: str, instead: str | None = None) -> None:
+    """Refuse (409, naming the mode) what Kubernetes mode does not carry out here;
+    ``instead``: what to do there (default: change the resource's build)."""
     if container.kubernetes_mode:
-        from shipway.kubernetes.deployments import unsupported
+        from shipway.kubernetes.deployments import NotInKubernetesMode, unsupported
 
-        raise unsupported(operation)
+        raise unsupported(operation) if instead is None else NotInKubernetesMode(operation, instead)
 
 
 def get(container: Container, name: str) -> Deployment | DeploymentView:

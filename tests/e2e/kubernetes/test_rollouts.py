@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from scipy.stats import binom
 
-from shipway_operator.capacity import replica_range
+from shipway_operator.capacity import variant_range
 from shipway_operator.spec import parse_spec
 from tests.kube.cluster import TestCluster, wait_for
 from tests.kube.kubelet import TritonKubelet
@@ -124,15 +124,20 @@ def test_a_healthy_canary_goes_through_every_step_with_no_failed_request(
         50,
         100,
     ], seen
-    # each HPA's range at each step is the pure function's for the variant's share: as
-    # it stood at the end of the step (the weight moves first, the ranges follow it)
+    # each HPA's range in each step is the pure function's for the variant's share (the
+    # candidate's is sized before its weight moves)
     spec = parse_spec(plane.get(name)["spec"])
     baseline = 1  # the stable's replicas when the rollout began (min 1, no CPU load)
-    settled = {weight: (stable, candidate) for weight, stable, candidate in seen}
     for weight in (20, 50):
-        stable, candidate = settled[weight]
-        assert candidate == replica_range(spec, weight, baseline), seen
-        assert stable == replica_range(spec, 100 - weight, baseline), seen
+        expected = (
+            variant_range(spec, True, 100 - weight, baseline),
+            variant_range(spec, False, weight, baseline),
+        )
+        assert expected in [(s, c) for w, s, c in seen if w == weight], seen
+    # and the candidate's was never behind the traffic it took
+    for weight, _, candidate in seen:
+        if weight > 0 and candidate:
+            assert candidate >= variant_range(spec, False, weight, baseline), seen
     # the new build is stable; the candidate's objects and the old ReplicaSet are gone
     status = plane.status(name)
     assert status["stableBuild"]["id"] == "healthy-b2" and not status.get("candidateBuild")
@@ -148,13 +153,18 @@ def test_a_healthy_canary_goes_through_every_step_with_no_failed_request(
     assert last and all(a.variant == "stable" and a.status == 200 for a in last)
 
 
-def _bounded(load: Load, share: float) -> None:
+def _bounded(load: Load, share: float, weight: float) -> None:
     """Failures only on the canary, within the binomial's 99.9 % bound for ``share`` of
-    the requests it served."""
+    the requests it served; and it served no more than its ``weight`` of the traffic
+    while it served (the same bound): failures never beyond the canary's share."""
     failed = load.failed()
     assert all(a.variant == "canary" for a in failed), failed[:5]
     served = sum(1 for a in load.answers if a.variant == "canary")
     assert len(failed) <= binom.ppf(0.999, served, share), (len(failed), served)
+    window = _canary_window(load)
+    assert window is not None
+    during = [a for a in load.answers if window[0] <= a.at <= window[1]]
+    assert served <= binom.ppf(0.999, len(during), weight), (served, len(during))
 
 
 def test_a_canary_failing_30_percent_is_rolled_back_failures_bounded_by_its_share(
@@ -170,7 +180,7 @@ def test_a_canary_failing_30_percent_is_rolled_back_failures_bounded_by_its_shar
     assert record["phase"] == "RolledBack", f"{record}\n{_logs(plane)}"
     assert "error_rate" in record["state"]["reason"]
     assert load.failed(), "the canary failed nothing: the test proves nothing"
-    _bounded(load, 0.3)
+    _bounded(load, 0.3, 0.2)  # rolled back at its first step, 20 %
     status = plane.status(name)
     assert status["stableBuild"]["id"] == "failing-b1"
     assert status["weights"] == {"stable": 100, "candidate": 0}

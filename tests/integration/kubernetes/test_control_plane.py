@@ -319,6 +319,8 @@ def test_shipway_deploy_creates_the_resource_the_operator_makes_ready(
         ):
             assert refused.status_code == 409, refused.text
             assert "SHIPWAY_RUNTIME=kubernetes" in refused.json()["detail"]
+        # an operation names the way it is done there: the resource's annotations
+        assert "shipway.io/paused" in refused.json()["detail"]
 
         # delete: the resource is gone, and with it (garbage collection) its workloads
         assert api.delete("/deployments/web").status_code == 204

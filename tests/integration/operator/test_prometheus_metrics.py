@@ -145,15 +145,15 @@ def test_samples_older_than_the_staleness_limit_are_metrics_unavailable(
     no staleness markers: Prometheus keeps answering its last sample for the lookback
     delta (5 min). The provider reads it while it is younger than the limit, and refuses
     it after."""
-    limit = 8.0
+    limit = 12.0
     frozen = expositions()
-    stamped = time.time()
+    server = prometheus([Target(JOB, frozen.address)])  # up first: its start takes no time
+    stamped = time.time()  # of the limit, however slow a loaded machine starts it
     frozen.text = (
         "# TYPE shipway_gateway_responses_total counter\n"
         'shipway_gateway_responses_total{deployment="web",variant="stable",class="2xx"} '
         f"7 {int(stamped * 1000)}\n"
     )
-    server = prometheus([Target(JOB, frozen.address)])
     provider = PrometheusMetrics(server.url, {"job": JOB}, staleness_seconds=limit)
 
     def read() -> Any:

@@ -16,7 +16,7 @@ from kubernetes import client
 from shipway.rollout.ports import Ports
 from shipway.rollout.testing import FakeMetrics
 from shipway_operator import reconcile, rollouts
-from shipway_operator.capacity import replica_range
+from shipway_operator.capacity import variant_range
 from shipway_operator.kube import Kube
 from shipway_operator.rollout_ports import kubernetes_ports
 from shipway_operator.rollout_status import from_resource
@@ -164,17 +164,28 @@ def test_a_healthy_canary_steps_to_stable_with_ranges_following_weights(
     candidate_weights = [v["weights"]["candidate"] for v in views if v["weights"]]
     steps = [w for i, w in enumerate(candidate_weights) if i == 0 or w != candidate_weights[i - 1]]
     assert [w for w in steps if w] == [20, 50, 100], views
-    # at every step each variant's HPA range was the pure function's for its share
+    # each variant's HPA range is the pure function's for its share: the candidate's is
+    # never behind the traffic it takes (sized first, then the weight moves; before the
+    # next step it is sized for that one), and in each step both were exactly the
+    # function's for the step's weights
     spec = parse_spec(body["spec"])
     baseline = 2  # the stable's replicas when the rollout began (its HPA's minimum)
+    during: dict[int, list[dict[str, tuple[int, int]]]] = {}
     for view in views:
         weights = view["weights"]
         if not weights or not weights.get("candidate") or "candidate" not in view["hpa"]:
             continue
-        if weights["candidate"] == 100:
-            continue  # promoted: stable is sized for all of the traffic again
-        assert view["hpa"]["candidate"] == replica_range(spec, weights["candidate"], baseline)
-        assert view["hpa"]["stable"] == replica_range(spec, weights["stable"], baseline)
+        needed = variant_range(spec, False, weights["candidate"], baseline)
+        assert view["hpa"]["candidate"] >= needed, views
+        during.setdefault(weights["candidate"], []).append(view["hpa"])
+    for weight in (20, 50):
+        expected = {
+            "candidate": variant_range(spec, False, weight, baseline),
+            # stable keeps all of the baseline as its floor while a rollback is possible
+            "stable": variant_range(spec, True, 100 - weight, baseline),
+        }
+        assert expected in during[weight], views
+        assert expected["stable"][0] == baseline
     # the candidate's objects are gone, and so is the old build's ReplicaSet
     wait_for(
         lambda: (
@@ -347,3 +358,58 @@ def test_a_gateway_api_routed_canary_moves_the_httproute_and_rolls_back_off_it(
     wait_for(
         lambda: cluster.service("minilm-candidate") is None, SETTLE, "candidate Service pruned"
     )
+
+
+def _annotate(cluster: Cluster, name: str, annotations: dict[str, str | None]) -> None:
+    cluster.custom.patch_namespaced_custom_object(
+        "shipway.io",
+        "v1alpha1",
+        cluster.namespace,
+        "modeldeployments",
+        name,
+        {"metadata": {"annotations": annotations}},
+    )
+
+
+def test_annotations_pause_resume_approve_a_gate_and_abort(
+    cluster: Cluster, kube_api: client.ApiClient
+) -> None:
+    metrics = FakeMetrics()
+    loop = Loop(kube_api, cluster.namespace, metrics)
+    gated = {"strategy": "canary", "canary": {**CANARY["canary"], "gates": [1]}}
+    cluster.create(resource("minilm", rollout=gated))
+
+    def ready() -> bool:
+        loop.apply("minilm")
+        return (cluster.get("minilm").get("status") or {}).get("phase") == "Ready"
+
+    wait_for(ready, SETTLE, "stable ready")
+    cluster.patch_spec("minilm", {"build": B2})
+    loop.apply("minilm")
+
+    def phase(body: dict[str, Any]) -> str:
+        return (_record_of(body).get("state") or {}).get("phase", "")
+
+    _drive(loop, cluster, "minilm", _serve(metrics), lambda b: phase(b) == "WaitingGate", "gate")
+    assert loop.tick("minilm") is None  # waiting for a person: off the loop's schedule
+    _annotate(cluster, "minilm", {"shipway.io/approved-step": "1"})
+    _drive(loop, cluster, "minilm", _serve(metrics), lambda b: phase(b) != "WaitingGate", "go")
+    _annotate(cluster, "minilm", {"shipway.io/paused": "true"})
+    _drive(loop, cluster, "minilm", _serve(metrics), lambda b: phase(b) == "Paused", "paused")
+    weight = cluster.get("minilm")["status"]["weights"]["candidate"]
+    assert loop.tick("minilm") is None and loop.tick("minilm") is None  # stays paused
+    assert cluster.get("minilm")["status"]["weights"]["candidate"] == weight
+    _annotate(cluster, "minilm", {"shipway.io/paused": None})  # removed: resume
+    _drive(loop, cluster, "minilm", _serve(metrics), lambda b: phase(b) != "Paused", "resumed")
+    _annotate(cluster, "minilm", {"shipway.io/abort": "b-2"})
+    _drive(
+        loop,
+        cluster,
+        "minilm",
+        _serve(metrics),
+        lambda b: bool(_record_of(b).get("finished")),
+        "aborted",
+    )
+    record = _record(cluster, "minilm")
+    assert record["phase"] == "RolledBack" and "aborted" in record["state"]["reason"]
+    assert cluster.get("minilm")["status"]["stableBuild"]["id"] == "b-1"

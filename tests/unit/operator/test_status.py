@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from shipway.rollout.controller import new_status
 from shipway_operator import status
 from shipway_operator.rollout_status import from_resource, to_resource
@@ -295,3 +297,51 @@ def test_a_stable_that_is_not_available_says_why_in_ready_and_degraded() -> None
     degraded = _condition(result, "Degraded")
     assert degraded["status"] == "False"
     assert "pod p-1 not scheduled: 0/1 nodes" in degraded["message"]
+
+
+def _running(phase: str, finished: bool = False, **status: object) -> dict:
+    record = to_resource(new_status("canary", "b-2", "b-1", T0.timestamp()))
+    record["phase"], record["finished"] = phase, finished
+    record["state"] = {"phase": phase, "reason": "2 failed analyses in a row (error_rate)"}
+    return {
+        "stableBuild": {"id": "b-1", "modelRepository": "https://files.test/minilm/b-1.tar.gz"},
+        "candidateBuild": B2,
+        "weights": {"stable": 50, "candidate": 50},
+        "rollout": record,
+        **status,
+    }
+
+
+def test_a_running_rollout_sizes_the_candidate_for_the_share_it_is_about_to_take() -> None:
+    previous = _running("Progressing", capacity={"candidate": 100}, baselineReplicas=4)
+    plan = status.plan(parse_spec(base_spec(build=B2)), previous, T0)
+    assert plan.weights == {"stable": 50, "candidate": 50}  # traffic: as the router set it
+    assert plan.shares() == {"stable": 50, "candidate": 100}  # replicas: ahead of it
+    assert plan.baseline == 4 and not plan.writes_weights and not plan.writes_rollout
+
+
+def test_a_succeeded_rollout_moves_stable_first_then_drops_the_candidate() -> None:
+    serving = status.plan(parse_spec(base_spec(build=B2)), _running("Succeeded"), T0)
+    # stable rolls to the candidate's build, sized for all of the traffic, while the
+    # candidate still serves; the router's weights stay the controller's
+    assert serving.stable.id == "b-2" and serving.candidate is not None
+    assert serving.shares()["stable"] == 100 and not serving.writes_weights
+    done = status.plan(parse_spec(base_spec(build=B2)), _running("Succeeded", True), T0)
+    assert done.stable.id == "b-2" and done.candidate is None
+    assert done.weights == {"stable": 100, "candidate": 0} and done.writes_weights
+    assert not done.writes_rollout  # the finished record stays for `rollouts status`
+
+
+@pytest.mark.parametrize("phase", ["RolledBack", "Failed"])
+def test_an_ended_rollout_takes_the_candidate_out_and_rejects_its_build(phase: str) -> None:
+    previous = _running(phase, capacity={"candidate": 50})
+    plan = status.plan(parse_spec(base_spec(build=B2)), previous, T0)
+    assert plan.stable.id == "b-1" and plan.candidate is None
+    assert plan.weights == {"stable": 100, "candidate": 0} and plan.writes_weights
+    assert plan.rejected is not None and "error_rate" in plan.rejected
+    derived = _derive(base_spec(build=B2), previous, _deployment(2, 2))
+    degraded = _condition(derived, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "RolloutRolledBack")
+    assert "b-2" in degraded["message"]
+    assert derived["capacity"] is None and derived["routing"] is None
+    assert _condition(derived, "Progressing")["reason"] == "RolloutEnded"

@@ -112,7 +112,13 @@ def operate(
     """pause, resume, promote (now), approve (a manual gate), abort (roll back now);
     409 when the rollout's phase does not allow it (and, for now, with
     ``SHIPWAY_RUNTIME=kubernetes``: the operator's rollout loop takes them next)."""
-    deployments.local_only(container, f"{operation} on a rollout")
+    deployments.local_only(
+        container,
+        f"{operation} on a rollout",
+        "on Kubernetes a rollout's operations are annotations of its ModelDeployment "
+        "(shipway.io/paused, shipway.io/approved-step, shipway.io/promote, "
+        "shipway.io/abort; see operators/README.md)",
+    )
     rollout = rollouts.operate(
         container, container.rollout_ports, name, rollout_id, operation, caller.actor
     )
