@@ -96,12 +96,11 @@ def _reconcile(
         what = f"apply {manifest['kind']} {namespace}/{manifest['metadata']['name']}"
         with kube_errors(what):
             kube.apply(manifest)
-    if spec.routing.provider == "gateway-api":
-        # the route after the Services it points at, before pruning any; without a
-        # candidate, or with a new one, it sends nothing to a candidate (its last values
-        # were another rollout's)
-        fresh_start = decided.candidate is None or decided.writes_rollout
-        _route(kube, fresh, generation, now, attempts, fresh_start)
+    routed = spec.routing.provider == "gateway-api"
+    if routed and (decided.candidate is None or decided.writes_rollout):
+        # before any candidate object is pruned: without a candidate, or with a new one,
+        # the route sends nothing to a candidate (its last values were another rollout's)
+        _route(kube, fresh, generation, now, attempts, fresh_start=True)
     keep = {(m["kind"], m["metadata"]["name"]) for m in objects}
     with kube_errors(f"prune objects of {KIND} {namespace}/{name}"):
         for kind, gone in kube.prune(namespace, name, meta["uid"], keep):
@@ -112,6 +111,8 @@ def _reconcile(
         kube.update_status(
             namespace, name, lambda fresh: _derive(kube, fresh, spec, generation, now), attempts
         )
+    if routed:  # after the status names the builds: the route rewrites to their models
+        _route(kube, fresh, generation, now, attempts, fresh_start=False)
     # Deployment events that came before that write were skipped (status still named the
     # previous generation): look once more, now that status names this one
     refresh(kube, namespace, name, attempts)

@@ -20,7 +20,10 @@ from shipway_operator.prometheus import LABEL_NAME, RESERVED_LABELS
 class OperatorSettings(BaseSettings):
     """Field by field; each is ``SHIPWAY_OPERATOR_<FIELD>``."""
 
-    model_config = SettingsConfigDict(env_prefix="SHIPWAY_OPERATOR_", extra="ignore")
+    # seconds are finite: "inf" would make a timer that never fires, a wait that never ends
+    model_config = SettingsConfigDict(
+        env_prefix="SHIPWAY_OPERATOR_", extra="ignore", allow_inf_nan=False
+    )
 
     namespaces: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -75,7 +78,8 @@ class OperatorSettings(BaseSettings):
         min_length=1,
         description="Base URL of the Prometheus that scrapes the gateway, e.g. "
         "http://prometheus-operated.monitoring.svc:9090; unset: no metrics, every rollout "
-        "analysis is inconclusive (a rollout then never advances on its own).",
+        "analysis is inconclusive (metrics unavailable: a rollout is rolled back after "
+        "consecutiveErrorLimit analyses without them).",
     )
     prometheus_selector: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,

@@ -16,7 +16,7 @@ and read back with ``rollout_status.from_resource``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -184,6 +184,11 @@ def pod_trouble(pods: list[dict[str, Any]]) -> str | None:
                 waiting = current.get("waiting") or {}
                 if waiting.get("reason") and waiting["reason"] not in _STARTING:
                     detail = f": {waiting['message']}" if waiting.get("message") else ""
+                    # a container that keeps failing: why it ended last time (its
+                    # termination message, e.g. the fetch's "SHA-256 ... expected ...")
+                    ended_last = (container.get("lastState") or {}).get("terminated") or {}
+                    if ended_last.get("message"):
+                        detail = f": {ended_last['message'].strip()}"
                     return f"pod {name} {kind} {container.get('name')} {waiting['reason']}{detail}"
                 ended = current.get("terminated") or {}
                 if kind == "init container" and ended and ended.get("exitCode", 0) != 0:
@@ -241,6 +246,11 @@ def derive(
     that is not available names in its condition's message."""
     floor = variant_range(spec, True, plan.shares().get("stable", 100), plan.baseline)[0]
     serving = availability(stable, floor)
+    # Ready: stable serves with every replica it wants available. A rolling update of
+    # stable (a promotion) keeps it so, since old replicas go only as new ones are
+    # available (maxUnavailable 0): not a moment to report Ready=False
+    if not serving.ready and serving.failure is None and serving.available >= serving.desired:
+        serving = replace(serving, ready=True, message=serving.message + ", rolling")
     stable_trouble = None if serving.ready else pod_trouble(stable_pods or [])
     conditions = list(previous.get("conditions") or [])
     conditions = set_condition(
@@ -260,7 +270,9 @@ def derive(
             False,
             "RolloutEnded",
             f"build {spec.build.id} does not serve: its rollout {plan.rejected}; stable build "
-            f"{plan.stable.id} serves. Change spec.build to roll out another build.",
+            f"{plan.stable.id} serves. Put right what the reason names, then change "
+            "spec.build to roll out a build (back to the stable one and forth again to "
+            "retry this one).",
             generation,
             now,
         )
@@ -294,7 +306,8 @@ def derive(
         message = f"no lasting failure; stable not available: {stable_trouble or serving.message}"
     conditions = set_condition(conditions, DEGRADED, degraded, reason, message, generation, now)
     if plan.rejected is not None and not degraded:  # as an aborted Argo Rollout
-        degraded, reason = True, "RolloutRolledBack"
+        degraded = True
+        reason = "RolloutFailed" if plan.rejected.startswith("Failed") else "RolloutRolledBack"
         message = f"spec.build {spec.build.id} was not promoted ({plan.rejected})"
         conditions = set_condition(conditions, DEGRADED, True, reason, message, generation, now)
     # a failing stable outranks a running rollout (as Argo Rollouts): it needs a human

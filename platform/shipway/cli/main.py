@@ -50,7 +50,11 @@ def main(
     try:
         state.settings = Settings()
     except ValidationError as exc:
-        fail(f"invalid SHIPWAY_* settings:\n{exc}")
+        problems = "; ".join(
+            f"SHIPWAY_{'_'.join(str(p) for p in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors()
+        )
+        fail(f"invalid settings: {problems}", 2)
     state.api_url = api_url or state.settings.resolved_api_url
     state.token = token or state.settings.token
 

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console()
@@ -27,5 +28,6 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
 
 
 def fail(message: str, code: int = 1) -> None:
-    err_console.print(f"[red]error:[/red] {message}")
+    # the message is text, never markup: "[a-z0-9]" in a pattern must print as written
+    err_console.print(f"[red]error:[/red] {escape(message)}")
     raise SystemExit(code)

@@ -204,6 +204,9 @@ class Gateway:
         name = target.model
         assert name is not None
         route = await self._route(name)
+        if route is None and not self._loaded:  # it may exist: nobody knows yet
+            await _error(send, 503, "the gateway has not read its routes yet; retry")
+            return
         if route is None:  # not counted as an answer: no deployment, no series of its own
             self.metrics.no_route.labels(UNKNOWN).inc()
             await _error(send, 404, f"deployment {name!r} does not exist")
@@ -408,6 +411,9 @@ class Gateway:
         assert self.session is not None and target.model is not None
         name = target.model
         route = await self._route(name)
+        if route is None and not self._loaded:
+            await _error(send, 503, "the gateway has not read its routes yet; retry")
+            return
         if route is None:
             await _error(send, 404, f"deployment {name!r} does not exist")
             return

@@ -394,6 +394,9 @@ def test_readiness_follows_the_first_sync(
             assert httpx.get(f"{url}/v2/health/live", timeout=5).status_code == 200
             not_ready = httpx.get(f"{url}/v2/health/ready", timeout=5)
             assert not_ready.status_code == 503, not_ready.text
+            # before the routes are read a name is not known to be unknown: 503, not 404
+            early = httpx.post(f"{url}/v2/models/fraud/infer", json={"inputs": []}, timeout=5)
+            assert early.status_code == 503 and "not read its routes" in early.json()["error"]
             source.start()
             wait_for(
                 lambda: httpx.get(f"{url}/v2/health/ready", timeout=5).status_code == 200,

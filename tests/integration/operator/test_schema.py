@@ -62,6 +62,16 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
         "stepWeights must rise strictly and end at 100",
     ),
     (
+        "a step repeated",
+        {"rollout": {"canary": {"stepWeights": [50, 50, 100]}}},
+        "stepWeights must rise strictly and end at 100",
+    ),
+    (
+        "Gateway API settings without that provider",
+        {"routing": {"gatewayAPI": {"parentRefs": [{"name": "edge"}]}}},
+        "routing.gatewayAPI applies with routing.provider gateway-api only",
+    ),
+    (
         "gate past the last step",
         {"rollout": {"canary": {"stepWeights": [50, 100], "gates": [2]}}},
         "gates must name step indices of stepWeights",
@@ -313,3 +323,11 @@ def test_there_is_no_scale_subresource_to_fail(cluster: Cluster, changes: dict[s
             "shipway.io", "v1alpha1", cluster.namespace, "modeldeployments", "scaled"
         )
     assert missing.value.status == 404
+
+
+def test_empty_step_weights_are_refused_by_their_size_alone(cluster: Cluster) -> None:
+    with pytest.raises(ApiException) as refused:
+        cluster.create(resource("bad", rollout={"canary": {"stepWeights": []}}))
+    text = json.loads(refused.value.body)["message"]
+    assert "at least 1 item" in text, text
+    assert "evaluating rule" not in text, text  # no rule fails on the empty list itself

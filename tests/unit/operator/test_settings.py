@@ -69,3 +69,18 @@ def test_bad_prometheus_settings_are_refused(
     monkeypatch.setenv(f"SHIPWAY_OPERATOR_PROMETHEUS_{variable}", value)
     with pytest.raises(ValidationError, match=field):
         OperatorSettings()
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "SHIPWAY_OPERATOR_ROLLOUT_POLL_SECONDS",
+        "SHIPWAY_OPERATOR_ROLLOUT_START_TIMEOUT_SECONDS",
+        "SHIPWAY_OPERATOR_PROMETHEUS_TIMEOUT_SECONDS",
+        "SHIPWAY_OPERATOR_RESYNC_SECONDS",
+    ],
+)
+def test_seconds_must_be_finite(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    monkeypatch.setenv(variable, "inf")
+    with pytest.raises(ValidationError, match="finite"):
+        OperatorSettings()

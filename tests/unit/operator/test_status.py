@@ -341,7 +341,38 @@ def test_an_ended_rollout_takes_the_candidate_out_and_rejects_its_build(phase: s
     assert plan.rejected is not None and "error_rate" in plan.rejected
     derived = _derive(base_spec(build=B2), previous, _deployment(2, 2))
     degraded = _condition(derived, "Degraded")
-    assert (degraded["status"], degraded["reason"]) == ("True", "RolloutRolledBack")
+    reason = "RolloutRolledBack" if phase == "RolledBack" else "RolloutFailed"
+    assert (degraded["status"], degraded["reason"]) == ("True", reason)
     assert "b-2" in degraded["message"]
     assert derived["capacity"] is None and derived["routing"] is None
     assert _condition(derived, "Progressing")["reason"] == "RolloutEnded"
+
+
+def test_stable_rolling_to_a_new_build_with_its_replicas_available_stays_ready() -> None:
+    # a promotion: the new template's replica is up and available, the old one not gone
+    rolling = _deployment(2, 2)
+    rolling["status"] |= {"replicas": 3, "updatedReplicas": 2, "availableReplicas": 2}
+    derived = _derive(base_spec(), {}, rolling)
+    ready = _condition(derived, "Ready")
+    assert ready["status"] == "True" and "rolling" in ready["message"]
+    starved = _deployment(2, 1)  # fewer available than desired: not ready
+    assert _condition(_derive(base_spec(), {}, starved), "Ready")["status"] == "False"
+
+
+def test_a_container_failing_again_and_again_says_why_it_ended_last() -> None:
+    pod = {
+        "metadata": {"name": "minilm-stable-0"},
+        "status": {
+            "initContainerStatuses": [
+                {
+                    "name": "fetch-model",
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
+                    "lastState": {
+                        "terminated": {"exitCode": 1, "message": "fetch failed: SHA-256 abc\n"}
+                    },
+                }
+            ]
+        },
+    }
+    trouble = status.pod_trouble([pod])
+    assert trouble is not None and "CrashLoopBackOff: fetch failed: SHA-256 abc" in trouble
