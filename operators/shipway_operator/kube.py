@@ -21,6 +21,7 @@ import kopf
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from kubernetes.dynamic.resource import Resource
 
 from shipway_operator.manifests import (
@@ -107,6 +108,7 @@ class Kube:
     def __init__(self, api: client.ApiClient) -> None:
         self.dynamic = DynamicClient(api)
         self._resources: dict[Key, Resource] = {}
+        self._kinds: dict[Key, bool] = {}
         self._locks: dict[tuple[str, str], threading.RLock] = {}
         self._locks_guard = threading.Lock()
 
@@ -116,6 +118,18 @@ class Kube:
         from a status another has since changed."""
         with self._locks_guard:
             return self._locks.setdefault((namespace, name), threading.RLock())
+
+    def has_kind(self, api_version: str, kind: str) -> bool:
+        """True when the API server serves ``kind`` (its CRD is installed); asked once
+        per process (a CRD installed later is seen after a restart)."""
+        key = (api_version, kind)
+        if key not in self._kinds:
+            try:
+                self.resource(api_version, kind)
+                self._kinds[key] = True
+            except ResourceNotFoundError:
+                self._kinds[key] = False
+        return self._kinds[key]
 
     def resource(self, api_version: str, kind: str) -> Resource:
         key = (api_version, kind)

@@ -113,6 +113,8 @@ def _reconcile(
         )
     if routed:  # after the status names the builds: the route rewrites to their models
         _route(kube, fresh, generation, now, attempts, fresh_start=False)
+    else:  # routed by the Shipway gateway: a route of ours from before must not stay
+        _drop_route(kube, namespace, name)
     # Deployment events that came before that write were skipped (status still named the
     # previous generation): look once more, now that status names this one
     refresh(kube, namespace, name, attempts)
@@ -146,6 +148,22 @@ def _route(
         )
         _not_applied(kube, body, generation, reason, str(exc), now, attempts)
         raise kopf.PermanentError(f"{KIND} {namespace}/{name}: {exc}") from exc
+
+
+def _drop_route(kube: Kube, namespace: str, name: str) -> None:
+    """Delete the HTTPRoute this resource controls, if any (its routing moved back to the
+    Shipway gateway). A cluster without the Gateway API, or an operator without the
+    right to read HTTPRoutes, has none of ours: nothing to do."""
+    if not kube.has_kind(httproute.GATEWAY_API_VERSION, httproute.ROUTE_KIND):
+        return
+    try:
+        if httproute.GatewayAPIRouter(kube, namespace).delete(name):
+            log.info(
+                "deleted HTTPRoute %s/%s: routing moved to the Shipway gateway", namespace, name
+            )
+    except ApiException as exc:
+        if exc.status not in (403, 404):
+            raise to_kopf(exc, f"delete HTTPRoute {namespace}/{name}") from exc
 
 
 def _replicas(kube: Kube, namespace: str, name: str) -> int | None:

@@ -358,6 +358,20 @@ def test_a_gateway_api_routed_canary_moves_the_httproute_and_rolls_back_off_it(
     wait_for(
         lambda: cluster.service("minilm-candidate") is None, SETTLE, "candidate Service pruned"
     )
+    # routing moved back to the Shipway gateway: the route goes with it
+    cluster.custom.patch_namespaced_custom_object(
+        "shipway.io",
+        "v1alpha1",
+        cluster.namespace,
+        "modeldeployments",
+        "minilm",
+        {"spec": {"routing": {"provider": "shipway-gateway", "gatewayAPI": None}}},
+    )
+    loop.apply("minilm")
+    routes = client.CustomObjectsApi(kube_api).list_namespaced_custom_object(
+        "gateway.networking.k8s.io", "v1", cluster.namespace, "httproutes"
+    )
+    assert routes["items"] == []
 
 
 def _annotate(cluster: Cluster, name: str, annotations: dict[str, str | None]) -> None:
