@@ -5,6 +5,7 @@
     <repo>/<triton-model-name>/config.pbtxt
     <repo>/<triton-model-name>/1/model.onnx   (model.plan for TensorRT)
     <repo>/<triton-model-name>/1/model.py     (Python backend only)
+    <repo>/<triton-model-name>/1/shipway_padding.py  (its trimming arithmetic)
     <repo>/<triton-model-name>/warmup/*.bin   (the warm-up request, raw, row-major)
 
 The warm-up request comes from the registered reference sample (see
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shipway.builds.accuracy import MASK
 from shipway.builds.recipes import Target
 from shipway.builds.triton_config import (
     BACKENDS,
@@ -28,6 +30,7 @@ from shipway.builds.triton_config import (
     ServingOptions,
     batches,
     render_config,
+    trim_plan,
     warmup_bytes,
     warmup_file,
     warmup_request,
@@ -35,6 +38,7 @@ from shipway.builds.triton_config import (
 from shipway.registry.signature import Signature
 
 _PYTHON_MODEL = Path(__file__).parent / "triton_models" / "onnxruntime_python.py"
+_PADDING = Path(__file__).parent / "triton_models" / "padding.py"
 
 
 def triton_model_name(model: str, build_id: str) -> str:
@@ -62,10 +66,13 @@ def package_repository(
     options: ServingOptions | None = None,
     onnx_backend: str = "python",
     sample: Mapping[str, np.ndarray] | None = None,
+    mask_input: str | None = MASK,
 ) -> Path:
     """Write the repository for one model under ``repo``; returns the model folder.
 
     ``sample`` is the version's reference sample; without it there is no warm-up.
+    ``mask_input`` names the attention mask the served model trims padding by
+    (``triton_config.trim_plan``; ``None``: no mask, nothing trimmed).
     """
     backend = backend_for(target, onnx_backend)
     options = options or ServingOptions()
@@ -81,9 +88,17 @@ def package_repository(
                 warmup_bytes(warmup[spec.name])
             )
     (folder / "config.pbtxt").write_text(
-        render_config(model_name, signature, backend, options, warmup)
+        render_config(
+            model_name,
+            signature,
+            backend,
+            options,
+            warmup,
+            trim_plan(signature, mask_input, options, backend),
+        )
     )
     shutil.copyfile(engine_path, version_dir / BACKENDS[backend][1])
     if backend == "python":
         shutil.copyfile(_PYTHON_MODEL, version_dir / "model.py")
+        shutil.copyfile(_PADDING, version_dir / "shipway_padding.py")
     return folder

@@ -30,6 +30,20 @@ request in the model's own shape is served (rows and the batch axis as
   Triton fails the load when it fails ("failed to run warmup sample ..."), so a model
   that cannot serve its own reference row never becomes ready, and says why. Triton
   skips a warm-up with ``batch_size: 0`` without a word, so it is always 1.
+- **Trimming padding** (the Python backend only; ``trim_plan``): for a batched model
+  with a mask input ``[batch, seq]`` (``seq`` symbolic), the config carries the
+  parameter ``shipway_trim`` (JSON: the mask, the *sequence inputs* and the
+  *token-level outputs* — the tensors whose axis 1 is that same symbolic ``seq``, read
+  from the signature, never guessed from values — and the length buckets) and marks
+  the sequence inputs ``allow_ragged_batch``. Triton's dynamic batcher otherwise
+  batches only requests of equal shapes, so requests sent at their real lengths
+  would rarely share a run; ragged,
+  it hands the served model requests of any lengths together, and the model groups
+  them by length bucket and runs each group trimmed to its longest real row
+  (``triton_models/padding.py``). Answers keep each request's shape; token-level
+  outputs are zeros wherever the request's mask is zero. The official image's
+  ``onnxruntime`` backend stacks requests itself and cannot do either: its config is
+  left as it was.
 """
 
 from __future__ import annotations
@@ -41,6 +55,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from shipway.builds.triton_models.padding import DEFAULT_BUCKETS, check_buckets
 from shipway.errors import InvalidInput
 from shipway.registry.signature import Dim, Signature, TensorSpec
 
@@ -73,6 +88,38 @@ class ServingOptions:
     max_queue_delay_us: int = 500
     preferred_batch_sizes: tuple[int, ...] = (4, 8)
     warmup: bool = True  # send a reference row at load time, when a sample is given
+    # trim each batch to its longest real row, by the mask input (see the module
+    # docstring); only where the model has one and the backend is ``python``
+    trim_padding: bool = True
+    # tokens; requests are run together when their longest real rows share a bucket
+    length_buckets: tuple[int, ...] = DEFAULT_BUCKETS
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "length_buckets", check_buckets(self.length_buckets))
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class TrimPlan:
+    """What the served model trims: the mask input, the inputs and outputs whose axis 1
+    is the mask's sequence axis, and the length buckets."""
+
+    mask: str
+    sequence_inputs: tuple[str, ...]
+    token_outputs: tuple[str, ...]
+    buckets: tuple[int, ...]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "mask": self.mask,
+                "sequence_inputs": list(self.sequence_inputs),
+                "token_outputs": list(self.token_outputs),
+                "buckets": list(self.buckets),
+            }
+        )
 
 
 # Backend name -> (instance kind, model file). ``python`` is the local Triton's Python
@@ -98,6 +145,35 @@ def batches(signature: Signature, options: ServingOptions) -> bool:
     return is_batchable(signature) and options.max_batch_size > 0
 
 
+def trim_plan(
+    signature: Signature, mask_input: str | None, options: ServingOptions, backend: str = "python"
+) -> TrimPlan | None:
+    """Whether and how the served model trims padding; ``None`` leaves it untouched.
+
+    It trims when the options ask, the backend is ``python``, the model batches, and
+    ``mask_input`` names an input ``[batch, seq]`` with ``seq`` symbolic, a name that
+    every other tensor carries, if at all, on axis 1 only (``[batch, seq, ...]``):
+    then cutting and re-padding axis 1 is all trimming does. The *token-level*
+    outputs are the outputs with ``seq`` on axis 1 (``last_hidden_state``); the others
+    (a pooled ``[batch, hidden]``, class scores) are answered as computed.
+    """
+    if not (options.trim_padding and backend == "python" and batches(signature, options)):
+        return None
+    mask = next((s for s in signature.inputs if s.name == mask_input), None)
+    if mask is None or len(mask.shape) != 2 or not isinstance(mask.shape[1], str):
+        return None
+    seq = mask.shape[1]
+    tensors = (*signature.inputs, *signature.outputs)
+    if any(seq in spec.shape[:1] + spec.shape[2:] for spec in tensors):
+        return None  # the sequence axis elsewhere than axis 1: not a cut of axis 1
+    return TrimPlan(
+        mask.name,
+        tuple(s.name for s in signature.inputs if s.shape[1:2] == (seq,)),
+        tuple(s.name for s in signature.outputs if s.shape[1:2] == (seq,)),
+        options.length_buckets,
+    )
+
+
 def dims(spec: TensorSpec, batched: bool) -> tuple[int, ...]:
     """Triton ``dims``: without the batch axis when batched, ``-1`` for a free size,
     ``[1]`` for rank 0."""
@@ -118,10 +194,10 @@ def _list(values: tuple[int, ...]) -> str:
     return "[ " + ", ".join(map(str, values)) + " ]"
 
 
-def _tensor(spec: TensorSpec, batched: bool) -> str:
+def _tensor(spec: TensorSpec, batched: bool, ragged: bool = False) -> str:
     return (
         f"  {{ name: {json.dumps(spec.name)} data_type: {_dtype(spec)} "
-        f"dims: {_list(dims(spec, batched))} }}"
+        f"dims: {_list(dims(spec, batched))}{' allow_ragged_batch: true' if ragged else ''} }}"
     )
 
 
@@ -165,18 +241,21 @@ def render_config(
     backend: str,
     options: ServingOptions,
     warmup: Mapping[str, np.ndarray] | None = None,
+    trim: TrimPlan | None = None,
 ) -> str:
     """The ``config.pbtxt`` text. ``warmup`` (from ``warmup_request``) adds a warm-up
     that reads each input from ``warmup/<warmup_file(i, name)>``, which the caller
-    writes as the array's raw bytes. Raises ``InvalidInput`` for a dtype Triton
+    writes as the array's raw bytes; ``trim`` (from ``trim_plan``) the trimming
+    parameter and ragged sequence inputs. Raises ``InvalidInput`` for a dtype Triton
     cannot serve."""
     batched = batches(signature, options)
+    ragged = set(trim.sequence_inputs) if trim else set()
     lines = [
         f"name: {json.dumps(model_name)}",
         f"backend: {json.dumps(backend)}",
         f"max_batch_size: {options.max_batch_size if batched else 0}",
         "input [",
-        ",\n".join(_tensor(s, batched) for s in signature.inputs),
+        ",\n".join(_tensor(s, batched, s.name in ragged) for s in signature.inputs),
         "]",
         "output [",
         ",\n".join(_tensor(s, batched) for s in signature.outputs),
@@ -189,6 +268,11 @@ def render_config(
             "dynamic_batching { "
             f"preferred_batch_size: [ {', '.join(map(str, sizes))} ] "
             f"max_queue_delay_microseconds: {options.max_queue_delay_us} }}"
+        )
+    if trim is not None:
+        lines.append(
+            'parameters { key: "shipway_trim" '
+            f"value: {{ string_value: {json.dumps(trim.to_json())} }} }}"
         )
     if options.warmup and warmup is not None:
         lines.append(_warmup(signature, warmup))
