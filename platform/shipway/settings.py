@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from enum import StrEnum
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -222,6 +223,17 @@ class Settings(BaseSettings):
         description="Triton backend for onnxruntime-cpu builds: `python` (ONNX Runtime "
         "inside the local Triton's Python backend) or `onnxruntime` (the official image).",
     )
+    serving_trim_padding: bool = Field(
+        True,
+        description="Python-backend builds of models with a mask input trim each batch to "
+        "its longest real row and batch requests by length bucket; a version's tag "
+        "`shipway.trim_padding=false` opts it out.",
+    )
+    serving_length_buckets: list[int] = Field(
+        [16, 32, 64, 128],
+        description="Length buckets (tokens, ascending) by which trimmed builds group "
+        "requests into one run; JSON list, e.g. `[16,32,64,128]`.",
+    )
     triton_start_timeout: float = Field(
         120.0, description="Seconds to wait for a tritonserver to report ready."
     )
@@ -286,6 +298,15 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_node_selector(cls, value: object) -> object:
         return _pairs(value, "SHIPWAY_KUBERNETES_NODE_SELECTOR", "key=value,key=value")
+
+    @field_validator("serving_length_buckets")
+    @classmethod
+    def _buckets_ascending(cls, value: list[int]) -> list[int]:
+        if not value or value[0] < 1 or any(b >= a for b, a in pairwise(value)):
+            raise ValueError(
+                f"SHIPWAY_SERVING_LENGTH_BUCKETS must be positive and ascending, got {value}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _time_limits_in_order(self) -> Settings:

@@ -61,6 +61,8 @@ CLASS_SCORES = "class-scores"
 EMBEDDING = "embedding"
 OUTPUT_KINDS = (CLASS_SCORES, EMBEDDING)
 OUTPUT_TAG_PREFIX = "shipway.output."
+MASK_TAG = "shipway.mask_input"  # the registration tag naming the attention mask input
+NO_MASK = "none"
 PROBABILITY_TOLERANCE = 1e-3
 
 Arrays = Mapping[str, np.ndarray]
@@ -326,6 +328,28 @@ def output_kinds(tags: Mapping[str, str], outputs: Iterable[str]) -> dict[str, s
             )
         kinds[name] = value
     return kinds
+
+
+def mask_input(tags: Mapping[str, str], inputs: Iterable[str]) -> str | None:
+    """The input holding the ``[batch, tokens]`` attention mask, as registered: the tag
+    ``shipway.mask_input=<input>`` names it, ``shipway.mask_input=none`` says the model
+    has none; untagged, ``attention_mask`` (used where the model has that input). The
+    gate pools by it, the shadow judges by it, the served model trims padding by it.
+
+    Raises ``InvalidInput`` for a tag that names no input.
+    """
+    value = tags.get(MASK_TAG)
+    if value is None:
+        return MASK
+    names = set(inputs)
+    if value in names:
+        return value
+    if value == NO_MASK:
+        return None
+    raise InvalidInput(
+        f"tag {MASK_TAG!r} names no input of the model ({value!r}); inputs: {sorted(names)}, "
+        f"or {NO_MASK!r} for a model without a mask"
+    )
 
 
 def is_distribution(array: np.ndarray) -> bool:

@@ -77,6 +77,7 @@ TRITON_DTYPES = {
 }
 
 WARMUP_DIR = "warmup"  # Triton reads input_data_file from <model>/warmup/
+TRIM_TAG = "shipway.trim_padding"  # registration tag: "false" serves the model untrimmed
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,18 @@ def is_batchable(signature: Signature) -> bool:
 def batches(signature: Signature, options: ServingOptions) -> bool:
     """Whether the configuration batches: the model allows it and the options ask."""
     return is_batchable(signature) and options.max_batch_size > 0
+
+
+def trims_padding(tags: Mapping[str, str], default: bool = True) -> bool:
+    """Whether a registered version's builds trim padding: its tag
+    ``shipway.trim_padding=true|false``, else ``default`` (the server's setting).
+    Raises ``InvalidInput`` for another value."""
+    value = tags.get(TRIM_TAG)
+    if value is None:
+        return default
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise InvalidInput(f"tag {TRIM_TAG!r} must be true or false, got {value!r}")
 
 
 def trim_plan(
