@@ -1,0 +1,251 @@
+"""Trimming padding and batching by length: the served model's arithmetic
+(``triton_models/padding.py``), which models trim (``triton_config.trim_plan``), the
+config that says so, and the registration tags that name the mask or opt out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shipway.builds.accuracy import mask_input
+from shipway.builds.packaging import package_repository
+from shipway.builds.recipes import Target
+from shipway.builds.triton_config import (
+    ServingOptions,
+    TrimPlan,
+    render_config,
+    trim_plan,
+    trims_padding,
+)
+from shipway.builds.triton_models import padding
+from shipway.errors import InvalidInput
+from shipway.registry.signature import Signature, TensorSpec, load_model, read_signature
+from tests.support.graphs import tiny_encoder
+
+ENCODER = Signature(
+    inputs=(
+        TensorSpec("input_ids", "int64", ("batch", "seq")),
+        TensorSpec("attention_mask", "int64", ("batch", "seq")),
+        TensorSpec("token_type_ids", "int64", ("batch", "seq")),
+    ),
+    outputs=(
+        TensorSpec("last_hidden_state", "float32", ("batch", "seq", 384)),
+        TensorSpec("pooled", "float32", ("batch", 384)),
+        TensorSpec("logits", "float32", ("batch", 3)),
+    ),
+)
+
+
+# ---- the served model's arithmetic -------------------------------------------------
+
+
+def test_real_length_is_one_past_the_last_real_position_whatever_the_padding() -> None:
+    mask = np.array(
+        [
+            [1, 1, 1, 0, 0, 0],  # right padding
+            [0, 0, 1, 1, 1, 1],  # left padding: nothing can be cut
+            [1, 0, 1, 0, 0, 0],  # a hole inside: kept
+            [0, 0, 0, 0, 0, 0],  # no real position
+            [1, 1, 1, 1, 1, 1],
+        ]
+    )
+    assert padding.real_lengths(mask).tolist() == [3, 6, 3, 0, 6]
+    assert padding.real_lengths(mask.astype(np.float32) * 0.5).tolist() == [3, 6, 3, 0, 6]
+    assert padding.real_lengths(mask.astype(bool)).dtype == np.int64
+
+
+@pytest.mark.parametrize(
+    ("length", "expected"),
+    [(0, 16), (1, 16), (16, 16), (17, 32), (32, 32), (33, 64), (128, 128), (129, 256), (300, 384)],
+)
+def test_bucket_is_the_smallest_that_holds_the_length(length: int, expected: int) -> None:
+    assert padding.bucket(length) == expected
+
+
+def test_buckets_are_configurable_and_checked() -> None:
+    assert padding.bucket(9, (8, 24)) == 24
+    assert padding.bucket(25, (8, 24)) == 48
+    assert padding.check_buckets([8, 24]) == (8, 24)
+    for bad in ([], [16, 16], [32, 16], [0, 16], [16.0], [True]):
+        with pytest.raises(ValueError, match="length buckets"):
+            padding.check_buckets(bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="ascending"):
+        ServingOptions(length_buckets=(64, 32))
+
+
+def test_requests_group_by_bucket_and_by_the_shapes_they_must_share() -> None:
+    sequence = ("ids", "mask")
+
+    def key(longest: int, seq: int, extra: tuple[int, ...] = (4,)) -> object:
+        inputs = {
+            "ids": np.zeros((1, seq), np.int64),
+            "mask": np.zeros((1, seq), np.int64),
+            "x": np.zeros((1, *extra), np.float32),
+        }
+        return padding.group_key(longest, inputs, sequence, padding.DEFAULT_BUCKETS)
+
+    # sent lengths do not matter (axis 1 is fitted), real lengths' buckets do
+    assert key(5, 128) == key(16, 20)
+    assert key(16, 20) != key(17, 20)
+    assert key(5, 8, (4,)) != key(5, 8, (5,))  # another input's shape differs: not stacked
+    keys = ["a", "b", "a", "c", "b"]
+    assert padding.group(keys) == [[0, 2], [1, 4], [3]]
+
+
+def test_fit_cuts_or_pads_the_sequence_axis_with_zeros() -> None:
+    value = np.arange(1, 13).reshape(2, 6)
+    assert padding.fit(value, 4).tolist() == [[1, 2, 3, 4], [7, 8, 9, 10]]
+    assert padding.fit(value, 8).tolist() == [[1, 2, 3, 4, 5, 6, 0, 0], [7, 8, 9, 10, 11, 12, 0, 0]]
+    assert padding.fit(value, 6).shape == (2, 6)
+    three = np.ones((1, 3, 2))
+    assert padding.fit(three, 5).shape == (1, 5, 2)
+    assert padding.fit(three, 5)[0, 3:].sum() == 0
+
+
+def test_split_rows_gives_each_request_its_rows() -> None:
+    stacked = np.arange(6)[:, None] * np.ones((1, 3))
+    parts = padding.split_rows(stacked, [1, 3, 2])
+    assert [p[:, 0].tolist() for p in parts] == [[0], [1, 2, 3], [4, 5]]
+
+
+def test_restore_answers_in_the_requests_shape_with_zeros_wherever_masked() -> None:
+    run = np.arange(1, 2 * 4 * 2 + 1, dtype=np.float32).reshape(2, 4, 2)  # run length 4
+    mask = np.array([[1, 1, 0, 0, 0, 0], [1, 0, 1, 1, 0, 0]])  # the request's length 6
+    out = padding.restore(run, mask)
+    assert out.shape == (2, 6, 2) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[0, :2], run[0, :2])
+    np.testing.assert_array_equal(out[1, [0, 2, 3]], run[1, [0, 2, 3]])
+    assert not out[mask == 0].any()  # past the mask and the hole inside it
+    # a run longer than the request (a batch-mate's padding): cut back to its length
+    assert padding.restore(np.ones((1, 8, 2)), np.ones((1, 3))).shape == (1, 3, 2)
+
+
+# ---- which models trim ---------------------------------------------------------------
+
+
+def test_token_outputs_are_those_whose_axis_1_is_the_masks_sequence_axis() -> None:
+    plan = trim_plan(ENCODER, "attention_mask", ServingOptions())
+    assert plan == TrimPlan(
+        "attention_mask",
+        ("input_ids", "attention_mask", "token_type_ids"),
+        ("last_hidden_state",),
+        (16, 32, 64, 128),
+    )
+    assert json.loads(plan.to_json())["token_outputs"] == ["last_hidden_state"]
+
+
+def test_an_output_with_a_fixed_axis_1_of_the_same_size_is_not_token_level() -> None:
+    signature = Signature(
+        ENCODER.inputs,
+        (TensorSpec("fixed", "float32", ("batch", 128, 8)), *ENCODER.outputs[1:]),
+    )
+    plan = trim_plan(signature, "attention_mask", ServingOptions())
+    assert plan is not None and plan.token_outputs == ()
+
+
+@pytest.mark.parametrize(
+    ("signature", "mask", "options", "backend"),
+    [
+        (ENCODER, None, ServingOptions(), "python"),  # no mask input
+        (ENCODER, "absent", ServingOptions(), "python"),  # named, not there
+        (ENCODER, "attention_mask", ServingOptions(trim_padding=False), "python"),
+        (ENCODER, "attention_mask", ServingOptions(max_batch_size=0), "python"),
+        (ENCODER, "attention_mask", ServingOptions(), "onnxruntime"),  # stacks itself
+        (  # a fixed sequence length: the graph takes no other
+            Signature(
+                (TensorSpec("ids", "int64", ("batch", 128)), TensorSpec("m", "int64", ("b", 128))),
+                (TensorSpec("y", "float32", ("batch", 128, 4)),),
+            ),
+            "m",
+            ServingOptions(),
+            "python",
+        ),
+        (  # the sequence axis also on axis 2: not a cut of axis 1
+            Signature(
+                (
+                    TensorSpec("ids", "int64", ("batch", "seq")),
+                    TensorSpec("m", "int64", ("batch", "seq")),
+                ),
+                (TensorSpec("attn", "float32", ("batch", "seq", "seq")),),
+            ),
+            "m",
+            ServingOptions(),
+            "python",
+        ),
+        (  # a mask of rank 3
+            Signature(
+                (TensorSpec("m", "int64", ("batch", "seq", "seq")),),
+                (TensorSpec("y", "float32", ("batch", 4)),),
+            ),
+            "m",
+            ServingOptions(),
+            "python",
+        ),
+    ],
+)
+def test_models_that_are_left_untouched(
+    signature: Signature, mask: str | None, options: ServingOptions, backend: str
+) -> None:
+    assert trim_plan(signature, mask, options, backend) is None
+
+
+def test_the_config_carries_the_plan_and_ragged_sequence_inputs() -> None:
+    plan = trim_plan(ENCODER, "attention_mask", ServingOptions(length_buckets=(8, 24)))
+    text = render_config("m", ENCODER, "python", ServingOptions(), trim=plan)
+    assert (
+        '{ name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] allow_ragged_batch: true }' in text
+    )
+    line = next(x for x in text.splitlines() if x.startswith("parameters"))
+    assert line.startswith('parameters { key: "shipway_trim" value: { string_value: ')
+    encoded = line.removeprefix('parameters { key: "shipway_trim" value: { string_value: ')
+    data = json.loads(json.loads(encoded.removesuffix(" } }")))
+    assert data == {
+        "mask": "attention_mask",
+        "sequence_inputs": ["input_ids", "attention_mask", "token_type_ids"],
+        "token_outputs": ["last_hidden_state"],
+        "buckets": [8, 24],
+    }
+    untrimmed = render_config("m", ENCODER, "python", ServingOptions())
+    assert "ragged" not in untrimmed and "shipway_trim" not in untrimmed
+
+
+def test_packaging_trims_by_the_named_mask_and_copies_the_arithmetic(tmp_path: Path) -> None:
+    onnx_bytes = tiny_encoder("input_mask")
+    (tmp_path / "m.onnx").write_bytes(onnx_bytes)
+    signature = read_signature(load_model(onnx_bytes))
+    for name, mask, trimmed in (
+        ("named", "input_mask", True),
+        ("default", "attention_mask", False),
+    ):
+        folder = package_repository(
+            tmp_path / "repo", name, tmp_path / "m.onnx", signature, Target.ONNXRUNTIME_CPU,
+            mask_input=mask,
+        )  # fmt: skip
+        assert ("shipway_trim" in (folder / "config.pbtxt").read_text()) is trimmed
+        assert (folder / "1" / "shipway_padding.py").read_bytes() == Path(
+            padding.__file__
+        ).read_bytes()
+
+
+# ---- registration tags ---------------------------------------------------------------
+
+
+def test_the_mask_input_tag() -> None:
+    inputs = ["input_ids", "input_mask"]
+    assert mask_input({}, inputs) == "attention_mask"  # untagged: the usual name
+    assert mask_input({"shipway.mask_input": "input_mask"}, inputs) == "input_mask"
+    assert mask_input({"shipway.mask_input": "none"}, inputs) is None
+    with pytest.raises(InvalidInput, match=r"names no input of the model \('mask'\); inputs"):
+        mask_input({"shipway.mask_input": "mask"}, inputs)
+
+
+def test_the_trim_padding_tag() -> None:
+    assert trims_padding({}) is True
+    assert trims_padding({}, default=False) is False
+    assert trims_padding({"shipway.trim_padding": "false"}) is False
+    assert trims_padding({"shipway.trim_padding": "True"}, default=False) is True
+    with pytest.raises(InvalidInput, match="must be true or false, got 'no'"):
+        trims_padding({"shipway.trim_padding": "no"})
