@@ -164,3 +164,26 @@ def test_output_kind_tags_are_checked_at_registration(
         data={"tags": json.dumps({"shipway.output.y": "embedding"})},
     )
     assert accepted.status_code == 201, accepted.text
+
+
+def test_serving_tags_are_checked_at_registration(api: TestClient, container: Container) -> None:
+    """``shipway.mask_input=<input>|none`` names the mask the gate, the shadow and the
+    served model's trimming read; ``shipway.trim_padding=true|false`` opts out of
+    trimming. A tag naming no input, or another value, is a 422 now."""
+    made = CASES["tokens"]()  # inputs ids and mask [batch, seq]
+    files = {"onnx": ("m.onnx", made.onnx), "sample": ("s.npz", npz(made.sample(8)))}
+    for tags, message in (
+        ({"shipway.mask_input": "attention_mask"}, "names no input of the model"),
+        ({"shipway.trim_padding": "off"}, "must be true or false"),
+    ):
+        refused = api.post(
+            "/api/v1/models/serving-tags/versions", files=files, data={"tags": json.dumps(tags)}
+        )
+        assert refused.status_code == 422 and message in refused.json()["detail"], refused.text
+        assert nothing_registered(container, "serving-tags")
+    accepted = api.post(
+        "/api/v1/models/serving-tags/versions",
+        files=files,
+        data={"tags": json.dumps({"shipway.mask_input": "mask", "shipway.trim_padding": "false"})},
+    )
+    assert accepted.status_code == 201, accepted.text

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from shipway.builds.accuracy import AgreementRule, output_kinds
+from shipway.builds.accuracy import MASK, AgreementRule, mask_input, output_kinds
 from shipway.errors import InvalidInput
 from shipway.gateway.routing import DeploymentRoute, ReplicaRoute, RoutingTable, VariantRoute
 from shipway.registry.signature import Signature
@@ -32,11 +32,22 @@ def agreement(build: Build) -> tuple[AgreementRule, tuple[tuple[str, str], ...]]
         floor = options.get("min_row_cosine")
         return AgreementRule(
             float(options.get("min_cosine", 0.99)),
+            mask_input=_mask_input(version),
             min_row_cosine=None if floor is None else float(floor),
             batched=Signature.from_dict(version.signature).batch_dim is not None,
         ), kinds
     except (InvalidInput, TypeError, ValueError, KeyError):
         return AgreementRule(), kinds
+
+
+def _mask_input(version: ModelVersion) -> str | None:
+    """The mask input its registration names (``shipway.mask_input``), as its builds'
+    gates read it; ``attention_mask`` when the tag is unusable (refused at registration)."""
+    try:
+        inputs = [i["name"] for i in version.signature.get("inputs", [])]
+        return mask_input(version.tags or {}, inputs)
+    except (InvalidInput, AttributeError, KeyError, TypeError):
+        return MASK
 
 
 def load_table(db: Database) -> RoutingTable:
