@@ -39,10 +39,10 @@ request in the model's own shape is served (rows and the batch axis as
   batches only requests of equal shapes, so requests sent at their real lengths
   would rarely share a run; ragged, it hands the served model requests of any
   lengths together, and the model groups them by length bucket and runs each group
-  trimmed to its longest real row (``triton_models/padding.py``). Answers keep each request's shape; token-level
-  outputs are zeros wherever the request's mask is zero. The official image's
-  ``onnxruntime`` backend stacks requests itself and cannot do either: its config is
-  left as it was.
+  trimmed to its longest real row (``triton_models/padding.py``). Answers keep each
+  request's shape; token-level outputs are zeros wherever the request's mask is
+  zero. The official image's ``onnxruntime`` backend stacks requests itself and
+  cannot do either: its config is left as it was.
 """
 
 from __future__ import annotations

@@ -55,6 +55,8 @@ def test_real_length_is_one_past_the_last_real_position_whatever_the_padding() -
     assert padding.real_lengths(mask).tolist() == [3, 6, 3, 0, 6]
     assert padding.real_lengths(mask.astype(np.float32) * 0.5).tolist() == [3, 6, 3, 0, 6]
     assert padding.real_lengths(mask.astype(bool)).dtype == np.int64
+    assert padding.real_lengths(np.zeros((2, 0))).tolist() == [0, 0]  # no positions
+    assert padding.restore(np.ones((2, 1, 3)), np.zeros((2, 0))).shape == (2, 0, 3)
 
 
 @pytest.mark.parametrize(

@@ -45,6 +45,8 @@ def real_lengths(mask: np.ndarray) -> np.ndarray:
     row with no real position. int64, shape ``[rows]``."""
     real = np.asarray(mask) != 0
     seq = real.shape[1]
+    if seq == 0:  # no positions at all (argmax has nothing to look at)
+        return np.zeros(real.shape[0], dtype=np.int64)
     last_from_end = np.argmax(real[:, ::-1], axis=1)
     return np.where(real.any(axis=1), seq - last_from_end, 0).astype(np.int64)
 
