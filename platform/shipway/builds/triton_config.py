@@ -54,6 +54,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from shipway.builds.accuracy import MASK_TAG
 from shipway.builds.triton_models.padding import DEFAULT_BUCKETS, check_buckets
 from shipway.errors import InvalidInput
 from shipway.registry.signature import Dim, Signature, TensorSpec
@@ -157,32 +158,99 @@ def trims_padding(tags: Mapping[str, str], default: bool = True) -> bool:
     raise InvalidInput(f"tag {TRIM_TAG!r} must be true or false, got {value!r}")
 
 
+@dataclass(frozen=True)
+class SequenceLayout:
+    """Where a model carries the mask's sequence axis: the mask input, the inputs and
+    the *token-level* outputs whose axis 1 is it (``sequence_layout``)."""
+
+    mask: str
+    sequence_inputs: tuple[str, ...]
+    token_outputs: tuple[str, ...]
+
+
+def _integer_or_bool(dtype: str) -> bool:
+    return dtype == "bool" or dtype.startswith(("int", "uint"))
+
+
+def sequence_layout(signature: Signature, mask_input: str | None) -> SequenceLayout | None:
+    """The tensors a trimmed run cuts (inputs) and re-pads (outputs) on axis 1, read from
+    the signature only; ``None`` when trimming would not be a plain cut of axis 1.
+
+    The mask must be an integer or bool input ``[batch, seq]`` with ``seq`` symbolic (a
+    float additive mask, 0 where real, would read inverted). Every other tensor of rank
+    2 or more must carry, on axis 1, that same ``seq`` or a fixed size, and ``seq``
+    nowhere else: a tensor with another symbolic name or an unknown size on axis 1 (a
+    torch export's per-tensor names, ``["batch", "seq_ids"]``) may or may not follow the
+    mask, and the signature cannot say which, so such a model is left untouched.
+    String (BYTES) tensors on ``seq`` are refused too (no zero to pad with), and so is a
+    model Triton does not batch (``is_batchable``), whose requests are never stacked.
+    Used by the packaging (``trim_plan``) and by the shadow comparison, which must
+    judge a trimmed answer against an untrimmed one (``AgreementRule.token_outputs``).
+    """
+    mask = next((s for s in signature.inputs if s.name == mask_input), None)
+    if not is_batchable(signature) or mask is None or len(mask.shape) != 2:
+        return None  # is_batchable: every tensor starts with the batch axis
+    seq = mask.shape[1]
+    if not isinstance(seq, str) or seq == signature.batch_dim or not _integer_or_bool(mask.dtype):
+        return None
+    for spec in (*signature.inputs, *signature.outputs):
+        if len(spec.shape) < 2:
+            continue
+        axis = spec.shape[1]
+        if not (axis == seq or (isinstance(axis, int) and not isinstance(axis, bool))):
+            return None  # None or another symbolic name: may follow the mask or not
+        if seq in spec.shape[:1] + spec.shape[2:]:
+            return None  # the sequence axis elsewhere than axis 1: not a cut of axis 1
+        if axis == seq and spec.dtype == "object":
+            return None  # strings: no zero to pad a cut input or a masked answer with
+    return SequenceLayout(
+        mask.name,
+        tuple(s.name for s in signature.inputs if s.shape[1:2] == (seq,)),
+        tuple(s.name for s in signature.outputs if s.shape[1:2] == (seq,)),
+    )
+
+
+def check_mask_tag(signature: Signature, tags: Mapping[str, str]) -> None:
+    """Refuse (``InvalidInput``, HTTP 422) a ``shipway.mask_input`` tag naming an input
+    that is not an integer or bool ``[batch, seq]`` mask: a float (additive) mask or a
+    tensor of another rank would be trimmed by the wrong positions. The untagged default
+    (``attention_mask``) is not checked: a model whose input of that name is not such a
+    mask is simply not trimmed (``sequence_layout``)."""
+    name = tags.get(MASK_TAG)
+    spec = next((s for s in signature.inputs if s.name == name), None)
+    if spec is None:
+        return  # no tag, "none", or a name ``accuracy.mask_input`` refuses
+    batch = signature.batch_dim
+    if len(spec.shape) != 2 or batch is None or spec.shape[0] != batch:
+        problem = f"has shape {list(spec.shape)}"
+    elif not _integer_or_bool(spec.dtype):
+        problem = f"has dtype {spec.dtype}"
+    else:
+        return
+    raise InvalidInput(
+        f"tag {MASK_TAG!r} names input {name!r}, which {problem}; a mask input must be an "
+        "integer or bool [batch, seq] tensor (non-zero where a token is real)"
+    )
+
+
 def trim_plan(
     signature: Signature, mask_input: str | None, options: ServingOptions, backend: str = "python"
 ) -> TrimPlan | None:
     """Whether and how the served model trims padding; ``None`` leaves it untouched.
 
     It trims when the options ask, the backend is ``python``, the model batches, and
-    ``mask_input`` names an input ``[batch, seq]`` with ``seq`` symbolic, a name that
-    every other tensor carries, if at all, on axis 1 only (``[batch, seq, ...]``):
-    then cutting and re-padding axis 1 is all trimming does. The *token-level*
-    outputs are the outputs with ``seq`` on axis 1 (``last_hidden_state``); the others
-    (a pooled ``[batch, hidden]``, class scores) are answered as computed.
+    ``sequence_layout`` finds the mask's sequence axis on axis 1 only, named the same
+    wherever it is: then cutting and re-padding axis 1 is all trimming does. The
+    *token-level* outputs are the outputs with ``seq`` on axis 1 (``last_hidden_state``);
+    the others (a pooled ``[batch, hidden]``, class scores) are answered as computed.
     """
     if not (options.trim_padding and backend == "python" and batches(signature, options)):
         return None
-    mask = next((s for s in signature.inputs if s.name == mask_input), None)
-    if mask is None or len(mask.shape) != 2 or not isinstance(mask.shape[1], str):
+    layout = sequence_layout(signature, mask_input)
+    if layout is None:
         return None
-    seq = mask.shape[1]
-    tensors = (*signature.inputs, *signature.outputs)
-    if any(seq in spec.shape[:1] + spec.shape[2:] for spec in tensors):
-        return None  # the sequence axis elsewhere than axis 1: not a cut of axis 1
     return TrimPlan(
-        mask.name,
-        tuple(s.name for s in signature.inputs if s.shape[1:2] == (seq,)),
-        tuple(s.name for s in signature.outputs if s.shape[1:2] == (seq,)),
-        options.length_buckets,
+        layout.mask, layout.sequence_inputs, layout.token_outputs, options.length_buckets
     )
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from shipway import audit
 from shipway.builds.accuracy import mask_input, output_kinds
-from shipway.builds.triton_config import trims_padding
+from shipway.builds.triton_config import check_mask_tag, trims_padding
 from shipway.container import Container
 from shipway.drift import profile as drift_profile
 from shipway.drift import profile_io
@@ -87,6 +87,7 @@ def register(container: Container, request: Registration, actor: str) -> ModelVe
     output_kinds(request.tags, [spec.name for spec in signature.outputs])
     # the mask input (shipway.mask_input) and trimming (shipway.trim_padding): likewise
     mask_input(request.tags, [spec.name for spec in signature.inputs])
+    check_mask_tag(signature, request.tags)
     trims_padding(request.tags)
     sample = load_sample(request.sample_bytes)
     rows = check_sample(signature, sample)

@@ -16,6 +16,7 @@ from shipway.builds.recipes import Target
 from shipway.builds.triton_config import (
     ServingOptions,
     TrimPlan,
+    check_mask_tag,
     render_config,
     trim_plan,
     trims_padding,
@@ -37,6 +38,11 @@ ENCODER = Signature(
         TensorSpec("logits", "float32", ("batch", 3)),
     ),
 )
+
+
+def _with_output(output: TensorSpec) -> Signature:
+    """MiniLM's inputs with ``output`` for outputs."""
+    return Signature(ENCODER.inputs, (output, ENCODER.outputs[1]))
 
 
 # ---- the served model's arithmetic -------------------------------------------------
@@ -186,6 +192,48 @@ def test_an_output_with_a_fixed_axis_1_of_the_same_size_is_not_token_level() -> 
             ServingOptions(),
             "python",
         ),
+        (  # torch list-form dynamic_axes: one symbolic name per tensor
+            Signature(
+                (
+                    TensorSpec("input_ids", "int64", ("batch", "seq_ids")),
+                    TensorSpec("attention_mask", "int64", ("batch", "seq_mask")),
+                ),
+                (TensorSpec("pooled", "float32", ("batch", 8)),),
+            ),
+            "attention_mask",
+            ServingOptions(),
+            "python",
+        ),
+        (  # an output whose axis 1 is unknown: it may follow the mask or not
+            _with_output(TensorSpec("last_hidden_state", "float32", ("batch", None, 8))),
+            "attention_mask",
+            ServingOptions(),
+            "python",
+        ),
+        (  # an output whose axis 1 has another symbolic name
+            _with_output(TensorSpec("last_hidden_state", "float32", ("batch", "seq_out", 8))),
+            "attention_mask",
+            ServingOptions(),
+            "python",
+        ),
+        (  # a float mask (additive: 0 where real) would be read inverted
+            Signature(
+                (
+                    TensorSpec("input_ids", "int64", ("batch", "seq")),
+                    TensorSpec("attention_mask", "float32", ("batch", "seq")),
+                ),
+                (TensorSpec("pooled", "float32", ("batch", 8)),),
+            ),
+            "attention_mask",
+            ServingOptions(),
+            "python",
+        ),
+        (  # a string token output: no zero to answer masked positions with
+            _with_output(TensorSpec("tokens", "object", ("batch", "seq"))),
+            "attention_mask",
+            ServingOptions(),
+            "python",
+        ),
     ],
 )
 def test_models_that_are_left_untouched(
@@ -251,3 +299,35 @@ def test_the_trim_padding_tag() -> None:
     assert trims_padding({"shipway.trim_padding": "True"}, default=False) is True
     with pytest.raises(InvalidInput, match="must be true or false, got 'no'"):
         trims_padding({"shipway.trim_padding": "no"})
+
+
+def test_a_bool_mask_and_fixed_sizes_on_axis_1_still_trim() -> None:
+    signature = Signature(
+        (
+            TensorSpec("input_ids", "int64", ("batch", "seq")),
+            TensorSpec("attention_mask", "bool", ("batch", "seq")),
+            TensorSpec("features", "float32", ("batch", 4)),
+        ),
+        (TensorSpec("hidden", "float32", ("batch", "seq", 8)), ENCODER.outputs[1]),
+    )
+    plan = trim_plan(signature, "attention_mask", ServingOptions())
+    assert plan is not None
+    assert plan.sequence_inputs == ("input_ids", "attention_mask")
+    assert plan.token_outputs == ("hidden",)
+
+
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [
+        (TensorSpec("m", "float32", ("batch", "seq")), "has dtype float32"),
+        (TensorSpec("m", "int64", ("batch", "seq", "seq")), r"has shape \['batch', 'seq', 'seq'\]"),
+    ],
+)
+def test_registration_refuses_a_mask_tag_naming_no_integer_batch_by_seq_input(
+    spec: TensorSpec, problem: str
+) -> None:
+    signature = Signature((TensorSpec("ids", "int64", ("batch", "seq")), spec), ENCODER.outputs)
+    with pytest.raises(InvalidInput, match=f"input 'm', which {problem}; a mask input must be"):
+        check_mask_tag(signature, {"shipway.mask_input": "m"})
+    check_mask_tag(signature, {})  # untagged: the default name is not checked
+    check_mask_tag(signature, {"shipway.mask_input": "ids"})  # int64 [batch, seq]: fine
