@@ -19,6 +19,7 @@ import onnx
 
 from shipway.builds.accuracy import MASK, AccuracyReport, AgreementRule, compare, resolve_rule
 from shipway.builds.recipes import BuildOptions, Recipe, Target
+from shipway.builds.triton_config import token_outputs
 from shipway.engines import evaluate, quantize, selective, tensorrt
 from shipway.engines.benchmark import side_by_side
 from shipway.engines.calibration import Arrays, rows, split, take
@@ -106,6 +107,7 @@ def compile_candidate(
         mask_input=inputs.mask_input,
         min_row_cosine=options.min_row_cosine,
         batched=inputs.signature.batch_dim is not None,
+        token_outputs=token_outputs(inputs.signature, inputs.mask_input),
     )
 
     def gate(path: Path) -> AccuracyReport:

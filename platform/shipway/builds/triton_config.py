@@ -210,6 +210,14 @@ def sequence_layout(signature: Signature, mask_input: str | None) -> SequenceLay
     )
 
 
+def token_outputs(signature: Signature, mask_input: str | None) -> tuple[str, ...]:
+    """The outputs a trimmed build answers with zeros where the mask is zero, whether or
+    not this build trims (its shadow may be compared with one that does); ``()`` for a
+    model ``sequence_layout`` leaves untouched."""
+    layout = sequence_layout(signature, mask_input)
+    return layout.token_outputs if layout else ()
+
+
 def check_mask_tag(signature: Signature, tags: Mapping[str, str]) -> None:
     """Refuse (``InvalidInput``, HTTP 422) a ``shipway.mask_input`` tag naming an input
     that is not an integer or bool ``[batch, seq]`` mask: a float (additive) mask or a

@@ -27,3 +27,14 @@ def test_an_fp32_builds_shadow_pools_by_the_registered_mask() -> None:
     assert agreement(fp32_build({}))[0].mask_input == "attention_mask"  # untagged
     # a tag registration would have refused: the usual name, not a failed route table
     assert agreement(fp32_build({"shipway.mask_input": "gone"}))[0].mask_input == "attention_mask"
+
+
+def test_the_shadow_rule_names_the_token_outputs_from_the_signature() -> None:
+    """Also for a rule saved before the field: a trimmed candidate may shadow an
+    untrimmed stable; a model left untouched by trimming has none."""
+    tagged = {"shipway.mask_input": "input_mask"}
+    assert agreement(fp32_build(tagged))[0].token_outputs == {"h"}
+    saved = fp32_build(tagged)
+    saved.report = {"accuracy": {"rule": {"min_cosine": 0.99, "mask_input": "input_mask"}}}
+    assert agreement(saved)[0].token_outputs == {"h"}
+    assert agreement(fp32_build({"shipway.mask_input": "none"}))[0].token_outputs == set()
