@@ -30,6 +30,7 @@ import tritonclient.http as triton_http
 from shipway.builds.packaging import package_repository
 from shipway.builds.recipes import Target
 from shipway.builds.triton_config import ServingOptions
+from shipway.builds.triton_models.padding import bucket as padding_bucket
 from shipway.examples import minilm
 from shipway.registry.signature import load_model, read_signature
 from shipway.runtime.triton_distribution import TritonDistribution
@@ -220,23 +221,60 @@ def test_inputs_of_different_lengths_in_one_request_are_refused(served: Served) 
 
 
 def test_a_request_the_model_cannot_run_fails_alone(served: Served) -> None:
-    """An id past the vocabulary fails its own request (400), not its batch-mates."""
+    """An id past the vocabulary fails its own request (400), not its batch-mates: the
+    bad request shares the 16-token bucket with three others, so their stacked run
+    fails and each is re-run alone; without that fallback the three would fail too."""
     requests = requests_of(MIXED)
-    bad = {k: v.copy() for k, v in requests[2].items()}
+    bad = {k: v.copy() for k, v in requests[0].items()}
     bad["input_ids"][0, 0] = 10_000
-    requests[2] = bad
+    requests[0] = bad
+    mates = [1, 3, 7]  # (16, 16), (9, 128), (2, 2): the same bucket as (3, 5)
+    assert {padding_bucket(MIXED[i][0]) for i in [0, *mates]} == {16}
+    before = served.executions("trimmed")
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(served.infer, "trimmed", r) for r in requests]
-        for index, future in enumerate(futures):
-            if index == 2:
-                with pytest.raises(Exception, match=r"out of bounds|indices") as info:
-                    future.result()
-                assert "400" in str(info.value) or "Bad Request" in str(info.value)
-            else:
-                got = future.result()
-                expected = served.direct("trimmed", requests[index])
-                mask = requests[index]["attention_mask"]
-                assert_same_answer(got, expected, mask, "last_hidden_state", "pooled", 1e-6)
+        with pytest.raises(Exception, match=r"out of bounds|indices") as info:
+            futures[0].result()
+        assert "400" in str(info.value) or "Bad Request" in str(info.value)
+        answers = {index: future.result() for index, future in enumerate(futures) if index}
+    # all eight in one execute(): the mates were stacked with the bad request
+    assert served.executions("trimmed")[1] - before[1] == 1
+    for index, got in answers.items():
+        expected = served.direct("trimmed", requests[index])
+        mask = requests[index]["attention_mask"]
+        assert_same_answer(got, expected, mask, "last_hidden_state", "pooled", 1e-6)
+
+
+def test_the_model_runs_on_the_real_tokens_only(served: Served) -> None:
+    """300 positions sent, 10 real: past the encoder's 256 position embeddings, so the
+    untrimmed model cannot run it (400), the trimmed one runs 10 tokens and answers in
+    the request's shape."""
+    request = token_rows([10], 300, seed=3)
+    with pytest.raises(Exception, match=r"400|Bad Request"):
+        served.infer("untrimmed", request)
+    got = served.infer("trimmed", request)
+    assert got["last_hidden_state"].shape == (1, 300, 8)
+    cut = {name: value[:, :10] for name, value in request.items()}
+    expected = served.direct("trimmed", cut)
+    np.testing.assert_allclose(got["pooled"], expected["pooled"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        got["last_hidden_state"][:, :10], expected["last_hidden_state"], rtol=1e-4, atol=1e-6
+    )
+    assert not got["last_hidden_state"][:, 10:].any()
+
+
+def test_a_request_with_no_real_position_is_refused(served: Served) -> None:
+    body = {
+        "inputs": [
+            {"name": "input_ids", "shape": [1, 3], "datatype": "INT64", "data": [1, 2, 3]},
+            {"name": "attention_mask", "shape": [1, 3], "datatype": "INT64", "data": [0, 0, 0]},
+        ]
+    }
+    answer = httpx.post(
+        f"{served.url}/v2/models/trimmed/infer", json=body, trust_env=False, timeout=30
+    )
+    assert answer.status_code == 400, answer.text
+    assert "has no real position (all zeros)" in answer.json()["error"]
 
 
 def test_minilm_at_real_lengths_answers_as_untrimmed(served: Served) -> None:

@@ -5,7 +5,7 @@
     <repo>/<triton-model-name>/config.pbtxt
     <repo>/<triton-model-name>/1/model.onnx   (model.plan for TensorRT)
     <repo>/<triton-model-name>/1/model.py     (Python backend only)
-    <repo>/<triton-model-name>/1/shipway_padding.py  (its trimming arithmetic)
+    <repo>/<triton-model-name>/1/shipway_padding.py  (its trimming arithmetic; trimmed only)
     <repo>/<triton-model-name>/warmup/*.bin   (the warm-up request, raw, row-major)
 
 The warm-up request comes from the registered reference sample (see
@@ -87,18 +87,13 @@ def package_repository(
             (folder / WARMUP_DIR / warmup_file(i, spec.name)).write_bytes(
                 warmup_bytes(warmup[spec.name])
             )
+    trim = trim_plan(signature, mask_input, options, backend)
     (folder / "config.pbtxt").write_text(
-        render_config(
-            model_name,
-            signature,
-            backend,
-            options,
-            warmup,
-            trim_plan(signature, mask_input, options, backend),
-        )
+        render_config(model_name, signature, backend, options, warmup, trim)
     )
     shutil.copyfile(engine_path, version_dir / BACKENDS[backend][1])
     if backend == "python":
         shutil.copyfile(_PYTHON_MODEL, version_dir / "model.py")
+    if trim is not None:  # any other model is packaged as before
         shutil.copyfile(_PADDING, version_dir / "shipway_padding.py")
     return folder

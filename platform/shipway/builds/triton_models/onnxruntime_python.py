@@ -27,10 +27,15 @@ Only ONNX Runtime running out of memory, or a failure before any answer, is INTE
 buckets; written by ``shipway.builds.triton_config`` for a model with a mask input),
 the requests of one ``execute`` are grouped by length bucket, each group runs once
 trimmed to its longest real row, and each request is answered in its own shape, token
-outputs zero where its mask is zero (``shipway_padding.py``, copied beside this file, says
-how and why). Triton's dynamic batcher may then hand over requests of different
-lengths together (``allow_ragged_batch`` on the sequence inputs). Without the
-parameter every request runs alone, as it came.
+outputs zero where its mask is zero (``shipway_padding.py``, copied beside this file
+only in that case, says how and why). Triton's dynamic batcher may then hand over
+requests of different lengths together (``allow_ragged_batch`` on the sequence inputs).
+A request with no real position at all (its mask all zeros) is refused (INVALID_ARG):
+there is nothing to trim to. A *row* with no real position inside a request that has
+some runs at the group's length, so its outputs (pooled ones too) depend on that length,
+as an untrimmed row with no real token depends on the length it was padded to. Each
+request gets its own answer or its own error, whatever happens to the others. Without
+the parameter every request runs alone, as it came.
 """
 
 import json
@@ -40,10 +45,6 @@ import sys
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # copied beside this file
-
-import shipway_padding as padding
 
 ERROR_MARK = "shipway model error:"  # as shipway.runtime.triton_process.MODEL_ERROR_MARK
 
@@ -69,15 +70,26 @@ def _feed(value):
     return np.array(decoded, dtype=object).reshape(value.shape)
 
 
+def _padding():
+    """``shipway_padding.py``, copied beside this file for a trimmed model only."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import shipway_padding
+
+    return shipway_padding
+
+
 class Trim:
     """The ``shipway_trim`` parameter: which inputs and outputs carry the sequence axis."""
 
-    def __init__(self, text):
+    def __init__(self, text, padding):
         data = json.loads(text)
         self.mask = data["mask"]
         self.sequence_inputs = frozenset(data["sequence_inputs"])
         self.token_outputs = frozenset(data["token_outputs"])
         self.buckets = padding.check_buckets(data["buckets"])
+        self.padding = padding
 
 
 class RequestError(Exception):
@@ -100,7 +112,7 @@ class TritonPythonModel:
         self.name = args["model_name"]
         self.answered = False
         trim = (config.get("parameters") or {}).get("shipway_trim")
-        self.trim = Trim(trim["string_value"]) if trim else None
+        self.trim = Trim(trim["string_value"], _padding()) if trim else None
 
     def _inputs(self, request):
         feeds = {}
@@ -143,6 +155,7 @@ class TritonPythonModel:
         """Group the requests by length bucket, run each group once at its longest real
         row, answer each request in its own shape (see the module docstring)."""
         trim = self.trim
+        padding = trim.padding
         responses = [None] * len(requests)
         feeds, keys = {}, {}
         for index, request in enumerate(requests):
@@ -157,13 +170,23 @@ class TritonPythonModel:
                     )
                 lengths = padding.real_lengths(mask)
                 longest = int(lengths.max()) if lengths.size else 0
+                if longest == 0:
+                    raise RequestError(
+                        f"the mask input {trim.mask!r} has no real position (all zeros): "
+                        "there is no token to run the model on"
+                    )
                 feeds[index] = (inputs, longest)
                 keys[index] = padding.group_key(longest, inputs, trim.sequence_inputs, trim.buckets)
             except Exception as exc:
                 responses[index] = self._failed(exc)
         indices = list(keys)
         for members in padding.group([keys[i] for i in indices]):
-            self._run_group([indices[m] for m in members], feeds, responses)
+            try:
+                self._run_group([indices[m] for m in members], feeds, responses)
+            except Exception as exc:  # never one error for requests already answered
+                for m in members:
+                    if responses[indices[m]] is None:
+                        responses[indices[m]] = self._failed(exc)
         return responses
 
     def _run_group(self, members, feeds, responses):
@@ -171,8 +194,9 @@ class TritonPythonModel:
         fails, each request runs alone, so one request the model cannot run (an id past
         its vocabulary) fails alone, as it would without trimming."""
         trim = self.trim
+        padding = trim.padding
         try:
-            length = max(1, max(feeds[i][1] for i in members))  # ONNX Runtime: no 0 axis
+            length = max(feeds[i][1] for i in members)  # >= 1: all-masked requests refused
             stacked = {}
             for name in self.input_names:
                 parts = [feeds[i][0][name] for i in members]
@@ -187,15 +211,18 @@ class TritonPythonModel:
                 return
             responses[members[0]] = self._failed(exc)
             return
+        self.answered = True  # the model ran: what fails now is the request's
         rows = [feeds[i][0][trim.mask].shape[0] for i in members]
         split = [padding.split_rows(value, rows) for value in outputs]
         for position, i in enumerate(members):
-            mask = feeds[i][0][trim.mask]
-            answer = [
-                padding.restore(parts[position], mask)
-                if name in trim.token_outputs
-                else parts[position]
-                for name, parts in zip(self.output_names, split, strict=True)
-            ]
-            responses[i] = self._respond(answer)
-        self.answered = True
+            try:
+                mask = feeds[i][0][trim.mask]
+                answer = [
+                    padding.restore(parts[position], mask)
+                    if name in trim.token_outputs
+                    else parts[position]
+                    for name, parts in zip(self.output_names, split, strict=True)
+                ]
+                responses[i] = self._respond(answer)
+            except Exception as exc:
+                responses[i] = self._failed(exc)
