@@ -172,7 +172,9 @@ def _integer_or_bool(dtype: str) -> bool:
     return dtype == "bool" or dtype.startswith(("int", "uint"))
 
 
-def sequence_layout(signature: Signature, mask_input: str | None) -> SequenceLayout | None:
+def sequence_layout(
+    signature: Signature, mask_input: str | None, fixed: Mapping[str, int] | None = None
+) -> SequenceLayout | None:
     """The tensors a trimmed run cuts (inputs) and re-pads (outputs) on axis 1, read from
     the signature only; ``None`` when trimming would not be a plain cut of axis 1.
 
@@ -182,6 +184,9 @@ def sequence_layout(signature: Signature, mask_input: str | None) -> SequenceLay
     nowhere else: a tensor with another symbolic name or an unknown size on axis 1 (a
     torch export's per-tensor names, ``["batch", "seq_ids"]``) may or may not follow the
     mask, and the signature cannot say which, so such a model is left untouched.
+    ``fixed`` gives outputs whose axis 1 the signature leaves free (shape inference
+    names it ``Concat461_dim_1``: MiniLM's pooled output) the size a run of the model at
+    two sequence lengths found it to keep (``packaging.probe_fixed_outputs``).
     String (BYTES) tensors on ``seq`` are refused too (no zero to pad with), and so is a
     model Triton does not batch (``is_batchable``), whose requests are never stacked.
     Used by the packaging (``trim_plan``) and by the shadow comparison, which must
@@ -193,10 +198,14 @@ def sequence_layout(signature: Signature, mask_input: str | None) -> SequenceLay
     seq = mask.shape[1]
     if not isinstance(seq, str) or seq == signature.batch_dim or not _integer_or_bool(mask.dtype):
         return None
+    fixed = fixed or {}
+    outputs = {s.name for s in signature.outputs}
     for spec in (*signature.inputs, *signature.outputs):
         if len(spec.shape) < 2:
             continue
         axis = spec.shape[1]
+        if spec.name in outputs and axis != seq and not isinstance(axis, int):
+            axis = fixed.get(spec.name, axis)
         if not (axis == seq or (isinstance(axis, int) and not isinstance(axis, bool))):
             return None  # None or another symbolic name: may follow the mask or not
         if seq in spec.shape[:1] + spec.shape[2:]:
@@ -210,12 +219,35 @@ def sequence_layout(signature: Signature, mask_input: str | None) -> SequenceLay
     )
 
 
+def free_outputs(signature: Signature, mask_input: str | None) -> tuple[str, ...]:
+    """Outputs of rank 2 or more whose axis 1 the signature leaves free (unknown, or a
+    symbolic name other than the mask's): trimming must know whether they follow the
+    sequence length (``sequence_layout``'s ``fixed``)."""
+    mask = next((s for s in signature.inputs if s.name == mask_input), None)
+    seq = mask.shape[1] if mask is not None and len(mask.shape) == 2 else None
+    return tuple(
+        o.name
+        for o in signature.outputs
+        if len(o.shape) >= 2 and o.shape[1] != seq and not isinstance(o.shape[1], int)
+    )
+
+
 def token_outputs(signature: Signature, mask_input: str | None) -> tuple[str, ...]:
     """The outputs a trimmed build answers with zeros where the mask is zero, whether or
-    not this build trims (its shadow may be compared with one that does); ``()`` for a
-    model ``sequence_layout`` leaves untouched."""
-    layout = sequence_layout(signature, mask_input)
-    return layout.token_outputs if layout else ()
+    not this build trims (its shadow may be compared with one that does): those whose
+    axis 1 is the mask's symbolic ``seq`` (and nowhere else), the mask an integer or
+    bool ``[batch, seq]`` input; ``()`` when there is no such mask."""
+    mask = next((s for s in signature.inputs if s.name == mask_input), None)
+    if mask is None or len(mask.shape) != 2 or not _integer_or_bool(mask.dtype):
+        return ()
+    batch, seq = mask.shape
+    if not isinstance(seq, str) or seq == batch:
+        return ()
+    return tuple(
+        o.name
+        for o in signature.outputs
+        if o.shape[:2] == (batch, seq) and seq not in o.shape[2:] and o.dtype != "object"
+    )
 
 
 def check_mask_tag(signature: Signature, tags: Mapping[str, str]) -> None:
@@ -242,19 +274,24 @@ def check_mask_tag(signature: Signature, tags: Mapping[str, str]) -> None:
 
 
 def trim_plan(
-    signature: Signature, mask_input: str | None, options: ServingOptions, backend: str = "python"
+    signature: Signature,
+    mask_input: str | None,
+    options: ServingOptions,
+    backend: str = "python",
+    fixed: Mapping[str, int] | None = None,
 ) -> TrimPlan | None:
     """Whether and how the served model trims padding; ``None`` leaves it untouched.
 
     It trims when the options ask, the backend is ``python``, the model batches, and
-    ``sequence_layout`` finds the mask's sequence axis on axis 1 only, named the same
-    wherever it is: then cutting and re-padding axis 1 is all trimming does. The
-    *token-level* outputs are the outputs with ``seq`` on axis 1 (``last_hidden_state``);
-    the others (a pooled ``[batch, hidden]``, class scores) are answered as computed.
+    ``sequence_layout`` (``fixed``: its probed output sizes) finds the mask's sequence
+    axis on axis 1 only, named the same wherever it is: then cutting and re-padding
+    axis 1 is all trimming does. The *token-level* outputs are the outputs with ``seq``
+    on axis 1 (``last_hidden_state``); the others (a pooled ``[batch, hidden]``, class
+    scores) are answered as computed.
     """
     if not (options.trim_padding and backend == "python" and batches(signature, options)):
         return None
-    layout = sequence_layout(signature, mask_input)
+    layout = sequence_layout(signature, mask_input, fixed)
     if layout is None:
         return None
     return TrimPlan(

@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 
 from shipway.builds.accuracy import mask_input
-from shipway.builds.packaging import package_repository
+from shipway.builds.packaging import package_repository, probe_fixed_outputs
 from shipway.builds.recipes import Target
 from shipway.builds.triton_config import (
     ServingOptions,
     TrimPlan,
     check_mask_tag,
     render_config,
+    token_outputs,
     trim_plan,
     trims_padding,
 )
@@ -275,9 +276,11 @@ def test_packaging_trims_by_the_named_mask_and_copies_the_arithmetic(tmp_path: P
             mask_input=mask,
         )  # fmt: skip
         assert ("shipway_trim" in (folder / "config.pbtxt").read_text()) is trimmed
-        assert (folder / "1" / "shipway_padding.py").read_bytes() == Path(
-            padding.__file__
-        ).read_bytes()
+        copied = folder / "1" / "shipway_padding.py"
+        if trimmed:
+            assert copied.read_bytes() == Path(padding.__file__).read_bytes()
+        else:  # any other model is packaged as before
+            assert sorted(p.name for p in (folder / "1").iterdir()) == ["model.onnx", "model.py"]
 
 
 # ---- registration tags ---------------------------------------------------------------
@@ -331,3 +334,53 @@ def test_registration_refuses_a_mask_tag_naming_no_integer_batch_by_seq_input(
         check_mask_tag(signature, {"shipway.mask_input": "m"})
     check_mask_tag(signature, {})  # untagged: the default name is not checked
     check_mask_tag(signature, {"shipway.mask_input": "ids"})  # int64 [batch, seq]: fine
+
+
+def test_outputs_the_signature_leaves_free_are_probed_on_the_sample(tmp_path: Path) -> None:
+    """A free axis 1 that keeps its size at two lengths is fixed (MiniLM's pooled
+    ``Concat461_dim_1``); one that follows the length is not, and the model stays
+    untouched: its answers could not be re-padded."""
+    (tmp_path / "m.onnx").write_bytes(tiny_encoder())
+    read = read_signature(load_model(tiny_encoder()))
+    hidden, pooled = read.outputs
+    signature = Signature(
+        read.inputs,
+        (
+            TensorSpec(hidden.name, hidden.dtype, ("batch", "seq_out", 8)),
+            TensorSpec(pooled.name, pooled.dtype, ("batch", None)),
+        ),
+    )
+    sample = padding_sample()
+    fixed = probe_fixed_outputs(tmp_path / "m.onnx", signature, "attention_mask", sample)
+    assert fixed == {"pooled": 8}  # last_hidden_state follows the length
+    assert trim_plan(signature, "attention_mask", ServingOptions(), "python", fixed) is None
+    named = Signature(read.inputs, (hidden, signature.outputs[1]))
+    assert trim_plan(named, "attention_mask", ServingOptions()) is None  # not probed
+    fixed = probe_fixed_outputs(tmp_path / "m.onnx", named, "attention_mask", sample)
+    plan = trim_plan(named, "attention_mask", ServingOptions(), "python", fixed)
+    assert plan is not None and plan.token_outputs == ("last_hidden_state",)
+    folder = package_repository(
+        tmp_path / "repo", "m", tmp_path / "m.onnx", named, Target.ONNXRUNTIME_CPU,
+        sample=sample,
+    )  # fmt: skip
+    assert "shipway_trim" in (folder / "config.pbtxt").read_text()
+    # no sample: nothing to probe with, nothing trusted
+    assert probe_fixed_outputs(tmp_path / "m.onnx", named, "attention_mask", None) == {}
+
+
+def padding_sample() -> dict[str, np.ndarray]:
+    ids = np.array([[5, 6, 7, 0], [8, 9, 0, 0]], dtype=np.int64)
+    return {"input_ids": ids, "attention_mask": (ids != 0).astype(np.int64)}
+
+
+def test_the_shadow_token_outputs_are_those_on_the_masks_seq() -> None:
+    assert token_outputs(ENCODER, "attention_mask") == ("last_hidden_state",)
+    assert token_outputs(ENCODER, None) == ()
+    per_tensor = Signature(
+        (TensorSpec("ids", "int64", ("batch", "s1")), TensorSpec("m", "int64", ("batch", "s2"))),
+        (
+            TensorSpec("h", "float32", ("batch", "s1", 4)),
+            TensorSpec("g", "float32", ("batch", "s2")),
+        ),
+    )
+    assert token_outputs(per_tensor, "m") == ("g",)
