@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 from enum import StrEnum
-from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shipway.builds.triton_models.padding import check_buckets
 
 DEV_TOKEN = "shipway-dev-token"
 DEV_ARCHIVE_KEY = "shipway-dev-archive-key"
@@ -227,7 +228,8 @@ class Settings(BaseSettings):
         True,
         description="Python-backend builds of models with a mask input trim each batch to "
         "its longest real row and batch requests by length bucket; a version's tag "
-        "`shipway.trim_padding=false` opts it out.",
+        "`shipway.trim_padding=false` opts it out. False is a kill switch: no build trims, "
+        "whatever its tags (builds made before keep their packaged config).",
     )
     serving_length_buckets: list[int] = Field(
         [16, 32, 64, 128],
@@ -302,11 +304,10 @@ class Settings(BaseSettings):
     @field_validator("serving_length_buckets")
     @classmethod
     def _buckets_ascending(cls, value: list[int]) -> list[int]:
-        if not value or value[0] < 1 or any(b >= a for b, a in pairwise(value)):
-            raise ValueError(
-                f"SHIPWAY_SERVING_LENGTH_BUCKETS must be positive and ascending, got {value}"
-            )
-        return value
+        try:
+            return list(check_buckets(value))
+        except ValueError as exc:
+            raise ValueError(f"SHIPWAY_SERVING_LENGTH_BUCKETS: {exc}") from None
 
     @model_validator(mode="after")
     def _time_limits_in_order(self) -> Settings:

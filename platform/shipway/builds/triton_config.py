@@ -146,16 +146,15 @@ def batches(signature: Signature, options: ServingOptions) -> bool:
     return is_batchable(signature) and options.max_batch_size > 0
 
 
-def trims_padding(tags: Mapping[str, str], default: bool = True) -> bool:
-    """Whether a registered version's builds trim padding: its tag
-    ``shipway.trim_padding=true|false``, else ``default`` (the server's setting).
-    Raises ``InvalidInput`` for another value."""
+def trims_padding(tags: Mapping[str, str], enabled: bool = True) -> bool:
+    """Whether a registered version's builds trim padding: never when the server's
+    setting ``SHIPWAY_SERVING_TRIM_PADDING`` (``enabled``) is false — a kill switch over
+    every tag —, else unless its tag says ``shipway.trim_padding=false``. Raises
+    ``InvalidInput`` for a tag value other than true or false (checked either way)."""
     value = tags.get(TRIM_TAG)
-    if value is None:
-        return default
-    if value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise InvalidInput(f"tag {TRIM_TAG!r} must be true or false, got {value!r}")
+    if value is not None and value.lower() not in ("true", "false"):
+        raise InvalidInput(f"tag {TRIM_TAG!r} must be true or false, got {value!r}")
+    return enabled and (value is None or value.lower() == "true")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from shipway.builds.accuracy import mask_input
 from shipway.builds.packaging import package_repository, probe_fixed_outputs
@@ -25,6 +26,7 @@ from shipway.builds.triton_config import (
 from shipway.builds.triton_models import padding
 from shipway.errors import InvalidInput
 from shipway.registry.signature import Signature, TensorSpec, load_model, read_signature
+from shipway.settings import Settings
 from tests.support.graphs import tiny_encoder
 
 ENCODER = Signature(
@@ -297,9 +299,13 @@ def test_the_mask_input_tag() -> None:
 
 def test_the_trim_padding_tag() -> None:
     assert trims_padding({}) is True
-    assert trims_padding({}, default=False) is False
+    assert trims_padding({"shipway.trim_padding": "True"}) is True
     assert trims_padding({"shipway.trim_padding": "false"}) is False
-    assert trims_padding({"shipway.trim_padding": "True"}, default=False) is True
+    # SHIPWAY_SERVING_TRIM_PADDING=false is a kill switch: no tag turns trimming on
+    assert trims_padding({}, enabled=False) is False
+    assert trims_padding({"shipway.trim_padding": "true"}, enabled=False) is False
+    with pytest.raises(InvalidInput, match="must be true or false, got 'yes'"):
+        trims_padding({"shipway.trim_padding": "yes"}, enabled=False)
     with pytest.raises(InvalidInput, match="must be true or false, got 'no'"):
         trims_padding({"shipway.trim_padding": "no"})
 
@@ -384,3 +390,9 @@ def test_the_shadow_token_outputs_are_those_on_the_masks_seq() -> None:
         ),
     )
     assert token_outputs(per_tensor, "m") == ("g",)
+
+
+def test_the_bucket_setting_is_checked_as_the_served_model_checks_it() -> None:
+    with pytest.raises(ValidationError, match="SHIPWAY_SERVING_LENGTH_BUCKETS: length buckets"):
+        Settings(serving_length_buckets=[32, 16])
+    assert Settings(serving_length_buckets=[8, 24]).serving_length_buckets == [8, 24]
