@@ -187,3 +187,21 @@ def test_serving_tags_are_checked_at_registration(api: TestClient, container: Co
         data={"tags": json.dumps({"shipway.mask_input": "mask", "shipway.trim_padding": "false"})},
     )
     assert accepted.status_code == 201, accepted.text
+
+
+def test_a_mask_tag_naming_no_integer_batch_by_seq_input_is_refused(
+    api: TestClient, container: Container
+) -> None:
+    """A float or rank-0 input is no mask to trim by: a 422 that says why, nothing kept."""
+    made = CASES["scalar-scale"]()  # x float32 [batch, 4], scale rank 0
+    files = {"onnx": ("m.onnx", made.onnx), "sample": ("s.npz", npz(made.sample(4)))}
+    for name, problem in (("x", "has dtype float32"), ("scale", "has shape []")):
+        refused = api.post(
+            "/api/v1/models/mask-tag/versions",
+            files=files,
+            data={"tags": json.dumps({"shipway.mask_input": name})},
+        )
+        assert refused.status_code == 422, refused.text
+        detail = refused.json()["detail"]
+        assert f"input {name!r}, which {problem}; a mask input must be" in detail, detail
+        assert nothing_registered(container, "mask-tag")
