@@ -31,8 +31,9 @@ request in the model's own shape is served (rows and the batch axis as
   that cannot serve its own reference row never becomes ready, and says why. Triton
   skips a warm-up with ``batch_size: 0`` without a word, so it is always 1.
 - **Trimming padding** (the Python backend only; ``trim_plan``): for a batched model
-  with a mask input ``[batch, seq]`` (``seq`` symbolic), the config carries the
-  parameter ``shipway_trim`` (JSON: the mask, the *sequence inputs* and the
+  with an integer or bool mask input ``[batch, seq]`` (``seq`` symbolic) whose other
+  tensors carry ``seq`` or a fixed size on axis 1 (``sequence_layout``), the config
+  carries the parameter ``shipway_trim`` (JSON: the mask, the *sequence inputs* and the
   *token-level outputs* — the tensors whose axis 1 is that same symbolic ``seq``, read
   from the signature, never guessed from values — and the length buckets) and marks
   the sequence inputs ``allow_ragged_batch``. Triton's dynamic batcher otherwise
