@@ -117,6 +117,11 @@ def release(
     )
 
 
+def _when(rfc3339: str) -> datetime.datetime:
+    """A time helm reports (Go's RFC 3339 to the nanosecond; Python keeps microseconds)."""
+    return datetime.datetime.fromisoformat(rfc3339)
+
+
 def _get(dynamic: DynamicClient, body: dict[str, Any], namespace: str) -> Any:
     api = dynamic.resources.get(api_version=body["apiVersion"], kind=body["kind"])
     return api.get(name=body["metadata"]["name"], namespace=namespace if api.namespaced else None)
@@ -157,8 +162,8 @@ def test_install_creates_the_release_after_its_migration_hook(
     assert ran["last_run"]["phase"] == "Succeeded"
     # it finished before any of the release's Deployments was made (helm's clock and the
     # API server's are this machine's); succeeded, it was deleted (hook-succeeded)
-    finished = datetime.datetime.fromisoformat(ran["last_run"]["completed_at"])
-    finished = finished.replace(microsecond=0)  # the API server's times are whole seconds
+    # (the API server keeps whole seconds)
+    finished = _when(ran["last_run"]["completed_at"]).replace(microsecond=0)
     assert all(d.metadata.creation_timestamp >= finished for d in deployments)
     with pytest.raises(ApiException) as gone:
         client.BatchV1Api(kube_api).read_namespaced_job(f"{RELEASE}-shipway-migrations", release)
@@ -289,3 +294,43 @@ def test_the_gateway_account_syncs_its_routes(
         source.stop()
         account.close()
         Cluster(kube_api, release).delete("routed")
+
+
+def test_an_upgrade_migrates_again_and_keeps_the_generated_credentials(
+    helm: Helm, kube_cluster: TestCluster, kube_api: client.ApiClient, release: str
+) -> None:
+    kubeconfig = kube_cluster.kubeconfig
+    core = client.CoreV1Api(kube_api)
+    before = core.read_namespaced_secret(f"{RELEASE}-shipway", release).data
+    first = json.loads(
+        helm.run("status", RELEASE, "-n", release, "-o", "json", kubeconfig=kubeconfig).stdout
+    )
+    helm.run(
+        "upgrade",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        release,
+        "-f",
+        str(VALUE_SETS["minimal"]),
+        "--set",
+        "api.replicas=2",
+        "--wait",
+        "--timeout",
+        "4m",
+        kubeconfig=kubeconfig,
+    )
+    status = json.loads(
+        helm.run("status", RELEASE, "-n", release, "-o", "json", kubeconfig=kubeconfig).stdout
+    )
+    assert status["version"] == first["version"] + 1
+    hook = next(h for h in status["hooks"] if h["kind"] == "Job")
+    earlier = next(h for h in first["hooks"] if h["kind"] == "Job")
+    assert hook["last_run"]["phase"] == "Succeeded"
+    assert _when(hook["last_run"]["started_at"]) > _when(earlier["last_run"]["completed_at"])
+    after = core.read_namespaced_secret(f"{RELEASE}-shipway", release).data
+    # the token and archive key generated at install stay (the lookup of the live Secret)
+    assert after["api-tokens"] == before["api-tokens"]
+    assert after["archive-key"] == before["archive-key"]
+    api = client.AppsV1Api(kube_api).read_namespaced_deployment(f"{RELEASE}-shipway-api", release)
+    assert api.spec.replicas == 2
