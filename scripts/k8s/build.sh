@@ -20,8 +20,10 @@ K8S_VERSION=v1.34.4
 ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.8.0
 GATEWAY_API_VERSION=v1.6.3
-HELM_VERSION=v3.22.0  # the chart tests' helm (tests/integration/helm)
-PROMETHEUS_OPERATOR_VERSION=v0.85.0  # its ServiceMonitor CRD, for the chart's ServiceMonitor
+# the chart tests' helm (tests/integration/helm), and the Prometheus Operator whose
+# ServiceMonitor CRD the chart's ServiceMonitor is checked against
+HELM_VERSION=v3.22.0
+PROMETHEUS_OPERATOR_VERSION=v0.85.0
 
 here="$(cd "$(dirname "$0")" && pwd)"
 root="${SHIPWAY_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/shipway/k8s}/$K8S_VERSION"
