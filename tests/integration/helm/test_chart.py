@@ -171,7 +171,7 @@ def test_the_secret_holds_the_connection_urls(helm: Helm) -> None:
     assert refs == {"shipway-credentials"}
 
 
-def test_crds_are_the_operators(helm: Helm) -> None:
+def test_crds_are_the_operators() -> None:
     """One source of truth: crds/ is a copy of the operator's CRDs, byte for byte (Helm
     installs crds/ as they are; a symlink would make every helm command warn). After a
     change of the operator's CRD: cp operators/shipway_operator/crds/*.yaml helm/shipway/crds/"""
