@@ -169,6 +169,11 @@ def test_install_creates_the_release_after_its_migration_hook(
         client.BatchV1Api(kube_api).read_namespaced_job(f"{RELEASE}-shipway-migrations", release)
     assert gone.value.status == 404
 
+    notes = helm.run("get", "notes", RELEASE, "-n", release, kubeconfig=kubeconfig).stdout
+    assert f"port-forward svc/{RELEASE}-shipway-api 8700:8700" in notes
+    assert f"get secret {RELEASE}-shipway" in notes  # where the generated token is
+    assert "operator.prometheusUrl is not set" in notes  # values-minimal sets none
+
 
 def _account_api(cluster: TestCluster, account: str, namespace: str, directory: Path) -> Path:
     """A kubeconfig file of a ServiceAccount, its token from the TokenRequest API."""
