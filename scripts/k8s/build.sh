@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Build the test cluster's binaries from the Go module proxy into a cache outside the
 # clone, idempotently: what is already there at the pinned version is skipped (a warm run
-# takes seconds; a cold one about 11 minutes on 2 cores and ~6 GB of Go caches).
+# takes seconds; a cold one about 11 minutes on 2 cores and ~6 GB of Go caches, helm about
+# two more).
 #
 #   ~/.cache/shipway/k8s/<kubernetes version>/
-#     bin/     kube-apiserver kube-controller-manager kube-scheduler etcd kwok
+#     bin/     kube-apiserver kube-controller-manager kube-scheduler etcd kwok helm
 #     stages/  kwok's stage documents (node/fast, node/heartbeat-with-lease, pod/fast)
 #     crds/gateway-api/  the Gateway API standard-channel CRDs
+#     crds/prometheus-operator/  the Prometheus Operator's ServiceMonitor CRD
 #
 # Versions are pinned here and in the wrapper modules (scripts/k8s/go.mod for Kubernetes,
 # scripts/k8s/etcd/go.mod for etcd); tests/kube/cluster.py finds the cache the same way
@@ -18,6 +20,10 @@ K8S_VERSION=v1.34.4
 ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.8.0
 GATEWAY_API_VERSION=v1.6.3
+# the chart tests' helm (tests/integration/helm), and the Prometheus Operator whose
+# ServiceMonitor CRD the chart's ServiceMonitor is checked against
+HELM_VERSION=v3.22.0
+PROMETHEUS_OPERATOR_VERSION=v0.85.0
 
 here="$(cd "$(dirname "$0")" && pwd)"
 root="${SHIPWAY_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/shipway/k8s}/$K8S_VERSION"
@@ -106,6 +112,28 @@ if ! { done_at kwok "$KWOK_VERSION" && [ -x "$bin/kwok" ]; }; then
   mark kwok "$KWOK_VERSION"
 fi
 
+build_helm() { # from helm's own module (its go.mod and go.sum, no replaces), stamped as
+  # its release Makefile does: version, and the Kubernetes version `helm lint`/`template`
+  # assume for .Capabilities (from the client-go it pins: v0.37 -> 1.37)
+  local dir client_go major minor ldflags
+  need_go
+  dir="$(module_dir "helm.sh/helm/v3@$HELM_VERSION")"
+  client_go="$(cd "$dir" && go list -m -f '{{.Version}}' k8s.io/client-go)"
+  major=$(($(cut -d. -f1 <<<"${client_go#v}") + 1))
+  minor=$(cut -d. -f2 <<<"$client_go")
+  ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  ldflags+=" -X helm.sh/helm/v3/internal/version.metadata= -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    ldflags+=" -X $pkg.k8sVersionMajor=$major -X $pkg.k8sVersionMinor=$minor"
+  done
+  (cd "$dir" && nice -n 19 go build -ldflags "$ldflags" -o "$bin/helm.tmp" ./cmd/helm)
+  mv "$bin/helm.tmp" "$bin/helm"
+}
+if ! { done_at helm "$HELM_VERSION" && [ -x "$bin/helm" ]; }; then
+  timed "helm $HELM_VERSION" build_helm
+  mark helm "$HELM_VERSION"
+fi
+
 copy_tree() { # copy_tree SRC DEST: replace DEST by a writable copy of SRC's YAML documents
   local f
   rm -rf "$2.tmp" "$2"
@@ -133,6 +161,17 @@ if ! done_at gateway-api "$GATEWAY_API_VERSION"; then
   copy_tree "$src" "$root/crds/gateway-api"
   mark gateway-api "$GATEWAY_API_VERSION"
   log "Gateway API $GATEWAY_API_VERSION CRDs copied"
+fi
+
+if ! done_at prometheus-operator "$PROMETHEUS_OPERATOR_VERSION"; then
+  need_go
+  src="$(module_dir "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION")"
+  dest="$root/crds/prometheus-operator"
+  rm -rf "$dest.tmp" "$dest" && mkdir -p "$dest.tmp"
+  cp "$src/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" "$dest.tmp"/
+  chmod -R u+w "$dest.tmp" && mv "$dest.tmp" "$dest"
+  mark prometheus-operator "$PROMETHEUS_OPERATOR_VERSION"
+  log "Prometheus Operator $PROMETHEUS_OPERATOR_VERSION ServiceMonitor CRD copied"
 fi
 
 log "ready in $root"

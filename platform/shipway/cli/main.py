@@ -483,6 +483,23 @@ def serve(
         fail(str(exc))
 
 
+@app.command("migrate")
+def migrate_schema() -> None:
+    """Bring the state store's schema to the newest revision, then exit (what the Helm
+    chart's pre-install/pre-upgrade Job runs, so that no server migrates on start)."""
+    with _server_extra():
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from shipway.store.db import migrate
+
+    try:
+        migrate(state.settings.resolved_database_url)
+    except SQLAlchemyError as exc:  # unreachable server, bad credentials: one line
+        detail = " ".join(str(getattr(exc, "orig", None) or exc).split())
+        fail(f"migration failed: {detail}")
+    console.print("schema up to date")
+
+
 @app.command("demo")
 def demo(json_out: JsonOpt = False) -> None:
     """The whole story on this machine: register MiniLM, build, deploy, infer, compare;

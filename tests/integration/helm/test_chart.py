@@ -1,0 +1,260 @@
+"""The chart as ``helm`` renders it: lint, the three documented value sets, what every
+pod must carry (pod security, probes, resources, no migration on start), the migration
+hook, the Secret, RBAC from the operator's shipped roles, the CRDs from the operator's,
+and the schema's refusals."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+import yaml
+from sqlalchemy.engine import make_url
+
+from shipway.drift.metrics import DriftMetrics
+from shipway.gateway.metrics import GatewayMetrics
+from tests.kube.cluster import REPO
+
+from .conftest import CHART, VALUE_SETS, Helm, by_kind
+
+pytestmark = pytest.mark.integration
+
+RBAC = REPO / "operators" / "rbac"
+OPERATOR_CRDS = REPO / "operators" / "shipway_operator" / "crds"
+SERVERS = ("api", "worker", "operator", "gateway")
+
+
+def workloads(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Deployments and Jobs by name: everything that makes pods."""
+    return {**by_kind(objects, "Deployment"), **by_kind(objects, "Job")}
+
+
+def test_lint_passes_strict_for_each_value_set(
+    helm: Helm, value_set: tuple[str, Path | None]
+) -> None:
+    _, values = value_set
+    args = ["lint", "--strict", str(CHART)] + (["-f", str(values)] if values else [])
+    done = helm.run(*args, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 chart(s) linted, 0 chart(s) failed" in done.stdout
+    assert "[WARNING]" not in done.stdout and "[ERROR]" not in done.stdout
+
+
+def test_every_role_is_rendered(helm: Helm, value_set: tuple[str, Path | None]) -> None:
+    name, values = value_set
+    objects = helm.template(values)
+    deployments = by_kind(objects, "Deployment")
+    assert sorted(deployments) == sorted(f"rel-shipway-{role}" for role in SERVERS)
+    assert sorted(by_kind(objects, "Service")) == ["rel-shipway-api", "rel-shipway-gateway"]
+    assert list(by_kind(objects, "CustomResourceDefinition")) == ["modeldeployments.shipway.io"]
+    assert "rel-shipway" in by_kind(objects, "ConfigMap")
+    pdbs = sorted(by_kind(objects, "PodDisruptionBudget"))
+    monitors = sorted(by_kind(objects, "ServiceMonitor"))
+    if name == "minimal":  # a trial cluster: no budgets, no dashboard
+        assert pdbs == [] and "rel-shipway-dashboard" not in by_kind(objects, "ConfigMap")
+    else:
+        assert pdbs == ["rel-shipway-api", "rel-shipway-gateway", "rel-shipway-worker"]
+    assert monitors == (["rel-shipway-api", "rel-shipway-gateway"] if name == "external" else [])
+    # the in-cluster gateway: Kubernetes mode, bound to all addresses, its namespace
+    config = by_kind(objects, "ConfigMap")["rel-shipway"]["data"]
+    assert config["SHIPWAY_RUNTIME"] == "kubernetes"
+    gateway = deployments["rel-shipway-gateway"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in gateway["env"]}
+    assert gateway["args"][:2] == ["serve", "gateway"]
+    assert env["SHIPWAY_GATEWAY_HOST"] == "0.0.0.0"
+    model_namespace = "models" if name == "external" else "shipway"
+    assert env["SHIPWAY_GATEWAY_NAMESPACE"] == model_namespace
+    assert config["SHIPWAY_KUBERNETES_NAMESPACE"] == model_namespace
+
+
+def test_every_pod_is_restricted_and_sized(helm: Helm, value_set: tuple[str, Path | None]) -> None:
+    """The restricted Pod Security Standard for every pod, resources for every container,
+    probes for the servers, and no server that migrates the schema on start."""
+    objects = helm.template(value_set[1])
+    for name, workload in workloads(objects).items():
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert pod["serviceAccountName"], name
+        for container in pod["containers"]:
+            security = container["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False, name
+            assert security["readOnlyRootFilesystem"] is True, name
+            assert security["capabilities"] == {"drop": ["ALL"]}, name
+            assert container["resources"]["requests"]["memory"], name
+            assert container["resources"]["limits"]["memory"], name
+            # writable places are volumes, as a read-only root needs
+            assert {"/tmp"} <= {m["mountPath"] for m in container["volumeMounts"]}, name
+            if workload["kind"] == "Deployment" and container.get("args", [])[:1] == ["serve"]:
+                assert "--no-migrate" in container["args"], name
+    deployments = by_kind(objects, "Deployment")
+    for role in ("api", "gateway"):
+        container = deployments[f"rel-shipway-{role}"]["spec"]["template"]["spec"]["containers"][0]
+        assert container["readinessProbe"]["httpGet"]["port"] == "http", role
+        assert container["livenessProbe"]["httpGet"]["port"] == "http", role
+    operator = deployments["rel-shipway-operator"]["spec"]["template"]["spec"]["containers"][0]
+    assert operator["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    env = {e["name"]: e.get("value") for e in operator["env"]}
+    assert env["SHIPWAY_OPERATOR_LIVENESS_ENDPOINT"].endswith(":8080/healthz")
+    assert env["SHIPWAY_OPERATOR_FETCH_IMAGE"] == operator["image"]
+
+
+def test_migrations_run_once_in_a_hook_job(helm: Helm, value_set: tuple[str, Path | None]) -> None:
+    name, values = value_set
+    objects = helm.template(values)
+    jobs = by_kind(objects, "Job")
+    assert list(jobs) == ["rel-shipway-migrations"]
+    job = jobs["rel-shipway-migrations"]
+    annotations = job["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "pre-install,pre-upgrade"
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["migrate"]
+    database = next(e for e in container["env"] if e["name"] == "SHIPWAY_DATABASE_URL")
+    source = database["valueFrom"]["secretKeyRef"]["name"]
+    # hooks run before the release's objects exist: what the Job needs is a hook too
+    # (made earlier, by weight), or the existing Secret
+    account = job["spec"]["template"]["spec"]["serviceAccountName"]
+    for kind, needed in (("ServiceAccount", account), ("Secret", source)):
+        if name == "external" and kind == "Secret":
+            assert source == "shipway-credentials"
+            assert by_kind(objects, "Secret") == {}
+            continue
+        made = by_kind(objects, kind)[needed]
+        assert made["metadata"]["annotations"]["helm.sh/hook"] == annotations["helm.sh/hook"]
+        assert int(made["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(
+            annotations["helm.sh/hook-weight"]
+        )
+
+
+def test_the_secret_holds_the_connection_urls(helm: Helm) -> None:
+    password = "p@ss:w/rd?&%"
+    objects = helm.template(
+        None,
+        "--set-string",
+        f"postgresql.password={password}",
+        "--set-string",
+        f"redis.password={password}",
+        "--set",
+        "redis.tls=true",
+    )
+    data = by_kind(objects, "Secret")["rel-shipway"]["stringData"]
+    url = make_url(data["database-url"])
+    assert (url.drivername, url.host, url.port, url.database) == (
+        "postgresql+psycopg",
+        "shipway-postgresql",
+        5432,
+        "shipway",
+    )
+    assert url.password == password and url.query == {"sslmode": "prefer"}
+    redis = re.fullmatch(r"rediss://:([^@]+)@shipway-redis:6379/0", data["redis-url"])
+    assert redis is not None and unquote(redis.group(1)) == password
+    tokens = json.loads(data["api-tokens"])
+    assert list(tokens.values()) == ["admin"] and len(next(iter(tokens))) >= 16
+    assert len(data["archive-key"]) >= 16
+    # the migrations' own Secret says the same
+    assert by_kind(objects, "Secret")["rel-shipway-migrations"]["stringData"] == {
+        "database-url": data["database-url"]
+    }
+    # every process reads the chart's Secret, a Secret of one's own replaces it
+    external = helm.template(VALUE_SETS["external"])
+    refs = {
+        e["valueFrom"]["secretKeyRef"]["name"]
+        for w in workloads(external).values()
+        for c in w["spec"]["template"]["spec"]["containers"]
+        for e in c.get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert refs == {"shipway-credentials"}
+
+
+def test_crds_are_the_operators() -> None:
+    """One source of truth: crds/ is a copy of the operator's CRDs, byte for byte (Helm
+    installs crds/ as they are; a symlink would make every helm command warn). After a
+    change of the operator's CRD: cp operators/shipway_operator/crds/*.yaml helm/shipway/crds/"""
+    chart = {p.name: p.read_bytes() for p in (CHART / "crds").glob("*.yaml")}
+    operator = {p.name: p.read_bytes() for p in OPERATOR_CRDS.glob("*.yaml")}
+    assert chart == operator
+
+
+def test_rbac_is_the_shipped_roles_one_account_per_role(
+    helm: Helm, value_set: tuple[str, Path | None]
+) -> None:
+    objects = helm.template(value_set[1])
+    shipped = yaml.safe_load((RBAC / "clusterrole.yaml").read_text())["rules"]
+    assert by_kind(objects, "ClusterRole")["rel-shipway-operator"]["rules"] == shipped
+    gateway = yaml.safe_load((RBAC / "gateway-role.yaml").read_text())["rules"]
+    roles = by_kind(objects, "Role")
+    assert roles["rel-shipway-gateway"]["rules"] == gateway
+    assert roles["rel-shipway-api"]["rules"] == [
+        {
+            "apiGroups": ["shipway.io"],
+            "resources": ["modeldeployments"],
+            "verbs": ["get", "list", "create", "patch", "delete"],
+        },
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    ]
+    # nothing anywhere grants Secrets
+    for role in [*roles.values(), *by_kind(objects, "ClusterRole").values()]:
+        assert all("secrets" not in rule["resources"] for rule in role["rules"])
+    accounts = {
+        w["spec"]["template"]["spec"]["serviceAccountName"]
+        for w in by_kind(objects, "Deployment").values()
+    }
+    assert len(accounts) == len(SERVERS)
+    service_accounts = by_kind(objects, "ServiceAccount")
+    assert service_accounts["rel-shipway-worker"]["automountServiceAccountToken"] is False
+    bindings = {**by_kind(objects, "RoleBinding"), **by_kind(objects, "ClusterRoleBinding")}
+    for binding in bindings.values():
+        assert binding["roleRef"]["name"] == binding["metadata"]["name"]
+        assert [s["name"] for s in binding["subjects"]] == [binding["metadata"]["name"]]
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("api.replicas=two", "at '/api/replicas': got string, want integer"),
+        ("api.replica=2", "at '/api': additional properties 'replica' not allowed"),
+        (
+            "secrets.apiTokens.a-token-of-twenty-chars=root",
+            "value must be one of 'admin', 'deployer', 'viewer'",
+        ),
+        ("secrets.apiTokens.short=admin", "at '/secrets/apiTokens': additional properties 'short'"),
+        ("image.pullPolicy=Sometimes", "at '/image/pullPolicy'"),
+        ("mlflow.trackingUri=mlflow:5000", "at '/mlflow/trackingUri'"),
+        ("postgresql.port=70000", "at '/postgresql/port'"),
+        ("worker.resources.requests.cpu=lots", "at '/worker/resources/requests/cpu'"),
+        ("settings.extraEnv.DEBUG=1", "at '/settings/extraEnv': additional properties 'DEBUG'"),
+    ],
+)
+def test_a_wrong_value_fails_with_the_schema_message(
+    helm: Helm, setting: str, message: str
+) -> None:
+    done = helm.run("template", "rel", str(CHART), "--set", setting, check=False)
+    assert done.returncode != 0
+    assert "values don't meet the specifications of the schema" in done.stderr
+    assert message in done.stderr, done.stderr
+    assert done.stdout == ""  # nothing rendered
+
+
+def test_dashboard_queries_name_real_series(helm: Helm) -> None:
+    """Every query of the dashboard names series the gateway, the API's drift checks or
+    Triton export (the gateway's and drift's from their registries, not a list here)."""
+    dashboard = json.loads(
+        by_kind(helm.template(None), "ConfigMap")["rel-shipway-dashboard"]["data"]["shipway.json"]
+    )
+    assert dashboard == json.loads((CHART / "files" / "dashboard.json").read_text())
+    exported: set[str] = set()
+    for registry in (GatewayMetrics().registry, DriftMetrics().registry):
+        for family in registry.collect():
+            exported |= {family.name, f"{family.name}_total", f"{family.name}_bucket"}
+    queries = [t["expr"] for p in dashboard["panels"] if p["type"] != "row" for t in p["targets"]]
+    assert queries
+    for query in queries:
+        names = set(re.findall(r"\b((?:shipway|nv)_[a-z_]+)\b", query))
+        assert names, query
+        shipway = {n for n in names if n.startswith("shipway_")}
+        assert shipway <= exported, (query, shipway - exported)
