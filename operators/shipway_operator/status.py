@@ -16,7 +16,7 @@ and read back with ``rollout_status.from_resource``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -246,18 +246,23 @@ def derive(
     that is not available names in its condition's message."""
     floor = variant_range(spec, True, plan.shares().get("stable", 100), plan.baseline)[0]
     serving = availability(stable, floor)
-    # Ready: stable serves with every replica it wants available. A rolling update of
-    # stable (a promotion) keeps it so, since old replicas go only as new ones are
-    # available (maxUnavailable 0): not a moment to report Ready=False
-    if not serving.ready and serving.failure is None and serving.available >= serving.desired:
-        serving = replace(serving, ready=True, message=serving.message + ", rolling")
+    # Ready means stable serves exactly the spec, so a rolling update of stable (a new
+    # template, a promotion) is Ready=False until it completes; with every replica it
+    # wants available meanwhile (maxUnavailable 0) it says so: RollingUpdate, not
+    # ReplicasUnavailable (Progressing and Degraded say the rest)
+    rolling = not serving.ready and serving.failure is None
+    rolling = rolling and serving.available >= serving.desired
     stable_trouble = None if serving.ready else pod_trouble(stable_pods or [])
     conditions = list(previous.get("conditions") or [])
+    if serving.ready:
+        ready_reason = "ReplicasAvailable"
+    else:
+        ready_reason = "RollingUpdate" if rolling else "ReplicasUnavailable"
     conditions = set_condition(
         conditions,
         READY,
         serving.ready,
-        "ReplicasAvailable" if serving.ready else "ReplicasUnavailable",
+        ready_reason,
         f"stable build {plan.stable.id}: {serving.message}"
         + (f"; {stable_trouble}" if stable_trouble else ""),
         generation,
@@ -301,6 +306,9 @@ def derive(
             message += f"; {stable_trouble}"
     elif serving.ready:
         degraded, reason, message = False, "AsExpected", "serving as specified"
+    elif rolling:
+        degraded, reason = False, "AsExpected"
+        message = f"no lasting failure; stable rolling to its new template: {serving.message}"
     else:  # not (yet) available, without a lasting failure: say what the pods say
         degraded, reason = False, "AsExpected"
         message = f"no lasting failure; stable not available: {stable_trouble or serving.message}"

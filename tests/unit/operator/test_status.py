@@ -348,15 +348,15 @@ def test_an_ended_rollout_takes_the_candidate_out_and_rejects_its_build(phase: s
     assert _condition(derived, "Progressing")["reason"] == "RolloutEnded"
 
 
-def test_stable_rolling_to_a_new_build_with_its_replicas_available_stays_ready() -> None:
-    # a promotion: the new template's replica is up and available, the old one not gone
+def test_stable_rolling_with_its_replicas_available_is_a_rolling_update_not_unavailable() -> None:
+    # a promotion: the new template's replicas are up and available, an old one not gone
     rolling = _deployment(2, 2)
-    rolling["status"] |= {"replicas": 3, "updatedReplicas": 2, "availableReplicas": 2}
-    derived = _derive(base_spec(), {}, rolling)
-    ready = _condition(derived, "Ready")
-    assert ready["status"] == "True" and "rolling" in ready["message"]
-    starved = _deployment(2, 1)  # fewer available than desired: not ready
-    assert _condition(_derive(base_spec(), {}, starved), "Ready")["status"] == "False"
+    rolling["status"] |= {"replicas": 3, "updatedReplicas": 2, "availableReplicas": 3}
+    ready = _condition(_derive(base_spec(), {}, rolling), "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "RollingUpdate")
+    starved = _deployment(2, 1)  # fewer available than desired
+    ready = _condition(_derive(base_spec(), {}, starved), "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "ReplicasUnavailable")
 
 
 def test_a_container_failing_again_and_again_says_why_it_ended_last() -> None:
