@@ -123,14 +123,17 @@ def _serve(metrics: FakeMetrics, errors: float = 0.0) -> Callable[[dict[str, Any
     return count
 
 
-def _start(cluster: Cluster, loop: Loop, **spec: Any) -> None:
-    cluster.create(resource("minilm", rollout=CANARY, **spec))
-
+def _wait_ready(cluster: Cluster, loop: Loop, what: str) -> None:
     def ready() -> bool:  # no operator runs: its reconcile refreshes the status
         loop.apply("minilm")
         return (cluster.get("minilm").get("status") or {}).get("phase") == "Ready"
 
-    wait_for(ready, SETTLE, "stable ready")
+    wait_for(ready, SETTLE, what)
+
+
+def _start(cluster: Cluster, loop: Loop, rollout: dict[str, Any] = CANARY, **spec: Any) -> None:
+    cluster.create(resource("minilm", rollout=rollout, **spec))
+    _wait_ready(cluster, loop, "stable ready")
     cluster.patch_spec("minilm", {"build": B2})
     loop.apply("minilm")
     assert _record(cluster, "minilm")["candidateBuildID"] == "b-2"
@@ -305,11 +308,7 @@ def test_the_stable_build_back_in_the_spec_ends_the_running_rollout(
     assert record["phase"] == "Failed" and record["finished"] is True
     assert "spec.build changed" in record["state"]["reason"]
 
-    def ready_again() -> bool:  # no operator runs: its reconcile refreshes the status
-        loop.apply("minilm")
-        return cluster.get("minilm")["status"]["phase"] == "Ready"
-
-    wait_for(ready_again, SETTLE, "Ready again with the stable build")
+    _wait_ready(cluster, loop, "Ready again with the stable build")
     wait_for(
         lambda: cluster.owned("minilm")["Deployment"] == ["minilm-stable"],
         SETTLE,
@@ -400,15 +399,7 @@ def test_annotations_pause_resume_approve_a_gate_and_abort(
     metrics = FakeMetrics()
     loop = Loop(kube_api, cluster.namespace, metrics)
     gated = {"strategy": "canary", "canary": {**CANARY["canary"], "gates": [1]}}
-    cluster.create(resource("minilm", rollout=gated))
-
-    def ready() -> bool:
-        loop.apply("minilm")
-        return (cluster.get("minilm").get("status") or {}).get("phase") == "Ready"
-
-    wait_for(ready, SETTLE, "stable ready")
-    cluster.patch_spec("minilm", {"build": B2})
-    loop.apply("minilm")
+    _start(cluster, loop, rollout=gated)
 
     def phase(body: dict[str, Any]) -> str:
         return (_record_of(body).get("state") or {}).get("phase", "")
