@@ -73,10 +73,12 @@ class Action:
     after_build: bool = False
     intent_id: int | None = None
     rollout_id: str | None = None
+    then: IntentAction | None = None  # deploy or rollout: what a deploy/wait does
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["kind"] = self.kind.value
+        out["then"] = self.then.value if self.then else None
         return out
 
 
@@ -427,6 +429,7 @@ def _change(
     ``what`` says it with ``{}`` for the build."""
     kind = Kind.DEPLOY if action is IntentAction.DEPLOY else Kind.START_ROLLOUT
     target = f"deployment/{spec.name}"
+    refs = {**refs, "then": action}
     build = f"build {spec.build}" + (f" ({wanted.id})" if wanted.id else "")
     tail = ""
     if kind is Kind.DEPLOY and planner.observed.deployment is None:

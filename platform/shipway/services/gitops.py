@@ -590,6 +590,14 @@ def _finish(container: Container, intent_id: int, status: IntentStatus, message:
     return status.value
 
 
+def get_intent(container: Container, intent_id: int) -> GitopsIntent:
+    with container.db.session() as session:
+        intent = session.get(GitopsIntent, intent_id)
+        if intent is None:
+            raise NotFound(f"intent {intent_id} does not exist")
+        return intent
+
+
 def on_build_finished(container: Container, build_id: str) -> None:
     """Carry out the pending intents of ``build_id`` (now finished)."""
     with container.db.session() as session:

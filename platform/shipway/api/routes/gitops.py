@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
-from shipway.api.deps import ContainerDep, Deployer
+from shipway.api.deps import ContainerDep, Deployer, Viewer
 from shipway.api.errors import responses
+from shipway.api.schemas import MAX_INT32
 from shipway.errors import InvalidInput
 from shipway.services import gitops
 
@@ -35,6 +36,9 @@ class ActionOut(BaseModel):
     )
     intent_id: int | None = None
     rollout_id: str | None = None
+    then: str | None = Field(
+        None, description="deploy or rollout: what a deploy, start-rollout or wait-for-build does"
+    )
 
 
 class PlanOut(BaseModel):
@@ -104,3 +108,21 @@ async def apply(
         gitops.apply, container, source, dry_run=dry_run, actor=caller.actor
     )
     return PlanOut.model_validate(plan.to_dict())
+
+
+class IntentOut(BaseModel):
+    id: int
+    deployment: str
+    build_id: str
+    action: str = Field(description="deploy or rollout")
+    status: str = Field(description="pending, running, done, failed or cancelled")
+    message: str | None
+
+
+@router.get("/apply/intents/{intent_id}", response_model=IntentOut, responses=responses(404, 422))
+def intent(
+    intent_id: Annotated[int, Path(ge=1, le=MAX_INT32)], container: ContainerDep, _: Viewer
+) -> IntentOut:
+    """A deploy or rollout that waits for a build (`after_build` in a plan): whether the
+    server has carried it out (`done`), could not (`failed`, with the reason) or waits."""
+    return IntentOut.model_validate(gitops.get_intent(container, intent_id), from_attributes=True)
