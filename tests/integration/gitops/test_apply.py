@@ -113,7 +113,7 @@ def spec_text(name: str, builds: str, deployment: str = "") -> str:
 def shipway(plane: Plane, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         shipway_cmd(*args),
-        env=settings_env(plane.settings),
+        env={**settings_env(plane.settings), "COLUMNS": "250"},  # rich wraps at 80 otherwise
         capture_output=True,
         text=True,
         timeout=900,
