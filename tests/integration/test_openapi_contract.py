@@ -53,6 +53,7 @@ ACROSS_FIELDS = {
     ("PUT", "/api/v1/deployments/{name}/routing"): "weights sum to 100; shadows take none",
     ("PUT", "/api/v1/deployments/{name}/drift-policy"): "a webhook needs its URL and secret",
     ("POST", "/api/v1/deployments/{name}/rollouts"): "the strategy's settings",
+    ("POST", "/api/v1/apply"): "the YAML spec, the files it names, the model in them",
 }
 ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]  # schemathesis' default
 
