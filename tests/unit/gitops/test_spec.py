@@ -219,3 +219,11 @@ def test_the_mlflow_trigger_names_known_events_only() -> None:
     assert "triggers.mlflow.events: List should have at least 1 item" in error(
         VALID + "triggers:\n  mlflow:\n    events: []\n"
     )
+
+
+def test_the_reference_example_in_the_pipelines_readme_parses() -> None:
+    readme = (EXAMPLE.parents[1] / "README.md").read_text()
+    reference = readme.split("## shipway.yaml reference", 1)[1]
+    block = reference.split("```yaml\n", 1)[1].split("```", 1)[0]
+    spec = parse(block)
+    assert spec.deployment is not None and spec.deployment.replicas == 2
