@@ -261,3 +261,23 @@ def test_a_dry_run_plan_says_so_and_is_the_same_plan() -> None:
 def test_files_or_version_not_both() -> None:
     with pytest.raises(ValueError):
         make_plan(parse(SPEC), Observed(), files=FILES, version=1)
+
+
+def test_a_deploy_in_place_carries_the_scaling_rather_than_a_second_step() -> None:
+    spec = parse(
+        SPEC.replace(
+            "  rollout: {strategy: canary, settings: {stepWeights: [50, 100]}}\n", ""
+        ).replace("  build: fast\n", "  build: fast\n  replicas: 3\n")
+    )
+    fast2 = replace(FAST, id="b-fast2", version=2)
+    observed = Observed((V1, VersionState(2, "e" * 64, FILES.sample)), (FAST, fast2), SERVING_FAST)
+    plan = make_plan(spec, observed, files=replace(FILES, onnx="e" * 64))
+    assert changes(plan) == ["create-build", "deploy"]
+    assert "3 replicas" not in plan.actions[-1].detail  # the deployment exists: kept as is
+    # the deploy waits for a build: the scaling changes now, on the build serving
+    pending = replace(fast2, status="running")
+    plan = make_plan(
+        spec, replace(observed, builds=(FAST, pending)), files=replace(FILES, onnx="e" * 64)
+    )
+    assert changes(plan) == ["create-build", "deploy", "update-scaling"]
+    assert plan.actions[-1].build_id == "b-fast"
