@@ -454,3 +454,43 @@ def test_builds_for_a_version_follow_the_last_applied_spec(plane: Plane, tmp_pat
     assert not again.changed and again.actions[1].build_id == built.actions[1].build_id
     with pytest.raises(NotFound, match="no version 9"):
         gitops.builds_for_version(plane.container, "trigger", 9, actor="test")
+
+
+def test_wait_follows_the_rollout_and_fails_when_it_is_rolled_back(
+    plane: Plane, tmp_path: Path
+) -> None:
+    deployment = (
+        "deployment:\n"
+        "  name: waiter\n"
+        "  build: fp32\n"
+        "  rollout: {strategy: canary, settings: {stepWeights: [50, 100], intervalSeconds: 300}}\n"
+    )
+    v1, sample = two_inputs(2.0)
+    spec = write_repo(tmp_path, spec_text("waiter", "  - {name: fp32}\n", deployment), v1, sample)
+    shipway(plane, "apply", "-f", str(spec), "--wait")
+    (tmp_path / "model" / "model.onnx").write_bytes(two_inputs(4.0)[0])
+    env = {**settings_env(plane.settings), "COLUMNS": "250"}
+    with subprocess.Popen(
+        shipway_cmd("apply", "-f", str(spec), "--wait"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as waiting:
+        found: dict[str, Any] = {}
+
+        def rollout_running() -> bool:
+            with plane.client() as client:
+                found.update(next((r for r in client.rollouts("waiter") if r["running"]), {}))
+            return bool(found)
+
+        try:
+            wait_until(rollout_running, BUILD_SECONDS, "the rollout of the new version")
+            with plane.client() as client:
+                client.operate_rollout("waiter", found["id"], "abort")
+            out, err = waiting.communicate(timeout=120)
+        finally:
+            if waiting.poll() is None:
+                waiting.kill()
+    assert waiting.returncode == 1, out + err
+    assert f"rollout {found['id']} rolled-back" in out
