@@ -167,9 +167,9 @@ def test_the_api_keeps_its_openapi_contract(api_url: str, tmp_path: Path) -> Non
     )
     print(run.stdout)  # the numbers, for the record (-s)
     assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-3000:]
-    assert "Tested: 21" in run.stdout, run.stdout
+    assert "Tested: 23" in run.stdout, run.stdout
     counts = re.search(r"(\d+) generated, (\d+) passed", run.stdout)
-    assert counts and int(counts[1]) == int(counts[2]) > 21 * MAX_EXAMPLES, run.stdout
+    assert counts and int(counts[1]) == int(counts[2]) > 23 * MAX_EXAMPLES, run.stdout
 
 
 def test_the_cli_client_reads_the_error_bodies(settings: Settings) -> None:

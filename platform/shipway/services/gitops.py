@@ -24,12 +24,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from shipway import audit
 from shipway.container import Container
@@ -66,6 +67,7 @@ SAMPLE_TAG = "shipway.sample_sha256"
 CALIBRATION_TAG = "shipway.calibration_sha256"
 ROLLOUT_HISTORY = 20  # rollouts of the deployment the plan looks at, newest first
 STALE_CLAIM = timedelta(minutes=10)  # far longer than a deploy or a rollout start takes
+_APPLYING = threading.Lock()  # applies of this process, where the store has no lock
 
 
 @dataclass(frozen=True)
@@ -95,11 +97,12 @@ def apply(container: Container, source: SpecSource, *, dry_run: bool, actor: str
         _sha256(contents["model.sample"]),
         _sha256(contents["model.calibration"]) if "model.calibration" in contents else None,
     )
-    plan = make_plan(spec, observe(container, spec), files=files, dry_run=dry_run)
-    _preflight(container, spec, plan, contents)
-    if dry_run:
-        return plan
-    return _execute(container, spec, source, plan, actor, contents)
+    with _exclusive(container, spec.model.name):
+        plan = make_plan(spec, observe(container, spec), files=files, dry_run=dry_run)
+        _preflight(container, spec, plan, contents)
+        if dry_run:
+            return plan
+        return _execute(container, spec, source, plan, actor, contents)
 
 
 def builds_for_version(container: Container, model: str, version: int, *, actor: str) -> Plan:
@@ -115,10 +118,31 @@ def builds_for_version(container: Container, model: str, version: int, *, actor:
 
     get_version(container, model, version)
     spec = parse(stored.text, SPEC_NAME)
-    plan = make_plan(spec, observe(container, spec), version=version)
-    _preflight(container, spec, plan, {})
-    source = SpecSource(stored.text, _no_files, f"version:{model}/{version}")
-    return _execute(container, spec, source, plan, actor, {})
+    with _exclusive(container, model):
+        plan = make_plan(spec, observe(container, spec), version=version)
+        _preflight(container, spec, plan, {})
+        source = SpecSource(stored.text, _no_files, f"version:{model}/{version}")
+        return _execute(container, spec, source, plan, actor, {})
+
+
+@contextmanager
+def _exclusive(container: Container, model: str) -> Iterator[None]:
+    """One apply of a model at a time: two at once (a push and a CLI apply) would both
+    find no version with the files and register two. Across processes on PostgreSQL (a
+    session-level advisory lock keyed by the model), within this process otherwise."""
+    engine = container.db.engine
+    if engine.dialect.name != "postgresql":
+        with _APPLYING:
+            yield
+        return
+    digest = hashlib.sha256(f"shipway.gitops.apply:{model}".encode()).digest()
+    key = int.from_bytes(digest[:8], "big", signed=True)
+    with engine.connect() as connection:
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
 
 
 def last_applied(container: Container, model: str) -> ReleaseSpec | None:

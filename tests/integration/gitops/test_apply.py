@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -494,3 +495,27 @@ def test_wait_follows_the_rollout_and_fails_when_it_is_rolled_back(
                 waiting.kill()
     assert waiting.returncode == 1, out + err
     assert f"rollout {found['id']} rolled-back" in out
+
+
+def test_two_applies_at_once_register_one_version(plane: Plane) -> None:
+    onnx_bytes, sample = two_inputs(7.0)
+    files = {"model/model.onnx": onnx_bytes, "model/sample.npz": sample}
+    source = gitops.SpecSource(spec_text("twice", "  []\n"), lambda path: files[path], "test")
+    plans: list[gitops.Plan] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            plans.append(gitops.apply(plane.container, source, dry_run=False, actor="test"))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors and len(plans) == 2
+    assert sorted(p.actions[0].kind.value for p in plans) == ["register-version", "version"]
+    with plane.client() as client:
+        assert len(client.models("twice")) == 1
