@@ -404,6 +404,10 @@ def test_bad_specs_and_files_leave_nothing_behind(plane: Plane, tmp_path: Path) 
         trust_env=False,
     )
     assert viewer.status_code == 403
+    twice = httpx.post(
+        url, data={"spec": good}, files=[*parts, parts[0]], headers=headers, trust_env=False
+    )
+    assert twice.status_code == 422 and "two file parts are named" in twice.json()["detail"]
     no_spec = httpx.post(url, files=parts, headers=headers, trust_env=False)
     assert no_spec.status_code == 422 and "spec" in no_spec.text
     assert rows(plane) == before and mlflow_versions(plane) == registered
