@@ -11,7 +11,8 @@ Idempotence lives here; each rule makes a second apply of the same spec a no-op:
 - A build of that version with the same recipe, target and options (every option with
   its default, as the store keeps them) that has not failed is reused, whatever its
   state (queued, running, succeeded).
-- A failed build is reported and not rebuilt: the same inputs would fail the same way.
+- A failed build is reported and not rebuilt: the same inputs would fail the same way
+  (except a build that was never queued, the broker being down: it is queued again).
   A change to the model, recipe, target or options makes a new build; so does
   ``shipway builds create`` by hand (that build is then reused).
 - A deployment serving the wanted build is unchanged; scaling and drift policy change
@@ -33,6 +34,9 @@ from typing import Any
 from shipway.gitops.spec import DeploymentSpec, ReleaseSpec
 
 FINISHED_BADLY = ("rolled-back", "failed")
+# services.builds.create's error for a build it could not queue (the broker down): it
+# never ran, so it says nothing about its inputs, and apply queues the build again
+NEVER_QUEUED = "could not enqueue"
 
 
 class Kind(StrEnum):
@@ -270,6 +274,7 @@ def _build(planner: _Planner, name: str, version: int | None) -> _Resolved:
         and b.recipe == build.recipe.value
         and b.target == build.target.value
         and b.options == options
+        and not (b.status == "failed" and (b.error or "").startswith(NEVER_QUEUED))
     ]
     live = [b for b in same if b.status != "failed"]
     if live:

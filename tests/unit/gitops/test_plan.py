@@ -281,3 +281,10 @@ def test_a_deploy_in_place_carries_the_scaling_rather_than_a_second_step() -> No
     )
     assert changes(plan) == ["create-build", "deploy", "update-scaling"]
     assert plan.actions[-1].build_id == "b-fast"
+
+
+def test_a_build_that_was_never_queued_is_queued_again() -> None:
+    unqueued = replace(FAST, status="failed", error="could not enqueue: Connection refused")
+    plan = make_plan(parse(SPEC), Observed((V1,), (unqueued, EXACT)), files=FILES)
+    assert changes(plan) == ["create-build", "deploy"]
+    assert plan.actions[1].build == "fast" and plan.actions[1].build_id is None
