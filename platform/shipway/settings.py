@@ -199,6 +199,13 @@ class Settings(BaseSettings):
         description="How often the API process checks every deployment for drift and "
         "applies its policy; 0 turns the periodic check off (checks on demand remain).",
     )
+    gitops_intent_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="How often the API process carries out `shipway apply`'s waiting "
+        "deploys and rollouts whose build has finished (no client needs to stay "
+        "connected); 0 turns the API process's intent loop off.",
+    )
     rollout_tick_seconds: float = Field(
         0.5,
         ge=0,

@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shipway import __version__
 from shipway.api import errors
-from shipway.api.routes import builds, deployments, hooks, models, rollouts, system
+from shipway.api.routes import builds, deployments, gitops, hooks, models, rollouts, system
 from shipway.container import Container
 from shipway.services import rollouts as rollouts_service
 
@@ -25,6 +25,7 @@ def create_app(container: Container) -> FastAPI:
             for job, seconds in (
                 (_drift_monitor, container.settings.drift_check_seconds),
                 (_rollout_controller, container.settings.rollout_tick_seconds),
+                (_gitops_intents, container.settings.gitops_intent_seconds),
             )
             if seconds > 0
         ]
@@ -46,7 +47,7 @@ def create_app(container: Container) -> FastAPI:
     )
     app.state.container = container
     errors.install(app)
-    for module in (models, builds, deployments, rollouts, hooks, system):
+    for module in (models, builds, deployments, rollouts, gitops, hooks, system):
         app.include_router(module.router, prefix="/api/v1")
 
     @app.get("/healthz", include_in_schema=False)
@@ -77,3 +78,11 @@ def _rollout_controller(container: Container, stop: threading.Event, seconds: fl
     replicas). State lives in the store, so a restarted process picks up where this
     one stopped."""
     rollouts_service.run(container, container.rollout_ports, stop)
+
+
+def _gitops_intents(container: Container, stop: threading.Event, seconds: float) -> None:
+    """Carry out `shipway apply`'s deploys and rollouts that wait for a build, once it
+    has finished: a Git push or a registry trigger has no client waiting for them."""
+    from shipway.services import gitops
+
+    gitops.run(container, stop, seconds)

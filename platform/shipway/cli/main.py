@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from shipway.cli.client import ApiClient
 from shipway.cli.context import AllowSignatureChange, JsonOpt, state
 from shipway.cli.context import run as _run
+from shipway.cli.gitops import apply as apply_command
 from shipway.cli.output import console, emit_json, err_console, fail, table
 from shipway.cli.rollouts import rollouts_app
 from shipway.settings import Settings
@@ -40,6 +41,7 @@ drift_app = typer.Typer(
 app.add_typer(variants_app, name="variants")
 app.add_typer(drift_app, name="drift")
 app.add_typer(rollouts_app, name="rollouts")
+app.command("apply")(apply_command)
 
 
 @app.callback()

@@ -221,6 +221,50 @@ class Rollout(Base):
         return str((self.status or {}).get("phase", ""))
 
 
+class IntentStatus(StrEnum):
+    PENDING = "pending"  # waiting for its build to finish
+    RUNNING = "running"  # claimed by one process, being carried out
+    DONE = "done"
+    FAILED = "failed"  # its build failed, or the deploy/rollout was refused (message)
+    CANCELLED = "cancelled"  # a later apply no longer wants it
+
+
+class AppliedSpec(Base):
+    """The last ``shipway.yaml`` applied per model (``shipway apply``, a Git push): what
+    a registry trigger builds for a new version."""
+
+    __tablename__ = "gitops_specs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(200), unique=True)
+    text: Mapped[str] = mapped_column(Text)  # as written: errors name its lines
+    sha256: Mapped[str] = mapped_column(String(64))
+    origin: Mapped[str] = mapped_column(String(300))  # cli, git:<sha>, mlflow:<delivery>
+    actor: Mapped[str] = mapped_column(String(100))
+    applied_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class GitopsIntent(Base):
+    """ "Deploy (or start a rollout of) build X when it succeeds": kept so it happens with
+    no client connected (the API process's intent loop carries it out). ``params`` is the
+    spec's deployment section (camelCase, as written)."""
+
+    __tablename__ = "gitops_intents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(200))
+    deployment: Mapped[str] = mapped_column(String(200), index=True)
+    build_id: Mapped[str] = mapped_column(ForeignKey("builds.id"), index=True)
+    action: Mapped[str] = mapped_column(String(16))  # deploy | rollout
+    params: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16), default=IntentStatus.PENDING, index=True)
+    message: Mapped[str | None] = mapped_column(Text, default=None)
+    origin: Mapped[str] = mapped_column(String(300))
+    actor: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
 class DeliveryStatus(StrEnum):
     QUEUED = "queued"  # accepted; the worker has not finished it
     APPLIED = "applied"

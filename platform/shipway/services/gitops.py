@@ -1,0 +1,644 @@
+"""``shipway apply``: make the platform match a ``shipway.yaml``, idempotently.
+
+``apply`` parses the spec (``shipway.gitops.spec``), reads the files it names, observes
+what the platform holds, plans (``shipway.gitops.plan``, where the idempotence rules
+live) and carries the plan out through the services every other write goes through
+(``models.register``, ``builds.create``, ``deployments.deploy``, ``rollouts.start``,
+``drift.set_policy``), so their checks and audit events apply unchanged.
+
+Nothing is written before everything that can be checked is: the spec (field and
+line), the files (each named by its path when missing), the candidate's signature
+against the serving build's clients, a webhook drift policy's secret; registration
+then validates the model before its own first write. A later step that fails (the
+broker down, say) leaves the earlier ones, and the next apply goes on from there:
+applying is level-triggered.
+
+A deploy or rollout that needs a build to succeed first is an *intent* (a row of
+``gitops_intents``): the API process's intent loop (``run``, started in the API's
+lifespan as the rollout controller is) carries it out once the build has finished, with
+no client connected; a failed build fails its intents, naming the build's error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlalchemy import select, update
+
+from shipway import audit
+from shipway.container import Container
+from shipway.errors import Conflict, InvalidInput, NotFound, ShipwayError
+from shipway.gitops.plan import (
+    Action,
+    BuildState,
+    DeploymentState,
+    Files,
+    IntentAction,
+    IntentState,
+    Kind,
+    Observed,
+    Plan,
+    RolloutState,
+    VersionState,
+    make_plan,
+)
+from shipway.gitops.spec import SPEC_NAME, DeploymentSpec, ReleaseSpec, parse
+from shipway.rollout.status import RolloutStatus
+from shipway.store.models import (
+    AppliedSpec,
+    Build,
+    BuildStatus,
+    GitopsIntent,
+    IntentStatus,
+    ModelVersion,
+    Rollout,
+)
+
+log = logging.getLogger(__name__)
+
+SAMPLE_TAG = "shipway.sample_sha256"
+CALIBRATION_TAG = "shipway.calibration_sha256"
+ROLLOUT_HISTORY = 20  # rollouts of the deployment the plan looks at, newest first
+
+
+@dataclass(frozen=True)
+class SpecSource:
+    """A spec and its files: ``read(path)`` returns a file's bytes (path relative to the
+    spec, as the spec writes it) or raises ``InvalidInput`` naming the path; ``origin``
+    says where it came from ("cli", "git:<sha>", "mlflow:<delivery>")."""
+
+    text: str
+    read: Callable[[str], bytes]
+    origin: str
+
+
+# ---- apply ----------------------------------------------------------------------------
+
+
+def apply(container: Container, source: SpecSource, *, dry_run: bool, actor: str) -> Plan:
+    """Plan the spec against the platform and, unless ``dry_run``, carry the plan out.
+
+    Raises ``InvalidInput`` (a spec error naming field and line, a missing or unusable
+    file naming its path) or ``Conflict`` (the candidate would break the serving build's
+    clients) before anything is written."""
+    spec = parse(source.text, SPEC_NAME)
+    contents = _read_files(spec, source)
+    files = Files(
+        _sha256(contents["model.onnx"]),
+        _sha256(contents["model.sample"]),
+        _sha256(contents["model.calibration"]) if "model.calibration" in contents else None,
+    )
+    plan = make_plan(spec, observe(container, spec), files=files, dry_run=dry_run)
+    _preflight(container, spec, plan, contents)
+    if dry_run:
+        return plan
+    return _execute(container, spec, source, plan, actor, contents)
+
+
+def builds_for_version(container: Container, model: str, version: int, *, actor: str) -> Plan:
+    """Queue the builds the last applied spec of ``model`` asks for, for ``version``
+    (a version Shipway holds), and whatever follows from the spec's deployment; an
+    existing non-failed build of the same version/recipe/target/options is reused.
+
+    ``NotFound`` when no spec was applied for the model, or it has no such version."""
+    stored = _stored(container, model)
+    if stored is None:
+        raise NotFound(f"no shipway.yaml was applied for model {model!r}")
+    from shipway.services.models import get_version
+
+    get_version(container, model, version)
+    spec = parse(stored.text, SPEC_NAME)
+    plan = make_plan(spec, observe(container, spec), version=version)
+    _preflight(container, spec, plan, {})
+    source = SpecSource(stored.text, _no_files, f"version:{model}/{version}")
+    return _execute(container, spec, source, plan, actor, {})
+
+
+def last_applied(container: Container, model: str) -> ReleaseSpec | None:
+    """The spec last applied for ``model`` (None: never)."""
+    stored = _stored(container, model)
+    return None if stored is None else parse(stored.text, SPEC_NAME)
+
+
+def _stored(container: Container, model: str) -> AppliedSpec | None:
+    with container.db.session() as session:
+        return session.scalar(select(AppliedSpec).where(AppliedSpec.model == model))
+
+
+def _no_files(path: str) -> bytes:
+    raise InvalidInput(f"{path}: files are not read for a registered version")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _read_files(spec: ReleaseSpec, source: SpecSource) -> dict[str, bytes]:
+    contents: dict[str, bytes] = {}
+    for field, path in spec.files().items():
+        try:
+            contents[field] = source.read(path)
+        except InvalidInput:
+            raise
+        except OSError as exc:
+            raise InvalidInput(f"{field}: cannot read {path}: {exc.strerror or exc}") from None
+    return contents
+
+
+# ---- observing ------------------------------------------------------------------------
+
+
+def observe(container: Container, spec: ReleaseSpec) -> Observed:
+    """What the platform holds for the spec's model and deployment."""
+    model = spec.model.name
+    name = spec.deployment.name if spec.deployment else None
+    with container.db.session() as session:
+        versions = tuple(
+            VersionState(
+                v.version,
+                v.onnx_sha256,
+                (v.tags or {}).get(SAMPLE_TAG),
+                (v.tags or {}).get(CALIBRATION_TAG),
+            )
+            for v in session.scalars(
+                select(ModelVersion)
+                .where(ModelVersion.name == model)
+                .order_by(ModelVersion.version)
+            )
+        )
+        builds = tuple(
+            BuildState(
+                b.id,
+                b.model_version.version,
+                b.recipe,
+                b.target,
+                dict(b.options or {}),
+                b.status,
+                b.error,
+            )
+            for b in session.scalars(
+                select(Build)
+                .join(ModelVersion, Build.model_version_id == ModelVersion.id)
+                .where(ModelVersion.name == model)
+                .order_by(Build.created_at, Build.id)
+            )
+        )
+        rollouts: tuple[RolloutState, ...] = ()
+        intents: tuple[IntentState, ...] = ()
+        if name is not None:
+            rollouts = tuple(
+                RolloutState(
+                    r.id,
+                    r.candidate_build_id,
+                    r.active_key is not None,
+                    r.phase,
+                    RolloutStatus.from_dict(r.status).reason,
+                )
+                for r in session.scalars(
+                    select(Rollout)
+                    .where(Rollout.deployment == name)
+                    .order_by(Rollout.created_at.desc())
+                    .limit(ROLLOUT_HISTORY)
+                )
+            )
+            intents = tuple(
+                IntentState(i.id, i.deployment, i.build_id, IntentAction(i.action))
+                for i in session.scalars(
+                    select(GitopsIntent)
+                    .where(
+                        GitopsIntent.deployment == name,
+                        GitopsIntent.status.in_([IntentStatus.PENDING, IntentStatus.RUNNING]),
+                    )
+                    .order_by(GitopsIntent.id)
+                )
+            )
+    deployment = _deployment_state(container, name) if name else None
+    return Observed(
+        versions, builds, deployment, rollouts, intents, kubernetes=container.kubernetes_mode
+    )
+
+
+def _deployment_state(container: Container, name: str) -> DeploymentState | None:
+    from shipway.services import deployments
+
+    try:
+        found: Any = deployments.get(container, name)
+    except NotFound:
+        return None
+    stable = next((v for v in found.variants if v.name == deployments.STABLE), None)
+    low = stable.min_replicas if stable else 1
+    high = stable.max_replicas if stable else low
+    policy = None if container.kubernetes_mode else dict(found.drift_policy or {})
+    return DeploymentState(found.name, found.build_id, low, high, dict(found.autoscale), policy)
+
+
+# ---- checks before any write -------------------------------------------------------
+
+
+def _preflight(
+    container: Container, spec: ReleaseSpec, plan: Plan, contents: dict[str, bytes]
+) -> None:
+    """What would fail half-way through is refused now, before the first write."""
+    deployment = spec.deployment
+    if deployment is None:
+        return
+    if (
+        deployment.drift is not None
+        and "webhook" in deployment.drift.policy()["actions"]
+        and not container.settings.webhook_secret
+        and not container.kubernetes_mode
+    ):
+        raise InvalidInput(
+            "deployment.drift: a webhook policy needs SHIPWAY_WEBHOOK_SECRET set on the server"
+        )
+    replacing = [
+        a for a in plan.actions if a.changed and a.kind in (Kind.DEPLOY, Kind.START_ROLLOUT)
+    ]
+    observed = _serving_signature(container, deployment.name)
+    if not replacing or observed is None or deployment.allow_signature_change:
+        return
+    candidate = _candidate_signature(container, spec, plan, contents)
+    if candidate is None:
+        return
+    from shipway.registry.compatibility import breaking_changes
+    from shipway.registry.signature import Signature
+
+    changes = breaking_changes(Signature.from_dict(observed), candidate)
+    if changes:
+        raise Conflict(
+            f"deployment {deployment.name!r}: build {deployment.build} would break clients of "
+            "the build serving now: " + "; ".join(changes) + ". If the change is intended, "
+            "set deployment.allowSignatureChange: true; nothing was applied"
+        )
+
+
+def _serving_signature(container: Container, name: str) -> dict[str, Any] | None:
+    """The signature of the version the deployment serves now (None: no deployment)."""
+    state = _deployment_state(container, name)
+    if state is None:
+        return None
+    with container.db.session() as session:
+        build = session.get(Build, state.build_id)
+        return None if build is None else dict(build.model_version.signature)
+
+
+def _candidate_signature(
+    container: Container, spec: ReleaseSpec, plan: Plan, contents: dict[str, bytes]
+) -> Any:
+    from shipway.registry.signature import Signature, load_model, read_signature
+
+    version = next((a.version for a in plan.actions if a.kind is Kind.VERSION), None)
+    if version is None and "model.onnx" in contents:
+        try:
+            return read_signature(load_model(contents["model.onnx"]))
+        except InvalidInput as exc:
+            raise InvalidInput(f"model.onnx ({spec.model.onnx}): {exc}") from None
+    if version is None:
+        return None
+    with container.db.session() as session:
+        row = session.scalar(
+            select(ModelVersion).where(
+                ModelVersion.name == spec.model.name, ModelVersion.version == version
+            )
+        )
+        return None if row is None else Signature.from_dict(row.signature)
+
+
+# ---- carrying the plan out ----------------------------------------------------------
+
+
+def _execute(
+    container: Container,
+    spec: ReleaseSpec,
+    source: SpecSource,
+    plan: Plan,
+    actor: str,
+    contents: dict[str, bytes],
+) -> Plan:
+    from shipway.services import builds, models
+
+    model = spec.model.name
+    version = next((a.version for a in plan.actions if a.version is not None), None)
+    built: dict[str, str] = {}
+    done: list[Action] = []
+    for action in plan.actions:
+        if action.kind is Kind.REGISTER_VERSION:
+            tags = {**spec.model.tags, SAMPLE_TAG: _sha256(contents["model.sample"])}
+            if "model.calibration" in contents:
+                tags[CALIBRATION_TAG] = _sha256(contents["model.calibration"])
+            row = models.register(
+                container,
+                models.Registration(
+                    model,
+                    contents["model.onnx"],
+                    contents["model.sample"],
+                    tags,
+                    contents.get("model.calibration"),
+                ),
+                actor,
+            )
+            version = row.version
+            action = replace(action, version=version, detail=f"version {version}: {action.detail}")
+        elif action.kind is Kind.CREATE_BUILD:
+            assert action.build is not None and version is not None
+            wanted = spec.build(action.build)
+            build = builds.create(
+                container,
+                model,
+                version,
+                wanted.recipe.value,
+                wanted.target.value,
+                actor,
+                wanted.options.model_dump(exclude_none=True, mode="json"),
+            )
+            built[action.build] = build.id
+            action = replace(action, build_id=build.id, version=version)
+        elif action.kind is Kind.CANCEL_INTENT:
+            _cancel(container, action, actor)
+        elif action.kind in (Kind.DEPLOY, Kind.START_ROLLOUT):
+            assert spec.deployment is not None and action.build is not None
+            build_id = action.build_id or built[action.build]
+            action = replace(action, build_id=build_id)
+            if action.after_build:
+                intent = _intend(container, spec, action, source.origin, actor)
+                action = replace(action, intent_id=intent)
+            else:
+                action = replace(
+                    action, rollout_id=_carry_out(container, spec.deployment, action, actor)
+                )
+        elif action.kind is Kind.UPDATE_SCALING:
+            assert spec.deployment is not None and action.build_id is not None
+            _deploy(container, spec.deployment, action.build_id, actor, scaling_only=True)
+        elif action.kind is Kind.SET_DRIFT_POLICY:
+            assert spec.deployment is not None and spec.deployment.drift is not None
+            from shipway.services import drift
+
+            drift.set_policy(container, spec.deployment.name, spec.deployment.drift.policy(), actor)
+        done.append(action)
+    result = replace(plan, actions=tuple(done))
+    _record(container, spec, source, result, actor)
+    for action in result.actions:
+        if action.intent_id is not None and action.after_build:
+            carry_out_intent(container, action.intent_id)  # its build may be over already
+    return result
+
+
+def _record(
+    container: Container, spec: ReleaseSpec, source: SpecSource, plan: Plan, actor: str
+) -> None:
+    """Keep the spec (for the registry trigger) and audit the apply: only when something
+    changed, so a second apply of the same spec writes nothing."""
+    digest = _sha256(source.text.encode())
+    with container.db.session() as session:
+        stored = session.scalar(select(AppliedSpec).where(AppliedSpec.model == spec.model.name))
+        text_changed = stored is None or stored.sha256 != digest
+        if stored is None:
+            stored = AppliedSpec(model=spec.model.name, text="", sha256="", origin="", actor="")
+            session.add(stored)
+        if text_changed:
+            stored.text, stored.sha256 = source.text, digest
+            stored.origin, stored.actor = source.origin[:300], actor
+        if not (plan.changed or text_changed):
+            return
+        audit.record(
+            session,
+            actor,
+            "gitops.apply",
+            f"model/{spec.model.name}",
+            origin=source.origin,
+            spec_sha256=digest,
+            actions=[
+                {"kind": a.kind.value, "target": a.target, "detail": a.detail}
+                for a in plan.actions
+                if a.changed
+            ],
+        )
+
+
+def _deploy(
+    container: Container,
+    spec: DeploymentSpec,
+    build_id: str,
+    actor: str,
+    *,
+    scaling_only: bool = False,
+) -> None:
+    from shipway.services import deployments, drift
+
+    new = scaling_only is False and _deployment_state(container, spec.name) is None
+    scale = deployments.Scale(spec.replicas or 1, spec.max_replicas) if spec.sets_scaling else None
+    deployments.deploy(
+        container,
+        spec.name,
+        build_id,
+        actor,
+        scale,
+        spec.target_inflight,
+        spec.scale_down_stabilization_window_seconds,
+        spec.allow_signature_change,
+    )
+    if new and spec.drift is not None and not container.kubernetes_mode:
+        drift.set_policy(container, spec.name, spec.drift.policy(), actor)
+
+
+def _carry_out(
+    container: Container, spec: DeploymentSpec, action: Action, actor: str
+) -> str | None:
+    """Deploy or start the rollout of a succeeded build; the rollout's id, if one."""
+    assert action.build_id is not None
+    if action.kind is Kind.DEPLOY:
+        _deploy(container, spec, action.build_id, actor)
+        return None
+    from shipway.services import rollouts
+
+    assert spec.rollout is not None
+    rollout = rollouts.start(
+        container,
+        container.rollout_ports,
+        spec.name,
+        action.build_id,
+        actor,
+        spec.rollout.strategy,
+        spec.rollout.engine_settings(),
+        spec.allow_signature_change,
+    )
+    return rollout.id
+
+
+# ---- intents --------------------------------------------------------------------------
+
+
+def _intend(
+    container: Container, spec: ReleaseSpec, action: Action, origin: str, actor: str
+) -> int:
+    assert spec.deployment is not None and action.build_id is not None
+    kind = IntentAction.DEPLOY if action.kind is Kind.DEPLOY else IntentAction.ROLLOUT
+    with container.db.session() as session:
+        intent = GitopsIntent(
+            model=spec.model.name,
+            deployment=spec.deployment.name,
+            build_id=action.build_id,
+            action=kind.value,
+            params=spec.deployment.model_dump(mode="json", by_alias=True, exclude_none=True),
+            origin=origin[:300],
+            actor=actor,
+        )
+        session.add(intent)
+        session.flush()
+        audit.record(
+            session,
+            actor,
+            "gitops.intent",
+            f"deployment/{spec.deployment.name}",
+            intent=intent.id,
+            intent_action=kind.value,
+            build=action.build_id,
+            origin=origin,
+        )
+        return intent.id
+
+
+def _cancel(container: Container, action: Action, actor: str) -> None:
+    with container.db.session() as session:
+        intent = session.get(GitopsIntent, action.intent_id)
+        if intent is None or intent.status != IntentStatus.PENDING:
+            return
+        intent.status, intent.message = IntentStatus.CANCELLED, "superseded by a later apply"
+        audit.record(
+            session,
+            actor,
+            "gitops.intent.cancelled",
+            f"deployment/{intent.deployment}",
+            intent=intent.id,
+            build=intent.build_id,
+        )
+
+
+def carry_out_intent(container: Container, intent_id: int) -> str | None:
+    """Carry out one pending intent if its build has finished: deploy or start the
+    rollout when it succeeded, fail the intent (naming the build's error) when it
+    failed. Returns the intent's status after (None: it was not pending).
+
+    Claimed with a conditional update (pending -> running), so the intent loops of
+    several API processes, and an apply racing them, carry it out once."""
+    with container.db.session() as session:
+        intent = session.get(GitopsIntent, intent_id)
+        if intent is None or intent.status != IntentStatus.PENDING:
+            return None
+        build = session.get(Build, intent.build_id)
+        status = build.status if build is not None else BuildStatus.FAILED
+        if status not in (BuildStatus.SUCCEEDED, BuildStatus.FAILED):
+            return str(intent.status)
+        claimed = session.execute(
+            update(GitopsIntent)
+            .where(GitopsIntent.id == intent_id, GitopsIntent.status == IntentStatus.PENDING)
+            .values(status=IntentStatus.RUNNING)
+        ).rowcount
+        error = build.error if build is not None else "the build no longer exists"
+        params, action = dict(intent.params), IntentAction(intent.action)
+        build_id, actor = intent.build_id, f"gitops:{intent.actor}"[:100]
+    if not claimed:
+        return None
+    if status == BuildStatus.FAILED:
+        return _finish(
+            container, intent_id, IntentStatus.FAILED, f"build {build_id} failed: {error}"
+        )
+    spec = DeploymentSpec.model_validate(params)
+    kind = Kind.DEPLOY if action is IntentAction.DEPLOY else Kind.START_ROLLOUT
+    try:
+        state = _deployment_state(container, spec.name)
+        if state is not None and state.build_id == build_id:
+            return _finish(container, intent_id, IntentStatus.DONE, "already serving")
+        if state is None or spec.rollout is None or container.kubernetes_mode:
+            kind = Kind.DEPLOY
+        target = f"deployment/{spec.name}"
+        rollout = _carry_out(
+            container, spec, Action(kind, target, "", True, build_id=build_id), actor
+        )
+    except ShipwayError as exc:
+        if exc.retriable:
+            _finish(container, intent_id, IntentStatus.PENDING, f"retrying: {exc}")
+            return IntentStatus.PENDING.value
+        return _finish(container, intent_id, IntentStatus.FAILED, str(exc))
+    what = f"rollout {rollout} started" if rollout else "deployed"
+    return _finish(container, intent_id, IntentStatus.DONE, what)
+
+
+def _finish(container: Container, intent_id: int, status: IntentStatus, message: str) -> str:
+    with container.db.session() as session:
+        intent = session.get(GitopsIntent, intent_id)
+        assert intent is not None
+        intent.status, intent.message = status, message
+        if status is not IntentStatus.PENDING:
+            audit.record(
+                session,
+                f"gitops:{intent.actor}"[:100],
+                f"gitops.intent.{status.value}",
+                f"deployment/{intent.deployment}",
+                intent=intent.id,
+                intent_action=intent.action,
+                build=intent.build_id,
+                message=message,
+            )
+    if status is IntentStatus.FAILED:
+        log.warning("gitops intent %s failed: %s", intent_id, message)
+    return status.value
+
+
+def get_intent(container: Container, intent_id: int) -> GitopsIntent:
+    with container.db.session() as session:
+        intent = session.get(GitopsIntent, intent_id)
+        if intent is None:
+            raise NotFound(f"intent {intent_id} does not exist")
+        return intent
+
+
+def on_build_finished(container: Container, build_id: str) -> None:
+    """Carry out the pending intents of ``build_id`` (now finished)."""
+    with container.db.session() as session:
+        ids = list(
+            session.scalars(
+                select(GitopsIntent.id).where(
+                    GitopsIntent.build_id == build_id,
+                    GitopsIntent.status == IntentStatus.PENDING,
+                )
+            )
+        )
+    for intent_id in ids:
+        carry_out_intent(container, intent_id)
+
+
+def process_intents(container: Container) -> int:
+    """One pass: carry out every pending intent whose build has finished; how many."""
+    with container.db.session() as session:
+        ids = list(
+            session.scalars(
+                select(GitopsIntent.id)
+                .join(Build, GitopsIntent.build_id == Build.id)
+                .where(
+                    GitopsIntent.status == IntentStatus.PENDING,
+                    Build.status.in_([BuildStatus.SUCCEEDED, BuildStatus.FAILED]),
+                )
+                .order_by(GitopsIntent.id)
+            )
+        )
+    for intent_id in ids:
+        try:
+            carry_out_intent(container, intent_id)
+        except Exception:  # one bad intent must not stop the others
+            log.exception("gitops intent %s failed a pass", intent_id)
+    return len(ids)
+
+
+def run(container: Container, stop: threading.Event, seconds: float) -> None:
+    """The intent loop of the API process: a pass every ``seconds`` until ``stop``."""
+    while not stop.wait(seconds):
+        try:
+            process_intents(container)
+        except Exception:  # the store unreachable, say: the loop must outlive it
+            log.exception("the gitops intent pass failed; retrying")
