@@ -483,6 +483,27 @@ def test_the_git_source_reads_the_commit_from_the_configured_repository(
     with pytest.raises(InvalidInput, match="is not a commit id"):
         source_repo.fetch("--upload-pack=touch /tmp/x")
 
+    # Fetches into one mirror at once (threads here; worker processes alike) take turns.
+    third = repo.commit({"shipway.yaml": b"third: true\n"}, "third")
+    fresh = GitRepository(str(repo.bare), tmp_path / "cache2", timeout=60)
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def fetch() -> None:
+        start.wait()
+        try:
+            fresh.fetch(third)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fetch) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert fresh.read(third, "shipway.yaml") == b"third: true\n"
+
     # A spec in a subdirectory reads its files relative to itself.
     nested = repo.commit({"deploy/shipway.yaml": b"x: 1\n", "deploy/m.bin": b"m"}, "nested")
     nested_source = source_repo.spec_source(nested, "deploy/shipway.yaml")
