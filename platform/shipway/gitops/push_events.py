@@ -198,7 +198,10 @@ def _json(body: bytes) -> dict[str, Any]:
     try:
         payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidPayload(f"the body is not JSON: {exc}") from None
+        raise InvalidPayload(
+            f"the body is not JSON ({exc}); a GitHub webhook's content type must be "
+            "application/json"
+        ) from None
     if not isinstance(payload, dict):
         raise InvalidPayload("the body must be a JSON object")
     return payload
