@@ -52,8 +52,8 @@ def receive_git(container: Container, headers: Mapping[str, str], body: bytes) -
     settings = container.settings
     provider = push_events.provider_of(headers)
     lowered = {key.lower(): value for key, value in headers.items()}
-    if provider is None:
-        raise push_events.InvalidPayload(
+    if provider is None:  # no sender named: nothing to check a signature against
+        raise signatures.BadSignature(
             f"not a GitHub or GitLab delivery: no {push_events.GITHUB_EVENT_HEADER} or "
             f"{push_events.GITLAB_EVENT_HEADER} header"
         )

@@ -105,9 +105,10 @@ async def git_push(request: Request, response: Response, container: ContainerDep
     """A GitHub (``X-GitHub-Event``, ``X-GitHub-Delivery``, ``X-Hub-Signature-256``) or
     GitLab (``X-Gitlab-Event``, ``X-Gitlab-Event-UUID``, ``X-Gitlab-Token``) delivery.
 
-    No bearer token: the signature authenticates (401 when it is wrong or missing,
-    nothing recorded). A push to ``SHIPWAY_GITOPS_BRANCH`` is 202: a worker fetches the
-    pushed commit from ``SHIPWAY_GITOPS_REPOSITORY_URL`` and applies its spec. Other
+    No bearer token: the signature authenticates (401 when it is wrong or missing, or
+    the request names neither sender; nothing recorded). A push to
+    ``SHIPWAY_GITOPS_BRANCH`` is 202: a worker fetches the pushed commit from
+    ``SHIPWAY_GITOPS_REPOSITORY_URL`` and applies its spec. Other
     events, tags, other branches, a deleted branch: 200, recorded as ignored with the
     reason. A delivery id already received: 200, nothing done. 400 for a body that is
     not the push it claims (the field is named); 404 while the provider's secret or the
