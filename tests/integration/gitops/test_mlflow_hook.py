@@ -316,3 +316,37 @@ def test_signed_by_mlflow_s_own_function_replayed_or_late(
     other = post("d-3", now, secret="another")
     assert other.status_code == 401 and "does not match" in other.json()["detail"]
     assert [d["delivery_id"] for d in deliveries(api)] == ["d-1"]
+
+
+def test_a_version_shipway_does_not_hold_is_retried_then_fails_naming_it(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """MLflow announces a version before Shipway's registration has stored it: the worker's
+    attempts before the last leave the delivery queued (the task retries); the last
+    records the failure with the reason. A finished delivery is not run again."""
+    from shipway.errors import Unavailable
+    from shipway.services import hooks
+    from shipway.store.models import HookDelivery
+
+    container = Container(Settings(home=tmp_path / "home", database_url=postgres_url))
+    try:
+        with container.db.session() as session:
+            row = HookDelivery(
+                key="mlflow:late-1",
+                provider="mlflow",
+                delivery_id="late-1",
+                event="model_version.created",
+                model="elsewhere",
+                version=4,
+            )
+            session.add(row)
+        with pytest.raises(Unavailable, match="'elsewhere' version 4 is not registered"):
+            hooks.process(container, row.id, final=False)
+        assert hooks.get(container, row.id).status == "queued"
+        assert hooks.process(container, row.id, final=True) == "failed"
+        failed = hooks.get(container, row.id)
+        assert failed.status == "failed" and failed.finished_at is not None
+        assert "versions registered in MLflow directly cannot be built" in (failed.message or "")
+        assert hooks.process(container, row.id, final=True) == "failed"  # left alone
+    finally:
+        container.close()
