@@ -496,7 +496,10 @@ def _scaling_words(spec: DeploymentSpec) -> str:
 
 
 def _scaling(planner: _Planner, spec: DeploymentSpec, current: DeploymentState) -> None:
-    if not spec.sets_scaling:
+    deploying_now = any(
+        a.kind is Kind.DEPLOY and a.changed and not a.after_build for a in planner.actions
+    )
+    if not spec.sets_scaling or deploying_now:  # a deploy now sets the spec's scaling
         return
     low, high, autoscale = desired_scaling(spec)
     if (current.min_replicas, current.max_replicas, current.autoscale or {}) == (

@@ -220,7 +220,8 @@ def load(text: str, filename: str = SPEC_NAME) -> tuple[dict[str, Any], dict[Loc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise InvalidInput(f"{filename}{where}: not valid YAML: {exc.problem}") from None
+        what = f"{exc.context}, {exc.problem}" if exc.context else exc.problem
+        raise InvalidInput(f"{filename}{where}: not valid YAML: {what}") from None
     except yaml.YAMLError as exc:
         raise InvalidInput(f"{filename}: not valid YAML: {exc}") from None
     if node is None:
@@ -256,7 +257,11 @@ def _walk(
             line = key_node.start_mark.line + 1
             if not isinstance(key_node, ScalarNode):
                 raise InvalidInput(f"{filename} line {line}: {_path(loc)}: a key must be a name")
-            key = str(constructor.construct_object(key_node))
+            key = (
+                "<<"
+                if key_node.tag.endswith(":merge")
+                else str(_scalar(key_node, constructor, filename))
+            )
             if key == "<<":
                 raise InvalidInput(
                     f"{filename} line {line}: {_path(loc)}: merge keys (<<) are not supported"
@@ -276,7 +281,17 @@ def _walk(
             lines[(*loc, index)] = item.start_mark.line + 1
             items.append(_walk(item, (*loc, index), lines, constructor, filename))
         return items
-    return constructor.construct_object(node)
+    return _scalar(node, constructor, filename)
+
+
+def _scalar(node: Node, constructor: yaml.SafeLoader, filename: str) -> Any:
+    try:
+        return constructor.construct_object(node)
+    except yaml.YAMLError as exc:  # an unknown tag (!!python/object...), a bad timestamp
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise InvalidInput(
+            f"{filename} line {node.start_mark.line + 1}: not valid here: {problem}"
+        ) from None
 
 
 def _path(loc: Loc) -> str:
@@ -341,6 +356,18 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def _named_setting(loc: Loc, message: str, lines: dict[Loc, int]) -> Loc:
+    """The setting under ``loc`` that the engine's message names first (the engine
+    does not say where), else ``loc``."""
+    under = [key for key in lines if len(key) > len(loc) and key[: len(loc)] == loc]
+    named = [
+        (message.find(str(key[-1])), key)
+        for key in under
+        if isinstance(key[-1], str) and re.search(rf"\b{re.escape(key[-1])}\b", message)
+    ]
+    return min(named)[1] if named else loc
+
+
 def _rules(spec: ReleaseSpec, lines: dict[Loc, int]) -> list[tuple[Loc, str]]:
     """The rules that span fields, each the services' own check."""
     problems: list[tuple[Loc, str]] = []
@@ -386,7 +413,9 @@ def _rules(spec: ReleaseSpec, lines: dict[Loc, int]) -> list[tuple[Loc, str]]:
         try:
             parse_spec(deployment.rollout.strategy, deployment.rollout.engine_settings())
         except InvalidInput as exc:
-            problems.append((("deployment", "rollout", "settings"), _camel_words(str(exc))))
+            message = _camel_words(str(exc))
+            where = _named_setting(("deployment", "rollout", "settings"), message, lines)
+            problems.append((where, message))
     if deployment.drift is not None:
         try:
             deployment.drift.policy()

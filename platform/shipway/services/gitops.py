@@ -26,6 +26,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -64,6 +65,7 @@ log = logging.getLogger(__name__)
 SAMPLE_TAG = "shipway.sample_sha256"
 CALIBRATION_TAG = "shipway.calibration_sha256"
 ROLLOUT_HISTORY = 20  # rollouts of the deployment the plan looks at, newest first
+STALE_CLAIM = timedelta(minutes=10)  # far longer than a deploy or a rollout start takes
 
 
 @dataclass(frozen=True)
@@ -554,6 +556,9 @@ def carry_out_intent(container: Container, intent_id: int) -> str | None:
         state = _deployment_state(container, spec.name)
         if state is not None and state.build_id == build_id:
             return _finish(container, intent_id, IntentStatus.DONE, "already serving")
+        running = _running_rollout(container, spec.name)
+        if running is not None and running.candidate_build_id == build_id:
+            return _finish(container, intent_id, IntentStatus.DONE, f"rollout {running.id} runs")
         if state is None or spec.rollout is None or container.kubernetes_mode:
             kind = Kind.DEPLOY
         target = f"deployment/{spec.name}"
@@ -567,6 +572,11 @@ def carry_out_intent(container: Container, intent_id: int) -> str | None:
         return _finish(container, intent_id, IntentStatus.FAILED, str(exc))
     what = f"rollout {rollout} started" if rollout else "deployed"
     return _finish(container, intent_id, IntentStatus.DONE, what)
+
+
+def _running_rollout(container: Container, deployment: str) -> Rollout | None:
+    with container.db.session() as session:
+        return session.scalar(select(Rollout).where(Rollout.active_key == deployment))
 
 
 def _finish(container: Container, intent_id: int, status: IntentStatus, message: str) -> str:
@@ -614,7 +624,18 @@ def on_build_finished(container: Container, build_id: str) -> None:
 
 
 def process_intents(container: Container) -> int:
-    """One pass: carry out every pending intent whose build has finished; how many."""
+    """One pass: carry out every pending intent whose build has finished; how many.
+
+    An intent claimed (running) for longer than ``STALE_CLAIM`` belongs to a process
+    that died carrying it out: it is pending again (carrying out is idempotent: a
+    deployment already serving the build, or a rollout of it running, ends it done)."""
+    stale = datetime.now(UTC) - STALE_CLAIM
+    with container.db.session() as session:
+        session.execute(
+            update(GitopsIntent)
+            .where(GitopsIntent.status == IntentStatus.RUNNING, GitopsIntent.updated_at < stale)
+            .values(status=IntentStatus.PENDING, message="claimed by a process that stopped")
+        )
     with container.db.session() as session:
         ids = list(
             session.scalars(

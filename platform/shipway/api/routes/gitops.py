@@ -89,7 +89,7 @@ async def apply(
     clients (set deployment.allowSignatureChange); nothing is written in either case."""
     form = await request.form()
     parts: dict[str, bytes] = {}
-    for value in form.values():
+    for _, value in form.multi_items():
         if isinstance(value, UploadFile) and value.filename:
             if value.filename in parts:
                 raise InvalidInput(f"two file parts are named {value.filename!r}")
