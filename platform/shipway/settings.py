@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_TOKEN = "shipway-dev-token"
@@ -155,6 +155,43 @@ class Settings(BaseSettings):
         None,
         description="Shared secret that signs drift webhooks (HMAC-SHA256); a webhook "
         "policy is refused while it is unset.",
+    )
+    github_webhook_secret: SecretStr | None = Field(
+        None,
+        description="Secret of the GitHub webhook that calls `POST /api/v1/hooks/git`: "
+        "each push is checked against its `X-Hub-Signature-256` (HMAC-SHA256 of the body). "
+        "Unset: GitHub deliveries are answered 404.",
+    )
+    gitlab_webhook_token: SecretStr | None = Field(
+        None,
+        description="Secret token of the GitLab webhook that calls `POST /api/v1/hooks/git`, "
+        "compared with its `X-Gitlab-Token`. Unset: GitLab deliveries are answered 404.",
+    )
+    mlflow_webhook_secret: SecretStr | None = Field(
+        None,
+        description="Secret of the MLflow webhook that calls `POST /api/v1/hooks/mlflow` "
+        "(`X-MLflow-Signature`, HMAC-SHA256). Unset: MLflow deliveries are answered 404.",
+    )
+    gitops_repository_url: str | None = Field(
+        None,
+        description="The Git repository whose `shipway.yaml` a push applies (any URL or path "
+        "`git fetch` takes). The commit is always fetched from here, never from a URL in "
+        "the push. Unset: pushes are answered 404.",
+    )
+    gitops_branch: str = Field(
+        "main",
+        min_length=1,
+        description="The branch whose pushes are applied; pushes to other branches and "
+        "tags are acknowledged and ignored.",
+    )
+    gitops_spec_path: str = Field(
+        "shipway.yaml",
+        min_length=1,
+        description="Path of the spec in the repository; the files it names are relative "
+        "to its directory.",
+    )
+    gitops_git_timeout: float = Field(
+        120.0, gt=0, description="Seconds one `git` command (a fetch, a read) may take."
     )
     drift_check_seconds: float = Field(
         60.0,
@@ -384,6 +421,12 @@ class Settings(BaseSettings):
     @property
     def resolved_engine_cache_dir(self) -> Path:
         return self.engine_cache_dir or self.home / "engine-cache"
+
+    @property
+    def gitops_cache_dir(self) -> Path:
+        """Bare mirrors of ``gitops_repository_url`` (one per URL) that pushed commits are
+        fetched into."""
+        return self.home / "gitops"
 
     @property
     def runtime_dir(self) -> Path:

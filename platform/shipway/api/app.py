@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shipway import __version__
 from shipway.api import errors
-from shipway.api.routes import builds, deployments, gitops, models, rollouts, system
+from shipway.api.routes import builds, deployments, gitops, hooks, models, rollouts, system
 from shipway.container import Container
 from shipway.services import rollouts as rollouts_service
 
@@ -47,7 +47,7 @@ def create_app(container: Container) -> FastAPI:
     )
     app.state.container = container
     errors.install(app)
-    for module in (models, builds, deployments, rollouts, gitops, system):
+    for module in (models, builds, deployments, rollouts, gitops, hooks, system):
         app.include_router(module.router, prefix="/api/v1")
 
     @app.get("/healthz", include_in_schema=False)

@@ -67,11 +67,13 @@ def serve_gateway(settings: Settings, migrate: bool) -> None:
 
 def serve_worker(settings: Settings, migrate: bool) -> None:
     from shipway.builds import tasks
+    from shipway.gitops import tasks as hook_tasks
 
     _logging()
     container = Container(settings, run_migrations=migrate)
     app = container.celery
     tasks.register(app, container)
+    hook_tasks.register(app, container)
     app.worker_main(
         [
             "worker",

@@ -263,3 +263,37 @@ class GitopsIntent(Base):
     actor: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class DeliveryStatus(StrEnum):
+    QUEUED = "queued"  # accepted; the worker has not finished it
+    APPLIED = "applied"
+    FAILED = "failed"
+    IGNORED = "ignored"  # acknowledged: not an event Shipway acts on (``message`` says why)
+
+
+class HookDelivery(Base):
+    """One accepted webhook delivery (its signature was valid) and what it did.
+
+    ``key`` is ``<provider>:<delivery id>``, unique: a replayed delivery, even two
+    identical ones at once, finds the first one's row and applies nothing."""
+
+    __tablename__ = "hook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    key: Mapped[str] = mapped_column(String(120), unique=True)
+    provider: Mapped[str] = mapped_column(String(16))  # github | gitlab | mlflow
+    delivery_id: Mapped[str] = mapped_column(String(100))
+    event: Mapped[str] = mapped_column(String(100))
+    ref: Mapped[str | None] = mapped_column(String(300), default=None)
+    commit: Mapped[str | None] = mapped_column(String(64), default=None)
+    repository: Mapped[str | None] = mapped_column(String(300), default=None)
+    model: Mapped[str | None] = mapped_column(String(200), default=None)
+    version: Mapped[int | None] = mapped_column(Integer, default=None)
+    alias: Mapped[str | None] = mapped_column(String(200), default=None)
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.QUEUED)
+    message: Mapped[str | None] = mapped_column(Text, default=None)  # why ignored / failed
+    plan: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -1,0 +1,269 @@
+"""Webhook deliveries: Git pushes apply the repository's spec, MLflow events start builds.
+
+A delivery is authenticated by its signature (``shipway.gitops.signatures``), parsed
+(``shipway.gitops.push_events``), recorded once under ``<provider>:<delivery id>`` and,
+when there is something to do, handed to a worker (``shipway.gitops.tasks``) after the
+commit: the sender gets its answer at once, and a replay finds the first row and does
+nothing. The worker fetches the pushed commit and applies it (``services.gitops.apply``)
+or queues the builds a spec asks for (``services.gitops.builds_for_version``), and
+records the plan or the error on the delivery.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from shipway.container import Container
+from shipway.errors import NotFound, ShipwayError, Unavailable
+from shipway.gitops import push_events, signatures
+from shipway.gitops.push_events import PushEvent, RegistryEvent
+from shipway.store.models import DeliveryStatus, HookDelivery, ModelVersion, utcnow
+
+log = logging.getLogger(__name__)
+
+HOOK_TASK = "shipway.gitops.process_delivery"
+MLFLOW_ACTOR = "mlflow:webhook"
+
+
+class HookDisabled(NotFound):
+    """The hook's secret (or the repository it needs) is not configured; names the
+    setting that enables it. Answered 404: the endpoint is off on this server (a 503
+    would tell senders to retry, and nothing will change until someone sets it)."""
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the sender is told: the delivery (new or the first of a replay)."""
+
+    delivery: HookDelivery
+    duplicate: bool
+
+
+def receive_git(container: Container, headers: Mapping[str, str], body: bytes) -> Receipt:
+    """A GitHub or GitLab delivery: ``HookDisabled``, ``signatures.BadSignature`` (before
+    anything is read from the body), ``push_events.InvalidPayload``, or the receipt."""
+    settings = container.settings
+    provider = push_events.provider_of(headers)
+    lowered = {key.lower(): value for key, value in headers.items()}
+    if provider is None:  # no sender named: nothing to check a signature against
+        raise signatures.BadSignature(
+            f"not a GitHub or GitLab delivery: no {push_events.GITHUB_EVENT_HEADER} or "
+            f"{push_events.GITLAB_EVENT_HEADER} header"
+        )
+    if provider == "github":
+        if settings.github_webhook_secret is None:
+            raise HookDisabled("GitHub deliveries are off: set SHIPWAY_GITHUB_WEBHOOK_SECRET")
+        signatures.verify_github(
+            settings.github_webhook_secret.get_secret_value(),
+            body,
+            lowered.get(signatures.GITHUB_SIGNATURE_HEADER.lower()),
+        )
+    else:
+        if settings.gitlab_webhook_token is None:
+            raise HookDisabled("GitLab deliveries are off: set SHIPWAY_GITLAB_WEBHOOK_TOKEN")
+        signatures.verify_gitlab(
+            settings.gitlab_webhook_token.get_secret_value(),
+            lowered.get(signatures.GITLAB_TOKEN_HEADER.lower()),
+        )
+    if not settings.gitops_repository_url:
+        raise HookDisabled("pushes are not applied: set SHIPWAY_GITOPS_REPOSITORY_URL")
+    push = push_events.parse_git(provider, headers, body, settings.gitops_branch)
+    return _record(container, _git_row(push))
+
+
+def receive_mlflow(
+    container: Container, headers: Mapping[str, str], body: bytes, now: float | None = None
+) -> Receipt:
+    """An MLflow delivery; the event starts builds when the model's last applied spec
+    asks for it (``triggers.mlflow``), else it is recorded as ignored, with the reason."""
+    secret = container.settings.mlflow_webhook_secret
+    if secret is None:
+        raise HookDisabled("MLflow deliveries are off: set SHIPWAY_MLFLOW_WEBHOOK_SECRET")
+    lowered = {key.lower(): value for key, value in headers.items()}
+    signatures.verify_mlflow(
+        secret.get_secret_value(),
+        body,
+        lowered.get(signatures.MLFLOW_DELIVERY_HEADER.lower()),
+        lowered.get(signatures.MLFLOW_TIMESTAMP_HEADER.lower()),
+        lowered.get(signatures.MLFLOW_SIGNATURE_HEADER.lower()),
+        time.time() if now is None else now,
+    )
+    event = push_events.parse_mlflow(headers, body)
+    reason = event.ignored
+    if reason is None and event.model is not None:
+        events, aliases = _mlflow_triggers(container, event.model)
+        reason = push_events.trigger_reason(event, events, aliases)
+    return _record(container, _mlflow_row(event, reason))
+
+
+def process(container: Container, delivery_id: str, *, final: bool) -> str:
+    """The worker's part: apply a queued delivery and record the outcome; its status.
+
+    A delivery already finished is left alone (a re-delivered task does nothing). A
+    retriable error (git or MLflow unreachable, a version not yet in Shipway's store) is
+    raised for the task to retry, unless ``final``: then it is recorded as the failure,
+    as every permanent error is at once."""
+    with container.db.session() as session:
+        row = session.get(HookDelivery, delivery_id)
+        if row is None:
+            raise NotFound(f"delivery {delivery_id} does not exist")
+        if row.status != DeliveryStatus.QUEUED:
+            return row.status
+    try:
+        plan = _run(container, row)
+    except ShipwayError as exc:
+        if exc.retriable and not final:
+            log.warning("delivery %s: %s; retrying", delivery_id, exc)
+            raise
+        _finish(container, delivery_id, DeliveryStatus.FAILED, message=str(exc))
+        return DeliveryStatus.FAILED
+    except Exception as exc:  # recorded for the reader, then raised for the log
+        _finish(container, delivery_id, DeliveryStatus.FAILED, message=f"internal error: {exc}")
+        raise
+    _finish(container, delivery_id, DeliveryStatus.APPLIED, plan=plan)
+    return DeliveryStatus.APPLIED
+
+
+def list_deliveries(container: Container, limit: int = 100) -> list[HookDelivery]:
+    with container.db.session() as session:
+        query = select(HookDelivery).order_by(HookDelivery.received_at.desc()).limit(limit)
+        return list(session.scalars(query))
+
+
+def get(container: Container, delivery_id: str) -> HookDelivery:
+    with container.db.session() as session:
+        row = session.get(HookDelivery, delivery_id)
+        if row is None:
+            raise NotFound(f"delivery {delivery_id} does not exist")
+        return row
+
+
+def _run(container: Container, row: HookDelivery) -> dict[str, Any]:
+    from shipway.services import gitops
+
+    settings = container.settings
+    if row.provider == "mlflow":
+        assert row.model is not None and row.version is not None
+        _known_version(container, row.model, row.version)
+        plan = gitops.builds_for_version(container, row.model, row.version, actor=MLFLOW_ACTOR)
+        return plan.to_dict()
+    from shipway.gitops.git_source import GitRepository
+
+    if not settings.gitops_repository_url:  # unset since the delivery was accepted
+        raise NotFound("SHIPWAY_GITOPS_REPOSITORY_URL is not set on the worker")
+    assert row.commit is not None
+    repository = GitRepository(
+        settings.gitops_repository_url, settings.gitops_cache_dir, settings.gitops_git_timeout
+    )
+    source = repository.spec_source(row.commit, settings.gitops_spec_path)
+    plan = gitops.apply(container, source, dry_run=False, actor=f"git:{row.provider}")
+    return plan.to_dict()
+
+
+def _known_version(container: Container, model: str, version: int) -> None:
+    """MLflow announces a version as it creates it, before Shipway's registration has
+    stored it: not there yet is worth a retry."""
+    with container.db.session() as session:
+        found = session.scalar(
+            select(ModelVersion.id).where(
+                ModelVersion.name == model, ModelVersion.version == version
+            )
+        )
+    if found is None:
+        raise Unavailable(
+            f"model {model!r} version {version} is not registered in Shipway (yet); "
+            "versions registered in MLflow directly cannot be built"
+        )
+
+
+def _mlflow_triggers(
+    container: Container, model: str
+) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+    """``triggers.mlflow``'s events and aliases in the model's last applied spec (events
+    None where there is no spec or no MLflow trigger)."""
+    from shipway.services import gitops
+
+    spec = gitops.last_applied(container, model)
+    mlflow = spec.triggers.mlflow if spec is not None and spec.triggers is not None else None
+    if mlflow is None:
+        return None, ()
+    return tuple(mlflow.events), tuple(mlflow.aliases)
+
+
+def _git_row(push: PushEvent) -> HookDelivery:
+    return HookDelivery(
+        key=f"{push.provider}:{push.delivery_id}",
+        provider=push.provider,
+        delivery_id=push.delivery_id,
+        event=push.event,
+        ref=push.ref,
+        commit=push.commit,
+        repository=push.repository,
+        status=DeliveryStatus.IGNORED if push.ignored else DeliveryStatus.QUEUED,
+        message=push.ignored,
+        finished_at=utcnow() if push.ignored else None,
+    )
+
+
+def _mlflow_row(event: RegistryEvent, reason: str | None) -> HookDelivery:
+    return HookDelivery(
+        key=f"mlflow:{event.delivery_id}",
+        provider="mlflow",
+        delivery_id=event.delivery_id,
+        event=event.event,
+        model=event.model,
+        version=event.version,
+        alias=event.alias,
+        status=DeliveryStatus.IGNORED if reason else DeliveryStatus.QUEUED,
+        message=reason,
+        finished_at=utcnow() if reason else None,
+    )
+
+
+def _record(container: Container, row: HookDelivery) -> Receipt:
+    """Insert the delivery; a replay (the unique key taken, even by a concurrent insert)
+    returns the first one's row. A queued delivery is handed to a worker after the
+    commit; if the queue cannot take it, the row goes again (so the sender's retry is
+    not mistaken for a replay) and ``Unavailable`` says so."""
+    try:
+        with container.db.session() as session:
+            session.add(row)
+    except IntegrityError:
+        with container.db.session() as session:
+            first = session.scalar(select(HookDelivery).where(HookDelivery.key == row.key))
+        if first is None:  # the other insert rolled back meanwhile: not a replay
+            raise Unavailable("a concurrent copy of this delivery failed; send it again") from None
+        return Receipt(first, duplicate=True)
+    if row.status == DeliveryStatus.QUEUED:
+        try:
+            container.celery.send_task(HOOK_TASK, args=[row.id])
+        except Exception as exc:
+            with container.db.session() as session:
+                session.delete(session.get(HookDelivery, row.id))
+            raise Unavailable(f"the task queue did not take the delivery: {exc}") from None
+    return Receipt(row, duplicate=False)
+
+
+def _finish(
+    container: Container,
+    delivery_id: str,
+    status: DeliveryStatus,
+    *,
+    message: str | None = None,
+    plan: dict[str, Any] | None = None,
+) -> None:
+    with container.db.session() as session:
+        row = session.get(HookDelivery, delivery_id)
+        if row is None:
+            return
+        row.status = status
+        row.message = message
+        row.plan = plan
+        row.finished_at = utcnow()
