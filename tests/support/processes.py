@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from pydantic import SecretStr
 
 from shipway.runtime.processes import ProcessId, spawn
 from shipway.settings import Settings
@@ -122,6 +123,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for name, value in settings.model_dump(exclude_unset=True).items():
         if value is None:
             continue
+        if isinstance(value, SecretStr):  # str() of one is its mask
+            value = value.get_secret_value()
         if isinstance(value, dict):
             value = ",".join(f"{k}={getattr(v, 'value', v)}" for k, v in value.items())
         env[f"SHIPWAY_{name.upper()}"] = str(getattr(value, "value", value))

@@ -87,6 +87,11 @@ capabilities:
 - name: SHIPWAY_WEBHOOK_SECRET
   valueFrom:
     secretKeyRef: {name: {{ include "shipway.secretName" . }}, key: webhook-secret, optional: true}
+{{- range $key, $variable := dict "github-webhook-secret" "SHIPWAY_GITHUB_WEBHOOK_SECRET" "gitlab-webhook-token" "SHIPWAY_GITLAB_WEBHOOK_TOKEN" "mlflow-webhook-secret" "SHIPWAY_MLFLOW_WEBHOOK_SECRET" "gitops-repository-url" "SHIPWAY_GITOPS_REPOSITORY_URL" }}
+- name: {{ $variable }}
+  valueFrom:
+    secretKeyRef: {name: {{ include "shipway.secretName" $ }}, key: {{ $key }}, optional: true}
+{{- end }}
 - name: MLFLOW_TRACKING_USERNAME
   valueFrom:
     secretKeyRef: {name: {{ include "shipway.secretName" . }}, key: mlflow-username, optional: true}

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +31,10 @@ from mlflow.webhooks.delivery import _generate_hmac_signature
 from sqlalchemy import select
 
 from shipway.container import Container
-from shipway.runtime.processes import spawn
 from shipway.settings import Settings
 from shipway.store.models import Build, ModelVersion
 from tests.support import graphs
-from tests.support.processes import settings_env, shipway_cmd
+from tests.support.processes import shipway_process
 from tests.support.services import free_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -117,30 +115,6 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
         proc.wait(20)
 
 
-@contextmanager
-def role(settings: Settings, name: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``shipway serve <name>`` with the settings, the webhook secret in clear (the
-    test support's ``settings_env`` writes a SecretStr as its mask)."""
-    env = settings_env(settings)
-    env["SHIPWAY_MLFLOW_WEBHOOK_SECRET"] = SECRET
-    with log.open("ab") as out:
-        proc = spawn(
-            shipway_cmd("serve", name, "--no-migrate"),
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 @pytest.fixture
 def plane(
     tmp_path: Path, postgres_url: str, redis_url: str, mlflow_server: str
@@ -162,8 +136,12 @@ def plane(
     api = settings.resolved_api_url
     try:
         with (
-            role(settings, "api", tmp_path / "api.log") as proc,
-            role(settings, "worker", tmp_path / "worker.log"),
+            shipway_process(
+                settings, "serve", "api", "--no-migrate", log=tmp_path / "api.log"
+            ) as proc,
+            shipway_process(
+                settings, "serve", "worker", "--no-migrate", log=tmp_path / "worker.log"
+            ),
         ):
 
             def healthy() -> bool:

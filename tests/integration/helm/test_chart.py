@@ -206,11 +206,79 @@ def test_rbac_is_the_shipped_roles_one_account_per_role(
     }
     assert len(accounts) == len(SERVERS)
     service_accounts = by_kind(objects, "ServiceAccount")
-    assert service_accounts["rel-shipway-worker"]["automountServiceAccountToken"] is False
+    # a token for the workers only where they apply GitOps specs (values-external)
+    gitops = value_set[0] == "external"
+    assert service_accounts["rel-shipway-worker"]["automountServiceAccountToken"] is gitops
+    assert ("rel-shipway-worker" in roles) is gitops
     bindings = {**by_kind(objects, "RoleBinding"), **by_kind(objects, "ClusterRoleBinding")}
     for binding in bindings.values():
         assert binding["roleRef"]["name"] == binding["metadata"]["name"]
         assert [s["name"] for s in binding["subjects"]] == [binding["metadata"]["name"]]
+
+
+def test_gitops_gives_the_workers_their_role_and_settings(helm: Helm) -> None:
+    """Off by default (the workers have no Kubernetes identity); on, the workers that apply
+    pushed specs get a token and a Role limited to writing ModelDeployments, and every
+    process reads the hooks' secrets and the repository URL from the Secret."""
+    off = helm.template()
+    assert "rel-shipway-worker" not in by_kind(off, "Role")
+    assert "rel-shipway-worker" not in by_kind(off, "RoleBinding")
+    worker = by_kind(off, "Deployment")["rel-shipway-worker"]["spec"]["template"]["spec"]
+    assert worker["automountServiceAccountToken"] is False
+
+    objects = helm.template(
+        None,
+        "--set",
+        "gitops.enabled=true",
+        "--set",
+        "gitops.repositoryUrl=https://git.example.com/models.git",
+        "--set",
+        "gitops.branch=release/v1",
+        "--set",
+        "secrets.githubWebhookSecret=a-github-secret",
+        "--set",
+        "secrets.mlflowWebhookSecret=an-mlflow-secret",
+    )
+    assert by_kind(objects, "Role")["rel-shipway-worker"]["rules"] == [
+        {
+            "apiGroups": ["shipway.io"],
+            "resources": ["modeldeployments"],
+            "verbs": ["get", "list", "create", "patch"],
+        },
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    ]
+    binding = by_kind(objects, "RoleBinding")["rel-shipway-worker"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "rel-shipway-worker", "namespace": "shipway"}
+    ]
+    assert by_kind(objects, "ServiceAccount")["rel-shipway-worker"]["automountServiceAccountToken"]
+    worker = by_kind(objects, "Deployment")["rel-shipway-worker"]["spec"]["template"]["spec"]
+    assert worker["automountServiceAccountToken"] is True
+    config = by_kind(objects, "ConfigMap")["rel-shipway"]["data"]
+    assert config["SHIPWAY_GITOPS_BRANCH"] == "release/v1"
+    assert config["SHIPWAY_GITOPS_SPEC_PATH"] == "shipway.yaml"
+    assert "SHIPWAY_GITOPS_REPOSITORY_URL" not in config  # it may carry a token
+    secret = by_kind(objects, "Secret")["rel-shipway"]["stringData"]
+    assert secret["gitops-repository-url"] == "https://git.example.com/models.git"
+    assert secret["github-webhook-secret"] == "a-github-secret"
+    assert secret["mlflow-webhook-secret"] == "an-mlflow-secret"
+    assert "gitlab-webhook-token" not in secret
+    for role in ("api", "worker"):
+        container = by_kind(objects, "Deployment")[f"rel-shipway-{role}"]["spec"]["template"][
+            "spec"
+        ]["containers"][0]
+        refs = {
+            e["name"]: e["valueFrom"]["secretKeyRef"]
+            for e in container["env"]
+            if "secretKeyRef" in e.get("valueFrom", {})
+        }
+        for variable, key in (
+            ("SHIPWAY_GITHUB_WEBHOOK_SECRET", "github-webhook-secret"),
+            ("SHIPWAY_GITLAB_WEBHOOK_TOKEN", "gitlab-webhook-token"),
+            ("SHIPWAY_MLFLOW_WEBHOOK_SECRET", "mlflow-webhook-secret"),
+            ("SHIPWAY_GITOPS_REPOSITORY_URL", "gitops-repository-url"),
+        ):
+            assert refs[variable] == {"name": "rel-shipway", "key": key, "optional": True}, role
 
 
 @pytest.mark.parametrize(
@@ -218,6 +286,9 @@ def test_rbac_is_the_shipped_roles_one_account_per_role(
     [
         ("api.replicas=two", "at '/api/replicas': got string, want integer"),
         ("api.replica=2", "at '/api': additional properties 'replica' not allowed"),
+        ("gitops.enabld=true", "at '/gitops': additional properties 'enabld' not allowed"),
+        ("gitops.branch=", "at '/gitops/branch': '' does not match pattern"),
+        ("gitops.repositoryUrl=not a url", "at '/gitops/repositoryUrl'"),
         (
             "secrets.apiTokens.a-token-of-twenty-chars=root",
             "value must be one of 'admin', 'deployer', 'viewer'",

@@ -90,7 +90,7 @@ def test_every_rendered_object_is_accepted(
 def release(
     helm: Helm, kube_cluster: TestCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    """The chart installed with values-minimal.yaml into a fresh namespace (its name);
+    """The chart installed with values-minimal.yaml and GitOps on into a fresh namespace (its name);
     uninstalled afterwards. On the fake node, pods are Running and Ready without
     containers, and the hook Job's pod Succeeds, so ``--wait`` returns."""
     namespace = unique_name("helm")
@@ -103,6 +103,9 @@ def release(
         "--create-namespace",
         "-f",
         str(VALUE_SETS["minimal"]),
+        # the workers' GitOps role, proven below with their own token
+        "--set",
+        "gitops.enabled=true",
         "--wait",
         "--timeout",
         "4m",
@@ -275,6 +278,33 @@ def test_the_api_account_manages_model_deployments_of_its_namespace_only(
         with pytest.raises(ApiException) as refused:
             custom.list_namespaced_custom_object(
                 "shipway.io", "v1alpha1", kube_namespace, "modeldeployments"
+            )
+        assert refused.value.status == 403
+        _refused_secrets(account, release)
+    finally:
+        account.close()
+
+
+def test_the_worker_account_applies_model_deployments_but_deletes_none(
+    kube_cluster: TestCluster, release: str, tmp_path: Path
+) -> None:
+    """With gitops.enabled the workers apply pushed specs: what ``shipway apply`` does on
+    Kubernetes (server-side apply of the ModelDeployment, read it back, list its pods)
+    under the worker's own token; deleting and Secrets stay refused."""
+    from shipway.kubernetes.model_deployments import ModelDeployments
+
+    account = _client(_account_api(kube_cluster, f"{RELEASE}-shipway-worker", release, tmp_path))
+    try:
+        store = ModelDeployments(account, release)
+        body = resource("from-git")
+        body["metadata"]["namespace"] = release
+        assert store.apply(body)["metadata"]["name"] == "from-git"
+        assert store.get("from-git")["spec"]["build"]["id"] == "b-1"
+        assert "from-git" in [item["metadata"]["name"] for item in store.list()]
+        assert store.pods("from-git") == {}
+        with pytest.raises(ApiException) as refused:
+            client.CustomObjectsApi(account).delete_namespaced_custom_object(
+                "shipway.io", "v1alpha1", release, "modeldeployments", "from-git"
             )
         assert refused.value.status == 403
         _refused_secrets(account, release)
