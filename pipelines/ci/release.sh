@@ -59,7 +59,7 @@ require_file() {
 read -r -a CLI <<<"${SHIPWAY_CLI:-shipway}"
 PYTHON=${SHIPWAY_PYTHON:-python3}
 
-shipway() { "${CLI[@]}" "$@"; }
+shipway() { command "${CLI[@]}" "$@"; } # the CLI, never this function again
 
 # field FIELD [FIELD...]: read the JSON object on stdin and print those keys, one a line
 field() {
