@@ -26,9 +26,15 @@
 #   SHIPWAY_BUILD_ARGS    more `shipway builds create` options, e.g. "--min-cosine 0.995"
 #   SHIPWAY_DEPLOY_ARGS   more `shipway deploy` options for the first release, e.g.
 #                         "--replicas 2 --max-replicas 6"
-#   SHIPWAY_ROLLOUT_STRATEGY  canary | experiment (default canary)
-#   SHIPWAY_ROLLOUT_ARGS  more `shipway rollouts start` options, e.g.
+#   SHIPWAY_RUNTIME       local | kubernetes: what the Shipway API runs with (default
+#                         local). On Kubernetes a later release deploys the new build
+#                         into the ModelDeployment, whose spec.rollout says how the
+#                         operator rolls it out, and follows that rollout to its end
+#   SHIPWAY_ROLLOUT_STRATEGY  canary | experiment (default canary; local only)
+#   SHIPWAY_ROLLOUT_ARGS  more `shipway rollouts start` options (local only), e.g.
 #                         "--steps 10,50,100 --interval 60 --max-error-rate 0.01"
+#   SHIPWAY_ROLLOUT_START_SECONDS  Kubernetes: how long the operator may take to record
+#                         the rollout (default 300)
 #   SHIPWAY_POLL_SECONDS  seconds between two looks at a build (default 5)
 #   SHIPWAY_CLI           the command that runs the CLI (default: shipway)
 #   SHIPWAY_PYTHON        a Python 3 to read the CLI's JSON (default: python3)
@@ -93,6 +99,18 @@ read -r -a rollout_args <<<"${SHIPWAY_ROLLOUT_ARGS:-}"
 recipe=${SHIPWAY_RECIPE:-fp32}
 target=${SHIPWAY_TARGET:-onnxruntime-cpu}
 poll=${SHIPWAY_POLL_SECONDS:-5}
+runtime=${SHIPWAY_RUNTIME:-local}
+case "$runtime" in
+  local) ;;
+  kubernetes)
+    # the rollout's settings are the ModelDeployment's spec.rollout there
+    [[ -z "${SHIPWAY_ROLLOUT_ARGS:-}" && -z "${SHIPWAY_ROLLOUT_STRATEGY:-}" ]] ||
+      die 2 "SHIPWAY_ROLLOUT_ARGS/SHIPWAY_ROLLOUT_STRATEGY: on Kubernetes a rollout takes the ModelDeployment's spec.rollout (kubectl edit md $SHIPWAY_DEPLOYMENT)"
+    ;;
+  *) die 2 "SHIPWAY_RUNTIME must be local or kubernetes (what the Shipway API runs with), got '$runtime'" ;;
+esac
+errors=$(mktemp)
+trap 'rm -f "$errors"' EXIT
 
 # 1. register
 register=(models register "$SHIPWAY_MODEL" --onnx "$SHIPWAY_ONNX" --sample "$SHIPWAY_SAMPLE")
@@ -145,7 +163,34 @@ if [[ -z "$serving" ]]; then
   exit 0
 fi
 say "rolling $SHIPWAY_DEPLOYMENT out from build $serving to $build_id"
-# --wait follows the rollout's timeline and exits 1 unless it succeeded (rolled back,
-# failed), which fails this job
-shipway rollouts start "$SHIPWAY_DEPLOYMENT" --build "$build_id" \
-  --strategy "${SHIPWAY_ROLLOUT_STRATEGY:-canary}" "${rollout_args[@]}" --wait
+if [[ "$runtime" == local ]]; then
+  # --wait follows the rollout's timeline and exits 1 unless it succeeded (rolled back,
+  # failed), which fails this job
+  shipway rollouts start "$SHIPWAY_DEPLOYMENT" --build "$build_id" \
+    --strategy "${SHIPWAY_ROLLOUT_STRATEGY:-canary}" "${rollout_args[@]}" --wait
+  exit 0
+fi
+
+# Kubernetes: the new build in the ModelDeployment is the rollout (the operator runs it
+# with the resource's spec.rollout); its record, status.rollout, is read until it ends.
+# Its id is the candidate's build id; until the operator has written it, it is not there.
+shipway deploy "$SHIPWAY_DEPLOYMENT" --build "$build_id" --no-wait >/dev/null
+deadline=$((SECONDS + ${SHIPWAY_ROLLOUT_START_SECONDS:-300}))
+seen=""
+while :; do
+  if record=$(shipway rollouts status "$SHIPWAY_DEPLOYMENT" "$build_id" --json 2>"$errors"); then
+    mapfile -t rollout < <(field phase weight running reason <<<"$record")
+    if [[ "${rollout[0]} ${rollout[1]}" != "$seen" ]]; then
+      say "rollout of $build_id: ${rollout[0]} at ${rollout[1]} %${rollout[3]:+ (${rollout[3]})}"
+      seen="${rollout[0]} ${rollout[1]}"
+    fi
+    if [[ "${rollout[2]}" == False ]]; then
+      [[ "${rollout[0]}" == succeeded ]] && exit 0
+      die 1 "the rollout of build $build_id ended ${rollout[0]}: ${rollout[3]}"
+    fi
+  elif ((SECONDS > deadline)); then
+    cat "$errors" >&2
+    die 1 "no rollout of build $build_id on $SHIPWAY_DEPLOYMENT after ${SHIPWAY_ROLLOUT_START_SECONDS:-300}s"
+  fi
+  sleep "$poll"
+done

@@ -11,22 +11,31 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from kopf.testing import KopfRunner
+from kubernetes import client
 
 from shipway.cli.client import ApiClient
+from shipway.container import Container
 from shipway.runtime.triton_distribution import TritonDistribution
 from shipway.settings import Settings
+from shipway.store.db import migrate
+from tests.integration.kubernetes.test_control_plane import kube_settings, operator
+from tests.kube.cluster import TestCluster
 from tests.support import graphs
 from tests.support.builds import WIDTH, doubler_onnx
 from tests.support.load import steady_load
+from tests.support.plane import Plane
 from tests.support.processes import shipway_up
 from tests.support.services import free_port
 
 pytestmark = pytest.mark.integration
+__all__ = ["operator"]  # the operator in this process (a fixture of the control plane's tests)
 
 RELEASE = Path(__file__).resolve().parents[3] / "pipelines" / "ci" / "release.sh"
 FAST_ROLLOUT = "--steps 50,100 --interval 1 --min-requests 10"
@@ -195,3 +204,82 @@ def test_an_unknown_recipe_fails_the_job_before_anything_is_built(
     assert done.returncode == 1, done.stderr
     assert "int9" in done.stderr
     assert _builds(shipway, "no-recipe") == []
+
+
+@pytest.fixture
+def kube_plane(
+    tmp_path: Path,
+    postgres_url: str,
+    kube_cluster: TestCluster,
+    kube_namespace: str,
+) -> Iterator[Plane]:
+    """An API and a build worker in Kubernetes mode (their own processes) writing
+    ModelDeployments into the test's namespace of the real test cluster."""
+    settings = kube_settings(
+        tmp_path / "home", postgres_url, kube_cluster.kubeconfig, kube_namespace
+    )
+    migrate(settings.resolved_database_url)
+    container = Container(settings, run_migrations=False)
+    container.registry.initialize()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    plane = Plane(settings, logs, container)
+    with ExitStack() as stack:
+        stack.callback(container.close)
+        stack.callback(plane.stop_all)
+        plane.start("api")
+        plane.start("worker")
+        yield plane
+
+
+def test_on_kubernetes_a_release_deploys_then_a_rolled_back_rollout_fails_the_job(
+    kube_plane: Plane, operator: KopfRunner, kube_api: client.ApiClient, tmp_path: Path
+) -> None:
+    """The operator runs without Prometheus here: a rollout finds no metrics and is
+    rolled back after spec.rollout's consecutiveErrorLimit, as the operator's README
+    says; the job must fail when it is."""
+    settings = kube_plane.settings
+    inputs = {
+        "SHIPWAY_MODEL": "doubler",
+        "SHIPWAY_DEPLOYMENT": "doubler",
+        "SHIPWAY_RUNTIME": "kubernetes",
+        **_doubler(tmp_path),
+    }
+    first = release(settings, **inputs)
+    assert first.returncode == 0, first.stdout + first.stderr
+    (v1,) = _builds(settings, "doubler")
+    custom = client.CustomObjectsApi(kube_api)
+    namespace = settings.kubernetes_namespace
+
+    def resource() -> dict[str, Any]:
+        return custom.get_namespaced_custom_object(
+            "shipway.io", "v1alpha1", namespace, "modeldeployments", "doubler"
+        )
+
+    assert resource()["spec"]["build"]["id"] == v1["id"]
+    assert resource()["status"]["phase"] == "Ready"
+    # how the operator rolls out is the resource's (kept in Git, or edited): fast here
+    custom.patch_namespaced_custom_object(
+        "shipway.io",
+        "v1alpha1",
+        namespace,
+        "modeldeployments",
+        "doubler",
+        {
+            "spec": {
+                "rollout": {
+                    "strategy": "canary",
+                    "canary": {"intervalSeconds": 1, "consecutiveErrorLimit": 2},
+                }
+            }
+        },
+    )
+
+    second = release(settings, **inputs, SHIPWAY_ROLLOUT_START_SECONDS="120")
+    assert second.returncode == 1, second.stdout + second.stderr
+    v2 = next(b for b in _builds(settings, "doubler") if b["version"] == 2)
+    assert f"the rollout of build {v2['id']} ended rolled-back" in second.stderr
+    status = resource()["status"]
+    assert status["rollout"]["phase"] == "RolledBack"
+    assert status["rollout"]["candidateBuildID"] == v2["id"]
+    assert status["stableBuild"]["id"] == v1["id"]  # the first release still serves

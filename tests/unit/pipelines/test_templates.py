@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,7 @@ def _release(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     base = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
     return subprocess.run(
         ["bash", str(RELEASE)],
-        env=base | env,
+        env=base | env,  # env's PATH, if any, wins
         capture_output=True,
         text=True,
         timeout=60,
@@ -156,3 +157,25 @@ def test_release_sh_with_a_spec_needs_only_the_api_and_the_spec(tmp_path: Path) 
     # SHIPWAY_CLI=echo prints the command the script runs: apply, waiting
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["apply", "-f", str(spec), "--wait"]
+
+
+def test_release_sh_refuses_an_unknown_runtime(tmp_path: Path) -> None:
+    done = _release(_full(tmp_path) | {"SHIPWAY_RUNTIME": "swarm"})
+    assert done.returncode == 2, done.stderr
+    assert "SHIPWAY_RUNTIME must be local or kubernetes" in done.stderr
+
+
+def test_release_sh_on_kubernetes_refuses_rollout_flags_it_would_ignore(tmp_path: Path) -> None:
+    env = _full(tmp_path) | {"SHIPWAY_RUNTIME": "kubernetes", "SHIPWAY_ROLLOUT_ARGS": "--steps 5"}
+    done = _release(env)
+    assert done.returncode == 2, done.stderr
+    assert "a rollout takes the ModelDeployment's spec.rollout" in done.stderr
+
+
+def test_release_sh_names_an_api_it_cannot_reach_with_the_clis_message(tmp_path: Path) -> None:
+    env = _full(tmp_path)
+    del env["SHIPWAY_CLI"]  # the real CLI, on this interpreter's PATH
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    done = _release(env)
+    assert done.returncode == 1, done.stderr
+    assert "cannot reach the Shipway API at http://127.0.0.1:9" in done.stderr
