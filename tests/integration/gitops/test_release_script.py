@@ -3,7 +3,10 @@
 with small models made here with onnx.helper: a first release registers, builds and
 deploys; a later one rolls out under live load and succeeds; a rollout that is rolled
 back, a build that fails its accuracy gate and a model the API refuses each fail the job
-with the CLI's message. Everything is checked through the API, not the script's output."""
+with the CLI's message. On Kubernetes (an API and a worker in Kubernetes mode, the
+operator in-process, the real test cluster): a first release deploys the
+ModelDeployment, and a rollout the operator rolls back fails the job. Everything is
+checked through the API or the resource, not only the script's output."""
 
 from __future__ import annotations
 
