@@ -99,6 +99,12 @@ read -r -a rollout_args <<<"${SHIPWAY_ROLLOUT_ARGS:-}"
 recipe=${SHIPWAY_RECIPE:-fp32}
 target=${SHIPWAY_TARGET:-onnxruntime-cpu}
 poll=${SHIPWAY_POLL_SECONDS:-5}
+start_seconds=${SHIPWAY_ROLLOUT_START_SECONDS:-300}
+# whole seconds only: these reach bash arithmetic, which would run a $(...) inside one
+[[ "$poll" =~ ^[0-9]{1,5}$ && "$poll" -gt 0 ]] ||
+  die 2 "SHIPWAY_POLL_SECONDS must be whole seconds (1-99999), got '$poll'"
+[[ "$start_seconds" =~ ^[0-9]{1,6}$ ]] ||
+  die 2 "SHIPWAY_ROLLOUT_START_SECONDS must be whole seconds, got '$start_seconds'"
 runtime=${SHIPWAY_RUNTIME:-local}
 case "$runtime" in
   local) ;;
@@ -134,7 +140,7 @@ while :; do
   mapfile -t build < <(field status stage progress <<<"$shown")
   status=${build[0]} stage=${build[1]} progress=${build[2]:-0}
   if [[ "$status $stage" != "$seen" ]]; then
-    say "build $build_id: $status, stage ${stage:-none} ($(awk "BEGIN { printf \"%d%%\", $progress * 100 }"))"
+    say "build $build_id: $status, stage ${stage:-none} ($(awk -v p="$progress" 'BEGIN { printf "%d%%", p * 100 }'))"
     seen="$status $stage"
   fi
   case "$status" in
@@ -175,7 +181,7 @@ fi
 # with the resource's spec.rollout); its record, status.rollout, is read until it ends.
 # Its id is the candidate's build id; until the operator has written it, it is not there.
 shipway deploy "$SHIPWAY_DEPLOYMENT" --build "$build_id" --no-wait >/dev/null
-deadline=$((SECONDS + ${SHIPWAY_ROLLOUT_START_SECONDS:-300}))
+deadline=$((SECONDS + start_seconds))
 seen=""
 while :; do
   if record=$(shipway rollouts status "$SHIPWAY_DEPLOYMENT" "$build_id" --json 2>"$errors"); then
@@ -190,7 +196,7 @@ while :; do
     fi
   elif ((SECONDS > deadline)); then
     cat "$errors" >&2
-    die 1 "no rollout of build $build_id on $SHIPWAY_DEPLOYMENT after ${SHIPWAY_ROLLOUT_START_SECONDS:-300}s"
+    die 1 "no rollout of build $build_id on $SHIPWAY_DEPLOYMENT after ${start_seconds}s"
   fi
   sleep "$poll"
 done

@@ -165,6 +165,24 @@ def test_release_sh_refuses_an_unknown_runtime(tmp_path: Path) -> None:
     assert "SHIPWAY_RUNTIME must be local or kubernetes" in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SHIPWAY_POLL_SECONDS", "0"),
+        ("SHIPWAY_POLL_SECONDS", "1.5"),
+        # bash arithmetic would run the command in a subscript: refused before any use
+        ("SHIPWAY_ROLLOUT_START_SECONDS", "a[$(touch {marker})]"),
+        ("SHIPWAY_POLL_SECONDS", "$(touch {marker})"),
+    ],
+)
+def test_release_sh_takes_only_whole_seconds(tmp_path: Path, name: str, value: str) -> None:
+    marker = tmp_path / "INJECTED"
+    done = _release(_full(tmp_path) | {name: value.format(marker=marker)})
+    assert done.returncode == 2, done.stderr
+    assert f"{name} must be whole seconds" in done.stderr
+    assert not marker.exists()
+
+
 def test_release_sh_on_kubernetes_refuses_rollout_flags_it_would_ignore(tmp_path: Path) -> None:
     env = _full(tmp_path) | {"SHIPWAY_RUNTIME": "kubernetes", "SHIPWAY_ROLLOUT_ARGS": "--steps 5"}
     done = _release(env)
