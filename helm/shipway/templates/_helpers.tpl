@@ -87,10 +87,16 @@ capabilities:
 - name: SHIPWAY_WEBHOOK_SECRET
   valueFrom:
     secretKeyRef: {name: {{ include "shipway.secretName" . }}, key: webhook-secret, optional: true}
+{{- /* The GitOps hooks only with gitops.enabled: they need workers that may write
+ModelDeployments; without it every delivery would fail, so the hooks stay off (404). */}}
+{{- if .Values.gitops.enabled }}
 {{- range $key, $variable := dict "github-webhook-secret" "SHIPWAY_GITHUB_WEBHOOK_SECRET" "gitlab-webhook-token" "SHIPWAY_GITLAB_WEBHOOK_TOKEN" "mlflow-webhook-secret" "SHIPWAY_MLFLOW_WEBHOOK_SECRET" "gitops-repository-url" "SHIPWAY_GITOPS_REPOSITORY_URL" }}
 - name: {{ $variable }}
   valueFrom:
     secretKeyRef: {name: {{ include "shipway.secretName" $ }}, key: {{ $key }}, optional: true}
+{{- end }}
+{{- else if or .Values.gitops.repositoryUrl .Values.secrets.githubWebhookSecret .Values.secrets.gitlabWebhookToken .Values.secrets.mlflowWebhookSecret }}
+{{- fail "gitops.repositoryUrl and the hooks' secrets (secrets.githubWebhookSecret, gitlabWebhookToken, mlflowWebhookSecret) need gitops.enabled=true: the workers that apply pushed specs need their Role" }}
 {{- end }}
 - name: MLFLOW_TRACKING_USERNAME
   valueFrom:

@@ -225,6 +225,10 @@ def test_gitops_gives_the_workers_their_role_and_settings(helm: Helm) -> None:
     assert "rel-shipway-worker" not in by_kind(off, "RoleBinding")
     worker = by_kind(off, "Deployment")["rel-shipway-worker"]["spec"]["template"]["spec"]
     assert worker["automountServiceAccountToken"] is False
+    for workload in workloads(off).values():  # the hooks stay off (404)
+        for container in workload["spec"]["template"]["spec"]["containers"]:
+            names = {e["name"] for e in container.get("env", [])}
+            assert not names & {"SHIPWAY_GITHUB_WEBHOOK_SECRET", "SHIPWAY_GITOPS_REPOSITORY_URL"}
 
     objects = helm.template(
         None,
@@ -282,6 +286,26 @@ def test_gitops_gives_the_workers_their_role_and_settings(helm: Helm) -> None:
 
 
 @pytest.mark.parametrize(
+    "setting",
+    [
+        "gitops.repositoryUrl=https://git.example.com/models.git",
+        "secrets.githubWebhookSecret=a-github-secret",
+        "secrets.gitlabWebhookToken=a-gitlab-token",
+        "secrets.mlflowWebhookSecret=an-mlflow-secret",
+    ],
+)
+def test_gitops_settings_without_gitops_enabled_fail_the_install(helm: Helm, setting: str) -> None:
+    """Without the workers' Role every delivery would fail in the worker: refused at
+    install, naming what to set, rather than hooks that answer 202 and then fail."""
+    done = helm.run("template", "rel", str(CHART), "--set", setting, check=False)
+    assert done.returncode != 0
+    assert "need gitops.enabled=true" in done.stderr, done.stderr
+    assert done.stdout == ""
+    objects = helm.template(None, "--set", setting, "--set", "gitops.enabled=true")
+    assert "rel-shipway-worker" in by_kind(objects, "Role")
+
+
+@pytest.mark.parametrize(
     ("setting", "message"),
     [
         ("api.replicas=two", "at '/api/replicas': got string, want integer"),
@@ -289,6 +313,8 @@ def test_gitops_gives_the_workers_their_role_and_settings(helm: Helm) -> None:
         ("gitops.enabld=true", "at '/gitops': additional properties 'enabld' not allowed"),
         ("gitops.branch=", "at '/gitops/branch': '' does not match pattern"),
         ("gitops.repositoryUrl=not a url", "at '/gitops/repositoryUrl'"),
+        # the chart mounts no SSH key: an ssh URL could never be fetched
+        ("gitops.repositoryUrl=git@github.com:acme/models.git", "at '/gitops/repositoryUrl'"),
         (
             "secrets.apiTokens.a-token-of-twenty-chars=root",
             "value must be one of 'admin', 'deployer', 'viewer'",
