@@ -560,3 +560,39 @@ def test_whatever_a_build_raises_it_ends_failed_with_the_reason(container: Conta
     done = builds.get(container, build_id)
     assert done.status == BuildStatus.FAILED and done.stage == "failed"
     assert done.error and done.error.startswith("unexpected error at stage 'start': TypeError")
+
+
+def test_builds_trim_by_the_registered_mask_unless_the_version_opts_out(
+    container: Container, tmp_path: Path
+) -> None:
+    """The tiny encoder's mask is ``input_mask``: the tag names it, the gate pools by it
+    and the packaged config trims by it; ``shipway.trim_padding=false`` packages it
+    untrimmed."""
+    onnx_bytes = graphs.tiny_encoder("input_mask")
+    rows = graphs.token_rows([3, 9, 14, 5, 11, 2, 16, 7] * 2, 16, seed=4)
+    sample = graphs.npz(input_ids=rows["input_ids"], input_mask=rows["attention_mask"])
+    configs = {}
+    for name, tags in (
+        ("encoder", {"shipway.mask_input": "input_mask"}),
+        (
+            "encoder-untrimmed",
+            {"shipway.mask_input": "input_mask", "shipway.trim_padding": "false"},
+        ),
+    ):
+        version = models.register(
+            container, models.Registration(name, onnx_bytes, sample, tags), actor="test"
+        )
+        row, _ = build(container, version, "int8-dynamic", min_cosine=0.9)
+        assert row.status == BuildStatus.SUCCEEDED, row.error
+        assert row.report["accuracy"]["rule"]["mask_input"] == "input_mask"
+        pooled = next(
+            o for o in row.report["accuracy"]["outputs"] if o["name"] == "last_hidden_state"
+        )
+        assert pooled["kind"] == "pooled-embedding"  # mean-pooled by input_mask
+        repo = repository(container, version, row, tmp_path / name)
+        assert row.triton_model_name
+        configs[name] = (repo / row.triton_model_name / "config.pbtxt").read_text()
+    assert '\\"mask\\": \\"input_mask\\"' in configs["encoder"]
+    assert "allow_ragged_batch" in configs["encoder"]
+    assert "shipway_trim" not in configs["encoder-untrimmed"]
+    assert "allow_ragged_batch" not in configs["encoder-untrimmed"]

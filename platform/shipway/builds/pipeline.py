@@ -23,11 +23,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shipway import audit
-from shipway.builds.accuracy import output_kinds
+from shipway.builds.accuracy import mask_input, output_kinds
 from shipway.builds.compile import BenchPlan, GateFailed, Inputs, compile_candidate
 from shipway.builds.isolation import TimeLimitExceeded
 from shipway.builds.packaging import package_repository, triton_model_name
 from shipway.builds.recipes import BuildOptions, Recipe, Target
+from shipway.builds.triton_config import ServingOptions, trims_padding
 from shipway.engines import tensorrt
 from shipway.errors import BuildFailed, ShipwayError
 from shipway.registry.mlflow_registry import (
@@ -153,7 +154,8 @@ class BuildPipeline:
                     race = recipe is not Recipe.FP32 and target is Target.ONNXRUNTIME_CPU
                     inputs = self._fetch(run_id, signature, stable if race else None, work)
                     kinds = output_kinds(tags, (o.name for o in signature.outputs))
-                    inputs = replace(inputs, output_kinds=kinds)
+                    mask = mask_input(tags, (i.name for i in signature.inputs))
+                    inputs = replace(inputs, output_kinds=kinds, mask_input=mask)
                     result = compile_candidate(
                         inputs, recipe, target, options, work, self._bench_plan(), stage
                     )
@@ -177,8 +179,13 @@ class BuildPipeline:
                         engine,
                         signature,
                         target,
+                        ServingOptions(
+                            trim_padding=trims_padding(tags, self.settings.serving_trim_padding),
+                            length_buckets=tuple(self.settings.serving_length_buckets),
+                        ),
                         onnx_backend=self.settings.triton_onnx_backend,
                         sample=inputs.sample,  # the warm-up request is its first row
+                        mask_input=mask,
                     )
                     stage("upload-artifacts", 0.9)
                     extras = work / "extras"

@@ -1,0 +1,398 @@
+"""Trimming padding and batching by length: the served model's arithmetic
+(``triton_models/padding.py``), which models trim (``triton_config.trim_plan``), the
+config that says so, and the registration tags that name the mask or opt out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from shipway.builds.accuracy import mask_input
+from shipway.builds.packaging import package_repository, probe_fixed_outputs
+from shipway.builds.recipes import Target
+from shipway.builds.triton_config import (
+    ServingOptions,
+    TrimPlan,
+    check_mask_tag,
+    render_config,
+    token_outputs,
+    trim_plan,
+    trims_padding,
+)
+from shipway.builds.triton_models import padding
+from shipway.errors import InvalidInput
+from shipway.registry.signature import Signature, TensorSpec, load_model, read_signature
+from shipway.settings import Settings
+from tests.support.graphs import tiny_encoder
+
+ENCODER = Signature(
+    inputs=(
+        TensorSpec("input_ids", "int64", ("batch", "seq")),
+        TensorSpec("attention_mask", "int64", ("batch", "seq")),
+        TensorSpec("token_type_ids", "int64", ("batch", "seq")),
+    ),
+    outputs=(
+        TensorSpec("last_hidden_state", "float32", ("batch", "seq", 384)),
+        TensorSpec("pooled", "float32", ("batch", 384)),
+        TensorSpec("logits", "float32", ("batch", 3)),
+    ),
+)
+
+
+def _with_output(output: TensorSpec) -> Signature:
+    """MiniLM's inputs with ``output`` for outputs."""
+    return Signature(ENCODER.inputs, (output, ENCODER.outputs[1]))
+
+
+# ---- the served model's arithmetic -------------------------------------------------
+
+
+def test_real_length_is_one_past_the_last_real_position_whatever_the_padding() -> None:
+    mask = np.array(
+        [
+            [1, 1, 1, 0, 0, 0],  # right padding
+            [0, 0, 1, 1, 1, 1],  # left padding: nothing can be cut
+            [1, 0, 1, 0, 0, 0],  # a hole inside: kept
+            [0, 0, 0, 0, 0, 0],  # no real position
+            [1, 1, 1, 1, 1, 1],
+        ]
+    )
+    assert padding.real_lengths(mask).tolist() == [3, 6, 3, 0, 6]
+    assert padding.real_lengths(mask.astype(np.float32) * 0.5).tolist() == [3, 6, 3, 0, 6]
+    assert padding.real_lengths(mask.astype(bool)).dtype == np.int64
+    assert padding.real_lengths(np.zeros((2, 0))).tolist() == [0, 0]  # no positions
+    assert padding.restore(np.ones((2, 1, 3)), np.zeros((2, 0))).shape == (2, 0, 3)
+
+
+@pytest.mark.parametrize(
+    ("length", "expected"),
+    [(0, 16), (1, 16), (16, 16), (17, 32), (32, 32), (33, 64), (128, 128), (129, 256), (300, 384)],
+)
+def test_bucket_is_the_smallest_that_holds_the_length(length: int, expected: int) -> None:
+    assert padding.bucket(length) == expected
+
+
+def test_buckets_are_configurable_and_checked() -> None:
+    assert padding.bucket(9, (8, 24)) == 24
+    assert padding.bucket(25, (8, 24)) == 48
+    assert padding.check_buckets([8, 24]) == (8, 24)
+    for bad in ([], [16, 16], [32, 16], [0, 16], [16.0], [True]):
+        with pytest.raises(ValueError, match="length buckets"):
+            padding.check_buckets(bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="ascending"):
+        ServingOptions(length_buckets=(64, 32))
+
+
+def test_requests_group_by_bucket_and_by_the_shapes_they_must_share() -> None:
+    sequence = ("ids", "mask")
+
+    def key(longest: int, seq: int, extra: tuple[int, ...] = (4,)) -> object:
+        inputs = {
+            "ids": np.zeros((1, seq), np.int64),
+            "mask": np.zeros((1, seq), np.int64),
+            "x": np.zeros((1, *extra), np.float32),
+        }
+        return padding.group_key(longest, inputs, sequence, padding.DEFAULT_BUCKETS)
+
+    # sent lengths do not matter (axis 1 is fitted), real lengths' buckets do
+    assert key(5, 128) == key(16, 20)
+    assert key(16, 20) != key(17, 20)
+    assert key(5, 8, (4,)) != key(5, 8, (5,))  # another input's shape differs: not stacked
+    keys = ["a", "b", "a", "c", "b"]
+    assert padding.group(keys) == [[0, 2], [1, 4], [3]]
+
+
+def test_fit_cuts_or_pads_the_sequence_axis_with_zeros() -> None:
+    value = np.arange(1, 13).reshape(2, 6)
+    assert padding.fit(value, 4).tolist() == [[1, 2, 3, 4], [7, 8, 9, 10]]
+    assert padding.fit(value, 8).tolist() == [[1, 2, 3, 4, 5, 6, 0, 0], [7, 8, 9, 10, 11, 12, 0, 0]]
+    assert padding.fit(value, 6).shape == (2, 6)
+    three = np.ones((1, 3, 2))
+    assert padding.fit(three, 5).shape == (1, 5, 2)
+    assert padding.fit(three, 5)[0, 3:].sum() == 0
+
+
+def test_split_rows_gives_each_request_its_rows() -> None:
+    stacked = np.arange(6)[:, None] * np.ones((1, 3))
+    parts = padding.split_rows(stacked, [1, 3, 2])
+    assert [p[:, 0].tolist() for p in parts] == [[0], [1, 2, 3], [4, 5]]
+
+
+def test_restore_answers_in_the_requests_shape_with_zeros_wherever_masked() -> None:
+    run = np.arange(1, 2 * 4 * 2 + 1, dtype=np.float32).reshape(2, 4, 2)  # run length 4
+    mask = np.array([[1, 1, 0, 0, 0, 0], [1, 0, 1, 1, 0, 0]])  # the request's length 6
+    out = padding.restore(run, mask)
+    assert out.shape == (2, 6, 2) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[0, :2], run[0, :2])
+    np.testing.assert_array_equal(out[1, [0, 2, 3]], run[1, [0, 2, 3]])
+    assert not out[mask == 0].any()  # past the mask and the hole inside it
+    # a run longer than the request (a batch-mate's padding): cut back to its length
+    assert padding.restore(np.ones((1, 8, 2)), np.ones((1, 3))).shape == (1, 3, 2)
+
+
+# ---- which models trim ---------------------------------------------------------------
+
+
+def test_token_outputs_are_those_whose_axis_1_is_the_masks_sequence_axis() -> None:
+    plan = trim_plan(ENCODER, "attention_mask", ServingOptions())
+    assert plan == TrimPlan(
+        "attention_mask",
+        ("input_ids", "attention_mask", "token_type_ids"),
+        ("last_hidden_state",),
+        (16, 32, 64, 128),
+    )
+    assert json.loads(plan.to_json())["token_outputs"] == ["last_hidden_state"]
+
+
+def test_an_output_with_a_fixed_axis_1_of_the_same_size_is_not_token_level() -> None:
+    signature = Signature(
+        ENCODER.inputs,
+        (TensorSpec("fixed", "float32", ("batch", 128, 8)), *ENCODER.outputs[1:]),
+    )
+    plan = trim_plan(signature, "attention_mask", ServingOptions())
+    assert plan is not None and plan.token_outputs == ()
+
+
+@pytest.mark.parametrize(
+    ("signature", "mask", "options", "backend"),
+    [
+        (ENCODER, None, ServingOptions(), "python"),  # no mask input
+        (ENCODER, "absent", ServingOptions(), "python"),  # named, not there
+        (ENCODER, "attention_mask", ServingOptions(trim_padding=False), "python"),
+        (ENCODER, "attention_mask", ServingOptions(max_batch_size=0), "python"),
+        (ENCODER, "attention_mask", ServingOptions(), "onnxruntime"),  # stacks itself
+        (  # a fixed sequence length: the graph takes no other
+            Signature(
+                (TensorSpec("ids", "int64", ("batch", 128)), TensorSpec("m", "int64", ("b", 128))),
+                (TensorSpec("y", "float32", ("batch", 128, 4)),),
+            ),
+            "m",
+            ServingOptions(),
+            "python",
+        ),
+        (  # the sequence axis also on axis 2: not a cut of axis 1
+            Signature(
+                (
+                    TensorSpec("ids", "int64", ("batch", "seq")),
+                    TensorSpec("m", "int64", ("batch", "seq")),
+                ),
+                (TensorSpec("attn", "float32", ("batch", "seq", "seq")),),
+            ),
+            "m",
+            ServingOptions(),
+            "python",
+        ),
+        (  # a mask of rank 3
+            Signature(
+                (TensorSpec("m", "int64", ("batch", "seq", "seq")),),
+                (TensorSpec("y", "float32", ("batch", 4)),),
+            ),
+            "m",
+            ServingOptions(),
+            "python",
+        ),
+        (  # torch list-form dynamic_axes: one symbolic name per tensor
+            Signature(
+                (
+                    TensorSpec("input_ids", "int64", ("batch", "seq_ids")),
+                    TensorSpec("attention_mask", "int64", ("batch", "seq_mask")),
+                ),
+                (TensorSpec("pooled", "float32", ("batch", 8)),),
+            ),
+            "attention_mask",
+            ServingOptions(),
+            "python",
+        ),
+        (  # an output whose axis 1 is unknown: it may follow the mask or not
+            _with_output(TensorSpec("last_hidden_state", "float32", ("batch", None, 8))),
+            "attention_mask",
+            ServingOptions(),
+            "python",
+        ),
+        (  # an output whose axis 1 has another symbolic name
+            _with_output(TensorSpec("last_hidden_state", "float32", ("batch", "seq_out", 8))),
+            "attention_mask",
+            ServingOptions(),
+            "python",
+        ),
+        (  # a float mask (additive: 0 where real) would be read inverted
+            Signature(
+                (
+                    TensorSpec("input_ids", "int64", ("batch", "seq")),
+                    TensorSpec("attention_mask", "float32", ("batch", "seq")),
+                ),
+                (TensorSpec("pooled", "float32", ("batch", 8)),),
+            ),
+            "attention_mask",
+            ServingOptions(),
+            "python",
+        ),
+        (  # a string token output: no zero to answer masked positions with
+            _with_output(TensorSpec("tokens", "object", ("batch", "seq"))),
+            "attention_mask",
+            ServingOptions(),
+            "python",
+        ),
+    ],
+)
+def test_models_that_are_left_untouched(
+    signature: Signature, mask: str | None, options: ServingOptions, backend: str
+) -> None:
+    assert trim_plan(signature, mask, options, backend) is None
+
+
+def test_the_config_carries_the_plan_and_ragged_sequence_inputs() -> None:
+    plan = trim_plan(ENCODER, "attention_mask", ServingOptions(length_buckets=(8, 24)))
+    text = render_config("m", ENCODER, "python", ServingOptions(), trim=plan)
+    assert (
+        '{ name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] allow_ragged_batch: true }' in text
+    )
+    line = next(x for x in text.splitlines() if x.startswith("parameters"))
+    assert line.startswith('parameters { key: "shipway_trim" value: { string_value: ')
+    encoded = line.removeprefix('parameters { key: "shipway_trim" value: { string_value: ')
+    data = json.loads(json.loads(encoded.removesuffix(" } }")))
+    assert data == {
+        "mask": "attention_mask",
+        "sequence_inputs": ["input_ids", "attention_mask", "token_type_ids"],
+        "token_outputs": ["last_hidden_state"],
+        "buckets": [8, 24],
+    }
+    untrimmed = render_config("m", ENCODER, "python", ServingOptions())
+    assert "ragged" not in untrimmed and "shipway_trim" not in untrimmed
+
+
+def test_packaging_trims_by_the_named_mask_and_copies_the_arithmetic(tmp_path: Path) -> None:
+    onnx_bytes = tiny_encoder("input_mask")
+    (tmp_path / "m.onnx").write_bytes(onnx_bytes)
+    signature = read_signature(load_model(onnx_bytes))
+    for name, mask, trimmed in (
+        ("named", "input_mask", True),
+        ("default", "attention_mask", False),
+    ):
+        folder = package_repository(
+            tmp_path / "repo", name, tmp_path / "m.onnx", signature, Target.ONNXRUNTIME_CPU,
+            mask_input=mask,
+        )  # fmt: skip
+        assert ("shipway_trim" in (folder / "config.pbtxt").read_text()) is trimmed
+        copied = folder / "1" / "shipway_padding.py"
+        if trimmed:
+            assert copied.read_bytes() == Path(padding.__file__).read_bytes()
+        else:  # any other model is packaged as before
+            assert sorted(p.name for p in (folder / "1").iterdir()) == ["model.onnx", "model.py"]
+
+
+# ---- registration tags ---------------------------------------------------------------
+
+
+def test_the_mask_input_tag() -> None:
+    inputs = ["input_ids", "input_mask"]
+    assert mask_input({}, inputs) == "attention_mask"  # untagged: the usual name
+    assert mask_input({"shipway.mask_input": "input_mask"}, inputs) == "input_mask"
+    assert mask_input({"shipway.mask_input": "none"}, inputs) is None
+    with pytest.raises(InvalidInput, match=r"names no input of the model \('mask'\); inputs"):
+        mask_input({"shipway.mask_input": "mask"}, inputs)
+
+
+def test_the_trim_padding_tag() -> None:
+    assert trims_padding({}) is True
+    assert trims_padding({"shipway.trim_padding": "True"}) is True
+    assert trims_padding({"shipway.trim_padding": "false"}) is False
+    # SHIPWAY_SERVING_TRIM_PADDING=false is a kill switch: no tag turns trimming on
+    assert trims_padding({}, enabled=False) is False
+    assert trims_padding({"shipway.trim_padding": "true"}, enabled=False) is False
+    with pytest.raises(InvalidInput, match="must be true or false, got 'yes'"):
+        trims_padding({"shipway.trim_padding": "yes"}, enabled=False)
+    with pytest.raises(InvalidInput, match="must be true or false, got 'no'"):
+        trims_padding({"shipway.trim_padding": "no"})
+
+
+def test_a_bool_mask_and_fixed_sizes_on_axis_1_still_trim() -> None:
+    signature = Signature(
+        (
+            TensorSpec("input_ids", "int64", ("batch", "seq")),
+            TensorSpec("attention_mask", "bool", ("batch", "seq")),
+            TensorSpec("features", "float32", ("batch", 4)),
+        ),
+        (TensorSpec("hidden", "float32", ("batch", "seq", 8)), ENCODER.outputs[1]),
+    )
+    plan = trim_plan(signature, "attention_mask", ServingOptions())
+    assert plan is not None
+    assert plan.sequence_inputs == ("input_ids", "attention_mask")
+    assert plan.token_outputs == ("hidden",)
+
+
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [
+        (TensorSpec("m", "float32", ("batch", "seq")), "has dtype float32"),
+        (TensorSpec("m", "int64", ("batch", "seq", "seq")), r"has shape \['batch', 'seq', 'seq'\]"),
+    ],
+)
+def test_registration_refuses_a_mask_tag_naming_no_integer_batch_by_seq_input(
+    spec: TensorSpec, problem: str
+) -> None:
+    signature = Signature((TensorSpec("ids", "int64", ("batch", "seq")), spec), ENCODER.outputs)
+    with pytest.raises(InvalidInput, match=f"input 'm', which {problem}; a mask input must be"):
+        check_mask_tag(signature, {"shipway.mask_input": "m"})
+    check_mask_tag(signature, {})  # untagged: the default name is not checked
+    check_mask_tag(signature, {"shipway.mask_input": "ids"})  # int64 [batch, seq]: fine
+
+
+def test_outputs_the_signature_leaves_free_are_probed_on_the_sample(tmp_path: Path) -> None:
+    """A free axis 1 that keeps its size at two lengths is fixed (MiniLM's pooled
+    ``Concat461_dim_1``); one that follows the length is not, and the model stays
+    untouched: its answers could not be re-padded."""
+    (tmp_path / "m.onnx").write_bytes(tiny_encoder())
+    read = read_signature(load_model(tiny_encoder()))
+    hidden, pooled = read.outputs
+    signature = Signature(
+        read.inputs,
+        (
+            TensorSpec(hidden.name, hidden.dtype, ("batch", "seq_out", 8)),
+            TensorSpec(pooled.name, pooled.dtype, ("batch", None)),
+        ),
+    )
+    sample = padding_sample()
+    fixed = probe_fixed_outputs(tmp_path / "m.onnx", signature, "attention_mask", sample)
+    assert fixed == {"pooled": 8}  # last_hidden_state follows the length
+    assert trim_plan(signature, "attention_mask", ServingOptions(), "python", fixed) is None
+    named = Signature(read.inputs, (hidden, signature.outputs[1]))
+    assert trim_plan(named, "attention_mask", ServingOptions()) is None  # not probed
+    fixed = probe_fixed_outputs(tmp_path / "m.onnx", named, "attention_mask", sample)
+    plan = trim_plan(named, "attention_mask", ServingOptions(), "python", fixed)
+    assert plan is not None and plan.token_outputs == ("last_hidden_state",)
+    folder = package_repository(
+        tmp_path / "repo", "m", tmp_path / "m.onnx", named, Target.ONNXRUNTIME_CPU,
+        sample=sample,
+    )  # fmt: skip
+    assert "shipway_trim" in (folder / "config.pbtxt").read_text()
+    # no sample: nothing to probe with, nothing trusted
+    assert probe_fixed_outputs(tmp_path / "m.onnx", named, "attention_mask", None) == {}
+
+
+def padding_sample() -> dict[str, np.ndarray]:
+    ids = np.array([[5, 6, 7, 0], [8, 9, 0, 0]], dtype=np.int64)
+    return {"input_ids": ids, "attention_mask": (ids != 0).astype(np.int64)}
+
+
+def test_the_shadow_token_outputs_are_those_on_the_masks_seq() -> None:
+    assert token_outputs(ENCODER, "attention_mask") == ("last_hidden_state",)
+    assert token_outputs(ENCODER, None) == ()
+    per_tensor = Signature(
+        (TensorSpec("ids", "int64", ("batch", "s1")), TensorSpec("m", "int64", ("batch", "s2"))),
+        (
+            TensorSpec("h", "float32", ("batch", "s1", 4)),
+            TensorSpec("g", "float32", ("batch", "s2")),
+        ),
+    )
+    assert token_outputs(per_tensor, "m") == ("g",)
+
+
+def test_the_bucket_setting_is_checked_as_the_served_model_checks_it() -> None:
+    with pytest.raises(ValidationError, match="SHIPWAY_SERVING_LENGTH_BUCKETS: length buckets"):
+        Settings(serving_length_buckets=[32, 16])
+    assert Settings(serving_length_buckets=[8, 24]).serving_length_buckets == [8, 24]
