@@ -10,25 +10,35 @@
 
 The warm-up request comes from the registered reference sample (see
 ``triton_config``): real shapes and values the model is known to run on, since
-registration ran it on them.
+registration ran it on them. Whether the served model trims padding is decided here,
+per build (``trim_decision``): the signature must allow it (``triton_config.trim_plan``)
+and the built engine must answer the reference sample trimmed as it answers it padded
+(``trim_check``); the decision and its reason go into the config (``shipway_trim_decision``)
+and the build report (``serving``).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
+from shipway.builds import trim_check
 from shipway.builds.accuracy import MASK
 from shipway.builds.recipes import Target
 from shipway.builds.triton_config import (
     BACKENDS,
     WARMUP_DIR,
     ServingOptions,
+    TrimPlan,
     batches,
     free_outputs,
     render_config,
@@ -106,6 +116,136 @@ def probe_fixed_outputs(
     return {n: a for n, a, b in zip(names, *sizes, strict=True) if a == b and a >= 0}
 
 
+# Operators that quantize activations with a scale computed at run time over the whole
+# tensor: padding positions count, so trimming moves every row's answer.
+_RUNTIME_SCALES = frozenset({"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "QAttention"})
+
+
+@dataclass(frozen=True)
+class TrimDecision:
+    """Whether a build's served model trims padding, and why (said in the build report's
+    ``serving`` and in the config's ``shipway_trim_decision``). ``plan`` is set exactly
+    when it trims; ``check`` is what ``trim_check`` found, when it ran."""
+
+    reason: str
+    plan: TrimPlan | None = None
+    check: trim_check.TrimCheck | None = None
+
+    @property
+    def trim(self) -> bool:
+        return self.plan is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"trim_padding": self.trim, "reason": self.reason}
+        if self.check is not None:
+            out["check"] = self.check.to_dict()
+        return out
+
+    def config_text(self) -> str:
+        """The short JSON the config carries (no numbers of the check)."""
+        return json.dumps({"trim_padding": self.trim, "reason": self.reason})
+
+
+def _runtime_scales(engine_path: Path) -> bool:
+    try:
+        graph = onnx.load(str(engine_path), load_external_data=False).graph
+    except Exception:
+        return False
+    return any(node.op_type in _RUNTIME_SCALES for node in graph.node)
+
+
+def trim_decision(
+    engine_path: Path,
+    signature: Signature,
+    backend: str,
+    options: ServingOptions,
+    sample: Mapping[str, np.ndarray] | None,
+    mask_input: str | None,
+    off_reason: str | None = None,
+) -> TrimDecision:
+    """Decide whether the served model trims padding (the module docstring).
+
+    In order: the options must ask (``off_reason`` says why they do not: the kill
+    switch, a tag), the backend must be ``python``, the model must batch, have a mask
+    input and a signature trimming can cut (``trim_plan``, outputs the signature leaves
+    free probed by ``probe_fixed_outputs``), a reference sample must exist, and the engine
+    must answer that sample trimmed as padded (``trim_check.check``, ONNX Runtime on
+    CPU). Any other outcome packages the model untrimmed, with the reason.
+    """
+    if not options.trim_padding:
+        return TrimDecision(off_reason or "trimming is switched off for this build")
+    if backend != "python":
+        return TrimDecision(
+            f"the {backend!r} backend stacks requests itself: only the Python backend trims"
+        )
+    if not batches(signature, options):
+        return TrimDecision("the model is served without batching: nothing is stacked to trim")
+    mask = next((s for s in signature.inputs if s.name == mask_input), None)
+    if mask is None:
+        return TrimDecision(
+            "no mask input"
+            + (f" (the model has no input {mask_input!r})" if mask_input else " (tagged none)")
+        )
+    fixed = probe_fixed_outputs(engine_path, signature, mask_input, sample)
+    plan = trim_plan(signature, mask_input, options, backend, fixed)
+    if plan is None:
+        return TrimDecision(
+            f"the signature does not make trimming a plain cut of axis 1 by {mask_input!r} "
+            "(a float mask, another symbolic or an unknown size on axis 1, strings on the "
+            "sequence axis)"
+        )
+    if sample is None:
+        return TrimDecision("no reference sample to check that trimming keeps the answers")
+    try:
+        session = ort.InferenceSession(str(engine_path), _single_thread(), ["CPUExecutionProvider"])
+    except Exception as exc:
+        return TrimDecision(f"ONNX Runtime cannot load the engine to check trimming: {exc}")
+    names = [o.name for o in session.get_outputs()]
+
+    def run(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(names, session.run(names, dict(feeds)), strict=True))
+
+    found = trim_check.check(
+        run,
+        {s.name: np.asarray(sample[s.name]) for s in signature.inputs},
+        plan.mask,
+        plan.sequence_inputs,
+        plan.token_outputs,
+        options.max_batch_size,
+        plan.buckets,
+    )
+    tolerance = f"rtol {trim_check.RTOL:g}, atol {trim_check.ATOL:g}"
+    if found.agrees:
+        largest = max(found.max_abs_diff.values(), default=0.0)
+        return TrimDecision(
+            f"the engine answers the {found.rows} reference rows trimmed as padded "
+            f"({found.runs} runs; largest difference {largest:.1e}, within {tolerance})",
+            plan,
+            found,
+        )
+    if found.problem is not None:
+        return TrimDecision(f"trimming could not be checked: {found.problem}", None, found)
+    changed = ", ".join(
+        f"{name!r}"
+        + (f" by up to {found.max_abs_diff[name]:.1e}" if name in found.max_abs_diff else "")
+        for name in found.differs
+    )
+    reason = f"trimming changes {changed} on the reference sample (beyond {tolerance})"
+    if _runtime_scales(engine_path):
+        reason += (
+            ": the engine quantizes activations at run time (DynamicQuantizeLinear), with "
+            "scales over the whole tensor, padding positions included"
+        )
+    return TrimDecision(reason, None, found)
+
+
+def _single_thread() -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    return options
+
+
 def package_repository(
     repo: Path,
     model_name: str,
@@ -116,13 +256,14 @@ def package_repository(
     onnx_backend: str = "python",
     sample: Mapping[str, np.ndarray] | None = None,
     mask_input: str | None = MASK,
+    decision: TrimDecision | None = None,
 ) -> Path:
     """Write the repository for one model under ``repo``; returns the model folder.
 
-    ``sample`` is the version's reference sample; without it there is no warm-up.
-    ``mask_input`` names the attention mask the served model trims padding by
-    (``triton_config.trim_plan``; ``None``: no mask, nothing trimmed); outputs whose
-    axis 1 the signature leaves free are probed on the sample (``probe_fixed_outputs``).
+    ``sample`` is the version's reference sample; without it there is no warm-up and
+    no trimming. ``mask_input`` names the attention mask the served model trims padding
+    by (``None``: no mask, nothing trimmed). ``decision`` is ``trim_decision``'s for
+    these same arguments, when the caller made it (to report it); else it is made here.
     """
     backend = backend_for(target, onnx_backend)
     options = options or ServingOptions()
@@ -137,12 +278,19 @@ def package_repository(
             (folder / WARMUP_DIR / warmup_file(i, spec.name)).write_bytes(
                 warmup_bytes(warmup[spec.name])
             )
-    trim = None
-    if options.trim_padding and backend == "python" and batches(signature, options):
-        fixed = probe_fixed_outputs(engine_path, signature, mask_input, sample)
-        trim = trim_plan(signature, mask_input, options, backend, fixed)
+    if decision is None:
+        decision = trim_decision(engine_path, signature, backend, options, sample, mask_input)
+    trim = decision.plan
     (folder / "config.pbtxt").write_text(
-        render_config(model_name, signature, backend, options, warmup, trim)
+        render_config(
+            model_name,
+            signature,
+            backend,
+            options,
+            warmup,
+            trim,
+            decision.config_text() if backend == "python" else None,
+        )
     )
     shutil.copyfile(engine_path, version_dir / BACKENDS[backend][1])
     if backend == "python":

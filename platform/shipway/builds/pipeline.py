@@ -26,9 +26,14 @@ from shipway import audit
 from shipway.builds.accuracy import mask_input, output_kinds
 from shipway.builds.compile import BenchPlan, GateFailed, Inputs, compile_candidate
 from shipway.builds.isolation import TimeLimitExceeded
-from shipway.builds.packaging import package_repository, triton_model_name
+from shipway.builds.packaging import (
+    backend_for,
+    package_repository,
+    trim_decision,
+    triton_model_name,
+)
 from shipway.builds.recipes import BuildOptions, Recipe, Target
-from shipway.builds.triton_config import ServingOptions, trims_padding
+from shipway.builds.triton_config import ServingOptions, trim_off_reason, trims_padding
 from shipway.engines import tensorrt
 from shipway.errors import BuildFailed, ShipwayError
 from shipway.registry.mlflow_registry import (
@@ -173,19 +178,35 @@ class BuildPipeline:
                         )
                     stage("package-triton", 0.85)
                     repo = work / "repo"
+                    enabled = self.settings.serving_trim_padding
+                    serving = ServingOptions(
+                        trim_padding=trims_padding(tags, enabled),
+                        length_buckets=tuple(self.settings.serving_length_buckets),
+                    )
+                    backend = backend_for(target, self.settings.triton_onnx_backend)
+                    # Trimmed only where the engine answers its reference sample trimmed
+                    # as padded, the way the gate judged it (``trim_check``).
+                    decision = trim_decision(
+                        engine,
+                        signature,
+                        backend,
+                        serving,
+                        inputs.sample,
+                        mask,
+                        trim_off_reason(tags, enabled),
+                    )
+                    report["serving"] = decision.to_dict()
                     package_repository(
                         repo,
                         triton_name,
                         engine,
                         signature,
                         target,
-                        ServingOptions(
-                            trim_padding=trims_padding(tags, self.settings.serving_trim_padding),
-                            length_buckets=tuple(self.settings.serving_length_buckets),
-                        ),
+                        serving,
                         onnx_backend=self.settings.triton_onnx_backend,
                         sample=inputs.sample,  # the warm-up request is its first row
                         mask_input=mask,
+                        decision=decision,
                     )
                     stage("upload-artifacts", 0.9)
                     extras = work / "extras"

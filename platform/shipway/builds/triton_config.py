@@ -32,7 +32,9 @@ request in the model's own shape is served (rows and the batch axis as
   skips a warm-up with ``batch_size: 0`` without a word, so it is always 1.
 - **Trimming padding** (the Python backend only; ``trim_plan``): for a batched model
   with an integer or bool mask input ``[batch, seq]`` (``seq`` symbolic) whose other
-  tensors carry ``seq`` or a fixed size on axis 1 (``sequence_layout``), the config
+  tensors carry ``seq`` or a fixed size on axis 1 (``sequence_layout``), and whose built
+  engine answers its reference sample trimmed as padded (``packaging.trim_decision``,
+  ``trim_check``; an ``int8-dynamic`` engine does not), the config
   carries the parameter ``shipway_trim`` (JSON: the mask, the *sequence inputs* and the
   *token-level outputs* — the tensors whose axis 1 is that same symbolic ``seq``, read
   from the signature, never guessed from values — and the length buckets) and marks
@@ -156,6 +158,16 @@ def trims_padding(tags: Mapping[str, str], enabled: bool = True) -> bool:
     if value is not None and value.lower() not in ("true", "false"):
         raise InvalidInput(f"tag {TRIM_TAG!r} must be true or false, got {value!r}")
     return enabled and (value is None or value.lower() == "true")
+
+
+def trim_off_reason(tags: Mapping[str, str], enabled: bool = True) -> str | None:
+    """Why ``trims_padding`` is false for these tags and setting (for the build report);
+    ``None`` when it is true."""
+    if not enabled:
+        return "SHIPWAY_SERVING_TRIM_PADDING=false: no build trims (the kill switch)"
+    if not trims_padding(tags, enabled):
+        return f"the version's tag {TRIM_TAG}=false opts it out"
+    return None
 
 
 @dataclass(frozen=True)
@@ -367,12 +379,15 @@ def render_config(
     options: ServingOptions,
     warmup: Mapping[str, np.ndarray] | None = None,
     trim: TrimPlan | None = None,
+    trim_decision: str | None = None,
 ) -> str:
     """The ``config.pbtxt`` text. ``warmup`` (from ``warmup_request``) adds a warm-up
     that reads each input from ``warmup/<warmup_file(i, name)>``, which the caller
     writes as the array's raw bytes; ``trim`` (from ``trim_plan``) the trimming
-    parameter and ragged sequence inputs. Raises ``InvalidInput`` for a dtype Triton
-    cannot serve."""
+    parameter and ragged sequence inputs; ``trim_decision`` (JSON: whether the build
+    trims and why, ``packaging.TrimDecision``) the parameter ``shipway_trim_decision``,
+    for whoever reads the config (the served model does not). Raises ``InvalidInput``
+    for a dtype Triton cannot serve."""
     batched = batches(signature, options)
     ragged = set(trim.sequence_inputs) if trim else set()
     lines = [
@@ -398,6 +413,11 @@ def render_config(
         lines.append(
             'parameters { key: "shipway_trim" '
             f"value: {{ string_value: {json.dumps(trim.to_json())} }} }}"
+        )
+    if trim_decision is not None:
+        lines.append(
+            'parameters { key: "shipway_trim_decision" '
+            f"value: {{ string_value: {json.dumps(trim_decision)} }} }}"
         )
     if options.warmup and warmup is not None:
         lines.append(_warmup(signature, warmup))
