@@ -5,14 +5,21 @@ config that says so, and the registration tags that name the mask or opt out."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from shipway.builds import trim_check
 from shipway.builds.accuracy import mask_input
-from shipway.builds.packaging import package_repository, probe_fixed_outputs
+from shipway.builds.packaging import (
+    TrimDecision,
+    package_repository,
+    probe_fixed_outputs,
+    trim_decision,
+)
 from shipway.builds.recipes import Target
 from shipway.builds.triton_config import (
     ServingOptions,
@@ -20,6 +27,7 @@ from shipway.builds.triton_config import (
     check_mask_tag,
     render_config,
     token_outputs,
+    trim_off_reason,
     trim_plan,
     trims_padding,
 )
@@ -263,21 +271,27 @@ def test_the_config_carries_the_plan_and_ragged_sequence_inputs() -> None:
     }
     untrimmed = render_config("m", ENCODER, "python", ServingOptions())
     assert "ragged" not in untrimmed and "shipway_trim" not in untrimmed
+    decided = render_config("m", ENCODER, "python", ServingOptions(), None, None, '{"a": "b"}')
+    assert decided.splitlines()[-1] == (
+        'parameters { key: "shipway_trim_decision" value: { string_value: "{\\"a\\": \\"b\\"}" } }'
+    )
 
 
 def test_packaging_trims_by_the_named_mask_and_copies_the_arithmetic(tmp_path: Path) -> None:
     onnx_bytes = tiny_encoder("input_mask")
     (tmp_path / "m.onnx").write_bytes(onnx_bytes)
     signature = read_signature(load_model(onnx_bytes))
+    rows = padding_sample()
+    sample = {"input_ids": rows["input_ids"], "input_mask": rows["attention_mask"]}
     for name, mask, trimmed in (
         ("named", "input_mask", True),
         ("default", "attention_mask", False),
     ):
         folder = package_repository(
             tmp_path / "repo", name, tmp_path / "m.onnx", signature, Target.ONNXRUNTIME_CPU,
-            mask_input=mask,
+            mask_input=mask, sample=sample,
         )  # fmt: skip
-        assert ("shipway_trim" in (folder / "config.pbtxt").read_text()) is trimmed
+        assert ('key: "shipway_trim"' in (folder / "config.pbtxt").read_text()) is trimmed
         copied = folder / "1" / "shipway_padding.py"
         if trimmed:
             assert copied.read_bytes() == Path(padding.__file__).read_bytes()
@@ -369,7 +383,7 @@ def test_outputs_the_signature_leaves_free_are_probed_on_the_sample(tmp_path: Pa
         tmp_path / "repo", "m", tmp_path / "m.onnx", named, Target.ONNXRUNTIME_CPU,
         sample=sample,
     )  # fmt: skip
-    assert "shipway_trim" in (folder / "config.pbtxt").read_text()
+    assert 'key: "shipway_trim"' in (folder / "config.pbtxt").read_text()
     # no sample: nothing to probe with, nothing trusted
     assert probe_fixed_outputs(tmp_path / "m.onnx", named, "attention_mask", None) == {}
 
@@ -396,3 +410,175 @@ def test_the_bucket_setting_is_checked_as_the_served_model_checks_it() -> None:
     with pytest.raises(ValidationError, match="SHIPWAY_SERVING_LENGTH_BUCKETS: length buckets"):
         Settings(serving_length_buckets=[32, 16])
     assert Settings(serving_length_buckets=[8, 24]).serving_length_buckets == [8, 24]
+
+
+# ---- the equivalence check: trimmed only where the engine answers as padded ------------
+
+
+def _mean_pool(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A padding-blind stand-in engine: token states from the ids alone, pooled over the
+    mask; a trimmed run answers exactly as a padded one."""
+    ids, mask = feeds["input_ids"], feeds["attention_mask"]
+    states = np.stack([ids, ids * 2.0], axis=-1).astype(np.float32)
+    pooled = (states * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+    return {"hidden": states, "pooled": pooled, "count": mask.sum(1)}
+
+
+def _whole_tensor_scale(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """As ``_mean_pool``, but states are rounded on a grid set by the whole tensor's
+    range, padding positions (their states are the pad id's plus a position term)
+    included: the way ``DynamicQuantizeLinear`` picks its scale."""
+    ids, mask = feeds["input_ids"], feeds["attention_mask"]
+    positions = np.arange(ids.shape[1])[None, :] * 0.37
+    raw = (ids + positions).astype(np.float32)
+    scale = (raw.max() - raw.min()) / 255 or 1.0  # one value: any grid holds it
+    states = (np.round(raw / scale) * scale)[..., None]
+    pooled = (states * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+    return {"hidden": states, "pooled": pooled.astype(np.float32)}
+
+
+def _rows(lengths: list[int], sent: int) -> dict[str, np.ndarray]:
+    ids = np.zeros((len(lengths), sent), np.int64)
+    for row, length in enumerate(lengths):
+        ids[row, :length] = np.arange(1, length + 1) * (row + 3)
+    return {"input_ids": ids, "attention_mask": (ids != 0).astype(np.int64)}
+
+
+def _check(run: trim_check.Run, sample: dict[str, np.ndarray]) -> trim_check.TrimCheck:
+    return trim_check.check(
+        run, sample, "attention_mask", ("input_ids", "attention_mask"), ("hidden",), 4
+    )
+
+
+def test_an_engine_blind_to_padding_agrees_trimmed_in_every_arrangement() -> None:
+    found = _check(_mean_pool, _rows([3, 7, 12, 5, 1, 9], 12))
+    assert found.agrees and found.problem is None and found.differs == ()
+    assert found.rows == 6 and found.lengths == (12, 16)  # as sent, and the next bucket
+    # batches of 4 and 2 (both shorter than 12 only in the second), each row alone
+    # (five of six are padded) at 12; at 16 every arrangement is padded
+    assert found.runs == 1 + 5 + 2 + 6
+    assert found.max_abs_diff == {"hidden": 0.0, "pooled": 0.0}  # integers: exact, no diff
+    assert found.to_dict()["tolerance"] == {"rtol": 1e-4, "atol": 1e-4}
+
+
+def test_an_engine_whose_scale_spans_the_padding_differs_and_says_where() -> None:
+    found = _check(_whole_tensor_scale, _rows([3, 7, 12, 5, 1, 9], 12))
+    assert not found.agrees and found.problem is None
+    assert set(found.differs) == {"hidden", "pooled"}
+    assert found.max_abs_diff["pooled"] > trim_check.ATOL
+
+
+def test_token_outputs_are_compared_within_the_mask_and_integers_exactly() -> None:
+    mask = np.array([[1, 1, 0]])
+    padded = {"hidden": np.array([[[1.0], [2.0], [9.0]]]), "ids": np.array([[4, 5, 6]])}
+    trimmed = {"hidden": np.array([[[1.0], [2.0]]]), "ids": np.array([[4, 5, 7]])}
+    found = trim_check.differences(padded, trimmed, mask, ("hidden",))
+    assert found == {"hidden": (0.0, True), "ids": (None, False)}
+    # a NaN where the padded run has a number is a difference, whatever the tolerance
+    nan = {"hidden": np.array([[[1.0], [np.nan]]])}
+    assert trim_check.differences(padded, nan, mask, ("hidden",))["hidden"][1] is False
+    # an output the trimmed run lacks, or of another shape, differs
+    assert trim_check.differences({"p": np.ones((1, 2))}, {}, mask, ())["p"] == (None, False)
+    got = trim_check.differences({"p": np.ones((1, 2))}, {"p": np.ones((1, 3))}, mask, ())
+    assert got["p"] == (None, False)
+
+
+def test_the_check_decides_nothing_without_evidence() -> None:
+    # no padding in the sample and the engine cannot run a longer row: nothing checked
+    def short(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if feeds["input_ids"].shape[1] > 6:
+            raise ValueError("positions past 6")
+        return _mean_pool(feeds)
+
+    found = _check(short, _rows([6, 6], 6))
+    assert not found.agrees and found.runs == 0 and found.lengths == (6,)
+    assert found.problem and "no padding to trim" in found.problem
+    # no padding in the sample: padded further, it is checked all the same
+    assert _check(_mean_pool, _rows([6, 6], 6)).agrees
+    # rows without a real position are left out; none left: no decision
+    found = _check(_mean_pool, {k: v * 0 for k, v in _rows([2, 3], 4).items()})
+    assert found.problem == "the reference sample has no row with a real position"
+
+    # the trimmed run fails: said, and no decision
+    def fails_short(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if feeds["input_ids"].shape[1] < 4:
+            raise ValueError("too short")
+        return _mean_pool(feeds)
+
+    found = _check(fails_short, _rows([2, 3], 6))
+    assert not found.agrees and found.problem
+    assert found.problem.startswith("the engine failed on the sample trimmed to 3: too short")
+
+
+def test_arrangements_are_batches_then_rows_alone() -> None:
+    got = [a.tolist() for a in trim_check.arrangements(5, 2)]
+    assert got == [[0, 1], [2, 3], [4], [0], [1], [2], [3], [4]]
+    assert [a.tolist() for a in trim_check.arrangements(2, 1)] == [[0], [1]]
+    assert len(trim_check.arrangements(40, 8)) == 5 + trim_check.MAX_ALONE
+
+
+def test_packaging_decides_per_engine_and_records_why(tmp_path: Path) -> None:
+    onnx_bytes = tiny_encoder()
+    (tmp_path / "m.onnx").write_bytes(onnx_bytes)
+    signature = read_signature(load_model(onnx_bytes))
+    sample = padding_sample()
+
+    def decide(**changes: object) -> TrimDecision:
+        args: dict[str, object] = {
+            "engine_path": tmp_path / "m.onnx",
+            "signature": signature,
+            "backend": "python",
+            "options": ServingOptions(),
+            "sample": sample,
+            "mask_input": "attention_mask",
+        } | changes
+        return trim_decision(**args)  # type: ignore[arg-type]
+
+    trimmed = decide()
+    assert trimmed.trim and trimmed.plan is not None and trimmed.check is not None
+    assert trimmed.reason.startswith("the engine answers the 2 reference rows trimmed as padded")
+    assert trimmed.to_dict()["check"]["differs"] == []
+    for changes, reason in (
+        ({"sample": None}, "no reference sample to check that trimming keeps the answers"),
+        ({"mask_input": None}, "no mask input (tagged none)"),
+        ({"mask_input": "mask"}, "no mask input (the model has no input 'mask')"),
+        ({"backend": "onnxruntime"}, "the 'onnxruntime' backend stacks requests itself"),
+        ({"options": ServingOptions(max_batch_size=0)}, "the model is served without batching"),
+        ({"options": ServingOptions(trim_padding=False)}, "trimming is switched off"),
+    ):
+        decision = decide(**changes)
+        assert not decision.trim and decision.reason.startswith(reason), decision.reason
+    off = decide(options=ServingOptions(trim_padding=False), off_reason=trim_off_reason({}, False))
+    assert off.to_dict() == {
+        "trim_padding": False,
+        "reason": "SHIPWAY_SERVING_TRIM_PADDING=false: no build trims (the kill switch)",
+    }
+    # the packaged config carries the decision (the Python backend's), trimmed or not
+    for name, decision in (("trimmed", trimmed), ("off", off)):
+        folder = package_repository(
+            tmp_path / "repo", name, tmp_path / "m.onnx", signature, Target.ONNXRUNTIME_CPU,
+            sample=sample, decision=decision,
+        )  # fmt: skip
+        text = (folder / "config.pbtxt").read_text()
+        line = next(x for x in text.splitlines() if "shipway_trim_decision" in x)
+        encoded = line.split("string_value: ", 1)[1].removesuffix(" } }")
+        assert json.loads(json.loads(encoded)) == {
+            "trim_padding": decision.trim,
+            "reason": decision.reason,
+        }
+        assert ('key: "shipway_trim"' in text) is decision.trim
+    # made by package_repository itself when not given: without a sample, untrimmed
+    folder = package_repository(
+        tmp_path / "repo", "plain", tmp_path / "m.onnx", signature, Target.ONNXRUNTIME_CPU
+    )
+    assert 'key: "shipway_trim"' not in (folder / "config.pbtxt").read_text()
+    assert "no reference sample" in (folder / "config.pbtxt").read_text()
+
+
+def test_the_trim_off_reason_names_the_switch_or_the_tag() -> None:
+    assert trim_off_reason({}) is None
+    assert trim_off_reason({"shipway.trim_padding": "true"}) is None
+    assert "kill switch" in (trim_off_reason({"shipway.trim_padding": "true"}, False) or "")
+    assert trim_off_reason({"shipway.trim_padding": "false"}) == (
+        "the version's tag shipway.trim_padding=false opts it out"
+    )
