@@ -18,7 +18,15 @@ arm, alternating arms round by round:
 Clients ask for the pooled sentence embedding (output 461). ``min_cosine`` compares
 every sentence's embedding from ``trimmed-pad128`` with ``untrimmed-pad128``'s.
 
-Run: .venv/bin/python benchmarks/trim_padding.py [--seconds 3] [--rounds 3] [--clients 8]
+``--recipe int8-dynamic`` serves the build's ``int8-dynamic`` engine instead (attention
+kept as MatMuls, dynamic quantization, as ``shipway.builds.compile`` makes it). The
+``trimmed`` model is then packaged with the default options, so it trims only if the
+packaging-time check finds the engine answering trimmed as padded
+(``packaging.trim_decision``); the JSON says what was decided (``trim_decision``) and
+how far the served embeddings are from FP32's (``min_cosine_vs_fp32``).
+
+Run: .venv/bin/python benchmarks/trim_padding.py [--recipe fp32] [--seconds 3] [--rounds 3]
+[--clients 8]
 Last line: one JSON object.
 """
 
@@ -35,9 +43,10 @@ from pathlib import Path
 import numpy as np
 import tritonclient.http as triton_http
 
-from shipway.builds.packaging import package_repository
+from shipway.builds.packaging import package_repository, trim_decision
 from shipway.builds.recipes import Target
 from shipway.builds.triton_config import ServingOptions
+from shipway.engines import evaluate, quantize
 from shipway.examples import minilm, text
 from shipway.registry.signature import load_model, read_signature
 from shipway.runtime.triton_distribution import TritonDistribution
@@ -130,12 +139,20 @@ def embeddings(url: str, model: str, requests: list[Request]) -> np.ndarray:
         conn.close()
 
 
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two ``[rows, width]`` arrays."""
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="length of one round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per arm")
     parser.add_argument("--clients", type=int, default=8, help="closed-loop clients")
     parser.add_argument("--sentences", type=int, default=256, help="distinct sentences")
+    parser.add_argument(
+        "--recipe", choices=("fp32", "int8-dynamic"), default="fp32", help="the engine served"
+    )
     args = parser.parse_args()
 
     encoded = text.encode(text.sentences(args.sentences), seq_len=PADDED)
@@ -147,9 +164,17 @@ def main() -> None:
     dist = TritonDistribution(Settings().triton_home)
     dist.check()
     work = Path(tempfile.mkdtemp(prefix="shipway-trim-bench-"))
-    onnx_path = minilm.onnx_path()
+    fp32_path = minilm.onnx_path()
+    onnx_path = fp32_path
+    if args.recipe == "int8-dynamic":
+        prepared = quantize.prepare(fp32_path, work / "prepared.onnx")
+        onnx_path = quantize.dynamic(prepared, work / "int8-dynamic.onnx")
     signature = read_signature(load_model(onnx_path.read_bytes()))
     sample = {k: v[:2] for k, v in encoded.items()}
+    decision = trim_decision(
+        onnx_path, signature, "python", ServingOptions(), sample, "attention_mask"
+    )
+    print(f"trim decision: {decision.config_text()}")
     for model, trim in (("untrimmed", False), ("trimmed", True)):
         package_repository(
             work / "repo", model, onnx_path, signature, Target.ONNXRUNTIME_CPU,
@@ -162,9 +187,9 @@ def main() -> None:
         requests = {pad: requests_of(encoded, pad) for pad in (True, False)}
         untrimmed = embeddings(triton.url, "untrimmed", requests[True])
         trimmed = embeddings(triton.url, "trimmed", requests[True])
-        cosine = np.sum(untrimmed * trimmed, axis=1) / (
-            np.linalg.norm(untrimmed, axis=1) * np.linalg.norm(trimmed, axis=1)
-        )
+        cosine = cosines(untrimmed, trimmed)
+        fp32 = evaluate.run(evaluate.session(fp32_path), encoded)[minilm.SENTENCE_EMBEDDING]
+        vs_fp32 = cosines(fp32, trimmed)
         for model, pad in ARMS.values():  # warm both models and connections
             run_load(triton.url, model, requests[pad], args.clients, 1.0)
         rates: dict[str, list[float]] = {arm: [] for arm in ARMS}
@@ -187,6 +212,8 @@ def main() -> None:
     p99 = {arm: round(1000 * float(np.percentile(v, 99)), 2) for arm, v in latencies.items()}
     base = rows_per_s["untrimmed-pad128"]
     result = {
+        "recipe": args.recipe,
+        "trim_decision": {"trim_padding": decision.trim, "reason": decision.reason},
         "sentences": len(lengths),
         "median_tokens": float(np.median(lengths)),
         "clients": args.clients,
@@ -196,6 +223,7 @@ def main() -> None:
         "speedup_trimmed_vs_untrimmed_pad128": round(rows_per_s["trimmed-pad128"] / base, 2),
         "speedup_trimmed_real_vs_untrimmed_pad128": round(rows_per_s["trimmed-real"] / base, 2),
         "min_cosine_trimmed_vs_untrimmed": round(float(cosine.min()), 6),
+        "min_cosine_vs_fp32": round(float(vs_fp32.min()), 6),
         "errors": failures,
     }
     print(json.dumps(result))
