@@ -196,6 +196,9 @@ def trim_decision(
         )
     if sample is None:
         return TrimDecision("no reference sample to check that trimming keeps the answers")
+    missing = sorted(s.name for s in signature.inputs if s.name not in sample)
+    if missing:
+        return TrimDecision(f"the reference sample has no input {', '.join(map(repr, missing))}")
     try:
         session = ort.InferenceSession(str(engine_path), _single_thread(), ["CPUExecutionProvider"])
     except Exception as exc:

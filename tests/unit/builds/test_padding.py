@@ -540,6 +540,7 @@ def test_packaging_decides_per_engine_and_records_why(tmp_path: Path) -> None:
     assert trimmed.to_dict()["check"]["differs"] == []
     for changes, reason in (
         ({"sample": None}, "no reference sample to check that trimming keeps the answers"),
+        ({"sample": {"input_ids": sample["input_ids"]}}, "the reference sample has no input "),
         ({"mask_input": None}, "no mask input (tagged none)"),
         ({"mask_input": "mask"}, "no mask input (the model has no input 'mask')"),
         ({"backend": "onnxruntime"}, "the 'onnxruntime' backend stacks requests itself"),
