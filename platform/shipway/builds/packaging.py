@@ -22,8 +22,9 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,7 @@ def probe_fixed_outputs(
     signature: Signature,
     mask_input: str | None,
     sample: Mapping[str, np.ndarray] | None,
+    session: ort.InferenceSession | None = None,
 ) -> dict[str, int]:
     """The outputs whose axis 1 the signature leaves free (``triton_config.free_outputs``)
     that keep one size when the model runs (ONNX Runtime, CPU) on the sample's first row
@@ -83,7 +85,8 @@ def probe_fixed_outputs(
     Shape inference often cannot name a pooled output's width (MiniLM's is
     ``Concat461_dim_1``); trimming needs to know that it does not follow the sequence
     length. Empty (nothing is trusted, the model is not trimmed) without a sample, or
-    when either run fails.
+    when either run fails. ``session``: one already open on ``engine_path`` (the
+    trimming check's), else one is opened here.
     """
     names = free_outputs(signature, mask_input)
     if not names or sample is None or mask_input not in sample:
@@ -99,11 +102,10 @@ def probe_fixed_outputs(
     }
     sequence = {s.name for s in signature.inputs if seq is not None and s.shape[1:2] == (seq,)}
     length = request[mask_input].shape[1] if request[mask_input].ndim == 2 else 0
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
     sizes: list[tuple[int, ...]] = []
     try:
-        session = ort.InferenceSession(str(engine_path), options, ["CPUExecutionProvider"])
+        if session is None:
+            session = _session(engine_path)
         for run_length in (length, length + 1):
             feeds = {
                 name: padding.fit(value, run_length) if name in sequence else value
@@ -119,6 +121,8 @@ def probe_fixed_outputs(
 # Operators that quantize activations with a scale computed at run time over the whole
 # tensor: padding positions count, so trimming moves every row's answer.
 _RUNTIME_SCALES = frozenset({"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "QAttention"})
+# ONNX float element types narrower than float32, by the name ``trim_check`` knows.
+_NARROW_FLOATS = {onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.BFLOAT16: "bfloat16"}
 
 
 @dataclass(frozen=True)
@@ -146,12 +150,39 @@ class TrimDecision:
         return json.dumps({"trim_padding": self.trim, "reason": self.reason})
 
 
-def _runtime_scales(engine_path: Path) -> bool:
+def _graph(engine_path: Path) -> onnx.GraphProto | None:
     try:
-        graph = onnx.load(str(engine_path), load_external_data=False).graph
+        return onnx.load(str(engine_path), load_external_data=False).graph
     except Exception:
-        return False
-    return any(node.op_type in _RUNTIME_SCALES for node in graph.node)
+        return None
+
+
+def _runtime_scales(graph: onnx.GraphProto | None) -> list[str]:
+    """The run-time-scale quantizing operators ``graph`` holds, sorted."""
+    return sorted({n.op_type for n in graph.node if n.op_type in _RUNTIME_SCALES} if graph else ())
+
+
+def engine_precision(graph: onnx.GraphProto | None) -> str:
+    """The narrowest float type an ONNX engine computes in (``trim_check.EPSILON``'s
+    names): ``float16``/``bfloat16`` when any initializer, ``Constant``, ``Cast``
+    target or typed value of the graph is one (an ``fp16`` build keeps float32 inputs
+    and outputs, ``keep_io_types``, so the outputs' dtype does not say it), else
+    ``float32``. Nested subgraphs are not searched (an FP16 conversion casts the main
+    graph)."""
+    if graph is None:
+        return "float32"
+    types = {t.data_type for t in graph.initializer}
+    for node in graph.node:
+        for attribute in node.attribute:
+            if node.op_type == "Cast" and attribute.name == "to":
+                types.add(attribute.i)
+            elif attribute.type == onnx.AttributeProto.TENSOR:
+                types.add(attribute.t.data_type)
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        types.add(value.type.tensor_type.elem_type)
+    narrow = [_NARROW_FLOATS[t] for t in types if t in _NARROW_FLOATS]
+    # the coarser precision wins: bfloat16 (eps 2^-7) over float16 (2^-10)
+    return max(narrow, key=lambda p: trim_check.EPSILON[p], default="float32")
 
 
 def trim_decision(
@@ -162,6 +193,7 @@ def trim_decision(
     sample: Mapping[str, np.ndarray] | None,
     mask_input: str | None,
     off_reason: str | None = None,
+    precision: str | None = None,
 ) -> TrimDecision:
     """Decide whether the served model trims padding (the module docstring).
 
@@ -170,7 +202,12 @@ def trim_decision(
     input and a signature trimming can cut (``trim_plan``, outputs the signature leaves
     free probed by ``probe_fixed_outputs``), a reference sample must exist, and the engine
     must answer that sample trimmed as padded (``trim_check.check``, ONNX Runtime on
-    CPU). Any other outcome packages the model untrimmed, with the reason.
+    CPU, one session for the output probe and the check). Any other outcome, an
+    unexpected error inside the check included, packages the model untrimmed with the
+    reason: the check never fails a build. ``precision``: the float type the engine
+    computes in, when the target sets it at run time (e.g. a precision hint);
+    ``None``: read from the graph (``engine_precision``), float32 unless the graph
+    holds float16/bfloat16.
     """
     if not options.trim_padding:
         return TrimDecision(off_reason or "trimming is switched off for this build")
@@ -186,7 +223,13 @@ def trim_decision(
             "no mask input"
             + (f" (the model has no input {mask_input!r})" if mask_input else " (tagged none)")
         )
-    fixed = probe_fixed_outputs(engine_path, signature, mask_input, sample)
+    session = None
+    if sample is not None and all(s.name in sample for s in signature.inputs):
+        try:
+            session = _session(engine_path)
+        except Exception as exc:
+            return TrimDecision(f"ONNX Runtime cannot load the engine to check trimming: {exc}")
+    fixed = probe_fixed_outputs(engine_path, signature, mask_input, sample, session)
     plan = trim_plan(signature, mask_input, options, backend, fixed)
     if plan is None:
         return TrimDecision(
@@ -199,25 +242,29 @@ def trim_decision(
     missing = sorted(s.name for s in signature.inputs if s.name not in sample)
     if missing:
         return TrimDecision(f"the reference sample has no input {', '.join(map(repr, missing))}")
-    try:
-        session = ort.InferenceSession(str(engine_path), _single_thread(), ["CPUExecutionProvider"])
-    except Exception as exc:
-        return TrimDecision(f"ONNX Runtime cannot load the engine to check trimming: {exc}")
+    assert session is not None  # opened above whenever the sample has every input
     names = [o.name for o in session.get_outputs()]
 
     def run(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(names, session.run(names, dict(feeds)), strict=True))
 
-    found = trim_check.check(
-        run,
-        {s.name: np.asarray(sample[s.name]) for s in signature.inputs},
-        plan.mask,
-        plan.sequence_inputs,
-        plan.token_outputs,
-        options.max_batch_size,
-        plan.buckets,
-    )
-    tolerance = f"rtol {trim_check.RTOL:g}, atol {trim_check.ATOL:g}"
+    graph = _graph(engine_path)
+    started = time.monotonic()
+    try:
+        found = trim_check.check(
+            run,
+            {s.name: np.asarray(sample[s.name]) for s in signature.inputs},
+            plan.mask,
+            plan.sequence_inputs,
+            plan.token_outputs,
+            options.max_batch_size,
+            plan.buckets,
+            precision or engine_precision(graph),
+        )
+    except Exception as exc:  # a bug or a sample the check cannot use: not a failed build
+        return TrimDecision(f"trimming could not be checked: {exc}")
+    found = replace(found, seconds=round(time.monotonic() - started, 3))
+    tolerance = found.tolerance.describe()
     if found.agrees:
         largest = max(found.max_abs_diff.values(), default=0.0)
         return TrimDecision(
@@ -234,19 +281,20 @@ def trim_decision(
         for name in found.differs
     )
     reason = f"trimming changes {changed} on the reference sample (beyond {tolerance})"
-    if _runtime_scales(engine_path):
+    scales = _runtime_scales(graph)
+    if scales:
         reason += (
-            ": the engine quantizes activations at run time (DynamicQuantizeLinear), with "
-            "scales over the whole tensor, padding positions included"
+            f": the engine quantizes activations at run time ({', '.join(scales)}), with "
+            "scales over the whole tensor, padding positions and batch-mates included"
         )
     return TrimDecision(reason, None, found)
 
 
-def _single_thread() -> ort.SessionOptions:
+def _session(engine_path: Path) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.log_severity_level = 3
-    return options
+    return ort.InferenceSession(str(engine_path), options, ["CPUExecutionProvider"])
 
 
 def package_repository(

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from pydantic import ValidationError
 
@@ -16,6 +17,7 @@ from shipway.builds import trim_check
 from shipway.builds.accuracy import mask_input
 from shipway.builds.packaging import (
     TrimDecision,
+    engine_precision,
     package_repository,
     probe_fixed_outputs,
     trim_decision,
@@ -437,6 +439,34 @@ def _whole_tensor_scale(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray
     return {"hidden": states, "pooled": pooled.astype(np.float32)}
 
 
+def _batch_scale(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Padding zeroed before the scale is taken (so trimming a batch changes nothing),
+    but the scale spans every row of the batch: a row's answer depends on the rows it
+    is stacked with, which an untrimmed model (each request run alone) never sees."""
+    ids, mask = feeds["input_ids"], feeds["attention_mask"]
+    raw = (ids * mask).astype(np.float32)
+    scale = np.abs(raw).max() / 7 or 1.0
+    states = (np.round(raw / scale) * scale)[..., None]
+    pooled = (states * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+    return {"hidden": states, "pooled": pooled.astype(np.float32)}
+
+
+def _rounded(relative: float) -> trim_check.Run:
+    """``_mean_pool`` answered as an FP16 engine answers (rounded to float16, returned as
+    float32: ``keep_io_types``), moved by ``relative`` when the run is not padded to an
+    even length, as a length-dependent reduction order moves an FP16 engine's answer."""
+
+    def run(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = _mean_pool(feeds)
+        factor = 1 + relative * (feeds["input_ids"].shape[1] % 2)
+        return {
+            "hidden": out["hidden"].astype(np.float16).astype(np.float32),
+            "pooled": (out["pooled"] * factor).astype(np.float16).astype(np.float32),
+        }
+
+    return run
+
+
 def _rows(lengths: list[int], sent: int) -> dict[str, np.ndarray]:
     ids = np.zeros((len(lengths), sent), np.int64)
     for row, length in enumerate(lengths):
@@ -444,9 +474,17 @@ def _rows(lengths: list[int], sent: int) -> dict[str, np.ndarray]:
     return {"input_ids": ids, "attention_mask": (ids != 0).astype(np.int64)}
 
 
-def _check(run: trim_check.Run, sample: dict[str, np.ndarray]) -> trim_check.TrimCheck:
+def _check(
+    run: trim_check.Run, sample: dict[str, np.ndarray], precision: str = "float32"
+) -> trim_check.TrimCheck:
     return trim_check.check(
-        run, sample, "attention_mask", ("input_ids", "attention_mask"), ("hidden",), 4
+        run,
+        sample,
+        "attention_mask",
+        ("input_ids", "attention_mask"),
+        ("hidden",),
+        4,
+        precision=precision,
     )
 
 
@@ -454,11 +492,33 @@ def test_an_engine_blind_to_padding_agrees_trimmed_in_every_arrangement() -> Non
     found = _check(_mean_pool, _rows([3, 7, 12, 5, 1, 9], 12))
     assert found.agrees and found.problem is None and found.differs == ()
     assert found.rows == 6 and found.lengths == (12, 16)  # as sent, and the next bucket
-    # batches of 4 and 2 (both shorter than 12 only in the second), each row alone
-    # (five of six are padded) at 12; at 16 every arrangement is padded
-    assert found.runs == 1 + 5 + 2 + 6
-    assert found.max_abs_diff == {"hidden": 0.0, "pooled": 0.0}  # integers: exact, no diff
-    assert found.to_dict()["tolerance"] == {"rtol": 1e-4, "atol": 1e-4}
+    # at 12: each row alone (five of six are padded), batches of 4 and 2 (only the
+    # second shorter than 12); at 16: each row alone again, and the batch of 4, the
+    # only one with nothing to trim at 12 (the batch of 2 was compared at 12)
+    assert found.runs == 5 + 1 + 6 + 1
+    # the batched rows against the same rows alone: 2 at 12, 4 at 16
+    assert found.stacked == 2 + 4
+    # positions run, padded + trimmed: at 12, alone 6*12 + 25, batches 4*12 + 2*12 + 2*9;
+    # at 16, alone 6*16 + 37, the batch of 4: 4*16 + 4*12
+    assert found.tokens == (72 + 25 + 48 + 24 + 18) + (96 + 37 + 64 + 48)
+    assert found.max_abs_diff == {"hidden": 0.0, "pooled": 0.0}
+    # integers are compared exactly: no difference recorded, and they agreed
+    assert "count" not in found.max_abs_diff and "count" not in found.differs
+    assert found.to_dict()["tolerance"] == {
+        "rtol": 1e-4,
+        "atol": 1e-4,
+        "precision": "float32",
+        "ulps": 4,
+    }
+    assert found.to_dict()["max_tokens"] == trim_check.MAX_TOKENS
+    # integers that differ are a difference (no size to it)
+
+    def counts_positions(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ids = feeds["input_ids"]
+        return _mean_pool(feeds) | {"count": np.full(len(ids), ids.shape[1], np.int64)}
+
+    miscounted = _check(counts_positions, _rows([3, 7], 8))
+    assert miscounted.differs == ("count",) and "count" not in miscounted.max_abs_diff
 
 
 def test_an_engine_whose_scale_spans_the_padding_differs_and_says_where() -> None:
@@ -466,6 +526,66 @@ def test_an_engine_whose_scale_spans_the_padding_differs_and_says_where() -> Non
     assert not found.agrees and found.problem is None
     assert set(found.differs) == {"hidden", "pooled"}
     assert found.max_abs_diff["pooled"] > trim_check.ATOL
+
+
+def test_a_row_answered_differently_stacked_than_alone_differs() -> None:
+    # each arrangement agrees with itself trimmed (the scale ignores padding) ...
+    sample = _rows([3, 7, 12, 5, 1, 9], 12)
+    for index in trim_check.arrangements(6, 4):
+        feeds = {k: v[index] for k, v in sample.items()}
+        cut = {
+            k: v[:, : int(padding.real_lengths(feeds["attention_mask"]).max())]
+            for k, v in feeds.items()
+        }
+        padded, trimmed = _batch_scale(feeds), _batch_scale(cut)
+        assert np.array_equal(padded["pooled"], trimmed["pooled"])
+    # ... but row 0 stacked with row 2 is not row 0 alone: trimming would change it
+    found = _check(_batch_scale, sample)
+    assert not found.agrees and found.stacked > 0
+    assert "pooled" in found.differs and found.max_abs_diff["pooled"] > 1.0
+
+
+def test_the_tolerance_follows_the_engines_precision() -> None:
+    sample = _rows([3, 7, 12, 5, 1, 9], 12)  # sent at 12, next bucket 16: both even
+    odd = {k: padding.fit(v, 13) for k, v in sample.items()}  # padded runs at 13 (odd)
+    # within one fp16 ulp of the output's magnitude (3e-4 relative): rounding noise
+    assert _check(_rounded(3e-4), odd, "float16").agrees
+    noise = _check(_rounded(3e-4), odd)
+    assert not noise.agrees and noise.differs == ("pooled",)  # an FP32 engine: beyond 1e-4
+    assert noise.max_abs_diff["pooled"] > trim_check.ATOL
+    # an int8-dynamic-sized movement (2e-2, ~20 fp16 ulps) is refused even at float16
+    moved = _check(_rounded(2e-2), odd, "float16")
+    assert not moved.agrees and moved.differs == ("pooled",)
+    assert moved.to_dict()["tolerance"]["precision"] == "float16"
+    # atol: the floor for float32; ULPS fp16 ulps of the largest magnitude for float16,
+    # and for a float16 output whatever the engine's precision
+    big = np.array([[-50.0, 2.0]], np.float32)
+    assert trim_check.Tolerance().atol(big) == trim_check.ATOL
+    assert trim_check.Tolerance("float16").atol(big) == 4 * 2.0**-10 * 50
+    assert trim_check.Tolerance().atol(big.astype(np.float16)) == 4 * 2.0**-10 * 50
+    assert trim_check.Tolerance("float16").atol(np.zeros((1, 2))) == trim_check.ATOL
+    assert "float16 ulps" in trim_check.Tolerance("float16").describe()
+    assert trim_check.Tolerance().describe() == "rtol 0.0001, atol 0.0001"
+    with pytest.raises(ValueError, match="unknown precision 'int8'"):
+        trim_check.Tolerance("int8")
+
+
+def test_an_engines_precision_is_read_from_its_graph(tmp_path: Path) -> None:
+    from shipway.engines import quantize
+
+    (tmp_path / "m.onnx").write_bytes(tiny_encoder())
+    quantize.fp16(tmp_path / "m.onnx", tmp_path / "m16.onnx")
+    assert engine_precision(onnx.load(str(tmp_path / "m.onnx")).graph) == "float32"
+    assert engine_precision(onnx.load(str(tmp_path / "m16.onnx")).graph) == "float16"
+    assert engine_precision(None) == "float32"
+
+
+def test_the_check_caps_the_rows_by_tokens() -> None:
+    found = _check(_mean_pool, _rows([3, 5] * 20, 1024))
+    assert found.agrees and found.sample_rows == 40
+    assert found.rows == trim_check.MAX_TOKENS // 1024 == 4
+    assert found.to_dict()["rows"] == 4 and found.to_dict()["sample_rows"] == 40
+    assert _check(_mean_pool, _rows([3, 5] * 20, 24)).rows == trim_check.MAX_ROWS
 
 
 def test_token_outputs_are_compared_within_the_mask_and_integers_exactly() -> None:
@@ -481,6 +601,16 @@ def test_token_outputs_are_compared_within_the_mask_and_integers_exactly() -> No
     assert trim_check.differences({"p": np.ones((1, 2))}, {}, mask, ())["p"] == (None, False)
     got = trim_check.differences({"p": np.ones((1, 2))}, {"p": np.ones((1, 3))}, mask, ())
     assert got["p"] == (None, False)
+    # a token output with fewer rows than the mask is not broadcast into agreeing
+    mask3 = np.array([[1, 1, 0]] * 3)
+    same_rows = {"hidden": np.tile(np.array([[[1.0], [2.0], [0.0]]]), (3, 1, 1))}
+    one_row = {"hidden": np.array([[[1.0], [2.0]]])}
+    assert padding.restore(one_row["hidden"], mask3).shape == (3, 3, 1)  # it would
+    assert trim_check.differences(same_rows, one_row, mask3, ("hidden",)) == {
+        "hidden": (None, False)
+    }
+    wide = {"hidden": np.ones((3, 2, 2))}
+    assert trim_check.differences(same_rows, wide, mask3, ("hidden",))["hidden"] == (None, False)
 
 
 def test_the_check_decides_nothing_without_evidence() -> None:
@@ -507,14 +637,17 @@ def test_the_check_decides_nothing_without_evidence() -> None:
 
     found = _check(fails_short, _rows([2, 3], 6))
     assert not found.agrees and found.problem
-    assert found.problem.startswith("the engine failed on the sample trimmed to 3: too short")
+    # row 0 alone (2 real of 6) is the first trimmed run
+    assert found.problem.startswith("the engine failed on the sample trimmed to 2: too short")
 
 
 def test_arrangements_are_batches_then_rows_alone() -> None:
     got = [a.tolist() for a in trim_check.arrangements(5, 2)]
-    assert got == [[0, 1], [2, 3], [4], [0], [1], [2], [3], [4]]
+    assert got == [[0], [1], [2], [3], [4], [0, 1], [2, 3]]  # [4] alone once
     assert [a.tolist() for a in trim_check.arrangements(2, 1)] == [[0], [1]]
     assert len(trim_check.arrangements(40, 8)) == 5 + trim_check.MAX_ALONE
+    # past MAX_ALONE, a 1-row batch is still run (it is no duplicate)
+    assert [a.tolist() for a in trim_check.arrangements(18, 1)][16:] == [[16], [17]]
 
 
 def test_packaging_decides_per_engine_and_records_why(tmp_path: Path) -> None:
@@ -568,6 +701,15 @@ def test_packaging_decides_per_engine_and_records_why(tmp_path: Path) -> None:
             "reason": decision.reason,
         }
         assert ('key: "shipway_trim"' in text) is decision.trim
+    # an error inside the check is a reason not to trim, never a failed build (here a
+    # sample whose inputs disagree on their rows: indexing the second row fails)
+    broken = decide(
+        sample={"input_ids": sample["input_ids"][:1], "attention_mask": sample["attention_mask"]}
+    )
+    assert not broken.trim and broken.check is None
+    assert broken.reason.startswith("trimming could not be checked: index 1 is out of bounds")
+    assert trimmed.check.seconds is not None and trimmed.check.seconds >= 0
+    assert "seconds" in trimmed.to_dict()["check"]
     # made by package_repository itself when not given: without a sample, untrimmed
     folder = package_repository(
         tmp_path / "repo", "plain", tmp_path / "m.onnx", signature, Target.ONNXRUNTIME_CPU
