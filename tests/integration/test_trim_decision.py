@@ -4,13 +4,21 @@ as a worker runs them) of small encoders built with ``onnx.helper``
 constant weights, a token output ``last_hidden_state`` and a mask-pooled ``pooled``).
 
 - An FP32 build trims: its engine answers the reference sample trimmed as padded, the
-  build report says so, and Triton answers mixed-length requests as ONNX Runtime does
-  on them as sent (pooled within 1e-4, token states where the mask is 1).
+  build report says so, and Triton answers eight mixed-length requests sent together
+  (stacked into one trimmed execution: the test gives the built config's batcher a
+  long queue delay so they meet) as ONNX Runtime does on each request as sent (pooled
+  within 1e-4, token states where the mask is 1).
 - An ``int8-dynamic`` build does not: ``DynamicQuantizeLinear`` takes its scales over
   the whole tensor, padding included, so trimming would move the answers the gate
   judged; the check finds it, the report and the config say why, and Triton answers
   each request exactly as ONNX Runtime does on it as sent (the gated answer), not as
   the trimmed run would.
+- FP16 engines trim although fp16 rounding moves their answers past 1e-4: the
+  tolerance follows the engine's precision. ``fp16`` builds exist for the
+  ``tensorrt`` target only, whose backend never trims, so this is checked at the
+  ``packaging.trim_decision`` level on ONNX engines converted by the build's own
+  ``quantize.fp16`` (the tiny encoder, and MiniLM-L3, whose FP16 rounding noise is
+  past 1e-4), next to MiniLM's FP32 (trims) and ``int8-dynamic`` (refused) engines.
 - ``SHIPWAY_SERVING_TRIM_PADDING=false`` (the kill switch) and a model without a mask
   input are packaged untrimmed, with the reason.
 """
@@ -22,19 +30,28 @@ import json
 import re
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import tritonclient.http as triton_http
 
+from shipway.builds import trim_check
+from shipway.builds.packaging import trim_decision
 from shipway.builds.pipeline import BuildPipeline
 from shipway.builds.recipes import BuildOptions, parse
+from shipway.builds.triton_config import ServingOptions
 from shipway.builds.triton_models import padding
 from shipway.container import Container
+from shipway.engines import quantize
+from shipway.examples import minilm
+from shipway.registry.signature import load_model, read_signature
 from shipway.runtime.triton_distribution import TritonDistribution
 from shipway.runtime.triton_process import TritonProcess
 from shipway.services import builds, models
@@ -121,6 +138,17 @@ class Served:
         finally:
             client.close()
 
+    def together(self, key: str, requests: list[Arrays]) -> list[Arrays]:
+        with ThreadPoolExecutor(len(requests)) as pool:
+            return list(pool.map(lambda r: self.infer(key, r), requests))
+
+    def executions(self, key: str) -> tuple[int, int]:
+        """(inferences, executions) Triton counted for the build's model so far."""
+        model = self.built[key].row.triton_model_name
+        stats = httpx.get(f"{self.url}/v2/models/{model}/stats", trust_env=False).json()
+        counted = stats["model_stats"][0]
+        return counted["inference_count"], counted["execution_count"]
+
 
 def register(container: Container, name: str, onnx_bytes: bytes, sample: Arrays) -> None:
     models.register(container, models.Registration(name, onnx_bytes, npz(sample), {}), actor="test")
@@ -168,6 +196,15 @@ def served(
                 )
                 folder = repo / row.triton_model_name
                 shutil.copytree(fetched / row.triton_model_name, folder)
+                if key == "fp32" and store == "on":  # let eight requests meet in one batch
+                    config = folder / "config.pbtxt"
+                    text, count = re.subn(
+                        r"preferred_batch_size: \[[^\]]*\] max_queue_delay_microseconds: \d+",
+                        "preferred_batch_size: [ 8 ] max_queue_delay_microseconds: 5000000",
+                        config.read_text(),
+                    )
+                    assert count == 1, text
+                    config.write_text(text)
                 built[f"{key}-{store}" if store == "off" else key] = Built(
                     row, folder, folder / "1" / "model.onnx"
                 )
@@ -206,8 +243,12 @@ def test_an_fp32_build_trims_and_answers_as_padded(served: Served) -> None:
     assert built.decision == {"trim_padding": True, "reason": serving["reason"]}
     assert 'key: "shipway_trim"' in built.config and "allow_ragged_batch" in built.config
     assert (built.folder / "1" / "shipway_padding.py").exists()
-    for request in requests_of(MIXED):
-        got = served.infer("fp32", request)
+    requests = requests_of(MIXED)
+    before = served.executions("fp32")
+    answers = served.together("fp32", requests)
+    inferences, executions = np.subtract(served.executions("fp32"), before)
+    assert (inferences, executions) == (8, 1)  # eight lengths stacked, trimmed, one run
+    for request, got in zip(requests, answers, strict=True):
         expected = built.direct(request)
         real = request["attention_mask"].astype(bool)
         assert got["last_hidden_state"].shape == expected["last_hidden_state"].shape
@@ -229,6 +270,13 @@ def test_an_int8_dynamic_build_is_served_untrimmed_and_says_why(served: Served) 
     serving = report["serving"]
     assert serving["trim_padding"] is False
     assert "DynamicQuantizeLinear" in serving["reason"]
+    # the reason names the run-time-scale operators the engine holds, and only those
+    graph = onnx.load(str(built.onnx)).graph
+    held = sorted(
+        {n.op_type for n in graph.node}
+        & {"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "QAttention"}
+    )
+    assert f"quantizes activations at run time ({', '.join(held)})" in serving["reason"]
     assert re.search(r"'pooled' by up to \d\.\de-0\d", serving["reason"])
     check = serving["check"]
     assert "pooled" in check["differs"] and check["max_abs_diff"]["pooled"] > 1e-4
@@ -236,8 +284,9 @@ def test_an_int8_dynamic_build_is_served_untrimmed_and_says_why(served: Served) 
     assert 'key: "shipway_trim"' not in built.config and "allow_ragged_batch" not in built.config
     assert not (built.folder / "1" / "shipway_padding.py").exists()
     moved = 0.0
-    # One at a time: Triton's batcher stacks equal shapes, and a dynamic scale spans
-    # batch-mates too; alone, the served answer is ONNX Runtime's on the request.
+    # Untrimmed, the Python backend runs every request alone (it is the official
+    # image's onnxruntime backend that stacks equal shapes, and a dynamic scale spans
+    # batch-mates): each served answer is ONNX Runtime's on that request as sent.
     for request in requests_of(MIXED, seed=40):
         got = served.infer("int8-dynamic", request)
         expected = built.direct(request)
@@ -280,3 +329,66 @@ def test_a_model_without_a_mask_input_is_untouched(served: Served) -> None:
         expected = built.direct(request)
         for name, value in expected.items():
             np.testing.assert_allclose(got[name], value, rtol=1e-6)
+
+
+def test_fp16_engines_trim_despite_rounding_noise_and_int8_dynamic_still_does_not(
+    tmp_path: Path,
+) -> None:
+    """At the ``trim_decision`` level (``fp16`` builds target TensorRT only): the
+    tolerance is ``ULPS`` fp16 ulps of each output's magnitude for an FP16 engine, and
+    the 1e-4 floor for FP32 and ``int8-dynamic`` engines."""
+    tiny = tmp_path / "tiny.onnx"
+    tiny.write_bytes(tiny_encoder())
+    quantize.fp16(tiny, tmp_path / "tiny16.onnx")
+    decided = trim_decision(
+        tmp_path / "tiny16.onnx",
+        read_signature(load_model(tiny.read_bytes())),
+        "python",
+        ServingOptions(),
+        token_rows([3, 7, 12, 20, 5, 9, 16, 2], 24, seed=1),
+        "attention_mask",
+    )
+    assert decided.trim, decided.reason
+    assert decided.check is not None
+    assert decided.check.tolerance.precision == "float16"
+    assert "4 float16 ulps of the output's largest magnitude" in decided.reason
+
+    # MiniLM-L3 on its reference sample (the example's: 64 rows padded to 32)
+    source = minilm.onnx_path()
+    signature = read_signature(load_model(source.read_bytes()))
+    sample = minilm.make_inputs(64, 32)
+    quantize.fp16(source, tmp_path / "minilm16.onnx")
+    quantize.dynamic(
+        quantize.prepare(source, tmp_path / "prepared.onnx", fuse=True),
+        tmp_path / "minilm-dynamic.onnx",
+        (),
+        None,
+    )
+
+    def decide(engine: Path, precision: str | None = None) -> dict[str, Any]:
+        made = trim_decision(
+            engine, signature, "python", ServingOptions(), sample, "attention_mask", None,
+            precision,
+        )  # fmt: skip
+        return made.to_dict()
+
+    fp32 = decide(source)
+    assert fp32["trim_padding"] is True, fp32["reason"]
+    assert max(fp32["check"]["max_abs_diff"].values()) < 1e-6
+    assert fp32["check"]["stacked_rows"] > 0 and fp32["check"]["rows"] == trim_check.MAX_ROWS
+
+    fp16 = decide(tmp_path / "minilm16.onnx")
+    assert fp16["trim_padding"] is True, fp16["reason"]
+    assert fp16["check"]["tolerance"]["precision"] == "float16"
+    pooled = fp16["check"]["max_abs_diff"][minilm.SENTENCE_EMBEDDING]
+    assert pooled > trim_check.ATOL  # past the FP32 bound: fp16 rounding, not padding
+    # held to the FP32 bound, the same engine would have been refused
+    strict = decide(tmp_path / "minilm16.onnx", "float32")
+    assert strict["trim_padding"] is False
+    assert minilm.SENTENCE_EMBEDDING in strict["check"]["differs"]
+
+    dynamic = decide(tmp_path / "minilm-dynamic.onnx")
+    assert dynamic["trim_padding"] is False
+    assert dynamic["check"]["tolerance"]["precision"] == "float32"
+    assert dynamic["check"]["max_abs_diff"][minilm.SENTENCE_EMBEDDING] > 1e-2
+    assert "DynamicQuantizeLinear" in dynamic["reason"]

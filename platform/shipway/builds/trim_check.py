@@ -3,16 +3,17 @@
 Trimming (``triton_models/padding.py``) is only a speed-up when the engine's answer for
 a row does not depend on how much padding the row was sent with, nor on which other
 requests' rows it is stacked with. That holds for an FP32 transformer (the mask is an
-attention bias; MiniLM's pooled output agrees within 1e-7 trimmed and padded: measured
-max 6.0e-08), and for a static INT8 build (fixed Q/DQ scales). It does not hold for an
-engine that computes something over the whole tensor, padding positions or other rows
-included: an ``int8-dynamic`` build's ``DynamicQuantizeLinear`` takes its scale from
-the min and max of the whole activation tensor, so padded positions' states (and
-batch-mates' states) move every real row's quantization (MiniLM-L3 on its 32-sentence
-check sample, ``text.sentences(32)`` padded to 64: the pooled embedding moves by up to
-6e-2 trimmed). The accuracy gate judged the engine on rows as the client sends them
-(padded, and untrimmed the Python backend runs each request alone), so such an engine
-must be served untrimmed, or what is served is not what was gated.
+attention bias; MiniLM-L3's answers agree within 3e-7 trimmed and untrimmed: max 2.4e-07
+on its example reference sample, ``minilm.make_inputs(64, 32)``), and for a static INT8
+build (fixed Q/DQ scales). It does not hold for an engine that computes something over
+the whole tensor, padding positions or other rows included: an ``int8-dynamic`` build's
+``DynamicQuantizeLinear`` takes its scale from the min and max of the whole activation
+tensor, so padded positions' states (and batch-mates' states) move every real row's
+quantization (MiniLM-L3's pooled embedding moves by up to 1.3e-1 trimmed on
+``minilm.make_inputs(64, 32)``, 5.7e-2 on ``text.sentences(32)`` padded to 64). The
+accuracy gate judged the engine on rows as the client sends them (padded, and untrimmed
+the Python backend runs each request alone), so such an engine must be served untrimmed,
+or what is served is not what was gated.
 
 So a build is trimmed only when this check, run on the version's reference sample
 through the built engine, finds every answer the same trimmed as served untrimmed. It
@@ -34,10 +35,11 @@ served-vs-ONNX Runtime tests hold Triton to) and ``ULPS`` units in the last plac
 the engine's float precision at the output's largest magnitude in that run
 (``ULPS * eps * max|output|``). For an FP32 engine that term is ~5e-7 x the magnitude
 and the floor decides; for an FP16 engine (eps 2^-10) it is ~4e-3 x the magnitude:
-rounding to fp16 alone moves an FP16 MiniLM's pooled output by 2.4e-4 and its token
-states by 2e-3 between padded and trimmed (at most one fp16 ulp of the output's
-largest value), which is noise, not padding leaking in. An ``int8-dynamic`` engine is
-FP32 (its movement, 4e-2..1e-1, is far past the floor). The engine's precision is the
+rounding to fp16 alone moves an FP16 MiniLM-L3's pooled output by up to 4.9e-4 and its
+token states by 2.0e-3 between untrimmed and trimmed on ``minilm.make_inputs(64, 32)``
+(at most one fp16 ulp of the output's largest value), which is noise, not padding
+leaking in. An ``int8-dynamic`` engine is FP32 (its movement on the same samples,
+5.7e-2..1.3e-1, is far past the floor). The engine's precision is the
 narrowest float type its graph holds (``packaging.engine_precision``) or an output's
 own dtype, if narrower. Token-level outputs are compared where the mask is non-zero
 (the served model answers zeros elsewhere); integer, bool and string outputs must be
