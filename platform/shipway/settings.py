@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shipway.builds.triton_models.padding import check_buckets
+
 DEV_TOKEN = "shipway-dev-token"
 DEV_ARCHIVE_KEY = "shipway-dev-archive-key"
 # a pod's own namespace, as its service account's token volume provides it
@@ -266,6 +268,18 @@ class Settings(BaseSettings):
         description="Triton backend for onnxruntime-cpu builds: `python` (ONNX Runtime "
         "inside the local Triton's Python backend) or `onnxruntime` (the official image).",
     )
+    serving_trim_padding: bool = Field(
+        True,
+        description="Python-backend builds of models with a mask input trim each batch to "
+        "its longest real row and batch requests by length bucket; a version's tag "
+        "`shipway.trim_padding=false` opts it out. False is a kill switch: no build trims, "
+        "whatever its tags (builds made before keep their packaged config).",
+    )
+    serving_length_buckets: list[int] = Field(
+        [16, 32, 64, 128],
+        description="Length buckets (tokens, ascending) by which trimmed builds group "
+        "requests into one run; JSON list, e.g. `[16,32,64,128]`.",
+    )
     triton_start_timeout: float = Field(
         120.0, description="Seconds to wait for a tritonserver to report ready."
     )
@@ -330,6 +344,14 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_node_selector(cls, value: object) -> object:
         return _pairs(value, "SHIPWAY_KUBERNETES_NODE_SELECTOR", "key=value,key=value")
+
+    @field_validator("serving_length_buckets")
+    @classmethod
+    def _buckets_ascending(cls, value: list[int]) -> list[int]:
+        try:
+            return list(check_buckets(value))
+        except ValueError as exc:
+            raise ValueError(f"SHIPWAY_SERVING_LENGTH_BUCKETS: {exc}") from None
 
     @model_validator(mode="after")
     def _time_limits_in_order(self) -> Settings:

@@ -560,3 +560,50 @@ def test_whatever_a_build_raises_it_ends_failed_with_the_reason(container: Conta
     done = builds.get(container, build_id)
     assert done.status == BuildStatus.FAILED and done.stage == "failed"
     assert done.error and done.error.startswith("unexpected error at stage 'start': TypeError")
+
+
+def test_builds_trim_by_the_registered_mask_unless_the_version_opts_out(
+    container: Container, tmp_path: Path
+) -> None:
+    """The tiny encoder's mask is ``input_mask``: the tag names it, the gate pools by it
+    and the packaged config trims by it; ``shipway.trim_padding=false`` packages it
+    untrimmed. Static INT8 (fixed Q/DQ scales) answers trimmed as padded, so it trims;
+    ``int8-dynamic`` does not (its scales span the padding): untrimmed, with the reason."""
+    onnx_bytes = graphs.tiny_encoder("input_mask")
+    rows = graphs.token_rows([3, 9, 14, 5, 11, 2, 16, 7] * 2, 16, seed=4)
+    sample = graphs.npz(input_ids=rows["input_ids"], input_mask=rows["attention_mask"])
+    configs, serving = {}, {}
+    for name, recipe, tags in (
+        ("encoder", "int8", {"shipway.mask_input": "input_mask"}),
+        (
+            "encoder-untrimmed",
+            "int8",
+            {"shipway.mask_input": "input_mask", "shipway.trim_padding": "false"},
+        ),
+        ("encoder-dynamic", "int8-dynamic", {"shipway.mask_input": "input_mask"}),
+    ):
+        version = models.register(
+            container, models.Registration(name, onnx_bytes, sample, tags), actor="test"
+        )
+        row, _ = build(container, version, recipe, min_cosine=0.9)
+        assert row.status == BuildStatus.SUCCEEDED, row.error
+        assert row.report["accuracy"]["rule"]["mask_input"] == "input_mask"
+        pooled = next(
+            o for o in row.report["accuracy"]["outputs"] if o["name"] == "last_hidden_state"
+        )
+        assert pooled["kind"] == "pooled-embedding"  # mean-pooled by input_mask
+        repo = repository(container, version, row, tmp_path / name)
+        assert row.triton_model_name
+        configs[name] = (repo / row.triton_model_name / "config.pbtxt").read_text()
+        serving[name] = row.report["serving"]
+    assert '\\"mask\\": \\"input_mask\\"' in configs["encoder"]
+    assert "allow_ragged_batch" in configs["encoder"]
+    assert serving["encoder"]["trim_padding"] is True
+    for untrimmed in ("encoder-untrimmed", "encoder-dynamic"):
+        assert 'key: "shipway_trim"' not in configs[untrimmed]
+        assert "allow_ragged_batch" not in configs[untrimmed]
+        assert serving[untrimmed]["trim_padding"] is False
+    assert serving["encoder-untrimmed"]["reason"] == (
+        "the version's tag shipway.trim_padding=false opts it out"
+    )
+    assert "DynamicQuantizeLinear" in serving["encoder-dynamic"]["reason"]

@@ -164,3 +164,44 @@ def test_output_kind_tags_are_checked_at_registration(
         data={"tags": json.dumps({"shipway.output.y": "embedding"})},
     )
     assert accepted.status_code == 201, accepted.text
+
+
+def test_serving_tags_are_checked_at_registration(api: TestClient, container: Container) -> None:
+    """``shipway.mask_input=<input>|none`` names the mask the gate, the shadow and the
+    served model's trimming read; ``shipway.trim_padding=true|false`` opts out of
+    trimming. A tag naming no input, or another value, is a 422 now."""
+    made = CASES["tokens"]()  # inputs ids and mask [batch, seq]
+    files = {"onnx": ("m.onnx", made.onnx), "sample": ("s.npz", npz(made.sample(8)))}
+    for tags, message in (
+        ({"shipway.mask_input": "attention_mask"}, "names no input of the model"),
+        ({"shipway.trim_padding": "off"}, "must be true or false"),
+    ):
+        refused = api.post(
+            "/api/v1/models/serving-tags/versions", files=files, data={"tags": json.dumps(tags)}
+        )
+        assert refused.status_code == 422 and message in refused.json()["detail"], refused.text
+        assert nothing_registered(container, "serving-tags")
+    accepted = api.post(
+        "/api/v1/models/serving-tags/versions",
+        files=files,
+        data={"tags": json.dumps({"shipway.mask_input": "mask", "shipway.trim_padding": "false"})},
+    )
+    assert accepted.status_code == 201, accepted.text
+
+
+def test_a_mask_tag_naming_no_integer_batch_by_seq_input_is_refused(
+    api: TestClient, container: Container
+) -> None:
+    """A float or rank-0 input is no mask to trim by: a 422 that says why, nothing kept."""
+    made = CASES["scalar-scale"]()  # x float32 [batch, 4], scale rank 0
+    files = {"onnx": ("m.onnx", made.onnx), "sample": ("s.npz", npz(made.sample(4)))}
+    for name, problem in (("x", "has dtype float32"), ("scale", "has shape []")):
+        refused = api.post(
+            "/api/v1/models/mask-tag/versions",
+            files=files,
+            data={"tags": json.dumps({"shipway.mask_input": name})},
+        )
+        assert refused.status_code == 422, refused.text
+        detail = refused.json()["detail"]
+        assert f"input {name!r}, which {problem}; a mask input must be" in detail, detail
+        assert nothing_registered(container, "mask-tag")

@@ -121,6 +121,7 @@ def test_worker_builds_fp32_repository(
         f"builds/{build.id}/report/report.json",
         f"{prefix}/1/model.onnx",
         f"{prefix}/1/model.py",
+        f"{prefix}/1/shipway_padding.py",  # MiniLM has a mask: its build trims padding
         f"{prefix}/config.pbtxt",
         f"{prefix}/warmup/0-input_ids.bin",  # the reference sample's first row
         f"{prefix}/warmup/1-attention_mask.bin",
@@ -130,6 +131,7 @@ def test_worker_builds_fp32_repository(
         version.mlflow_run_id, f"{prefix}/config.pbtxt", tmp_path / "dl"
     ).read_text()
     assert f'name: "{name}"' in config and 'backend: "python"' in config
+    assert 'key: "shipway_trim"' in config
 
     # A re-delivered build that already succeeded changes nothing.
     before = builds.get(container, build.id).updated_at
@@ -222,6 +224,7 @@ def test_a_worker_killed_mid_build_leaves_it_to_the_next_worker_which_finishes_i
             f"builds/{build.id}/report/report.json",
             f"{prefix}/1/model.onnx",
             f"{prefix}/1/model.py",
+            f"{prefix}/1/shipway_padding.py",
             f"{prefix}/config.pbtxt",
             f"{prefix}/warmup/0-input_ids.bin",
             f"{prefix}/warmup/1-attention_mask.bin",

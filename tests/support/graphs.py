@@ -239,3 +239,100 @@ def blocks_on_large_inputs(rows: int = 16) -> tuple[bytes, bytes]:
         "blocks",
     )
     return model, npz(x=rng.normal(size=(rows, 8)).astype(np.float32))
+
+
+def _ints(name: str, values: list[int]) -> onnx.NodeProto:
+    tensor = helper.make_tensor(name, TensorProto.INT64, [len(values)], values)
+    return helper.make_node("Constant", [], [name], value=tensor)
+
+
+def tiny_encoder(
+    mask: str | None = "attention_mask", vocab: int = 50, hidden: int = 8, max_len: int = 256
+) -> bytes:
+    """A transformer-like encoder: ``input_ids`` [batch, seq] int64 (ids < ``vocab``),
+    token and position embeddings, one attention layer and a residual, out come
+    ``last_hidden_state`` [batch, seq, hidden] and ``pooled`` [batch, hidden].
+
+    With ``mask`` (an int64 [batch, seq] input of that name) attention skips masked
+    keys (an additive -1e4 bias) and ``pooled`` is the mask-aware mean, as a sentence
+    encoder's; padded positions still get non-zero states of their own, as in a real
+    encoder. With ``mask=None`` there is no mask input: every position attends to every
+    position and ``pooled`` is the plain mean (a model whose padding counts)."""
+    rng = np.random.default_rng(17)
+    weights: dict[str, np.ndarray] = {
+        "tok": rng.normal(size=(vocab, hidden)),
+        "pos": rng.normal(size=(max_len, hidden)) / 2,
+        "wq": rng.normal(size=(hidden, hidden)) / np.sqrt(hidden),
+        "wk": rng.normal(size=(hidden, hidden)) / np.sqrt(hidden),
+        "wv": rng.normal(size=(hidden, hidden)) / np.sqrt(hidden),
+        "scale": np.array(1 / np.sqrt(hidden)),
+    }
+    if mask is not None:
+        weights |= {"one": np.array(1.0), "big": np.array(-1e4)}
+    nodes = [
+        _ints("zero", [0]),
+        _ints("axis1", [1]),
+        _ints("two", [2]),
+        helper.make_node("Gather", ["tok", "input_ids"], ["tokens"]),
+        helper.make_node("Shape", ["input_ids"], ["shape"]),
+        helper.make_node("Slice", ["shape", "axis1", "two"], ["seq"]),
+        helper.make_node("Slice", ["pos", "zero", "seq", "zero"], ["positions"]),
+        helper.make_node("Add", ["tokens", "positions"], ["x"]),
+        helper.make_node("MatMul", ["x", "wq"], ["q"]),
+        helper.make_node("MatMul", ["x", "wk"], ["k"]),
+        helper.make_node("MatMul", ["x", "wv"], ["v"]),
+        helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["q", "kt"], ["raw"]),
+        helper.make_node("Mul", ["raw", "scale"], ["scores"]),
+    ]
+    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])]
+    if mask is None:
+        nodes += [
+            helper.make_node("Softmax", ["scores"], ["attention"], axis=-1),
+            helper.make_node("MatMul", ["attention", "v"], ["context"]),
+            helper.make_node("Add", ["x", "context"], ["summed"]),
+            helper.make_node("Tanh", ["summed"], ["last_hidden_state"]),
+            helper.make_node("ReduceMean", ["last_hidden_state"], ["pooled"], axes=[1], keepdims=0),
+        ]
+    else:
+        inputs.append(helper.make_tensor_value_info(mask, TensorProto.INT64, ["batch", "seq"]))
+        nodes += [
+            helper.make_node("Cast", [mask], ["m"], to=TensorProto.FLOAT),
+            helper.make_node("Sub", ["one", "m"], ["masked"]),
+            helper.make_node("Mul", ["masked", "big"], ["bias2"]),
+            helper.make_node("Unsqueeze", ["bias2", "axis1"], ["bias"]),
+            helper.make_node("Add", ["scores", "bias"], ["biased"]),
+            helper.make_node("Softmax", ["biased"], ["attention"], axis=-1),
+            helper.make_node("MatMul", ["attention", "v"], ["context"]),
+            helper.make_node("Add", ["x", "context"], ["summed"]),
+            helper.make_node("Tanh", ["summed"], ["last_hidden_state"]),
+            helper.make_node("Unsqueeze", ["m", "two"], ["m3"]),
+            helper.make_node("Mul", ["last_hidden_state", "m3"], ["kept"]),
+            helper.make_node("ReduceSum", ["kept", "axis1"], ["total"], keepdims=0),
+            helper.make_node("ReduceSum", ["m3", "axis1"], ["count"], keepdims=0),
+            helper.make_node("Div", ["total", "count"], ["pooled"]),
+        ]
+    return _model(
+        nodes,
+        inputs,
+        [
+            _float("last_hidden_state", ["batch", "seq", hidden]),
+            _float("pooled", ["batch", hidden]),
+        ],
+        weights,
+        "tiny-encoder",
+    )
+
+
+def token_rows(
+    lengths: list[int], seq: int, vocab: int = 50, seed: int = 0, mask: bool = True
+) -> dict[str, np.ndarray]:
+    """Requests rows for ``tiny_encoder``: row ``i`` has ``lengths[i]`` real ids (1..vocab-1)
+    then zeros to ``seq``; with ``mask``, the matching ``attention_mask``."""
+    rng = np.random.default_rng(seed)
+    ids = np.zeros((len(lengths), seq), dtype=np.int64)
+    attention = np.zeros((len(lengths), seq), dtype=np.int64)
+    for row, length in enumerate(lengths):
+        ids[row, :length] = rng.integers(1, vocab, size=length)
+        attention[row, :length] = 1
+    return {"input_ids": ids, "attention_mask": attention} if mask else {"input_ids": ids}

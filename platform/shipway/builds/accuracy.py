@@ -61,6 +61,8 @@ CLASS_SCORES = "class-scores"
 EMBEDDING = "embedding"
 OUTPUT_KINDS = (CLASS_SCORES, EMBEDDING)
 OUTPUT_TAG_PREFIX = "shipway.output."
+MASK_TAG = "shipway.mask_input"  # the registration tag naming the attention mask input
+NO_MASK = "none"
 PROBABILITY_TOLERANCE = 1e-3
 
 Arrays = Mapping[str, np.ndarray]
@@ -90,6 +92,12 @@ class AgreementRule:
     # False for a model without a batch axis: each request is one row, its outputs
     # whole (an output [4] is one vector, not four values)
     batched: bool = True
+    # token-level outputs ([batch, seq, ...], seq the mask's; the signature decides, as
+    # for trimming: ``triton_config.sequence_layout``): compared with the positions the
+    # request's mask zeroes set to zero on both sides, since a trimmed build answers
+    # zeros there and an untrimmed one (a stable built before trimming, the official
+    # image's backend) answers the model's values. Empty in rules saved before this field
+    token_outputs: frozenset[str] = field(default_factory=frozenset)
 
     def scale(self, output: str) -> float:
         return dict(self.scales).get(output, 0.0)
@@ -100,6 +108,7 @@ class AgreementRule:
         if self.min_row_cosine is not None and not 0.0 < self.min_row_cosine <= 1.0:
             raise InvalidInput(f"min_row_cosine must be within (0, 1], got {self.min_row_cosine}")
         object.__setattr__(self, "class_scores", frozenset(self.class_scores))
+        object.__setattr__(self, "token_outputs", frozenset(self.token_outputs))
 
     @property
     def row_threshold(self) -> float:
@@ -116,17 +125,28 @@ class AgreementRule:
             "min_row_cosine": self.min_row_cosine,
             "scales": dict(self.scales),
             "batched": self.batched,
+            "token_outputs": sorted(self.token_outputs),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AgreementRule:
-        known = {"min_cosine", "class_scores", "mask_input", "min_row_cosine", "scales", "batched"}
+        known = {
+            "min_cosine",
+            "class_scores",
+            "mask_input",
+            "min_row_cosine",
+            "scales",
+            "batched",
+            "token_outputs",
+        }
         unknown = set(data) - known
         if unknown:
             raise InvalidInput(f"unknown agreement rule fields: {sorted(unknown)}")
         scores = data.get("class_scores", ())
-        if isinstance(scores, str) or not all(isinstance(s, str) for s in scores):
-            raise InvalidInput("class_scores must be a list of output names")
+        tokens = data.get("token_outputs") or ()  # absent in rules saved before it
+        for key, names in (("class_scores", scores), ("token_outputs", tokens)):
+            if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+                raise InvalidInput(f"{key} must be a list of output names")
         return cls(
             min_cosine=float(data.get("min_cosine", 0.99)),
             class_scores=frozenset(scores),
@@ -136,6 +156,7 @@ class AgreementRule:
             else float(data["min_row_cosine"]),
             scales=tuple(sorted((str(k), float(v)) for k, v in (data.get("scales") or {}).items())),
             batched=bool(data.get("batched", True)),
+            token_outputs=frozenset(tokens),
         )
 
 
@@ -206,6 +227,7 @@ def compare_output(
     mask: np.ndarray | None = None,
     class_scores: bool = False,
     scale: float = 0.0,
+    token_level: bool = False,
 ) -> OutputRows:
     """The per-row arithmetic shared by the gate and ``rows_agree``.
 
@@ -213,6 +235,9 @@ def compare_output(
     request's attention mask ``[rows, tokens]`` (used for a rank-3 output of that
     shape), ``class_scores`` whether to compare the top-1 class of each row,
     ``scale`` the output's typical size for one-value rows (``cosine_rows``).
+    ``token_level`` (``AgreementRule.token_outputs``): the output's axis 1 is the mask's,
+    and both sides are compared with the positions the mask zeroes set to zero (a
+    trimmed answer has zeros there, an untrimmed one the model's values), at any rank.
     """
     if reference is None:
         raise ValueError(f"no reference for output {name!r}")
@@ -224,6 +249,8 @@ def compare_output(
             name, "mismatch", rows, problem=f"shape {shape}, expected {tuple(ref.shape)}"
         )
     got = _as_rows(np.asarray(candidate))
+    if token_level and mask is not None and ref.ndim >= 2 and tuple(mask.shape) == ref.shape[:2]:
+        ref, got = _zero_masked(ref, mask), _zero_masked(got, mask)
     if not np.issubdtype(ref.dtype, np.floating):  # ids, counts, flags: exactly
         same = (ref == got).reshape(rows, -1).all(axis=1)
         return OutputRows(name, "exact", rows, exact=same)
@@ -267,6 +294,14 @@ def compare_output(
     )
 
 
+def _zero_masked(array: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``array`` ``[rows, tokens, ...]`` with zeros wherever ``mask`` ``[rows, tokens]`` is
+    zero, as a trimmed build answers a token-level output."""
+    out = array.copy()
+    out[np.asarray(mask) == 0] = 0
+    return out
+
+
 def _mask(inputs: Arrays, rule: AgreementRule) -> np.ndarray | None:
     return inputs.get(rule.mask_input) if rule.mask_input else None
 
@@ -291,7 +326,13 @@ def rows_agree(
     mask = _mask(inputs, rule)
     verdicts = [
         compare_output(
-            name, ref, candidate.get(name), mask, name in rule.class_scores, rule.scale(name)
+            name,
+            ref,
+            candidate.get(name),
+            mask,
+            name in rule.class_scores,
+            rule.scale(name),
+            name in rule.token_outputs,
         ).agrees(rule.row_threshold)
         for name, ref in reference.items()
     ]
@@ -328,6 +369,28 @@ def output_kinds(tags: Mapping[str, str], outputs: Iterable[str]) -> dict[str, s
     return kinds
 
 
+def mask_input(tags: Mapping[str, str], inputs: Iterable[str]) -> str | None:
+    """The input holding the ``[batch, tokens]`` attention mask, as registered: the tag
+    ``shipway.mask_input=<input>`` names it, ``shipway.mask_input=none`` says the model
+    has none; untagged, ``attention_mask`` (used where the model has that input). The
+    gate pools by it, the shadow judges by it, the served model trims padding by it.
+
+    Raises ``InvalidInput`` for a tag that names no input.
+    """
+    value = tags.get(MASK_TAG)
+    if value is None:
+        return MASK
+    names = set(inputs)
+    if value in names:
+        return value
+    if value == NO_MASK:
+        return None
+    raise InvalidInput(
+        f"tag {MASK_TAG!r} names no input of the model ({value!r}); inputs: {sorted(names)}, "
+        f"or {NO_MASK!r} for a model without a mask"
+    )
+
+
 def is_distribution(array: np.ndarray) -> bool:
     """Every row along the last axis is a probability distribution (>= 2 classes)."""
     if not np.issubdtype(array.dtype, np.floating) or array.ndim < 2 or array.shape[-1] < 2:
@@ -354,9 +417,11 @@ def resolve_rule(
     mask_input: str | None = MASK,
     min_row_cosine: float | None = None,
     batched: bool = True,
+    token_outputs: Iterable[str] = (),
 ) -> AgreementRule:
     """The rule for a model, from its FP32 outputs on held-out rows and its tags;
-    ``batched`` False for a model without a batch axis (``Signature.batch_dim``)."""
+    ``batched`` False for a model without a batch axis (``Signature.batch_dim``);
+    ``token_outputs`` from its signature (``triton_config.sequence_layout``)."""
     reference = as_rows(reference, batched)
     scales = tuple(
         sorted((name, s) for name, array in reference.items() if (s := output_scale(array)))
@@ -368,6 +433,7 @@ def resolve_rule(
         min_row_cosine,
         scales,
         batched,
+        frozenset(token_outputs),
     )
 
 
@@ -502,7 +568,13 @@ def compare(
     for name, ref in reference.items():
         scale = rule.scale(name) or output_scale(ref)
         rows = compare_output(
-            name, ref, candidate.get(name), mask, name in rule.class_scores, scale
+            name,
+            ref,
+            candidate.get(name),
+            mask,
+            name in rule.class_scores,
+            scale,
+            name in rule.token_outputs,
         )
         if rows.problem is not None:
             failed.append(GateFailure(name, "shape", rows.problem, None))

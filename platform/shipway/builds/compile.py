@@ -17,8 +17,9 @@ from typing import Any
 
 import onnx
 
-from shipway.builds.accuracy import AccuracyReport, AgreementRule, compare, resolve_rule
+from shipway.builds.accuracy import MASK, AccuracyReport, AgreementRule, compare, resolve_rule
 from shipway.builds.recipes import BuildOptions, Recipe, Target
+from shipway.builds.triton_config import token_outputs
 from shipway.engines import evaluate, quantize, selective, tensorrt
 from shipway.engines.benchmark import side_by_side
 from shipway.engines.calibration import Arrays, rows, split, take
@@ -56,6 +57,7 @@ class Inputs:
     stable_model: Path | None = None  # the engine of the stable build, to race against
     stable_build: str | None = None
     output_kinds: dict[str, str] = field(default_factory=dict)  # from registration tags
+    mask_input: str | None = MASK  # the attention mask input (tag shipway.mask_input)
 
 
 @dataclass
@@ -102,8 +104,10 @@ def compile_candidate(
         reference,
         options.min_cosine,
         inputs.output_kinds,
+        mask_input=inputs.mask_input,
         min_row_cosine=options.min_row_cosine,
         batched=inputs.signature.batch_dim is not None,
+        token_outputs=token_outputs(inputs.signature, inputs.mask_input),
     )
 
     def gate(path: Path) -> AccuracyReport:

@@ -23,11 +23,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shipway import audit
-from shipway.builds.accuracy import output_kinds
+from shipway.builds.accuracy import mask_input, output_kinds
 from shipway.builds.compile import BenchPlan, GateFailed, Inputs, compile_candidate
 from shipway.builds.isolation import TimeLimitExceeded
-from shipway.builds.packaging import package_repository, triton_model_name
+from shipway.builds.packaging import (
+    backend_for,
+    package_repository,
+    trim_decision,
+    triton_model_name,
+)
 from shipway.builds.recipes import BuildOptions, Recipe, Target
+from shipway.builds.triton_config import ServingOptions, trim_off_reason, trims_padding
 from shipway.engines import tensorrt
 from shipway.errors import BuildFailed, ShipwayError
 from shipway.registry.mlflow_registry import (
@@ -153,7 +159,8 @@ class BuildPipeline:
                     race = recipe is not Recipe.FP32 and target is Target.ONNXRUNTIME_CPU
                     inputs = self._fetch(run_id, signature, stable if race else None, work)
                     kinds = output_kinds(tags, (o.name for o in signature.outputs))
-                    inputs = replace(inputs, output_kinds=kinds)
+                    mask = mask_input(tags, (i.name for i in signature.inputs))
+                    inputs = replace(inputs, output_kinds=kinds, mask_input=mask)
                     result = compile_candidate(
                         inputs, recipe, target, options, work, self._bench_plan(), stage
                     )
@@ -171,14 +178,35 @@ class BuildPipeline:
                         )
                     stage("package-triton", 0.85)
                     repo = work / "repo"
+                    enabled = self.settings.serving_trim_padding
+                    serving = ServingOptions(
+                        trim_padding=trims_padding(tags, enabled),
+                        length_buckets=tuple(self.settings.serving_length_buckets),
+                    )
+                    backend = backend_for(target, self.settings.triton_onnx_backend)
+                    # Trimmed only where the engine answers its reference sample trimmed
+                    # as padded, the way the gate judged it (``trim_check``).
+                    decision = trim_decision(
+                        engine,
+                        signature,
+                        backend,
+                        serving,
+                        inputs.sample,
+                        mask,
+                        trim_off_reason(tags, enabled),
+                    )
+                    report["serving"] = decision.to_dict()
                     package_repository(
                         repo,
                         triton_name,
                         engine,
                         signature,
                         target,
+                        serving,
                         onnx_backend=self.settings.triton_onnx_backend,
                         sample=inputs.sample,  # the warm-up request is its first row
+                        mask_input=mask,
+                        decision=decision,
                     )
                     stage("upload-artifacts", 0.9)
                     extras = work / "extras"

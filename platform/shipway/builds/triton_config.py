@@ -30,6 +30,22 @@ request in the model's own shape is served (rows and the batch axis as
   Triton fails the load when it fails ("failed to run warmup sample ..."), so a model
   that cannot serve its own reference row never becomes ready, and says why. Triton
   skips a warm-up with ``batch_size: 0`` without a word, so it is always 1.
+- **Trimming padding** (the Python backend only; ``trim_plan``): for a batched model
+  with an integer or bool mask input ``[batch, seq]`` (``seq`` symbolic) whose other
+  tensors carry ``seq`` or a fixed size on axis 1 (``sequence_layout``), and whose built
+  engine answers its reference sample trimmed as padded (``packaging.trim_decision``,
+  ``trim_check``; an ``int8-dynamic`` engine does not), the config
+  carries the parameter ``shipway_trim`` (JSON: the mask, the *sequence inputs* and the
+  *token-level outputs* — the tensors whose axis 1 is that same symbolic ``seq``, read
+  from the signature, never guessed from values — and the length buckets) and marks
+  the sequence inputs ``allow_ragged_batch``. Triton's dynamic batcher otherwise
+  batches only requests of equal shapes, so requests sent at their real lengths
+  would rarely share a run; ragged, it hands the served model requests of any
+  lengths together, and the model groups them by length bucket and runs each group
+  trimmed to its longest real row (``triton_models/padding.py``). Answers keep each
+  request's shape; token-level outputs are zeros wherever the request's mask is
+  zero. The official image's ``onnxruntime`` backend stacks requests itself and
+  cannot do either: its config is left as it was.
 """
 
 from __future__ import annotations
@@ -41,6 +57,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from shipway.builds.accuracy import MASK_TAG
+from shipway.builds.triton_models.padding import DEFAULT_BUCKETS, check_buckets
 from shipway.errors import InvalidInput
 from shipway.registry.signature import Dim, Signature, TensorSpec
 
@@ -62,6 +80,7 @@ TRITON_DTYPES = {
 }
 
 WARMUP_DIR = "warmup"  # Triton reads input_data_file from <model>/warmup/
+TRIM_TAG = "shipway.trim_padding"  # registration tag: "false" serves the model untrimmed
 
 
 @dataclass(frozen=True)
@@ -73,6 +92,38 @@ class ServingOptions:
     max_queue_delay_us: int = 500
     preferred_batch_sizes: tuple[int, ...] = (4, 8)
     warmup: bool = True  # send a reference row at load time, when a sample is given
+    # trim each batch to its longest real row, by the mask input (see the module
+    # docstring); only where the model has one and the backend is ``python``
+    trim_padding: bool = True
+    # tokens; requests are run together when their longest real rows share a bucket
+    length_buckets: tuple[int, ...] = DEFAULT_BUCKETS
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "length_buckets", check_buckets(self.length_buckets))
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class TrimPlan:
+    """What the served model trims: the mask input, the inputs and outputs whose axis 1
+    is the mask's sequence axis, and the length buckets."""
+
+    mask: str
+    sequence_inputs: tuple[str, ...]
+    token_outputs: tuple[str, ...]
+    buckets: tuple[int, ...]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "mask": self.mask,
+                "sequence_inputs": list(self.sequence_inputs),
+                "token_outputs": list(self.token_outputs),
+                "buckets": list(self.buckets),
+            }
+        )
 
 
 # Backend name -> (instance kind, model file). ``python`` is the local Triton's Python
@@ -98,6 +149,168 @@ def batches(signature: Signature, options: ServingOptions) -> bool:
     return is_batchable(signature) and options.max_batch_size > 0
 
 
+def trims_padding(tags: Mapping[str, str], enabled: bool = True) -> bool:
+    """Whether a registered version's builds trim padding: never when the server's
+    setting ``SHIPWAY_SERVING_TRIM_PADDING`` (``enabled``) is false — a kill switch over
+    every tag —, else unless its tag says ``shipway.trim_padding=false``. Raises
+    ``InvalidInput`` for a tag value other than true or false (checked either way)."""
+    value = tags.get(TRIM_TAG)
+    if value is not None and value.lower() not in ("true", "false"):
+        raise InvalidInput(f"tag {TRIM_TAG!r} must be true or false, got {value!r}")
+    return enabled and (value is None or value.lower() == "true")
+
+
+def trim_off_reason(tags: Mapping[str, str], enabled: bool = True) -> str | None:
+    """Why ``trims_padding`` is false for these tags and setting (for the build report);
+    ``None`` when it is true."""
+    if not enabled:
+        return "SHIPWAY_SERVING_TRIM_PADDING=false: no build trims (the kill switch)"
+    if not trims_padding(tags, enabled):
+        return f"the version's tag {TRIM_TAG}=false opts it out"
+    return None
+
+
+@dataclass(frozen=True)
+class SequenceLayout:
+    """Where a model carries the mask's sequence axis: the mask input, the inputs and
+    the *token-level* outputs whose axis 1 is it (``sequence_layout``)."""
+
+    mask: str
+    sequence_inputs: tuple[str, ...]
+    token_outputs: tuple[str, ...]
+
+
+def _integer_or_bool(dtype: str) -> bool:
+    return dtype == "bool" or dtype.startswith(("int", "uint"))
+
+
+def sequence_layout(
+    signature: Signature, mask_input: str | None, fixed: Mapping[str, int] | None = None
+) -> SequenceLayout | None:
+    """The tensors a trimmed run cuts (inputs) and re-pads (outputs) on axis 1, read from
+    the signature only; ``None`` when trimming would not be a plain cut of axis 1.
+
+    The mask must be an integer or bool input ``[batch, seq]`` with ``seq`` symbolic (a
+    float additive mask, 0 where real, would read inverted). Every other tensor of rank
+    2 or more must carry, on axis 1, that same ``seq`` or a fixed size, and ``seq``
+    nowhere else: a tensor with another symbolic name or an unknown size on axis 1 (a
+    torch export's per-tensor names, ``["batch", "seq_ids"]``) may or may not follow the
+    mask, and the signature cannot say which, so such a model is left untouched.
+    ``fixed`` gives outputs whose axis 1 the signature leaves free (shape inference
+    names it ``Concat461_dim_1``: MiniLM's pooled output) the size a run of the model at
+    two sequence lengths found it to keep (``packaging.probe_fixed_outputs``).
+    String (BYTES) tensors on ``seq`` are refused too (no zero to pad with), and so is a
+    model Triton does not batch (``is_batchable``), whose requests are never stacked.
+    Used by the packaging (``trim_plan``) and by the shadow comparison, which must
+    judge a trimmed answer against an untrimmed one (``AgreementRule.token_outputs``).
+    """
+    mask = next((s for s in signature.inputs if s.name == mask_input), None)
+    if not is_batchable(signature) or mask is None or len(mask.shape) != 2:
+        return None  # is_batchable: every tensor starts with the batch axis
+    seq = mask.shape[1]
+    if not isinstance(seq, str) or seq == signature.batch_dim or not _integer_or_bool(mask.dtype):
+        return None
+    fixed = fixed or {}
+    outputs = {s.name for s in signature.outputs}
+    for spec in (*signature.inputs, *signature.outputs):
+        if len(spec.shape) < 2:
+            continue
+        axis = spec.shape[1]
+        if spec.name in outputs and axis != seq and not isinstance(axis, int):
+            axis = fixed.get(spec.name, axis)
+        if not (axis == seq or (isinstance(axis, int) and not isinstance(axis, bool))):
+            return None  # None or another symbolic name: may follow the mask or not
+        if seq in spec.shape[:1] + spec.shape[2:]:
+            return None  # the sequence axis elsewhere than axis 1: not a cut of axis 1
+        if axis == seq and spec.dtype == "object":
+            return None  # strings: no zero to pad a cut input or a masked answer with
+    return SequenceLayout(
+        mask.name,
+        tuple(s.name for s in signature.inputs if s.shape[1:2] == (seq,)),
+        tuple(s.name for s in signature.outputs if s.shape[1:2] == (seq,)),
+    )
+
+
+def free_outputs(signature: Signature, mask_input: str | None) -> tuple[str, ...]:
+    """Outputs of rank 2 or more whose axis 1 the signature leaves free (unknown, or a
+    symbolic name other than the mask's): trimming must know whether they follow the
+    sequence length (``sequence_layout``'s ``fixed``)."""
+    mask = next((s for s in signature.inputs if s.name == mask_input), None)
+    seq = mask.shape[1] if mask is not None and len(mask.shape) == 2 else None
+    return tuple(
+        o.name
+        for o in signature.outputs
+        if len(o.shape) >= 2 and o.shape[1] != seq and not isinstance(o.shape[1], int)
+    )
+
+
+def token_outputs(signature: Signature, mask_input: str | None) -> tuple[str, ...]:
+    """The outputs a trimmed build answers with zeros where the mask is zero, whether or
+    not this build trims (its shadow may be compared with one that does): those whose
+    axis 1 is the mask's symbolic ``seq`` (and nowhere else), the mask an integer or
+    bool ``[batch, seq]`` input; ``()`` when there is no such mask."""
+    mask = next((s for s in signature.inputs if s.name == mask_input), None)
+    if mask is None or len(mask.shape) != 2 or not _integer_or_bool(mask.dtype):
+        return ()
+    batch, seq = mask.shape
+    if not isinstance(seq, str) or seq == batch:
+        return ()
+    return tuple(
+        o.name
+        for o in signature.outputs
+        if o.shape[:2] == (batch, seq) and seq not in o.shape[2:] and o.dtype != "object"
+    )
+
+
+def check_mask_tag(signature: Signature, tags: Mapping[str, str]) -> None:
+    """Refuse (``InvalidInput``, HTTP 422) a ``shipway.mask_input`` tag naming an input
+    that is not an integer or bool ``[batch, seq]`` mask: a float (additive) mask or a
+    tensor of another rank would be trimmed by the wrong positions. The untagged default
+    (``attention_mask``) is not checked: a model whose input of that name is not such a
+    mask is simply not trimmed (``sequence_layout``)."""
+    name = tags.get(MASK_TAG)
+    spec = next((s for s in signature.inputs if s.name == name), None)
+    if spec is None:
+        return  # no tag, "none", or a name ``accuracy.mask_input`` refuses
+    batch = signature.batch_dim
+    if len(spec.shape) != 2 or batch is None or spec.shape[0] != batch:
+        problem = f"has shape {list(spec.shape)}"
+    elif not _integer_or_bool(spec.dtype):
+        problem = f"has dtype {spec.dtype}"
+    else:
+        return
+    raise InvalidInput(
+        f"tag {MASK_TAG!r} names input {name!r}, which {problem}; a mask input must be an "
+        "integer or bool [batch, seq] tensor (non-zero where a token is real)"
+    )
+
+
+def trim_plan(
+    signature: Signature,
+    mask_input: str | None,
+    options: ServingOptions,
+    backend: str = "python",
+    fixed: Mapping[str, int] | None = None,
+) -> TrimPlan | None:
+    """Whether and how the served model trims padding; ``None`` leaves it untouched.
+
+    It trims when the options ask, the backend is ``python``, the model batches, and
+    ``sequence_layout`` (``fixed``: its probed output sizes) finds the mask's sequence
+    axis on axis 1 only, named the same wherever it is: then cutting and re-padding
+    axis 1 is all trimming does. The *token-level* outputs are the outputs with ``seq``
+    on axis 1 (``last_hidden_state``); the others (a pooled ``[batch, hidden]``, class
+    scores) are answered as computed.
+    """
+    if not (options.trim_padding and backend == "python" and batches(signature, options)):
+        return None
+    layout = sequence_layout(signature, mask_input, fixed)
+    if layout is None:
+        return None
+    return TrimPlan(
+        layout.mask, layout.sequence_inputs, layout.token_outputs, options.length_buckets
+    )
+
+
 def dims(spec: TensorSpec, batched: bool) -> tuple[int, ...]:
     """Triton ``dims``: without the batch axis when batched, ``-1`` for a free size,
     ``[1]`` for rank 0."""
@@ -118,10 +331,10 @@ def _list(values: tuple[int, ...]) -> str:
     return "[ " + ", ".join(map(str, values)) + " ]"
 
 
-def _tensor(spec: TensorSpec, batched: bool) -> str:
+def _tensor(spec: TensorSpec, batched: bool, ragged: bool = False) -> str:
     return (
         f"  {{ name: {json.dumps(spec.name)} data_type: {_dtype(spec)} "
-        f"dims: {_list(dims(spec, batched))} }}"
+        f"dims: {_list(dims(spec, batched))}{' allow_ragged_batch: true' if ragged else ''} }}"
     )
 
 
@@ -165,18 +378,24 @@ def render_config(
     backend: str,
     options: ServingOptions,
     warmup: Mapping[str, np.ndarray] | None = None,
+    trim: TrimPlan | None = None,
+    trim_decision: str | None = None,
 ) -> str:
     """The ``config.pbtxt`` text. ``warmup`` (from ``warmup_request``) adds a warm-up
     that reads each input from ``warmup/<warmup_file(i, name)>``, which the caller
-    writes as the array's raw bytes. Raises ``InvalidInput`` for a dtype Triton
-    cannot serve."""
+    writes as the array's raw bytes; ``trim`` (from ``trim_plan``) the trimming
+    parameter and ragged sequence inputs; ``trim_decision`` (JSON: whether the build
+    trims and why, ``packaging.TrimDecision``) the parameter ``shipway_trim_decision``,
+    for whoever reads the config (the served model does not). Raises ``InvalidInput``
+    for a dtype Triton cannot serve."""
     batched = batches(signature, options)
+    ragged = set(trim.sequence_inputs) if trim else set()
     lines = [
         f"name: {json.dumps(model_name)}",
         f"backend: {json.dumps(backend)}",
         f"max_batch_size: {options.max_batch_size if batched else 0}",
         "input [",
-        ",\n".join(_tensor(s, batched) for s in signature.inputs),
+        ",\n".join(_tensor(s, batched, s.name in ragged) for s in signature.inputs),
         "]",
         "output [",
         ",\n".join(_tensor(s, batched) for s in signature.outputs),
@@ -189,6 +408,16 @@ def render_config(
             "dynamic_batching { "
             f"preferred_batch_size: [ {', '.join(map(str, sizes))} ] "
             f"max_queue_delay_microseconds: {options.max_queue_delay_us} }}"
+        )
+    if trim is not None:
+        lines.append(
+            'parameters { key: "shipway_trim" '
+            f"value: {{ string_value: {json.dumps(trim.to_json())} }} }}"
+        )
+    if trim_decision is not None:
+        lines.append(
+            'parameters { key: "shipway_trim_decision" '
+            f"value: {{ string_value: {json.dumps(trim_decision)} }} }}"
         )
     if options.warmup and warmup is not None:
         lines.append(_warmup(signature, warmup))

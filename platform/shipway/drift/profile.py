@@ -15,7 +15,12 @@ an integer input is still categorical, ``[n]`` and ``[n, 1]`` are one column):
 - ``count``: an integer input with two values at most (an attention mask): the
   per-row count of ones, a numeric feature (the sequence length);
 - a float output ``[n, d]`` (an embedding, scores), or ``[n, tokens, d]`` mean-pooled
-  with the attention mask: an embedding, tested as a whole (multivariate).
+  with the attention mask: an embedding, tested as a whole (multivariate). A ``[n, d]``
+  output of the attention mask's very shape is read as per-token values (logits
+  ``[n, tokens]``) and zeroed wherever the mask is 0, as a build that trims padding
+  answers it, so a trimmed answer and an untrimmed one profile alike. (A pooled output
+  whose width happens to equal the request's length is zeroed the same way: the
+  profile cannot tell them apart without the signature.)
 
 Non-finite values (NaN, ±inf) are data, not errors: numeric features and embeddings
 keep their count beside the finite values, which alone go to KS, PSI bins and MMD.
@@ -188,6 +193,8 @@ def features(
         if not np.issubdtype(array.dtype, np.floating) or array.ndim == 0 or array.size == 0:
             continue
         if array.ndim == 2:
+            if mask is not None and mask.shape == array.shape:  # per token: masked are 0
+                array = np.where(mask.astype(bool), array, 0).astype(array.dtype)
             embeddings[name] = array  # converted after thinning: windows can be large
         elif array.ndim == 3 and mask is not None and mask.shape == array.shape[:2]:
             weights = mask.astype(np.float64)[..., None]

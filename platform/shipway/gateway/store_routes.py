@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import select
 
-from shipway.builds.accuracy import AgreementRule, output_kinds
+from shipway.builds.accuracy import MASK, AgreementRule, mask_input, output_kinds
+from shipway.builds.triton_config import token_outputs
 from shipway.errors import InvalidInput
 from shipway.gateway.routing import DeploymentRoute, ReplicaRoute, RoutingTable, VariantRoute
 from shipway.registry.signature import Signature
@@ -26,17 +28,33 @@ def agreement(build: Build) -> tuple[AgreementRule, tuple[tuple[str, str], ...]]
         kinds = ()
     saved = ((build.report or {}).get("accuracy") or {}).get("rule")
     try:
+        signature = Signature.from_dict(version.signature)
         if saved:
-            return AgreementRule.from_dict(saved), kinds
-        options = build.options or {}
-        floor = options.get("min_row_cosine")
-        return AgreementRule(
-            float(options.get("min_cosine", 0.99)),
-            min_row_cosine=None if floor is None else float(floor),
-            batched=Signature.from_dict(version.signature).batch_dim is not None,
-        ), kinds
-    except (InvalidInput, TypeError, ValueError, KeyError):
+            rule = AgreementRule.from_dict(saved)
+        else:
+            options = build.options or {}
+            floor = options.get("min_row_cosine")
+            rule = AgreementRule(
+                float(options.get("min_cosine", 0.99)),
+                mask_input=_mask_input(version),
+                min_row_cosine=None if floor is None else float(floor),
+                batched=signature.batch_dim is not None,
+            )
+        # from the signature, also for a rule saved before the field existed: a trimmed
+        # answer is compared with an untrimmed one (first rollout after an upgrade)
+        return replace(rule, token_outputs=token_outputs(signature, rule.mask_input)), kinds
+    except (InvalidInput, TypeError, ValueError, KeyError, AttributeError):
         return AgreementRule(), kinds
+
+
+def _mask_input(version: ModelVersion) -> str | None:
+    """The mask input its registration names (``shipway.mask_input``), as its builds'
+    gates read it; ``attention_mask`` when the tag is unusable (refused at registration)."""
+    try:
+        inputs = [i["name"] for i in version.signature.get("inputs", [])]
+        return mask_input(version.tags or {}, inputs)
+    except (InvalidInput, AttributeError, KeyError, TypeError):
+        return MASK
 
 
 def load_table(db: Database) -> RoutingTable:

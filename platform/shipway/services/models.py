@@ -18,7 +18,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from shipway import audit
-from shipway.builds.accuracy import output_kinds
+from shipway.builds.accuracy import mask_input, output_kinds
+from shipway.builds.triton_config import check_mask_tag, trims_padding
 from shipway.container import Container
 from shipway.drift import profile as drift_profile
 from shipway.drift import profile_io
@@ -84,6 +85,10 @@ def register(container: Container, request: Registration, actor: str) -> ModelVe
     # output kinds the gate and the shadow read (shipway.output.<name>=class-scores):
     # a tag naming no output, or no kind, is refused now, not at the first build
     output_kinds(request.tags, [spec.name for spec in signature.outputs])
+    # the mask input (shipway.mask_input) and trimming (shipway.trim_padding): likewise
+    mask_input(request.tags, [spec.name for spec in signature.inputs])
+    check_mask_tag(signature, request.tags)
+    trims_padding(request.tags)
     sample = load_sample(request.sample_bytes)
     rows = check_sample(signature, sample)
     digest = hashlib.sha256(request.onnx_bytes).hexdigest()

@@ -179,8 +179,16 @@ def test_rule_round_trips_through_json_and_refuses_unknown_fields() -> None:
         "min_row_cosine": None,
         "scales": {},
         "batched": True,
+        "token_outputs": [],
     }
     assert AgreementRule.from_dict({}) == AgreementRule()
+    tokens = AgreementRule(token_outputs=frozenset({"h"}))
+    assert AgreementRule.from_dict(json.loads(json.dumps(tokens.to_dict()))) == tokens
+    # a rule saved before token_outputs existed still loads
+    old = {k: v for k, v in rule.to_dict().items() if k != "token_outputs"}
+    assert AgreementRule.from_dict(old) == rule
+    with pytest.raises(InvalidInput, match="token_outputs must be a list of output names"):
+        AgreementRule.from_dict({"token_outputs": "h"})
     with pytest.raises(InvalidInput, match="unknown agreement rule fields"):
         AgreementRule.from_dict({"min_cos": 0.9})
     with pytest.raises(InvalidInput, match="min_cosine must be within"):

@@ -11,7 +11,7 @@ import pytest
 
 from shipway.drift import profile as profiles
 from shipway.drift.detect import Verdict, detect
-from shipway.drift.profile import InputKind, InputSpec
+from shipway.drift.profile import InputKind, InputSpec, features
 from shipway.drift.profile_io import from_bytes, to_bytes
 
 
@@ -168,3 +168,18 @@ def test_tiny_references_do_not_break_the_split(rows: int, counted: int) -> None
     ids = np.arange(rows * 4).reshape(rows, 4) + 5
     profile = profiles.build({"ids": ids}).categorical["ids"]
     assert profile.rows == counted and int(profile.counts.sum()) == 4 * counted
+
+
+def test_per_token_outputs_profile_alike_trimmed_or_not() -> None:
+    """A build that trims padding answers zeros where the mask is 0; an untrimmed one
+    the model's values: the profile reads both as the same embedding."""
+    rng = np.random.default_rng(4)
+    mask = np.array([[1, 1, 1, 0], [1, 1, 0, 0]], dtype=np.int64)
+    inputs = {"input_ids": np.arange(8).reshape(2, 4) + 2, "attention_mask": mask}
+    untrimmed = rng.normal(size=(2, 4)).astype(np.float32)
+    trimmed = np.where(mask == 1, untrimmed, 0).astype(np.float32)
+    a = features(inputs, {"logits": untrimmed}).embeddings["logits"]
+    b = features(inputs, {"logits": trimmed}).embeddings["logits"]
+    np.testing.assert_array_equal(a, b)
+    pooled = rng.normal(size=(2, 3)).astype(np.float32)  # another width: as it is
+    np.testing.assert_array_equal(features(inputs, {"p": pooled}).embeddings["p"], pooled)

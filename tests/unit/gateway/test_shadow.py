@@ -89,3 +89,26 @@ def test_rows_are_counted_one_by_one_as_the_gate_counts_them() -> None:
     whole = shadow(AgreementRule(batched=False))
     assert shadow_rows(whole, {"p": live}, {"p": flipped}, {}).tolist() == [False]
     assert shadow_rows(whole, {"p": live}, {"p": live.copy()}, {}).tolist() == [True]
+
+
+def test_a_trimmed_answer_agrees_with_an_untrimmed_one_on_token_outputs() -> None:
+    """Stable untrimmed (the model's values past the mask), candidate trimmed (zeros
+    there): per-token logits [batch, seq] and states [batch, seq, 4] are judged where
+    the mask is 1 only, once the rule names them token-level."""
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0]], dtype=np.int64)
+    inputs = {"input_ids": np.ones((2, 5), np.int64), "attention_mask": mask}
+    live = {
+        "token_logits": RNG.normal(size=(2, 5)).astype(np.float32),
+        "labels": np.arange(10).reshape(2, 5),
+    }
+    trimmed = {name: np.where(mask == 1, value, 0) for name, value in live.items()}
+    tokens = frozenset({"token_logits", "labels"})
+    judged = shadow(AgreementRule(token_outputs=tokens))
+    assert shadow_rows(judged, live, trimmed, inputs).tolist() == [True, True]
+    assert shadow_rows(judged, trimmed, live, inputs).tolist() == [True, True]
+    # without the token outputs named, the masked positions count: rows disagree
+    assert not shadow_rows(shadow(), live, trimmed, inputs).any()
+    # within the mask, a changed value still disagrees
+    changed = {k: v.copy() for k, v in trimmed.items()}
+    changed["token_logits"][0, :3] = -changed["token_logits"][0, :3]
+    assert shadow_rows(judged, live, changed, inputs).tolist() == [False, True]
