@@ -29,5 +29,7 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
 
 def fail(message: str, code: int = 1) -> None:
     # the message is text, never markup: "[a-z0-9]" in a pattern must print as written
-    err_console.print(f"[red]error:[/red] {escape(message)}")
+    # soft_wrap: one line whatever the width (rich wraps at 80 columns off a terminal,
+    # which would split a CI log's message mid-list)
+    err_console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     raise SystemExit(code)
