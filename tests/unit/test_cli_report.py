@@ -70,3 +70,20 @@ def test_drift_tables_and_sparkline() -> None:
         ["stable", "attention_mask.sum", "ks", "1e-10", "1e-09", "0.410", "DRIFT"],
         ["stable", "age", "", "", "", "", "missing from traffic"],
     ]
+
+
+def test_a_timeline_check_shows_the_bound_it_was_judged_on() -> None:
+    """A p99 ratio of 5.11 against 2 passes when its confidence bound (1.01) is within the
+    limit: the cell shows the bound, so 'passed' does not read as a bug."""
+    from shipway.cli.rollouts import _numbers
+
+    cell = _numbers(
+        {
+            "p99_ratio": {"outcome": "passed", "value": 5.11, "limit": 2.0, "bound": 1.01},
+            "requests": {"outcome": "passed", "value": 40.0, "limit": 20.0, "bound": None},
+            "error_rate": {"outcome": "inconclusive", "value": None, "limit": 0.05},
+        }
+    )
+    assert cell == (
+        "p99_ratio 5.11 (bound 1.01)/2 passed; requests 40/20 passed; error_rate -/0.05 inconclusive"
+    )

@@ -256,7 +256,11 @@ def _numbers(numbers: Any) -> str:
     for name, check in numbers.items():
         if isinstance(check, dict) and "value" in check:
             value = "-" if check["value"] is None else f"{check['value']:.3g}"
-            parts.append(f"{name} {value}/{check['limit']:.3g} {check['outcome']}")
+            # the outcome is judged on the confidence bound when there is one (a point
+            # estimate past its limit may still pass on few requests): show what was judged
+            bound = check.get("bound")
+            judged = "" if bound is None else f" (bound {bound:.3g})"
+            parts.append(f"{name} {value}{judged}/{check['limit']:.3g} {check['outcome']}")
     return "; ".join(parts)
 
 
