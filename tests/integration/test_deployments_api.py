@@ -199,3 +199,12 @@ def test_the_windows_former_name_is_still_read(setup) -> None:  # type: ignore[n
         "target_inflight": 1.0,
         "scale_down_stabilization_window_seconds": 7.0,
     }
+
+
+def test_a_model_deployment_manifest_needs_kubernetes_mode(setup) -> None:  # type: ignore[no-untyped-def]
+    """Locally there is no in-cluster archive URL to put in a manifest: 409 naming the
+    mode, not a resource that would point nowhere."""
+    api, _, (stable, _candidate, _failed) = setup
+    answer = api.get(f"/api/v1/builds/{stable}/model-deployment", params={"name": "web"})
+    assert answer.status_code == 409, answer.text
+    assert "SHIPWAY_RUNTIME=kubernetes" in answer.json()["detail"]

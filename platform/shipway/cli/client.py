@@ -118,6 +118,9 @@ class ApiClient:
     def builds(self) -> list[dict[str, Any]]:
         return self._call("GET", "/builds")
 
+    def model_deployment(self, build_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        return self._call("GET", f"/builds/{build_id}/model-deployment", params=params)
+
     def wait_build(
         self,
         build_id: str,

@@ -7,11 +7,13 @@ The CLI is a client of the API (``SHIPWAY_API_URL``, ``SHIPWAY_TOKEN``); ``up``,
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 from pydantic import ValidationError
 from rich.progress import BarColumn, Progress, TextColumn
 
@@ -218,6 +220,39 @@ def builds_show(build_id: str, json_out: JsonOpt = False) -> None:
         console.print(f"{key:>14}: {build[key]}")
     for line in report_lines(build.get("report") or {}):
         console.print(f"{'':>14}  {line}")
+
+
+@builds_app.command("manifest")
+def builds_manifest(
+    build_id: Annotated[str, typer.Argument(help="A succeeded build")],
+    deployment: Annotated[str, typer.Option(help="The ModelDeployment's name")],
+    replicas: Annotated[
+        int, typer.Option(min=1, help="Replicas (the minimum with autoscaling)")
+    ] = 1,
+    max_replicas: Annotated[
+        int | None, typer.Option(min=1, help="Autoscale up to this many replicas")
+    ] = None,
+    target_inflight: Annotated[
+        float | None, typer.Option(help="Autoscale to this mean of requests in flight a replica")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Print the ModelDeployment that serves a build, to commit for Argo CD (Kubernetes mode).
+
+    spec.build holds the build's signed archive URL (pods fetch it without a token) and
+    its SHA-256; the API server has admitted it with a dry run. Nothing is applied:
+    `shipway builds manifest B --deployment minilm > models/minilm.yaml`, then commit.
+    """
+    params: dict[str, Any] = {"name": deployment, "replicas": replicas}
+    if max_replicas is not None:
+        params["max_replicas"] = max_replicas
+    if target_inflight is not None:
+        params["target_inflight"] = target_inflight
+    body = _run(ApiClient.model_deployment, build_id, params)
+    if json_out:
+        emit_json(body)
+    else:
+        sys.stdout.write(yaml.safe_dump(body, sort_keys=False))
 
 
 def _megabytes(value: float) -> str:

@@ -66,28 +66,7 @@ def deploy(
     scaling, as in local mode."""
     from shipway.services.deployments import signature_changes, succeeded_build
 
-    settings = container.settings
-    if target_inflight is not None and target_inflight <= 0:
-        raise InvalidInput("target_inflight must be positive")
-    if (
-        scale_down_stabilization_window_seconds is not None
-        and scale_down_stabilization_window_seconds < 0
-    ):
-        raise InvalidInput("scale_down_stabilization_window_seconds cannot be negative")
-    scaling = None
-    if (
-        scale is not None
-        or target_inflight is not None
-        or scale_down_stabilization_window_seconds is not None
-    ):
-        low, high = scale.bounds() if scale is not None else (1, 1)
-        scaling = Scaling(
-            low,
-            high,
-            target_inflight,
-            scale_down_stabilization_window_seconds,
-            settings.kubernetes_inflight_metric,
-        )
+    scaling = _scaling(container, scale, target_inflight, scale_down_stabilization_window_seconds)
     resources = container.model_deployments
     with container.db.session() as session:
         build = succeeded_build(session, build_id)
@@ -96,20 +75,7 @@ def deploy(
         changes: list[str] = []
         if previous not in (None, build_id):
             changes = signature_changes(session, previous, build, allow_signature_change)
-        archive = archives.build_archive(container, build_id)
-        request = DeploymentRequest(
-            name=name,
-            model=build.model_version.name,
-            version=build.model_version.version,
-            build_id=build_id,
-            archive_url=archives.archive_url(settings, build_id),
-            archive_sha256=archive.sha256,
-            triton_model_name=build.triton_model_name or name,
-            scaling=scaling,
-            triton_image=settings.kubernetes_triton_image,
-            node_selector=settings.kubernetes_node_selector,
-            routing=build_routing(build),
-        )
+        request = _request(container, name, build, scaling)
         live = resources.apply(model_deployment(request, current))
         spec = live.get("spec") or {}
         audit.record(
@@ -126,6 +92,85 @@ def deploy(
             **({"signature_changes": changes} if changes else {}),
         )
     return get(container, name)
+
+
+def _scaling(
+    container: Container,
+    scale: Scale | None,
+    target_inflight: float | None,
+    scale_down_stabilization_window_seconds: float | None,
+) -> Scaling | None:
+    """The spec's scaling; None when every scale setting is left out (keep the current)."""
+    if target_inflight is not None and target_inflight <= 0:
+        raise InvalidInput("target_inflight must be positive")
+    if (
+        scale_down_stabilization_window_seconds is not None
+        and scale_down_stabilization_window_seconds < 0
+    ):
+        raise InvalidInput("scale_down_stabilization_window_seconds cannot be negative")
+    settings = (scale, target_inflight, scale_down_stabilization_window_seconds)
+    if all(setting is None for setting in settings):
+        return None
+    low, high = scale.bounds() if scale is not None else (1, 1)
+    return Scaling(
+        low,
+        high,
+        target_inflight,
+        scale_down_stabilization_window_seconds,
+        container.settings.kubernetes_inflight_metric,
+    )
+
+
+def _request(
+    container: Container, name: str, build: Build, scaling: Scaling | None
+) -> DeploymentRequest:
+    """What a ModelDeployment serving ``build`` as ``name`` holds: the build's signed
+    archive URL and its SHA-256 (the archive made now if need be), routing facts."""
+    settings = container.settings
+    archive = archives.build_archive(container, build.id)
+    return DeploymentRequest(
+        name=name,
+        model=build.model_version.name,
+        version=build.model_version.version,
+        build_id=build.id,
+        archive_url=archives.archive_url(settings, build.id),
+        archive_sha256=archive.sha256,
+        triton_model_name=build.triton_model_name or name,
+        scaling=scaling,
+        triton_image=settings.kubernetes_triton_image,
+        node_selector=settings.kubernetes_node_selector,
+        routing=build_routing(build),
+    )
+
+
+def manifest(
+    container: Container,
+    name: str,
+    build_id: str,
+    scale: Scale | None = None,
+    target_inflight: float | None = None,
+) -> dict[str, Any]:
+    """The ModelDeployment serving ``build_id`` as ``name``, to keep in Git (Argo CD
+    applies it): what ``deploy`` would apply to a new resource — the signed archive URL
+    pods fetch without a token, its SHA-256, the routing facts the in-cluster gateway
+    reads — with the namespace and without Shipway's managed-by label (Git manages it).
+
+    The API server admits it first by a server-side dry run (CRD schema and CEL rules,
+    the name), so a manifest that would be refused is an error here, naming why; nothing
+    is stored. ``NotFound`` for an unknown build, ``Conflict`` for one not succeeded."""
+    from shipway.services.deployments import succeeded_build
+    from shipway.services.models import check_name
+
+    check_name(name)
+    scaling = _scaling(container, scale, target_inflight, None) or Scaling()
+    resources = container.model_deployments
+    with container.db.session() as session:
+        build = succeeded_build(session, build_id)
+        body = model_deployment(_request(container, name, build, scaling))
+    resources.apply(body, dry_run=True)
+    body["metadata"]["namespace"] = resources.namespace
+    body["metadata"].pop("labels", None)
+    return body
 
 
 def build_routing(build: Build) -> dict[str, Any]:

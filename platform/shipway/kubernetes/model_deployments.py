@@ -108,17 +108,19 @@ class ModelDeployments:
                 f"the Kubernetes API server at {self.host} is not reachable: {exc}"
             ) from None
 
-    def apply(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply of a whole ModelDeployment; the live object back."""
+    def apply(self, body: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        """Server-side apply of a whole ModelDeployment; the live object back. With
+        ``dry_run`` the API server validates and admits it (CRD schema, CEL rules, the
+        name) and stores nothing: the object it would have stored comes back."""
         name = body["metadata"]["name"]
         # the client does not deserialize an apply answer (it returns None): read it raw
         response = self._call(
             f"ModelDeployment {name!r}",
-            lambda: self._apply_raw(name, body),
+            lambda: self._apply_raw(name, body, dry_run),
         )
         return json.loads(response.data)
 
-    def _apply_raw(self, name: str, body: dict[str, Any]) -> Any:
+    def _apply_raw(self, name: str, body: dict[str, Any], dry_run: bool = False) -> Any:
         """The apply request; a 404 here means no place for the object (the namespace
         or the CRD is missing): a configuration problem, so ``Unavailable``."""
         try:
@@ -131,6 +133,7 @@ class ModelDeployments:
                 body,
                 field_manager=FIELD_MANAGER,
                 force=True,
+                **({"dry_run": "All"} if dry_run else {}),
                 _content_type="application/apply-patch+yaml",
                 _request_timeout=self.timeout,
                 _preload_content=False,

@@ -11,7 +11,7 @@ views of the resource, the same fields); variants and routing answer 409 there f
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -50,6 +50,27 @@ class Scale:
         if high > 16:
             raise InvalidInput(f"at most 16 replicas per variant locally, asked for {high}")
         return self.min_replicas, high
+
+
+def manifest(
+    container: Container,
+    name: str,
+    build_id: str,
+    scale: Scale | None = None,
+    target_inflight: float | None = None,
+) -> dict[str, Any]:
+    """The ModelDeployment serving ``build_id`` as ``name``, for keeping in Git (Argo CD):
+    see ``shipway.kubernetes.deployments.manifest``. Only with SHIPWAY_RUNTIME=kubernetes
+    (the signed archive URL is the in-cluster API's); 409 otherwise, naming the mode."""
+    if not container.kubernetes_mode:
+        raise Conflict(
+            "a ModelDeployment manifest needs SHIPWAY_RUNTIME=kubernetes (its model "
+            "repository URL is the in-cluster API's, signed with SHIPWAY_ARCHIVE_KEY); "
+            "locally, deploy with `shipway deploy`"
+        )
+    from shipway.kubernetes import deployments as kube
+
+    return kube.manifest(container, name, build_id, scale, target_inflight)
 
 
 def succeeded_build(session: Session, build_id: str) -> Build:

@@ -11,6 +11,7 @@ pipeline (ONNX Runtime), the real API server validating every body against the C
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -399,6 +400,56 @@ def test_bad_input_is_a_clear_4xx_and_leaves_nothing(control_plane: ControlPlane
                 ).status_code
                 == 200
             )
+
+
+def test_a_manifest_for_git_is_admitted_and_points_at_the_builds_archive(
+    control_plane: ControlPlane,
+) -> None:
+    """``shipway builds manifest``: the ModelDeployment to commit for Argo CD. Its
+    archive URL answers without a token with the bytes of the SHA-256 it names, the real
+    API server accepts it as it stands, and nothing is applied by asking for it; what the
+    CRD refuses is the API server's message, with nothing left behind."""
+    cp = control_plane
+    shown = cp.shipway(
+        "builds",
+        "manifest",
+        cp.build_id,
+        "--deployment",
+        "from-git",
+        "--max-replicas",
+        "3",
+        "--target-inflight",
+        "4",
+    )
+    assert shown.returncode == 0, shown.stdout + shown.stderr + cp.plane.log("api")
+    body = yaml.safe_load(shown.stdout)
+    assert cp.resources() == [] and cp.audit() == []  # a manifest, not a deploy
+    assert (body["kind"], body["metadata"]["name"]) == ("ModelDeployment", "from-git")
+    assert body["metadata"]["namespace"] == cp.namespace
+    assert "labels" not in body["metadata"]  # Git manages it, not shipway-api
+    build = body["spec"]["build"]
+    assert build["id"] == cp.build_id
+    assert build["tritonModelName"] == f"{cp.version_name}-{cp.build_id}"
+    assert body["spec"]["autoscaling"]["maxReplicas"] == 3
+    with httpx.Client(trust_env=False, timeout=60) as anonymous:
+        served = anonymous.get(build["modelRepository"])
+    assert served.status_code == 200, served.text
+    assert hashlib.sha256(served.content).hexdigest() == build["sha256"]
+
+    created = cp.custom.create_namespaced_custom_object(GROUP, VERSION, cp.namespace, PLURAL, body)
+    assert created["spec"]["build"] == build
+
+    with cp.api() as api:
+        for name, build_id, status, message in [
+            ("9lives", cp.build_id, 422, "DNS-1035"),
+            ("web", "nope", 404, "build 'nope' does not exist"),
+            ("Web", cp.build_id, 422, "name"),
+        ]:
+            answer = api.get(f"/builds/{build_id}/model-deployment", params={"name": name})
+            assert answer.status_code == status, answer.text
+            assert message in answer.json()["detail"], answer.text
+    assert [r["metadata"]["name"] for r in cp.resources()] == ["from-git"]
+    assert cp.audit() == []
 
 
 def test_variants_routing_and_drift_answer_409_naming_the_mode(control_plane: ControlPlane) -> None:

@@ -8,9 +8,10 @@ from fastapi.security import HTTPAuthorizationCredentials
 
 from shipway.api.deps import ContainerDep, Deployer, IdPath, Viewer, _bearer, get_caller
 from shipway.api.errors import responses
-from shipway.api.schemas import BuildIn, BuildOut
+from shipway.api.schemas import MAX_REPLICAS, NAME_PATTERN, BuildIn, BuildOut
 from shipway.kubernetes import archives
-from shipway.services import builds
+from shipway.services import builds, deployments
+from shipway.services.deployments import Scale
 
 router = APIRouter(prefix="/builds", tags=["builds"])
 
@@ -106,3 +107,31 @@ def model_repository(build_id: IdPath, container: ContainerDep) -> FileResponse:
         filename=f"{build_id}-model-repository.tar.gz",
         headers={SHA256_HEADER: archive.sha256},
     )
+
+
+@router.get(
+    "/{build_id}/model-deployment",
+    responses=responses(403, 404, 409, 422, 503),
+)
+def model_deployment_manifest(
+    build_id: IdPath,
+    container: ContainerDep,
+    _: Deployer,
+    name: Annotated[
+        str, Query(pattern=NAME_PATTERN, max_length=63, description="The deployment's name")
+    ],
+    replicas: Annotated[int, Query(ge=1, le=MAX_REPLICAS)] = 1,
+    max_replicas: Annotated[int | None, Query(ge=1, le=MAX_REPLICAS)] = None,
+    target_inflight: Annotated[float | None, Query(gt=0, allow_inf_nan=False)] = None,
+) -> dict[str, Any]:
+    """The ModelDeployment (``shipway.io/v1alpha1``) that serves this build as ``name``,
+    to keep in Git for Argo CD: ``spec.build`` holds the signed archive URL pods fetch
+    without a token and its SHA-256. Admitted by the API server with a server-side dry
+    run first; nothing is stored or applied. A Deployer's call, as the URL is a
+    capability to fetch the build.
+
+    404 for an unknown build; 409 for one not succeeded, or without
+    SHIPWAY_RUNTIME=kubernetes; 422 for what the CRD refuses (the API server's message);
+    503 when the Kubernetes API server is not reachable."""
+    scale = Scale(replicas, max_replicas)
+    return deployments.manifest(container, name, build_id, scale, target_inflight)
