@@ -117,6 +117,8 @@ def real_length_batches(
     with ``seq`` symbolic (a fixed length is all the model takes), no batch axis."""
     if signature.batch_dim is None:
         return "the model has no batch axis (its batch size is fixed)"
+    if mask_input is None:
+        return "no mask input (the registration says the model has none)"
     mask = next((s for s in signature.inputs if s.name == mask_input), None)
     if mask is None or mask_input not in data:
         return f"no mask input (the model has no input {mask_input!r})"
