@@ -229,12 +229,13 @@ def compile_candidate(
             report["quantization"]["int8_weights"] = int8_weights(
                 onnx.load(str(engine), load_external_data=False)
             )
-        if recipe is Recipe.INT8_DYNAMIC:
+        if options.quantize_embeddings:
             tables = quantize.embedding_tables(onnx.load(str(engine), load_external_data=False))
-            report["quantization"]["embeddings"] = {
-                "quantized": options.quantize_embeddings,
-                "tables": tables,
-            }
+            report["quantization"]["embeddings"] = {"quantized": bool(tables), "tables": tables}
+            if not tables:
+                report["quantization"]["embeddings"]["reason"] = (
+                    "the model has no Gather on a constant float table to quantize"
+                )
     report["size_mb"] = {
         "fp32": round(inputs.model.stat().st_size / 1e6, 3),
         "candidate": round(engine.stat().st_size / 1e6, 3),
