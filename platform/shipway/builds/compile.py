@@ -3,8 +3,10 @@
 The stages, each reported as progress: check the calibration data against the graph,
 prepare the graph, calibrate once, quantize (keeping the most sensitive layers in FP32
 when the gate asks for it), gate on held-out rows, and benchmark side by side with the
-FP32 model and the stable build. Files in, files and a report out: the pipeline does
-the store and registry I/O around it.
+raw and fused FP32 baselines and the stable build, at the padded and at real lengths
+(``baselines``). ``int8-dynamic`` on ONNX Runtime makes two arms (``matmul``,
+``qattention``), gates both and ships the faster that passed. Files in, files and a
+report out: the pipeline does the store and registry I/O around it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from shipway.builds.recipes import BuildOptions, Recipe, Target
 from shipway.builds.triton_config import token_outputs
 from shipway.engines import evaluate, quantize, selective, tensorrt
 from shipway.engines.benchmark import Measurement, on_feeds, side_by_side
-from shipway.engines.calibration import Arrays, rows, split, take
+from shipway.engines.calibration import Arrays, Split, rows, split, take
 from shipway.engines.graph import int8_weights, is_qdq, weighted_nodes
 from shipway.errors import BuildFailed
 from shipway.registry.signature import Signature
@@ -376,7 +378,7 @@ def _fused_fp32(model: Path, workdir: Path) -> tuple[Path | None, dict[str, int]
 def _benchmark(
     inputs: Inputs,
     candidates: dict[str, Path],
-    data: Any,
+    data: Split,
     plan: BenchPlan,
     workdir: Path,
     batch: int,
