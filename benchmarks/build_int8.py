@@ -3,9 +3,14 @@
 Registers paraphrase-MiniLM-L3 with real text (sentences of CPython's own reference
 documentation, tokenized with the uncased BERT vocabulary; see
 shipway.examples.text): held-out rows as the reference sample, other rows as the
-calibration dataset. Builds it as fp32, int8 and int8-dynamic for onnxruntime-cpu
-through the real build pipeline (the code a worker runs), then measures the three
-engines side by side in alternating rounds, batch 8 and batch 1, sequence 128.
+calibration dataset. Builds it as fp32, int8, int8-dynamic and int8-dynamic with
+quantized embeddings for onnxruntime-cpu through the real build pipeline (the code a
+worker runs), then measures the engines side by side with the fused FP32 baseline
+(ONNX Runtime's transformer fusions, ``quantize.prepare(attention=True)``) in
+alternating rounds: batch 8 and batch 1 at sequence 128, and batch 8 at the held-out
+rows' real lengths (each batch cut to its longest row, ``builds.baselines``).
+The int8-dynamic build picks its arm itself (``matmul`` or ``qattention``, see
+``builds.baselines``); its name is ``int8_dynamic_arm``.
 
 The cosines are the accuracy gate's own numbers from the int8 build report: the
 attention-mask-aware mean-pooled embedding, held-out rows.
@@ -25,10 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
+from shipway.builds import baselines
 from shipway.builds.pipeline import BuildPipeline
 from shipway.container import Container
-from shipway.engines.benchmark import side_by_side
+from shipway.engines import quantize
+from shipway.engines.benchmark import on_feeds, side_by_side
+from shipway.engines.calibration import Rows
 from shipway.examples import minilm, text
+from shipway.registry.signature import Signature
 from shipway.services import models
 from shipway.settings import Settings
 from shipway.store.models import Build
@@ -73,13 +82,19 @@ def main() -> None:
         pipeline = BuildPipeline(container.db, container.registry, container.settings)
         built: dict[str, Build] = {}
         seconds: dict[str, float] = {}
-        for recipe in ("fp32", "int8", "int8-dynamic"):
+        plans = {
+            "fp32": ("fp32", {}),
+            "int8": ("int8", {"calibration": args.method}),
+            "int8-dynamic": ("int8-dynamic", {}),
+            "int8-dynamic-emb": ("int8-dynamic", {"quantize_embeddings": True}),
+        }
+        for recipe, (name, options) in plans.items():
             with container.db.session() as session:
                 row = Build(
                     model_version_id=version.id,
-                    recipe=recipe,
+                    recipe=name,
                     target="onnxruntime-cpu",
-                    options={"calibration": args.method} if recipe == "int8" else {},
+                    options=options,
                 )
                 session.add(row)
                 session.flush()
@@ -100,6 +115,10 @@ def main() -> None:
                 version.mlflow_run_id, b.artifact_path or "", home / "dl" / recipe
             )
             engines[recipe] = repo / (b.triton_model_name or "") / "1" / "model.onnx"
+        engines["fused-fp32"] = quantize.prepare(
+            minilm.onnx_path(), home / "fused-fp32.onnx", attention=True
+        )
+        del engines["int8-dynamic-emb"]  # the same speed as int8-dynamic; built for its size
 
         results = {}
         for batch in (8, 1):
@@ -110,10 +129,27 @@ def main() -> None:
                     f"batch {batch} {recipe:>12}: {m.rows_per_second:7.1f} rows/s  "
                     f"p50 {m.p50_ms:6.2f} ms  p99 {m.p99_ms:6.2f} ms  {m.size_mb:5.1f} MB"
                 )
+        real = baselines.real_length_batches(
+            Rows(held_out), Signature.from_dict(version.signature), "attention_mask", 8
+        )
+        assert isinstance(real, baselines.RealLengths), real
+        rl = on_feeds(engines, None, real.feeds, args.seconds, args.rounds)
+        for recipe, m in rl.items():
+            print(
+                f"real lengths {recipe:>12}: {m.rows_per_second:7.1f} rows/s  "
+                f"p50 {m.p50_ms:6.2f} ms  p99 {m.p99_ms:6.2f} ms"
+            )
         report = built["int8"].report
         print("int8 kept in FP32:", report["selective"]["kept_fp32"])
         dyn = built["int8-dynamic"].report
+        emb = built["int8-dynamic-emb"].report
+        print("int8-dynamic arms:", json.dumps(dyn.get("arms")))
+        print("int8-dynamic build benchmark:", json.dumps(dyn["benchmark"]))
         b8, b1 = results[8], results[1]
+
+        def ratio(measured: dict, a: str, b: str) -> float:
+            return round(measured[a].rows_per_second / measured[b].rows_per_second, 3)
+
         summary = {
             "int8_speedup": round(b8["int8"].rows_per_second / b8["fp32"].rows_per_second, 3),
             "int8_dynamic_speedup": round(
@@ -127,6 +163,18 @@ def main() -> None:
             ),
             "int8_dynamic_mean_cosine": round(dyn["accuracy"]["mean_cosine"], 5),
             "int8_fp32_layers_kept": len(report["selective"]["kept_fp32"]),
+            "int8_speedup_vs_fused_fp32": ratio(b8, "int8", "fused-fp32"),
+            "int8_dynamic_speedup_vs_fused_fp32": ratio(b8, "int8-dynamic", "fused-fp32"),
+            "int8_dynamic_arm": dyn["benchmark"]["arm"],
+            "real_lengths_mean": real.summary["mean_length"],
+            "int8_speedup_vs_fused_fp32_real_lengths": ratio(rl, "int8", "fused-fp32"),
+            "int8_dynamic_speedup_vs_fused_fp32_real_lengths": ratio(
+                rl, "int8-dynamic", "fused-fp32"
+            ),
+            "fused_fp32_speedup_vs_raw_fp32": ratio(b8, "fused-fp32", "fp32"),
+            "int8_dynamic_size_mb": dyn["size_mb"]["candidate"],
+            "int8_dynamic_embeddings_size_mb": emb["size_mb"]["candidate"],
+            "int8_dynamic_embeddings_mean_cosine": round(emb["accuracy"]["mean_cosine"], 5),
             "calibration": args.method,
             "batch": 8,
             "seq_len": 128,

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -185,6 +186,20 @@ def test_register_then_build_requests(
     )
     pair = api.post("/api/v1/builds", json={"model": "minilm", "version": 1, "target": "tensorrt"})
     assert pair.status_code == 422 and "a float32 TensorRT engine gains little" in pair.text
+
+    # quantize_embeddings: a boolean, and for int8-dynamic only; refused before queueing
+    def with_options(recipe: str, **options: object) -> httpx.Response:
+        body = {"model": "minilm", "version": 1, "recipe": recipe, "options": options}
+        return api.post("/api/v1/builds", json=body)
+
+    not_bool = with_options("int8-dynamic", quantize_embeddings="yes")
+    assert not_bool.status_code == 422 and "quantize_embeddings" in not_bool.json()["detail"]
+    static = with_options("int8", quantize_embeddings=True)
+    assert static.status_code == 422
+    assert static.json()["detail"] == (
+        "quantize_embeddings applies to the int8-dynamic recipe only, not int8"
+    )
+    assert api.get("/api/v1/builds").json() == []  # nothing queued, nothing half-written
 
     queued = api.post("/api/v1/builds", json={"model": "minilm", "version": 1})
     assert queued.status_code == 202, queued.text

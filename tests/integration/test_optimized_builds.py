@@ -177,14 +177,35 @@ def test_int8_dynamic_build(
     row, stages = build(container, minilm_version, "int8-dynamic")
     assert row.status == BuildStatus.SUCCEEDED, row.error
     assert "calibrate" not in stages  # weights offline, activations at run time
-    assert row.report["accuracy"]["mean_cosine"] >= 0.99
-    assert row.report["selective"]["kept_fp32"] == []
+    assert "quantize-attention" in stages
+    report = row.report
+    assert report["accuracy"]["mean_cosine"] >= 0.99
+    assert report["selective"]["kept_fp32"] == []
+    # Both arms went through the gate; the one that ships passed it and was the faster.
+    arms, bench = report["arms"], report["benchmark"]
+    assert arms["matmul"]["tried"] and arms["qattention"]["tried"]
+    assert arms["qattention"]["attention_nodes"] == 3  # one fused Attention per layer
+    chosen = bench["arm"]
+    assert (
+        arms[chosen]["passed"] and report["accuracy"]["mean_cosine"] == arms[chosen]["mean_cosine"]
+    )
+    rates = bench["arm_decision"]["rows_per_second"]
+    passing = [name for name, arm in arms.items() if arm["passed"]]
+    assert set(rates) == set(passing) and rates[chosen] == max(rates.values())
+    # Named baselines: the fused FP32 graph holds ONNX Runtime's fusions.
+    fused = bench["baselines"]["fused_fp32"]
+    assert fused["fused"] is True and fused["fusions"]["Attention"] == 3
+    for baseline in ("raw_fp32", "fused_fp32"):
+        assert bench[f"speedup_vs_{baseline}"]["padded"] > 0
+        assert bench[f"speedup_vs_{baseline}"]["real_lengths"] > 0
+    assert bench["shapes"]["real_lengths"]["padded_length"] == 32
     repo = repository(container, minilm_version, row, tmp_path / "repo")
     ops = {
         n.op_type
         for n in onnx.load(str(repo / row.triton_model_name / "1" / "model.onnx")).graph.node
     }
-    assert "DynamicQuantizeLinear" in ops or "MatMulInteger" in ops
+    assert "MatMulInteger" in ops
+    assert ("QAttention" in ops) == (chosen == "qattention")
     assert_served_like_onnxruntime(triton_dist, repo, row, minilm_sample, tmp_path)
 
 

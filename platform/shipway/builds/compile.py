@@ -3,8 +3,10 @@
 The stages, each reported as progress: check the calibration data against the graph,
 prepare the graph, calibrate once, quantize (keeping the most sensitive layers in FP32
 when the gate asks for it), gate on held-out rows, and benchmark side by side with the
-FP32 model and the stable build. Files in, files and a report out: the pipeline does
-the store and registry I/O around it.
+raw and fused FP32 baselines and the stable build, at the padded and at real lengths
+(``baselines``). ``int8-dynamic`` on ONNX Runtime makes two arms (``matmul``,
+``qattention``), gates both and ships the faster that passed. Files in, files and a
+report out: the pipeline does the store and registry I/O around it.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from typing import Any
 
 import onnx
 
+from shipway.builds import baselines
 from shipway.builds.accuracy import MASK, AccuracyReport, AgreementRule, compare, resolve_rule
 from shipway.builds.recipes import BuildOptions, Recipe, Target
 from shipway.builds.triton_config import token_outputs
 from shipway.engines import evaluate, quantize, selective, tensorrt
-from shipway.engines.benchmark import side_by_side
-from shipway.engines.calibration import Arrays, rows, split, take
+from shipway.engines.benchmark import Measurement, on_feeds, side_by_side
+from shipway.engines.calibration import Arrays, Split, rows, split, take
 from shipway.engines.graph import int8_weights, is_qdq, weighted_nodes
 from shipway.errors import BuildFailed
 from shipway.registry.signature import Signature
@@ -114,6 +117,8 @@ def compile_candidate(
         candidate = evaluate.run(evaluate.session(path), data.held_out, batch)
         return compare(reference, candidate, data.held_out, rule, options.min_top1)
 
+    # int8-dynamic on ONNX Runtime: each arm's engine, gate verdict and summary
+    arms: dict[str, tuple[Path, AccuracyReport | None, baselines.ArmResult]] = {}
     if is_qdq(model):
         # Quantization-aware training already placed Q/DQ with learned scales.
         progress("accuracy-gate", 0.6)
@@ -123,8 +128,12 @@ def compile_candidate(
         cache = None
     else:
         progress("prepare-graph", 0.15)
+        embeddings = options.quantize_embeddings
         prepared = quantize.prepare(
-            inputs.model, workdir / "prepared.onnx", fuse=target is Target.ONNXRUNTIME_CPU
+            inputs.model,
+            workdir / "prepared.onnx",
+            fuse=target is Target.ONNXRUNTIME_CPU,
+            embed_fusion=not embeddings,
         )
         layers = weighted_nodes(onnx.load(str(prepared)))
         if not layers:
@@ -149,7 +158,7 @@ def compile_candidate(
             if recipe is Recipe.INT8:
                 return quantize.static_qdq(prepared, path, None, quant_options, cache, keep, only)
             if recipe is Recipe.INT8_DYNAMIC:
-                return quantize.dynamic(prepared, path, keep, only)
+                return quantize.dynamic(prepared, path, keep, only, embeddings=embeddings)
             return quantize.fp16(prepared, path)
 
         if recipe is Recipe.FP16:
@@ -161,6 +170,28 @@ def compile_candidate(
             engine, accuracy, report["selective"] = _select(
                 make, gate, rule, prepared, layers, data.calibration, options, progress, batch
             )
+            if recipe is Recipe.INT8_DYNAMIC and target is Target.ONNXRUNTIME_CPU:
+                arms[baselines.ARM_MATMUL] = (
+                    engine,
+                    accuracy,
+                    baselines.ArmResult(
+                        baselines.ARM_MATMUL,
+                        accuracy.passed,
+                        _summary(accuracy, report["selective"]),
+                        None if accuracy.passed else "; ".join(accuracy.failures),
+                    ),
+                )
+                progress("quantize-attention", 0.7)
+                arms[baselines.ARM_QATTENTION] = _qattention_arm(
+                    inputs.model, workdir, embeddings, gate
+                )
+                report["arms"] = {name: arm.to_dict() for name, (_, _, arm) in arms.items()}
+                if not accuracy.passed and arms[baselines.ARM_QATTENTION][2].passed:
+                    # the matmul arm failed the gate, the fused one passed: it ships
+                    engine, verdict, _ = arms[baselines.ARM_QATTENTION]
+                    assert verdict is not None
+                    accuracy = verdict
+                    report["selective"] = {"kept_fp32": [], "arm": baselines.ARM_QATTENTION}
             weights = int8_weights(onnx.load(str(engine), load_external_data=False))
             report["quantization"]["int8_weights"] = weights
             if weights == 0:  # the quantizer left every layer in float: no INT8 build
@@ -185,7 +216,28 @@ def compile_candidate(
 
     if target is Target.ONNXRUNTIME_CPU:
         progress("benchmark", 0.75)
-        report["benchmark"] = _benchmark(inputs, engine, data.held_out, bench)
+        passing = {name: path for name, (path, verdict, arm) in arms.items() if arm.passed}
+        report["benchmark"] = _benchmark(
+            inputs, passing or {"candidate": engine}, data, bench, workdir, batch=bench.batch
+        )
+        chosen = report["benchmark"]["arm"]
+        if chosen is not None and chosen in arms:
+            engine, verdict, _ = arms[chosen]
+            assert verdict is not None
+            accuracy = verdict
+            report["accuracy"] = accuracy.to_dict()
+            if chosen != baselines.ARM_MATMUL:
+                report["selective"] = {"kept_fp32": [], "arm": chosen}
+            report["quantization"]["int8_weights"] = int8_weights(
+                onnx.load(str(engine), load_external_data=False)
+            )
+        if options.quantize_embeddings:
+            tables = quantize.embedding_tables(onnx.load(str(engine), load_external_data=False))
+            report["quantization"]["embeddings"] = {"quantized": bool(tables), "tables": tables}
+            if not tables:
+                report["quantization"]["embeddings"]["reason"] = (
+                    "the model has no Gather on a constant float table to quantize"
+                )
     report["size_mb"] = {
         "fp32": round(inputs.model.stat().st_size / 1e6, 3),
         "candidate": round(engine.stat().st_size / 1e6, 3),
@@ -268,23 +320,134 @@ def _select(
     return candidates[chosen.kept_fp32], chosen.verdict, details
 
 
-def _benchmark(inputs: Inputs, engine: Path, held_out: Arrays, plan: BenchPlan) -> dict[str, Any]:
-    models = {"candidate": engine, "fp32": inputs.model}
+def _summary(accuracy: AccuracyReport, selective: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An arm's gate verdict in the report: the headline numbers, not every output."""
+    summary: dict[str, Any] = {
+        "mean_cosine": accuracy.mean_cosine,
+        "min_cosine": accuracy.min_cosine,
+        "top1_agreement": accuracy.top1_agreement,
+    }
+    if selective is not None:
+        summary["kept_fp32"] = list(selective.get("kept_fp32", []))
+    return summary
+
+
+def _qattention_arm(
+    model: Path, workdir: Path, embeddings: bool, gate: Callable[[Path], AccuracyReport]
+) -> tuple[Path, AccuracyReport | None, baselines.ArmResult]:
+    """Attention fused, then MatMul + Attention quantized dynamically, gated. Whatever
+    keeps it from being a candidate (the optimizer fuses no attention in this graph,
+    the quantizer or the engine fails) is the arm's reason, never the build's failure:
+    the matmul arm stands. No selective search here (the fused graph names its layers
+    differently); the matmul arm keeps that."""
+    name = baselines.ARM_QATTENTION
+    path = workdir / "candidate-qattention.onnx"
+    try:
+        fused = quantize.prepare(
+            model, workdir / "prepared-attention.onnx", attention=True, embed_fusion=not embeddings
+        )
+        found = quantize.fused_ops(onnx.load(str(fused), load_external_data=False))
+        if not found.get("Attention"):
+            reason = "ONNX Runtime's transformer optimizer fused no attention in this graph"
+            return path, None, baselines.ArmResult(name, False, {}, reason, tried=False)
+        quantize.dynamic(fused, path, attention=True, embeddings=embeddings)
+        verdict = gate(path)
+    except BuildFailed as exc:
+        return path, None, baselines.ArmResult(name, False, {}, str(exc))
+    summary = {**_summary(verdict), "attention_nodes": found["Attention"]}
+    failed = None if verdict.passed else "; ".join(verdict.failures)
+    return path, verdict, baselines.ArmResult(name, verdict.passed, summary, failed)
+
+
+def _fused_fp32(model: Path, workdir: Path) -> tuple[Path | None, dict[str, int] | str]:
+    """The fused FP32 baseline (every transformer fusion ONNX Runtime's optimizer
+    finds), or the reason there is none: then it is the raw FP32 model."""
+    try:
+        fused = quantize.prepare(model, workdir / "fused-fp32.onnx", attention=True)
+    except BuildFailed as exc:
+        return None, f"ONNX Runtime's transformer optimizer failed on this graph: {exc}"
+    found = quantize.fused_ops(onnx.load(str(fused), load_external_data=False))
+    if not found:
+        return None, (
+            "ONNX Runtime's transformer optimizer fused nothing in this graph: the fused "
+            "FP32 baseline is the raw FP32 model"
+        )
+    return fused, found
+
+
+def _benchmark(
+    inputs: Inputs,
+    candidates: dict[str, Path],
+    data: Split,
+    plan: BenchPlan,
+    workdir: Path,
+    batch: int,
+) -> dict[str, Any]:
+    """Every candidate (the arms that passed the gate, or the one engine) with the
+    raw and fused FP32 baselines and the stable build, side by side at the padded
+    length (held-out rows) and at real lengths (calibration rows, ``baselines``); the
+    arm is chosen by these numbers, the report is for the chosen one."""
+    fused, fusions = _fused_fp32(inputs.model, workdir)
+    models = {**candidates, baselines.RAW_FP32: inputs.model}
+    if fused is not None:
+        models[baselines.FUSED_FP32] = fused
     if inputs.stable_model is not None:
         models["stable"] = inputs.stable_model
     # The stable build may be another version of the model: optional, and it fixes no
     # batch size for this one.
-    measured = side_by_side(
-        models, held_out, plan.batch, plan.seconds, plan.rounds, plan.threads, frozenset({"stable"})
+    optional = frozenset({"stable"})
+    padded = side_by_side(
+        models, data.held_out, plan.batch, plan.seconds, plan.rounds, plan.threads, optional
     )
-    result: dict[str, Any] = {name: m.to_dict() for name, m in measured.items()}
-    if "stable" in models and "stable" not in measured:
+    real_lengths = baselines.real_length_batches(
+        data.calibration, inputs.signature, inputs.mask_input, batch
+    )
+    real: dict[str, Measurement] | None = None
+    if isinstance(real_lengths, baselines.RealLengths):
+        unstable = {k: v for k, v in models.items() if k != "stable"}
+        real = on_feeds(
+            unstable, None, real_lengths.feeds, plan.seconds, plan.rounds, threads=plan.threads
+        )
+    deciding = real if real is not None else padded
+    arm = None
+    if set(candidates) != {"candidate"}:
+        results = [baselines.ArmResult(name, True, {}) for name in candidates]
+        arm = baselines.choose_arm(results, {k: deciding[k].rows_per_second for k in candidates})
+    label = arm or "candidate"
+
+    def view(measured: dict[str, Measurement] | None) -> dict[str, Measurement] | None:
+        if measured is None:
+            return None
+        return {("candidate" if k == label else k): v for k, v in measured.items()}
+
+    result = baselines.speed_report(
+        view(padded) or {},
+        view(real),
+        real_lengths.summary if isinstance(real_lengths, baselines.RealLengths) else real_lengths,
+        fusions,
+        arm,
+    )
+    if arm is not None:
+        result["arm_decision"] = {
+            "by": baselines.REAL_LENGTHS if real is not None else baselines.PADDED,
+            "rows_per_second": {
+                name: round(deciding[name].rows_per_second, 3) for name in candidates
+            },
+            "padded_rows_per_second": {
+                name: round(padded[name].rows_per_second, 3) for name in candidates
+            },
+        }
+    # The names reports had before the baselines were named: the padded figures.
+    result["candidate"] = padded[label].to_dict()
+    result["fp32"] = padded[baselines.RAW_FP32].to_dict()
+    candidate = padded[label].rows_per_second
+    result["speedup_vs_fp32"] = round(candidate / padded[baselines.RAW_FP32].rows_per_second, 3)
+    if "stable" in models and "stable" not in padded:
         result["stable_error"] = "the stable build does not run on this version's inputs"
-    candidate = measured["candidate"].rows_per_second
-    result["speedup_vs_fp32"] = round(candidate / measured["fp32"].rows_per_second, 3)
     result["stable_build"] = inputs.stable_build
-    if "stable" in measured:
-        ratio = candidate / measured["stable"].rows_per_second
+    if "stable" in padded:
+        result["stable"] = padded["stable"].to_dict()
+        ratio = candidate / padded["stable"].rows_per_second
         result["speedup_vs_stable"] = round(ratio, 3)
         result["performance_regression"] = bool(ratio < 1.0 - plan.regression_tolerance)
     else:

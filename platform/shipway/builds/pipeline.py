@@ -97,6 +97,13 @@ def report_metrics(build_id: str, report: dict[str, Any]) -> dict[str, float]:
         "min_cosine": report.get("accuracy", {}).get("min_cosine"),
         "speedup_vs_fp32": report.get("benchmark", {}).get("speedup_vs_fp32"),
         "speedup_vs_stable": report.get("benchmark", {}).get("speedup_vs_stable"),
+        **{
+            f"speedup_vs_{baseline}_{shape}": value
+            for baseline in ("raw_fp32", "fused_fp32")
+            for shape, value in (
+                report.get("benchmark", {}).get(f"speedup_vs_{baseline}") or {}
+            ).items()
+        },
         "rows_per_second": report.get("benchmark", {}).get("candidate", {}).get("rows_per_second"),
         "p99_ms": report.get("benchmark", {}).get("candidate", {}).get("p99_ms"),
         "size_mb": report.get("size_mb", {}).get("candidate"),

@@ -53,6 +53,8 @@ class BuildOptions:
     min_top1: float = 0.99  # the gate on class scores: share of rows with the same top-1
     # every row's cosine, in the gate and in shadow; None: 1 - 2 * (1 - min_cosine)
     min_row_cosine: float | None = None
+    # int8-dynamic: store the embedding tables (Gather) INT8 too; size, not speed
+    quantize_embeddings: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.min_cosine <= 1.0:
@@ -63,6 +65,17 @@ class BuildOptions:
             raise InvalidInput(f"min_top1 must be within [0, 1], got {self.min_top1}")
         if not 0 <= self.max_fp32_layers <= 64:
             raise InvalidInput(f"max_fp32_layers must be within 0..64, got {self.max_fp32_layers}")
+        if not isinstance(self.quantize_embeddings, bool):
+            raise InvalidInput(
+                f"quantize_embeddings must be true or false, got {self.quantize_embeddings!r}"
+            )
+
+    def check(self, recipe: Recipe) -> None:
+        """Options that only some recipes use, refused for the others (InvalidInput)."""
+        if self.quantize_embeddings and recipe is not Recipe.INT8_DYNAMIC:
+            raise InvalidInput(
+                f"quantize_embeddings applies to the int8-dynamic recipe only, not {recipe.value}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "calibration": self.calibration.value}

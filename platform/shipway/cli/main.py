@@ -164,6 +164,13 @@ def builds_create(
         float | None,
         typer.Option(help="Least cosine of every row, in the gate and in shadow (0.98)"),
     ] = None,
+    quantize_embeddings: Annotated[
+        bool,
+        typer.Option(
+            "--quantize-embeddings",
+            help="int8-dynamic: store the embedding tables as INT8 too (size; gated)",
+        ),
+    ] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the build to its end")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -182,6 +189,7 @@ def builds_create(
             "max_fp32_layers": max_fp32_layers,
             "min_top1": min_top1,
             "min_row_cosine": min_row_cosine,
+            "quantize_embeddings": quantize_embeddings or None,
         }.items()
         if v is not None
     }
@@ -294,9 +302,33 @@ def report_lines(report: dict[str, Any]) -> list[str]:
         if bench.get("performance_regression"):
             text += " — PERFORMANCE REGRESSION against stable"
         lines.append(text)
+        lines.extend(speed_lines(bench))
     size = report.get("size_mb")
     if size:
         lines.append(f"size: {_megabytes(size['candidate'])} (FP32 {_megabytes(size['fp32'])})")
+    return lines
+
+
+def speed_lines(bench: dict[str, Any]) -> list[str]:
+    """Speedups against each named baseline at each measured shape, and the INT8 arm."""
+    lines = [f"  arm: {bench['arm']}"] if bench.get("arm") else []
+    shapes = bench.get("shapes") or {}
+    for baseline in ("raw_fp32", "fused_fp32"):
+        ratios = bench.get(f"speedup_vs_{baseline}") or {}
+        parts = [f"{v:.2f}x {shape}" for shape, v in ratios.items() if v is not None]
+        if parts:
+            lines.append(f"  vs {baseline}: " + ", ".join(parts))
+    fused = (bench.get("baselines") or {}).get("fused_fp32") or {}
+    if fused.get("fused") is False:
+        lines.append(f"  fused_fp32 = raw_fp32: {fused.get('reason')}")
+    real = shapes.get("real_lengths") or {}
+    if "skipped" in real:
+        lines.append(f"  real lengths not measured: {real['skipped']}")
+    elif real:
+        lines.append(
+            f"  real lengths: {real['rows']} rows, mean {real['mean_length']} tokens "
+            f"(padded to {real['padded_length']})"
+        )
     return lines
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -77,16 +77,37 @@ def side_by_side(
         fixed_batch((s for label, s in sessions.items() if label not in optional), split) or batch
     )
     feed = take(inputs, np.arange(batch) % rows(inputs))
-    batch = rows(feed)
+    return on_feeds(models, sessions, [feed], seconds, rounds, optional)
+
+
+def on_feeds(
+    models: dict[str, Path],
+    sessions: dict[str, ort.InferenceSession] | None,
+    feeds: Sequence[Arrays],
+    seconds: float = 1.0,
+    rounds: int = 3,
+    optional: frozenset[str] = frozenset(),
+    threads: int = 0,
+) -> dict[str, Measurement]:
+    """Rows/s and per-batch latency of each model over ``feeds`` (batches, possibly of
+    different shapes: the real lengths of ``build.baselines``), run in turn, whole
+    cycles only so every batch counts alike; ``batch`` is the mean rows per feed. Same
+    failure rules as ``side_by_side``."""
+    if not feeds:
+        raise BuildFailed("benchmark: no batches to run")
+    sessions = sessions or {label: session(path, threads) for label, path in models.items()}
+    sessions = dict(sessions)
+    sizes = [rows(feed) for feed in feeds]
     names = {label: [o.name for o in s.get_outputs()] for label, s in sessions.items()}
     for label, sess in list(sessions.items()):  # warm-up: allocations, kernel choice
         try:
-            for _ in range(3):
-                sess.run(names[label], feed)
+            for _ in range(3 if len(feeds) == 1 else 1):
+                for feed in feeds:
+                    sess.run(names[label], feed)
         except Exception as exc:
             if label not in optional:
                 raise BuildFailed(
-                    f"benchmark: the {label} model failed on a batch of {batch} rows: {exc}"
+                    f"benchmark: the {label} model failed on a batch of {sizes[0]} rows: {exc}"
                 ) from exc
             log.warning("benchmark: leaving out %s, which failed on the inputs: %s", label, exc)
             del sessions[label]
@@ -96,20 +117,21 @@ def side_by_side(
         for label, sess in sessions.items():
             done, start = 0, time.perf_counter()
             while True:
-                t0 = time.perf_counter()
-                sess.run(names[label], feed)
-                t1 = time.perf_counter()
-                latencies[label].append(t1 - t0)
-                done += 1
+                for feed, size in zip(feeds, sizes, strict=True):
+                    t0 = time.perf_counter()
+                    sess.run(names[label], feed)
+                    t1 = time.perf_counter()
+                    latencies[label].append(t1 - t0)
+                    done += size
                 if t1 - start >= seconds:
                     break
-            rates[label].append(done * batch / (t1 - start))
+            rates[label].append(done / (t1 - start))
     return {
         label: Measurement(
             rows_per_second=statistics.median(rates[label]),
             p50_ms=float(np.percentile(latencies[label], 50) * 1000),
             p99_ms=float(np.percentile(latencies[label], 99) * 1000),
-            batch=batch,
+            batch=round(sum(sizes) / len(sizes)),
             size_mb=models[label].stat().st_size / 1e6,
         )
         for label in sessions
