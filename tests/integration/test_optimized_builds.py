@@ -18,6 +18,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from shipway.builds.baselines import ARM_MARGIN
 from shipway.builds.pipeline import BuildPipeline
 from shipway.builds.recipes import BuildOptions, parse
 from shipway.container import Container
@@ -181,7 +182,8 @@ def test_int8_dynamic_build(
     report = row.report
     assert report["accuracy"]["mean_cosine"] >= 0.99
     assert report["selective"]["kept_fp32"] == []
-    # Both arms went through the gate; the one that ships passed it and was the faster.
+    # Both arms went through the gate; the one that ships passed it, and no other arm
+    # that passed was faster by more than the margin (matmul is kept on noise).
     arms, bench = report["arms"], report["benchmark"]
     assert arms["matmul"]["tried"] and arms["qattention"]["tried"]
     assert arms["qattention"]["attention_nodes"] == 3  # one fused Attention per layer
@@ -191,7 +193,10 @@ def test_int8_dynamic_build(
     )
     rates = bench["arm_decision"]["rows_per_second"]
     passing = [name for name, arm in arms.items() if arm["passed"]]
-    assert set(rates) == set(passing) and rates[chosen] == max(rates.values())
+    assert set(rates) == set(passing)
+    assert all(rate <= rates[chosen] * (1 + ARM_MARGIN) for rate in rates.values())
+    if chosen != "matmul":  # the preferred arm gives way only to a clear lead
+        assert rates[chosen] > rates["matmul"] * (1 + ARM_MARGIN)
     # Named baselines: the fused FP32 graph holds ONNX Runtime's fusions.
     fused = bench["baselines"]["fused_fp32"]
     assert fused["fused"] is True and fused["fusions"]["Attention"] == 3

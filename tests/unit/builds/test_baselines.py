@@ -35,8 +35,12 @@ def test_the_faster_arm_that_passed_the_gate_is_chosen() -> None:
     # Faster but failed the gate: never chosen.
     failed = [arm(ARM_MATMUL), arm(ARM_QATTENTION, passed=False)]
     assert choose_arm(failed, {ARM_MATMUL: 100.0, ARM_QATTENTION: 500.0}) == ARM_MATMUL
-    # A tie keeps the present path.
+    # A tie, or a lead within the margin (noise), keeps the present path.
     assert choose_arm(both, {ARM_MATMUL: 100.0, ARM_QATTENTION: 100.0}) == ARM_MATMUL
+    assert choose_arm(both, {ARM_MATMUL: 100.0, ARM_QATTENTION: 104.9}) == ARM_MATMUL
+    assert choose_arm(both, {ARM_MATMUL: 100.0, ARM_QATTENTION: 105.1}) == ARM_QATTENTION
+    # order of the arms given does not matter
+    assert choose_arm(both[::-1], {ARM_MATMUL: 100.0, ARM_QATTENTION: 104.9}) == ARM_MATMUL
     # Not measured (skipped: the graph was not fused): not a candidate.
     assert choose_arm(both, {ARM_MATMUL: 100.0}) == ARM_MATMUL
     assert choose_arm([arm(ARM_MATMUL, False), arm(ARM_QATTENTION, False)], {}) is None
