@@ -231,6 +231,7 @@ def test_build_options() -> None:
         "max_fp32_layers": 4,
         "min_top1": 0.99,
         "min_row_cosine": None,
+        "quantize_embeddings": False,
     }
     assert recipes.BuildOptions.from_dict(options.to_dict()) == options
     with pytest.raises(InvalidInput, match="unknown calibration method 'kl'"):
