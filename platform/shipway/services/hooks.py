@@ -2,7 +2,7 @@
 
 A delivery is authenticated by its signature (``shipway.gitops.signatures``), parsed
 (``shipway.gitops.push_events``), recorded once under ``<provider>:<delivery id>`` and,
-when there is something to do, handed to a worker (``shipway.gitops.tasks``) after the
+when there is something to do, handed to a worker (``shipway.services.hook_tasks``) after the
 commit: the sender gets its answer at once, and a replay finds the first row and does
 nothing. The worker fetches the pushed commit and applies it (``services.gitops.apply``)
 or queues the builds a spec asks for (``services.gitops.builds_for_version``), and
@@ -154,7 +154,7 @@ def _run(container: Container, row: HookDelivery) -> dict[str, Any]:
         _known_version(container, row.model, row.version)
         plan = gitops.builds_for_version(container, row.model, row.version, actor=MLFLOW_ACTOR)
         return plan.to_dict()
-    from shipway.gitops.git_source import GitRepository
+    from shipway.services.git_source import GitRepository
 
     if not settings.gitops_repository_url:  # unset since the delivery was accepted
         raise NotFound("SHIPWAY_GITOPS_REPOSITORY_URL is not set on the worker")

@@ -28,8 +28,8 @@ from sqlalchemy import func, select
 from shipway.api.app import create_app
 from shipway.container import Container
 from shipway.errors import InvalidInput, NotFound, Unavailable
-from shipway.gitops.git_source import GitRepository
 from shipway.services import hooks
+from shipway.services.git_source import GitRepository
 from shipway.settings import Settings
 from shipway.store.models import Build, HookDelivery, ModelVersion
 from tests.support import graphs
