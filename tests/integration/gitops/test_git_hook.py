@@ -396,6 +396,27 @@ def test_refusals_record_nothing_and_ignored_events_say_why(
     assert missing.status_code == 404
 
 
+def test_bodies_over_25_mb_are_refused_unread(api: TestClient, container: Container) -> None:
+    """413 whether the body declares its length or comes in chunks; nothing recorded."""
+    limit = 25 * 1024 * 1024
+    big = b"x" * (limit + 1)
+    headers = {"X-GitHub-Event": "push", "X-GitHub-Delivery": "big-1"}
+    declared = api.post("/api/v1/hooks/git", content=big, headers=headers)
+    assert declared.status_code == 413, declared.text
+    assert "larger than 26214400 bytes" in declared.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(26):
+            yield b"y" * (1024 * 1024)
+
+    chunked = api.post("/api/v1/hooks/mlflow", content=chunks(), headers=headers)
+    assert chunked.status_code == 413, chunked.text
+    # at the limit: read, then refused for what it is (a bad signature here)
+    at_limit = api.post("/api/v1/hooks/git", content=big[:limit], headers=headers)
+    assert at_limit.status_code == 401, at_limit.text
+    assert count(container, HookDelivery) == 0
+
+
 def test_concurrent_identical_deliveries_are_received_once(
     container: Container, repo: Repo, redis_url: str
 ) -> None:
