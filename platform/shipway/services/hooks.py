@@ -124,8 +124,12 @@ def process(container: Container, delivery_id: str, *, final: bool) -> str:
             raise
         _finish(container, delivery_id, DeliveryStatus.FAILED, message=str(exc))
         return DeliveryStatus.FAILED
-    except Exception as exc:  # recorded for the reader, then raised for the log
-        _finish(container, delivery_id, DeliveryStatus.FAILED, message=f"internal error: {exc}")
+    except Exception:
+        # Not the reader's business (a database error carries SQL and parameters): the
+        # delivery says where to look, the worker's log has the traceback.
+        log.exception("delivery %s: internal error", delivery_id)
+        message = f"internal error; see the worker log (delivery {delivery_id})"
+        _finish(container, delivery_id, DeliveryStatus.FAILED, message=message)
         raise
     _finish(container, delivery_id, DeliveryStatus.APPLIED, plan=plan)
     return DeliveryStatus.APPLIED
@@ -246,7 +250,9 @@ def _record(container: Container, row: HookDelivery) -> Receipt:
             container.celery.send_task(HOOK_TASK, args=[row.id])
         except Exception as exc:
             with container.db.session() as session:
-                session.delete(session.get(HookDelivery, row.id))
+                found = session.get(HookDelivery, row.id)
+                if found is not None:  # gone already: nothing to take back
+                    session.delete(found)
             raise Unavailable(f"the task queue did not take the delivery: {exc}") from None
     return Receipt(row, duplicate=False)
 

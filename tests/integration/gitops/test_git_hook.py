@@ -34,7 +34,7 @@ from shipway.settings import Settings
 from shipway.store.models import Build, HookDelivery, ModelVersion
 from tests.support import graphs
 from tests.support.processes import shipway_process
-from tests.support.services import wait_until
+from tests.support.services import free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -415,6 +415,88 @@ def test_bodies_over_25_mb_are_refused_unread(api: TestClient, container: Contai
     at_limit = api.post("/api/v1/hooks/git", content=big[:limit], headers=headers)
     assert at_limit.status_code == 401, at_limit.text
     assert count(container, HookDelivery) == 0
+
+
+def test_an_internal_error_is_logged_not_shown(
+    container: Container, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A delivery that breaks the worker (here a row without its commit, which no hook
+    writes) records where to look, not the error's text (a database error's carries SQL
+    and parameters), and the worker's log has it."""
+    with container.db.session() as session:
+        row = HookDelivery(
+            key="github:broken-1",
+            provider="github",
+            delivery_id="broken-1",
+            event="push",
+            ref="refs/heads/main",
+        )
+        session.add(row)
+    with caplog.at_level("ERROR", logger="shipway.services.hooks"), pytest.raises(AssertionError):
+        hooks.process(container, row.id, final=False)
+    stored = hooks.get(container, row.id)
+    assert stored.status == "failed"
+    assert stored.message == f"internal error; see the worker log (delivery {row.id})"
+    assert f"delivery {row.id}: internal error" in caplog.text
+    assert "AssertionError" in caplog.text  # with its traceback
+
+
+def test_a_queue_that_refuses_leaves_no_delivery_even_one_removed_meanwhile(
+    tmp_path: Path, postgres_url: str, repo: Repo
+) -> None:
+    """The broker down: 503, nothing recorded (the sender's retry is not a replay). The row
+    removed while the queue was being tried (a concurrent cleanup): still a clean 503."""
+    dead_broker = f"redis://127.0.0.1:{free_port()}/0"
+    settings = Settings(
+        home=tmp_path / "home",
+        database_url=postgres_url,
+        broker_url=dead_broker,
+        result_backend=dead_broker,
+        github_webhook_secret=SECRET,
+        gitops_repository_url=str(repo.bare),
+    )
+    container = Container(settings)
+    commit = repo.commit(release(), "a release")
+    body = json.dumps(
+        {"ref": "refs/heads/main", "after": commit, "repository": {"full_name": "acme/h"}}
+    ).encode()
+
+    def headers(delivery_id: str) -> dict[str, str]:
+        return {
+            "X-GitHub-Event": "push",
+            "X-GitHub-Delivery": delivery_id,
+            "X-Hub-Signature-256": "sha256="
+            + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest(),
+        }
+
+    try:
+        with pytest.raises(Unavailable, match="the task queue did not take the delivery"):
+            hooks.receive_git(container, headers("q-1"), body)
+        assert count(container, HookDelivery) == 0
+
+        removed: list[str] = []
+
+        def remove_the_row() -> None:
+            def present() -> bool:
+                with container.db.session() as session:
+                    query = select(HookDelivery).where(HookDelivery.key == "github:q-2")
+                    found = session.scalar(query)
+                    if found is not None:
+                        session.delete(found)
+                        removed.append(found.id)
+                    return found is not None
+
+            wait_until(present, 60, "the delivery row")
+
+        remover = threading.Thread(target=remove_the_row)
+        remover.start()
+        with pytest.raises(Unavailable, match="the task queue did not take the delivery"):
+            hooks.receive_git(container, headers("q-2"), body)
+        remover.join(60)
+        assert len(removed) == 1
+        assert count(container, HookDelivery) == 0
+    finally:
+        container.close()
 
 
 def test_concurrent_identical_deliveries_are_received_once(
