@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
 
 from shipway.errors import InvalidInput, NotFound, Unavailable
 
@@ -32,14 +31,14 @@ if TYPE_CHECKING:
     from shipway.services.gitops import SpecSource
 
 COMMIT = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+# The user information of every URL in a text (``https://<token>@host/...``), wherever
+# the URL sits in it (git quotes URLs inside its messages).
+USERINFO = re.compile(r"(\w[\w+.-]*://)[^/@\s]+@")
 
 
-def redact(url: str) -> str:
-    """The URL without its user information (a token in ``https://token@host/...``)."""
-    parts = urlsplit(url)
-    if not parts.netloc or "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+def redact(text: str) -> str:
+    """``text`` with the user information of every URL in it replaced by ``***``."""
+    return USERINFO.sub(r"\1***@", text)
 
 
 class GitRepository:
