@@ -1,9 +1,10 @@
 """``POST /api/v1/hooks/git`` on real parts: a bare Git repository in a temporary
 directory that a working clone pushes to, PostgreSQL, Redis and a real Celery worker.
 
-A signed push leads to the pushed commit's spec applied and its build; a replay, a bad
-signature, a bad payload, a tag or another branch apply nothing; a commit the
-repository does not hold, or a spec with an error, fail the delivery with the reason.
+A signed push leads to the branch tip's spec applied and its build; a replay (the same
+delivery id, or an older commit under a new one), a bad signature, a bad payload, a tag
+or another branch apply nothing; a commit that is not on the branch, a spec with an
+error or a Git LFS pointer fail the delivery with the reason.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from shipway.api.app import create_app
 from shipway.container import Container
 from shipway.errors import InvalidInput, NotFound, Unavailable
 from shipway.services import hooks
-from shipway.services.git_source import GitRepository
+from shipway.services.git_source import GitRepository, Position
 from shipway.settings import Settings
 from shipway.store.models import Build, HookDelivery, ModelVersion
 from tests.support import graphs
@@ -229,7 +230,7 @@ def test_a_signed_push_applies_its_commit_and_a_replay_applies_nothing(
     assert receipt["delivery"]["repository"] == "acme/hooked"
 
     applied = finished(api, receipt["delivery"]["id"], worker)
-    assert applied["status"] == "applied", applied
+    assert applied["status"] == "applied", applied["message"]
     assert applied["plan"]["changed"] is True
     # the commit's model is registered and its build runs to the end on the worker
     wait_until(lambda: len(builds_of(container, MODEL)) == 1, 60, "the spec's build")
@@ -269,16 +270,73 @@ def test_a_signed_push_applies_its_commit_and_a_replay_applies_nothing(
     assert outcome["provider"] == "gitlab" and outcome["commit"] == second
     wait_until(lambda: len(builds_of(container, f"{MODEL}-b")) == 1, 60, "model b's build")
 
-    # A new delivery of the first model's commit again: applied, and nothing changes
-    # (apply is idempotent), so no second version or build of it.
+    # The first commit again under a new delivery id (GitHub does not sign the id: anyone
+    # who saw the first push can resend it so), or a late delivery of it: the branch has
+    # moved on, so it is superseded and nothing is applied.
     replayed_commit = github_push(api, first, "gh-2")
     assert replayed_commit.status_code == 202
-    same = finished(api, replayed_commit.json()["delivery"]["id"], worker)
-    assert same["status"] == "applied" and same["plan"]["changed"] is False, same
+    superseded = finished(api, replayed_commit.json()["delivery"]["id"], worker)
+    assert superseded["status"] == "ignored", superseded
+    assert superseded["message"] == f"superseded: main is at {second}"
+    assert superseded["plan"] is None
     assert len(builds_of(container, MODEL)) == 1
+    assert len(builds_of(container, f"{MODEL}-b")) == 1
     with container.db.session() as session:
         versions = session.scalars(select(ModelVersion.version).where(ModelVersion.name == MODEL))
         assert list(versions) == [1]
+
+    # The tip again under a new delivery id: applied, and nothing changes (apply is
+    # idempotent), so no second version or build.
+    again_tip = gitlab_push(api, second, TOKEN, "gl-2")
+    assert again_tip.status_code == 202
+    same = finished(api, again_tip.json()["delivery"]["id"], worker)
+    assert same["status"] == "applied" and same["plan"]["changed"] is False, same
+    assert len(builds_of(container, f"{MODEL}-b")) == 1
+
+
+def test_commits_not_on_the_branch_are_refused_and_only_the_tip_is_applied(
+    api: TestClient, container: Container, repo: Repo, worker: Path
+) -> None:
+    """Whoever holds the GitLab token (a bearer secret) can name any commit in a push to
+    main: one on another branch is refused, never fetched or applied; and of two pushes
+    delivered out of order, the later commit stays applied."""
+    base = repo.commit(release(), "main's release")
+    elsewhere = repo.commit(release(model=f"{MODEL}-x"), "an unmerged change", branch="feature")
+    repo.git("checkout", "-q", "main")
+    response = gitlab_push(api, elsewhere, TOKEN, "gl-feature")
+    assert response.status_code == 202
+    refused = finished(api, response.json()["delivery"]["id"], worker)
+    assert refused["status"] == "failed", refused
+    assert refused["message"].startswith(f"commit {elsewhere} is not on branch 'main'")
+    assert f"(at {base})" in refused["message"]
+    assert count(container, ModelVersion) == 0 and count(container, Build) == 0
+
+    # Out of order: main moves base -> newer; newer's delivery arrives first.
+    newer = repo.commit(release(recipe="int8-dynamic"), "int8-dynamic instead")
+    applied = finished(api, github_push(api, newer, "gh-newer").json()["delivery"]["id"], worker)
+    assert applied["status"] == "applied", applied["message"]
+    late = finished(api, github_push(api, base, "gh-late").json()["delivery"]["id"], worker)
+    assert late["status"] == "ignored", late
+    assert late["message"] == f"superseded: main is at {newer}"
+    assert [b.recipe for b in builds_of(container, MODEL)] == ["int8-dynamic"]
+    assert builds_of(container, f"{MODEL}-x") == []
+
+
+def test_a_git_lfs_pointer_fails_the_delivery_naming_the_file(
+    api: TestClient, container: Container, repo: Repo, worker: Path
+) -> None:
+    pointer = (
+        b"version https://git-lfs.github.com/spec/v1\n"
+        b"oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\n"
+        b"size 12345\n"
+    )
+    commit = repo.commit({**release(), "model/model.onnx": pointer}, "model in LFS")
+    response = github_push(api, commit, "gh-lfs")
+    failed = finished(api, response.json()["delivery"]["id"], worker)
+    assert failed["status"] == "failed", failed
+    assert failed["message"].startswith("model/model.onnx is a Git LFS pointer in commit")
+    assert "pushes read files from Git objects only" in failed["message"]
+    assert count(container, ModelVersion) == 0
 
 
 def test_unknown_commits_and_spec_errors_fail_the_delivery_with_the_reason(
@@ -290,7 +348,7 @@ def test_unknown_commits_and_spec_errors_fail_the_delivery_with_the_reason(
     assert response.status_code == 202
     failed = finished(api, response.json()["delivery"]["id"], worker)
     assert failed["status"] == "failed"
-    assert f"commit {unknown} is not in the repository" in failed["message"]
+    assert f"commit {unknown} is not on branch 'main'" in failed["message"]
     assert failed["plan"] is None
 
     broken = repo.commit(release(recipe="int9"), "a typo in the recipe")
@@ -554,13 +612,13 @@ def test_hooks_answer_404_naming_the_setting_until_configured(tmp_path: Path) ->
         container.close()
 
 
-def test_the_git_source_reads_the_commit_from_the_configured_repository(
-    tmp_path: Path, repo: Repo
-) -> None:
-    """The adapter alone: fetch by commit id into the mirror, read the spec and the files
-    it names, refuse paths leaving the repository; and name what is wrong."""
+def test_the_git_source_fetches_the_branch_and_reads_its_tip(tmp_path: Path, repo: Repo) -> None:
+    """The adapter alone: fetch the configured branch only into the mirror, say where a
+    pushed commit stands on it, read the spec and the files it names, refuse paths
+    leaving the repository and LFS pointers; and name what is wrong."""
     first = repo.commit({**release(), "extra/notes.txt": b"hello"}, "first")
     source_repo = GitRepository(str(repo.bare), tmp_path / "cache", timeout=60)
+    assert source_repo.fetch_tip("main") == first
     text, read = _source(source_repo, first)
     assert "name: hooked" in text
     assert read("model/model.onnx") == release()["model/model.onnx"]
@@ -571,31 +629,49 @@ def test_the_git_source_reads_the_commit_from_the_configured_repository(
     with pytest.raises(InvalidInput, match=r"no-such\.onnx: no such file in commit"):
         read("no-such.onnx")
 
-    # A later commit: fetched on demand; the first stays readable from the mirror alone,
-    # even with the remote gone.
+    # A later commit: the first is an ancestor of the tip, a commit on another branch
+    # is not on main (and is never fetched: only main is).
     second = repo.commit({"shipway.yaml": b"changed: true\n"}, "second")
+    other = repo.commit({"shipway.yaml": b"other: true\n"}, "other", branch="feature")
+    repo.git("checkout", "-q", "main")
+    assert source_repo.position(second, "main") == Position(second, True)
+    assert source_repo.position(first, "main") == Position(second, True)
+    assert source_repo.position(other, "main") == Position(second, False)
+    assert source_repo.position("ab" * 20, "main") == Position(second, False)
+    with pytest.raises(NotFound, match="is not in the mirror"):
+        source_repo.spec_source(other, "shipway.yaml")
     assert _source(source_repo, second)[0] == "changed: true\n"
+    # feature, when it is the configured branch: branched from main at second, so the
+    # first commit is on it too
+    assert source_repo.position(other, "feature") == Position(other, True)
+    assert source_repo.position(first, "feature").on_branch is True
+
+    # The remote gone: unavailable (retried); back: a branch it lacks is named.
     moved = tmp_path / "moved.git"
     repo.bare.rename(moved)
-    assert "name: hooked" in _source(source_repo, first)[0]
+    assert "name: hooked" in _source(source_repo, first)[0]  # the mirror alone
     with pytest.raises(Unavailable, match=r"git fetch from .* failed"):
-        source_repo.fetch("cd" * 20)
+        source_repo.fetch_tip("main")
     moved.rename(repo.bare)
-    with pytest.raises(NotFound, match=f"commit {'cd' * 20} is not in the repository"):
-        source_repo.fetch("cd" * 20)
+    with pytest.raises(NotFound, match=r"branch 'nope' \(SHIPWAY_GITOPS_BRANCH\) is not in"):
+        source_repo.fetch_tip("nope")
+    for bad in ("a..b", "-x", "main lock", ""):
+        with pytest.raises(InvalidInput, match=r"SHIPWAY_GITOPS_BRANCH: .* is not a valid branch"):
+            source_repo.fetch_tip(bad)
     with pytest.raises(InvalidInput, match="is not a commit id"):
-        source_repo.fetch("--upload-pack=touch /tmp/x")
+        source_repo.position("--upload-pack=touch /tmp/x", "main")
 
     # Fetches into one mirror at once (threads here; worker processes alike) take turns.
     third = repo.commit({"shipway.yaml": b"third: true\n"}, "third")
     fresh = GitRepository(str(repo.bare), tmp_path / "cache2", timeout=60)
+    tips: list[str] = []
     errors: list[BaseException] = []
     start = threading.Barrier(4)
 
     def fetch() -> None:
         start.wait()
         try:
-            fresh.fetch(third)
+            tips.append(fresh.fetch_tip("main"))
         except BaseException as exc:
             errors.append(exc)
 
@@ -604,15 +680,23 @@ def test_the_git_source_reads_the_commit_from_the_configured_repository(
         thread.start()
     for thread in threads:
         thread.join(60)
-    assert errors == []
+    assert errors == [] and tips == [third] * 4
     assert fresh.read(third, "shipway.yaml") == b"third: true\n"
 
-    # A spec in a subdirectory reads its files relative to itself.
-    nested = repo.commit({"deploy/shipway.yaml": b"x: 1\n", "deploy/m.bin": b"m"}, "nested")
+    # A spec in a subdirectory reads its files relative to itself; an LFS pointer is
+    # refused, naming the file.
+    pointer = b"version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 3\n"
+    nested = repo.commit(
+        {"deploy/shipway.yaml": b"x: 1\n", "deploy/m.bin": b"m", "deploy/lfs.onnx": pointer},
+        "nested",
+    )
+    assert source_repo.fetch_tip("main") == nested
     nested_source = source_repo.spec_source(nested, "deploy/shipway.yaml")
     assert nested_source.read("m.bin") == b"m"
     assert nested_source.read("../model/sample.npz") == release()["model/sample.npz"]
     assert nested_source.origin == f"git:{nested}"
+    with pytest.raises(InvalidInput, match=r"^lfs\.onnx is a Git LFS pointer in commit"):
+        nested_source.read("lfs.onnx")
     with pytest.raises(NotFound, match=r"missing\.yaml is not in commit"):
         source_repo.spec_source(nested, "missing.yaml")
 
