@@ -424,6 +424,14 @@ def test_refusals_record_nothing_and_ignored_events_say_why(
     )
     assert signed_bad.status_code == 400
     assert signed_bad.json()["detail"] == "repository is missing"
+    # Signed, but longer than it can be stored (the event header is not even signed).
+    long_ref = github_push(api, commit, "x6", ref="refs/heads/" + "b" * 290)
+    assert long_ref.status_code == 400 and long_ref.json()["detail"] == (
+        "ref must be at most 300 characters"
+    )
+    long_event = github_push(api, commit, "x7", event="e" * 101)
+    assert long_event.status_code == 400
+    assert long_event.json()["detail"] == "X-GitHub-Event must be at most 100 characters"
     neither = api.post("/api/v1/hooks/git", content=b"{}")  # no sender: nobody to check
     assert neither.status_code == 401 and "X-GitHub-Event" in neither.json()["detail"]
     assert count(container, HookDelivery) == 0
