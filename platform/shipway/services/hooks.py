@@ -261,6 +261,7 @@ def _mlflow_triggers(
 
 
 def _git_row(push: PushEvent) -> HookDelivery:
+    now = utcnow()  # one clock reading: an ignored delivery finishes as it is received
     return HookDelivery(
         key=f"{push.provider}:{push.delivery_id}",
         provider=push.provider,
@@ -271,11 +272,13 @@ def _git_row(push: PushEvent) -> HookDelivery:
         repository=push.repository,
         status=DeliveryStatus.IGNORED if push.ignored else DeliveryStatus.QUEUED,
         message=push.ignored,
-        finished_at=utcnow() if push.ignored else None,
+        received_at=now,
+        finished_at=now if push.ignored else None,
     )
 
 
 def _mlflow_row(event: RegistryEvent, reason: str | None) -> HookDelivery:
+    now = utcnow()
     return HookDelivery(
         key=f"mlflow:{event.delivery_id}",
         provider="mlflow",
@@ -286,7 +289,8 @@ def _mlflow_row(event: RegistryEvent, reason: str | None) -> HookDelivery:
         alias=event.alias,
         status=DeliveryStatus.IGNORED if reason else DeliveryStatus.QUEUED,
         message=reason,
-        finished_at=utcnow() if reason else None,
+        received_at=now,
+        finished_at=now if reason else None,
     )
 
 

@@ -17,6 +17,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +208,10 @@ def finished(api: TestClient, delivery_id: str, worker_log: Path, timeout: float
     return seen
 
 
+def when(found: dict[str, Any], field: str) -> datetime:
+    return datetime.fromisoformat(found[field])
+
+
 def count(container: Container, model: type) -> int:
     with container.db.session() as session:
         return int(session.scalar(select(func.count()).select_from(model)) or 0)
@@ -230,7 +235,8 @@ def test_a_signed_push_applies_its_commit_and_a_replay_applies_nothing(
     assert receipt["delivery"]["repository"] == "acme/hooked"
 
     applied = finished(api, receipt["delivery"]["id"], worker)
-    assert applied["status"] == "applied", applied["message"]
+    assert applied["status"] == "applied", applied
+    assert when(applied, "finished_at") >= when(applied, "received_at"), applied
     assert applied["plan"]["changed"] is True
     # the commit's model is registered and its build runs to the end on the worker
     wait_until(lambda: len(builds_of(container, MODEL)) == 1, 60, "the spec's build")
@@ -314,7 +320,7 @@ def test_commits_not_on_the_branch_are_refused_and_only_the_tip_is_applied(
     # Out of order: main moves base -> newer; newer's delivery arrives first.
     newer = repo.commit(release(recipe="int8-dynamic"), "int8-dynamic instead")
     applied = finished(api, github_push(api, newer, "gh-newer").json()["delivery"]["id"], worker)
-    assert applied["status"] == "applied", applied["message"]
+    assert applied["status"] == "applied", applied
     late = finished(api, github_push(api, base, "gh-late").json()["delivery"]["id"], worker)
     assert late["status"] == "ignored", late
     assert late["message"] == f"superseded: main is at {newer}"
@@ -455,6 +461,8 @@ def test_refusals_record_nothing_and_ignored_events_say_why(
     listed = api.get("/api/v1/hooks/deliveries", headers={"Authorization": f"Bearer {VIEWER}"})
     assert listed.status_code == 200
     assert {d["delivery_id"] for d in listed.json()} == {"i1", "i2", "i3", "i4"}
+    for ignored in listed.json():  # finished as received, not before (trial 15 #8)
+        assert ignored["finished_at"] == ignored["received_at"], ignored
     assert api.get("/api/v1/hooks/deliveries").status_code == 401
     missing = api.get(
         "/api/v1/hooks/deliveries/nope", headers={"Authorization": f"Bearer {VIEWER}"}

@@ -389,5 +389,6 @@ def test_oversized_signed_values_are_refused_not_stored(tmp_path: Path, postgres
             assert fits.status_code == 200, fits.text  # no spec: recorded as ignored
             (stored,) = hooks.list_deliveries(container)
             assert (stored.model, stored.version) == ("m" * 200, 2**31 - 1)
+            assert stored.finished_at == stored.received_at  # ignored as received
     finally:
         container.close()
