@@ -207,14 +207,20 @@ def _apply_tip(container: Container, row: HookDelivery) -> Outcome:
         return Outcome(DeliveryStatus.IGNORED, message=f"superseded: {branch} is at {position.tip}")
     tip, message, actor = row.commit, None, f"git:{row.provider}"
     plan = _apply_commit(container, repository, tip, actor)
+    # This delivery's commit is applied from here on: a later error is only noted (the
+    # newer push's own delivery records and retries its failure).
     for _ in range(CATCH_UP_APPLIES):
-        latest = repository.fetch_tip(branch)
+        try:
+            latest = repository.fetch_tip(branch)
+        except ShipwayError as exc:
+            message = f"applied; could not check whether {branch} moved meanwhile: {exc}"
+            break
         if latest == tip:
             break
         message = f"{branch} moved to {latest} during the apply; applied it too"
         try:
             plan = _apply_commit(container, repository, latest, actor)
-        except ShipwayError as exc:  # that push's own delivery records its failure
+        except ShipwayError as exc:
             message = f"{branch} moved to {latest} during the apply; applying it failed: {exc}"
             break
         tip = latest
