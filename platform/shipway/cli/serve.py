@@ -67,7 +67,7 @@ def serve_gateway(settings: Settings, migrate: bool) -> None:
 
 def serve_worker(settings: Settings, migrate: bool) -> None:
     from shipway.builds import tasks
-    from shipway.gitops import tasks as hook_tasks
+    from shipway.services import hook_tasks
 
     _logging()
     container = Container(settings, run_migrations=migrate)

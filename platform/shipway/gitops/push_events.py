@@ -36,6 +36,19 @@ COMMIT = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 BRANCH_PREFIX = "refs/heads/"
 TAG_PREFIX = "refs/tags/"
 
+# Upper bounds of what is stored (the columns of ``store.models.HookDelivery``, which a unit
+# test compares with these): a longer value is refused here, naming the field, rather than
+# failing in the database. Versions are PostgreSQL ``integer``s.
+MAX_EVENT = 100
+MAX_REF = 300
+MAX_REPOSITORY = 300
+MAX_MODEL = 200
+MAX_ALIAS = 200
+MAX_VERSION = 2**31 - 1
+VERSION = re.compile(r"[0-9]{1,10}")
+# Control characters (NUL among them: PostgreSQL text cannot hold it) in a stored string
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
 MODEL_VERSION_CREATED = "model_version.created"
 ALIAS_CREATED = "model_version_alias.created"
 MLFLOW_TRIGGER_EVENTS = (MODEL_VERSION_CREATED, ALIAS_CREATED)
@@ -98,22 +111,26 @@ def parse_git(provider: str, headers: Mapping[str, str], body: bytes, branch: st
             GITLAB_DELIVERY_HEADER,
             "Push Hook",
         )
-    event = _header(lowered, event_header)
+    event = _header(lowered, event_header, MAX_EVENT)
     delivery_id = _delivery_id(lowered, delivery_header)
     if event != push_event:
         return PushEvent(
             provider, delivery_id, event, ignored=f"{event!r} events are not applied (only pushes)"
         )
     payload = _json(body)
-    ref = _string(payload, "ref")
-    after = _string(payload, "after")
+    ref = _string(payload, "ref", max_length=MAX_REF)
+    after = _string(payload, "after", max_length=64)
     if not COMMIT.match(after):
         raise InvalidPayload("after must be a commit id (40 or 64 lower-case hex digits)")
     if provider == "github":
-        repository = _string(_object(payload, "repository"), "full_name", "repository.")
+        repository = _string(
+            _object(payload, "repository"), "full_name", "repository.", MAX_REPOSITORY
+        )
         deleted = payload.get("deleted") is True or set(after) == {"0"}
     else:
-        repository = _string(_object(payload, "project"), "path_with_namespace", "project.")
+        repository = _string(
+            _object(payload, "project"), "path_with_namespace", "project.", MAX_REPOSITORY
+        )
         deleted = set(after) == {"0"}
     push = PushEvent(provider, delivery_id, event, ref, after, repository, deleted)
     return _with_reason(push, _ignore_reason(ref, deleted, branch))
@@ -136,7 +153,10 @@ def parse_mlflow(headers: Mapping[str, str], body: bytes) -> RegistryEvent:
     lowered = _lower(headers)
     delivery_id = _delivery_id(lowered, MLFLOW_DELIVERY_HEADER)
     payload = _json(body)
-    event = f"{_string(payload, 'entity')}.{_string(payload, 'action')}"
+    entity = _string(payload, "entity", max_length=MAX_EVENT)
+    event = f"{entity}.{_string(payload, 'action', max_length=MAX_EVENT)}"
+    if len(event) > MAX_EVENT:
+        raise InvalidPayload(f"entity and action must be at most {MAX_EVENT} characters together")
     if event not in MLFLOW_TRIGGER_EVENTS:
         return RegistryEvent(
             delivery_id,
@@ -144,11 +164,15 @@ def parse_mlflow(headers: Mapping[str, str], body: bytes) -> RegistryEvent:
             ignored=f"{event!r} events start nothing; only {' and '.join(MLFLOW_TRIGGER_EVENTS)}",
         )
     data = _object(payload, "data")
-    model = _string(data, "name", "data.")
+    model = _string(data, "name", "data.", MAX_MODEL)
     version_text = _string(data, "version", "data.")
-    if not version_text.isascii() or not version_text.isdigit() or int(version_text) < 1:
-        raise InvalidPayload(f"data.version must be a positive whole number, got {version_text!r}")
-    alias = _string(data, "alias", "data.") if event == ALIAS_CREATED else None
+    # the digits are bounded before int(): Python refuses more than 4300 of them
+    if not VERSION.fullmatch(version_text) or not 1 <= int(version_text) <= MAX_VERSION:
+        shown = version_text if len(version_text) <= 20 else version_text[:20] + "..."
+        raise InvalidPayload(
+            f"data.version must be a whole number from 1 to {MAX_VERSION}, got {shown!r}"
+        )
+    alias = _string(data, "alias", "data.", MAX_ALIAS) if event == ALIAS_CREATED else None
     return RegistryEvent(delivery_id, event, model, int(version_text), alias)
 
 
@@ -180,10 +204,12 @@ def _lower(headers: Mapping[str, str]) -> dict[str, str]:
     return {key.lower(): value for key, value in headers.items()}
 
 
-def _header(lowered: Mapping[str, str], name: str) -> str:
+def _header(lowered: Mapping[str, str], name: str, max_length: int | None = None) -> str:
     value = lowered.get(name.lower(), "").strip()
     if not value:
         raise InvalidPayload(f"missing {name} header")
+    if max_length is not None and len(value) > max_length:
+        raise InvalidPayload(f"{name} must be at most {max_length} characters")
     return value
 
 
@@ -202,6 +228,8 @@ def _json(body: bytes) -> dict[str, Any]:
             f"the body is not JSON ({exc}); a GitHub webhook's content type must be "
             "application/json"
         ) from None
+    except RecursionError:  # the decoder recurses once per nesting level
+        raise InvalidPayload("the body is nested too deeply to be a webhook event") from None
     if not isinstance(payload, dict):
         raise InvalidPayload("the body must be a JSON object")
     return payload
@@ -214,10 +242,18 @@ def _object(payload: Mapping[str, Any], field: str) -> dict[str, Any]:
     return value
 
 
-def _string(payload: Mapping[str, Any], field: str, prefix: str = "") -> str:
+def _string(
+    payload: Mapping[str, Any], field: str, prefix: str = "", max_length: int | None = None
+) -> str:
+    """A non-empty string of at most ``max_length`` characters, with no control characters
+    (stored as they are, in bounded columns)."""
     value = payload.get(field)
     if value is None:
         raise InvalidPayload(f"{prefix}{field} is missing")
     if not isinstance(value, str) or not value:
         raise InvalidPayload(f"{prefix}{field} must be a non-empty string")
+    if max_length is not None and len(value) > max_length:
+        raise InvalidPayload(f"{prefix}{field} must be at most {max_length} characters")
+    if CONTROL.search(value):
+        raise InvalidPayload(f"{prefix}{field} must not contain control characters")
     return value

@@ -2,11 +2,15 @@
 
 A delivery is authenticated by its signature (``shipway.gitops.signatures``), parsed
 (``shipway.gitops.push_events``), recorded once under ``<provider>:<delivery id>`` and,
-when there is something to do, handed to a worker (``shipway.gitops.tasks``) after the
-commit: the sender gets its answer at once, and a replay finds the first row and does
-nothing. The worker fetches the pushed commit and applies it (``services.gitops.apply``)
-or queues the builds a spec asks for (``services.gitops.builds_for_version``), and
-records the plan or the error on the delivery.
+when there is something to do, handed to a worker (``shipway.services.hook_tasks``) after
+the commit: the sender gets its answer at once, and a replay finds the first row and does
+nothing. The worker queues the builds a spec asks for
+(``services.gitops.builds_for_version``), or for a push fetches the configured branch and
+applies its tip (``services.gitops.apply``): a pushed commit that is no longer the tip is
+recorded as superseded, and one that is not on the branch is refused, so neither a late
+delivery nor a replayed one under a new delivery id (GitHub does not sign the id) nor a
+commit from another ref puts an older or foreign spec in place. It records the plan or
+the error on the delivery.
 """
 
 from __future__ import annotations
@@ -15,21 +19,36 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from shipway.container import Container
-from shipway.errors import NotFound, ShipwayError, Unavailable
+from shipway.errors import InvalidInput, NotFound, ShipwayError, Unavailable
 from shipway.gitops import push_events, signatures
 from shipway.gitops.push_events import PushEvent, RegistryEvent
 from shipway.store.models import DeliveryStatus, HookDelivery, ModelVersion, utcnow
+
+if TYPE_CHECKING:
+    from shipway.services.git_source import GitRepository
 
 log = logging.getLogger(__name__)
 
 HOOK_TASK = "shipway.gitops.process_delivery"
 MLFLOW_ACTOR = "mlflow:webhook"
+# How many times one delivery re-applies a branch that moved while it applied (each newer
+# push has its own delivery too; this only makes the last apply to finish the tip's).
+CATCH_UP_APPLIES = 3
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the worker did with a delivery: the status to record, the plan, a message."""
+
+    status: DeliveryStatus
+    plan: dict[str, Any] | None = None
+    message: str | None = None
 
 
 class HookDisabled(NotFound):
@@ -117,18 +136,22 @@ def process(container: Container, delivery_id: str, *, final: bool) -> str:
         if row.status != DeliveryStatus.QUEUED:
             return row.status
     try:
-        plan = _run(container, row)
+        outcome = _run(container, row)
     except ShipwayError as exc:
         if exc.retriable and not final:
             log.warning("delivery %s: %s; retrying", delivery_id, exc)
             raise
-        _finish(container, delivery_id, DeliveryStatus.FAILED, message=str(exc))
+        _finish(container, delivery_id, Outcome(DeliveryStatus.FAILED, message=str(exc)))
         return DeliveryStatus.FAILED
-    except Exception as exc:  # recorded for the reader, then raised for the log
-        _finish(container, delivery_id, DeliveryStatus.FAILED, message=f"internal error: {exc}")
+    except Exception:
+        # Not the reader's business (a database error carries SQL and parameters): the
+        # delivery says where to look, the worker's log has the traceback.
+        log.exception("delivery %s: internal error", delivery_id)
+        message = f"internal error; see the worker log (delivery {delivery_id})"
+        _finish(container, delivery_id, Outcome(DeliveryStatus.FAILED, message=message))
         raise
-    _finish(container, delivery_id, DeliveryStatus.APPLIED, plan=plan)
-    return DeliveryStatus.APPLIED
+    _finish(container, delivery_id, outcome)
+    return outcome.status
 
 
 def list_deliveries(container: Container, limit: int = 100) -> list[HookDelivery]:
@@ -145,26 +168,72 @@ def get(container: Container, delivery_id: str) -> HookDelivery:
         return row
 
 
-def _run(container: Container, row: HookDelivery) -> dict[str, Any]:
+def _run(container: Container, row: HookDelivery) -> Outcome:
     from shipway.services import gitops
 
-    settings = container.settings
     if row.provider == "mlflow":
         assert row.model is not None and row.version is not None
         _known_version(container, row.model, row.version)
         plan = gitops.builds_for_version(container, row.model, row.version, actor=MLFLOW_ACTOR)
-        return plan.to_dict()
-    from shipway.gitops.git_source import GitRepository
+        return Outcome(DeliveryStatus.APPLIED, plan.to_dict())
+    return _apply_tip(container, row)
 
+
+def _apply_tip(container: Container, row: HookDelivery) -> Outcome:
+    """Apply the configured branch's tip for a push of ``row.commit``: superseded (ignored)
+    when the branch has moved on, refused when the commit is not on the branch.
+
+    Two deliveries applying at once may finish in either order, so after applying, the
+    tip is read again and, if it moved, applied again: the last apply to finish is the
+    tip's (applying is idempotent, so this costs nothing when another delivery did it)."""
+    from shipway.services.git_source import GitRepository, redact
+
+    settings = container.settings
     if not settings.gitops_repository_url:  # unset since the delivery was accepted
         raise NotFound("SHIPWAY_GITOPS_REPOSITORY_URL is not set on the worker")
     assert row.commit is not None
+    branch = settings.gitops_branch
     repository = GitRepository(
         settings.gitops_repository_url, settings.gitops_cache_dir, settings.gitops_git_timeout
     )
-    source = repository.spec_source(row.commit, settings.gitops_spec_path)
-    plan = gitops.apply(container, source, dry_run=False, actor=f"git:{row.provider}")
-    return plan.to_dict()
+    position = repository.position(row.commit, branch)
+    if not position.on_branch:
+        raise InvalidInput(
+            f"commit {row.commit} is not on branch {branch!r} of "
+            f"{redact(settings.gitops_repository_url)} (at {position.tip}); only the "
+            "branch's own commits are applied (SHIPWAY_GITOPS_BRANCH)"
+        )
+    if position.tip != row.commit:
+        return Outcome(DeliveryStatus.IGNORED, message=f"superseded: {branch} is at {position.tip}")
+    tip, message, actor = row.commit, None, f"git:{row.provider}"
+    plan = _apply_commit(container, repository, tip, actor)
+    # This delivery's commit is applied from here on: a later error is only noted (the
+    # newer push's own delivery records and retries its failure).
+    for _ in range(CATCH_UP_APPLIES):
+        try:
+            latest = repository.fetch_tip(branch)
+        except ShipwayError as exc:
+            message = f"applied; could not check whether {branch} moved meanwhile: {exc}"
+            break
+        if latest == tip:
+            break
+        message = f"{branch} moved to {latest} during the apply; applied it too"
+        try:
+            plan = _apply_commit(container, repository, latest, actor)
+        except ShipwayError as exc:
+            message = f"{branch} moved to {latest} during the apply; applying it failed: {exc}"
+            break
+        tip = latest
+    return Outcome(DeliveryStatus.APPLIED, plan, message)
+
+
+def _apply_commit(
+    container: Container, repository: GitRepository, commit: str, actor: str
+) -> dict[str, Any]:
+    from shipway.services import gitops
+
+    source = repository.spec_source(commit, container.settings.gitops_spec_path)
+    return gitops.apply(container, source, dry_run=False, actor=actor).to_dict()
 
 
 def _known_version(container: Container, model: str, version: int) -> None:
@@ -198,6 +267,7 @@ def _mlflow_triggers(
 
 
 def _git_row(push: PushEvent) -> HookDelivery:
+    now = utcnow()  # one clock reading: an ignored delivery finishes as it is received
     return HookDelivery(
         key=f"{push.provider}:{push.delivery_id}",
         provider=push.provider,
@@ -208,11 +278,13 @@ def _git_row(push: PushEvent) -> HookDelivery:
         repository=push.repository,
         status=DeliveryStatus.IGNORED if push.ignored else DeliveryStatus.QUEUED,
         message=push.ignored,
-        finished_at=utcnow() if push.ignored else None,
+        received_at=now,
+        finished_at=now if push.ignored else None,
     )
 
 
 def _mlflow_row(event: RegistryEvent, reason: str | None) -> HookDelivery:
+    now = utcnow()
     return HookDelivery(
         key=f"mlflow:{event.delivery_id}",
         provider="mlflow",
@@ -223,7 +295,8 @@ def _mlflow_row(event: RegistryEvent, reason: str | None) -> HookDelivery:
         alias=event.alias,
         status=DeliveryStatus.IGNORED if reason else DeliveryStatus.QUEUED,
         message=reason,
-        finished_at=utcnow() if reason else None,
+        received_at=now,
+        finished_at=now if reason else None,
     )
 
 
@@ -246,24 +319,19 @@ def _record(container: Container, row: HookDelivery) -> Receipt:
             container.celery.send_task(HOOK_TASK, args=[row.id])
         except Exception as exc:
             with container.db.session() as session:
-                session.delete(session.get(HookDelivery, row.id))
+                found = session.get(HookDelivery, row.id)
+                if found is not None:  # gone already: nothing to take back
+                    session.delete(found)
             raise Unavailable(f"the task queue did not take the delivery: {exc}") from None
     return Receipt(row, duplicate=False)
 
 
-def _finish(
-    container: Container,
-    delivery_id: str,
-    status: DeliveryStatus,
-    *,
-    message: str | None = None,
-    plan: dict[str, Any] | None = None,
-) -> None:
+def _finish(container: Container, delivery_id: str, outcome: Outcome) -> None:
     with container.db.session() as session:
         row = session.get(HookDelivery, delivery_id)
         if row is None:
             return
-        row.status = status
-        row.message = message
-        row.plan = plan
+        row.status = outcome.status
+        row.message = outcome.message
+        row.plan = outcome.plan
         row.finished_at = utcnow()

@@ -15,6 +15,7 @@ listens to an event for a minute by default.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -326,5 +327,68 @@ def test_a_version_shipway_does_not_hold_is_retried_then_fails_naming_it(
         assert failed.status == "failed" and failed.finished_at is not None
         assert "versions registered in MLflow directly cannot be built" in (failed.message or "")
         assert hooks.process(container, row.id, final=True) == "failed"  # left alone
+    finally:
+        container.close()
+
+
+def test_oversized_signed_values_are_refused_not_stored(tmp_path: Path, postgres_url: str) -> None:
+    """Signed, so past the signature check, but not storable (PostgreSQL's integer and
+    bounded columns, no NUL in text) or not parseable (nested too deeply): 400 naming
+    the field, nothing recorded; a timestamp too long to be one is a bad signature (401).
+    The largest values that fit are stored."""
+    from fastapi.testclient import TestClient
+
+    from shipway.api.app import create_app
+    from shipway.services import hooks
+
+    settings = Settings(
+        home=tmp_path / "home",
+        database_url=postgres_url,
+        mlflow_webhook_secret=SECRET,
+        drift_check_seconds=0,
+        rollout_tick_seconds=0,
+    )
+    container = Container(settings)
+
+    def post(api: TestClient, body: str, delivery: str, stamp: str = "") -> httpx.Response:
+        stamp = stamp or str(int(time.time()))
+        return api.post(
+            "/api/v1/hooks/mlflow",
+            content=body.encode(),
+            headers={
+                "Content-Type": "application/json",
+                "X-MLflow-Delivery-Id": delivery,
+                "X-MLflow-Timestamp": stamp,
+                "X-MLflow-Signature": _generate_hmac_signature(SECRET, delivery, stamp, body),
+            },
+        )
+
+    def created(name: str, version: str) -> str:
+        data = {"name": name, "version": version}
+        return json.dumps({"entity": "model_version", "action": "created", "data": data})
+
+    try:
+        with TestClient(create_app(container)) as api:
+            for delivery, body, message in (
+                ("o-1", created("m", str(2**31)), "data.version must be a whole number"),
+                ("o-2", created("m", "9" * 5000), "data.version must be a whole number"),
+                ("o-3", created("m" * 201, "1"), "data.name must be at most 200"),
+                ("o-4", created("m\x00", "1"), "data.name must not contain control"),
+                ("o-5", "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+            ):
+                response = post(api, body, delivery)
+                assert response.status_code == 400, response.text
+                assert message in response.json()["detail"]
+            for stamp in ("9" * 400, "1" * 5000):
+                late = post(api, created("m", "1"), "o-6", stamp)
+                assert late.status_code == 401, late.text
+                assert "whole seconds since the epoch" in late.json()["detail"]
+            assert hooks.list_deliveries(container) == []
+
+            fits = post(api, created("m" * 200, str(2**31 - 1)), "o-7")
+            assert fits.status_code == 200, fits.text  # no spec: recorded as ignored
+            (stored,) = hooks.list_deliveries(container)
+            assert (stored.model, stored.version) == ("m" * 200, 2**31 - 1)
+            assert stored.finished_at == stored.received_at  # ignored as received
     finally:
         container.close()

@@ -174,14 +174,69 @@ def test_mlflow_events() -> None:
         (None, "data is missing"),
         ({"version": "1"}, r"data\.name is missing"),
         ({"name": "m"}, r"data\.version is missing"),
-        ({"name": "m", "version": "x"}, r"data\.version must be a positive whole number"),
-        ({"name": "m", "version": "0"}, r"data\.version must be a positive whole number"),
+        ({"name": "m", "version": "x"}, r"data\.version must be a whole number from 1"),
+        ({"name": "m", "version": "0"}, r"data\.version must be a whole number from 1"),
+        # beyond a PostgreSQL integer, and beyond what int() takes (4300 digits)
+        ({"name": "m", "version": str(2**31)}, r"data\.version must be a whole number from 1"),
+        ({"name": "m", "version": "9" * 5000}, r"to 2147483647, got '9{20}\.\.\.'"),
+        ({"name": "m", "version": "\u0661"}, r"data\.version must be a whole number"),
+        ({"name": "m" * 201, "version": "1"}, r"data\.name must be at most 200 characters"),
+        ({"name": "m\x00", "version": "1"}, r"data\.name must not contain control characters"),
         ({"name": "m", "version": 1}, r"data\.version must be a non-empty string"),
     ],
 )
 def test_malformed_mlflow_event(data: Any, message: str) -> None:
     with pytest.raises(InvalidPayload, match=message):
         mlflow("model_version", "created", data)
+
+
+def test_the_largest_values_that_fit_are_accepted() -> None:
+    event = mlflow(
+        "model_version_alias",
+        "created",
+        {"name": "m" * 200, "alias": "a" * 200, "version": str(2**31 - 1)},
+    )
+    assert (len(event.model or ""), len(event.alias or ""), event.version) == (200, 200, 2**31 - 1)
+    push = github(github_push(ref="refs/heads/main", repository={"full_name": "r" * 300}))
+    assert push.repository == "r" * 300
+    long_event = github(b"", event="e" * 100)
+    assert long_event.event == "e" * 100 and long_event.ignored is not None
+
+
+def test_oversized_and_nested_values_are_refused_naming_the_field() -> None:
+    with pytest.raises(InvalidPayload, match=r"data\.alias must be at most 200 characters"):
+        mlflow("model_version_alias", "created", {"name": "m", "alias": "a" * 201, "version": "1"})
+    with pytest.raises(InvalidPayload, match="entity and action must be at most 100"):
+        mlflow("model_version" * 7, "created_again", {})
+    with pytest.raises(InvalidPayload, match=r"^entity must be at most 100 characters"):
+        mlflow("e" * 101, "created", {})
+    with pytest.raises(InvalidPayload, match=r"^ref must be at most 300 characters"):
+        github(github_push(ref="refs/heads/" + "b" * 290))
+    with pytest.raises(InvalidPayload, match=r"repository\.full_name must be at most 300"):
+        github(github_push(repository={"full_name": "r" * 301}))
+    with pytest.raises(InvalidPayload, match=r"project\.path_with_namespace must be at most 300"):
+        gitlab(gitlab_push(project={"path_with_namespace": "p" * 301}))
+    # the event header is not signed (GitHub) and is stored: bounded too
+    with pytest.raises(InvalidPayload, match="X-GitHub-Event must be at most 100 characters"):
+        github(github_push(), event="e" * 101)
+    with pytest.raises(InvalidPayload, match="X-Gitlab-Event must be at most 100 characters"):
+        gitlab(gitlab_push(), event="Push Hook" * 12)
+    nested = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(InvalidPayload, match="nested too deeply"):
+        github(nested)
+    with pytest.raises(InvalidPayload, match="nested too deeply"):
+        push_events.parse_mlflow({"X-MLflow-Delivery-Id": "d"}, nested)
+
+
+def test_the_bounds_are_the_columns_the_delivery_is_stored_in() -> None:
+    from shipway.store.models import HookDelivery
+
+    columns = HookDelivery.__table__.columns
+    assert columns["event"].type.length == push_events.MAX_EVENT
+    assert columns["ref"].type.length == push_events.MAX_REF
+    assert columns["repository"].type.length == push_events.MAX_REPOSITORY
+    assert columns["model"].type.length == push_events.MAX_MODEL
+    assert columns["alias"].type.length == push_events.MAX_ALIAS
 
 
 def test_malformed_mlflow_envelope() -> None:

@@ -109,6 +109,11 @@ def test_mlflow_refused() -> None:
     refused("does not match", delivery_id="3f1d")  # another delivery's id
     refused("must be whole seconds", timestamp="17e8")
     refused("must be whole seconds", timestamp="-1")
+    # huge numbers are refused before any arithmetic (they overflowed, or int() refused them)
+    refused("must be whole seconds", timestamp="9" * 400)
+    refused("must be whole seconds", timestamp="1" * 5000)
+    refused("must be whole seconds", timestamp="1" * 13)
+    refused("must be whole seconds", timestamp="\u0661\u0662")  # Arabic-Indic digits
     refused("missing X-MLflow-Delivery-Id", delivery_id=None)
     refused("missing X-MLflow-Timestamp", timestamp="")
     refused("missing X-MLflow-Signature", header=None)

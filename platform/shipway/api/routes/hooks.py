@@ -5,6 +5,10 @@ which hold no Shipway token: they authenticate by the delivery's signature (the
 secret shared with the sender, ``SHIPWAY_*_WEBHOOK_*``), not by a bearer token. A bad
 or missing signature is 401 and nothing is recorded. ``GET /hooks/deliveries`` needs a
 token like every other read (viewer role).
+
+Their bodies are read before anyone is known, so at most ``MAX_BODY_BYTES`` of one is
+read (GitHub's own cap on a webhook payload, 25 MB): a larger body is answered 413
+without being held in memory.
 """
 
 from __future__ import annotations
@@ -17,13 +21,17 @@ from pydantic import BaseModel, ConfigDict
 
 from shipway.api.deps import ContainerDep, IdPath, Viewer
 from shipway.api.errors import responses
-from shipway.api.schemas import UtcDateTime
+from shipway.api.schemas import ErrorOut, UtcDateTime
 from shipway.gitops.push_events import InvalidPayload
 from shipway.gitops.signatures import BadSignature
 from shipway.services import hooks
 from shipway.store.models import DeliveryStatus
 
 router = APIRouter(prefix="/hooks", tags=["hooks"])
+
+# GitHub caps webhook payloads at 25 MB ("Webhook events and payloads"); pushes and
+# MLflow events are a few kB.
+MAX_BODY_BYTES = 25 * 1024 * 1024
 
 
 class DeliveryOut(BaseModel):
@@ -65,7 +73,32 @@ JSON_BODY: dict[str, Any] = {
 RECEIPTS: dict[int | str, dict[str, Any]] = {
     200: {"model": ReceiptOut, "description": "Acknowledged: ignored (why), or a replay"},
     202: {"model": ReceiptOut, "description": "Accepted: a worker applies it"},
+    413: {
+        "model": ErrorOut,
+        "description": f"The body is larger than {MAX_BODY_BYTES} bytes (25 MB); not read",
+    },
 }
+
+
+async def _body(request: Request) -> bytes:
+    """The raw body, refused (413) past ``MAX_BODY_BYTES``: by its declared length before
+    reading, and by what arrives while reading (a chunked body declares none)."""
+    too_large = HTTPException(
+        413,
+        f"the body is larger than {MAX_BODY_BYTES} bytes (25 MB, GitHub's cap on a webhook "
+        "payload); nothing was read or recorded",
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _receipt(receipt: hooks.Receipt, response: Response) -> ReceiptOut:
@@ -107,14 +140,16 @@ async def git_push(request: Request, response: Response, container: ContainerDep
 
     No bearer token: the signature authenticates (401 when it is wrong or missing, or
     the request names neither sender; nothing recorded). A push to
-    ``SHIPWAY_GITOPS_BRANCH`` is 202: a worker fetches the pushed commit from
-    ``SHIPWAY_GITOPS_REPOSITORY_URL`` and applies its spec. Other
+    ``SHIPWAY_GITOPS_BRANCH`` is 202: a worker fetches that branch from
+    ``SHIPWAY_GITOPS_REPOSITORY_URL`` and applies the spec at its tip; a pushed commit
+    the branch has moved past is recorded as ignored ("superseded: <branch> is at
+    <tip>"), one not on the branch fails, naming it. Other
     events, tags, other branches, a deleted branch: 200, recorded as ignored with the
     reason. A delivery id already received: 200, nothing done. 400 for a body that is
     not the push it claims (the field is named); 404 while the provider's secret or the
-    repository URL is not set (the message names the setting); 503 when the task queue
-    cannot take it (nothing recorded: send it again)."""
-    body = await request.body()
+    repository URL is not set (the message names the setting); 413 for a body over 25 MB
+    (not read); 503 when the task queue cannot take it (nothing recorded: send it again)."""
+    body = await _body(request)
     receipt = await run_in_threadpool(
         _refusals, hooks.receive_git, container, dict(request.headers), body
     )
@@ -138,8 +173,8 @@ async def mlflow_event(request: Request, response: Response, container: Containe
     model's last applied ``shipway.yaml`` lists the event in ``triggers.mlflow.events``
     (and, for an alias, the alias in ``triggers.mlflow.aliases``): a worker queues the
     builds the spec asks for, for that version. Anything else: 200, recorded as
-    ignored with the reason. 400, 404, 503 as for ``/hooks/git``."""
-    body = await request.body()
+    ignored with the reason. 400, 404, 413, 503 as for ``/hooks/git``."""
+    body = await _body(request)
     receipt = await run_in_threadpool(
         _refusals, hooks.receive_mlflow, container, dict(request.headers), body
     )

@@ -1,4 +1,5 @@
-"""The worker's task for webhook deliveries, through the house decorator.
+"""The worker's task for webhook deliveries, through the house decorator (an adapter:
+Celery in, ``services.hooks.process`` out; kept out of the pure ``shipway.gitops``).
 
 Explicit name, late acknowledgement, the delivery's id as the argument and its state
 re-read inside: a re-delivered task finds the delivery finished and does nothing. Sent
