@@ -191,13 +191,36 @@ def test_several_errors_are_reported_together_by_line() -> None:
         ("model: [1, 2\n", "shipway.yaml line 2: not valid YAML"),
         ("a: 1\n---\nb: 2\n", "line 2: not valid YAML: expected a single document"),
         ("a: !!python/object:os.system x\n", "line 1: not valid here: could not determine"),
-        ("a: &x [*x]\n", "nested too deeply"),
+        ("a: &x [*x]\n", "line 1: a[0]: YAML aliases (*x) are not supported"),
+        ("a: [*x]\n", "line 1: a[0]: YAML aliases (*x) are not supported"),
+        ("a: &k b\n*k : 1\n", "line 2: (top level): YAML aliases (*k) are not supported"),
+        ("a: " + "[" * 40 + "]" * 40 + "\n", "[0][0]: nested too deeply"),
         ("<<: {a: 1}\n", "line 1: (top level): merge keys (<<) are not supported"),
         ("? [a]\n: 1\n", "line 1: (top level): a key must be a name"),
     ],
 )
 def test_what_is_not_a_spec_at_all(text: str, expected: str) -> None:
     assert expected in error(text)
+
+
+def nested_aliases(levels: int, width: int) -> str:
+    """A "billion laughs": each level lists the one before ``width`` times, so the
+    spec stands for ``width ** levels`` values in a few hundred bytes."""
+    lines = ["l0: &l0 [x]"]
+    for level in range(1, levels + 1):
+        lines.append(f"l{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * width) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_nested_aliases_are_refused_at_the_first_alias() -> None:
+    bomb = nested_aliases(7, 10)  # 10**7 values: minutes of CPU if walked
+    assert len(bomb) < 450
+    assert "shipway.yaml line 2: l1[0]: YAML aliases (*l0) are not supported" in error(bomb)
+    # an alias inside an otherwise valid spec is refused where it is written
+    text = VALID.replace("  name: gemm\n  build", "  name: *model\n  build").replace(
+        "  name: gemm\n", "  name: &model gemm\n", 1
+    )
+    assert "line 13: deployment.name: YAML aliases (*model) are not supported" in error(text)
 
 
 def test_a_duplicate_key_deep_in_the_spec_is_refused() -> None:
