@@ -12,9 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +26,23 @@ import onnx
 import pytest
 from mlflow import MlflowClient
 from onnx import TensorProto, helper, numpy_helper
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text, update
 
-from shipway.errors import NotFound
+from shipway.container import Container
+from shipway.errors import Conflict, NotFound
 from shipway.runtime.triton_distribution import TritonDistribution
 from shipway.services import gitops, models
-from shipway.store.models import AuditEvent, Base, Deployment, GitopsIntent
+from shipway.settings import Settings
+from shipway.store.models import (
+    AppliedSpec,
+    AuditEvent,
+    Build,
+    Deployment,
+    GitopsIntent,
+    ModelVersion,
+    Rollout,
+    Variant,
+)
 from tests.support import graphs
 from tests.support.plane import Plane, local_plane
 from tests.support.processes import settings_env, shipway_cmd
@@ -131,13 +144,30 @@ def kinds(plan: dict[str, Any]) -> list[str]:
     return [a["kind"] for a in plan["actions"]]
 
 
+APPLY_WRITES = (ModelVersion, Build, Deployment, Variant, Rollout, AppliedSpec)
+
+
 def rows(plane: Plane) -> dict[str, int]:
-    """Rows of every table of the store."""
+    """Rows of the tables an apply writes, and of the audit events of this module's
+    callers (the admin token, the server acting for it, ``test``): the runtime manager
+    and other background writers of the store do not count."""
     with plane.container.db.session() as session:
-        return {
-            t.name: int(session.scalar(select(func.count()).select_from(t)) or 0)
-            for t in Base.metadata.sorted_tables
+        counts = {
+            t.__tablename__: int(session.scalar(select(func.count()).select_from(t)) or 0)
+            for t in APPLY_WRITES
         }
+        counts["gitops_intents"] = int(
+            session.scalar(select(func.count()).select_from(GitopsIntent)) or 0
+        )
+        counts["audit_events"] = int(
+            session.scalar(
+                select(func.count())
+                .select_from(AuditEvent)
+                .where(AuditEvent.actor.like("%admin:%") | (AuditEvent.actor == "test"))
+            )
+            or 0
+        )
+        return counts
 
 
 def mlflow_versions(plane: Plane) -> int:
@@ -185,7 +215,8 @@ def audit_actions(plane: Plane, subject: str) -> list[str]:
 
 
 def settled(plane: Plane) -> dict[str, int]:
-    """Row counts once the background writers are quiet (two equal reads in a row)."""
+    """``rows`` once what the last apply set going (an intent carried out by the server)
+    is over: two equal reads in a row."""
     seen: list[dict[str, int]] = []
 
     def steady() -> bool:
@@ -327,7 +358,9 @@ def test_a_changed_model_file_makes_a_new_version_and_a_rollout(
     # rolled back: the same build is not rolled out again, and the plan says why
     with plane.client() as client:
         client.operate_rollout("twin", found["id"], "abort")
-        wait_until(lambda: not client.rollout("twin", found["id"])["running"], 60, "the abort")
+        wait_until(
+            lambda: not client.rollout("twin", found["id"])["running"], BUILD_SECONDS, "the abort"
+        )
     before = settled(plane)
     after = apply_json(plane, spec)
     assert not after["changed"]
@@ -335,6 +368,31 @@ def test_a_changed_model_file_makes_a_new_version_and_a_rollout(
     assert blocked["kind"] == "blocked" and "not rolled out again" in blocked["detail"]
     assert found["id"] in blocked["detail"]
     assert rows(plane) == before
+
+    # a process died carrying the intent out (still claimed, long ago): the intent loop
+    # takes it up again, finds the rolled-back rollout it started and starts no other
+    with plane.container.db.session() as session:
+        session.execute(
+            update(GitopsIntent)
+            .where(GitopsIntent.id == start["intent_id"])
+            .values(status="running", updated_at=GitopsIntent.created_at - timedelta(hours=1))
+        )
+
+    def intent_over() -> bool:
+        with plane.container.db.session() as session:
+            intent = session.get(GitopsIntent, start["intent_id"])
+            assert intent is not None
+            return intent.status not in ("running", "pending")
+
+    wait_until(intent_over, BUILD_SECONDS, "the stale intent to be taken up again")
+    with plane.container.db.session() as session:
+        intent = session.get(GitopsIntent, start["intent_id"])
+        assert intent is not None and intent.status == "done", intent.message
+        assert intent.message == f"rollout {found['id']} was started (rolled-back)"
+        started = session.scalar(
+            select(func.count()).select_from(Rollout).where(Rollout.candidate_build_id == candidate)
+        )
+    assert started == 1
 
 
 def test_a_failed_build_fails_the_wait_and_is_not_rebuilt(plane: Plane, tmp_path: Path) -> None:
@@ -523,3 +581,97 @@ def test_two_applies_at_once_register_one_version(plane: Plane) -> None:
     assert sorted(p.actions[0].kind.value for p in plans) == ["register-version", "version"]
     with plane.client() as client:
         assert len(client.models("twice")) == 1
+
+
+def test_an_apply_waits_for_another_of_the_same_model_then_says_so(plane: Plane) -> None:
+    onnx_bytes, sample = two_inputs(8.0)
+    files = {"model/model.onnx": onnx_bytes, "model/sample.npz": sample}
+    source = gitops.SpecSource(spec_text("busy", "  []\n"), lambda path: files[path], "test")
+    key = int.from_bytes(hashlib.sha256(b"shipway.gitops.apply:busy").digest()[:8], "big")
+    before = rows(plane)
+    with gitops._exclusive(plane.container, "busy"):  # another apply of the model runs
+        with pytest.raises(Conflict, match="another apply of model 'busy' is running; try"):
+            gitops.apply(plane.container, source, dry_run=False, actor="test", wait_seconds=0.5)
+        # the lock is held outside any transaction: nothing for the server's
+        # idle_in_transaction_session_timeout to end
+        with plane.container.db.session() as session:
+            states = list(
+                session.scalars(
+                    text(
+                        "SELECT a.state FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                        " WHERE l.locktype = 'advisory' AND l.granted"
+                        " AND l.classid::bigint = :high AND l.objid::bigint = :low"
+                    ),
+                    {"high": key >> 32, "low": key & 0xFFFFFFFF},
+                )
+            )
+        assert states == ["idle"]
+    assert rows(plane) == before
+    plan = gitops.apply(plane.container, source, dry_run=False, actor="test", wait_seconds=0)
+    assert plan.actions[0].kind.value == "register-version"
+
+
+def test_the_intent_loop_waits_for_a_running_apply_of_the_model(plane: Plane) -> None:
+    onnx_bytes, sample = two_inputs(9.0)
+    files = {"model/model.onnx": onnx_bytes, "model/sample.npz": sample}
+    text_ = spec_text("race", "  - {name: fp32}\n", "deployment:\n  name: race\n  build: fp32\n")
+    source = gitops.SpecSource(text_, lambda path: files[path], "test")
+    plan = gitops.apply(plane.container, source, dry_run=False, actor="test")
+    deploy = plan.actions[-1]
+    assert deploy.kind.value == "deploy" and deploy.intent_id is not None
+    assert deploy.build_id is not None
+    with gitops._exclusive(plane.container, "race"):  # an apply of the model runs
+        # the build succeeds meanwhile; nobody carries the intent out under the apply
+        assert wait_builds(plane, [deploy.build_id])[deploy.build_id]["status"] == "succeeded"
+        assert gitops.carry_out_intent(plane.container, deploy.intent_id) == "pending"
+        gitops.process_intents(plane.container)
+        with plane.container.db.session() as session:
+            intent = session.get(GitopsIntent, deploy.intent_id)
+            assert intent is not None and intent.status == "pending"
+            assert session.scalar(select(Deployment).where(Deployment.name == "race")) is None
+    # the apply over: the server's intent loop deploys
+    assert wait_serving(plane, "race", deploy.build_id)["build_id"] == deploy.build_id
+
+
+HOLD_LOCK = """
+import sys
+from pathlib import Path
+from shipway.container import Container
+from shipway.services import gitops
+from shipway.settings import Settings
+home = Path(sys.argv[1])
+container = Container(Settings(home=home, database_url=f"sqlite:///{home / 'shipway.db'}"))
+with gitops._exclusive(container, "local"):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_on_sqlite_another_process_applying_the_model_is_waited_for(tmp_path: Path) -> None:
+    """``shipway up`` runs the API and the worker as two processes on one SQLite file."""
+    home = tmp_path / "home"
+    container = Container(Settings(home=home, database_url=f"sqlite:///{home / 'shipway.db'}"))
+    try:
+        with subprocess.Popen(
+            [sys.executable, "-c", HOLD_LOCK, str(home)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as holder:
+            try:
+                assert holder.stdout is not None and holder.stdin is not None
+                assert holder.stdout.readline() == "held\n"
+                busy = pytest.raises(Conflict, match="another apply of model 'local'")
+                with busy, gitops._exclusive(container, "local", wait_seconds=0.3):
+                    pass
+                with gitops._exclusive(container, "other", wait_seconds=0):
+                    pass  # another model's lock is its own
+                holder.stdin.close()
+                assert holder.wait(60) == 0
+            finally:
+                if holder.poll() is None:
+                    holder.kill()
+        with gitops._exclusive(container, "local", wait_seconds=0):
+            pass  # the holder gone, its lock went with it
+    finally:
+        container.close()
