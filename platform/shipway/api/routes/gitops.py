@@ -63,7 +63,13 @@ class PlanOut(BaseModel):
                             "spec": {"type": "string", "description": "shipway.yaml's text"},
                             "dry_run": {"type": "boolean", "default": False},
                         },
-                        "additionalProperties": {"type": "string", "format": "binary"},
+                        "additionalProperties": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "One part per file the spec names; the part's "
+                            "filename is the path as the spec writes it (curl: "
+                            "-F 'f=@model/m.onnx;filename=model/m.onnx')",
+                        },
                     }
                 }
             },
@@ -82,11 +88,13 @@ async def apply(
 
     Multipart: `spec` is the YAML text; each file the spec names (model.onnx,
     model.sample, model.calibration) is one file part whose filename is the path as the
-    spec writes it. Idempotent: a second apply of the same spec answers `changed:
-    false`. Deploys and rollouts that wait for a build are carried out by the server
-    once it succeeds. 422 for a spec error (naming the field and line) or a missing file
-    part (naming the path); 409 when the new build would break the serving build's
-    clients (set deployment.allowSignatureChange); nothing is written in either case."""
+    spec writes it (with curl, which sends the base name only, give it:
+    `-F "onnx=@model/m.onnx;filename=model/m.onnx"`). Idempotent: a second apply of the
+    same spec answers `changed: false`. Deploys and rollouts that wait for a build are
+    carried out by the server once it succeeds. 422 for a spec error (naming the field
+    and line) or a missing file part (naming the path); 409 when the new build would
+    break the serving build's clients (set deployment.allowSignatureChange) or another
+    apply of the model still runs after 60 s; nothing is written in any of these cases."""
     form = await request.form()
     parts: dict[str, bytes] = {}
     for _, value in form.multi_items():
