@@ -489,14 +489,19 @@ def desired_scaling(spec: DeploymentSpec) -> tuple[int, int, dict[str, Any]]:
 
 
 def _scaling_words(spec: DeploymentSpec) -> str:
-    if not spec.sets_scaling:
-        return ""
-    low, high, autoscale = desired_scaling(spec)
-    words = (
-        f", {low} replica{'s' if low != 1 else ''}" if low == high else f", {low}-{high} replicas"
-    )
+    """ ", <the spec's scaling>" for a deploy's detail; "" when the spec sets none."""
+    return f", {replicas_words(*desired_scaling(spec))}" if spec.sets_scaling else ""
+
+
+def replicas_words(low: int, high: int, autoscale: dict[str, Any] | None) -> str:
+    """Scaling in words: "2 replicas", "1-3 replicas at 2 in flight each (scale down
+    after 30 s)"."""
+    words = f"{low} replica{'s' if low != 1 else ''}" if low == high else f"{low}-{high} replicas"
     if autoscale:
         words += f" at {autoscale['target_inflight']:g} in flight each"
+        window = autoscale.get("scale_down_stabilization_window_seconds")
+        if window is not None:
+            words += f" (scale down after {window:g} s)"
     return words
 
 
@@ -516,8 +521,8 @@ def _scaling(planner: _Planner, spec: DeploymentSpec, current: DeploymentState) 
     planner.add(
         Kind.UPDATE_SCALING,
         f"deployment/{spec.name}",
-        f"from {current.min_replicas}-{current.max_replicas} replicas "
-        f"{current.autoscale or 'fixed'} to{_scaling_words(spec)}",
+        f"from {replicas_words(current.min_replicas, current.max_replicas, current.autoscale)}"
+        f" to {replicas_words(low, high, autoscale)}",
         True,
         deployment=spec.name,
         build_id=current.build_id,

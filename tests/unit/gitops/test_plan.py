@@ -165,8 +165,8 @@ def test_a_missing_deployment_is_created_with_its_scaling_and_drift_policy() -> 
     deploy = plan.actions[-1]
     assert not deploy.after_build and deploy.build_id == "b-fast"
     assert deploy.detail == (
-        "create gemm serving build fast (b-fast), 2-4 replicas at 3 in flight each, "
-        "drift policy alert, rollback"
+        "create gemm serving build fast (b-fast), 2-4 replicas at 3 in flight each "
+        "(scale down after 30 s), drift policy alert, rollback"
     )
 
 
@@ -180,6 +180,7 @@ def test_scaling_and_drift_policy_change_only_where_the_spec_sets_them() -> None
     )
     plan = make_plan(spec, observed, files=FILES)
     assert changes(plan) == ["update-scaling", "set-drift-policy"]
+    assert plan.actions[-2].detail == "from 1 replica to 2 replicas"
     matching = replace(
         SERVING_FAST,
         min_replicas=2,
@@ -187,6 +188,22 @@ def test_scaling_and_drift_policy_change_only_where_the_spec_sets_them() -> None
         drift_policy={"actions": ["rollback"], "webhook_url": None},
     )
     assert not make_plan(spec, replace(observed, deployment=matching), files=FILES).changed
+
+
+def test_an_autoscaled_deployment_s_scaling_change_is_said_in_words() -> None:
+    autoscaled = replace(
+        SERVING_FAST,
+        min_replicas=1,
+        max_replicas=3,
+        autoscale={"target_inflight": 2.0, "scale_down_stabilization_window_seconds": 30.0},
+    )
+    observed = Observed((V1,), (FAST, EXACT), autoscaled)
+    spec = parse(SPEC.replace("  build: fast\n", "  build: fast\n  replicas: 2\n"))
+    [update] = [a for a in make_plan(spec, observed, files=FILES).actions if a.changed]
+    assert update.kind is Kind.UPDATE_SCALING
+    assert update.detail == (
+        "from 1-3 replicas at 2 in flight each (scale down after 30 s) to 2 replicas"
+    )
 
 
 def test_a_rollout_of_the_build_running_is_left_alone() -> None:
