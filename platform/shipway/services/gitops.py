@@ -79,11 +79,14 @@ _APPLYING = threading.Lock()  # an in-memory SQLite store: one process only
 class SpecSource:
     """A spec and its files: ``read(path)`` returns a file's bytes (path relative to the
     spec, as the spec writes it) or raises ``InvalidInput`` naming the path; ``origin``
-    says where it came from ("cli", "git:<sha>", "mlflow:<delivery>")."""
+    says where it came from ("cli", "git:<sha>", "mlflow:<delivery>"); ``name`` is the
+    spec file's name as its author knows it, which every spec error starts with
+    (``int8.yaml line 9: ...``; a push: the spec's path in the repository)."""
 
     text: str
     read: Callable[[str], bytes]
     origin: str
+    name: str = SPEC_NAME
 
 
 # ---- apply ----------------------------------------------------------------------------
@@ -95,15 +98,17 @@ def apply(
     *,
     dry_run: bool,
     actor: str,
+    retry_failed: bool = False,
     wait_seconds: float = LOCK_SECONDS,
 ) -> Plan:
-    """Plan the spec against the platform and, unless ``dry_run``, carry the plan out.
+    """Plan the spec against the platform and, unless ``dry_run``, carry the plan out;
+    ``retry_failed`` queues a failed build of the same inputs again.
 
     Raises ``InvalidInput`` (a spec error naming field and line, a missing or unusable
     file naming its path) or ``Conflict`` (the candidate would break the serving build's
     clients; another apply of the model still runs after ``wait_seconds``) before
     anything is written."""
-    spec = parse(source.text, SPEC_NAME)
+    spec = parse(source.text, source.name)
     contents = _read_files(spec, source)
     files = Files(
         _sha256(contents["model.onnx"]),
@@ -111,7 +116,13 @@ def apply(
         _sha256(contents["model.calibration"]) if "model.calibration" in contents else None,
     )
     with _exclusive(container, spec.model.name, wait_seconds):
-        plan = make_plan(spec, observe(container, spec), files=files, dry_run=dry_run)
+        plan = make_plan(
+            spec,
+            observe(container, spec),
+            files=files,
+            dry_run=dry_run,
+            retry_failed=retry_failed,
+        )
         _preflight(container, spec, plan, contents)
         if dry_run:
             return plan

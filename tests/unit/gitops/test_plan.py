@@ -146,6 +146,20 @@ def test_a_failed_build_is_reported_not_rebuilt_and_blocks_its_deploy() -> None:
     assert "accuracy gate: cosine 0.91" in plan.actions[1].detail
     assert "not rebuilt from the same inputs" in plan.actions[1].detail
     assert "build fast (b-fast) failed: nothing to deploy" in plan.actions[-1].detail
+    # not "no changes": the plan names what keeps the platform from matching the spec
+    assert plan.problems == (
+        f"build/fast: {plan.actions[1].detail}",
+        "deployment/gemm: build fast (b-fast) failed: nothing to deploy",
+    )
+    assert plan.to_dict()["problems"] == list(plan.problems)
+    # asked for, the same inputs are built again, and the deploy waits for that build
+    retried = make_plan(
+        parse(SPEC), Observed((V1,), (failed, EXACT)), files=FILES, retry_failed=True
+    )
+    assert changes(retried) == ["create-build", "deploy"] and not retried.problems
+    assert retried.actions[1].build_id is None
+    assert retried.actions[1].detail.endswith("again: b-fast failed")
+    assert retried.actions[-1].after_build
     # a build made again by hand (not failed) is reused over the failed one
     again = replace(FAST, id="b-again")
     plan = make_plan(parse(SPEC), Observed((V1,), (failed, EXACT, again)), files=FILES)
@@ -259,6 +273,14 @@ def test_kubernetes_mode_deploys_the_new_build_for_the_operator_to_roll_out() ->
     plan = make_plan(parse(SPEC), observed, files=replace(FILES, onnx="e" * 64))
     deploy = next(a for a in plan.actions if a.kind is Kind.DEPLOY)
     assert deploy.then is IntentAction.DEPLOY and "the operator rolls it out" in deploy.detail
+    # the drift policy is the resource's: said, not a problem that fails the apply
+    drifting = parse(
+        SPEC.replace("  build: fast\n", "  build: fast\n  drift: {actions: [rollback]}\n")
+    )
+    plan = make_plan(drifting, replace(observed, builds=(FAST, EXACT)), files=FILES)
+    assert not plan.changed and not plan.problems
+    drift = plan.actions[-1]
+    assert drift.kind is Kind.SET_DRIFT_POLICY and "ModelDeployment's spec.drift" in drift.detail
 
 
 def test_a_version_named_by_a_trigger_is_used_as_it_is() -> None:
