@@ -28,7 +28,7 @@ from pydantic.alias_generators import to_camel
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from shipway.api.schemas import URL_PATTERN, BuildOptionsIn, Name, Replicas
+from shipway.api.schemas import NAME_PATTERN, URL_PATTERN, BuildOptionsIn, Name, Replicas
 from shipway.builds import recipes
 from shipway.builds.recipes import Recipe, Target
 from shipway.drift.policy import Action, Policy
@@ -353,7 +353,38 @@ def _message(error: Any) -> str:
         return "unknown field" + (f"; known: {', '.join(known)}" if known else "")
     if kind in ("enum", "literal_error"):
         return f"{error['input']!r} is not one of {_choices(str(ctx.get('expected', '')))}"
-    return re.sub(r"^(Value error|Assertion failed), ", "", error["msg"])
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"must be a mapping (key: value), not {_what(error['input'])}"
+    if kind == "list_type":
+        return f"must be a list (- item, or [a, b]), not {_what(error['input'])}"
+    if kind == "string_pattern_mismatch":
+        rule = PATTERN_RULES.get(str(ctx.get("pattern", "")))
+        if rule is not None:
+            return f"{error['input']!r}: {rule}"
+    message = re.sub(r"^(Value error|Assertion failed), ", "", error["msg"])
+    return re.sub(r"^Input should be ", "must be ", message)
+
+
+PATTERN_RULES = {
+    NAME_PATTERN: "must be lower-case letters, digits and '-', starting and ending with a "
+    "letter or digit, at most 63 characters",
+    URL_PATTERN: "must be an http:// or https:// URL",
+}
+
+
+def _what(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"a single value ({value!r})"
+
+
+def where(text: str, filename: str, loc: Loc) -> str:
+    """``<filename> line N: <path>`` for a field of a valid spec, to start a message
+    about it found later (a file the field names that is not what it should be)."""
+    _, lines = load(text, filename)
+    return f"{filename} line {_line(loc, lines)}: {_path(loc)}"
 
 
 def _known_fields(loc: Loc) -> list[str]:

@@ -52,7 +52,7 @@ from shipway.gitops.plan import (
     VersionState,
     make_plan,
 )
-from shipway.gitops.spec import SPEC_NAME, DeploymentSpec, ReleaseSpec, parse
+from shipway.gitops.spec import SPEC_NAME, DeploymentSpec, ReleaseSpec, parse, where
 from shipway.rollout.status import RolloutStatus
 from shipway.store.models import (
     AppliedSpec,
@@ -123,7 +123,7 @@ def apply(
             dry_run=dry_run,
             retry_failed=retry_failed,
         )
-        _preflight(container, spec, plan, contents)
+        _preflight(container, spec, source, plan, contents)
         if dry_run:
             return plan
         return _execute(container, spec, source, plan, actor, contents)
@@ -144,8 +144,8 @@ def builds_for_version(container: Container, model: str, version: int, *, actor:
     spec = parse(stored.text, SPEC_NAME)
     with _exclusive(container, model):
         plan = make_plan(spec, observe(container, spec), version=version)
-        _preflight(container, spec, plan, {})
         source = SpecSource(stored.text, _no_files, f"version:{model}/{version}")
+        _preflight(container, spec, source, plan, {})
         return _execute(container, spec, source, plan, actor, {})
 
 
@@ -363,7 +363,11 @@ def _deployment_state(container: Container, name: str) -> DeploymentState | None
 
 
 def _preflight(
-    container: Container, spec: ReleaseSpec, plan: Plan, contents: dict[str, bytes]
+    container: Container,
+    spec: ReleaseSpec,
+    source: SpecSource,
+    plan: Plan,
+    contents: dict[str, bytes],
 ) -> None:
     """What would fail half-way through is refused now, before the first write."""
     deployment = spec.deployment
@@ -376,7 +380,8 @@ def _preflight(
         and not container.kubernetes_mode
     ):
         raise InvalidInput(
-            "deployment.drift: a webhook policy needs SHIPWAY_WEBHOOK_SECRET set on the server"
+            f"{where(source.text, source.name, ('deployment', 'drift', 'actions'))}: a webhook "
+            "action needs SHIPWAY_WEBHOOK_SECRET set on the server; nothing was applied"
         )
     replacing = [
         a for a in plan.actions if a.changed and a.kind in (Kind.DEPLOY, Kind.START_ROLLOUT)
@@ -384,7 +389,7 @@ def _preflight(
     observed = _serving_signature(container, deployment.name)
     if not replacing or observed is None or deployment.allow_signature_change:
         return
-    candidate = _candidate_signature(container, spec, plan, contents)
+    candidate = _candidate_signature(container, spec, source, plan, contents)
     if candidate is None:
         return
     from shipway.registry.compatibility import breaking_changes
@@ -410,7 +415,11 @@ def _serving_signature(container: Container, name: str) -> dict[str, Any] | None
 
 
 def _candidate_signature(
-    container: Container, spec: ReleaseSpec, plan: Plan, contents: dict[str, bytes]
+    container: Container,
+    spec: ReleaseSpec,
+    source: SpecSource,
+    plan: Plan,
+    contents: dict[str, bytes],
 ) -> Any:
     from shipway.registry.signature import Signature, load_model, read_signature
 
@@ -419,7 +428,7 @@ def _candidate_signature(
         try:
             return read_signature(load_model(contents["model.onnx"]))
         except InvalidInput as exc:
-            raise InvalidInput(f"model.onnx ({spec.model.onnx}): {exc}") from None
+            raise InvalidInput(_file_error(spec, source, str(exc))) from None
     if version is None:
         return None
     with container.db.session() as session:
@@ -453,17 +462,20 @@ def _execute(
             tags = {**spec.model.tags, SAMPLE_TAG: _sha256(contents["model.sample"])}
             if "model.calibration" in contents:
                 tags[CALIBRATION_TAG] = _sha256(contents["model.calibration"])
-            row = models.register(
-                container,
-                models.Registration(
-                    model,
-                    contents["model.onnx"],
-                    contents["model.sample"],
-                    tags,
-                    contents.get("model.calibration"),
-                ),
-                actor,
-            )
+            try:
+                row = models.register(
+                    container,
+                    models.Registration(
+                        model,
+                        contents["model.onnx"],
+                        contents["model.sample"],
+                        tags,
+                        contents.get("model.calibration"),
+                    ),
+                    actor,
+                )
+            except InvalidInput as exc:  # registration checks before its first write
+                raise InvalidInput(_file_error(spec, source, str(exc))) from None
             version = row.version
             action = replace(action, version=version, detail=f"version {version}: {action.detail}")
         elif action.kind is Kind.CREATE_BUILD:
@@ -508,6 +520,18 @@ def _execute(
         if action.intent_id is not None and action.after_build:
             _carry_out_claimed(container, action.intent_id)  # its build may be over already
     return result
+
+
+def _file_error(spec: ReleaseSpec, source: SpecSource, message: str) -> str:
+    """Registration's refusal of the spec's files, starting with the field (and line)
+    naming the file it is about: the sample's or calibration's when it says so."""
+    field = "onnx"
+    if "calibration" in message and spec.model.calibration is not None:
+        field = "calibration"
+    elif "sample" in message:
+        field = "sample"
+    path = getattr(spec.model, field)
+    return f"{where(source.text, source.name, ('model', field))} ({path}): {message}"
 
 
 def _record(

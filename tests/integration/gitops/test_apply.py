@@ -136,8 +136,8 @@ def shipway(plane: Plane, *args: str, code: int = 0) -> subprocess.CompletedProc
     return result
 
 
-def apply_json(plane: Plane, spec: Path, *args: str) -> dict[str, Any]:
-    return json.loads(shipway(plane, "apply", "-f", str(spec), "--json", *args).stdout)
+def apply_json(plane: Plane, spec: Path, *args: str, code: int = 0) -> dict[str, Any]:
+    return json.loads(shipway(plane, "apply", "-f", str(spec), "--json", *args, code=code).stdout)
 
 
 def kinds(plan: dict[str, Any]) -> list[str]:
@@ -215,13 +215,23 @@ def audit_actions(plane: Plane, subject: str) -> list[str]:
 
 
 def settled(plane: Plane) -> dict[str, int]:
-    """``rows`` once what the last apply set going (an intent carried out by the server)
-    is over: two equal reads in a row."""
+    """``rows`` once what the last apply set going is over: no intent the server's loop
+    could still carry out (its build finished), and two equal reads in a row."""
     seen: list[dict[str, int]] = []
 
     def steady() -> bool:
+        with plane.container.db.session() as session:
+            waiting = session.scalar(
+                select(func.count())
+                .select_from(GitopsIntent)
+                .join(Build, GitopsIntent.build_id == Build.id)
+                .where(
+                    GitopsIntent.status.in_(["pending", "running"]),
+                    Build.status.in_(["succeeded", "failed"]),
+                )
+            )
         seen.append(rows(plane))
-        return len(seen) > 1 and seen[-1] == seen[-2]
+        return not waiting and len(seen) > 1 and seen[-1] == seen[-2]
 
     wait_until(steady, 30, "the store to settle")
     return seen[-1]
@@ -362,8 +372,8 @@ def test_a_changed_model_file_makes_a_new_version_and_a_rollout(
             lambda: not client.rollout("twin", found["id"])["running"], BUILD_SECONDS, "the abort"
         )
     before = settled(plane)
-    after = apply_json(plane, spec)
-    assert not after["changed"]
+    after = apply_json(plane, spec, code=1)  # the spec's build cannot be served: exit 1
+    assert not after["changed"] and len(after["problems"]) == 1
     blocked = after["actions"][-1]
     assert blocked["kind"] == "blocked" and "not rolled out again" in blocked["detail"]
     assert found["id"] in blocked["detail"]
@@ -408,10 +418,17 @@ def test_a_failed_build_fails_the_wait_and_is_not_rebuilt(plane: Plane, tmp_path
     waited = shipway(plane, "apply", "-f", str(spec), "--wait", code=1)
     assert "failed" in waited.stderr
     before = settled(plane)
-    plan = apply_json(plane, spec)
+    # nothing to change, yet not "no changes": the CLI names what stands in the way
+    refused = shipway(plane, "apply", "-f", str(spec), "--json", code=1)
+    plan = json.loads(refused.stdout)
     assert not plan["changed"]
     assert kinds(plan) == ["version", "build-failed", "blocked"]
     assert "not rebuilt from the same inputs" in plan["actions"][1]["detail"]
+    assert len(plan["problems"]) == 2
+    assert f"not applied: build/strict: {plan['actions'][1]['build_id']}" in refused.stderr
+    table = shipway(plane, "apply", "-f", str(spec), code=1)
+    assert "no changes" not in table.stdout
+    assert "not applied: deployment/strict: build strict" in table.stderr
     assert rows(plane) == before
     with plane.client() as client, pytest.raises(Exception, match="404"):
         client.deployment("strict")
@@ -419,6 +436,14 @@ def test_a_failed_build_fails_the_wait_and_is_not_rebuilt(plane: Plane, tmp_path
         intent = session.scalar(select(GitopsIntent).where(GitopsIntent.deployment == "strict"))
         assert intent is not None and intent.status == "failed"
         assert intent.message and "failed" in intent.message
+
+    # asked for, the same inputs are built again (a worker that died, say)
+    retry = shipway(plane, "apply", "-f", str(spec), "--json", "--retry-failed")
+    retried = json.loads(retry.stdout)
+    assert [a["kind"] for a in retried["actions"] if a["changed"]] == ["create-build", "deploy"]
+    again = retried["actions"][1]["build_id"]
+    assert again and again != plan["actions"][1]["build_id"] and not retried["problems"]
+    assert wait_builds(plane, [again])[again]["status"] == "failed"  # the same gate again
 
 
 def test_bad_specs_and_files_leave_nothing_behind(plane: Plane, tmp_path: Path) -> None:
@@ -433,6 +458,17 @@ def test_bad_specs_and_files_leave_nothing_behind(plane: Plane, tmp_path: Path) 
         "shipway.yaml line 9: builds[0].recipe: 'int9' is not one of fp32, fp16, int8, "
         "int8-dynamic" in refused.stderr
     )
+    # errors start with the name of the file given, whatever it is
+    named = tmp_path / "int8.yaml"
+    named.write_text(good.replace("{name: fp32}", "{name: fp32, recipe: int9}"))
+    assert "int8.yaml line 9: builds[0].recipe: 'int9'" in (
+        shipway(plane, "apply", "-f", str(named), code=1).stderr
+    )
+    empty = tmp_path / "empty.yaml"
+    empty.write_bytes(b"")
+    assert "empty.yaml: the file is empty; it needs apiVersion" in (
+        shipway(plane, "apply", "-f", str(empty), code=1).stderr
+    )
     spec.write_text(good.replace("  build: fp32", "  build: fp16"))
     assert (
         "deployment.build: 'fp16' names no build"
@@ -442,6 +478,22 @@ def test_bad_specs_and_files_leave_nothing_behind(plane: Plane, tmp_path: Path) 
     spec.write_text(good.replace("model/model.onnx", "model/missing.onnx"))
     missing = shipway(plane, "apply", "-f", str(spec), code=2)
     assert "model.onnx: model/missing.onnx: no such file" in missing.stderr
+
+    # what registration refuses names the field and file it is about
+    spec.write_text(good)
+    (tmp_path / "model" / "sample.npz").write_bytes(graphs.npz(x=np.zeros((2, 4), np.float32)))
+    mismatch = shipway(plane, "apply", "-f", str(spec), code=1)
+    assert (
+        "shipway.yaml line 6: model.sample (model/sample.npz): sample arrays do not match "
+        "the model inputs" in mismatch.stderr
+    )
+    (tmp_path / "model" / "sample.npz").write_bytes(sample)
+    webhook = "  drift: {actions: [webhook], webhookUrl: 'http://127.0.0.1:9/x'}\n"
+    spec.write_text(good + webhook)
+    assert (
+        "shipway.yaml line 13: deployment.drift.actions: a webhook action needs "
+        "SHIPWAY_WEBHOOK_SECRET" in shipway(plane, "apply", "-f", str(spec), code=1).stderr
+    )
 
     spec.write_text(good)
     (tmp_path / "model" / "model.onnx").write_bytes(b"not an onnx file")
@@ -468,6 +520,14 @@ def test_bad_specs_and_files_leave_nothing_behind(plane: Plane, tmp_path: Path) 
     assert twice.status_code == 422 and "two file parts are named" in twice.json()["detail"]
     no_spec = httpx.post(url, files=parts, headers=headers, trust_env=False)
     assert no_spec.status_code == 422 and "spec" in no_spec.text
+    bad_name = httpx.post(
+        url,
+        data={"spec": good, "spec_name": "a\x07b"},
+        files=parts,
+        headers=headers,
+        trust_env=False,
+    )
+    assert bad_name.status_code == 422 and "spec_name" in bad_name.json()["detail"]
     assert rows(plane) == before and mlflow_versions(plane) == registered
 
     # the same files through the API, as a dry run: a plan, nothing written
@@ -489,6 +549,13 @@ def test_a_version_that_breaks_clients_is_refused_before_anything_is_written(
         sample,
     )
     shipway(plane, "apply", "-f", str(spec), "--wait")
+    # a scaling change: --wait returns once the replicas it asks for are ready
+    spec.write_text(spec.read_text().replace("  build: fp32\n", "  build: fp32\n  replicas: 2\n"))
+    scaled = shipway(plane, "apply", "-f", str(spec), "--wait")
+    assert "update-scaling" in scaled.stdout and "from 1 replica to 2 replicas" in scaled.stdout
+    with plane.client() as client:
+        replicas = client.deployment("renamed")["replicas"]
+    assert sum(r["state"] == "ready" for r in replicas) == 2, replicas
     other, other_sample = graphs.gemm_classifier()  # input x, output probs: clients break
     (tmp_path / "model" / "model.onnx").write_bytes(other)
     (tmp_path / "model" / "sample.npz").write_bytes(other_sample)
