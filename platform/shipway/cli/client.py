@@ -219,11 +219,23 @@ class ApiClient:
     def operate_rollout(self, name: str, rollout_id: str, operation: str) -> dict[str, Any]:
         return self._call("POST", f"/deployments/{name}/rollouts/{rollout_id}/{operation}")
 
-    def apply(self, spec: str, files: dict[str, bytes], dry_run: bool) -> dict[str, Any]:
-        """``POST /apply``: the spec's text and each file it names, the part's filename
-        being the path as the spec writes it."""
+    def apply(
+        self,
+        spec: str,
+        files: dict[str, bytes],
+        dry_run: bool,
+        name: str = "shipway.yaml",
+        retry_failed: bool = False,
+    ) -> dict[str, Any]:
+        """``POST /apply``: the spec's text (``name``: its file's name, for the errors)
+        and each file it names, the part's filename being the path as the spec writes it."""
         parts = [("files", (path, data)) for path, data in files.items()]
-        data = {"spec": spec, "dry_run": "true" if dry_run else "false"}
+        data = {
+            "spec": spec,
+            "spec_name": name,
+            "dry_run": "true" if dry_run else "false",
+            "retry_failed": "true" if retry_failed else "false",
+        }
         return self._call("POST", "/apply", data=data, files=parts or None)
 
     def intent(self, intent_id: int) -> dict[str, Any]:

@@ -59,15 +59,26 @@ def apply(
         bool,
         typer.Option(
             "--wait",
-            help="Follow the builds with progress, then the deploy or rollout to its end; "
-            "exit 1 when a build fails or the rollout is rolled back",
+            help="Follow the builds with progress, then the deploy or rollout to its end and "
+            "a scaling change until its replicas are ready; exit 1 when a build fails or "
+            "the rollout is rolled back",
+        ),
+    ] = False,
+    retry_failed: Annotated[
+        bool,
+        typer.Option(
+            "--retry-failed",
+            help="Queue a build that failed again from the same inputs (a worker that "
+            "died, say); without it a failed build is reported, not rebuilt",
         ),
     ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Make the platform match a shipway.yaml: register the model version, queue its
     builds, deploy or roll out (once the build succeeds, on the server), set scaling and
-    drift policy. Idempotent: a second apply prints "no changes"."""
+    drift policy. Idempotent: a second apply prints "no changes". Exit 1 when something
+    keeps the platform from matching the spec (a failed build, a blocked deploy or
+    rollout; each named), even with nothing to change."""
     if not file.is_file():
         fail(f"{file}: no such file", 2)
     text = file.read_text(encoding="utf-8")
@@ -77,16 +88,20 @@ def apply(
         if not full.is_file():
             fail(f"{file.name}: {field}: {path}: no such file (looked for {full})", 2)
         files[path] = full.read_bytes()
-    plan = run(ApiClient.apply, text, files, dry_run)
+    plan = run(ApiClient.apply, text, files, dry_run, file.name, retry_failed)
     if json_out and not wait:
         emit_json(plan)
     elif not json_out:
         show(plan)
+    for problem in plan["problems"]:
+        err_console.print(f"not applied: {problem}")
+    if plan["problems"] and not (wait and not dry_run):
+        raise typer.Exit(1)
     if wait and not dry_run:
         outcome = run(follow, plan, json_out)
         if json_out:
             emit_json({"plan": plan, **outcome})
-        if not outcome["ok"]:
+        if not outcome["ok"] or plan["problems"]:
             raise typer.Exit(1)
 
 
@@ -94,13 +109,14 @@ def show(plan: dict[str, Any]) -> None:
     rows = [[a["kind"], a["target"], a["detail"]] for a in plan["actions"]]
     title = f"Plan for {plan['model']}" + (" (dry run: nothing changed)" if plan["dry_run"] else "")
     table(title, ["action", "target", "detail"], rows)
-    if not plan["changed"]:
+    if not plan["changed"] and not plan["problems"]:
         console.print("no changes")
 
 
 def follow(client: ApiClient, plan: dict[str, Any], quiet: bool) -> dict[str, Any]:
-    """Follow the plan's builds, then its deploy or rollout: ``ok`` false when a build
-    failed, a waiting deploy or rollout was refused, or the rollout did not succeed."""
+    """Follow the plan's builds, then its deploy or rollout, and a scaling change until
+    the replicas it asks for are ready: ``ok`` false when a build failed, a waiting
+    deploy or rollout was refused, or the rollout did not succeed."""
     from shipway.cli.main import _follow
 
     outcome: dict[str, Any] = {"ok": True, "builds": {}, "deployment": None, "rollout": None}
@@ -139,6 +155,15 @@ def follow(client: ApiClient, plan: dict[str, Any], quiet: bool) -> dict[str, An
                 console.print(
                     f"deployment {deployment['name']} serves build {deployment['build_id']}"
                 )
+    for action in plan["actions"]:
+        if action["kind"] == "update-scaling" and action["build_id"]:
+            deployment = client.wait_deployment(
+                action["deployment"], action["build_id"], DEPLOY_SECONDS
+            )
+            outcome["deployment"] = deployment["status"]
+            if not quiet:
+                ready = sum(r["state"] == "ready" for r in deployment["replicas"])
+                console.print(f"deployment {deployment['name']}: {ready} replicas ready")
     for action in plan["actions"]:
         if action["kind"] == "rollout" and action["rollout_id"]:
             rollout = _follow_rollout(

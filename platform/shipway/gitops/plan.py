@@ -12,7 +12,8 @@ Idempotence lives here; each rule makes a second apply of the same spec a no-op:
   its default, as the store keeps them) that has not failed is reused, whatever its
   state (queued, running, succeeded).
 - A failed build is reported and not rebuilt: the same inputs would fail the same way
-  (except a build that was never queued, the broker being down: it is queued again).
+  (except a build that was never queued, the broker being down: it is queued again),
+  unless the apply asks for it (``retry_failed``: a worker that died, say).
   A change to the model, recipe, target or options makes a new build; so does
   ``shipway builds create`` by hand (that build is then reused).
 - A deployment serving the wanted build is unchanged; scaling and drift policy change
@@ -96,11 +97,22 @@ class Plan:
     def changed(self) -> bool:
         return any(a.changed for a in self.actions)
 
+    @property
+    def problems(self) -> tuple[str, ...]:
+        """What keeps the platform from matching the spec (a failed build, a blocked
+        deploy or rollout), one line each: a plan with any is not "no changes"."""
+        return tuple(
+            f"{a.target}: {a.detail}"
+            for a in self.actions
+            if a.kind in (Kind.BUILD_FAILED, Kind.BLOCKED)
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model,
             "changed": self.changed,
             "dry_run": self.dry_run,
+            "problems": list(self.problems),
             "actions": [a.to_dict() for a in self.actions],
         }
 
@@ -205,11 +217,13 @@ def make_plan(
     files: Files | None = None,
     version: int | None = None,
     dry_run: bool = False,
+    retry_failed: bool = False,
 ) -> Plan:
     """The actions that make the platform match ``spec``.
 
     The version is the one holding ``files`` (registered when none does), or
     ``version`` when given (a registry trigger names it; it must be in ``observed``).
+    ``retry_failed``: a build that failed is queued again from the same inputs.
     """
     if (files is None) == (version is None):
         raise ValueError("give the spec's files or a version, not both")
@@ -226,7 +240,7 @@ def make_plan(
             False,
             version=version,
         )
-    resolved = {b.name: _build(planner, b.name, version) for b in spec.builds}
+    resolved = {b.name: _build(planner, b.name, version, retry_failed) for b in spec.builds}
     if spec.deployment is not None:
         _deployment(planner, spec.deployment, resolved)
     return Plan(model, tuple(planner.actions), dry_run)
@@ -260,7 +274,7 @@ def _version(planner: _Planner, files: Files) -> int | None:
     return None
 
 
-def _build(planner: _Planner, name: str, version: int | None) -> _Resolved:
+def _build(planner: _Planner, name: str, version: int | None, retry_failed: bool) -> _Resolved:
     build = planner.spec.build(name)
     options = build.options_dict()
     what = f"{build.recipe.value} on {build.target.value}"
@@ -290,13 +304,14 @@ def _build(planner: _Planner, name: str, version: int | None) -> _Resolved:
         )
         state = "succeeded" if found.status == "succeeded" else "pending"
         return _Resolved(found.id, state)
-    if same:
+    if same and not retry_failed:
         failed = same[-1]
         planner.add(
             Kind.BUILD_FAILED,
             target,
             f"{failed.id}: {what} of {of} failed ({failed.error or 'no reason recorded'}); "
-            "not rebuilt from the same inputs: change the model, recipe, target or options",
+            "not rebuilt from the same inputs: change the model, recipe, target or options, "
+            "or apply with --retry-failed",
             False,
             build=name,
             build_id=failed.id,
@@ -305,6 +320,8 @@ def _build(planner: _Planner, name: str, version: int | None) -> _Resolved:
         return _Resolved(failed.id, "failed", failed.error)
     given = build.options.model_dump(exclude_none=True, by_alias=True, mode="json")
     extra = f" ({', '.join(f'{k}={v}' for k, v in given.items())})" if given else ""
+    if same:
+        extra += f", again: {same[-1].id} failed"
     planner.add(
         Kind.CREATE_BUILD, target, f"{what} of {of}{extra}", True, build=name, version=version
     )
@@ -489,14 +506,19 @@ def desired_scaling(spec: DeploymentSpec) -> tuple[int, int, dict[str, Any]]:
 
 
 def _scaling_words(spec: DeploymentSpec) -> str:
-    if not spec.sets_scaling:
-        return ""
-    low, high, autoscale = desired_scaling(spec)
-    words = (
-        f", {low} replica{'s' if low != 1 else ''}" if low == high else f", {low}-{high} replicas"
-    )
+    """ ", <the spec's scaling>" for a deploy's detail; "" when the spec sets none."""
+    return f", {replicas_words(*desired_scaling(spec))}" if spec.sets_scaling else ""
+
+
+def replicas_words(low: int, high: int, autoscale: dict[str, Any] | None) -> str:
+    """Scaling in words: "2 replicas", "1-3 replicas at 2 in flight each (scale down
+    after 30 s)"."""
+    words = f"{low} replica{'s' if low != 1 else ''}" if low == high else f"{low}-{high} replicas"
     if autoscale:
         words += f" at {autoscale['target_inflight']:g} in flight each"
+        window = autoscale.get("scale_down_stabilization_window_seconds")
+        if window is not None:
+            words += f" (scale down after {window:g} s)"
     return words
 
 
@@ -516,8 +538,8 @@ def _scaling(planner: _Planner, spec: DeploymentSpec, current: DeploymentState) 
     planner.add(
         Kind.UPDATE_SCALING,
         f"deployment/{spec.name}",
-        f"from {current.min_replicas}-{current.max_replicas} replicas "
-        f"{current.autoscale or 'fixed'} to{_scaling_words(spec)}",
+        f"from {replicas_words(current.min_replicas, current.max_replicas, current.autoscale)}"
+        f" to {replicas_words(low, high, autoscale)}",
         True,
         deployment=spec.name,
         build_id=current.build_id,
@@ -530,10 +552,10 @@ def _drift(planner: _Planner, spec: DeploymentSpec, current: DeploymentState) ->
     target = f"deployment/{spec.name}"
     if current.drift_policy is None:
         planner.add(
-            Kind.BLOCKED,
+            Kind.SET_DRIFT_POLICY,
             target,
-            "the drift policy is not set with SHIPWAY_RUNTIME=kubernetes: "
-            "it is the ModelDeployment's spec.drift",
+            "left as it is: with SHIPWAY_RUNTIME=kubernetes the drift policy is the "
+            "ModelDeployment's spec.drift",
             False,
             deployment=spec.name,
         )

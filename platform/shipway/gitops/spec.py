@@ -3,8 +3,10 @@ every error (pure: text in, a typed spec or ``InvalidInput`` out).
 
 The YAML is composed into PyYAML's node tree first, so every key keeps the line it was
 written on; duplicate keys are refused there (PyYAML's loader would keep the last one
-silently). The tree is then validated by pydantic models that forbid unknown fields and
-reuse the API's own constraints (names, recipes, targets, build options, replica
+silently), and so are aliases (``*name``): each would be walked again wherever it
+appears, so a few hundred bytes of nested aliases (a "billion laughs") would hold the
+API or a worker for minutes. The tree is then validated by pydantic models that forbid
+unknown fields and reuse the API's own constraints (names, recipes, targets, build options, replica
 ranges; ``shipway.api.schemas``), then by the rules that span fields, which are the
 services' own (``recipes.parse``, ``BuildOptions``, the rollout codec, the drift
 ``Policy``). Field names are camelCase at the YAML level, as the ModelDeployment CRD's.
@@ -23,9 +25,10 @@ from typing import Annotated, Any, Literal, get_args
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from pydantic.alias_generators import to_camel
+from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from shipway.api.schemas import URL_PATTERN, BuildOptionsIn, Name, Replicas
+from shipway.api.schemas import NAME_PATTERN, URL_PATTERN, BuildOptionsIn, Name, Replicas
 from shipway.builds import recipes
 from shipway.builds.recipes import Recipe, Target
 from shipway.drift.policy import Action, Policy
@@ -38,7 +41,8 @@ from shipway.rollout.experiment import ExperimentSpec
 API_VERSION = "shipway.io/v1alpha1"
 KIND = "ModelRelease"
 SPEC_NAME = "shipway.yaml"
-MAX_DEPTH = 32  # nesting; also stops a recursive YAML alias (&a [*a])
+MAX_DEPTH = 32  # nesting
+ALIAS_TAG = "tag:shipway.io,2026:alias"  # what an alias (*name) composes to; refused by _walk
 MLFLOW_EVENTS = ("model_version.created", "model_version_alias.created")
 
 Loc = tuple[str | int, ...]
@@ -213,10 +217,22 @@ def parse(text: str, filename: str = SPEC_NAME) -> ReleaseSpec:
     return spec
 
 
+class _Composer(yaml.SafeLoader):
+    """PyYAML's safe composer, except that an alias (``*name``) composes to a marker
+    node at the alias's own line instead of the anchored node: the tree stays a tree
+    (no node reachable twice), and ``_walk`` refuses the marker naming its path."""
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        if self.check_event(AliasEvent):
+            event = self.get_event()
+            return ScalarNode(ALIAS_TAG, event.anchor, event.start_mark, event.end_mark)
+        return super().compose_node(parent, index)  # type: ignore[no-any-return]
+
+
 def load(text: str, filename: str = SPEC_NAME) -> tuple[dict[str, Any], dict[Loc, int]]:
     """The YAML's top-level mapping and the line (1-based) of every key and item."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_Composer)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -247,6 +263,7 @@ def _kind(node: Node) -> str:
 def _walk(
     node: Node, loc: Loc, lines: dict[Loc, int], constructor: yaml.SafeLoader, filename: str
 ) -> Any:
+    _refuse_alias(node, loc, filename)
     if len(loc) > MAX_DEPTH:
         raise InvalidInput(
             f"{filename} line {node.start_mark.line + 1}: {_path(loc)}: nested too deeply"
@@ -255,6 +272,7 @@ def _walk(
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
             line = key_node.start_mark.line + 1
+            _refuse_alias(key_node, loc, filename)
             if not isinstance(key_node, ScalarNode):
                 raise InvalidInput(f"{filename} line {line}: {_path(loc)}: a key must be a name")
             key = (
@@ -282,6 +300,14 @@ def _walk(
             items.append(_walk(item, (*loc, index), lines, constructor, filename))
         return items
     return _scalar(node, constructor, filename)
+
+
+def _refuse_alias(node: Node, loc: Loc, filename: str) -> None:
+    if node.tag == ALIAS_TAG:
+        raise InvalidInput(
+            f"{filename} line {node.start_mark.line + 1}: {_path(loc)}: YAML aliases "
+            f"(*{node.value}) are not supported; write the value out"
+        )
 
 
 def _scalar(node: Node, constructor: yaml.SafeLoader, filename: str) -> Any:
@@ -327,7 +353,38 @@ def _message(error: Any) -> str:
         return "unknown field" + (f"; known: {', '.join(known)}" if known else "")
     if kind in ("enum", "literal_error"):
         return f"{error['input']!r} is not one of {_choices(str(ctx.get('expected', '')))}"
-    return re.sub(r"^(Value error|Assertion failed), ", "", error["msg"])
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"must be a mapping (key: value), not {_what(error['input'])}"
+    if kind == "list_type":
+        return f"must be a list (- item, or [a, b]), not {_what(error['input'])}"
+    if kind == "string_pattern_mismatch":
+        rule = PATTERN_RULES.get(str(ctx.get("pattern", "")))
+        if rule is not None:
+            return f"{error['input']!r}: {rule}"
+    message = re.sub(r"^(Value error|Assertion failed), ", "", error["msg"])
+    return re.sub(r"^Input should be ", "must be ", message)
+
+
+PATTERN_RULES = {
+    NAME_PATTERN: "must be lower-case letters, digits and '-', starting and ending with a "
+    "letter or digit, at most 63 characters",
+    URL_PATTERN: "must be an http:// or https:// URL",
+}
+
+
+def _what(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"a single value ({value!r})"
+
+
+def where(text: str, filename: str, loc: Loc) -> str:
+    """``<filename> line N: <path>`` for a field of a valid spec, to start a message
+    about it found later (a file the field names that is not what it should be)."""
+    _, lines = load(text, filename)
+    return f"{filename} line {_line(loc, lines)}: {_path(loc)}"
 
 
 def _known_fields(loc: Loc) -> list[str]:

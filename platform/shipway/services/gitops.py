@@ -21,13 +21,16 @@ no client connected; a failed build fails its intents, naming the build's error.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, text, update
@@ -49,7 +52,7 @@ from shipway.gitops.plan import (
     VersionState,
     make_plan,
 )
-from shipway.gitops.spec import SPEC_NAME, DeploymentSpec, ReleaseSpec, parse
+from shipway.gitops.spec import SPEC_NAME, DeploymentSpec, ReleaseSpec, parse, where
 from shipway.rollout.status import RolloutStatus
 from shipway.store.models import (
     AppliedSpec,
@@ -67,39 +70,60 @@ SAMPLE_TAG = "shipway.sample_sha256"
 CALIBRATION_TAG = "shipway.calibration_sha256"
 ROLLOUT_HISTORY = 20  # rollouts of the deployment the plan looks at, newest first
 STALE_CLAIM = timedelta(minutes=10)  # far longer than a deploy or a rollout start takes
-_APPLYING = threading.Lock()  # applies of this process, where the store has no lock
+LOCK_SECONDS = 60.0  # how long an apply waits for another apply of the same model
+LOCK_POLL_SECONDS = 0.2
+_APPLYING = threading.Lock()  # an in-memory SQLite store: one process only
 
 
 @dataclass(frozen=True)
 class SpecSource:
     """A spec and its files: ``read(path)`` returns a file's bytes (path relative to the
     spec, as the spec writes it) or raises ``InvalidInput`` naming the path; ``origin``
-    says where it came from ("cli", "git:<sha>", "mlflow:<delivery>")."""
+    says where it came from ("cli", "git:<sha>", "mlflow:<delivery>"); ``name`` is the
+    spec file's name as its author knows it, which every spec error starts with
+    (``int8.yaml line 9: ...``; a push: the spec's path in the repository)."""
 
     text: str
     read: Callable[[str], bytes]
     origin: str
+    name: str = SPEC_NAME
 
 
 # ---- apply ----------------------------------------------------------------------------
 
 
-def apply(container: Container, source: SpecSource, *, dry_run: bool, actor: str) -> Plan:
-    """Plan the spec against the platform and, unless ``dry_run``, carry the plan out.
+def apply(
+    container: Container,
+    source: SpecSource,
+    *,
+    dry_run: bool,
+    actor: str,
+    retry_failed: bool = False,
+    wait_seconds: float = LOCK_SECONDS,
+) -> Plan:
+    """Plan the spec against the platform and, unless ``dry_run``, carry the plan out;
+    ``retry_failed`` queues a failed build of the same inputs again.
 
     Raises ``InvalidInput`` (a spec error naming field and line, a missing or unusable
     file naming its path) or ``Conflict`` (the candidate would break the serving build's
-    clients) before anything is written."""
-    spec = parse(source.text, SPEC_NAME)
+    clients; another apply of the model still runs after ``wait_seconds``) before
+    anything is written."""
+    spec = parse(source.text, source.name)
     contents = _read_files(spec, source)
     files = Files(
         _sha256(contents["model.onnx"]),
         _sha256(contents["model.sample"]),
         _sha256(contents["model.calibration"]) if "model.calibration" in contents else None,
     )
-    with _exclusive(container, spec.model.name):
-        plan = make_plan(spec, observe(container, spec), files=files, dry_run=dry_run)
-        _preflight(container, spec, plan, contents)
+    with _exclusive(container, spec.model.name, wait_seconds):
+        plan = make_plan(
+            spec,
+            observe(container, spec),
+            files=files,
+            dry_run=dry_run,
+            retry_failed=retry_failed,
+        )
+        _preflight(container, spec, source, plan, contents)
         if dry_run:
             return plan
         return _execute(container, spec, source, plan, actor, contents)
@@ -120,29 +144,101 @@ def builds_for_version(container: Container, model: str, version: int, *, actor:
     spec = parse(stored.text, SPEC_NAME)
     with _exclusive(container, model):
         plan = make_plan(spec, observe(container, spec), version=version)
-        _preflight(container, spec, plan, {})
         source = SpecSource(stored.text, _no_files, f"version:{model}/{version}")
+        _preflight(container, spec, source, plan, {})
         return _execute(container, spec, source, plan, actor, {})
 
 
 @contextmanager
-def _exclusive(container: Container, model: str) -> Iterator[None]:
-    """One apply of a model at a time: two at once (a push and a CLI apply) would both
-    find no version with the files and register two. Across processes on PostgreSQL (a
-    session-level advisory lock keyed by the model), within this process otherwise."""
+def _exclusive(
+    container: Container, model: str, wait_seconds: float = LOCK_SECONDS
+) -> Iterator[None]:
+    """One apply (or intent carried out) of a model at a time: two applies at once (a
+    push and a CLI apply) would both find no version with the files and register two,
+    and an intent carried out during an apply could undo it.
+
+    Waits up to ``wait_seconds`` for the model's lock, polling, then raises ``Conflict``
+    (409) rather than queueing without bound. Across processes on PostgreSQL (a
+    session-level advisory lock keyed by the model) and on a SQLite file (``flock`` on a
+    file beside the database: ``shipway up`` runs the API and the worker as separate
+    processes); an in-memory SQLite store has one process, a thread lock is enough."""
+    deadline = time.monotonic() + wait_seconds
     engine = container.db.engine
-    if engine.dialect.name != "postgresql":
-        with _APPLYING:
-            yield
-        return
-    digest = hashlib.sha256(f"shipway.gitops.apply:{model}".encode()).digest()
-    key = int.from_bytes(digest[:8], "big", signed=True)
-    with engine.connect() as connection:
-        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+    if engine.dialect.name == "postgresql":
+        lock = _advisory_lock(container, model, deadline)
+    elif engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        lock = _file_lock(Path(str(engine.url.database)), model, deadline)
+    else:
+        lock = _thread_lock(model, deadline)
+    with lock:
+        yield
+
+
+class Busy(Conflict):
+    """Another apply of the model held its lock for longer than the caller would wait."""
+
+
+def _busy(model: str) -> Busy:
+    return Busy(f"another apply of model {model!r} is running; try again")
+
+
+def _lock_key(model: str) -> bytes:
+    return hashlib.sha256(f"shipway.gitops.apply:{model}".encode()).digest()
+
+
+def _wait(model: str, deadline: float) -> None:
+    """Sleep before the next try, or raise ``Conflict`` once the deadline has passed."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise _busy(model)
+    time.sleep(min(LOCK_POLL_SECONDS, left))
+
+
+@contextmanager
+def _advisory_lock(container: Container, model: str, deadline: float) -> Iterator[None]:
+    """``pg_try_advisory_lock`` on an autocommit connection (never idle in a
+    transaction, which ``idle_in_transaction_session_timeout`` would end); a waiting
+    apply holds no pooled connection between tries."""
+    key = int.from_bytes(_lock_key(model)[:8], "big", signed=True)
+    engine = container.db.engine.execution_options(isolation_level="AUTOCOMMIT")
+    while True:
+        with engine.connect() as connection:
+            if connection.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}):
+                try:
+                    yield
+                finally:
+                    connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                return
+        _wait(model, deadline)
+
+
+@contextmanager
+def _file_lock(database: Path, model: str, deadline: float) -> Iterator[None]:
+    """``flock`` on ``<database>.locks/gitops-<model hash>.lock``: held by an open file,
+    so threads and processes exclude each other alike, and a process that dies lets go."""
+    folder = database.with_name(database.name + ".locks")
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"gitops-{_lock_key(model).hex()[:32]}.lock", "a+b") as handle:
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                _wait(model, deadline)
         try:
             yield
         finally:
-            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+@contextmanager
+def _thread_lock(model: str, deadline: float) -> Iterator[None]:
+    if not _APPLYING.acquire(timeout=max(0.0, deadline - time.monotonic())):
+        raise _busy(model)
+    try:
+        yield
+    finally:
+        _APPLYING.release()
 
 
 def last_applied(container: Container, model: str) -> ReleaseSpec | None:
@@ -267,7 +363,11 @@ def _deployment_state(container: Container, name: str) -> DeploymentState | None
 
 
 def _preflight(
-    container: Container, spec: ReleaseSpec, plan: Plan, contents: dict[str, bytes]
+    container: Container,
+    spec: ReleaseSpec,
+    source: SpecSource,
+    plan: Plan,
+    contents: dict[str, bytes],
 ) -> None:
     """What would fail half-way through is refused now, before the first write."""
     deployment = spec.deployment
@@ -280,7 +380,8 @@ def _preflight(
         and not container.kubernetes_mode
     ):
         raise InvalidInput(
-            "deployment.drift: a webhook policy needs SHIPWAY_WEBHOOK_SECRET set on the server"
+            f"{where(source.text, source.name, ('deployment', 'drift', 'actions'))}: a webhook "
+            "action needs SHIPWAY_WEBHOOK_SECRET set on the server; nothing was applied"
         )
     replacing = [
         a for a in plan.actions if a.changed and a.kind in (Kind.DEPLOY, Kind.START_ROLLOUT)
@@ -288,7 +389,7 @@ def _preflight(
     observed = _serving_signature(container, deployment.name)
     if not replacing or observed is None or deployment.allow_signature_change:
         return
-    candidate = _candidate_signature(container, spec, plan, contents)
+    candidate = _candidate_signature(container, spec, source, plan, contents)
     if candidate is None:
         return
     from shipway.registry.compatibility import breaking_changes
@@ -314,7 +415,11 @@ def _serving_signature(container: Container, name: str) -> dict[str, Any] | None
 
 
 def _candidate_signature(
-    container: Container, spec: ReleaseSpec, plan: Plan, contents: dict[str, bytes]
+    container: Container,
+    spec: ReleaseSpec,
+    source: SpecSource,
+    plan: Plan,
+    contents: dict[str, bytes],
 ) -> Any:
     from shipway.registry.signature import Signature, load_model, read_signature
 
@@ -323,7 +428,7 @@ def _candidate_signature(
         try:
             return read_signature(load_model(contents["model.onnx"]))
         except InvalidInput as exc:
-            raise InvalidInput(f"model.onnx ({spec.model.onnx}): {exc}") from None
+            raise InvalidInput(_file_error(spec, source, str(exc))) from None
     if version is None:
         return None
     with container.db.session() as session:
@@ -357,17 +462,20 @@ def _execute(
             tags = {**spec.model.tags, SAMPLE_TAG: _sha256(contents["model.sample"])}
             if "model.calibration" in contents:
                 tags[CALIBRATION_TAG] = _sha256(contents["model.calibration"])
-            row = models.register(
-                container,
-                models.Registration(
-                    model,
-                    contents["model.onnx"],
-                    contents["model.sample"],
-                    tags,
-                    contents.get("model.calibration"),
-                ),
-                actor,
-            )
+            try:
+                row = models.register(
+                    container,
+                    models.Registration(
+                        model,
+                        contents["model.onnx"],
+                        contents["model.sample"],
+                        tags,
+                        contents.get("model.calibration"),
+                    ),
+                    actor,
+                )
+            except InvalidInput as exc:  # registration checks before its first write
+                raise InvalidInput(_file_error(spec, source, str(exc))) from None
             version = row.version
             action = replace(action, version=version, detail=f"version {version}: {action.detail}")
         elif action.kind is Kind.CREATE_BUILD:
@@ -410,8 +518,20 @@ def _execute(
     _record(container, spec, source, result, actor)
     for action in result.actions:
         if action.intent_id is not None and action.after_build:
-            carry_out_intent(container, action.intent_id)  # its build may be over already
+            _carry_out_claimed(container, action.intent_id)  # its build may be over already
     return result
+
+
+def _file_error(spec: ReleaseSpec, source: SpecSource, message: str) -> str:
+    """Registration's refusal of the spec's files, starting with the field (and line)
+    naming the file it is about: the sample's or calibration's when it says so."""
+    field = "onnx"
+    if "calibration" in message and spec.model.calibration is not None:
+        field = "calibration"
+    elif "sample" in message:
+        field = "sample"
+    path = getattr(spec.model, field)
+    return f"{where(source.text, source.name, ('model', field))} ({path}): {message}"
 
 
 def _record(
@@ -550,8 +670,29 @@ def carry_out_intent(container: Container, intent_id: int) -> str | None:
     rollout when it succeeded, fail the intent (naming the build's error) when it
     failed. Returns the intent's status after (None: it was not pending).
 
+    Under the model's apply lock, not waiting for it: an apply running now may cancel
+    the intent, and carrying it out meanwhile would undo that apply's deploy; the next
+    pass (or that apply, at its end) comes back to it."""
+    with container.db.session() as session:
+        intent = session.get(GitopsIntent, intent_id)
+        if intent is None or intent.status != IntentStatus.PENDING:
+            return None
+        model = intent.model
+    try:
+        with _exclusive(container, model, wait_seconds=0):
+            return _carry_out_claimed(container, intent_id)
+    except Busy:
+        return IntentStatus.PENDING.value
+
+
+def _carry_out_claimed(container: Container, intent_id: int) -> str | None:
+    """``carry_out_intent`` with the model's lock held by the caller.
+
     Claimed with a conditional update (pending -> running), so the intent loops of
-    several API processes, and an apply racing them, carry it out once."""
+    several API processes carry it out once. Idempotent, since a claim that outlived
+    its process is pending again (``process_intents``): a deployment already serving the
+    build, or a rollout of the build started since the intent was made (running or
+    over: a rolled-back one is not started again) ends it done."""
     with container.db.session() as session:
         intent = session.get(GitopsIntent, intent_id)
         if intent is None or intent.status != IntentStatus.PENDING:
@@ -568,6 +709,7 @@ def carry_out_intent(container: Container, intent_id: int) -> str | None:
         error = build.error if build is not None else "the build no longer exists"
         params, action = dict(intent.params), IntentAction(intent.action)
         build_id, actor = intent.build_id, f"gitops:{intent.actor}"[:100]
+        since = intent.created_at
     if not claimed:
         return None
     if status == BuildStatus.FAILED:
@@ -583,6 +725,10 @@ def carry_out_intent(container: Container, intent_id: int) -> str | None:
         running = _running_rollout(container, spec.name)
         if running is not None and running.candidate_build_id == build_id:
             return _finish(container, intent_id, IntentStatus.DONE, f"rollout {running.id} runs")
+        started = _rollout_since(container, spec.name, build_id, since)
+        if started is not None:
+            message = f"rollout {started.id} was started ({started.phase})"
+            return _finish(container, intent_id, IntentStatus.DONE, message)
         if state is None or spec.rollout is None or container.kubernetes_mode:
             kind = Kind.DEPLOY
         target = f"deployment/{spec.name}"
@@ -596,6 +742,23 @@ def carry_out_intent(container: Container, intent_id: int) -> str | None:
         return _finish(container, intent_id, IntentStatus.FAILED, str(exc))
     what = f"rollout {rollout} started" if rollout else "deployed"
     return _finish(container, intent_id, IntentStatus.DONE, what)
+
+
+def _rollout_since(
+    container: Container, deployment: str, build_id: str, since: datetime
+) -> Rollout | None:
+    """The first rollout of ``build_id`` on ``deployment`` made at or after ``since``."""
+    with container.db.session() as session:
+        return session.scalar(
+            select(Rollout)
+            .where(
+                Rollout.deployment == deployment,
+                Rollout.candidate_build_id == build_id,
+                Rollout.created_at >= since,
+            )
+            .order_by(Rollout.created_at)
+            .limit(1)
+        )
 
 
 def _running_rollout(container: Container, deployment: str) -> Rollout | None:
@@ -630,21 +793,6 @@ def get_intent(container: Container, intent_id: int) -> GitopsIntent:
         if intent is None:
             raise NotFound(f"intent {intent_id} does not exist")
         return intent
-
-
-def on_build_finished(container: Container, build_id: str) -> None:
-    """Carry out the pending intents of ``build_id`` (now finished)."""
-    with container.db.session() as session:
-        ids = list(
-            session.scalars(
-                select(GitopsIntent.id).where(
-                    GitopsIntent.build_id == build_id,
-                    GitopsIntent.status == IntentStatus.PENDING,
-                )
-            )
-        )
-    for intent_id in ids:
-        carry_out_intent(container, intent_id)
 
 
 def process_intents(container: Container) -> int:

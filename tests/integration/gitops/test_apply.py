@@ -12,9 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +26,23 @@ import onnx
 import pytest
 from mlflow import MlflowClient
 from onnx import TensorProto, helper, numpy_helper
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text, update
 
-from shipway.errors import NotFound
+from shipway.container import Container
+from shipway.errors import Conflict, NotFound
 from shipway.runtime.triton_distribution import TritonDistribution
 from shipway.services import gitops, models
-from shipway.store.models import AuditEvent, Base, Deployment, GitopsIntent
+from shipway.settings import Settings
+from shipway.store.models import (
+    AppliedSpec,
+    AuditEvent,
+    Build,
+    Deployment,
+    GitopsIntent,
+    ModelVersion,
+    Rollout,
+    Variant,
+)
 from tests.support import graphs
 from tests.support.plane import Plane, local_plane
 from tests.support.processes import settings_env, shipway_cmd
@@ -123,21 +136,38 @@ def shipway(plane: Plane, *args: str, code: int = 0) -> subprocess.CompletedProc
     return result
 
 
-def apply_json(plane: Plane, spec: Path, *args: str) -> dict[str, Any]:
-    return json.loads(shipway(plane, "apply", "-f", str(spec), "--json", *args).stdout)
+def apply_json(plane: Plane, spec: Path, *args: str, code: int = 0) -> dict[str, Any]:
+    return json.loads(shipway(plane, "apply", "-f", str(spec), "--json", *args, code=code).stdout)
 
 
 def kinds(plan: dict[str, Any]) -> list[str]:
     return [a["kind"] for a in plan["actions"]]
 
 
+APPLY_WRITES = (ModelVersion, Build, Deployment, Variant, Rollout, AppliedSpec)
+
+
 def rows(plane: Plane) -> dict[str, int]:
-    """Rows of every table of the store."""
+    """Rows of the tables an apply writes, and of the audit events of this module's
+    callers (the admin token, the server acting for it, ``test``): the runtime manager
+    and other background writers of the store do not count."""
     with plane.container.db.session() as session:
-        return {
-            t.name: int(session.scalar(select(func.count()).select_from(t)) or 0)
-            for t in Base.metadata.sorted_tables
+        counts = {
+            t.__tablename__: int(session.scalar(select(func.count()).select_from(t)) or 0)
+            for t in APPLY_WRITES
         }
+        counts["gitops_intents"] = int(
+            session.scalar(select(func.count()).select_from(GitopsIntent)) or 0
+        )
+        counts["audit_events"] = int(
+            session.scalar(
+                select(func.count())
+                .select_from(AuditEvent)
+                .where(AuditEvent.actor.like("%admin:%") | (AuditEvent.actor == "test"))
+            )
+            or 0
+        )
+        return counts
 
 
 def mlflow_versions(plane: Plane) -> int:
@@ -185,12 +215,23 @@ def audit_actions(plane: Plane, subject: str) -> list[str]:
 
 
 def settled(plane: Plane) -> dict[str, int]:
-    """Row counts once the background writers are quiet (two equal reads in a row)."""
+    """``rows`` once what the last apply set going is over: no intent the server's loop
+    could still carry out (its build finished), and two equal reads in a row."""
     seen: list[dict[str, int]] = []
 
     def steady() -> bool:
+        with plane.container.db.session() as session:
+            waiting = session.scalar(
+                select(func.count())
+                .select_from(GitopsIntent)
+                .join(Build, GitopsIntent.build_id == Build.id)
+                .where(
+                    GitopsIntent.status.in_(["pending", "running"]),
+                    Build.status.in_(["succeeded", "failed"]),
+                )
+            )
         seen.append(rows(plane))
-        return len(seen) > 1 and seen[-1] == seen[-2]
+        return not waiting and len(seen) > 1 and seen[-1] == seen[-2]
 
     wait_until(steady, 30, "the store to settle")
     return seen[-1]
@@ -327,14 +368,41 @@ def test_a_changed_model_file_makes_a_new_version_and_a_rollout(
     # rolled back: the same build is not rolled out again, and the plan says why
     with plane.client() as client:
         client.operate_rollout("twin", found["id"], "abort")
-        wait_until(lambda: not client.rollout("twin", found["id"])["running"], 60, "the abort")
+        wait_until(
+            lambda: not client.rollout("twin", found["id"])["running"], BUILD_SECONDS, "the abort"
+        )
     before = settled(plane)
-    after = apply_json(plane, spec)
-    assert not after["changed"]
+    after = apply_json(plane, spec, code=1)  # the spec's build cannot be served: exit 1
+    assert not after["changed"] and len(after["problems"]) == 1
     blocked = after["actions"][-1]
     assert blocked["kind"] == "blocked" and "not rolled out again" in blocked["detail"]
     assert found["id"] in blocked["detail"]
     assert rows(plane) == before
+
+    # a process died carrying the intent out (still claimed, long ago): the intent loop
+    # takes it up again, finds the rolled-back rollout it started and starts no other
+    with plane.container.db.session() as session:
+        session.execute(
+            update(GitopsIntent)
+            .where(GitopsIntent.id == start["intent_id"])
+            .values(status="running", updated_at=GitopsIntent.created_at - timedelta(hours=1))
+        )
+
+    def intent_over() -> bool:
+        with plane.container.db.session() as session:
+            intent = session.get(GitopsIntent, start["intent_id"])
+            assert intent is not None
+            return intent.status not in ("running", "pending")
+
+    wait_until(intent_over, BUILD_SECONDS, "the stale intent to be taken up again")
+    with plane.container.db.session() as session:
+        intent = session.get(GitopsIntent, start["intent_id"])
+        assert intent is not None and intent.status == "done", intent.message
+        assert intent.message == f"rollout {found['id']} was started (rolled-back)"
+        started = session.scalar(
+            select(func.count()).select_from(Rollout).where(Rollout.candidate_build_id == candidate)
+        )
+    assert started == 1
 
 
 def test_a_failed_build_fails_the_wait_and_is_not_rebuilt(plane: Plane, tmp_path: Path) -> None:
@@ -350,10 +418,17 @@ def test_a_failed_build_fails_the_wait_and_is_not_rebuilt(plane: Plane, tmp_path
     waited = shipway(plane, "apply", "-f", str(spec), "--wait", code=1)
     assert "failed" in waited.stderr
     before = settled(plane)
-    plan = apply_json(plane, spec)
+    # nothing to change, yet not "no changes": the CLI names what stands in the way
+    refused = shipway(plane, "apply", "-f", str(spec), "--json", code=1)
+    plan = json.loads(refused.stdout)
     assert not plan["changed"]
     assert kinds(plan) == ["version", "build-failed", "blocked"]
     assert "not rebuilt from the same inputs" in plan["actions"][1]["detail"]
+    assert len(plan["problems"]) == 2
+    assert f"not applied: build/strict: {plan['actions'][1]['build_id']}" in refused.stderr
+    table = shipway(plane, "apply", "-f", str(spec), code=1)
+    assert "no changes" not in table.stdout
+    assert "not applied: deployment/strict: build strict" in table.stderr
     assert rows(plane) == before
     with plane.client() as client, pytest.raises(Exception, match="404"):
         client.deployment("strict")
@@ -361,6 +436,14 @@ def test_a_failed_build_fails_the_wait_and_is_not_rebuilt(plane: Plane, tmp_path
         intent = session.scalar(select(GitopsIntent).where(GitopsIntent.deployment == "strict"))
         assert intent is not None and intent.status == "failed"
         assert intent.message and "failed" in intent.message
+
+    # asked for, the same inputs are built again (a worker that died, say)
+    retry = shipway(plane, "apply", "-f", str(spec), "--json", "--retry-failed")
+    retried = json.loads(retry.stdout)
+    assert [a["kind"] for a in retried["actions"] if a["changed"]] == ["create-build", "deploy"]
+    again = retried["actions"][1]["build_id"]
+    assert again and again != plan["actions"][1]["build_id"] and not retried["problems"]
+    assert wait_builds(plane, [again])[again]["status"] == "failed"  # the same gate again
 
 
 def test_bad_specs_and_files_leave_nothing_behind(plane: Plane, tmp_path: Path) -> None:
@@ -375,6 +458,17 @@ def test_bad_specs_and_files_leave_nothing_behind(plane: Plane, tmp_path: Path) 
         "shipway.yaml line 9: builds[0].recipe: 'int9' is not one of fp32, fp16, int8, "
         "int8-dynamic" in refused.stderr
     )
+    # errors start with the name of the file given, whatever it is
+    named = tmp_path / "int8.yaml"
+    named.write_text(good.replace("{name: fp32}", "{name: fp32, recipe: int9}"))
+    assert "int8.yaml line 9: builds[0].recipe: 'int9'" in (
+        shipway(plane, "apply", "-f", str(named), code=1).stderr
+    )
+    empty = tmp_path / "empty.yaml"
+    empty.write_bytes(b"")
+    assert "empty.yaml: the file is empty; it needs apiVersion" in (
+        shipway(plane, "apply", "-f", str(empty), code=1).stderr
+    )
     spec.write_text(good.replace("  build: fp32", "  build: fp16"))
     assert (
         "deployment.build: 'fp16' names no build"
@@ -384,6 +478,22 @@ def test_bad_specs_and_files_leave_nothing_behind(plane: Plane, tmp_path: Path) 
     spec.write_text(good.replace("model/model.onnx", "model/missing.onnx"))
     missing = shipway(plane, "apply", "-f", str(spec), code=2)
     assert "model.onnx: model/missing.onnx: no such file" in missing.stderr
+
+    # what registration refuses names the field and file it is about
+    spec.write_text(good)
+    (tmp_path / "model" / "sample.npz").write_bytes(graphs.npz(x=np.zeros((2, 4), np.float32)))
+    mismatch = shipway(plane, "apply", "-f", str(spec), code=1)
+    assert (
+        "shipway.yaml line 6: model.sample (model/sample.npz): sample arrays do not match "
+        "the model inputs" in mismatch.stderr
+    )
+    (tmp_path / "model" / "sample.npz").write_bytes(sample)
+    webhook = "  drift: {actions: [webhook], webhookUrl: 'http://127.0.0.1:9/x'}\n"
+    spec.write_text(good + webhook)
+    assert (
+        "shipway.yaml line 13: deployment.drift.actions: a webhook action needs "
+        "SHIPWAY_WEBHOOK_SECRET" in shipway(plane, "apply", "-f", str(spec), code=1).stderr
+    )
 
     spec.write_text(good)
     (tmp_path / "model" / "model.onnx").write_bytes(b"not an onnx file")
@@ -410,6 +520,14 @@ def test_bad_specs_and_files_leave_nothing_behind(plane: Plane, tmp_path: Path) 
     assert twice.status_code == 422 and "two file parts are named" in twice.json()["detail"]
     no_spec = httpx.post(url, files=parts, headers=headers, trust_env=False)
     assert no_spec.status_code == 422 and "spec" in no_spec.text
+    bad_name = httpx.post(
+        url,
+        data={"spec": good, "spec_name": "a\x07b"},
+        files=parts,
+        headers=headers,
+        trust_env=False,
+    )
+    assert bad_name.status_code == 422 and "spec_name" in bad_name.json()["detail"]
     assert rows(plane) == before and mlflow_versions(plane) == registered
 
     # the same files through the API, as a dry run: a plan, nothing written
@@ -431,6 +549,13 @@ def test_a_version_that_breaks_clients_is_refused_before_anything_is_written(
         sample,
     )
     shipway(plane, "apply", "-f", str(spec), "--wait")
+    # a scaling change: --wait returns once the replicas it asks for are ready
+    spec.write_text(spec.read_text().replace("  build: fp32\n", "  build: fp32\n  replicas: 2\n"))
+    scaled = shipway(plane, "apply", "-f", str(spec), "--wait")
+    assert "update-scaling" in scaled.stdout and "from 1 replica to 2 replicas" in scaled.stdout
+    with plane.client() as client:
+        replicas = client.deployment("renamed")["replicas"]
+    assert sum(r["state"] == "ready" for r in replicas) == 2, replicas
     other, other_sample = graphs.gemm_classifier()  # input x, output probs: clients break
     (tmp_path / "model" / "model.onnx").write_bytes(other)
     (tmp_path / "model" / "sample.npz").write_bytes(other_sample)
@@ -523,3 +648,97 @@ def test_two_applies_at_once_register_one_version(plane: Plane) -> None:
     assert sorted(p.actions[0].kind.value for p in plans) == ["register-version", "version"]
     with plane.client() as client:
         assert len(client.models("twice")) == 1
+
+
+def test_an_apply_waits_for_another_of_the_same_model_then_says_so(plane: Plane) -> None:
+    onnx_bytes, sample = two_inputs(8.0)
+    files = {"model/model.onnx": onnx_bytes, "model/sample.npz": sample}
+    source = gitops.SpecSource(spec_text("busy", "  []\n"), lambda path: files[path], "test")
+    key = int.from_bytes(hashlib.sha256(b"shipway.gitops.apply:busy").digest()[:8], "big")
+    before = rows(plane)
+    with gitops._exclusive(plane.container, "busy"):  # another apply of the model runs
+        with pytest.raises(Conflict, match="another apply of model 'busy' is running; try"):
+            gitops.apply(plane.container, source, dry_run=False, actor="test", wait_seconds=0.5)
+        # the lock is held outside any transaction: nothing for the server's
+        # idle_in_transaction_session_timeout to end
+        with plane.container.db.session() as session:
+            states = list(
+                session.scalars(
+                    text(
+                        "SELECT a.state FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                        " WHERE l.locktype = 'advisory' AND l.granted"
+                        " AND l.classid::bigint = :high AND l.objid::bigint = :low"
+                    ),
+                    {"high": key >> 32, "low": key & 0xFFFFFFFF},
+                )
+            )
+        assert states == ["idle"]
+    assert rows(plane) == before
+    plan = gitops.apply(plane.container, source, dry_run=False, actor="test", wait_seconds=0)
+    assert plan.actions[0].kind.value == "register-version"
+
+
+def test_the_intent_loop_waits_for_a_running_apply_of_the_model(plane: Plane) -> None:
+    onnx_bytes, sample = two_inputs(9.0)
+    files = {"model/model.onnx": onnx_bytes, "model/sample.npz": sample}
+    text_ = spec_text("race", "  - {name: fp32}\n", "deployment:\n  name: race\n  build: fp32\n")
+    source = gitops.SpecSource(text_, lambda path: files[path], "test")
+    plan = gitops.apply(plane.container, source, dry_run=False, actor="test")
+    deploy = plan.actions[-1]
+    assert deploy.kind.value == "deploy" and deploy.intent_id is not None
+    assert deploy.build_id is not None
+    with gitops._exclusive(plane.container, "race"):  # an apply of the model runs
+        # the build succeeds meanwhile; nobody carries the intent out under the apply
+        assert wait_builds(plane, [deploy.build_id])[deploy.build_id]["status"] == "succeeded"
+        assert gitops.carry_out_intent(plane.container, deploy.intent_id) == "pending"
+        gitops.process_intents(plane.container)
+        with plane.container.db.session() as session:
+            intent = session.get(GitopsIntent, deploy.intent_id)
+            assert intent is not None and intent.status == "pending"
+            assert session.scalar(select(Deployment).where(Deployment.name == "race")) is None
+    # the apply over: the server's intent loop deploys
+    assert wait_serving(plane, "race", deploy.build_id)["build_id"] == deploy.build_id
+
+
+HOLD_LOCK = """
+import sys
+from pathlib import Path
+from shipway.container import Container
+from shipway.services import gitops
+from shipway.settings import Settings
+home = Path(sys.argv[1])
+container = Container(Settings(home=home, database_url=f"sqlite:///{home / 'shipway.db'}"))
+with gitops._exclusive(container, "local"):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_on_sqlite_another_process_applying_the_model_is_waited_for(tmp_path: Path) -> None:
+    """``shipway up`` runs the API and the worker as two processes on one SQLite file."""
+    home = tmp_path / "home"
+    container = Container(Settings(home=home, database_url=f"sqlite:///{home / 'shipway.db'}"))
+    try:
+        with subprocess.Popen(
+            [sys.executable, "-c", HOLD_LOCK, str(home)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as holder:
+            try:
+                assert holder.stdout is not None and holder.stdin is not None
+                assert holder.stdout.readline() == "held\n"
+                busy = pytest.raises(Conflict, match="another apply of model 'local'")
+                with busy, gitops._exclusive(container, "local", wait_seconds=0.3):
+                    pass
+                with gitops._exclusive(container, "other", wait_seconds=0):
+                    pass  # another model's lock is its own
+                holder.stdin.close()
+                assert holder.wait(60) == 0
+            finally:
+                if holder.poll() is None:
+                    holder.kill()
+        with gitops._exclusive(container, "local", wait_seconds=0):
+            pass  # the holder gone, its lock went with it
+    finally:
+        container.close()

@@ -146,6 +146,20 @@ def test_a_failed_build_is_reported_not_rebuilt_and_blocks_its_deploy() -> None:
     assert "accuracy gate: cosine 0.91" in plan.actions[1].detail
     assert "not rebuilt from the same inputs" in plan.actions[1].detail
     assert "build fast (b-fast) failed: nothing to deploy" in plan.actions[-1].detail
+    # not "no changes": the plan names what keeps the platform from matching the spec
+    assert plan.problems == (
+        f"build/fast: {plan.actions[1].detail}",
+        "deployment/gemm: build fast (b-fast) failed: nothing to deploy",
+    )
+    assert plan.to_dict()["problems"] == list(plan.problems)
+    # asked for, the same inputs are built again, and the deploy waits for that build
+    retried = make_plan(
+        parse(SPEC), Observed((V1,), (failed, EXACT)), files=FILES, retry_failed=True
+    )
+    assert changes(retried) == ["create-build", "deploy"] and not retried.problems
+    assert retried.actions[1].build_id is None
+    assert retried.actions[1].detail.endswith("again: b-fast failed")
+    assert retried.actions[-1].after_build
     # a build made again by hand (not failed) is reused over the failed one
     again = replace(FAST, id="b-again")
     plan = make_plan(parse(SPEC), Observed((V1,), (failed, EXACT, again)), files=FILES)
@@ -165,8 +179,8 @@ def test_a_missing_deployment_is_created_with_its_scaling_and_drift_policy() -> 
     deploy = plan.actions[-1]
     assert not deploy.after_build and deploy.build_id == "b-fast"
     assert deploy.detail == (
-        "create gemm serving build fast (b-fast), 2-4 replicas at 3 in flight each, "
-        "drift policy alert, rollback"
+        "create gemm serving build fast (b-fast), 2-4 replicas at 3 in flight each "
+        "(scale down after 30 s), drift policy alert, rollback"
     )
 
 
@@ -180,6 +194,7 @@ def test_scaling_and_drift_policy_change_only_where_the_spec_sets_them() -> None
     )
     plan = make_plan(spec, observed, files=FILES)
     assert changes(plan) == ["update-scaling", "set-drift-policy"]
+    assert plan.actions[-2].detail == "from 1 replica to 2 replicas"
     matching = replace(
         SERVING_FAST,
         min_replicas=2,
@@ -187,6 +202,22 @@ def test_scaling_and_drift_policy_change_only_where_the_spec_sets_them() -> None
         drift_policy={"actions": ["rollback"], "webhook_url": None},
     )
     assert not make_plan(spec, replace(observed, deployment=matching), files=FILES).changed
+
+
+def test_an_autoscaled_deployment_s_scaling_change_is_said_in_words() -> None:
+    autoscaled = replace(
+        SERVING_FAST,
+        min_replicas=1,
+        max_replicas=3,
+        autoscale={"target_inflight": 2.0, "scale_down_stabilization_window_seconds": 30.0},
+    )
+    observed = Observed((V1,), (FAST, EXACT), autoscaled)
+    spec = parse(SPEC.replace("  build: fast\n", "  build: fast\n  replicas: 2\n"))
+    [update] = [a for a in make_plan(spec, observed, files=FILES).actions if a.changed]
+    assert update.kind is Kind.UPDATE_SCALING
+    assert update.detail == (
+        "from 1-3 replicas at 2 in flight each (scale down after 30 s) to 2 replicas"
+    )
 
 
 def test_a_rollout_of_the_build_running_is_left_alone() -> None:
@@ -242,6 +273,14 @@ def test_kubernetes_mode_deploys_the_new_build_for_the_operator_to_roll_out() ->
     plan = make_plan(parse(SPEC), observed, files=replace(FILES, onnx="e" * 64))
     deploy = next(a for a in plan.actions if a.kind is Kind.DEPLOY)
     assert deploy.then is IntentAction.DEPLOY and "the operator rolls it out" in deploy.detail
+    # the drift policy is the resource's: said, not a problem that fails the apply
+    drifting = parse(
+        SPEC.replace("  build: fast\n", "  build: fast\n  drift: {actions: [rollback]}\n")
+    )
+    plan = make_plan(drifting, replace(observed, builds=(FAST, EXACT)), files=FILES)
+    assert not plan.changed and not plan.problems
+    drift = plan.actions[-1]
+    assert drift.kind is Kind.SET_DRIFT_POLICY and "ModelDeployment's spec.drift" in drift.detail
 
 
 def test_a_version_named_by_a_trigger_is_used_as_it_is() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from shipway.errors import InvalidInput
-from shipway.gitops.spec import parse
+from shipway.gitops.spec import parse, where
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "pipelines" / "examples" / "shipway.yaml"
 
@@ -121,12 +121,16 @@ def test_the_example_in_pipelines_parses() -> None:
             "    recipe: fp16",
             "line 9: builds[0].recipe: recipe 'fp16' for target 'onnxruntime-cpu'",
         ),
-        ("  maxReplicas: 3", "  maxReplicas: 17", "line 16: deployment.maxReplicas: Input should"),
+        (
+            "  maxReplicas: 3",
+            "  maxReplicas: 17",
+            "line 16: deployment.maxReplicas: must be less than or equal to 16",
+        ),
         ("  replicas: 1", "  replicas: 4", "line 16: deployment.maxReplicas: must be at least"),
         (
             "  replicas: 1",
             "  replicas: '1'",
-            "line 15: deployment.replicas: Input should be a valid",
+            "line 15: deployment.replicas: must be a valid integer",
         ),
         ("  targetInflight: 2", "  targetInflight: -1", "line 17: deployment.targetInflight:"),
         (
@@ -154,7 +158,28 @@ def test_the_example_in_pipelines_parses() -> None:
             "actions: [page]",
             "line 25: deployment.drift.actions[0]: 'page' is not one of alert, webhook, rollback",
         ),
-        ("  name: gemm\n  build", "  name: Gemm_1\n  build", "line 13: deployment.name: String"),
+        (
+            "  name: gemm\n  build",
+            "  name: Gemm_1\n  build",
+            "line 13: deployment.name: 'Gemm_1': must be lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit, at most 63 characters",
+        ),
+        (
+            "  drift:\n    actions: [alert, rollback]",
+            "  drift:\n    actions: [webhook]\n    webhookUrl: ftp://example.com/x",
+            "line 26: deployment.drift.webhookUrl: 'ftp://example.com/x': must be an http:// "
+            "or https:// URL",
+        ),
+        (
+            "builds:\n  - name: fast",
+            "builds:\n  fast:\n  - name: fast",
+            "line 7: builds: must be a list (- item, or [a, b]), not a mapping",
+        ),
+        (
+            "model:\n  name: gemm",
+            "model: [gemm]\nmodelx:\n  name: gemm",
+            "line 3: model: must be a mapping (key: value), not a list",
+        ),
     ],
 )
 def test_errors_name_the_field_and_its_line(old: str, new: str, expected: str) -> None:
@@ -162,6 +187,13 @@ def test_errors_name_the_field_and_its_line(old: str, new: str, expected: str) -
     message = error(VALID.replace(old, new, 1))
     assert expected in message, message
     assert message.startswith("shipway.yaml line ")
+
+
+def test_where_names_a_field_and_its_line_for_later_messages() -> None:
+    assert where(VALID, "int8.yaml", ("model", "sample")) == "int8.yaml line 6: model.sample"
+    assert where(VALID, "shipway.yaml", ("deployment", "drift", "actions")) == (
+        "shipway.yaml line 25: deployment.drift.actions"
+    )
 
 
 def test_unknown_and_missing_fields_name_what_is_known() -> None:
@@ -191,13 +223,36 @@ def test_several_errors_are_reported_together_by_line() -> None:
         ("model: [1, 2\n", "shipway.yaml line 2: not valid YAML"),
         ("a: 1\n---\nb: 2\n", "line 2: not valid YAML: expected a single document"),
         ("a: !!python/object:os.system x\n", "line 1: not valid here: could not determine"),
-        ("a: &x [*x]\n", "nested too deeply"),
+        ("a: &x [*x]\n", "line 1: a[0]: YAML aliases (*x) are not supported"),
+        ("a: [*x]\n", "line 1: a[0]: YAML aliases (*x) are not supported"),
+        ("a: &k b\n*k : 1\n", "line 2: (top level): YAML aliases (*k) are not supported"),
+        ("a: " + "[" * 40 + "]" * 40 + "\n", "[0][0]: nested too deeply"),
         ("<<: {a: 1}\n", "line 1: (top level): merge keys (<<) are not supported"),
         ("? [a]\n: 1\n", "line 1: (top level): a key must be a name"),
     ],
 )
 def test_what_is_not_a_spec_at_all(text: str, expected: str) -> None:
     assert expected in error(text)
+
+
+def nested_aliases(levels: int, width: int) -> str:
+    """A "billion laughs": each level lists the one before ``width`` times, so the
+    spec stands for ``width ** levels`` values in a few hundred bytes."""
+    lines = ["l0: &l0 [x]"]
+    for level in range(1, levels + 1):
+        lines.append(f"l{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * width) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_nested_aliases_are_refused_at_the_first_alias() -> None:
+    bomb = nested_aliases(7, 10)  # 10**7 values: minutes of CPU if walked
+    assert len(bomb) < 450
+    assert "shipway.yaml line 2: l1[0]: YAML aliases (*l0) are not supported" in error(bomb)
+    # an alias inside an otherwise valid spec is refused where it is written
+    text = VALID.replace("  name: gemm\n  build", "  name: *model\n  build").replace(
+        "  name: gemm\n", "  name: &model gemm\n", 1
+    )
+    assert "line 13: deployment.name: YAML aliases (*model) are not supported" in error(text)
 
 
 def test_a_duplicate_key_deep_in_the_spec_is_refused() -> None:
