@@ -150,7 +150,7 @@ class GitRepository:
                 )
             return data
 
-        return SpecSource(text=text, read=read, origin=f"git:{commit}")
+        return SpecSource(text=text, read=read, origin=f"git:{commit}", name=spec_path)
 
     def _has(self, commit: str) -> bool:
         return self._run("cat-file", "-e", f"{commit}^{{commit}}").returncode == 0

@@ -36,6 +36,7 @@ from typing import Any
 from sqlalchemy import select, text, update
 
 from shipway import audit
+from shipway.builds import recipes
 from shipway.container import Container
 from shipway.errors import Conflict, InvalidInput, NotFound, ShipwayError
 from shipway.gitops.plan import (
@@ -175,7 +176,10 @@ def _exclusive(
 
 
 class Busy(Conflict):
-    """Another apply of the model held its lock for longer than the caller would wait."""
+    """Another apply of the model held its lock for longer than the caller would wait.
+    A 409 to a client; a webhook's task tries again later (``retriable``)."""
+
+    retriable = True
 
 
 def _busy(model: str) -> Busy:
@@ -299,7 +303,7 @@ def observe(container: Container, spec: ReleaseSpec) -> Observed:
                 b.model_version.version,
                 b.recipe,
                 b.target,
-                dict(b.options or {}),
+                _stored_options(b.options),
                 b.status,
                 b.error,
             )
@@ -835,3 +839,12 @@ def run(container: Container, stop: threading.Event, seconds: float) -> None:
             process_intents(container)
         except Exception:  # the store unreachable, say: the loop must outlive it
             log.exception("the gitops intent pass failed; retrying")
+
+
+def _stored_options(stored: dict[str, Any] | None) -> dict[str, Any]:
+    """A build's options with today's defaults filled in, as the spec's are: a build
+    stored before an option existed still matches a spec that leaves it out."""
+    try:
+        return recipes.BuildOptions.from_dict(stored).to_dict()
+    except InvalidInput:  # options of a former version Shipway no longer reads: unequal
+        return dict(stored or {})

@@ -711,6 +711,7 @@ def test_the_git_source_fetches_the_branch_and_reads_its_tip(tmp_path: Path, rep
     assert nested_source.read("m.bin") == b"m"
     assert nested_source.read("../model/sample.npz") == release()["model/sample.npz"]
     assert nested_source.origin == f"git:{nested}"
+    assert nested_source.name == "deploy/shipway.yaml"  # errors name the spec pushed
     with pytest.raises(InvalidInput, match=r"^lfs\.onnx is a Git LFS pointer in commit"):
         nested_source.read("lfs.onnx")
     with pytest.raises(NotFound, match=r"missing\.yaml is not in commit"):
