@@ -100,9 +100,10 @@ recipe=${SHIPWAY_RECIPE:-fp32}
 target=${SHIPWAY_TARGET:-onnxruntime-cpu}
 poll=${SHIPWAY_POLL_SECONDS:-5}
 start_seconds=${SHIPWAY_ROLLOUT_START_SECONDS:-300}
-# whole seconds only: these reach bash arithmetic, which would run a $(...) inside one
-[[ "$poll" =~ ^[0-9]{1,5}$ && "$poll" -gt 0 ]] ||
-  die 2 "SHIPWAY_POLL_SECONDS must be whole seconds (1-99999), got '$poll'"
+# numbers checked before use: the start seconds reach bash arithmetic, which would run
+# a $(...) inside one; the poll is sleep's (fractions allowed, never 0)
+[[ "$poll" =~ ^[0-9]{1,5}(\.[0-9]{1,3})?$ && ! "$poll" =~ ^0*(\.0*)?$ ]] ||
+  die 2 "SHIPWAY_POLL_SECONDS must be seconds above 0 (e.g. 5 or 0.5), got '$poll'"
 [[ "$start_seconds" =~ ^[0-9]{1,6}$ ]] ||
   die 2 "SHIPWAY_ROLLOUT_START_SECONDS must be whole seconds, got '$start_seconds'"
 runtime=${SHIPWAY_RUNTIME:-local}
