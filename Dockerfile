@@ -29,9 +29,9 @@ FROM python:${PYTHON_VERSION}-slim
 LABEL org.opencontainers.image.title="shipway" \
       org.opencontainers.image.description="Shipway: API, build worker, gateway, operator" \
       org.opencontainers.image.source="https://github.com/shipway/shipway"
-# git (and ssh for git@ URLs): the workers fetch pushed commits for GitOps
+# git: the workers fetch pushed commits for GitOps (https URLs; the chart mounts no SSH key)
 RUN apt-get update \
- && apt-get install -y --no-install-recommends git openssh-client \
+ && apt-get install -y --no-install-recommends git \
  && rm -rf /var/lib/apt/lists/*
 RUN groupadd --gid 10001 shipway \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /var/lib/shipway shipway \

@@ -104,7 +104,7 @@ start_seconds=${SHIPWAY_ROLLOUT_START_SECONDS:-300}
 # a $(...) inside one; the poll is sleep's (fractions allowed, never 0)
 [[ "$poll" =~ ^[0-9]{1,5}(\.[0-9]{1,3})?$ && ! "$poll" =~ ^0*(\.0*)?$ ]] ||
   die 2 "SHIPWAY_POLL_SECONDS must be seconds above 0 (e.g. 5 or 0.5), got '$poll'"
-[[ "$start_seconds" =~ ^[0-9]{1,6}$ ]] ||
+[[ "$start_seconds" =~ ^(0|[1-9][0-9]{0,5})$ ]] || # no leading 0: bash reads 010 as octal
   die 2 "SHIPWAY_ROLLOUT_START_SECONDS must be whole seconds, got '$start_seconds'"
 runtime=${SHIPWAY_RUNTIME:-local}
 case "$runtime" in
@@ -183,9 +183,10 @@ fi
 # Its id is the candidate's build id; until the operator has written it, it is not there.
 shipway deploy "$SHIPWAY_DEPLOYMENT" --build "$build_id" --no-wait >/dev/null
 deadline=$((SECONDS + start_seconds))
-seen=""
+seen="" found=""
 while :; do
   if record=$(shipway rollouts status "$SHIPWAY_DEPLOYMENT" "$build_id" --json 2>"$errors"); then
+    found=1
     mapfile -t rollout < <(field phase weight running reason <<<"$record")
     if [[ "${rollout[0]} ${rollout[1]}" != "$seen" ]]; then
       say "rollout of $build_id: ${rollout[0]} at ${rollout[1]} %${rollout[3]:+ (${rollout[3]})}"
@@ -195,6 +196,9 @@ while :; do
       [[ "${rollout[0]}" == succeeded ]] && exit 0
       die 1 "the rollout of build $build_id ended ${rollout[0]}: ${rollout[3]}"
     fi
+  elif [[ -n "$found" ]]; then # it was there: this error is the CLI's, not a late start
+    cat "$errors" >&2
+    die 1 "cannot read the rollout of build $build_id on $SHIPWAY_DEPLOYMENT"
   elif ((SECONDS > deadline)); then
     cat "$errors" >&2
     die 1 "no rollout of build $build_id on $SHIPWAY_DEPLOYMENT after ${start_seconds}s"

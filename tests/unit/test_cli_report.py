@@ -85,6 +85,6 @@ def test_a_timeline_check_shows_the_bound_it_was_judged_on() -> None:
         }
     )
     assert cell == (
-        "p99_ratio 5.11 (bound 1.01)/2 passed; requests 40/20 passed; "
+        "p99_ratio 5.11 (lower bound 1.01)/2 passed; requests 40/20 passed; "
         "error_rate -/0.05 inconclusive"
     )

@@ -17,7 +17,7 @@ import yaml
 
 from shipway.cli.client import ApiClient, ApiError
 from shipway.cli.context import JsonOpt, run
-from shipway.cli.output import console, emit_json, err_console, fail, table
+from shipway.cli.output import console, emit_json, fail, table, warn
 
 FILE_FIELDS = ("onnx", "sample", "calibration")
 ROLLOUT_APPEARS_SECONDS = 120.0  # a rollout intent's rollout, once its build succeeded
@@ -94,7 +94,7 @@ def apply(
     elif not json_out:
         show(plan)
     for problem in plan["problems"]:
-        err_console.print(f"not applied: {problem}")
+        warn(f"not applied: {problem}")
     if plan["problems"] and not (wait and not dry_run):
         raise typer.Exit(1)
     if wait and not dry_run:
@@ -127,9 +127,7 @@ def follow(client: ApiClient, plan: dict[str, Any], quiet: bool) -> dict[str, An
             outcome["builds"][action["build"]] = build["status"]
             if build["status"] == "failed":
                 outcome["ok"] = False
-                err_console.print(
-                    f"build {build['id']} ({action['build']}) failed: {build['error']}"
-                )
+                warn(f"build {build['id']} ({action['build']}) failed: {build['error']}")
             elif not quiet:
                 console.print(f"build {build['id']} ({action['build']}): {build['status']}")
     for action in plan["actions"]:
@@ -182,7 +180,7 @@ def _intent_done(client: ApiClient, action: dict[str, Any], quiet: bool) -> bool
         if intent["status"] == "done":
             return True
         if intent["status"] in ("failed", "cancelled"):
-            err_console.print(
+            warn(
                 f"{action['then']} of build {action['build_id']} on {action['deployment']} "
                 f"{intent['status']}: {intent['message']}"
             )

@@ -27,6 +27,11 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     console.print(t)
 
 
+def warn(message: str) -> None:
+    """A line on stderr: text as written (never markup), one line whatever the width."""
+    err_console.print(escape(message), soft_wrap=True)
+
+
 def fail(message: str, code: int = 1) -> None:
     # the message is text, never markup: "[a-z0-9]" in a pattern must print as written
     # soft_wrap: one line whatever the width (rich wraps at 80 columns off a terminal,

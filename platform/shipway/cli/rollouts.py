@@ -259,7 +259,7 @@ def _numbers(numbers: Any) -> str:
             # the outcome is judged on the confidence bound when there is one (a point
             # estimate past its limit may still pass on few requests): show what was judged
             bound = check.get("bound")
-            judged = "" if bound is None else f" (bound {bound:.3g})"
+            judged = "" if bound is None else f" (lower bound {bound:.3g})"
             parts.append(f"{name} {value}{judged}/{check['limit']:.3g} {check['outcome']}")
     return "; ".join(parts)
 

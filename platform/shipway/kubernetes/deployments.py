@@ -162,6 +162,12 @@ def manifest(
     from shipway.services.models import check_name
 
     check_name(name)
+    ranged = scale is not None and scale.max_replicas not in (None, scale.min_replicas)
+    if ranged != (target_inflight is not None):
+        raise InvalidInput(
+            "max_replicas above replicas autoscales, and needs target_inflight (requests "
+            "in flight a replica), and target_inflight needs max_replicas above replicas"
+        )
     scaling = _scaling(container, scale, target_inflight, None) or Scaling()
     resources = container.model_deployments
     with container.db.session() as session:

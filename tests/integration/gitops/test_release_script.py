@@ -84,7 +84,7 @@ def release(settings: Settings, **inputs: str) -> subprocess.CompletedProcess[st
         "HOME": os.environ.get("HOME", "/tmp"),
         "SHIPWAY_API_URL": settings.resolved_api_url,
         "SHIPWAY_TOKEN": settings.token,
-        "SHIPWAY_POLL_SECONDS": "0.5",
+        "SHIPWAY_POLL_SECONDS": "1",
         **inputs,
     }
     return subprocess.run(

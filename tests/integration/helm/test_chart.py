@@ -315,6 +315,8 @@ def test_gitops_settings_without_gitops_enabled_fail_the_install(helm: Helm, set
         ("gitops.repositoryUrl=not a url", "at '/gitops/repositoryUrl'"),
         # the chart mounts no SSH key: an ssh URL could never be fetched
         ("gitops.repositoryUrl=git@github.com:acme/models.git", "at '/gitops/repositoryUrl'"),
+        # the URL may carry a token: never in clear text
+        ("gitops.repositoryUrl=http://git.example.com/models.git", "at '/gitops/repositoryUrl'"),
         (
             "secrets.apiTokens.a-token-of-twenty-chars=root",
             "value must be one of 'admin', 'deployer', 'viewer'",

@@ -34,7 +34,7 @@ from shipway.api.app import create_app
 from shipway.container import Container
 from shipway.kubernetes import rollouts as kube_rollouts
 from shipway.kubernetes.archives import signature
-from shipway.settings import Settings
+from shipway.settings import DEV_TOKEN, Settings
 from shipway.store.models import AuditEvent, Build, BuildStatus
 from tests.kube.cluster import TestCluster, wait_for
 from tests.support.builds import (
@@ -52,6 +52,7 @@ pytestmark = pytest.mark.integration
 GROUP, VERSION, PLURAL = "shipway.io", "v1alpha1", "modeldeployments"
 OPERATOR = ["run", "--all-namespaces", "--standalone", "-m", "shipway_operator.handlers"]
 SETTLE = 90.0  # seconds for what the cluster's controllers, kwok and the operator do
+VIEWER = "a-viewer-token-for-the-control-plane"
 
 
 @dataclass
@@ -130,6 +131,7 @@ def kube_settings(home: Path, postgres_url: str, kubeconfig: Path, namespace: st
         api_port=port,
         public_api_url=f"http://127.0.0.1:{port}",
         archive_key="control-plane-test-archive-key",
+        api_tokens={DEV_TOKEN: "admin", VIEWER: "viewer"},
         drift_check_seconds=0,
         rollout_tick_seconds=0,
         build_bench_seconds=0.2,
@@ -439,15 +441,37 @@ def test_a_manifest_for_git_is_admitted_and_points_at_the_builds_archive(
     created = cp.custom.create_namespaced_custom_object(GROUP, VERSION, cp.namespace, PLURAL, body)
     assert created["spec"]["build"] == build
 
+    with cp.container.db.session() as session:
+        failed = Build(
+            model_version_id=session.get(Build, cp.build_id).model_version_id,  # type: ignore[union-attr]
+            recipe="fp32",
+            target="onnxruntime-cpu",
+            status=BuildStatus.FAILED,
+        )
+        session.add(failed)
+        session.flush()
+        failed_id = failed.id
     with cp.api() as api:
-        for name, build_id, status, message in [
-            ("9lives", cp.build_id, 422, "DNS-1035"),
-            ("web", "nope", 404, "build 'nope' does not exist"),
-            ("Web", cp.build_id, 422, "name"),
+        for name, build_id, extra, status, message in [
+            ("9lives", cp.build_id, {}, 422, "DNS-1035"),
+            ("web", "nope", {}, 404, "build 'nope' does not exist"),
+            ("web", failed_id, {}, 409, "only a succeeded build deploys"),
+            ("Web", cp.build_id, {}, 422, "query.name must be a name of lower-case letters"),
+            # a range that would be dropped silently without a target, and the reverse
+            ("web", cp.build_id, {"max_replicas": 4}, 422, "needs target_inflight"),
+            ("web", cp.build_id, {"target_inflight": 4}, 422, "needs target_inflight"),
         ]:
-            answer = api.get(f"/builds/{build_id}/model-deployment", params={"name": name})
+            answer = api.get(f"/builds/{build_id}/model-deployment", params={"name": name, **extra})
             assert answer.status_code == status, answer.text
-            assert message in answer.json()["detail"], answer.text
+            assert message in str(answer.json()["detail"]), answer.text
+        # the signed URL is a capability to fetch the build: a deployer's, not a viewer's
+        viewer = api.get(
+            f"/builds/{cp.build_id}/model-deployment",
+            params={"name": "web"},
+            headers={"Authorization": f"Bearer {VIEWER}"},
+        )
+        assert viewer.status_code == 403, viewer.text
+        assert "signature" not in viewer.text
     assert [r["metadata"]["name"] for r in cp.resources()] == ["from-git"]
     assert cp.audit() == []
 

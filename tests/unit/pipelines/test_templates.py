@@ -172,6 +172,7 @@ def test_release_sh_refuses_an_unknown_runtime(tmp_path: Path) -> None:
         ("SHIPWAY_POLL_SECONDS", "0.0"),
         ("SHIPWAY_POLL_SECONDS", "1e3"),
         ("SHIPWAY_ROLLOUT_START_SECONDS", "1.5"),
+        ("SHIPWAY_ROLLOUT_START_SECONDS", "08"),  # octal to bash
         # bash arithmetic would run the command in a subscript: refused before any use
         ("SHIPWAY_ROLLOUT_START_SECONDS", "a[$(touch {marker})]"),
         ("SHIPWAY_POLL_SECONDS", "$(touch {marker})"),

@@ -111,7 +111,7 @@ def model_repository(build_id: IdPath, container: ContainerDep) -> FileResponse:
 
 @router.get(
     "/{build_id}/model-deployment",
-    responses=responses(403, 404, 409, 422, 503),
+    responses=responses(403, 404, 409, 410, 422, 503),
 )
 def model_deployment_manifest(
     build_id: IdPath,
@@ -130,8 +130,13 @@ def model_deployment_manifest(
     run first; nothing is stored or applied. A Deployer's call, as the URL is a
     capability to fetch the build.
 
+    The URL's signature does not expire (it is revoked only by a new
+    SHIPWAY_ARCHIVE_KEY, which breaks every resource holding one): keep such manifests in
+    a private repository.
+
     404 for an unknown build; 409 for one not succeeded, or without
-    SHIPWAY_RUNTIME=kubernetes; 422 for what the CRD refuses (the API server's message);
+    SHIPWAY_RUNTIME=kubernetes; 410 when MLflow no longer has its files; 422 for what the
+    CRD refuses (the API server's message) or a replica range without target_inflight;
     503 when the Kubernetes API server is not reachable."""
     scale = Scale(replicas, max_replicas)
     return deployments.manifest(container, name, build_id, scale, target_inflight)
