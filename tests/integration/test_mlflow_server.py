@@ -3,12 +3,9 @@ proxied artifacts) rather than the embedded SQLite default."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from mlflow import MlflowClient
 
@@ -17,53 +14,15 @@ from shipway.errors import Conflict, Gone
 from shipway.services import builds, models
 from shipway.settings import Settings
 from shipway.store.models import ModelVersion
-from tests.support.services import free_port, wait_until
+from tests.support.mlflow import mlflow_server as run_mlflow_server
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def mlflow_server(tmp_path: Path, postgres_url: str) -> Iterator[str]:
-    port = free_port()
-    log = (tmp_path / "mlflow.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            postgres_url,
-            "--artifacts-destination",
-            str(tmp_path / "artifacts"),
-            "--serve-artifacts",
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError((tmp_path / "mlflow.log").read_text()[-2000:])
-        try:
-            return httpx.get(f"{url}/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(up, 120, "mlflow server")
+    with run_mlflow_server(tmp_path, postgres_url) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(20)
-        log.close()
 
 
 def test_register_and_fetch_through_a_tracking_server(

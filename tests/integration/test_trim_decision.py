@@ -30,17 +30,14 @@ import json
 import re
 import shutil
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import tritonclient.http as triton_http
 
 from shipway.builds import trim_check
 from shipway.builds.packaging import trim_decision
@@ -58,6 +55,7 @@ from shipway.services import builds, models
 from shipway.settings import Settings
 from shipway.store.models import Build, BuildStatus, ModelVersion
 from tests.support.graphs import tiny_encoder, token_rows
+from tests.support.triton_client import executions, infer_int64, infer_together
 
 pytestmark = pytest.mark.integration
 
@@ -123,31 +121,20 @@ class Served:
     url: str
     built: dict[str, Built]
 
-    def infer(self, key: str, request: Arrays) -> Arrays:
+    def _model(self, key: str) -> str:
         model = self.built[key].row.triton_model_name
         assert model
-        client = triton_http.InferenceServerClient(self.url.removeprefix("http://"))
-        try:
-            tensors = []
-            for name, value in request.items():
-                tensor = triton_http.InferInput(name, list(value.shape), "INT64")
-                tensor.set_data_from_numpy(value)
-                tensors.append(tensor)
-            result = client.infer(model, tensors)
-            return {o["name"]: result.as_numpy(o["name"]) for o in result.get_response()["outputs"]}
-        finally:
-            client.close()
+        return model
+
+    def infer(self, key: str, request: Arrays) -> Arrays:
+        return infer_int64(self.url, self._model(key), request)
 
     def together(self, key: str, requests: list[Arrays]) -> list[Arrays]:
-        with ThreadPoolExecutor(len(requests)) as pool:
-            return list(pool.map(lambda r: self.infer(key, r), requests))
+        return infer_together(self.url, self._model(key), requests)
 
     def executions(self, key: str) -> tuple[int, int]:
         """(inferences, executions) Triton counted for the build's model so far."""
-        model = self.built[key].row.triton_model_name
-        stats = httpx.get(f"{self.url}/v2/models/{model}/stats", trust_env=False).json()
-        counted = stats["model_stats"][0]
-        return counted["inference_count"], counted["execution_count"]
+        return executions(self.url, self._model(key))
 
 
 def register(container: Container, name: str, onnx_bytes: bytes, sample: Arrays) -> None:

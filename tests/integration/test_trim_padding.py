@@ -25,7 +25,6 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
-import tritonclient.http as triton_http
 
 from shipway.builds.packaging import package_repository
 from shipway.builds.recipes import Target
@@ -36,6 +35,7 @@ from shipway.registry.signature import load_model, read_signature
 from shipway.runtime.triton_distribution import TritonDistribution
 from shipway.runtime.triton_process import TritonProcess
 from tests.support.graphs import tiny_encoder, token_rows
+from tests.support.triton_client import executions, infer_int64, infer_together
 
 pytestmark = pytest.mark.integration
 
@@ -52,27 +52,14 @@ class Served:
     onnx: dict[str, bytes]  # model name -> its ONNX, to run directly
 
     def infer(self, model: str, request: Arrays) -> Arrays:
-        client = triton_http.InferenceServerClient(self.url.removeprefix("http://"))
-        try:
-            tensors = []
-            for name, value in request.items():
-                tensor = triton_http.InferInput(name, list(value.shape), "INT64")
-                tensor.set_data_from_numpy(value)
-                tensors.append(tensor)
-            result = client.infer(model, tensors)
-            return {o["name"]: result.as_numpy(o["name"]) for o in result.get_response()["outputs"]}
-        finally:
-            client.close()
+        return infer_int64(self.url, model, request)
 
     def together(self, model: str, requests: list[Arrays]) -> list[Arrays]:
-        with ThreadPoolExecutor(len(requests)) as pool:
-            return list(pool.map(lambda r: self.infer(model, r), requests))
+        return infer_together(self.url, model, requests)
 
     def executions(self, model: str) -> tuple[int, int]:
         """(inferences, executions) Triton counted for ``model`` so far."""
-        stats = httpx.get(f"{self.url}/v2/models/{model}/stats", trust_env=False).json()
-        counted = stats["model_stats"][0]
-        return counted["inference_count"], counted["execution_count"]
+        return executions(self.url, model)
 
     def direct(self, model: str, request: Arrays) -> Arrays:
         """ONNX Runtime on the request as sent: the untrimmed answer."""

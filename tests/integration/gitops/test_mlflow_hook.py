@@ -16,9 +16,6 @@ listens to an event for a minute by default.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +32,7 @@ from shipway.container import Container
 from shipway.settings import Settings
 from shipway.store.models import Build, ModelVersion
 from tests.support import graphs
+from tests.support.mlflow import mlflow_server as run_mlflow_server
 from tests.support.processes import shipway_process
 from tests.support.services import free_port, wait_until
 
@@ -67,53 +65,14 @@ triggers:
 def mlflow_server(tmp_path: Path) -> Iterator[str]:
     """An MLflow tracking server on a SQL backend (webhooks need one) that may deliver
     to this machine."""
-    port = free_port()
-    log_path = tmp_path / "mlflow.log"
     env = {
         "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
         "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
         "MLFLOW_WEBHOOK_CACHE_TTL": "1",
         "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),
     }
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mlflow",
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--backend-store-uri",
-                f"sqlite:///{tmp_path / 'mlflow.db'}",
-                "--artifacts-destination",
-                str(tmp_path / "artifacts"),
-                "--serve-artifacts",
-                "--workers",
-                "1",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **env},
-        )
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(log_path.read_text()[-2000:])
-        try:
-            return httpx.get(f"{url}/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(up, 120, "mlflow server")
+    with run_mlflow_server(tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}", env) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(20)
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ from kubernetes.dynamic import DynamicClient
 from shipway.rollout.testing import FakeMetrics
 from tests.integration.operator.conftest import (
     GROUP,
-    PLURAL,
     SETTLE,
     VERSION,
     Cluster,
@@ -32,6 +31,7 @@ from tests.integration.operator.test_rollout_loop import (
     B2,
     CANARY,
     Loop,
+    _annotate,
     _drive,
     _record_of,
     _serve,
@@ -53,12 +53,6 @@ def cluster(kube_api: client.ApiClient, kube_namespace: str) -> Cluster:
 
 def _health(cluster: Cluster, name: str = "minilm") -> Health:
     return health(cluster.get(name))
-
-
-def _annotate(cluster: Cluster, name: str, annotations: dict[str, str | None]) -> None:
-    cluster.custom.patch_namespaced_custom_object(
-        GROUP, VERSION, cluster.namespace, PLURAL, name, {"metadata": {"annotations": annotations}}
-    )
 
 
 def test_every_model_deployment_under_pipelines_is_accepted_by_the_api_server(
