@@ -352,8 +352,8 @@ def files_of(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
-def test_bad_input_is_a_clear_4xx_and_leaves_nothing(control_plane: ControlPlane) -> None:
-    cp = control_plane
+def _failed_build(cp: ControlPlane) -> str:
+    """A failed build of the plane's model version, its id."""
     with cp.container.db.session() as session:
         failed = Build(
             model_version_id=session.get(Build, cp.build_id).model_version_id,  # type: ignore[union-attr]
@@ -363,7 +363,12 @@ def test_bad_input_is_a_clear_4xx_and_leaves_nothing(control_plane: ControlPlane
         )
         session.add(failed)
         session.flush()
-        failed_id = failed.id
+        return failed.id
+
+
+def test_bad_input_is_a_clear_4xx_and_leaves_nothing(control_plane: ControlPlane) -> None:
+    cp = control_plane
+    failed_id = _failed_build(cp)
     cases = [
         ("web", "nope", 404, "build 'nope' does not exist"),
         ("web", failed_id, 409, "only a succeeded build deploys"),
@@ -441,16 +446,7 @@ def test_a_manifest_for_git_is_admitted_and_points_at_the_builds_archive(
     created = cp.custom.create_namespaced_custom_object(GROUP, VERSION, cp.namespace, PLURAL, body)
     assert created["spec"]["build"] == build
 
-    with cp.container.db.session() as session:
-        failed = Build(
-            model_version_id=session.get(Build, cp.build_id).model_version_id,  # type: ignore[union-attr]
-            recipe="fp32",
-            target="onnxruntime-cpu",
-            status=BuildStatus.FAILED,
-        )
-        session.add(failed)
-        session.flush()
-        failed_id = failed.id
+    failed_id = _failed_build(cp)
     with cp.api() as api:
         for name, build_id, extra, status, message in [
             ("9lives", cp.build_id, {}, 422, "DNS-1035"),
