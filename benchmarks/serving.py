@@ -61,6 +61,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import shutil
 import statistics
 import tempfile
@@ -246,14 +247,21 @@ def main() -> None:
         parser.error(f"--concurrency must be comma-separated integers, got {args.concurrency!r}")
     if min(levels) < 1:
         parser.error("--concurrency levels must be at least 1")
-    if args.seconds <= 0 or args.rounds < 1 or args.sentences < 1:
-        parser.error("--seconds must be positive, --rounds and --sentences at least 1")
+    if not 0 < args.seconds < math.inf or args.rounds < 1 or args.sentences < 1:
+        parser.error("--seconds must be positive and finite, --rounds and --sentences at least 1")
 
     wanted = CALIBRATION_ROWS + SAMPLE_ROWS + args.sentences
     sentences = text.sentences(wanted)
     if len(sentences) < wanted:
-        parser.error(f"--sentences: the corpus has {len(sentences) - wanted + args.sentences}")
-    calibration = text.encode(sentences[:CALIBRATION_ROWS])
+        parser.error(
+            f"--sentences {args.sentences}: the corpus has {len(sentences)} sentences, "
+            f"{CALIBRATION_ROWS + SAMPLE_ROWS} of them calibrate and sample the build; "
+            f"at most {len(sentences) - CALIBRATION_ROWS - SAMPLE_ROWS} are left for the load"
+        )
+    try:
+        calibration = text.encode(sentences[:CALIBRATION_ROWS])
+    except InvalidInput as exc:  # the bench extra is not installed
+        raise SystemExit(str(exc)) from None
     sample = text.encode(sentences[CALIBRATION_ROWS : CALIBRATION_ROWS + SAMPLE_ROWS])
     load = text.encode(sentences[CALIBRATION_ROWS + SAMPLE_ROWS :])
     lengths = load["attention_mask"].sum(axis=1)
