@@ -51,7 +51,7 @@ requests the served model ran together). The machine's cores are shared by Trito
 the gateway and the clients.
 
 Run: .venv/bin/pip install -e '.[bench]' && .venv/bin/python benchmarks/serving.py
-[--recipe int8] [--target onnxruntime-cpu] [--seconds 4] [--rounds 2]
+[--recipe int8] [--target onnxruntime-cpu] [--seconds 5] [--rounds 3]
 [--concurrency 1,4,8,16] [--sentences 256]
 Last line: one JSON object.
 """
@@ -68,7 +68,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
@@ -85,19 +85,19 @@ from _serving_common import (
     tree_cpu_seconds,
 )
 from shipway.builds.packaging import package_repository
-from shipway.builds.pipeline import BuildPipeline
 from shipway.builds.recipes import Target, parse
 from shipway.builds.triton_config import ServingOptions
-from shipway.container import Container
 from shipway.engines import evaluate
 from shipway.errors import InvalidInput
 from shipway.examples import minilm, text
 from shipway.registry.signature import Signature
 from shipway.runtime.triton_distribution import TritonDistribution
 from shipway.runtime.triton_process import TritonProcess
-from shipway.services import models
 from shipway.settings import Settings
 from shipway.store.models import Build, ModelVersion
+
+if TYPE_CHECKING:
+    from shipway.container import Container
 
 ARMS = ("naive", "shipway")
 NAIVE_MODEL = "minilm-naive"
@@ -174,6 +174,8 @@ def build_shipway(
 ) -> Build:
     """The build through the real pipeline (the code a worker runs), its packaged Triton
     model copied into ``repo``. Raises ``SystemExit`` (JSON) when the build fails."""
+    from shipway.builds.pipeline import BuildPipeline  # MLflow: see ``main``
+
     with container.db.session() as session:
         row = Build(model_version_id=version.id, recipe=recipe, target=target, options={})
         session.add(row)
@@ -233,8 +235,8 @@ def main() -> None:
     parser.add_argument(
         "--target", default="onnxruntime-cpu", help="the Shipway arm's build target"
     )
-    parser.add_argument("--seconds", type=float, default=4.0, help="length of one round")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds per arm and level")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of one round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per arm and level")
     parser.add_argument("--concurrency", default="1,4,8,16", help="client counts to sweep")
     parser.add_argument("--sentences", type=int, default=256, help="distinct load sentences")
     args = parser.parse_args()
@@ -249,6 +251,11 @@ def main() -> None:
         parser.error("--concurrency levels must be at least 1")
     if not 0 < args.seconds < math.inf or args.rounds < 1 or args.sentences < 1:
         parser.error("--seconds must be positive and finite, --rounds and --sentences at least 1")
+
+    # imported once the options are checked: the build pipeline and the registration
+    # import MLflow (~3 s), which a refused option need not wait for
+    from shipway.container import Container
+    from shipway.services import models
 
     wanted = CALIBRATION_ROWS + SAMPLE_ROWS + args.sentences
     sentences = text.sentences(wanted)
