@@ -47,6 +47,7 @@ KEYS = {
     "by_concurrency",
     "cpu_ms_per_request",
     "rows_per_execution",
+    "engine_cpu_ms_per_request",
     "errors",
 }
 
@@ -99,10 +100,14 @@ def test_tiny_run_prints_a_sane_json_line_and_leaves_nothing_behind(
         for arm in ("naive", "shipway"):
             assert per[arm]["rps"] > 0
             assert 0 < per[arm]["p50_ms"] <= per[arm]["p99_ms"]
-    # the ratio is read where the docstring says: naive at its best level, Shipway at
-    # its best level within naive's p99 there
+    # the ratio is read where the docstring says: naive at the fewest clients reaching
+    # 95 % of its peak, Shipway at its best level within naive's p99 there
     c_naive, c_shipway = str(result["concurrency_naive"]), str(result["concurrency_shipway"])
-    assert levels[c_naive]["naive"]["rps"] == max(p["naive"]["rps"] for p in levels.values())
+    peak = max(p["naive"]["rps"] for p in levels.values())  # (rounded to 0.1: +- 0.1)
+    assert levels[c_naive]["naive"]["rps"] >= 0.95 * peak - 0.1
+    for c, per in levels.items():
+        if int(c) < int(c_naive):
+            assert per["naive"]["rps"] < 0.95 * peak + 0.1
     assert result["p99_bound_ms"] == result["p99_ms_naive"] == levels[c_naive]["naive"]["p99_ms"]
     assert result["p99_ms_shipway"] == levels[c_shipway]["shipway"]["p99_ms"]
     assert result["p99_ms_shipway"] <= result["p99_bound_ms"]
@@ -117,6 +122,7 @@ def test_tiny_run_prints_a_sane_json_line_and_leaves_nothing_behind(
     for arm in ("naive", "shipway"):
         assert result[f"p50_ms_{arm}"] > 0
         assert all(v >= 0 for v in result["cpu_ms_per_request"][arm].values())
+        assert result["engine_cpu_ms_per_request"][arm] > 0
     # naive: no dynamic batching, every request ran alone
     assert result["rows_per_execution"]["naive"] == 1.0
     assert result["rows_per_execution"]["shipway"] >= 1.0
