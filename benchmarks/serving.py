@@ -100,6 +100,7 @@ from shipway.registry.signature import Signature
 from shipway.runtime.triton_distribution import TritonDistribution
 from shipway.runtime.triton_process import TritonProcess
 from shipway.settings import Settings
+from shipway.store.db import Database
 from shipway.store.models import Build, ModelVersion
 
 if TYPE_CHECKING:
@@ -208,8 +209,13 @@ def build_shipway(
     return build
 
 
-def naive_build(container: Container, version: ModelVersion, signature: Signature, repo: Path,
-                sample: dict[str, np.ndarray]) -> Build:  # fmt: skip
+def naive_build(
+    container: Container,
+    version: ModelVersion,
+    signature: Signature,
+    repo: Path,
+    sample: dict[str, np.ndarray],
+) -> Build:
     """The registered FP32 ONNX packaged untrimmed and unbatched into ``repo``, and a
     build row for it (no pipeline run: plain Triton has none), for the gateway to route."""
     package_repository(
@@ -312,6 +318,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="shipway-serving-bench-") as tmp:
         home = Path(tmp)
+        repo = home / "repo"
         db_url = f"sqlite:///{home / 'shipway.db'}"
         settings = Settings(
             home=home,
@@ -325,28 +332,31 @@ def main() -> None:
             build_bench_rounds=1,
         )
         container = Container(settings)
-        container.registry.initialize()
-        repo = home / "repo"
-        version = models.register(
-            container,
-            models.Registration(
-                "minilm", minilm.onnx_path().read_bytes(), npz(sample), {}, npz(calibration)
-            ),
-            actor="benchmark",
-        )
-        signature = Signature.from_dict(version.signature)
-        started = time.monotonic()
-        shipway = build_shipway(container, version, recipe.value, target.value, repo)
-        build_seconds = time.monotonic() - started
-        naive = naive_build(container, version, signature, repo, sample)
+        try:
+            container.registry.initialize()
+            version = models.register(
+                container,
+                models.Registration(
+                    "minilm", minilm.onnx_path().read_bytes(), npz(sample), {}, npz(calibration)
+                ),
+                actor="benchmark",
+            )
+            started = time.monotonic()
+            shipway = build_shipway(container, version, recipe.value, target.value, repo)
+            build_seconds = time.monotonic() - started
+            signature = Signature.from_dict(version.signature)
+            naive = naive_build(container, version, signature, repo, sample)
+        finally:
+            container.close()
         triton = TritonProcess(dist, repo, home / "triton.log")
         triton.start()
         try:
             triton.wait_ready(180)
-            with container.db.session() as session:
+            db = Database(db_url)
+            with db.session() as session:
                 route(session, "naive", naive, triton.url, NAIVE_MODEL)
                 route(session, "shipway", shipway, triton.url, shipway.triton_model_name or "")
-            container.close()
+            db.dispose()
             with gateway_process(home, db_url, list(ARMS)) as (gateway, gateway_proc):
                 measured = measure(
                     args, levels, gateway, triton, gateway_proc.pid,
