@@ -53,7 +53,9 @@ requests the served model ran together); ``engine_cpu_ms_per_request``, each arm
 engine alone in ONNX Runtime on one thread, sentence by sentence as its clients send
 them (measured once Triton has stopped; ``null`` for an engine that is no ONNX file),
 says how much of Triton's share is the model. The machine's cores are shared by
-Triton, the gateway and the clients.
+Triton, the gateway and the clients, and by whatever else runs:
+``other_processes_cpus`` is how many CPUs other processes kept busy, on average over
+the sweep (machine-wide busy time from ``/proc/stat`` less these three).
 
 Run: .venv/bin/pip install -e '.[bench]' && .venv/bin/python benchmarks/serving.py
 [--recipe int8] [--target onnxruntime-cpu] [--seconds 5] [--rounds 3]
@@ -67,6 +69,7 @@ import argparse
 import io
 import json
 import math
+import os
 import shutil
 import statistics
 import tempfile
@@ -423,6 +426,7 @@ def measure(
     answered = dict.fromkeys(ARMS, 0)
     counts = {arm: np.array(stats(triton.url, models_by_arm[arm])) for arm in ARMS}
     errors = 0
+    machine_before, started = busy_cpu_seconds(), time.monotonic()
     for clients in levels:
         results[clients] = {arm: Level() for arm in ARMS}
         for round_index in range(args.rounds):
@@ -443,6 +447,9 @@ def measure(
                     f"p99 {np.percentile(latencies, 99) * 1e3:7.2f} ms  errors {failed}",
                     flush=True,
                 )
+    # CPUs kept busy by other processes than these three, on average over the sweep
+    others = busy_cpu_seconds() - machine_before - sum(v.sum() for v in cpu.values())
+    others_cpus = max(0.0, others) / (time.monotonic() - started)
     rows_per_execution = {}
     for arm in ARMS:
         inferences, executions = np.array(stats(triton.url, models_by_arm[arm])) - counts[arm]
@@ -466,7 +473,16 @@ def measure(
         },
         "rows_per_execution": rows_per_execution,
         "errors": errors,
+        "other_processes_cpus": round(others_cpus, 2),
     }
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine spent busy so far (not idle or waiting on I/O),
+    from /proc/stat (Linux)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")  # guest time is in user
 
 
 def _cpu(triton_pid: int, gateway_pid: int, me: psutil.Process) -> np.ndarray:

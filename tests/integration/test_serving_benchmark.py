@@ -48,7 +48,9 @@ KEYS = {
     "cpu_ms_per_request",
     "rows_per_execution",
     "engine_cpu_ms_per_request",
+    "other_processes_cpus",
     "errors",
+    "cpus",
 }
 
 
@@ -90,6 +92,7 @@ def test_tiny_run_prints_a_sane_json_line_and_leaves_nothing_behind(
     assert (result["recipe"], result["target"]) == ("int8", "onnxruntime-cpu")
     assert result["concurrency"] == [1, 2]
     assert result["errors"] == 0
+    assert 0 <= result["other_processes_cpus"] <= result["cpus"]
     # static INT8 passes the per-build trim check (README: "Trimmed padding ...")
     assert result["trim_padding"] is True, result["trim_reason"]
     assert 0.99 <= result["min_cosine_served"] <= 1 + 1e-6
