@@ -144,9 +144,7 @@ class Session:
         self.request = self.compiled.create_infer_request()
         self._inputs = [_Port(p.get_any_name(), _shape(p)) for p in self.compiled.inputs]
         self._outputs = [_Port(p.get_any_name(), _shape(p)) for p in self.compiled.outputs]
-        self._ports = {
-            name: port for port in self.compiled.outputs for name in port.get_names()
-        }
+        self._ports = {name: port for port in self.compiled.outputs for name in port.get_names()}
 
     def get_inputs(self) -> list[_Port]:
         return list(self._inputs)
