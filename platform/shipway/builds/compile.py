@@ -529,7 +529,8 @@ def _compile_openvino(
     folder.mkdir(exist_ok=True)
     engine = openvino.save(model, folder / openvino.IR_XML)
     progress("accuracy-gate", 0.5)
-    session = openvino.Session(engine, precision, bench.threads)
+    names = [o.name for o in inputs.signature.outputs]
+    session = openvino.Session(engine, precision, bench.threads, names)
     used = session.used()
     report["openvino"] = {
         "version": openvino.version(),

@@ -207,7 +207,13 @@ class BuildPipeline:
                         **(
                             {
                                 "precision": openvino.numpy_precision(hint),
-                                "open_engine": partial(openvino.Session, engine, hint, 1),
+                                "open_engine": partial(
+                                    openvino.Session,
+                                    engine,
+                                    hint,
+                                    1,
+                                    [o.name for o in signature.outputs],
+                                ),
                             }
                             if target is Target.OPENVINO_CPU
                             else {}

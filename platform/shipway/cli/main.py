@@ -145,8 +145,14 @@ def _follow(client: ApiClient, build: dict[str, Any], quiet: bool) -> dict[str, 
 def builds_create(
     name: Annotated[str, typer.Argument(help="Registered model name")],
     version: Annotated[int, typer.Option(help="Model version")],
-    recipe: Annotated[str, typer.Option(help="fp32 | fp16 | int8 | int8-dynamic")] = "fp32",
-    target: Annotated[str, typer.Option(help="onnxruntime-cpu | tensorrt")] = "onnxruntime-cpu",
+    recipe: Annotated[str, typer.Option(help="fp32 | fp16 | int8 | int8-dynamic | bf16")] = "fp32",
+    target: Annotated[
+        str,
+        typer.Option(
+            help="onnxruntime-cpu | tensorrt | openvino-cpu (fp32, int8 by NNCF, and bf16 "
+            "where the CPU has it; needs the openvino extra on the build workers)"
+        ),
+    ] = "onnxruntime-cpu",
     calibration: Annotated[
         str | None, typer.Option(help="INT8 calibration: minmax | entropy | percentile")
     ] = None,

@@ -126,10 +126,19 @@ class Session:
 
     ``precision``: the ``INFERENCE_PRECISION_HINT`` to compile with (always given:
     OpenVINO's default is bf16 where the CPU has it). ``threads``: 0 for OpenVINO's
-    own choice. One inference request, so one run at a time, as a Triton instance runs.
+    own choice. ``output_names``: the ONNX model's output names, in its order (an
+    OpenVINO output port may carry several tensor names, and ``get_any_name`` need not
+    be the ONNX one); default each port's ``get_any_name``. One inference request, so
+    one run at a time, as a Triton instance runs.
     """
 
-    def __init__(self, xml: Path, precision: str, threads: int = 0) -> None:
+    def __init__(
+        self,
+        xml: Path,
+        precision: str,
+        threads: int = 0,
+        output_names: Sequence[str] | None = None,
+    ) -> None:
         ov = require()
         config: dict[str, Any] = {PRECISION_KEY: precision, "PERFORMANCE_HINT": "LATENCY"}
         if threads:
@@ -143,8 +152,14 @@ class Session:
         self.path = xml
         self.request = self.compiled.create_infer_request()
         self._inputs = [_Port(p.get_any_name(), _shape(p)) for p in self.compiled.inputs]
-        self._outputs = [_Port(p.get_any_name(), _shape(p)) for p in self.compiled.outputs]
         self._ports = {name: port for port in self.compiled.outputs for name in port.get_names()}
+        if output_names is None:
+            self._outputs = [_Port(p.get_any_name(), _shape(p)) for p in self.compiled.outputs]
+        else:
+            missing = [n for n in output_names if n not in self._ports]
+            if missing:
+                raise BuildFailed(f"OpenVINO's model has no output named {missing}")
+            self._outputs = [_Port(n, _shape(self._ports[n])) for n in output_names]
 
     def get_inputs(self) -> list[_Port]:
         return list(self._inputs)
