@@ -300,6 +300,13 @@ def report_lines(report: dict[str, Any]) -> list[str]:
     kept = report.get("selective", {}).get("kept_fp32")
     if kept:
         lines.append(f"kept in FP32: {', '.join(kept)}")
+    openvino = report.get("openvino")
+    if openvino:  # the precision OpenVINO compiled with, read back from it
+        lines.append(
+            f"openvino {openvino.get('version', '?')}: inference precision "
+            f"{openvino.get('inference_precision')} (requested "
+            f"{openvino.get('inference_precision_requested')})"
+        )
     bench = report.get("benchmark")
     if bench:
         text = f"speed: {bench['speedup_vs_fp32']:.2f}x FP32"

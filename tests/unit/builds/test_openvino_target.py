@@ -251,3 +251,17 @@ def test_the_extra_pins_openvino_and_nncf_and_make_setup_installs_it() -> None:
     script = (ROOT / "scripts" / "install-triton.sh").read_text()
     # an existing (cached) Triton pyenv gets openvino added before the early exit
     assert script.index("ensure_openvino\n") < script.index("exit 0")
+
+
+def test_the_cli_report_names_the_precision_openvino_used() -> None:
+    from shipway.cli.main import report_lines
+
+    report = {
+        "openvino": {
+            "version": "2026.4.1",
+            "inference_precision_requested": "bf16",
+            "inference_precision": "bf16",
+        }
+    }
+    assert report_lines(report) == ["openvino 2026.4.1: inference precision bf16 (requested bf16)"]
+    assert report_lines({}) == []
