@@ -19,6 +19,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
@@ -204,6 +205,29 @@ def test_openvino_recipes_build_gate_and_serve(
                 assert found.mean() >= 0.99, (row.recipe, output, found)
                 if output != "last_hidden_state":
                     assert found.min() >= 0.98, (row.recipe, output, found)
+            if "attention_mask" in rows:
+                # A request the model cannot run once it has answered (inputs that
+                # disagree on the sequence length): the client's error, 400, with why.
+                bad = {
+                    "input_ids": rows["input_ids"][:1, :8],
+                    "attention_mask": rows["attention_mask"][:1],
+                }
+                body = {
+                    "inputs": [
+                        {
+                            "name": k,
+                            "shape": list(v.shape),
+                            "datatype": "INT64",
+                            "data": v.ravel().tolist(),
+                        }
+                        for k, v in bad.items()
+                    ]
+                }
+                refused = httpx.post(
+                    f"{process.url}/v2/models/{row.triton_model_name}/infer", json=body, timeout=30
+                )
+                assert refused.status_code == 400, (row.recipe, refused.text)
+                assert refused.json()["error"], refused.text
     finally:
         process.stop()
 
