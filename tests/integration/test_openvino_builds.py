@@ -287,3 +287,68 @@ def test_a_model_openvino_cannot_read_fails_clearly_and_leaves_nothing(
         assert "Det" in row.error
         assert row.artifact_path is None and row.triton_model_name is None
         assert not container.registry.has_artifact(version.mlflow_run_id, f"builds/{row.id}")
+
+
+WIRE = {"float32": "FP32", "int64": "INT64"}
+
+
+def test_every_signature_shape_is_served_by_openvino_as_openvino_answers(
+    triton_dist: TritonDistribution, tmp_path: Path
+) -> None:
+    """Each kind of signature (``tests.support.signatures``: rank-0 inputs and outputs,
+    rank-1 tensors, a fixed first axis, mixed ranks, several inputs and outputs, int64
+    inputs) as an f32 IR in the local Python backend: a request in the model's own
+    shape (rank 0 travels as ``[1]``) is answered as OpenVINO answers it on the IR, and
+    as ONNX Runtime on the ONNX model within float tolerance."""
+    import onnxruntime as ort
+    import tritonclient.http as triton_http
+
+    from shipway.builds.packaging import package_repository
+    from shipway.builds.recipes import Target
+    from shipway.registry.signature import load_model, read_signature
+    from tests.support.signatures import CASES
+
+    repo = tmp_path / "repo"
+    signatures = {}
+    for name, make in CASES.items():
+        made = make()
+        (tmp_path / f"{name}.onnx").write_bytes(made.onnx)
+        xml = openvino.save(
+            openvino.read_onnx(tmp_path / f"{name}.onnx"), tmp_path / name / "model.xml"
+        )
+        signatures[name] = read_signature(load_model(made.onnx))
+        package_repository(
+            repo,
+            name,
+            xml,
+            signatures[name],
+            Target.OPENVINO_CPU,
+            sample=made.sample(16),
+            openvino_precision="f32",
+        )
+    process = TritonProcess(triton_dist, repo, tmp_path / "triton.log")
+    process.start()
+    try:
+        process.wait_ready(240)  # every model loaded: every warm-up ran in OpenVINO
+        client = triton_http.InferenceServerClient(process.url.removeprefix("http://"))
+        for name, make in CASES.items():
+            made = make()
+            names = [o.name for o in signatures[name].outputs]
+            tensors = []
+            for key, value in made.request.items():
+                wire = value.reshape(value.shape or (1,))
+                tensor = triton_http.InferInput(key, list(wire.shape), WIRE[value.dtype.name])
+                tensor.set_data_from_numpy(wire)
+                tensors.append(tensor)
+            result = client.infer(name, tensors)
+            engine = openvino.Session(tmp_path / name / "model.xml", "f32", 0, names)
+            local = dict(zip(names, engine.run(None, made.request), strict=True))
+            onnx_answer = ort.InferenceSession(made.onnx).run(names, made.request)
+            for output, want, reference in zip(names, local.values(), onnx_answer, strict=True):
+                got = result.as_numpy(output)
+                assert got.shape == (want.shape or (1,)), (name, output)
+                np.testing.assert_allclose(got.reshape(want.shape), want, rtol=1e-6)
+                np.testing.assert_allclose(want, reference, rtol=1e-5, atol=1e-6)
+        client.close()
+    finally:
+        process.stop()
