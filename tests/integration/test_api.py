@@ -195,6 +195,10 @@ def test_register_then_build_requests(
         body = {"model": "minilm", "version": 1, "recipe": recipe, "target": target}
         refused = api.post("/api/v1/builds", json=body)
         assert refused.status_code == 422 and reason in refused.json()["detail"], refused.text
+    body = {"model": "minilm", "version": 1, "recipe": "int8", "target": "openvino-cpu"}
+    ignored = api.post("/api/v1/builds", json={**body, "options": {"calibration": "minmax"}})
+    assert ignored.status_code == 422, ignored.text
+    assert "calibration applies to ONNX Runtime and TensorRT" in ignored.json()["detail"]
 
     # quantize_embeddings: a boolean, and for int8-dynamic only; refused before queueing
     def with_options(recipe: str, **options: object) -> httpx.Response:

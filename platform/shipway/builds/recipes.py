@@ -113,12 +113,24 @@ class BuildOptions:
                 f"quantize_embeddings must be true or false, got {self.quantize_embeddings!r}"
             )
 
-    def check(self, recipe: Recipe) -> None:
-        """Options that only some recipes use, refused for the others (InvalidInput)."""
+    def check(self, recipe: Recipe, target: Target | None = None) -> None:
+        """Options that only some recipes or targets use, refused for the others
+        (InvalidInput). On openvino-cpu, NNCF calibrates and quantizes by its own rules:
+        a calibration method or an FP32-layer budget other than the default would be
+        silently ignored there, so it is refused."""
         if self.quantize_embeddings and recipe is not Recipe.INT8_DYNAMIC:
             raise InvalidInput(
                 f"quantize_embeddings applies to the int8-dynamic recipe only, not {recipe.value}"
             )
+        if target is Target.OPENVINO_CPU:
+            defaults = BuildOptions()
+            for name in ("calibration", "max_fp32_layers"):
+                if getattr(self, name) != getattr(defaults, name):
+                    raise InvalidInput(
+                        f"{name} applies to ONNX Runtime and TensorRT builds; openvino-cpu "
+                        "quantizes with NNCF's post-training quantization (its own ranges, "
+                        "no FP32-layer search)"
+                    )
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "calibration": self.calibration.value}

@@ -265,3 +265,17 @@ def test_the_cli_report_names_the_precision_openvino_used() -> None:
     }
     assert report_lines(report) == ["openvino 2026.4.1: inference precision bf16 (requested bf16)"]
     assert report_lines({}) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "name"),
+    [({"calibration": "minmax"}, "calibration"), ({"max_fp32_layers": 2}, "max_fp32_layers")],
+)
+def test_options_openvino_would_ignore_are_refused(options: dict[str, object], name: str) -> None:
+    from shipway.builds.recipes import BuildOptions
+
+    parsed = BuildOptions.from_dict(options)
+    with pytest.raises(InvalidInput, match=f"{name} applies to ONNX Runtime and TensorRT"):
+        parsed.check(Recipe.INT8, Target.OPENVINO_CPU)
+    parsed.check(Recipe.INT8, Target.ONNXRUNTIME_CPU)  # where they mean something
+    BuildOptions(min_cosine=0.995).check(Recipe.INT8, Target.OPENVINO_CPU)  # the gate's own
