@@ -90,6 +90,7 @@ def served(
         "encoder": (tiny_encoder(), TOGETHER),
         "pooled": (pooled_only(), ServingOptions()),
         "no-mask": (tiny_encoder(None), ServingOptions()),
+        "150-positions": (tiny_encoder(max_len=150), ServingOptions()),
         "minilm": (minilm.onnx_path().read_bytes(), TOGETHER),
     }
     for name, (onnx_bytes, options) in models.items():
@@ -223,3 +224,14 @@ def test_a_request_the_steps_cannot_trim_is_a_400(
     request = token_rows([4], 8, seed=7)
     got = infer_int64(served.url, "encoder", request)
     assert_same_answer(got, served.direct("encoder", request), request["attention_mask"], 1e-6)
+
+
+def test_past_the_largest_bucket_a_request_is_not_padded_beyond_its_real_rows(
+    served: Served,
+) -> None:
+    """A model with 150 positions: 140 real tokens sent at 150 run at 140, not at the
+    bucket 256, which the model could not run and the request as sent never asked for."""
+    request = token_rows([140], 150, seed=9)
+    got = infer_int64(served.url, "150-positions", request)
+    expected = served.direct("150-positions", request)
+    assert_same_answer(got, expected, request["attention_mask"], 1e-6)

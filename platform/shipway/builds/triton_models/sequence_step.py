@@ -8,7 +8,9 @@ and this file is the first and the last, told apart by the ``shipway_step`` para
 
 - ``trim``: inputs ``SEQ_0..n`` are the model's sequence inputs (``SEQ_0`` is the
   mask), outputs ``FIT_0..n`` the same tensors cut, or padded with zeros, to the
-  request's **length bucket** (``shipway_padding.bucket`` of its longest real row).
+  request's **length bucket** (``shipway_padding.bucket`` of its longest real row;
+  past the largest bucket, to that row: a multiple of the largest bucket could reach
+  beyond the model's longest position, where the request as sent would not).
   Requests of one bucket then have equal shapes, so the engine's dynamic batcher
   stacks them, and the engine runs on ``[rows, bucket]`` instead of the length sent.
 - ``restore``: inputs ``TRIMMED_0..m`` are the engine's token-level outputs, ``MASK``
@@ -103,7 +105,12 @@ class TritonPythonModel:
                     f"the mask input {self.mask!r} has no real position (all zeros): "
                     "there is no token to run the model on"
                 )
-            length = shipway_padding.bucket(longest, self.buckets)
+            # past the largest bucket, no padding beyond the real row: a bucket there
+            # (a multiple of the largest) could pass the model's longest position
+            if longest > self.buckets[-1]:
+                length = longest
+            else:
+                length = shipway_padding.bucket(longest, self.buckets)
             return [shipway_padding.fit(value, length) for value in values]
         mask = self._get(request, "MASK")
         return [shipway_padding.restore(self._get(request, name), mask) for name in self.inputs]
