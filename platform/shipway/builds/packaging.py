@@ -9,6 +9,10 @@
     <repo>/<triton-model-name>/1/shipway_padding.py  (its trimming arithmetic; trimmed only)
     <repo>/<triton-model-name>/warmup/*.bin   (the warm-up request, raw, row-major)
 
+A build for the official image's ``onnxruntime`` backend that trims is an ensemble
+under ``<triton-model-name>`` instead, with the engine's folder above renamed
+``<triton-model-name>__engine`` and numpy steps beside it (``ensemble``).
+
 The warm-up request comes from the registered reference sample (see
 ``triton_config``): real shapes and values the model is known to run on, since
 registration ran it on them. Whether the served model trims padding is decided here,
@@ -33,11 +37,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from shipway.builds import trim_check
+from shipway.builds import ensemble, trim_check
 from shipway.builds.accuracy import MASK
 from shipway.builds.recipes import Target
 from shipway.builds.triton_config import (
     BACKENDS,
+    TRIMMING_BACKENDS,
     WARMUP_DIR,
     ServingOptions,
     TrimPlan,
@@ -58,6 +63,7 @@ from shipway.registry.signature import Signature
 _PYTHON_MODEL = Path(__file__).parent / "triton_models" / "onnxruntime_python.py"
 _OPENVINO_MODEL = Path(__file__).parent / "triton_models" / "openvino_python.py"
 _PADDING = Path(__file__).parent / "triton_models" / "padding.py"
+_SEQUENCE_STEP = Path(__file__).parent / "triton_models" / "sequence_step.py"
 
 
 def triton_model_name(model: str, build_id: str) -> str:
@@ -224,12 +230,23 @@ def trim_decision(
     """
     if not options.trim_padding:
         return TrimDecision(off_reason or "trimming is switched off for this build")
-    if backend != "python":
+    if backend == "openvino":
         return TrimDecision(
-            f"the {backend!r} backend stacks requests itself: only the Python backend trims"
+            "Triton's OpenVINO backend (official image): no trimming ensemble is built around "
+            "it yet; served untrimmed"
+        )
+    if backend not in TRIMMING_BACKENDS:
+        return TrimDecision(
+            f"the {backend!r} engine is not what the check runs (ONNX Runtime on the ONNX "
+            "file): served untrimmed"
         )
     if not batches(signature, options):
         return TrimDecision("the model is served without batching: nothing is stacked to trim")
+    if backend != "python" and ensemble.reserved_names(signature):
+        return TrimDecision(
+            f"tensors {ensemble.reserved_names(signature)} are named like the trimming "
+            "ensemble's own (shipway__*)"
+        )
     mask = next((s for s in signature.inputs if s.name == mask_input), None)
     if mask is None:
         return TrimDecision(
@@ -336,7 +353,23 @@ def package_repository(
     """
     backend = backend_for(target, onnx_backend)
     options = options or ServingOptions()
-    folder = repo / model_name
+    openvino = target is Target.OPENVINO_CPU
+    parameters: dict[str, str] = {}
+    notes: list[str] = []
+    if openvino:  # checked before anything is written
+        if openvino_precision is None:
+            raise ValueError("an openvino-cpu build is packaged with its inference precision")
+        parameters = openvino_parameters(backend, openvino_precision)
+        notes = openvino_notes(backend, openvino_precision)
+    if decision is None:
+        decision = trim_decision(engine_path, signature, backend, options, sample, mask_input)
+    trim = decision.plan
+    layout = None
+    if trim is not None and backend != "python":  # the official image: an ensemble trims
+        layout = ensemble.render_ensemble(model_name, signature, trim, options)
+        _write_ensemble(repo, layout, decision)
+    # the engine's own model: the ensemble's engine step, or the model clients call
+    folder = repo / (layout.engine if layout else model_name)
     version_dir = folder / "1"
     version_dir.mkdir(parents=True, exist_ok=True)
     warmup = None
@@ -347,25 +380,14 @@ def package_repository(
             (folder / WARMUP_DIR / warmup_file(i, spec.name)).write_bytes(
                 warmup_bytes(warmup[spec.name])
             )
-    if decision is None:
-        decision = trim_decision(engine_path, signature, backend, options, sample, mask_input)
-    trim = decision.plan
-    openvino = target is Target.OPENVINO_CPU
-    parameters: dict[str, str] = {}
-    notes: list[str] = []
-    if openvino:
-        if openvino_precision is None:
-            raise ValueError("an openvino-cpu build is packaged with its inference precision")
-        parameters = openvino_parameters(backend, openvino_precision)
-        notes = openvino_notes(backend, openvino_precision)
     (folder / "config.pbtxt").write_text(
         render_config(
-            model_name,
+            folder.name,
             signature,
             backend,
             options,
             warmup,
-            trim,
+            trim if layout is None else None,
             decision.config_text() if backend == "python" else None,
             parameters,
             notes,
@@ -378,6 +400,23 @@ def package_repository(
         shutil.copyfile(engine_path, version_dir / BACKENDS[backend][1])
     if backend == "python":
         shutil.copyfile(_OPENVINO_MODEL if openvino else _PYTHON_MODEL, version_dir / "model.py")
-    if trim is not None:  # any other model is packaged as before
+    if trim is not None and layout is None:  # any other model is packaged as before
         shutil.copyfile(_PADDING, version_dir / "shipway_padding.py")
-    return folder
+    return repo / model_name
+
+
+def _write_ensemble(repo: Path, layout: ensemble.EnsembleLayout, decision: TrimDecision) -> None:
+    """The ensemble's and its steps' folders (``ensemble``); the engine's is written by
+    ``package_repository``. The decision goes into the ensemble's config, the model
+    clients call."""
+    for name, text in layout.configs.items():
+        (repo / name / "1").mkdir(parents=True, exist_ok=True)  # an ensemble's version too
+        if name == layout.ensemble:
+            text += (
+                'parameters { key: "shipway_trim_decision" '
+                f"value: {{ string_value: {json.dumps(decision.config_text())} }} }}\n"
+            )
+        (repo / name / "config.pbtxt").write_text(text)
+    for name in layout.steps:
+        shutil.copyfile(_SEQUENCE_STEP, repo / name / "1" / "model.py")
+        shutil.copyfile(_PADDING, repo / name / "1" / "shipway_padding.py")

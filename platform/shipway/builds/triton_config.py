@@ -30,7 +30,7 @@ request in the model's own shape is served (rows and the batch axis as
   Triton fails the load when it fails ("failed to run warmup sample ..."), so a model
   that cannot serve its own reference row never becomes ready, and says why. Triton
   skips a warm-up with ``batch_size: 0`` without a word, so it is always 1.
-- **Trimming padding** (the Python backend only; ``trim_plan``): for a batched model
+- **Trimming padding** (``trim_plan``): for a batched model
   with an integer or bool mask input ``[batch, seq]`` (``seq`` symbolic) whose other
   tensors carry ``seq`` or a fixed size on axis 1 (``sequence_layout``), and whose built
   engine answers its reference sample trimmed as padded (``packaging.trim_decision``,
@@ -45,7 +45,9 @@ request in the model's own shape is served (rows and the batch axis as
   trimmed to its longest real row (``triton_models/padding.py``). Answers keep each
   request's shape; token-level outputs are zeros wherever the request's mask is
   zero. The official image's ``onnxruntime`` backend stacks requests itself and
-  cannot do either: its config is left as it was.
+  cannot do either: a build for it that trims is packaged as an ensemble around the
+  engine whose first step cuts each request to its length bucket, so equal buckets
+  stack, and whose last restores token outputs (``shipway.builds.ensemble``).
 """
 
 from __future__ import annotations
@@ -170,6 +172,12 @@ def openvino_notes(backend: str, precision: str) -> list[str]:
             "# bfloat16 it computes in bf16 (OpenVINO's default), unlike the gated build.",
         ]
     return []
+
+
+# Backends a build may trim on: the Python backend trims inside the served model, the
+# official image's ``onnxruntime`` through an ensemble around it (``ensemble``). Both run
+# the ONNX file that ``trim_check`` ran; a TensorRT engine was not checked.
+TRIMMING_BACKENDS = ("python", "onnxruntime")
 
 
 def is_batchable(signature: Signature) -> bool:
@@ -330,14 +338,14 @@ def trim_plan(
 ) -> TrimPlan | None:
     """Whether and how the served model trims padding; ``None`` leaves it untouched.
 
-    It trims when the options ask, the backend is ``python``, the model batches, and
-    ``sequence_layout`` (``fixed``: its probed output sizes) finds the mask's sequence
-    axis on axis 1 only, named the same wherever it is: then cutting and re-padding
-    axis 1 is all trimming does. The *token-level* outputs are the outputs with ``seq``
-    on axis 1 (``last_hidden_state``); the others (a pooled ``[batch, hidden]``, class
-    scores) are answered as computed.
+    It trims when the options ask, the backend is one of ``TRIMMING_BACKENDS``, the
+    model batches, and ``sequence_layout`` (``fixed``: its probed output sizes) finds
+    the mask's sequence axis on axis 1 only, named the same wherever it is: then
+    cutting and re-padding axis 1 is all trimming does. The *token-level* outputs are
+    the outputs with ``seq`` on axis 1 (``last_hidden_state``); the others (a pooled
+    ``[batch, hidden]``, class scores) are answered as computed.
     """
-    if not (options.trim_padding and backend == "python" and batches(signature, options)):
+    if not (options.trim_padding and backend in TRIMMING_BACKENDS and batches(signature, options)):
         return None
     layout = sequence_layout(signature, mask_input, fixed)
     if layout is None:

@@ -279,3 +279,20 @@ def test_options_openvino_would_ignore_are_refused(options: dict[str, object], n
         parsed.check(Recipe.INT8, Target.OPENVINO_CPU)
     parsed.check(Recipe.INT8, Target.ONNXRUNTIME_CPU)  # where they mean something
     BuildOptions(min_cosine=0.995).check(Recipe.INT8, Target.OPENVINO_CPU)  # the gate's own
+
+
+def test_the_official_openvino_backend_is_served_untrimmed_with_the_reason(
+    encoder_ir: Path,
+) -> None:
+    from shipway.builds.packaging import trim_decision
+
+    signature = read_signature(load_model(graphs.tiny_encoder()))
+    decision = trim_decision(
+        encoder_ir,
+        signature,
+        "openvino",
+        ServingOptions(),
+        graphs.token_rows([3, 5, 8, 2], 8),
+        "attention_mask",
+    )
+    assert not decision.trim and "Triton's OpenVINO backend" in decision.reason
