@@ -266,7 +266,9 @@ class Settings(BaseSettings):
     triton_onnx_backend: Literal["python", "onnxruntime"] = Field(
         "python",
         description="Triton backend for onnxruntime-cpu builds: `python` (ONNX Runtime "
-        "inside the local Triton's Python backend) or `onnxruntime` (the official image).",
+        "inside the local Triton's Python backend) or `onnxruntime` (the official image). "
+        "openvino-cpu builds follow it: OpenVINO inside the Python backend, or the official "
+        "image's `openvino` backend.",
     )
     serving_trim_padding: bool = Field(
         True,

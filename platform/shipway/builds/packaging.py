@@ -3,7 +3,8 @@
 ::
 
     <repo>/<triton-model-name>/config.pbtxt
-    <repo>/<triton-model-name>/1/model.onnx   (model.plan for TensorRT)
+    <repo>/<triton-model-name>/1/model.onnx   (model.plan for TensorRT; model.xml and
+                                              model.bin, OpenVINO's IR, for openvino-cpu)
     <repo>/<triton-model-name>/1/model.py     (Python backend only)
     <repo>/<triton-model-name>/1/shipway_padding.py  (its trimming arithmetic; trimmed only)
     <repo>/<triton-model-name>/warmup/*.bin   (the warm-up request, raw, row-major)
@@ -27,7 +28,7 @@ import json
 import re
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,8 @@ from shipway.builds.triton_config import (
     TrimPlan,
     batches,
     free_outputs,
+    openvino_notes,
+    openvino_parameters,
     render_config,
     trim_plan,
     warmup_bytes,
@@ -54,9 +57,11 @@ from shipway.builds.triton_config import (
     warmup_request,
 )
 from shipway.builds.triton_models import padding
+from shipway.engines.openvino import IR_BIN, IR_XML
 from shipway.registry.signature import Signature
 
 _PYTHON_MODEL = Path(__file__).parent / "triton_models" / "onnxruntime_python.py"
+_OPENVINO_MODEL = Path(__file__).parent / "triton_models" / "openvino_python.py"
 _PADDING = Path(__file__).parent / "triton_models" / "padding.py"
 _SEQUENCE_STEP = Path(__file__).parent / "triton_models" / "sequence_step.py"
 
@@ -74,6 +79,10 @@ def backend_for(target: Target, onnx_backend: str = "python") -> str:
         return "tensorrt"
     if onnx_backend not in ("python", "onnxruntime"):
         raise ValueError(f"unknown ONNX backend {onnx_backend!r}")
+    if target is Target.OPENVINO_CPU:
+        # locally OpenVINO runs inside the Python backend; the official image has
+        # Triton's OpenVINO backend (SHIPWAY_TRITON_ONNX_BACKEND=onnxruntime there)
+        return "python" if onnx_backend == "python" else "openvino"
     return onnx_backend
 
 
@@ -82,7 +91,7 @@ def probe_fixed_outputs(
     signature: Signature,
     mask_input: str | None,
     sample: Mapping[str, np.ndarray] | None,
-    session: ort.InferenceSession | None = None,
+    session: Any | None = None,
 ) -> dict[str, int]:
     """The outputs whose axis 1 the signature leaves free (``triton_config.free_outputs``)
     that keep one size when the model runs (ONNX Runtime, CPU) on the sample's first row
@@ -200,6 +209,7 @@ def trim_decision(
     mask_input: str | None,
     off_reason: str | None = None,
     precision: str | None = None,
+    open_engine: Callable[[], Any] | None = None,
 ) -> TrimDecision:
     """Decide whether the served model trims padding (the module docstring).
 
@@ -213,10 +223,18 @@ def trim_decision(
     reason: the check never fails a build. ``precision``: the float type the engine
     computes in, when the target sets it at run time (e.g. a precision hint);
     ``None``: read from the graph (``engine_precision``), float32 unless the graph
-    holds float16/bfloat16.
+    holds float16/bfloat16. ``open_engine``: opens the engine with ONNX Runtime's
+    session surface (``get_outputs``, ``run``) when another runtime serves it (an
+    OpenVINO engine: ``engines.openvino.Session``, compiled as served); default ONNX
+    Runtime on CPU.
     """
     if not options.trim_padding:
         return TrimDecision(off_reason or "trimming is switched off for this build")
+    if backend == "openvino":
+        return TrimDecision(
+            "Triton's OpenVINO backend (official image): no trimming ensemble is built around "
+            "it yet; served untrimmed"
+        )
     if backend not in TRIMMING_BACKENDS:
         return TrimDecision(
             f"the {backend!r} engine is not what the check runs (ONNX Runtime on the ONNX "
@@ -238,9 +256,10 @@ def trim_decision(
     session = None
     if sample is not None and all(s.name in sample for s in signature.inputs):
         try:
-            session = _session(engine_path)
+            session = open_engine() if open_engine is not None else _session(engine_path)
         except Exception as exc:
-            return TrimDecision(f"ONNX Runtime cannot load the engine to check trimming: {exc}")
+            runtime = "the engine's runtime" if open_engine is not None else "ONNX Runtime"
+            return TrimDecision(f"{runtime} cannot load the engine to check trimming: {exc}")
     fixed = probe_fixed_outputs(engine_path, signature, mask_input, sample, session)
     plan = trim_plan(signature, mask_input, options, backend, fixed)
     if plan is None:
@@ -320,6 +339,7 @@ def package_repository(
     sample: Mapping[str, np.ndarray] | None = None,
     mask_input: str | None = MASK,
     decision: TrimDecision | None = None,
+    openvino_precision: str | None = None,
 ) -> Path:
     """Write the repository for one model under ``repo``; returns the model folder.
 
@@ -327,9 +347,20 @@ def package_repository(
     no trimming. ``mask_input`` names the attention mask the served model trims padding
     by (``None``: no mask, nothing trimmed). ``decision`` is ``trim_decision``'s for
     these same arguments, when the caller made it (to report it); else it is made here.
+    An openvino-cpu build's engine is its IR's ``model.xml`` (``model.bin`` beside it);
+    ``openvino_precision`` is the inference precision it was gated with (``f32`` or
+    ``bf16``), which its config carries (``triton_config.openvino_parameters``).
     """
     backend = backend_for(target, onnx_backend)
     options = options or ServingOptions()
+    openvino = target is Target.OPENVINO_CPU
+    parameters: dict[str, str] = {}
+    notes: list[str] = []
+    if openvino:  # checked before anything is written
+        if openvino_precision is None:
+            raise ValueError("an openvino-cpu build is packaged with its inference precision")
+        parameters = openvino_parameters(backend, openvino_precision)
+        notes = openvino_notes(backend, openvino_precision)
     if decision is None:
         decision = trim_decision(engine_path, signature, backend, options, sample, mask_input)
     trim = decision.plan
@@ -358,11 +389,17 @@ def package_repository(
             warmup,
             trim if layout is None else None,
             decision.config_text() if backend == "python" else None,
+            parameters,
+            notes,
         )
     )
-    shutil.copyfile(engine_path, version_dir / BACKENDS[backend][1])
+    if openvino:  # the IR: model.xml and its weights, model.bin, as the backends expect
+        shutil.copyfile(engine_path, version_dir / IR_XML)
+        shutil.copyfile(engine_path.with_suffix(".bin"), version_dir / IR_BIN)
+    else:
+        shutil.copyfile(engine_path, version_dir / BACKENDS[backend][1])
     if backend == "python":
-        shutil.copyfile(_PYTHON_MODEL, version_dir / "model.py")
+        shutil.copyfile(_OPENVINO_MODEL if openvino else _PYTHON_MODEL, version_dir / "model.py")
     if trim is not None and layout is None:  # any other model is packaged as before
         shutil.copyfile(_PADDING, version_dir / "shipway_padding.py")
     return repo / model_name

@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,7 +135,43 @@ BACKENDS = {
     "python": ("KIND_CPU", "model.onnx"),
     "onnxruntime": ("KIND_CPU", "model.onnx"),
     "tensorrt": ("KIND_GPU", "model.plan"),
+    "openvino": ("KIND_CPU", "model.xml"),  # and model.bin beside it
 }
+
+OPENVINO_PARAMETER = "shipway_openvino"  # the local Python-backend model's OpenVINO settings
+
+
+def openvino_parameters(backend: str, precision: str) -> dict[str, str]:
+    """The ``parameters`` of an openvino-cpu build's config, for the inference precision
+    the build was gated with (``recipes.openvino_precision``: ``f32`` or ``bf16``).
+
+    ``python`` (the local Triton): ``shipway_openvino``, JSON of the properties the
+    Python-backend model compiles with (``triton_models/openvino_python.py``), the
+    precision hint always explicit. ``openvino`` (Triton's OpenVINO backend, official
+    image; its README's Parameters): ``PERFORMANCE_HINT`` ``LATENCY`` (a dynamic batch
+    per instance) and, for bf16, ``HINT_BF16`` ``YES``. That backend takes no key that
+    forces f32 (an unknown key fails the load), so on a CPU with bfloat16 an f32 build
+    is computed in bf16 there, OpenVINO's default; ``openvino_notes`` says so in the
+    config. Pure."""
+    if backend == "python":
+        hint = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+        return {OPENVINO_PARAMETER: json.dumps(hint)}
+    if backend == "openvino":
+        out = {"PERFORMANCE_HINT": "LATENCY"}
+        if precision == "bf16":
+            out["HINT_BF16"] = "YES"
+        return out
+    raise ValueError(f"backend {backend!r} does not run OpenVINO")
+
+
+def openvino_notes(backend: str, precision: str) -> list[str]:
+    """Comment lines for the config text: what the official backend cannot be told."""
+    if backend == "openvino" and precision == "f32":
+        return [
+            "# Triton's OpenVINO backend has no parameter forcing f32: on a CPU with",
+            "# bfloat16 it computes in bf16 (OpenVINO's default), unlike the gated build.",
+        ]
+    return []
 
 
 # Backends a build may trim on: the Python backend trims inside the served model, the
@@ -388,17 +424,22 @@ def render_config(
     warmup: Mapping[str, np.ndarray] | None = None,
     trim: TrimPlan | None = None,
     trim_decision: str | None = None,
+    parameters: Mapping[str, str] | None = None,
+    notes: Sequence[str] = (),
 ) -> str:
     """The ``config.pbtxt`` text. ``warmup`` (from ``warmup_request``) adds a warm-up
     that reads each input from ``warmup/<warmup_file(i, name)>``, which the caller
     writes as the array's raw bytes; ``trim`` (from ``trim_plan``) the trimming
     parameter and ragged sequence inputs; ``trim_decision`` (JSON: whether the build
     trims and why, ``packaging.TrimDecision``) the parameter ``shipway_trim_decision``,
-    for whoever reads the config (the served model does not). Raises ``InvalidInput``
+    for whoever reads the config (the served model does not); ``parameters`` more
+    string parameters (``openvino_parameters``), ``notes`` comment lines at the top.
+    Raises ``InvalidInput``
     for a dtype Triton cannot serve."""
     batched = batches(signature, options)
     ragged = set(trim.sequence_inputs) if trim else set()
     lines = [
+        *notes,
         f"name: {json.dumps(model_name)}",
         f"backend: {json.dumps(backend)}",
         f"max_batch_size: {options.max_batch_size if batched else 0}",
@@ -426,6 +467,11 @@ def render_config(
         lines.append(
             'parameters { key: "shipway_trim_decision" '
             f"value: {{ string_value: {json.dumps(trim_decision)} }} }}"
+        )
+    for key, value in (parameters or {}).items():
+        value_text = json.dumps(value)
+        lines.append(
+            f"parameters {{ key: {json.dumps(key)} value: {{ string_value: {value_text} }} }}"
         )
     if options.warmup and warmup is not None:
         lines.append(_warmup(signature, warmup))
