@@ -16,9 +16,11 @@ where the mask is 1 and zero where it is 0, shapes as sent.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -30,7 +32,8 @@ import pytest
 from shipway.builds import packaging
 from shipway.builds.ensemble import ENGINE_SUFFIX, RESTORE_SUFFIX, TRIM_SUFFIX
 from shipway.builds.recipes import Target
-from shipway.builds.triton_config import ServingOptions
+from shipway.builds.triton_config import OPENVINO_PARAMETER, ServingOptions, openvino_parameters
+from shipway.engines import openvino
 from shipway.examples import minilm
 from shipway.registry.signature import load_model, read_signature
 from shipway.runtime.triton_distribution import TritonDistribution
@@ -72,12 +75,43 @@ class Served:
 
 
 def _engine_stand_in(folder: Path) -> None:
-    """The engine step on the Python backend (the local Triton's only one), untrimmed."""
+    """The engine step on the Python backend (the local Triton's only one), untrimmed:
+    ONNX Runtime for an ``onnxruntime`` engine, OpenVINO for an ``openvino`` one (with
+    the precision the official backend was configured for)."""
     config = folder / "config.pbtxt"
     text = config.read_text()
+    if 'backend: "openvino"' in text:
+        lines = [x for x in text.splitlines() if "PERFORMANCE_HINT" not in x]
+        python = openvino_parameters("python", "f32")[OPENVINO_PARAMETER]
+        lines.append(
+            f'parameters {{ key: "{OPENVINO_PARAMETER}" '
+            f"value: {{ string_value: {json.dumps(python)} }} }}"
+        )
+        config.write_text("\n".join(lines).replace('backend: "openvino"', 'backend: "python"'))
+        shutil.copyfile(packaging._OPENVINO_MODEL, folder / "1" / "model.py")
+        return
     assert 'backend: "onnxruntime"' in text
     config.write_text(text.replace('backend: "onnxruntime"', 'backend: "python"'))
     shutil.copyfile(packaging._PYTHON_MODEL, folder / "1" / "model.py")
+
+
+def _package_openvino(repo: Path, root: Path, name: str, onnx_bytes: bytes) -> None:
+    """An openvino-cpu fp32 build of ``onnx_bytes`` for Triton's OpenVINO backend, its
+    trimming checked by OpenVINO, as the build pipeline does it."""
+    (root / f"{name}.onnx").write_bytes(onnx_bytes)
+    xml = openvino.save(openvino.read_onnx(root / f"{name}.onnx"), root / name / "model.xml")
+    signature = read_signature(load_model(onnx_bytes))
+    sample = {spec.name: np.ones((2, 6), np.int64) for spec in signature.inputs}
+    names = [o.name for o in signature.outputs]
+    decision = packaging.trim_decision(
+        xml, signature, "openvino", TOGETHER, sample, "attention_mask",
+        precision="float32", open_engine=partial(openvino.Session, xml, "f32", 1, names),
+    )  # fmt: skip
+    assert decision.trim, decision.reason
+    packaging.package_repository(
+        repo, name, xml, signature, Target.OPENVINO_CPU, TOGETHER, onnx_backend="onnxruntime",
+        sample=sample, decision=decision, openvino_precision="f32",
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +137,9 @@ def served(
         )  # fmt: skip
         engine = repo / f"{name}{ENGINE_SUFFIX}"
         _engine_stand_in(engine if engine.exists() else repo / name)
+    _package_openvino(repo, root, "openvino", tiny_encoder())
+    _engine_stand_in(repo / f"openvino{ENGINE_SUFFIX}")
+    models["openvino"] = (tiny_encoder(), TOGETHER)  # answers compared with ONNX Runtime's
     process = TritonProcess(triton_dist, repo, root / "triton.log")
     process.start()
     try:
@@ -140,30 +177,36 @@ def test_the_repository_is_an_ensemble_under_the_builds_name(served: Served) -> 
     assert pooled == [f"pooled{TRIM_SUFFIX}", f"pooled{ENGINE_SUFFIX}"]  # no token output
 
 
-def test_mixed_lengths_answer_as_untrimmed_in_the_requests_shapes(served: Served) -> None:
+@pytest.mark.parametrize(("model", "atol"), [("encoder", 1e-6), ("openvino", 1e-4)])
+def test_mixed_lengths_answer_as_untrimmed_in_the_requests_shapes(
+    served: Served, model: str, atol: float
+) -> None:
+    """``openvino``: Triton's OpenVINO backend's repository (an fp32 IR, f32 forced in
+    the stand-in), against ONNX Runtime on the ONNX model it was made from."""
     requests = [token_rows([real], sent, seed=i) for i, (real, sent) in enumerate(MIXED)]
-    answers = infer_together(served.url, "encoder", requests)
+    answers = infer_together(served.url, model, requests)
     for request, got in zip(requests, answers, strict=True):
-        expected = served.direct("encoder", request)
-        assert_same_answer(got, expected, request["attention_mask"], 1e-6)
+        expected = served.direct(model, request)
+        assert_same_answer(got, expected, request["attention_mask"], atol)
         padded = ~request["attention_mask"].astype(bool)
         if padded.any():  # the untrimmed run has states there: the ensemble answers zeros
             assert expected["last_hidden_state"][padded].any()
 
 
+@pytest.mark.parametrize(("model", "atol"), [("encoder", 1e-6), ("openvino", 1e-4)])
 def test_requests_of_one_bucket_are_stacked_whatever_length_they_were_sent_at(
-    served: Served,
+    served: Served, model: str, atol: float
 ) -> None:
     """Eight requests sent at eight lengths, all with 17..32 real tokens: the trim step
     makes each [1, 32], so the engine's batcher (equal shapes only) runs them at once."""
     shapes = [(17, 17), (20, 128), (32, 32), (25, 40), (18, 64), (31, 100), (24, 24), (30, 33)]
     requests = [token_rows([real], sent, seed=40 + i) for i, (real, sent) in enumerate(shapes)]
-    engine = f"encoder{ENGINE_SUFFIX}"
+    engine = f"{model}{ENGINE_SUFFIX}"
     before = executions(served.url, engine)
-    answers = infer_together(served.url, "encoder", requests)
+    answers = infer_together(served.url, model, requests)
     assert tuple(np.subtract(executions(served.url, engine), before)) == (8, 1)
     for request, got in zip(requests, answers, strict=True):
-        assert_same_answer(got, served.direct("encoder", request), request["attention_mask"], 1e-6)
+        assert_same_answer(got, served.direct(model, request), request["attention_mask"], atol)
 
 
 def test_several_rows_per_request_keep_their_rows(served: Served) -> None:

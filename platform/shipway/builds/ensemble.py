@@ -2,10 +2,11 @@
 
 The local Triton runs a build's engine inside the Python backend, which trims each
 batch itself (``triton_models/onnxruntime_python.py``). The official image's
-``onnxruntime`` backend stacks requests itself and cannot: there a build that trims
-(``packaging.trim_decision``) is served as a Triton ensemble (Triton's model
-repository docs, "Ensemble Models"; ``platform: "ensemble"``, ``ensemble_scheduling``)
-under the build's model name, so clients and the gateway see the same model:
+``onnxruntime`` and ``openvino`` backends stack requests themselves and cannot: there
+a build that trims (``packaging.trim_decision``) is served as a Triton ensemble
+(Triton's model repository docs, "Ensemble Models"; ``platform: "ensemble"``,
+``ensemble_scheduling``) under the build's model name, so clients and the gateway see
+the same model:
 
 ::
 

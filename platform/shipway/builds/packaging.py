@@ -9,8 +9,8 @@
     <repo>/<triton-model-name>/1/shipway_padding.py  (its trimming arithmetic; trimmed only)
     <repo>/<triton-model-name>/warmup/*.bin   (the warm-up request, raw, row-major)
 
-A build for the official image's ``onnxruntime`` backend that trims is an ensemble
-under ``<triton-model-name>`` instead, with the engine's folder above renamed
+A build for the official image's ``onnxruntime`` or ``openvino`` backend that trims is
+an ensemble under ``<triton-model-name>`` instead, with the engine's folder above renamed
 ``<triton-model-name>__engine`` and numpy steps beside it (``ensemble``).
 
 The warm-up request comes from the registered reference sample (see
@@ -230,11 +230,6 @@ def trim_decision(
     """
     if not options.trim_padding:
         return TrimDecision(off_reason or "trimming is switched off for this build")
-    if backend == "openvino":
-        return TrimDecision(
-            "Triton's OpenVINO backend (official image): no trimming ensemble is built around "
-            "it yet; served untrimmed"
-        )
     if backend not in TRIMMING_BACKENDS:
         return TrimDecision(
             f"the {backend!r} engine is not what the check runs (ONNX Runtime on the ONNX "

@@ -174,10 +174,11 @@ def openvino_notes(backend: str, precision: str) -> list[str]:
     return []
 
 
-# Backends a build may trim on: the Python backend trims inside the served model, the
-# official image's ``onnxruntime`` through an ensemble around it (``ensemble``). Both run
-# the ONNX file that ``trim_check`` ran; a TensorRT engine was not checked.
-TRIMMING_BACKENDS = ("python", "onnxruntime")
+# Backends a build may trim on: the Python backend trims inside the served model; the
+# official image's ``onnxruntime`` and ``openvino`` backends stack requests themselves,
+# so an ensemble around the engine trims (``ensemble``). All run the engine the check
+# ran (ONNX Runtime, or OpenVINO for openvino-cpu); a TensorRT engine was not checked.
+TRIMMING_BACKENDS = ("python", "onnxruntime", "openvino")
 
 
 def is_batchable(signature: Signature) -> bool:

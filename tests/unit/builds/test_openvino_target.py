@@ -281,18 +281,34 @@ def test_options_openvino_would_ignore_are_refused(options: dict[str, object], n
     BuildOptions(min_cosine=0.995).check(Recipe.INT8, Target.OPENVINO_CPU)  # the gate's own
 
 
-def test_the_official_openvino_backend_is_served_untrimmed_with_the_reason(
-    encoder_ir: Path,
+def test_the_official_openvino_backend_trims_through_the_ensemble_when_openvino_agrees(
+    encoder_ir: Path, tmp_path: Path
 ) -> None:
+    """The check runs the IR in OpenVINO (``open_engine``, as the pipeline passes it);
+    ONNX Runtime cannot read an IR, so without it nothing is trimmed, with the reason."""
+    from functools import partial
+
+    from shipway.builds.ensemble import ENGINE_SUFFIX
     from shipway.builds.packaging import trim_decision
+    from shipway.engines import openvino
 
     signature = read_signature(load_model(graphs.tiny_encoder()))
+    sample = graphs.token_rows([3, 5, 8, 2], 8)
+    names = [o.name for o in signature.outputs]
+    args = (encoder_ir, signature, "openvino", ServingOptions(), sample, "attention_mask")
+    blind = trim_decision(*args)
+    assert not blind.trim and "cannot load the engine to check trimming" in blind.reason
     decision = trim_decision(
-        encoder_ir,
-        signature,
-        "openvino",
-        ServingOptions(),
-        graphs.token_rows([3, 5, 8, 2], 8),
-        "attention_mask",
+        *args,
+        precision="float32",
+        open_engine=partial(openvino.Session, encoder_ir, "f32", 1, names),
     )
-    assert not decision.trim and "Triton's OpenVINO backend" in decision.reason
+    assert decision.trim, decision.reason
+    folder = package_repository(
+        tmp_path, "enc-1", encoder_ir, signature, Target.OPENVINO_CPU, ServingOptions(),
+        onnx_backend="onnxruntime", sample=sample, decision=decision, openvino_precision="f32",
+    )  # fmt: skip
+    assert 'platform: "ensemble"' in (folder / "config.pbtxt").read_text()
+    engine = tmp_path / f"enc-1{ENGINE_SUFFIX}"
+    assert 'backend: "openvino"' in (engine / "config.pbtxt").read_text()
+    assert {p.name for p in (engine / "1").iterdir()} == {"model.xml", "model.bin"}
