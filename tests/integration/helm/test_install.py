@@ -177,6 +177,7 @@ def test_install_creates_the_release_after_its_migration_hook(
     assert f"port-forward svc/{RELEASE}-shipway-api 8700:8700" in notes
     assert f"get secret {RELEASE}-shipway" in notes  # where the generated token is
     assert "operator.prometheusUrl is not set" in notes  # values-minimal sets none
+    assert f"applied by\n{RELEASE}-shipway-gitops, the only worker with a Kubernetes token" in notes
 
 
 def _account_api(cluster: TestCluster, account: str, namespace: str, directory: Path) -> Path:
