@@ -115,3 +115,18 @@ def test_help_documents_consume() -> None:
     assert "--consume" in text
     assert "worker only: all (default) | builds (SHIPWAY_BUILD_QUEUE" in text
     assert "hooks (SHIPWAY_HOOK_QUEUE" in text
+
+
+def test_a_build_worker_without_api_tokens_is_valid_in_production(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The chart's build workers: ``SHIPWAY_API_TOKENS={}`` (no token to call or answer
+    the API with), which production accepts as it refuses the built-in one."""
+    monkeypatch.setenv("SHIPWAY_ENVIRONMENT", "production")
+    monkeypatch.setenv("SHIPWAY_RUNTIME", "kubernetes")
+    monkeypatch.setenv("SHIPWAY_ARCHIVE_KEY", "a-key-of-the-cluster-0123")
+    monkeypatch.setenv("SHIPWAY_API_TOKENS", "{}")
+    assert Settings(home=tmp_path).api_tokens == {}
+    monkeypatch.delenv("SHIPWAY_API_TOKENS")
+    with pytest.raises(ValidationError, match="development token is refused in production"):
+        Settings(home=tmp_path)

@@ -80,8 +80,6 @@ capabilities:
   valueFrom: {secretKeyRef: {name: {{ include "shipway.secretName" . }}, key: redis-url}}
 - name: SHIPWAY_RESULT_BACKEND
   valueFrom: {secretKeyRef: {name: {{ include "shipway.secretName" . }}, key: redis-url}}
-- name: SHIPWAY_API_TOKENS
-  valueFrom: {secretKeyRef: {name: {{ include "shipway.secretName" . }}, key: api-tokens}}
 - name: SHIPWAY_ARCHIVE_KEY
   valueFrom: {secretKeyRef: {name: {{ include "shipway.secretName" . }}, key: archive-key}}
 - name: SHIPWAY_WEBHOOK_SECRET
@@ -93,6 +91,13 @@ capabilities:
 - name: MLFLOW_TRACKING_PASSWORD
   valueFrom:
     secretKeyRef: {name: {{ include "shipway.secretName" . }}, key: mlflow-password, optional: true}
+{{- end -}}
+
+{{/* The API's tokens: for the API, which checks them, and the GitOps worker (it applies
+specs as the API does). The build workers call no API and get none (worker.yaml). */}}
+{{- define "shipway.apiTokensEnv" -}}
+- name: SHIPWAY_API_TOKENS
+  valueFrom: {secretKeyRef: {name: {{ include "shipway.secretName" . }}, key: api-tokens}}
 {{- end -}}
 
 {{/* The GitOps hooks' secrets and the repository URL (which may carry a read-only token):

@@ -141,9 +141,11 @@ def test_deliveries_go_to_the_hook_queue_which_only_the_hooks_worker_takes(
     assert (broker.llen("q-hooks"), broker.llen("q-builds")) == (1, 0)
 
     # A build worker takes build messages sent after it, and leaves the delivery alone.
+    # It has no API token, as in the chart: builds need none.
+    builder_settings = settings.model_copy(update={"api_tokens": {}})
     builds_log = tmp_path / "builds.log"
     with shipway_process(
-        settings, "serve", "worker", "--consume", "builds", log=builds_log
+        builder_settings, "serve", "worker", "--consume", "builds", log=builds_log
     ) as builder:
         assert consumed(container, BUILDS) == ["q-builds"]
         # builds this store does not hold: the worker drops each at once ("skipped")
@@ -191,7 +193,9 @@ def test_deliveries_go_to_the_hook_queue_which_only_the_hooks_worker_takes(
         assert applier.poll() is None, hooks_log.read_text()[-3000:]
 
     # The build worker again: it builds what the applied spec asked for.
-    with shipway_process(settings, "serve", "worker", "--consume", "builds", log=builds_log):
+    with shipway_process(
+        builder_settings, "serve", "worker", "--consume", "builds", log=builds_log
+    ):
         wait_until(
             lambda: builds_of(container, MODEL)[0].status in ("succeeded", "failed"),
             180,

@@ -240,9 +240,16 @@ HOOK_VARIABLES = {
 }
 
 
+def _no_api_token(container: dict[str, Any]) -> None:
+    """The build workers' API tokens: none (an empty map; production refuses unset)."""
+    tokens = [e for e in container["env"] if e["name"] == "SHIPWAY_API_TOKENS"]
+    assert tokens == [{"name": "SHIPWAY_API_TOKENS", "value": "{}"}]
+
+
 def test_without_gitops_there_is_no_gitops_worker_and_no_token_for_workers(helm: Helm) -> None:
     """Off by default: no GitOps worker, its account or Role; the build workers have no
-    Kubernetes identity and the hooks stay off (404: no process reads their secrets)."""
+    Kubernetes identity and no API token, and the hooks stay off (404: no process reads
+    their secrets)."""
     off = helm.template()
     for kind in ("Deployment", "ServiceAccount", "Role", "RoleBinding"):
         assert GITOPS not in by_kind(off, kind), kind
@@ -257,6 +264,7 @@ def test_without_gitops_there_is_no_gitops_worker_and_no_token_for_workers(helm:
         "--consume",
         "builds",
     ]
+    _no_api_token(worker["containers"][0])
     for workload in workloads(off).values():
         for container in workload["spec"]["template"]["spec"]["containers"]:
             names = {e["name"] for e in container.get("env", [])}
@@ -346,6 +354,11 @@ def test_gitops_gives_its_own_worker_the_hook_queue_the_role_and_the_settings(
             assert refs[variable] == {"name": "rel-shipway", "key": key, "optional": True}, name
     # the build workers none: the repository URL may carry a token too
     assert not set(_secret_refs(_container(objects, "rel-shipway-worker"))) & set(HOOK_VARIABLES)
+    # and the API's tokens only where a process answers or applies as the API
+    for name in ("rel-shipway-api", GITOPS):
+        tokens = _secret_refs(_container(objects, name))["SHIPWAY_API_TOKENS"]
+        assert tokens == {"name": "rel-shipway", "key": "api-tokens"}, name
+    _no_api_token(_container(objects, "rel-shipway-worker"))
 
 
 def test_the_hook_queue_must_not_be_the_build_queue(helm: Helm) -> None:
