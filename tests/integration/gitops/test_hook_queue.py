@@ -212,3 +212,36 @@ def test_deliveries_go_to_the_hook_queue_which_only_the_hooks_worker_takes(
     builds = [t for t in tasks if t[0] == BUILD_TASK]
     assert builds == [(BUILD_TASK, BUILDS, "q-builds")] * 3, tasks
     assert len(tasks) == 6, tasks
+
+
+def test_one_local_worker_takes_both_queues(tmp_path: Path) -> None:
+    """``shipway up``'s worker (``serve worker``, no ``--consume``) on the embedded broker
+    (kombu's SQLAlchemy transport on SQLite): it takes a delivery and a build, each from its
+    own queue, so one machine needs one worker still. Neither exists in this store: the
+    delivery fails naming it, the build is dropped."""
+    settings = Settings(home=tmp_path / "home")
+    container = Container(settings)
+    log = tmp_path / "worker.log"
+    try:
+        with shipway_process(settings, "serve", "worker", log=log):
+            hook = container.celery.send_task(HOOK_TASK, args=["no-such-delivery"]).id
+            build = enqueue_build(container.celery, "no-such-build")
+            results: dict[str, tuple[Any, ...]] = {}
+            for task_id in (hook, build):
+                result = AsyncResult(task_id, app=container.celery)
+                try:
+                    wait_until(lambda r=result: r.state in ("SUCCESS", "FAILURE"), 90, task_id)
+                except TimeoutError:
+                    raise AssertionError(log.read_text()[-3000:]) from None
+                results[task_id] = (result.state, result.worker, result.queue, result.result)
+    finally:
+        container.close()
+    node = f"shipway-all@{HOST}"
+    assert results[hook][:3] == ("FAILURE", node, "hooks")
+    assert "delivery no-such-delivery does not exist" in str(results[hook][3])
+    assert results[build] == (
+        "SUCCESS",
+        node,
+        "builds",
+        {"build_id": "no-such-build", "outcome": "skipped"},
+    )
