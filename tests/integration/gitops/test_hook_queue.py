@@ -5,7 +5,8 @@ A worker that consumes only the build queue (a cluster's build workers, which ha
 Kubernetes token) never takes a delivery; one that consumes only the hook queue (the
 chart's GitOps worker) applies it and never takes a build; the build the applied spec asks
 for goes to the build worker. Which worker ran which task is read from the result
-backend (``result_extended``: task name, worker node name, queue).
+backend (``result_extended``: task name, worker node name, queue). One local worker
+(``shipway up``'s, no ``--consume``) on the embedded SQLite broker takes both queues.
 
 Negatives without sleeps: kombu's Redis transport serves a worker's queues round robin
 (the queue that just delivered goes last), so a worker that consumed both queues, with a
