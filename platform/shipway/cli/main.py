@@ -551,16 +551,35 @@ def serve(
     migrate: Annotated[
         bool, typer.Option("--migrate/--no-migrate", help="Upgrade the schema first")
     ] = True,
+    consume: Annotated[
+        str | None,
+        typer.Option(
+            help="worker only: all (default) | builds (SHIPWAY_BUILD_QUEUE: engine builds) | "
+            "hooks (SHIPWAY_HOOK_QUEUE: webhook deliveries, which apply pushed specs); "
+            "a cluster runs build workers without a Kubernetes token and one hooks worker "
+            "with it"
+        ),
+    ] = None,
 ) -> None:
     """Run one Shipway process (what `up` starts; Helm runs each as its own Deployment)."""
     with _server_extra():
-        from shipway.cli.serve import SERVERS
+        from shipway.cli.serve import SERVERS, serve_worker, worker_queues
     from shipway.errors import ShipwayError
 
     if role not in SERVERS:
         fail(f"unknown role {role!r}; choose one of {', '.join(SERVERS)}", 2)
+    if consume is not None and role != "worker":
+        fail(f"--consume is for `shipway serve worker` only, not {role!r}", 2)
     try:
-        SERVERS[role](state.settings, migrate)
+        if role == "worker":
+            consume = consume or "all"
+            try:
+                worker_queues(state.settings, consume)
+            except ValueError as exc:
+                fail(str(exc), 2)
+            serve_worker(state.settings, migrate, consume)
+        else:
+            SERVERS[role](state.settings, migrate)
     except ShipwayError as exc:
         fail(str(exc))
 
