@@ -5,9 +5,9 @@
 #
 #   docker build -t registry.example.com/ml/shipway:0.1.0 .
 #
-# Two stages: the first builds a virtual environment with the `server` and `operator`
-# extras (compilers and pip's cache stay there), the second copies only that environment
-# onto a slim Python. It runs as uid/gid 10001 (the chart's runAsUser), owns no file it
+# Two stages: the first builds a virtual environment with the `server`, `operator` and
+# `openvino` extras (compilers and pip's cache stay there), the second copies only that
+# environment onto a slim Python. It runs as uid/gid 10001 (the chart's runAsUser), owns no file it
 # runs, and writes only to SHIPWAY_HOME and /tmp (emptyDirs in the chart: the root file
 # system is read-only). No Triton inside: Triton runs in its own image, per
 # ModelDeployment.
@@ -22,7 +22,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY platform ./platform
 COPY operators ./operators
-RUN /opt/shipway/bin/pip install --no-compile ".[server,operator]" \
+RUN /opt/shipway/bin/pip install --no-compile ".[server,operator,openvino]" \
  && /opt/shipway/bin/python -m compileall -q /opt/shipway/lib
 
 FROM python:${PYTHON_VERSION}-slim

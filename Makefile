@@ -22,7 +22,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[server,operator,dev]"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[server,operator,openvino,dev]"
 	touch $(STAMP)
 
 triton:

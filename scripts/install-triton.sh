@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the local Triton distribution that Shipway's local runtime starts:
 #   $TRITON_HOME/dist   tritonserver + libraries + Python backend, from the nvidia-pytriton wheel
-#   $TRITON_HOME/pyenv  the Python environment the Python backend's stub runs in (numpy<2, onnxruntime)
+#   $TRITON_HOME/pyenv  the Python environment the Python backend's stub runs in (numpy<2,
+#                       onnxruntime, openvino for openvino-cpu builds)
 # The wheel pins numpy<2, so it is installed apart from Shipway's own environment.
 # Idempotent: a complete install is left as it is.
 set -euo pipefail
@@ -9,9 +10,20 @@ set -euo pipefail
 TRITON_HOME="${SHIPWAY_TRITON_HOME:-$HOME/.cache/shipway/triton}"
 PYTRITON_VERSION="${PYTRITON_VERSION:-0.7.0}"
 PYTHON="${PYTHON:-python3}"
+OPENVINO_SPEC="${OPENVINO_SPEC:-openvino>=2026.0,<2027}"  # as pyproject.toml's openvino extra
 stamp="$TRITON_HOME/.installed-$PYTRITON_VERSION"
 
+# openvino-cpu builds run OpenVINO inside the stub. A pyenv installed before that (CI
+# caches $TRITON_HOME outside the clone) gets it added; one that has it is left alone.
+ensure_openvino() {
+  if ! "$TRITON_HOME/pyenv/bin/python" -c "import openvino" >/dev/null 2>&1; then
+    echo "adding $OPENVINO_SPEC to the Triton Python environment"
+    "$TRITON_HOME/pyenv/bin/pip" install --quiet --disable-pip-version-check "numpy<2" "$OPENVINO_SPEC"
+  fi
+}
+
 if [ -f "$stamp" ]; then
+  ensure_openvino
   echo "local Triton $PYTRITON_VERSION already installed in $TRITON_HOME"
   exit 0
 fi
@@ -35,6 +47,7 @@ cp "$stub" "$server/backends/python/triton_python_backend_stub"
 
 "$PYTHON" -m venv "$TRITON_HOME/pyenv"
 "$TRITON_HOME/pyenv/bin/pip" install --quiet --disable-pip-version-check "numpy<2" "onnxruntime>=1.19,<2"
+ensure_openvino
 
 # The stub embeds the system's libpython of the same minor version.
 if ! ldd "$stub" | grep -q "libpython$pyver.*=> /"; then

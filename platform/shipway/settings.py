@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shipway.builds.triton_models.padding import check_buckets
@@ -147,6 +147,25 @@ class Settings(BaseSettings):
         None, description="Celery result backend. Default: SQLite in `home`."
     )
     build_queue: str = Field("builds", description="Celery queue of engine builds.")
+    hook_queue: str = Field(
+        "hooks",
+        min_length=1,
+        description="Celery queue of webhook deliveries (the task "
+        "`shipway.gitops.process_delivery`): applying a pushed spec needs a Kubernetes token, "
+        "so it has its own queue, and a worker that builds (runs untrusted models) need not "
+        "consume it (`shipway serve worker --consume builds`). `serve worker` consumes both "
+        "by default, so one local worker still does everything. Must differ from "
+        "`build_queue`.",
+    )
+
+    @field_validator("hook_queue")
+    @classmethod
+    def _hook_queue_is_its_own(cls, value: str, info: ValidationInfo) -> str:
+        # equal names would hand deliveries to every build worker again, token or not
+        if value == info.data.get("build_queue"):
+            raise ValueError(f"must differ from SHIPWAY_BUILD_QUEUE (both {value!r})")
+        return value
+
     triton_home: Path = Field(
         default_factory=_default_triton_home,
         description="Local Triton distribution: `dist/` holds the tritonserver binary and "
@@ -266,7 +285,9 @@ class Settings(BaseSettings):
     triton_onnx_backend: Literal["python", "onnxruntime"] = Field(
         "python",
         description="Triton backend for onnxruntime-cpu builds: `python` (ONNX Runtime "
-        "inside the local Triton's Python backend) or `onnxruntime` (the official image).",
+        "inside the local Triton's Python backend) or `onnxruntime` (the official image). "
+        "openvino-cpu builds follow it: OpenVINO inside the Python backend, or the official "
+        "image's `openvino` backend.",
     )
     serving_trim_padding: bool = Field(
         True,

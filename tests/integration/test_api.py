@@ -182,10 +182,23 @@ def test_register_then_build_requests(
     recipe = api.post("/api/v1/builds", json={"model": "minilm", "version": 1, "recipe": "fp8"})
     assert recipe.status_code == 422
     assert recipe.json()["detail"] == (
-        "body.recipe must be 'fp32', 'fp16', 'int8' or 'int8-dynamic', got 'fp8'"
+        "body.recipe must be 'fp32', 'fp16', 'int8', 'int8-dynamic' or 'bf16', got 'fp8'"
     )
     pair = api.post("/api/v1/builds", json={"model": "minilm", "version": 1, "target": "tensorrt"})
     assert pair.status_code == 422 and "a float32 TensorRT engine gains little" in pair.text
+    # the openvino-cpu target's pairs that have no build path, refused with the reason
+    for recipe, target, reason in [
+        ("int8-dynamic", "openvino-cpu", "OpenVINO quantizes from calibrated ranges"),
+        ("fp16", "openvino-cpu", "not float16; use bf16 on openvino-cpu"),
+        ("bf16", "onnxruntime-cpu", "bf16 is OpenVINO's inference precision hint"),
+    ]:
+        body = {"model": "minilm", "version": 1, "recipe": recipe, "target": target}
+        refused = api.post("/api/v1/builds", json=body)
+        assert refused.status_code == 422 and reason in refused.json()["detail"], refused.text
+    body = {"model": "minilm", "version": 1, "recipe": "int8", "target": "openvino-cpu"}
+    ignored = api.post("/api/v1/builds", json={**body, "options": {"calibration": "minmax"}})
+    assert ignored.status_code == 422, ignored.text
+    assert "calibration applies to ONNX Runtime and TensorRT" in ignored.json()["detail"]
 
     # quantize_embeddings: a boolean, and for int8-dynamic only; refused before queueing
     def with_options(recipe: str, **options: object) -> httpx.Response:

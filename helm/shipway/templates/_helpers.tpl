@@ -80,15 +80,33 @@ capabilities:
   valueFrom: {secretKeyRef: {name: {{ include "shipway.secretName" . }}, key: redis-url}}
 - name: SHIPWAY_RESULT_BACKEND
   valueFrom: {secretKeyRef: {name: {{ include "shipway.secretName" . }}, key: redis-url}}
-- name: SHIPWAY_API_TOKENS
-  valueFrom: {secretKeyRef: {name: {{ include "shipway.secretName" . }}, key: api-tokens}}
 - name: SHIPWAY_ARCHIVE_KEY
   valueFrom: {secretKeyRef: {name: {{ include "shipway.secretName" . }}, key: archive-key}}
 - name: SHIPWAY_WEBHOOK_SECRET
   valueFrom:
     secretKeyRef: {name: {{ include "shipway.secretName" . }}, key: webhook-secret, optional: true}
-{{- /* The GitOps hooks only with gitops.enabled: they need workers that may write
-ModelDeployments; without it every delivery would fail, so the hooks stay off (404). */}}
+- name: MLFLOW_TRACKING_USERNAME
+  valueFrom:
+    secretKeyRef: {name: {{ include "shipway.secretName" . }}, key: mlflow-username, optional: true}
+- name: MLFLOW_TRACKING_PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ include "shipway.secretName" . }}, key: mlflow-password, optional: true}
+{{- end -}}
+
+{{/* The API's tokens: for the API, which checks them, and the GitOps worker (it applies
+specs as the API does). The build workers call no API and get none (worker.yaml). */}}
+{{- define "shipway.apiTokensEnv" -}}
+- name: SHIPWAY_API_TOKENS
+  valueFrom: {secretKeyRef: {name: {{ include "shipway.secretName" . }}, key: api-tokens}}
+{{- end -}}
+
+{{/* The GitOps hooks' secrets and the repository URL (which may carry a read-only token):
+for the API, which checks deliveries, and the GitOps worker, which fetches and applies
+them; never for the build workers, which run the models being built. */}}
+{{- define "shipway.gitopsEnv" -}}
+{{- /* The GitOps hooks only with gitops.enabled: they need the GitOps worker, the one
+whose Role writes ModelDeployments; without it no delivery would ever be applied, so the
+hooks stay off (404). */}}
 {{- if .Values.gitops.enabled }}
 {{- range $key, $variable := dict "github-webhook-secret" "SHIPWAY_GITHUB_WEBHOOK_SECRET" "gitlab-webhook-token" "SHIPWAY_GITLAB_WEBHOOK_TOKEN" "mlflow-webhook-secret" "SHIPWAY_MLFLOW_WEBHOOK_SECRET" "gitops-repository-url" "SHIPWAY_GITOPS_REPOSITORY_URL" }}
 - name: {{ $variable }}
@@ -96,14 +114,8 @@ ModelDeployments; without it every delivery would fail, so the hooks stay off (4
     secretKeyRef: {name: {{ include "shipway.secretName" $ }}, key: {{ $key }}, optional: true}
 {{- end }}
 {{- else if or .Values.gitops.repositoryUrl .Values.secrets.githubWebhookSecret .Values.secrets.gitlabWebhookToken .Values.secrets.mlflowWebhookSecret }}
-{{- fail "gitops.repositoryUrl and the hooks' secrets (secrets.githubWebhookSecret, gitlabWebhookToken, mlflowWebhookSecret) need gitops.enabled=true: the workers that apply pushed specs need their Role" }}
+{{- fail "gitops.repositoryUrl and the hooks' secrets (secrets.githubWebhookSecret, gitlabWebhookToken, mlflowWebhookSecret) need gitops.enabled=true: only then is there a GitOps worker (and its Role) to apply pushed specs" }}
 {{- end }}
-- name: MLFLOW_TRACKING_USERNAME
-  valueFrom:
-    secretKeyRef: {name: {{ include "shipway.secretName" . }}, key: mlflow-username, optional: true}
-- name: MLFLOW_TRACKING_PASSWORD
-  valueFrom:
-    secretKeyRef: {name: {{ include "shipway.secretName" . }}, key: mlflow-password, optional: true}
 {{- end -}}
 
 {{/* Volumes of a read-only root file system: SHIPWAY_HOME and /tmp as emptyDirs. */}}

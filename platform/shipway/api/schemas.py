@@ -145,7 +145,8 @@ class BuildIn(BaseModel):
     target: Target = Field(
         Target.ONNXRUNTIME_CPU,
         description="Where it runs; not every recipe has a build path on every target "
-        "(fp32 and int8-dynamic: onnxruntime-cpu; fp16: tensorrt; int8: both)",
+        "(fp32: onnxruntime-cpu or openvino-cpu; int8-dynamic: onnxruntime-cpu; fp16: "
+        "tensorrt; int8: all three; bf16: openvino-cpu, where the CPU has bfloat16)",
     )
     options: BuildOptionsIn = Field(default_factory=BuildOptionsIn)
 

@@ -3,6 +3,10 @@
 Locally the broker is kombu's SQLAlchemy transport on a SQLite file (no server);
 in tests and production it is Redis. Task code is registered by
 ``shipway.builds.tasks.register`` in the worker only: the API enqueues by name.
+
+Two queues: builds (``SHIPWAY_BUILD_QUEUE``), which run untrusted models, and webhook
+deliveries (``SHIPWAY_HOOK_QUEUE``), whose worker applies pushed specs with a Kubernetes
+token; so a cluster runs each on its own workers (``shipway serve worker --consume``).
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from celery import Celery
 from shipway.settings import Settings
 
 BUILD_TASK = "shipway.builds.run_build"
+# Webhook deliveries (``shipway.services.hook_tasks``); named here, beside its route.
+HOOK_TASK = "shipway.gitops.process_delivery"
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -20,7 +26,10 @@ def create_celery(settings: Settings) -> Celery:
         broker_url=settings.resolved_broker_url,
         result_backend=settings.resolved_result_backend,
         task_default_queue=settings.build_queue,
-        task_routes={BUILD_TASK: {"queue": settings.build_queue}},
+        task_routes={
+            BUILD_TASK: {"queue": settings.build_queue},
+            HOOK_TASK: {"queue": settings.hook_queue},
+        },
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,

@@ -17,14 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
 from shipway.builds import baselines
 from shipway.builds.accuracy import MASK, AccuracyReport, AgreementRule, compare, resolve_rule
-from shipway.builds.recipes import BuildOptions, Recipe, Target
+from shipway.builds.recipes import BuildOptions, Recipe, Target, openvino_precision
 from shipway.builds.triton_config import token_outputs
-from shipway.engines import evaluate, quantize, selective, tensorrt
-from shipway.engines.benchmark import Measurement, on_feeds, side_by_side
+from shipway.engines import evaluate, openvino, quantize, selective, tensorrt
+from shipway.engines.benchmark import Measurement, fixed_batch, on_feeds, side_by_side
 from shipway.engines.calibration import Arrays, Split, rows, split, take
 from shipway.engines.graph import int8_weights, is_qdq, weighted_nodes
 from shipway.errors import BuildFailed
@@ -80,6 +81,8 @@ def compile_candidate(
     progress: Progress,
 ) -> Result:
     started = time.monotonic()
+    if target is Target.OPENVINO_CPU:
+        return _compile_openvino(inputs, recipe, options, workdir, bench, progress, started)
     if target is Target.TENSORRT:
         tensorrt.require()  # no GPU or no TensorRT: fail now, not after calibrating
     if recipe is Recipe.FP32:
@@ -453,4 +456,162 @@ def _benchmark(
     else:
         result["speedup_vs_stable"] = None
         result["performance_regression"] = False
+    return result
+
+
+OPENVINO_CANDIDATE = "candidate"
+
+
+def _compile_openvino(
+    inputs: Inputs,
+    recipe: Recipe,
+    options: BuildOptions,
+    workdir: Path,
+    bench: BenchPlan,
+    progress: Progress,
+    started: float,
+) -> Result:
+    """The openvino-cpu build: OpenVINO reads the ONNX model, NNCF quantizes it (int8,
+    from the calibration rows the ONNX Runtime int8 recipe uses), it is saved as IR
+    (``model.xml``/``model.bin``), compiled with the precision hint the recipe and the
+    CPU decide (``recipes.openvino_precision``), gated on the held-out rows as OpenVINO
+    runs it, against ONNX Runtime's FP32 answers, and benchmarked against the raw and
+    fused FP32 baselines (ONNX Runtime) at the padded and at real lengths. The report's
+    ``openvino`` says the precision OpenVINO compiled with, read back from it.
+    Anything OpenVINO or NNCF refuses is ``BuildFailed`` with their words; nothing is
+    written outside ``workdir``."""
+    openvino.require()
+    capabilities = openvino.capabilities()
+    precision = openvino_precision(recipe, capabilities)  # bf16 without BF16: refused now
+    report: dict[str, Any] = {
+        "recipe": recipe.value,
+        "target": Target.OPENVINO_CPU.value,
+        "options": options.to_dict(),
+    }
+    progress("check-calibration-data", 0.1)
+    data = split(
+        inputs.signature, inputs.sample, inputs.calibration, calibrates=recipe is Recipe.INT8
+    )
+    report["calibration"] = {
+        "rows": rows(data.calibration),
+        "held_out_rows": rows(data.held_out),
+        "source": data.source,
+    }
+    progress("read-openvino", 0.15)
+    model = openvino.read_onnx(inputs.model)
+    batch = evaluate.batch_size(inputs.signature)
+    reference = evaluate.run(evaluate.session(inputs.model), data.held_out, batch)
+    rule = resolve_rule(
+        reference,
+        options.min_cosine,
+        inputs.output_kinds,
+        mask_input=inputs.mask_input,
+        min_row_cosine=options.min_row_cosine,
+        batched=inputs.signature.batch_dim is not None,
+        token_outputs=token_outputs(inputs.signature, inputs.mask_input),
+    )
+    if recipe is Recipe.INT8:
+        progress("quantize-nncf", 0.3)
+        feeds = _row_feeds(data.calibration, inputs.signature)
+        model = openvino.quantize(model, feeds, len(feeds))
+        layers = openvino.int8_layers(model)
+        report["quantization"] = {
+            "method": "NNCF post-training quantization, model type transformer",
+            "calibration_rows": len(feeds),
+            "fake_quantize_nodes": layers,
+        }
+        if layers == 0:
+            raise BuildFailed(
+                "nothing was quantized: NNCF found no layer to quantize in this model; "
+                "build it as fp32 or bf16"
+            )
+    folder = workdir / "openvino"
+    folder.mkdir(exist_ok=True)
+    engine = openvino.save(model, folder / openvino.IR_XML)
+    progress("accuracy-gate", 0.5)
+    names = [o.name for o in inputs.signature.outputs]
+    session = openvino.Session(engine, precision, bench.threads, names)
+    used = session.used()
+    report["openvino"] = {
+        "version": openvino.version(),
+        "cpu_capabilities": capabilities,
+        "inference_precision_requested": precision,
+        **used,
+    }
+    candidate = evaluate.run(session, data.held_out, batch)  # type: ignore[arg-type]
+    accuracy = compare(reference, candidate, data.held_out, rule, options.min_top1)
+    report["accuracy"] = accuracy.to_dict()
+    if not accuracy.passed:
+        report["seconds"] = round(time.monotonic() - started, 2)
+        raise GateFailed("accuracy gate failed: " + "; ".join(accuracy.failures), report)
+    progress("benchmark", 0.75)
+    report["benchmark"] = _benchmark_openvino(inputs, session, engine, data, bench, workdir)
+    weights = engine.with_suffix(".bin")
+    report["size_mb"] = {
+        "fp32": round(inputs.model.stat().st_size / 1e6, 3),
+        "candidate": round((engine.stat().st_size + weights.stat().st_size) / 1e6, 3),
+    }
+    report["seconds"] = round(time.monotonic() - started, 2)
+    return Result(engine, report)
+
+
+def _row_feeds(data: Arrays, signature: Signature) -> list[Arrays]:
+    """The calibration rows one by one (constants whole): NNCF's dataset items. A model
+    without a batch axis has one item, its whole sample."""
+    if signature.batch_dim is None:
+        return [dict(data)]
+    return [dict(take(data, slice(i, i + 1))) for i in range(rows(data))]
+
+
+def _benchmark_openvino(
+    inputs: Inputs,
+    session: openvino.Session,
+    engine: Path,
+    data: Split,
+    plan: BenchPlan,
+    workdir: Path,
+) -> dict[str, Any]:
+    """The OpenVINO engine (compiled as served, its precision read back) next to ONNX
+    Runtime's raw and fused FP32 baselines, at the padded and at real lengths, like
+    ``_benchmark``; no stable build races it (that is ONNX Runtime's)."""
+    fused, fusions = _fused_fp32(inputs.model, workdir)
+    models = {OPENVINO_CANDIDATE: engine.with_suffix(".bin"), baselines.RAW_FP32: inputs.model}
+    if fused is not None:
+        models[baselines.FUSED_FP32] = fused
+    sessions: dict[str, Any] = {
+        label: evaluate.session(path, plan.threads)
+        for label, path in models.items()
+        if label != OPENVINO_CANDIDATE
+    }
+    sessions[OPENVINO_CANDIDATE] = session
+    split_inputs = [n for n in data.held_out if n not in getattr(data.held_out, "constants", ())]
+    size = fixed_batch([sessions[baselines.RAW_FP32]], split_inputs) or plan.batch
+    feed = take(data.held_out, np.arange(size) % rows(data.held_out))
+    padded = on_feeds(models, sessions, [feed], plan.seconds, plan.rounds)
+    real_lengths = baselines.real_length_batches(
+        data.calibration, inputs.signature, inputs.mask_input, evaluate.batch_size(inputs.signature)
+    )
+    real: dict[str, Measurement] | None = None
+    if isinstance(real_lengths, baselines.RealLengths):
+        real = on_feeds(models, sessions, real_lengths.feeds, plan.seconds, plan.rounds)
+    result = baselines.speed_report(
+        padded,
+        real,
+        real_lengths.summary if isinstance(real_lengths, baselines.RealLengths) else real_lengths,
+        fusions,
+    )
+    result["candidate_runtime"] = {
+        "runtime": "openvino",
+        "description": "the OpenVINO engine as served, compiled with the precision in "
+        "the report's openvino section",
+        **session.used(),
+    }
+    result["candidate"] = padded[OPENVINO_CANDIDATE].to_dict()
+    result["fp32"] = padded[baselines.RAW_FP32].to_dict()
+    result["speedup_vs_fp32"] = round(
+        padded[OPENVINO_CANDIDATE].rows_per_second / padded[baselines.RAW_FP32].rows_per_second, 3
+    )
+    result["stable_build"] = None
+    result["speedup_vs_stable"] = None
+    result["performance_regression"] = False
     return result

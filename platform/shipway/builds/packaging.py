@@ -3,10 +3,15 @@
 ::
 
     <repo>/<triton-model-name>/config.pbtxt
-    <repo>/<triton-model-name>/1/model.onnx   (model.plan for TensorRT)
+    <repo>/<triton-model-name>/1/model.onnx   (model.plan for TensorRT; model.xml and
+                                              model.bin, OpenVINO's IR, for openvino-cpu)
     <repo>/<triton-model-name>/1/model.py     (Python backend only)
     <repo>/<triton-model-name>/1/shipway_padding.py  (its trimming arithmetic; trimmed only)
     <repo>/<triton-model-name>/warmup/*.bin   (the warm-up request, raw, row-major)
+
+A build for the official image's ``onnxruntime`` or ``openvino`` backend that trims is
+an ensemble under ``<triton-model-name>`` instead, with the engine's folder above renamed
+``<triton-model-name>__engine`` and numpy steps beside it (``ensemble``).
 
 The warm-up request comes from the registered reference sample (see
 ``triton_config``): real shapes and values the model is known to run on, since
@@ -23,7 +28,7 @@ import json
 import re
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -32,16 +37,19 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from shipway.builds import trim_check
+from shipway.builds import ensemble, trim_check
 from shipway.builds.accuracy import MASK
 from shipway.builds.recipes import Target
 from shipway.builds.triton_config import (
     BACKENDS,
+    TRIMMING_BACKENDS,
     WARMUP_DIR,
     ServingOptions,
     TrimPlan,
     batches,
     free_outputs,
+    openvino_notes,
+    openvino_parameters,
     render_config,
     trim_plan,
     warmup_bytes,
@@ -49,10 +57,13 @@ from shipway.builds.triton_config import (
     warmup_request,
 )
 from shipway.builds.triton_models import padding
+from shipway.engines.openvino import IR_BIN, IR_XML
 from shipway.registry.signature import Signature
 
 _PYTHON_MODEL = Path(__file__).parent / "triton_models" / "onnxruntime_python.py"
+_OPENVINO_MODEL = Path(__file__).parent / "triton_models" / "openvino_python.py"
 _PADDING = Path(__file__).parent / "triton_models" / "padding.py"
+_SEQUENCE_STEP = Path(__file__).parent / "triton_models" / "sequence_step.py"
 
 
 def triton_model_name(model: str, build_id: str) -> str:
@@ -68,6 +79,10 @@ def backend_for(target: Target, onnx_backend: str = "python") -> str:
         return "tensorrt"
     if onnx_backend not in ("python", "onnxruntime"):
         raise ValueError(f"unknown ONNX backend {onnx_backend!r}")
+    if target is Target.OPENVINO_CPU:
+        # locally OpenVINO runs inside the Python backend; the official image has
+        # Triton's OpenVINO backend (SHIPWAY_TRITON_ONNX_BACKEND=onnxruntime there)
+        return "python" if onnx_backend == "python" else "openvino"
     return onnx_backend
 
 
@@ -76,7 +91,7 @@ def probe_fixed_outputs(
     signature: Signature,
     mask_input: str | None,
     sample: Mapping[str, np.ndarray] | None,
-    session: ort.InferenceSession | None = None,
+    session: Any | None = None,
 ) -> dict[str, int]:
     """The outputs whose axis 1 the signature leaves free (``triton_config.free_outputs``)
     that keep one size when the model runs (ONNX Runtime, CPU) on the sample's first row
@@ -194,6 +209,7 @@ def trim_decision(
     mask_input: str | None,
     off_reason: str | None = None,
     precision: str | None = None,
+    open_engine: Callable[[], Any] | None = None,
 ) -> TrimDecision:
     """Decide whether the served model trims padding (the module docstring).
 
@@ -207,16 +223,25 @@ def trim_decision(
     reason: the check never fails a build. ``precision``: the float type the engine
     computes in, when the target sets it at run time (e.g. a precision hint);
     ``None``: read from the graph (``engine_precision``), float32 unless the graph
-    holds float16/bfloat16.
+    holds float16/bfloat16. ``open_engine``: opens the engine with ONNX Runtime's
+    session surface (``get_outputs``, ``run``) when another runtime serves it (an
+    OpenVINO engine: ``engines.openvino.Session``, compiled as served); default ONNX
+    Runtime on CPU.
     """
     if not options.trim_padding:
         return TrimDecision(off_reason or "trimming is switched off for this build")
-    if backend != "python":
+    if backend not in TRIMMING_BACKENDS:
         return TrimDecision(
-            f"the {backend!r} backend stacks requests itself: only the Python backend trims"
+            f"the {backend!r} engine is not what the check runs (ONNX Runtime on the ONNX "
+            "file): served untrimmed"
         )
     if not batches(signature, options):
         return TrimDecision("the model is served without batching: nothing is stacked to trim")
+    if backend != "python" and ensemble.reserved_names(signature):
+        return TrimDecision(
+            f"tensors {ensemble.reserved_names(signature)} are named like the trimming "
+            "ensemble's own (shipway__*)"
+        )
     mask = next((s for s in signature.inputs if s.name == mask_input), None)
     if mask is None:
         return TrimDecision(
@@ -226,9 +251,10 @@ def trim_decision(
     session = None
     if sample is not None and all(s.name in sample for s in signature.inputs):
         try:
-            session = _session(engine_path)
+            session = open_engine() if open_engine is not None else _session(engine_path)
         except Exception as exc:
-            return TrimDecision(f"ONNX Runtime cannot load the engine to check trimming: {exc}")
+            runtime = "the engine's runtime" if open_engine is not None else "ONNX Runtime"
+            return TrimDecision(f"{runtime} cannot load the engine to check trimming: {exc}")
     fixed = probe_fixed_outputs(engine_path, signature, mask_input, sample, session)
     plan = trim_plan(signature, mask_input, options, backend, fixed)
     if plan is None:
@@ -308,6 +334,7 @@ def package_repository(
     sample: Mapping[str, np.ndarray] | None = None,
     mask_input: str | None = MASK,
     decision: TrimDecision | None = None,
+    openvino_precision: str | None = None,
 ) -> Path:
     """Write the repository for one model under ``repo``; returns the model folder.
 
@@ -315,10 +342,29 @@ def package_repository(
     no trimming. ``mask_input`` names the attention mask the served model trims padding
     by (``None``: no mask, nothing trimmed). ``decision`` is ``trim_decision``'s for
     these same arguments, when the caller made it (to report it); else it is made here.
+    An openvino-cpu build's engine is its IR's ``model.xml`` (``model.bin`` beside it);
+    ``openvino_precision`` is the inference precision it was gated with (``f32`` or
+    ``bf16``), which its config carries (``triton_config.openvino_parameters``).
     """
     backend = backend_for(target, onnx_backend)
     options = options or ServingOptions()
-    folder = repo / model_name
+    openvino = target is Target.OPENVINO_CPU
+    parameters: dict[str, str] = {}
+    notes: list[str] = []
+    if openvino:  # checked before anything is written
+        if openvino_precision is None:
+            raise ValueError("an openvino-cpu build is packaged with its inference precision")
+        parameters = openvino_parameters(backend, openvino_precision)
+        notes = openvino_notes(backend, openvino_precision)
+    if decision is None:
+        decision = trim_decision(engine_path, signature, backend, options, sample, mask_input)
+    trim = decision.plan
+    layout = None
+    if trim is not None and backend != "python":  # the official image: an ensemble trims
+        layout = ensemble.render_ensemble(model_name, signature, trim, options)
+        _write_ensemble(repo, layout, decision)
+    # the engine's own model: the ensemble's engine step, or the model clients call
+    folder = repo / (layout.engine if layout else model_name)
     version_dir = folder / "1"
     version_dir.mkdir(parents=True, exist_ok=True)
     warmup = None
@@ -329,23 +375,43 @@ def package_repository(
             (folder / WARMUP_DIR / warmup_file(i, spec.name)).write_bytes(
                 warmup_bytes(warmup[spec.name])
             )
-    if decision is None:
-        decision = trim_decision(engine_path, signature, backend, options, sample, mask_input)
-    trim = decision.plan
     (folder / "config.pbtxt").write_text(
         render_config(
-            model_name,
+            folder.name,
             signature,
             backend,
             options,
             warmup,
-            trim,
+            trim if layout is None else None,
             decision.config_text() if backend == "python" else None,
+            parameters,
+            notes,
         )
     )
-    shutil.copyfile(engine_path, version_dir / BACKENDS[backend][1])
+    if openvino:  # the IR: model.xml and its weights, model.bin, as the backends expect
+        shutil.copyfile(engine_path, version_dir / IR_XML)
+        shutil.copyfile(engine_path.with_suffix(".bin"), version_dir / IR_BIN)
+    else:
+        shutil.copyfile(engine_path, version_dir / BACKENDS[backend][1])
     if backend == "python":
-        shutil.copyfile(_PYTHON_MODEL, version_dir / "model.py")
-    if trim is not None:  # any other model is packaged as before
+        shutil.copyfile(_OPENVINO_MODEL if openvino else _PYTHON_MODEL, version_dir / "model.py")
+    if trim is not None and layout is None:  # any other model is packaged as before
         shutil.copyfile(_PADDING, version_dir / "shipway_padding.py")
-    return folder
+    return repo / model_name
+
+
+def _write_ensemble(repo: Path, layout: ensemble.EnsembleLayout, decision: TrimDecision) -> None:
+    """The ensemble's and its steps' folders (``ensemble``); the engine's is written by
+    ``package_repository``. The decision goes into the ensemble's config, the model
+    clients call."""
+    for name, text in layout.configs.items():
+        (repo / name / "1").mkdir(parents=True, exist_ok=True)  # an ensemble's version too
+        if name == layout.ensemble:
+            text += (
+                'parameters { key: "shipway_trim_decision" '
+                f"value: {{ string_value: {json.dumps(decision.config_text())} }} }}\n"
+            )
+        (repo / name / "config.pbtxt").write_text(text)
+    for name in layout.steps:
+        shutil.copyfile(_SEQUENCE_STEP, repo / name / "1" / "model.py")
+        shutil.copyfile(_PADDING, repo / name / "1" / "shipway_padding.py")

@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from shipway.builds.packaging import (
 )
 from shipway.builds.recipes import BuildOptions, Recipe, Target
 from shipway.builds.triton_config import ServingOptions, trim_off_reason, trims_padding
-from shipway.engines import tensorrt
+from shipway.engines import openvino, tensorrt
 from shipway.errors import BuildFailed, ShipwayError
 from shipway.registry.mlflow_registry import (
     CALIBRATION_PATH,
@@ -191,8 +192,10 @@ class BuildPipeline:
                         length_buckets=tuple(self.settings.serving_length_buckets),
                     )
                     backend = backend_for(target, self.settings.triton_onnx_backend)
+                    hint = report.get("openvino", {}).get("inference_precision_requested")
                     # Trimmed only where the engine answers its reference sample trimmed
-                    # as padded, the way the gate judged it (``trim_check``).
+                    # as padded, the way the gate judged it (``trim_check``), run by the
+                    # runtime that serves it (OpenVINO for openvino-cpu).
                     decision = trim_decision(
                         engine,
                         signature,
@@ -201,6 +204,20 @@ class BuildPipeline:
                         inputs.sample,
                         mask,
                         trim_off_reason(tags, enabled),
+                        **(
+                            {
+                                "precision": openvino.numpy_precision(hint),
+                                "open_engine": partial(
+                                    openvino.Session,
+                                    engine,
+                                    hint,
+                                    1,
+                                    [o.name for o in signature.outputs],
+                                ),
+                            }
+                            if target is Target.OPENVINO_CPU
+                            else {}
+                        ),
                     )
                     report["serving"] = decision.to_dict()
                     package_repository(
@@ -214,6 +231,7 @@ class BuildPipeline:
                         sample=inputs.sample,  # the warm-up request is its first row
                         mask_input=mask,
                         decision=decision,
+                        openvino_precision=hint,
                     )
                     stage("upload-artifacts", 0.9)
                     extras = work / "extras"

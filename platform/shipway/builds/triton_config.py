@@ -30,7 +30,7 @@ request in the model's own shape is served (rows and the batch axis as
   Triton fails the load when it fails ("failed to run warmup sample ..."), so a model
   that cannot serve its own reference row never becomes ready, and says why. Triton
   skips a warm-up with ``batch_size: 0`` without a word, so it is always 1.
-- **Trimming padding** (the Python backend only; ``trim_plan``): for a batched model
+- **Trimming padding** (``trim_plan``): for a batched model
   with an integer or bool mask input ``[batch, seq]`` (``seq`` symbolic) whose other
   tensors carry ``seq`` or a fixed size on axis 1 (``sequence_layout``), and whose built
   engine answers its reference sample trimmed as padded (``packaging.trim_decision``,
@@ -45,14 +45,16 @@ request in the model's own shape is served (rows and the batch axis as
   trimmed to its longest real row (``triton_models/padding.py``). Answers keep each
   request's shape; token-level outputs are zeros wherever the request's mask is
   zero. The official image's ``onnxruntime`` backend stacks requests itself and
-  cannot do either: its config is left as it was.
+  cannot do either: a build for it that trims is packaged as an ensemble around the
+  engine whose first step cuts each request to its length bucket, so equal buckets
+  stack, and whose last restores token outputs (``shipway.builds.ensemble``).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,7 +135,50 @@ BACKENDS = {
     "python": ("KIND_CPU", "model.onnx"),
     "onnxruntime": ("KIND_CPU", "model.onnx"),
     "tensorrt": ("KIND_GPU", "model.plan"),
+    "openvino": ("KIND_CPU", "model.xml"),  # and model.bin beside it
 }
+
+OPENVINO_PARAMETER = "shipway_openvino"  # the local Python-backend model's OpenVINO settings
+
+
+def openvino_parameters(backend: str, precision: str) -> dict[str, str]:
+    """The ``parameters`` of an openvino-cpu build's config, for the inference precision
+    the build was gated with (``recipes.openvino_precision``: ``f32`` or ``bf16``).
+
+    ``python`` (the local Triton): ``shipway_openvino``, JSON of the properties the
+    Python-backend model compiles with (``triton_models/openvino_python.py``), the
+    precision hint always explicit. ``openvino`` (Triton's OpenVINO backend, official
+    image; its README's Parameters): ``PERFORMANCE_HINT`` ``LATENCY`` (a dynamic batch
+    per instance) and, for bf16, ``HINT_BF16`` ``YES``. That backend takes no key that
+    forces f32 (an unknown key fails the load), so on a CPU with bfloat16 an f32 build
+    is computed in bf16 there, OpenVINO's default; ``openvino_notes`` says so in the
+    config. Pure."""
+    if backend == "python":
+        hint = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+        return {OPENVINO_PARAMETER: json.dumps(hint)}
+    if backend == "openvino":
+        out = {"PERFORMANCE_HINT": "LATENCY"}
+        if precision == "bf16":
+            out["HINT_BF16"] = "YES"
+        return out
+    raise ValueError(f"backend {backend!r} does not run OpenVINO")
+
+
+def openvino_notes(backend: str, precision: str) -> list[str]:
+    """Comment lines for the config text: what the official backend cannot be told."""
+    if backend == "openvino" and precision == "f32":
+        return [
+            "# Triton's OpenVINO backend has no parameter forcing f32: on a CPU with",
+            "# bfloat16 it computes in bf16 (OpenVINO's default), unlike the gated build.",
+        ]
+    return []
+
+
+# Backends a build may trim on: the Python backend trims inside the served model; the
+# official image's ``onnxruntime`` and ``openvino`` backends stack requests themselves,
+# so an ensemble around the engine trims (``ensemble``). All run the engine the check
+# ran (ONNX Runtime, or OpenVINO for openvino-cpu); a TensorRT engine was not checked.
+TRIMMING_BACKENDS = ("python", "onnxruntime", "openvino")
 
 
 def is_batchable(signature: Signature) -> bool:
@@ -294,14 +339,14 @@ def trim_plan(
 ) -> TrimPlan | None:
     """Whether and how the served model trims padding; ``None`` leaves it untouched.
 
-    It trims when the options ask, the backend is ``python``, the model batches, and
-    ``sequence_layout`` (``fixed``: its probed output sizes) finds the mask's sequence
-    axis on axis 1 only, named the same wherever it is: then cutting and re-padding
-    axis 1 is all trimming does. The *token-level* outputs are the outputs with ``seq``
-    on axis 1 (``last_hidden_state``); the others (a pooled ``[batch, hidden]``, class
-    scores) are answered as computed.
+    It trims when the options ask, the backend is one of ``TRIMMING_BACKENDS``, the
+    model batches, and ``sequence_layout`` (``fixed``: its probed output sizes) finds
+    the mask's sequence axis on axis 1 only, named the same wherever it is: then
+    cutting and re-padding axis 1 is all trimming does. The *token-level* outputs are
+    the outputs with ``seq`` on axis 1 (``last_hidden_state``); the others (a pooled
+    ``[batch, hidden]``, class scores) are answered as computed.
     """
-    if not (options.trim_padding and backend == "python" and batches(signature, options)):
+    if not (options.trim_padding and backend in TRIMMING_BACKENDS and batches(signature, options)):
         return None
     layout = sequence_layout(signature, mask_input, fixed)
     if layout is None:
@@ -380,17 +425,22 @@ def render_config(
     warmup: Mapping[str, np.ndarray] | None = None,
     trim: TrimPlan | None = None,
     trim_decision: str | None = None,
+    parameters: Mapping[str, str] | None = None,
+    notes: Sequence[str] = (),
 ) -> str:
     """The ``config.pbtxt`` text. ``warmup`` (from ``warmup_request``) adds a warm-up
     that reads each input from ``warmup/<warmup_file(i, name)>``, which the caller
     writes as the array's raw bytes; ``trim`` (from ``trim_plan``) the trimming
     parameter and ragged sequence inputs; ``trim_decision`` (JSON: whether the build
     trims and why, ``packaging.TrimDecision``) the parameter ``shipway_trim_decision``,
-    for whoever reads the config (the served model does not). Raises ``InvalidInput``
+    for whoever reads the config (the served model does not); ``parameters`` more
+    string parameters (``openvino_parameters``), ``notes`` comment lines at the top.
+    Raises ``InvalidInput``
     for a dtype Triton cannot serve."""
     batched = batches(signature, options)
     ragged = set(trim.sequence_inputs) if trim else set()
     lines = [
+        *notes,
         f"name: {json.dumps(model_name)}",
         f"backend: {json.dumps(backend)}",
         f"max_batch_size: {options.max_batch_size if batched else 0}",
@@ -418,6 +468,11 @@ def render_config(
         lines.append(
             'parameters { key: "shipway_trim_decision" '
             f"value: {{ string_value: {json.dumps(trim_decision)} }} }}"
+        )
+    for key, value in (parameters or {}).items():
+        value_text = json.dumps(value)
+        lines.append(
+            f"parameters {{ key: {json.dumps(key)} value: {{ string_value: {value_text} }} }}"
         )
     if options.warmup and warmup is not None:
         lines.append(_warmup(signature, warmup))

@@ -145,8 +145,14 @@ def _follow(client: ApiClient, build: dict[str, Any], quiet: bool) -> dict[str, 
 def builds_create(
     name: Annotated[str, typer.Argument(help="Registered model name")],
     version: Annotated[int, typer.Option(help="Model version")],
-    recipe: Annotated[str, typer.Option(help="fp32 | fp16 | int8 | int8-dynamic")] = "fp32",
-    target: Annotated[str, typer.Option(help="onnxruntime-cpu | tensorrt")] = "onnxruntime-cpu",
+    recipe: Annotated[str, typer.Option(help="fp32 | fp16 | int8 | int8-dynamic | bf16")] = "fp32",
+    target: Annotated[
+        str,
+        typer.Option(
+            help="onnxruntime-cpu | tensorrt | openvino-cpu (fp32, int8 by NNCF, and bf16 "
+            "where the CPU has it; needs the openvino extra on the build workers)"
+        ),
+    ] = "onnxruntime-cpu",
     calibration: Annotated[
         str | None, typer.Option(help="INT8 calibration: minmax | entropy | percentile")
     ] = None,
@@ -294,6 +300,13 @@ def report_lines(report: dict[str, Any]) -> list[str]:
     kept = report.get("selective", {}).get("kept_fp32")
     if kept:
         lines.append(f"kept in FP32: {', '.join(kept)}")
+    openvino = report.get("openvino")
+    if openvino:  # the precision OpenVINO compiled with, read back from it
+        lines.append(
+            f"openvino {openvino.get('version', '?')}: inference precision "
+            f"{openvino.get('inference_precision')} (requested "
+            f"{openvino.get('inference_precision_requested')})"
+        )
     bench = report.get("benchmark")
     if bench:
         text = f"speed: {bench['speedup_vs_fp32']:.2f}x FP32"
@@ -538,16 +551,35 @@ def serve(
     migrate: Annotated[
         bool, typer.Option("--migrate/--no-migrate", help="Upgrade the schema first")
     ] = True,
+    consume: Annotated[
+        str | None,
+        typer.Option(
+            help="worker only: all (default) | builds (SHIPWAY_BUILD_QUEUE: engine builds) | "
+            "hooks (SHIPWAY_HOOK_QUEUE: webhook deliveries, which apply pushed specs); "
+            "a cluster runs build workers without a Kubernetes token and one hooks worker "
+            "with it"
+        ),
+    ] = None,
 ) -> None:
     """Run one Shipway process (what `up` starts; Helm runs each as its own Deployment)."""
     with _server_extra():
-        from shipway.cli.serve import SERVERS
+        from shipway.cli.serve import SERVERS, serve_worker, worker_queues
     from shipway.errors import ShipwayError
 
     if role not in SERVERS:
         fail(f"unknown role {role!r}; choose one of {', '.join(SERVERS)}", 2)
+    if consume is not None and role != "worker":
+        fail(f"--consume is for `shipway serve worker` only, not {role!r}", 2)
     try:
-        SERVERS[role](state.settings, migrate)
+        if role == "worker":
+            consume = consume or "all"
+            try:
+                worker_queues(state.settings, consume)
+            except ValueError as exc:
+                fail(str(exc), 2)
+            serve_worker(state.settings, migrate, consume)
+        else:
+            SERVERS[role](state.settings, migrate)
     except ShipwayError as exc:
         fail(str(exc))
 

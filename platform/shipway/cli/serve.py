@@ -65,21 +65,45 @@ def serve_gateway(settings: Settings, migrate: bool) -> None:
     uvicorn.run(create_gateway_app(settings, container.db), **options)
 
 
-def serve_worker(settings: Settings, migrate: bool) -> None:
+# What ``shipway serve worker --consume`` takes: both queues (one local worker does all),
+# or one of them, so that a cluster keeps the token away from the workers that build.
+WORKER_CONSUMES = ("all", "builds", "hooks")
+
+
+def worker_queues(settings: Settings, consume: str) -> list[str]:
+    """The Celery queues of ``--consume``: ``builds`` is ``SHIPWAY_BUILD_QUEUE`` (engine
+    builds, which run untrusted models), ``hooks`` is ``SHIPWAY_HOOK_QUEUE`` (webhook
+    deliveries, which apply pushed specs), ``all`` both. ValueError names the choices."""
+    queues = {"builds": [settings.build_queue], "hooks": [settings.hook_queue]}
+    queues["all"] = queues["builds"] + queues["hooks"]
+    if consume not in queues:
+        raise ValueError(f"--consume takes one of {', '.join(WORKER_CONSUMES)}, got {consume!r}")
+    return queues[consume]
+
+
+def serve_worker(settings: Settings, migrate: bool, consume: str = "all") -> None:
+    """A Celery worker on the queues of ``consume`` (``worker_queues``), with the task code
+    of those queues only: a worker for hooks has no build code, and the other way round.
+    Its node name says what it takes (``shipway-<consume>@<host>``, in task results and
+    ``celery inspect``)."""
     from shipway.builds import tasks
     from shipway.services import hook_tasks
 
+    queues = worker_queues(settings, consume)
     _logging()
     container = Container(settings, run_migrations=migrate)
     app = container.celery
-    tasks.register(app, container)
-    hook_tasks.register(app, container)
+    if settings.build_queue in queues:
+        tasks.register(app, container)
+    if settings.hook_queue in queues:
+        hook_tasks.register(app, container)
     app.worker_main(
         [
             "worker",
             "--pool=solo",
             "--loglevel=INFO",
-            f"--queues={settings.build_queue}",
+            f"--queues={','.join(queues)}",
+            f"--hostname=shipway-{consume}@%h",
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",

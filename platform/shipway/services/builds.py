@@ -27,7 +27,7 @@ def create(
 ) -> Build:
     parsed_recipe, parsed_target = recipes.parse(recipe, target)
     parsed_options = recipes.BuildOptions.from_dict(options)
-    parsed_options.check(parsed_recipe)
+    parsed_options.check(parsed_recipe, parsed_target)
     model_version = get_version(container, model, version)
     # MLflow state may have changed behind Shipway's back: refuse now, naming it,
     # rather than queue a build that cannot fetch its model.

@@ -3,7 +3,10 @@ Celery in, ``services.hooks.process`` out; kept out of the pure ``shipway.gitops
 
 Explicit name, late acknowledgement, the delivery's id as the argument and its state
 re-read inside: a re-delivered task finds the delivery finished and does nothing. Sent
-to the default queue (``SHIPWAY_BUILD_QUEUE``), so the worker that builds also applies.
+to its own queue (``SHIPWAY_HOOK_QUEUE``, celery_app's task_routes): applying a pushed
+spec on Kubernetes takes a token that may write ModelDeployments, and the workers that
+build run untrusted models, so a cluster gives this queue its own worker
+(``shipway serve worker --consume hooks``) and the build workers no token.
 """
 
 from __future__ import annotations

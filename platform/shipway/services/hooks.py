@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from shipway.builds.celery_app import HOOK_TASK
 from shipway.container import Container
 from shipway.errors import InvalidInput, NotFound, ShipwayError, Unavailable
 from shipway.gitops import push_events, signatures
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HOOK_TASK = "shipway.gitops.process_delivery"
 MLFLOW_ACTOR = "mlflow:webhook"
 # How many times one delivery re-applies a branch that moved while it applied (each newer
 # push has its own delivery too; this only makes the last apply to finish the tip's).
@@ -316,6 +316,7 @@ def _record(container: Container, row: HookDelivery) -> Receipt:
         return Receipt(first, duplicate=True)
     if row.status == DeliveryStatus.QUEUED:
         try:
+            # to SHIPWAY_HOOK_QUEUE (celery_app's task_routes), never to the build workers
             container.celery.send_task(HOOK_TASK, args=[row.id])
         except Exception as exc:
             with container.db.session() as session:

@@ -603,7 +603,7 @@ def test_concurrent_identical_deliveries_are_received_once(
     assert sorted(r.duplicate for r in receipts) == [False] + [True] * 7
     assert len({r.delivery.id for r in receipts}) == 1
     assert count(container, HookDelivery) == 1
-    queued = redis.Redis.from_url(redis_url).llen(container.settings.build_queue)
+    queued = redis.Redis.from_url(redis_url).llen(container.settings.hook_queue)
     assert queued == 1
 
 

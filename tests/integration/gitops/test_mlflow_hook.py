@@ -2,7 +2,8 @@
 holds a webhook made with ``MlflowClient().create_webhook`` that points at a live
 Shipway API process; registering a version through Shipway, or setting an alias on it,
 makes that server sign and send the event, and the builds the model's ``shipway.yaml``
-asks for appear (queued by a real Celery worker).
+asks for appear (queued by a real Celery worker that consumes only the hook queue, built by
+one that consumes only the build queue, as the chart splits them).
 
 MLflow refuses to deliver to private addresses and to plain ``http`` by default
 (``mlflow/utils/validation.py``'s ``_validate_webhook_url`` at creation and
@@ -99,8 +100,16 @@ def plane(
             shipway_process(
                 settings, "serve", "api", "--no-migrate", log=tmp_path / "api.log"
             ) as proc,
+            # split as the chart runs them: deliveries on one worker, builds on another
             shipway_process(
-                settings, "serve", "worker", "--no-migrate", log=tmp_path / "worker.log"
+                settings,
+                *("serve", "worker", "--no-migrate", "--consume", "hooks"),
+                log=tmp_path / "hooks-worker.log",
+            ),
+            shipway_process(
+                settings,
+                *("serve", "worker", "--no-migrate", "--consume", "builds"),
+                log=tmp_path / "worker.log",
             ),
         ):
 

@@ -26,6 +26,7 @@ pytestmark = pytest.mark.integration
 RBAC = REPO / "operators" / "rbac"
 OPERATOR_CRDS = REPO / "operators" / "shipway_operator" / "crds"
 SERVERS = ("api", "worker", "operator", "gateway")
+GITOPS = "rel-shipway-gitops"  # the GitOps worker: only with gitops.enabled (values-external)
 
 
 def workloads(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -48,7 +49,8 @@ def test_every_role_is_rendered(helm: Helm, value_set: tuple[str, Path | None]) 
     name, values = value_set
     objects = helm.template(values)
     deployments = by_kind(objects, "Deployment")
-    assert sorted(deployments) == sorted(f"rel-shipway-{role}" for role in SERVERS)
+    gitops = [GITOPS] if name == "external" else []
+    assert sorted(deployments) == sorted([f"rel-shipway-{role}" for role in SERVERS] + gitops)
     assert sorted(by_kind(objects, "Service")) == ["rel-shipway-api", "rel-shipway-gateway"]
     assert list(by_kind(objects, "CustomResourceDefinition")) == ["modeldeployments.shipway.io"]
     assert "rel-shipway" in by_kind(objects, "ConfigMap")
@@ -200,36 +202,82 @@ def test_rbac_is_the_shipped_roles_one_account_per_role(
     # nothing anywhere grants Secrets
     for role in [*roles.values(), *by_kind(objects, "ClusterRole").values()]:
         assert all("secrets" not in rule["resources"] for rule in role["rules"])
-    accounts = {
-        w["spec"]["template"]["spec"]["serviceAccountName"]
-        for w in by_kind(objects, "Deployment").values()
-    }
-    assert len(accounts) == len(SERVERS)
+    deployments = by_kind(objects, "Deployment")
+    accounts = {w["spec"]["template"]["spec"]["serviceAccountName"] for w in deployments.values()}
+    assert len(accounts) == len(deployments)
     service_accounts = by_kind(objects, "ServiceAccount")
-    # a token for the workers only where they apply GitOps specs (values-external)
-    gitops = value_set[0] == "external"
-    assert service_accounts["rel-shipway-worker"]["automountServiceAccountToken"] is gitops
-    assert ("rel-shipway-worker" in roles) is gitops
+    # the build workers never get a token or a Role; the GitOps worker where there is one
+    # (values-external) does
+    worker = deployments["rel-shipway-worker"]["spec"]["template"]["spec"]
+    assert service_accounts["rel-shipway-worker"]["automountServiceAccountToken"] is False
+    assert worker["automountServiceAccountToken"] is False
+    assert "rel-shipway-worker" not in roles
+    assert (GITOPS in roles) is (value_set[0] == "external")
     bindings = {**by_kind(objects, "RoleBinding"), **by_kind(objects, "ClusterRoleBinding")}
     for binding in bindings.values():
         assert binding["roleRef"]["name"] == binding["metadata"]["name"]
         assert [s["name"] for s in binding["subjects"]] == [binding["metadata"]["name"]]
+    assert "rel-shipway-worker" not in bindings
 
 
-def test_gitops_gives_the_workers_their_role_and_settings(helm: Helm) -> None:
-    """Off by default (the workers have no Kubernetes identity); on, the workers that apply
-    pushed specs get a token and a Role limited to writing ModelDeployments, and every
-    process reads the hooks' secrets and the repository URL from the Secret."""
+def _container(objects: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    return by_kind(objects, "Deployment")[name]["spec"]["template"]["spec"]["containers"][0]
+
+
+def _secret_refs(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in container.get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+
+
+HOOK_VARIABLES = {
+    "SHIPWAY_GITHUB_WEBHOOK_SECRET": "github-webhook-secret",
+    "SHIPWAY_GITLAB_WEBHOOK_TOKEN": "gitlab-webhook-token",
+    "SHIPWAY_MLFLOW_WEBHOOK_SECRET": "mlflow-webhook-secret",
+    "SHIPWAY_GITOPS_REPOSITORY_URL": "gitops-repository-url",
+}
+
+
+def _no_api_token(container: dict[str, Any]) -> None:
+    """The build workers' API tokens: none (an empty map; production refuses unset)."""
+    tokens = [e for e in container["env"] if e["name"] == "SHIPWAY_API_TOKENS"]
+    assert tokens == [{"name": "SHIPWAY_API_TOKENS", "value": "{}"}]
+
+
+def test_without_gitops_there_is_no_gitops_worker_and_no_token_for_workers(helm: Helm) -> None:
+    """Off by default: no GitOps worker, its account or Role; the build workers have no
+    Kubernetes identity and no API token, and the hooks stay off (404: no process reads
+    their secrets)."""
     off = helm.template()
+    for kind in ("Deployment", "ServiceAccount", "Role", "RoleBinding"):
+        assert GITOPS not in by_kind(off, kind), kind
     assert "rel-shipway-worker" not in by_kind(off, "Role")
     assert "rel-shipway-worker" not in by_kind(off, "RoleBinding")
     worker = by_kind(off, "Deployment")["rel-shipway-worker"]["spec"]["template"]["spec"]
     assert worker["automountServiceAccountToken"] is False
-    for workload in workloads(off).values():  # the hooks stay off (404)
+    assert worker["containers"][0]["args"] == [
+        "serve",
+        "worker",
+        "--no-migrate",
+        "--consume",
+        "builds",
+    ]
+    _no_api_token(worker["containers"][0])
+    for workload in workloads(off).values():
         for container in workload["spec"]["template"]["spec"]["containers"]:
             names = {e["name"] for e in container.get("env", [])}
-            assert not names & {"SHIPWAY_GITHUB_WEBHOOK_SECRET", "SHIPWAY_GITOPS_REPOSITORY_URL"}
+            assert not names & set(HOOK_VARIABLES)
 
+
+def test_gitops_gives_its_own_worker_the_hook_queue_the_role_and_the_settings(
+    helm: Helm,
+) -> None:
+    """On: a GitOps worker that consumes only the hook queue holds the token and a Role
+    limited to writing ModelDeployments; the build workers consume only the build queue,
+    mount no token, are bound to nothing and read none of the hooks' secrets; the API
+    and the GitOps worker read the queue's name from the one ConfigMap."""
     objects = helm.template(
         None,
         "--set",
@@ -239,11 +287,15 @@ def test_gitops_gives_the_workers_their_role_and_settings(helm: Helm) -> None:
         "--set",
         "gitops.branch=release/v1",
         "--set",
+        "gitops.worker.queue=deliveries",
+        "--set",
+        "gitops.worker.replicas=2",
+        "--set",
         "secrets.githubWebhookSecret=a-github-secret",
         "--set",
         "secrets.mlflowWebhookSecret=an-mlflow-secret",
     )
-    assert by_kind(objects, "Role")["rel-shipway-worker"]["rules"] == [
+    assert by_kind(objects, "Role")[GITOPS]["rules"] == [
         {
             "apiGroups": ["shipway.io"],
             "resources": ["modeldeployments"],
@@ -251,14 +303,42 @@ def test_gitops_gives_the_workers_their_role_and_settings(helm: Helm) -> None:
         },
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
     ]
-    binding = by_kind(objects, "RoleBinding")["rel-shipway-worker"]
+    binding = by_kind(objects, "RoleBinding")[GITOPS]
     assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "rel-shipway-worker", "namespace": "shipway"}
+        {"kind": "ServiceAccount", "name": GITOPS, "namespace": "shipway"}
     ]
-    assert by_kind(objects, "ServiceAccount")["rel-shipway-worker"]["automountServiceAccountToken"]
-    worker = by_kind(objects, "Deployment")["rel-shipway-worker"]["spec"]["template"]["spec"]
-    assert worker["automountServiceAccountToken"] is True
+    accounts = by_kind(objects, "ServiceAccount")
+    assert accounts[GITOPS]["automountServiceAccountToken"] is True
+    assert accounts["rel-shipway-worker"]["automountServiceAccountToken"] is False
+    assert "rel-shipway-worker" not in by_kind(objects, "Role")
+    assert "rel-shipway-worker" not in by_kind(objects, "RoleBinding")
+
+    deployments = by_kind(objects, "Deployment")
+    gitops = deployments[GITOPS]["spec"]
+    assert gitops["replicas"] == 2
+    assert gitops["template"]["spec"]["serviceAccountName"] == GITOPS
+    assert gitops["template"]["spec"]["automountServiceAccountToken"] is True
+    assert gitops["template"]["spec"]["containers"][0]["args"] == [
+        "serve",
+        "worker",
+        "--no-migrate",
+        "--consume",
+        "hooks",
+    ]
+    worker = deployments["rel-shipway-worker"]["spec"]["template"]["spec"]
+    assert worker["serviceAccountName"] == "rel-shipway-worker"
+    assert worker["automountServiceAccountToken"] is False
+    assert worker["containers"][0]["args"][-2:] == ["--consume", "builds"]
+
     config = by_kind(objects, "ConfigMap")["rel-shipway"]["data"]
+    assert (config["SHIPWAY_BUILD_QUEUE"], config["SHIPWAY_HOOK_QUEUE"]) == ("builds", "deliveries")
+    for name in ("rel-shipway-api", GITOPS, "rel-shipway-worker"):
+        container = _container(objects, name)
+        assert container["envFrom"] == [{"configMapRef": {"name": "rel-shipway"}}], name
+        assert not {e["name"] for e in container["env"]} & {
+            "SHIPWAY_HOOK_QUEUE",
+            "SHIPWAY_BUILD_QUEUE",
+        }, name  # nothing overrides the ConfigMap's one value
     assert config["SHIPWAY_GITOPS_BRANCH"] == "release/v1"
     assert config["SHIPWAY_GITOPS_SPEC_PATH"] == "shipway.yaml"
     assert "SHIPWAY_GITOPS_REPOSITORY_URL" not in config  # it may carry a token
@@ -267,22 +347,37 @@ def test_gitops_gives_the_workers_their_role_and_settings(helm: Helm) -> None:
     assert secret["github-webhook-secret"] == "a-github-secret"
     assert secret["mlflow-webhook-secret"] == "an-mlflow-secret"
     assert "gitlab-webhook-token" not in secret
-    for role in ("api", "worker"):
-        container = by_kind(objects, "Deployment")[f"rel-shipway-{role}"]["spec"]["template"][
-            "spec"
-        ]["containers"][0]
-        refs = {
-            e["name"]: e["valueFrom"]["secretKeyRef"]
-            for e in container["env"]
-            if "secretKeyRef" in e.get("valueFrom", {})
-        }
-        for variable, key in (
-            ("SHIPWAY_GITHUB_WEBHOOK_SECRET", "github-webhook-secret"),
-            ("SHIPWAY_GITLAB_WEBHOOK_TOKEN", "gitlab-webhook-token"),
-            ("SHIPWAY_MLFLOW_WEBHOOK_SECRET", "mlflow-webhook-secret"),
-            ("SHIPWAY_GITOPS_REPOSITORY_URL", "gitops-repository-url"),
-        ):
-            assert refs[variable] == {"name": "rel-shipway", "key": key, "optional": True}, role
+    # the API (checks deliveries) and the GitOps worker (fetches) read the hooks' secrets
+    for name in ("rel-shipway-api", GITOPS):
+        refs = _secret_refs(_container(objects, name))
+        for variable, key in HOOK_VARIABLES.items():
+            assert refs[variable] == {"name": "rel-shipway", "key": key, "optional": True}, name
+    # the build workers none: the repository URL may carry a token too
+    assert not set(_secret_refs(_container(objects, "rel-shipway-worker"))) & set(HOOK_VARIABLES)
+    # and the API's tokens only where a process answers or applies as the API
+    for name in ("rel-shipway-api", GITOPS):
+        tokens = _secret_refs(_container(objects, name))["SHIPWAY_API_TOKENS"]
+        assert tokens == {"name": "rel-shipway", "key": "api-tokens"}, name
+    _no_api_token(_container(objects, "rel-shipway-worker"))
+
+
+def test_the_hook_queue_must_not_be_the_build_queue(helm: Helm) -> None:
+    """The same name for both would hand deliveries to the build workers again."""
+    done = helm.run(
+        "template",
+        "rel",
+        str(CHART),
+        "--set",
+        "gitops.enabled=true",
+        "--set",
+        "gitops.worker.queue=jobs",
+        "--set",
+        "worker.queue=jobs",
+        check=False,
+    )
+    assert done.returncode != 0
+    assert 'gitops.worker.queue and worker.queue are both "jobs"' in done.stderr, done.stderr
+    assert done.stdout == ""
 
 
 @pytest.mark.parametrize(
@@ -295,14 +390,14 @@ def test_gitops_gives_the_workers_their_role_and_settings(helm: Helm) -> None:
     ],
 )
 def test_gitops_settings_without_gitops_enabled_fail_the_install(helm: Helm, setting: str) -> None:
-    """Without the workers' Role every delivery would fail in the worker: refused at
-    install, naming what to set, rather than hooks that answer 202 and then fail."""
+    """Without the GitOps worker no delivery would ever be applied: refused at install,
+    naming what to set, rather than hooks that answer 202 and then wait forever."""
     done = helm.run("template", "rel", str(CHART), "--set", setting, check=False)
     assert done.returncode != 0
     assert "need gitops.enabled=true" in done.stderr, done.stderr
     assert done.stdout == ""
     objects = helm.template(None, "--set", setting, "--set", "gitops.enabled=true")
-    assert "rel-shipway-worker" in by_kind(objects, "Role")
+    assert GITOPS in by_kind(objects, "Role")
 
 
 @pytest.mark.parametrize(
@@ -326,6 +421,10 @@ def test_gitops_settings_without_gitops_enabled_fail_the_install(helm: Helm, set
         ("mlflow.trackingUri=mlflow:5000", "at '/mlflow/trackingUri'"),
         ("postgresql.port=70000", "at '/postgresql/port'"),
         ("worker.resources.requests.cpu=lots", "at '/worker/resources/requests/cpu'"),
+        ("gitops.worker.queue=", "at '/gitops/worker/queue'"),
+        ("gitops.worker.replicas=-1", "at '/gitops/worker/replicas'"),
+        ("gitops.worker.replica=2", "at '/gitops/worker': additional properties 'replica'"),
+        ("gitops.worker.resources.limits.memory=lots", "at '/gitops/worker/resources/limits"),
         ("settings.extraEnv.DEBUG=1", "at '/settings/extraEnv': additional properties 'DEBUG'"),
     ],
 )

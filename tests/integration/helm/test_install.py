@@ -3,7 +3,8 @@ accepted by the API server (server-side apply, dry run, strict field validation)
 ``helm install`` creates the release, its migration Job running first as a hook; and
 the release's RBAC is proven with tokens of its own ServiceAccounts — the operator
 (in-process) brings a ModelDeployment to Ready, the API writes and reads them, the
-gateway syncs its routes, and none of them reads a Secret."""
+GitOps worker applies them, the gateway syncs its routes, and none of them reads a
+Secret; the build workers' pods mount no token and their account may do nothing."""
 
 from __future__ import annotations
 
@@ -103,7 +104,7 @@ def release(
         "--create-namespace",
         "-f",
         str(VALUE_SETS["minimal"]),
-        # the workers' GitOps role, proven below with their own token
+        # the GitOps worker and its Role, proven below with its own token
         "--set",
         "gitops.enabled=true",
         "--wait",
@@ -145,7 +146,7 @@ def test_install_creates_the_release_after_its_migration_hook(
         assert live.metadata.annotations["meta.helm.sh/release-name"] == RELEASE, body
     deployments = client.AppsV1Api(kube_api).list_namespaced_deployment(release).items
     assert sorted(d.metadata.name for d in deployments) == [
-        f"{RELEASE}-shipway-{role}" for role in ("api", "gateway", "operator", "worker")
+        f"{RELEASE}-shipway-{role}" for role in ("api", "gateway", "gitops", "operator", "worker")
     ]
     assert all(d.status.available_replicas == d.spec.replicas for d in deployments)
 
@@ -176,6 +177,7 @@ def test_install_creates_the_release_after_its_migration_hook(
     assert f"port-forward svc/{RELEASE}-shipway-api 8700:8700" in notes
     assert f"get secret {RELEASE}-shipway" in notes  # where the generated token is
     assert "operator.prometheusUrl is not set" in notes  # values-minimal sets none
+    assert f"applied by\n{RELEASE}-shipway-gitops, the only worker with a Kubernetes token" in notes
 
 
 def _account_api(cluster: TestCluster, account: str, namespace: str, directory: Path) -> Path:
@@ -285,15 +287,15 @@ def test_the_api_account_manages_model_deployments_of_its_namespace_only(
         account.close()
 
 
-def test_the_worker_account_applies_model_deployments_but_deletes_none(
+def test_the_gitops_worker_account_applies_model_deployments_but_deletes_none(
     kube_cluster: TestCluster, release: str, tmp_path: Path
 ) -> None:
-    """With gitops.enabled the workers apply pushed specs: what ``shipway apply`` does on
-    Kubernetes (server-side apply of the ModelDeployment, read it back, list its pods)
-    under the worker's own token; deleting and Secrets stay refused."""
+    """With gitops.enabled the GitOps worker applies pushed specs: what ``shipway apply``
+    does on Kubernetes (server-side apply of the ModelDeployment, read it back, list its
+    pods) under that worker's own token; deleting and Secrets stay refused."""
     from shipway.kubernetes.model_deployments import ModelDeployments
 
-    account = _client(_account_api(kube_cluster, f"{RELEASE}-shipway-worker", release, tmp_path))
+    account = _client(_account_api(kube_cluster, f"{RELEASE}-shipway-gitops", release, tmp_path))
     try:
         store = ModelDeployments(account, release)
         body = resource("from-git")
@@ -307,6 +309,81 @@ def test_the_worker_account_applies_model_deployments_but_deletes_none(
                 "shipway.io", "v1alpha1", release, "modeldeployments", "from-git"
             )
         assert refused.value.status == 403
+        _refused_secrets(account, release)
+    finally:
+        account.close()
+
+
+def _token_volumes(pod: client.V1Pod) -> list[str]:
+    """The pod's volumes that carry a ServiceAccount token (the projected
+    ``kube-api-access-*`` volume the API server's ServiceAccount admission adds)."""
+    return [
+        volume.name
+        for volume in pod.spec.volumes or []
+        if volume.projected is not None
+        and any(source.service_account_token for source in volume.projected.sources or [])
+    ]
+
+
+def test_the_build_workers_have_no_token_and_no_role(
+    kube_cluster: TestCluster, kube_api: client.ApiClient, release: str, tmp_path: Path
+) -> None:
+    """The build workers run the models being built: with gitops.enabled too, their pods
+    mount no token (the GitOps worker's pod does, so the check can see one), nothing binds
+    their account to a role, and a token made for it anyway is refused ModelDeployments,
+    pods and Secrets."""
+    core = client.CoreV1Api(kube_api)
+    worker, gitops = f"{RELEASE}-shipway-worker", f"{RELEASE}-shipway-gitops"
+    assert (
+        core.read_namespaced_service_account(worker, release).automount_service_account_token
+        is False
+    )
+
+    def pods(component: str) -> list[client.V1Pod]:
+        selector = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component={component}"
+        return core.list_namespaced_pod(release, label_selector=selector).items
+
+    built, applying = pods("worker"), pods("gitops")
+    assert built and applying  # the release runs both (install --wait)
+    for pod in built:
+        assert pod.spec.service_account_name == worker
+        assert _token_volumes(pod) == [], pod.metadata.name
+    for pod in applying:
+        assert pod.spec.service_account_name == gitops
+        assert len(_token_volumes(pod)) == 1, pod.metadata.name
+
+    rbac = client.RbacAuthorizationV1Api(kube_api)
+    subject = ("ServiceAccount", worker, release)
+    bound = [
+        binding.metadata.name
+        for binding in [
+            *rbac.list_role_binding_for_all_namespaces().items,
+            *rbac.list_cluster_role_binding().items,
+        ]
+        if any((s.kind, s.name, s.namespace) == subject for s in binding.subjects or [])
+    ]
+    assert bound == []
+
+    account = _client(_account_api(kube_cluster, worker, release, tmp_path))
+    try:
+        custom = client.CustomObjectsApi(account)
+        body = resource("from-a-build")
+        body["metadata"]["namespace"] = release
+        for call in (
+            lambda: custom.list_namespaced_custom_object(
+                "shipway.io", "v1alpha1", release, "modeldeployments"
+            ),
+            lambda: custom.create_namespaced_custom_object(
+                "shipway.io", "v1alpha1", release, "modeldeployments", body
+            ),
+            lambda: custom.patch_namespaced_custom_object(
+                "shipway.io", "v1alpha1", release, "modeldeployments", "from-git", body
+            ),
+            lambda: client.CoreV1Api(account).list_namespaced_pod(release),
+        ):
+            with pytest.raises(ApiException) as refused:
+                call()
+            assert refused.value.status == 403
         _refused_secrets(account, release)
     finally:
         account.close()

@@ -174,7 +174,7 @@ def test_an_output_with_a_fixed_axis_1_of_the_same_size_is_not_token_level() -> 
         (ENCODER, "absent", ServingOptions(), "python"),  # named, not there
         (ENCODER, "attention_mask", ServingOptions(trim_padding=False), "python"),
         (ENCODER, "attention_mask", ServingOptions(max_batch_size=0), "python"),
-        (ENCODER, "attention_mask", ServingOptions(), "onnxruntime"),  # stacks itself
+        (ENCODER, "attention_mask", ServingOptions(), "tensorrt"),  # not the engine checked
         (  # a fixed sequence length: the graph takes no other
             Signature(
                 (TensorSpec("ids", "int64", ("batch", 128)), TensorSpec("m", "int64", ("b", 128))),
@@ -669,6 +669,16 @@ def test_packaging_decides_per_engine_and_records_why(tmp_path: Path) -> None:
 
     trimmed = decide()
     assert trimmed.trim and trimmed.plan is not None and trimmed.check is not None
+    assert decide(backend="onnxruntime").plan == trimmed.plan  # the official image's too
+    clash = Signature(
+        signature.inputs,
+        (
+            *signature.outputs,
+            TensorSpec("shipway__x", "float32", (signature.outputs[0].shape[0], 2)),
+        ),
+    )
+    refused = decide(backend="onnxruntime", signature=clash)
+    assert not refused.trim and "named like the trimming ensemble's own" in refused.reason
     assert trimmed.reason.startswith("the engine answers the 2 reference rows trimmed as padded")
     assert trimmed.to_dict()["check"]["differs"] == []
     for changes, reason in (
@@ -676,7 +686,7 @@ def test_packaging_decides_per_engine_and_records_why(tmp_path: Path) -> None:
         ({"sample": {"input_ids": sample["input_ids"]}}, "the reference sample has no input "),
         ({"mask_input": None}, "no mask input (tagged none)"),
         ({"mask_input": "mask"}, "no mask input (the model has no input 'mask')"),
-        ({"backend": "onnxruntime"}, "the 'onnxruntime' backend stacks requests itself"),
+        ({"backend": "tensorrt"}, "the 'tensorrt' engine is not what the check runs"),
         ({"options": ServingOptions(max_batch_size=0)}, "the model is served without batching"),
         ({"options": ServingOptions(trim_padding=False)}, "trimming is switched off"),
     ):
