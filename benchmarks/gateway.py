@@ -20,28 +20,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import tritonclient.http as triton_http
 
+from _serving_common import cpu_seconds, gateway_process, route, run_load
 from shipway.builds.packaging import package_repository
 from shipway.builds.recipes import Target
 from shipway.examples import minilm
 from shipway.registry.signature import load_model, read_signature
 from shipway.runtime.triton_distribution import TritonDistribution
-from shipway.runtime.triton_process import TritonProcess, free_port
+from shipway.runtime.triton_process import TritonProcess
 from shipway.settings import Settings
 from shipway.store.db import Database, migrate
-from shipway.store.models import Build, Deployment, ModelVersion, Replica, ReplicaState, Variant
+from shipway.store.models import Build, ModelVersion
 
 SEQ = 128
 MODEL = "minilm-bench"
@@ -55,58 +50,6 @@ def make_request() -> list[triton_http.InferInput]:
         tensor.set_data_from_numpy(value, binary_data=True)
         tensors.append(tensor)
     return tensors
-
-
-def run_load(
-    url: str, model: str, clients: int, seconds: float, output: str = minilm.HIDDEN_STATE
-) -> tuple[float, list[float], int]:
-    """Closed loop: each client sends its next request when the last one answered."""
-    latencies: list[float] = []
-    errors = 0
-    lock = threading.Lock()
-    start = threading.Barrier(clients + 1)
-    stop_at = [0.0]
-
-    def client() -> None:
-        nonlocal errors
-        conn = triton_http.InferenceServerClient(
-            url.removeprefix("http://"), connection_timeout=30, network_timeout=30
-        )
-        tensors = make_request()
-        outputs = [triton_http.InferRequestedOutput(output, binary_data=True)]
-        mine: list[float] = []
-        failed = 0
-        conn.infer(model, tensors, outputs=outputs)  # warm the connection
-        start.wait()
-        while time.perf_counter() < stop_at[0]:
-            t0 = time.perf_counter()
-            try:
-                conn.infer(model, tensors, outputs=outputs)
-                mine.append(time.perf_counter() - t0)
-            except Exception:
-                failed += 1
-        conn.close()
-        with lock:
-            latencies.extend(mine)
-            errors += failed
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    stop_at[0] = time.perf_counter() + 3600
-    start.wait()
-    began = time.perf_counter()
-    stop_at[0] = began + seconds
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - began
-    return len(latencies) / elapsed, latencies, errors
-
-
-def cpu_seconds(pid: int) -> np.ndarray:
-    """[user, system] CPU seconds of a process, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return np.array([int(fields[11]), int(fields[12])]) / os.sysconf("SC_CLK_TCK")
 
 
 def populate_store(url: str, replica_url: str) -> None:
@@ -127,18 +70,7 @@ def populate_store(url: str, replica_url: str) -> None:
         )
         session.add(build)
         session.flush()
-        deployment = Deployment(name="minilm", build_id=build.id, status="ready")
-        deployment.variants = [Variant(name="stable", build_id=build.id, weight=100)]
-        deployment.replicas = [
-            Replica(
-                variant="stable",
-                build_id=build.id,
-                url=replica_url,
-                triton_model_name=MODEL,
-                state=ReplicaState.READY,
-            )
-        ]
-        session.add(deployment)
+        route(session, "minilm", build, replica_url, MODEL)
     db.dispose()
 
 
@@ -158,117 +90,103 @@ def main() -> None:
 
     dist = TritonDistribution(Settings().triton_home)
     dist.check()
-    work = Path(tempfile.mkdtemp(prefix="shipway-bench-"))
+    with tempfile.TemporaryDirectory(prefix="shipway-bench-") as tmp:
+        serve(args, levels, dist, Path(tmp))
+
+
+def serve(
+    args: argparse.Namespace, levels: list[int], dist: TritonDistribution, work: Path
+) -> None:
+    """Triton and the gateway in ``work``, measured, stopped."""
     onnx_path = minilm.onnx_path()
     signature = read_signature(load_model(onnx_path.read_bytes()))
     package_repository(work / "repo", MODEL, onnx_path, signature, Target.ONNXRUNTIME_CPU)
     triton = TritonProcess(dist, work / "repo", work / "triton.log")
     triton.start()
-    gateway_proc = None
     try:
         triton.wait_ready(120)
         db_url = f"sqlite:///{work / 'state.db'}"
         populate_store(db_url, triton.url)
-        port = free_port()
-        env = {
-            **os.environ,
-            "SHIPWAY_HOME": str(work),
-            "SHIPWAY_DATABASE_URL": db_url,
-            "SHIPWAY_GATEWAY_PORT": str(port),
-            "SHIPWAY_SAMPLE_RATE": "0.1",
-        }
-        gateway_proc = subprocess.Popen(
-            [sys.executable, "-m", "shipway.cli.main", "serve", "gateway", "--no-migrate"],
-            env=env,
-            stdout=(work / "gateway.log").open("w"),
-            stderr=subprocess.STDOUT,
-        )
-        gateway = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{gateway}/v2/models/minilm/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or gateway_proc.poll() is not None:
-                raise SystemExit(f"gateway did not start; see {work / 'gateway.log'}")
-            time.sleep(0.2)
-
-        targets = {"direct": (triton.url, MODEL), "gateway": (gateway, "minilm")}
-        run_load(triton.url, MODEL, 2, 1.0)  # warm up Triton and ONNX Runtime
-        results: dict[int, dict[str, dict[str, list[float]]]] = {}
-        errors = 0
-        gateway_cpu, gateway_requests = np.zeros(2), 0
-        for clients in levels:
-            per = results.setdefault(
-                clients, {m: {"tput": [], "lat": [], "p50": [], "p99": []} for m in targets}
-            )
-            for round_index in range(args.rounds):
-                order = list(targets) if round_index % 2 == 0 else list(reversed(targets))
-                for mode in order:
-                    url, model = targets[mode]
-                    cpu_before = cpu_seconds(gateway_proc.pid)
-                    tput, lat, errs = run_load(url, model, clients, args.seconds, args.output)
-                    if mode == "gateway":
-                        gateway_cpu += cpu_seconds(gateway_proc.pid) - cpu_before
-                        gateway_requests += len(lat) + clients  # + each client's warm-up
-                    per[mode]["tput"].append(tput)
-                    per[mode]["lat"].extend(lat)
-                    per[mode]["p50"].append(float(np.percentile(lat, 50)))
-                    per[mode]["p99"].append(float(np.percentile(lat, 99)))
-                    errors += errs
-                    print(
-                        f"clients={clients} {mode:>7}: {tput:7.1f} req/s  "
-                        f"p50 {np.percentile(lat, 50) * 1e3:6.2f} ms  "
-                        f"p99 {np.percentile(lat, 99) * 1e3:6.2f} ms  errors {errs}",
-                        flush=True,
-                    )
-
-        direct = {c: statistics.median(r["direct"]["tput"]) for c, r in results.items()}
-        best = max(direct.values())
-        saturation = min(c for c, t in direct.items() if t >= 0.95 * best)
-        sat = results[saturation]
-        # Paired by round (each gateway round next to a direct round, ABBA order), so a
-        # shared machine's drift in speed cancels; the median over rounds is reported.
-        ratio = statistics.median(
-            g / d for g, d in zip(sat["gateway"]["tput"], sat["direct"]["tput"], strict=True)
-        )
-        one = results[min(levels)]
-        p50 = 1e3 * statistics.median(
-            g - d for g, d in zip(one["gateway"]["p50"], one["direct"]["p50"], strict=True)
-        )
-        p99 = 1e3 * statistics.median(
-            g - d for g, d in zip(one["gateway"]["p99"], one["direct"]["p99"], strict=True)
-        )
-        summary = {
-            "throughput_ratio": round(float(ratio), 3),
-            "p50_added_ms": round(float(p50), 3),
-            "p99_added_ms": round(float(p99), 3),
-            "errors": errors,
-            "output": args.output,
-            "saturation_clients": saturation,
-            "direct_rps_at_saturation": round(statistics.median(sat["direct"]["tput"]), 1),
-            "gateway_rps_at_saturation": round(statistics.median(sat["gateway"]["tput"]), 1),
-            "gateway_cpu_ms_per_request": round(
-                gateway_cpu.sum() / max(1, gateway_requests) * 1e3, 3
-            ),
-            "gateway_user_ms_per_request": round(
-                gateway_cpu[0] / max(1, gateway_requests) * 1e3, 3
-            ),
-            "gateway_system_ms_per_request": round(
-                gateway_cpu[1] / max(1, gateway_requests) * 1e3, 3
-            ),
-            "direct_p50_ms_one_client": round(
-                float(np.percentile(one["direct"]["lat"], 50) * 1e3), 2
-            ),
-        }
-        print(json.dumps(summary))
+        with gateway_process(
+            work, db_url, ["minilm"], extra_env={"SHIPWAY_SAMPLE_RATE": "0.1"}
+        ) as (gateway, gateway_proc):
+            measure(args, levels, triton, gateway, gateway_proc.pid)
     finally:
-        if gateway_proc is not None:
-            gateway_proc.terminate()
-            gateway_proc.wait(15)
         triton.stop()
+
+
+def measure(
+    args: argparse.Namespace,
+    levels: list[int],
+    triton: TritonProcess,
+    gateway: str,
+    gateway_pid: int,
+) -> None:
+    """Direct and gateway rounds at each concurrency; prints the JSON line."""
+    request = make_request()
+    targets = {"direct": (triton.url, MODEL), "gateway": (gateway, "minilm")}
+    run_load(triton.url, MODEL, [request], 2, 1.0)  # warm up Triton and ONNX Runtime
+    results: dict[int, dict[str, dict[str, list[float]]]] = {}
+    errors = 0
+    gateway_cpu, gateway_requests = np.zeros(2), 0
+    for clients in levels:
+        per = results.setdefault(
+            clients, {m: {"tput": [], "lat": [], "p50": [], "p99": []} for m in targets}
+        )
+        for round_index in range(args.rounds):
+            order = list(targets) if round_index % 2 == 0 else list(reversed(targets))
+            for mode in order:
+                url, model = targets[mode]
+                cpu_before = cpu_seconds(gateway_pid)
+                tput, lat, errs = run_load(
+                    url, model, [request], clients, args.seconds, args.output
+                )
+                if mode == "gateway":
+                    gateway_cpu += cpu_seconds(gateway_pid) - cpu_before
+                    gateway_requests += len(lat) + clients  # + each client's warm-up
+                per[mode]["tput"].append(tput)
+                per[mode]["lat"].extend(lat)
+                per[mode]["p50"].append(float(np.percentile(lat, 50)))
+                per[mode]["p99"].append(float(np.percentile(lat, 99)))
+                errors += errs
+                print(
+                    f"clients={clients} {mode:>7}: {tput:7.1f} req/s  "
+                    f"p50 {np.percentile(lat, 50) * 1e3:6.2f} ms  "
+                    f"p99 {np.percentile(lat, 99) * 1e3:6.2f} ms  errors {errs}",
+                    flush=True,
+                )
+
+    direct = {c: statistics.median(r["direct"]["tput"]) for c, r in results.items()}
+    best = max(direct.values())
+    saturation = min(c for c, t in direct.items() if t >= 0.95 * best)
+    sat = results[saturation]
+    # Paired by round (each gateway round next to a direct round, ABBA order), so a
+    # shared machine's drift in speed cancels; the median over rounds is reported.
+    ratio = statistics.median(
+        g / d for g, d in zip(sat["gateway"]["tput"], sat["direct"]["tput"], strict=True)
+    )
+    one = results[min(levels)]
+    p50 = 1e3 * statistics.median(
+        g - d for g, d in zip(one["gateway"]["p50"], one["direct"]["p50"], strict=True)
+    )
+    p99 = 1e3 * statistics.median(
+        g - d for g, d in zip(one["gateway"]["p99"], one["direct"]["p99"], strict=True)
+    )
+    summary = {
+        "throughput_ratio": round(float(ratio), 3),
+        "p50_added_ms": round(float(p50), 3),
+        "p99_added_ms": round(float(p99), 3),
+        "errors": errors,
+        "output": args.output,
+        "saturation_clients": saturation,
+        "direct_rps_at_saturation": round(statistics.median(sat["direct"]["tput"]), 1),
+        "gateway_rps_at_saturation": round(statistics.median(sat["gateway"]["tput"]), 1),
+        "gateway_cpu_ms_per_request": round(gateway_cpu.sum() / max(1, gateway_requests) * 1e3, 3),
+        "gateway_user_ms_per_request": round(gateway_cpu[0] / max(1, gateway_requests) * 1e3, 3),
+        "gateway_system_ms_per_request": round(gateway_cpu[1] / max(1, gateway_requests) * 1e3, 3),
+        "direct_p50_ms_one_client": round(float(np.percentile(one["direct"]["lat"], 50) * 1e3), 2),
+    }
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -34,15 +34,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
-import tritonclient.http as triton_http
 
+from _serving_common import PADDED, cosines, embeddings, requests_of, run_load
 from shipway.builds.packaging import package_repository, trim_decision
 from shipway.builds.recipes import Target
 from shipway.builds.triton_config import ServingOptions
@@ -53,95 +52,12 @@ from shipway.runtime.triton_distribution import TritonDistribution
 from shipway.runtime.triton_process import TritonProcess
 from shipway.settings import Settings
 
-PADDED = 128
 ARMS = {  # arm: (model, pad to 128)
     "untrimmed-pad128": ("untrimmed", True),
     "untrimmed-real": ("untrimmed", False),
     "trimmed-pad128": ("trimmed", True),
     "trimmed-real": ("trimmed", False),
 }
-
-Request = list[triton_http.InferInput]
-
-
-def requests_of(encoded: dict[str, np.ndarray], pad: bool) -> list[Request]:
-    """One request per sentence: padded to 128, or cut to its real length."""
-    lengths = encoded["attention_mask"].sum(axis=1)
-    out = []
-    for row, length in enumerate(lengths):
-        tensors = []
-        for name, value in encoded.items():
-            array = np.ascontiguousarray(value[row : row + 1, : PADDED if pad else int(length)])
-            tensor = triton_http.InferInput(name, list(array.shape), "INT64")
-            tensor.set_data_from_numpy(array, binary_data=True)
-            tensors.append(tensor)
-        out.append(tensors)
-    return out
-
-
-def run_load(
-    url: str, model: str, requests: list[Request], clients: int, seconds: float
-) -> tuple[float, list[float], int]:
-    """Closed loop: each client sends its next sentence when the last one answered;
-    client ``i`` starts at sentence ``i`` and steps by ``clients``. Returns rows/s,
-    latencies (s) and failures."""
-    latencies: list[float] = []
-    errors = 0
-    lock = threading.Lock()
-    start = threading.Barrier(clients + 1)
-    stop_at = [time.perf_counter() + 3600]
-    wanted = [triton_http.InferRequestedOutput(minilm.SENTENCE_EMBEDDING, binary_data=True)]
-
-    def client(index: int) -> None:
-        nonlocal errors
-        conn = triton_http.InferenceServerClient(
-            url.removeprefix("http://"), connection_timeout=60, network_timeout=60
-        )
-        mine: list[float] = []
-        failed = 0
-        at = index
-        start.wait()
-        while time.perf_counter() < stop_at[0]:
-            t0 = time.perf_counter()
-            try:
-                conn.infer(model, requests[at % len(requests)], outputs=wanted)
-                mine.append(time.perf_counter() - t0)
-            except Exception:
-                failed += 1
-            at += clients
-        conn.close()
-        with lock:
-            latencies.extend(mine)
-            errors += failed
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    start.wait()
-    began = time.perf_counter()
-    stop_at[0] = began + seconds
-    for thread in threads:
-        thread.join()
-    return len(latencies) / (time.perf_counter() - began), latencies, errors
-
-
-def embeddings(url: str, model: str, requests: list[Request]) -> np.ndarray:
-    conn = triton_http.InferenceServerClient(url.removeprefix("http://"), network_timeout=60)
-    wanted = [triton_http.InferRequestedOutput(minilm.SENTENCE_EMBEDDING, binary_data=True)]
-    try:
-        return np.concatenate(
-            [
-                conn.infer(model, r, outputs=wanted).as_numpy(minilm.SENTENCE_EMBEDDING)
-                for r in requests
-            ]
-        )
-    finally:
-        conn.close()
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cosine similarity of two ``[rows, width]`` arrays."""
-    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
 def main() -> None:
@@ -206,6 +122,7 @@ def main() -> None:
                 print(f"round {round_ + 1} {arm:17s} {rate:7.1f} rows/s  errors {errors}")
     finally:
         triton.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
     rows_per_s = {arm: round(statistics.median(r), 1) for arm, r in rates.items()}
     p50 = {arm: round(1000 * float(np.percentile(v, 50)), 2) for arm, v in latencies.items()}
