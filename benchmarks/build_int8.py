@@ -18,7 +18,7 @@ attention-mask-aware mean-pooled embedding, held-out rows. The OpenVINO engines 
 OpenVINO, compiled with the precision their build was gated with (``openvino_*_precision``
 is what OpenVINO read back); the ONNX ones in ONNX Runtime.
 
-Run:  .venv/bin/pip install -e '.[bench]' && .venv/bin/python benchmarks/build_int8.py
+Run:  .venv/bin/python benchmarks/build_int8.py
 Last line: one JSON object.
 """
 

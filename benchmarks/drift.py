@@ -25,7 +25,7 @@
   their sentences from another corpus of real text (the docstrings of numpy's and
   scipy's sources); share flagged.
 
-Run: .venv/bin/pip install -e '.[bench]' && OMP_NUM_THREADS=1 .venv/bin/python benchmarks/drift.py
+Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/drift.py
 Last line: one JSON object.
 """
 

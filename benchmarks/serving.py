@@ -57,7 +57,7 @@ Triton, the gateway and the clients, and by whatever else runs:
 ``other_processes_cpus`` is how many CPUs other processes kept busy, on average over
 the sweep (machine-wide busy time from ``/proc/stat`` less these three).
 
-Run: .venv/bin/pip install -e '.[bench]' && .venv/bin/python benchmarks/serving.py
+Run: .venv/bin/python benchmarks/serving.py
 [--recipe int8] [--target onnxruntime-cpu] [--seconds 5] [--rounds 3]
 [--concurrency 1,2,4,8,16] [--sentences 256]
 Last line: one JSON object.

