@@ -83,6 +83,7 @@ def _step_config(
     name: str,
     role: str,
     sequence: list[str],
+    checked_length: int,
     inputs: list[tuple[str, TensorSpec]],
     outputs: list[tuple[str, TensorSpec]],
     plan: TrimPlan,
@@ -91,7 +92,13 @@ def _step_config(
     """A step's config: batched as the engine, ragged inputs (each request is handled
     alone, so requests of any lengths may share an ``execute``), no queue delay."""
     parameter = json.dumps(
-        {"role": role, "mask": plan.mask, "sequence": sequence, "buckets": list(plan.buckets)}
+        {
+            "role": role,
+            "mask": plan.mask,
+            "sequence": sequence,
+            "buckets": list(plan.buckets),
+            "checked_length": checked_length,
+        }
     )
     return (
         "\n".join(
@@ -122,10 +129,18 @@ def _map(kind: str, pairs: list[tuple[str, str]]) -> str:
 
 
 def render_ensemble(
-    model_name: str, signature: Signature, plan: TrimPlan, options: ServingOptions
+    model_name: str,
+    signature: Signature,
+    plan: TrimPlan,
+    options: ServingOptions,
+    checked_length: int,
 ) -> EnsembleLayout:
     """The ensemble's and its steps' configs for a model ``plan`` trims (the engine's own
-    config is rendered as before, under ``engine_name(model_name)``).
+    config is rendered as before, under ``engine_name(model_name)``). ``checked_length``:
+    the longest sequence length the packaging-time check ran the engine at
+    (``trim_check.TrimCheck.lengths``); the trim step pads a request past the length it
+    was sent at only up to that, so it never asks the engine for a length neither the
+    client nor the check ever ran (a model with 100 positions fails at bucket 128).
 
     Raises ``InvalidInput`` for a dtype Triton cannot serve, or a tensor named like one
     of the ensemble's own (``shipway__fit_0``), which would be wired to the wrong step.
@@ -149,6 +164,7 @@ def render_ensemble(
             trim,
             "trim",
             sequence,
+            checked_length,
             [(f"SEQ_{i}", specs[n]) for i, n in enumerate(sequence)],
             [(f"FIT_{i}", specs[n]) for i, n in enumerate(sequence)],
             plan,
@@ -180,6 +196,7 @@ def render_ensemble(
             restore,
             "restore",
             sequence,
+            checked_length,
             [*((f"TRIMMED_{i}", specs[n]) for i, n in enumerate(tokens)), ("MASK", mask)],
             [(f"RESTORED_{i}", specs[n]) for i, n in enumerate(tokens)],
             plan,

@@ -230,6 +230,11 @@ def trim_decision(
     """
     if not options.trim_padding:
         return TrimDecision(off_reason or "trimming is switched off for this build")
+    if backend == "openvino" and precision != "bfloat16":
+        return TrimDecision(
+            "Triton's OpenVINO backend takes no key forcing f32: on a CPU with bfloat16 it "
+            "computes this f32 engine in bf16, not at the precision trimming is checked at"
+        )
     if backend not in TRIMMING_BACKENDS:
         return TrimDecision(
             f"the {backend!r} engine is not what the check runs (ONNX Runtime on the ONNX "
@@ -361,7 +366,8 @@ def package_repository(
     trim = decision.plan
     layout = None
     if trim is not None and backend != "python":  # the official image: an ensemble trims
-        layout = ensemble.render_ensemble(model_name, signature, trim, options)
+        checked = max(decision.check.lengths, default=0) if decision.check else 0
+        layout = ensemble.render_ensemble(model_name, signature, trim, options, checked)
         _write_ensemble(repo, layout, decision)
     # the engine's own model: the ensemble's engine step, or the model clients call
     folder = repo / (layout.engine if layout else model_name)

@@ -35,7 +35,7 @@ def maps(text: str, model: str, kind: str) -> dict[str, str]:
 
 
 def test_sequence_inputs_go_through_the_trim_step_and_the_rest_straight_to_the_engine() -> None:
-    layout = render_ensemble("m", SIGNATURE, PLAN, ServingOptions(max_batch_size=4))
+    layout = render_ensemble("m", SIGNATURE, PLAN, ServingOptions(max_batch_size=4), 64)
     assert layout.engine == "m__engine" and layout.steps == ("m__trim", "m__restore")
     text = layout.configs["m"]
     assert 'platform: "ensemble"' in text and "max_batch_size: 4" in text
@@ -57,7 +57,7 @@ def test_sequence_inputs_go_through_the_trim_step_and_the_rest_straight_to_the_e
 
 
 def test_the_steps_take_ragged_inputs_in_their_own_dtypes() -> None:
-    layout = render_ensemble("m", SIGNATURE, PLAN, ServingOptions())
+    layout = render_ensemble("m", SIGNATURE, PLAN, ServingOptions(), 64)
     trim = layout.configs["m__trim"]
     assert '{ name: "SEQ_0" data_type: TYPE_INT32 dims: [ -1 ] allow_ragged_batch: true }' in trim
     assert '{ name: "FIT_1" data_type: TYPE_INT64 dims: [ -1 ] }' in trim
@@ -68,6 +68,7 @@ def test_the_steps_take_ragged_inputs_in_their_own_dtypes() -> None:
         "mask": "attention_mask",
         "sequence": ["attention_mask", "input_ids"],
         "buckets": [16, 64],
+        "checked_length": 64,
     }
     restore = layout.configs["m__restore"]
     assert '{ name: "TRIMMED_0" data_type: TYPE_FP32 dims: [ -1, 8 ] allow_ragged_batch' in restore
@@ -75,7 +76,7 @@ def test_the_steps_take_ragged_inputs_in_their_own_dtypes() -> None:
 
 def test_no_token_outputs_no_restore_step() -> None:
     plan = TrimPlan("attention_mask", ("input_ids", "attention_mask"), (), (16,))
-    layout = render_ensemble("m", SIGNATURE, plan, ServingOptions())
+    layout = render_ensemble("m", SIGNATURE, plan, ServingOptions(), 64)
     assert layout.steps == ("m__trim",) and "m__restore" not in layout.configs
     assert maps(layout.configs["m"], "m__engine", "output_map") == {
         "last_hidden_state": "last_hidden_state",
@@ -87,4 +88,4 @@ def test_a_tensor_named_like_the_ensembles_own_is_refused() -> None:
     clash = TensorSpec("shipway__fit_0", "float32", ("batch", 2))
     signature = Signature(SIGNATURE.inputs, (*SIGNATURE.outputs, clash))
     with pytest.raises(InvalidInput, match=r"start with 'shipway__'.*shipway\.trim_padding=false"):
-        render_ensemble("m", signature, PLAN, ServingOptions())
+        render_ensemble("m", signature, PLAN, ServingOptions(), 64)

@@ -281,11 +281,13 @@ def test_options_openvino_would_ignore_are_refused(options: dict[str, object], n
     BuildOptions(min_cosine=0.995).check(Recipe.INT8, Target.OPENVINO_CPU)  # the gate's own
 
 
-def test_the_official_openvino_backend_trims_through_the_ensemble_when_openvino_agrees(
+def test_the_official_openvino_backend_trims_bf16_builds_through_the_ensemble(
     encoder_ir: Path, tmp_path: Path
 ) -> None:
     """The check runs the IR in OpenVINO (``open_engine``, as the pipeline passes it);
-    ONNX Runtime cannot read an IR, so without it nothing is trimmed, with the reason."""
+    ONNX Runtime cannot read an IR, so without it nothing is trimmed, with the reason.
+    An f32 build is not trimmed there: that backend cannot be told to compute f32, so
+    on a bfloat16 CPU it serves in bf16, not at the precision the check ran at."""
     from functools import partial
 
     from shipway.builds.ensemble import ENGINE_SUFFIX
@@ -296,17 +298,20 @@ def test_the_official_openvino_backend_trims_through_the_ensemble_when_openvino_
     sample = graphs.token_rows([3, 5, 8, 2], 8)
     names = [o.name for o in signature.outputs]
     args = (encoder_ir, signature, "openvino", ServingOptions(), sample, "attention_mask")
-    blind = trim_decision(*args)
+
+    def decide(hint: str, precision: str, open_it: bool = True):  # type: ignore[no-untyped-def]
+        opener = partial(openvino.Session, encoder_ir, hint, 1, names) if open_it else None
+        return trim_decision(*args, precision=precision, open_engine=opener)
+
+    blind = decide("bf16", "bfloat16", open_it=False)
     assert not blind.trim and "cannot load the engine to check trimming" in blind.reason
-    decision = trim_decision(
-        *args,
-        precision="float32",
-        open_engine=partial(openvino.Session, encoder_ir, "f32", 1, names),
-    )
+    f32 = decide("f32", "float32")
+    assert not f32.trim and "takes no key forcing f32" in f32.reason
+    decision = decide("bf16", "bfloat16")
     assert decision.trim, decision.reason
     folder = package_repository(
         tmp_path, "enc-1", encoder_ir, signature, Target.OPENVINO_CPU, ServingOptions(),
-        onnx_backend="onnxruntime", sample=sample, decision=decision, openvino_precision="f32",
+        onnx_backend="onnxruntime", sample=sample, decision=decision, openvino_precision="bf16",
     )  # fmt: skip
     assert 'platform: "ensemble"' in (folder / "config.pbtxt").read_text()
     engine = tmp_path / f"enc-1{ENGINE_SUFFIX}"

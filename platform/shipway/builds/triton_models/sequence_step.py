@@ -8,9 +8,10 @@ and this file is the first and the last, told apart by the ``shipway_step`` para
 
 - ``trim``: inputs ``SEQ_0..n`` are the model's sequence inputs (``SEQ_0`` is the
   mask), outputs ``FIT_0..n`` the same tensors cut, or padded with zeros, to the
-  request's **length bucket** (``shipway_padding.bucket`` of its longest real row;
-  past the largest bucket, to that row: a multiple of the largest bucket could reach
-  beyond the model's longest position, where the request as sent would not).
+  request's **length bucket** (``shipway_padding.bucket`` of its longest real row),
+  but never longer than both the length it was sent at and the longest length the
+  packaging-time check ran the engine at (``checked_length``): a model with 100
+  positions cannot run bucket 128, though it answers a request sent at 100.
   Requests of one bucket then have equal shapes, so the engine's dynamic batcher
   stacks them, and the engine runs on ``[rows, bucket]`` instead of the length sent.
 - ``restore``: inputs ``TRIMMED_0..m`` are the engine's token-level outputs, ``MASK``
@@ -55,7 +56,8 @@ class TritonPythonModel:
         self.role = step["role"]
         self.buckets = shipway_padding.check_buckets(step["buckets"])
         self.mask = step["mask"]
-        self.sequence = step.get("sequence", [])  # the model's names of SEQ_0..n
+        self.sequence = step["sequence"]  # the model's names of SEQ_0..n
+        self.checked_length = int(step["checked_length"])
         if self.role == "trim":
             self.inputs = _names(config["input"], "SEQ_")
             self.outputs = _names(config["output"], "FIT_")
@@ -105,12 +107,12 @@ class TritonPythonModel:
                     f"the mask input {self.mask!r} has no real position (all zeros): "
                     "there is no token to run the model on"
                 )
-            # past the largest bucket, no padding beyond the real row: a bucket there
-            # (a multiple of the largest) could pass the model's longest position
-            if longest > self.buckets[-1]:
-                length = longest
-            else:
-                length = shipway_padding.bucket(longest, self.buckets)
+            # padded past the length sent only up to the longest the packaging-time
+            # check ran the engine at: never a length nobody has seen the model run
+            sent = values[0].shape[1]
+            length = min(
+                shipway_padding.bucket(longest, self.buckets), max(sent, self.checked_length)
+            )
             return [shipway_padding.fit(value, length) for value in values]
         mask = self._get(request, "MASK")
         return [shipway_padding.restore(self._get(request, name), mask) for name in self.inputs]
