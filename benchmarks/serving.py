@@ -71,6 +71,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import statistics
 import tempfile
 import time
@@ -266,7 +267,14 @@ def stats(url: str, model: str) -> tuple[int, int]:
     return int(first["inference_count"]), int(first["execution_count"])
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM (a test's timeout, a CI job cancelled) unwinds like an exception, so the
+    ``finally`` blocks stop Triton and the gateway and remove the temporary folder."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="int8", help="the Shipway arm's build recipe")
     parser.add_argument(

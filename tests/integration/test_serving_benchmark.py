@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -56,16 +57,29 @@ KEYS = {
 
 
 def run(args: list[str], tmp: Path, timeout: float) -> subprocess.CompletedProcess[str]:
-    """The script in its own process, its temporary files under ``tmp``."""
+    """The script in its own process group, its temporary files under ``tmp``. Past
+    ``timeout`` it gets SIGTERM, on which it stops what it started (Triton, the
+    gateway) and cleans up, then the test fails; SIGKILL only if it does not end."""
     env = {**os.environ, "TMPDIR": str(tmp)}
-    return subprocess.run(
+    process = subprocess.Popen(
         [sys.executable, str(SCRIPT), *args],
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
-        check=False,
+        start_new_session=True,
     )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            stdout, stderr = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+        pytest.fail(f"serving.py ran past {timeout} s; its last output: {stderr[-2000:]}")
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def left_behind(tmp: Path) -> list[str]:
@@ -85,7 +99,7 @@ def test_tiny_run_prints_a_sane_json_line_and_leaves_nothing_behind(
     triton_dist: TritonDistribution, bench_extra: None, tmp_path: Path
 ) -> None:
     args = ["--seconds", "0.5", "--rounds", "1", "--concurrency", "1,2", "--sentences", "32"]
-    done = run(args, tmp_path, timeout=300)
+    done = run(args, tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
 
