@@ -86,6 +86,11 @@ def _shipway(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
             "error: --consume takes one of all, builds, hooks, got 'gitops'",
         ),
         (
+            ("serve", "worker", "--consume", ""),
+            {},
+            "error: --consume takes one of all, builds, hooks, got ''",
+        ),
+        (
             ("serve", "api", "--consume", "hooks"),
             {},
             "error: --consume is for `shipway serve worker` only, not 'api'",

@@ -58,6 +58,7 @@ from shipway.builds.triton_config import (
 )
 from shipway.builds.triton_models import padding
 from shipway.engines.openvino import IR_BIN, IR_XML
+from shipway.errors import BuildFailed
 from shipway.registry.signature import Signature
 
 _PYTHON_MODEL = Path(__file__).parent / "triton_models" / "onnxruntime_python.py"
@@ -340,6 +341,7 @@ def package_repository(
     mask_input: str | None = MASK,
     decision: TrimDecision | None = None,
     openvino_precision: str | None = None,
+    index_bounds: Mapping[str, int] | None = None,
 ) -> Path:
     """Write the repository for one model under ``repo``; returns the model folder.
 
@@ -349,7 +351,8 @@ def package_repository(
     these same arguments, when the caller made it (to report it); else it is made here.
     An openvino-cpu build's engine is its IR's ``model.xml`` (``model.bin`` beside it);
     ``openvino_precision`` is the inference precision it was gated with (``f32`` or
-    ``bf16``), which its config carries (``triton_config.openvino_parameters``).
+    ``bf16``), which its config carries (``triton_config.openvino_parameters``), with
+    ``index_bounds`` (``engines.graph.index_bounds`` of the registered ONNX model).
     """
     backend = backend_for(target, onnx_backend)
     options = options or ServingOptions()
@@ -359,7 +362,13 @@ def package_repository(
     if openvino:  # checked before anything is written
         if openvino_precision is None:
             raise ValueError("an openvino-cpu build is packaged with its inference precision")
-        parameters = openvino_parameters(backend, openvino_precision)
+        scalars = [s.name for s in signature.inputs if not s.shape]
+        if backend == "openvino" and scalars:
+            raise BuildFailed(
+                f"Triton's OpenVINO backend does not take scalar (rank-0) inputs ({scalars}; "
+                "its README, Known Issues): build this model for onnxruntime-cpu"
+            )
+        parameters = openvino_parameters(backend, openvino_precision, index_bounds)
         notes = openvino_notes(backend, openvino_precision)
     if decision is None:
         decision = trim_decision(engine_path, signature, backend, options, sample, mask_input)

@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import onnx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -36,6 +37,7 @@ from shipway.builds.packaging import (
 from shipway.builds.recipes import BuildOptions, Recipe, Target
 from shipway.builds.triton_config import ServingOptions, trim_off_reason, trims_padding
 from shipway.engines import openvino, tensorrt
+from shipway.engines.graph import index_bounds
 from shipway.errors import BuildFailed, ShipwayError
 from shipway.registry.mlflow_registry import (
     CALIBRATION_PATH,
@@ -232,6 +234,11 @@ class BuildPipeline:
                         mask_input=mask,
                         decision=decision,
                         openvino_precision=hint,
+                        index_bounds=(
+                            index_bounds(onnx.load(str(inputs.model), load_external_data=False))
+                            if target is Target.OPENVINO_CPU
+                            else None
+                        ),
                     )
                     stage("upload-artifacts", 0.9)
                     extras = work / "extras"

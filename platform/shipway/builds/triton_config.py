@@ -139,9 +139,12 @@ BACKENDS = {
 }
 
 OPENVINO_PARAMETER = "shipway_openvino"  # the local Python-backend model's OpenVINO settings
+INDEX_BOUNDS_PARAMETER = "shipway_index_bounds"  # its inputs' Gather bounds (JSON)
 
 
-def openvino_parameters(backend: str, precision: str) -> dict[str, str]:
+def openvino_parameters(
+    backend: str, precision: str, index_bounds: Mapping[str, int] | None = None
+) -> dict[str, str]:
     """The ``parameters`` of an openvino-cpu build's config, for the inference precision
     the build was gated with (``recipes.openvino_precision``: ``f32`` or ``bf16``).
 
@@ -152,10 +155,15 @@ def openvino_parameters(backend: str, precision: str) -> dict[str, str]:
     per instance) and, for bf16, ``HINT_BF16`` ``YES``. That backend takes no key that
     forces f32 (an unknown key fails the load), so on a CPU with bfloat16 an f32 build
     is computed in bf16 there, OpenVINO's default; ``openvino_notes`` says so in the
-    config. Pure."""
+    config. ``index_bounds`` (``engines.graph.index_bounds`` of the registered model):
+    the Python-backend model refuses token ids past their table, as ONNX Runtime does
+    (OpenVINO's Gather answers zeros for them). Pure."""
     if backend == "python":
         hint = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
-        return {OPENVINO_PARAMETER: json.dumps(hint)}
+        out = {OPENVINO_PARAMETER: json.dumps(hint)}
+        if index_bounds:
+            out[INDEX_BOUNDS_PARAMETER] = json.dumps(dict(sorted(index_bounds.items())))
+        return out
     if backend == "openvino":
         out = {"PERFORMANCE_HINT": "LATENCY"}
         if precision == "bf16":

@@ -572,7 +572,7 @@ def serve(
         fail(f"--consume is for `shipway serve worker` only, not {role!r}", 2)
     try:
         if role == "worker":
-            consume = consume or "all"
+            consume = "all" if consume is None else consume
             try:
                 worker_queues(state.settings, consume)
             except ValueError as exc:

@@ -250,3 +250,29 @@ def normalize(model: onnx.ModelProto) -> onnx.ModelProto:
     _untie(graph, names)
     _drop_unused_initializers(graph)
     return result
+
+
+def index_bounds(model: onnx.ModelProto) -> dict[str, int]:
+    """Graph inputs used directly as ``Gather`` indices into a constant table (token ids
+    into an embedding): input name -> the table's size along the gathered axis (for
+    several tables, the smallest). Valid indices are ``[-size, size - 1]`` (ONNX
+    ``Gather``). ONNX Runtime refuses an index outside; OpenVINO's Gather answers zeros
+    for it instead, so the model that serves an OpenVINO engine checks these bounds
+    itself. Pure; the main graph only."""
+    graph = model.graph
+    tables = {t.name: tuple(t.dims) for t in graph.initializer}
+    inputs = {i.name for i in graph.input} - set(tables)
+    bounds: dict[str, int] = {}
+    for node in graph.node:
+        if node.op_type != "Gather" or len(node.input) < 2 or node.input[1] not in inputs:
+            continue
+        dims = tables.get(node.input[0])
+        if not dims:
+            continue
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        if not -len(dims) <= axis < len(dims):
+            continue
+        size = int(dims[axis])
+        name = node.input[1]
+        bounds[name] = min(size, bounds.get(name, size))
+    return bounds

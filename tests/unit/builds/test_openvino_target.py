@@ -317,3 +317,26 @@ def test_the_official_openvino_backend_trims_bf16_builds_through_the_ensemble(
     engine = tmp_path / f"enc-1{ENGINE_SUFFIX}"
     assert 'backend: "openvino"' in (engine / "config.pbtxt").read_text()
     assert {p.name for p in (engine / "1").iterdir()} == {"model.xml", "model.bin"}
+
+
+def test_a_scalar_input_fails_the_official_openvino_package_before_anything_is_written(
+    encoder_ir: Path, tmp_path: Path
+) -> None:
+    """Triton's OpenVINO backend does not take rank-0 inputs (its README, Known Issues);
+    the local Python backend does, so only the official image's package is refused."""
+    signature = Signature(
+        (TensorSpec("x", "float32", ("batch", 4)), TensorSpec("scale", "float32", ())),
+        (TensorSpec("y", "float32", ("batch", 4)),),
+    )
+    options = ServingOptions(trim_padding=False, warmup=False)
+    with pytest.raises(BuildFailed, match=r"does not take scalar \(rank-0\) inputs \(\['scale'\]"):
+        package_repository(
+            tmp_path, "m", encoder_ir, signature, Target.OPENVINO_CPU, options,
+            onnx_backend="onnxruntime", openvino_precision="f32",
+        )  # fmt: skip
+    assert not any(tmp_path.iterdir())
+    local = package_repository(
+        tmp_path, "m", encoder_ir, signature, Target.OPENVINO_CPU, options,
+        openvino_precision="f32",
+    )  # fmt: skip
+    assert 'backend: "python"' in (local / "config.pbtxt").read_text()

@@ -111,6 +111,8 @@ class TritonPythonModel:
         self.scalars = self.session.scalars
         self.name = args["model_name"]
         self.answered = False
+        bounds = parameters.get("shipway_index_bounds")
+        self.bounds = json.loads(bounds["string_value"]) if bounds else {}
         trim = (config.get("parameters") or {}).get("shipway_trim")
         self.trim = Trim(trim["string_value"], _padding()) if trim else None
 
@@ -118,6 +120,13 @@ class TritonPythonModel:
         feeds = {}
         for name in self.input_names:
             value = _feed(pb_utils.get_input_tensor_by_name(request, name).as_numpy())
+            size = self.bounds.get(name)
+            if size is not None and value.size and (value.max() >= size or value.min() < -size):
+                bad = value.max() if value.max() >= size else value.min()
+                raise RequestError(
+                    f"input {name!r}: index {bad} is out of range [{-size}, {size - 1}] "
+                    f"(it looks up a table of {size} rows)"
+                )
             feeds[name] = value.reshape(()) if name in self.scalars else value
         return feeds
 
