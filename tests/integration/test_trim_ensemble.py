@@ -89,10 +89,12 @@ def _engine_stand_in(folder: Path) -> None:
         )
         config.write_text("\n".join(lines).replace('backend: "openvino"', 'backend: "python"'))
         shutil.copyfile(packaging._OPENVINO_MODEL, folder / "1" / "model.py")
+        shutil.copyfile(packaging._SERVED, folder / "1" / packaging.SERVED_FILE)
         return
     assert 'backend: "onnxruntime"' in text
     config.write_text(text.replace('backend: "onnxruntime"', 'backend: "python"'))
     shutil.copyfile(packaging._PYTHON_MODEL, folder / "1" / "model.py")
+    shutil.copyfile(packaging._SERVED, folder / "1" / packaging.SERVED_FILE)
 
 
 def _package_openvino(repo: Path, root: Path, name: str, onnx_bytes: bytes) -> None:

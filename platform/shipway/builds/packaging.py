@@ -6,6 +6,7 @@
     <repo>/<triton-model-name>/1/model.onnx   (model.plan for TensorRT; model.xml and
                                               model.bin, OpenVINO's IR, for openvino-cpu)
     <repo>/<triton-model-name>/1/model.py     (Python backend only)
+    <repo>/<triton-model-name>/1/shipway_served.py   (what its model.py shares; ditto)
     <repo>/<triton-model-name>/1/shipway_padding.py  (its trimming arithmetic; trimmed only)
     <repo>/<triton-model-name>/warmup/*.bin   (the warm-up request, raw, row-major)
 
@@ -65,6 +66,8 @@ _PYTHON_MODEL = Path(__file__).parent / "triton_models" / "onnxruntime_python.py
 _OPENVINO_MODEL = Path(__file__).parent / "triton_models" / "openvino_python.py"
 _PADDING = Path(__file__).parent / "triton_models" / "padding.py"
 _SEQUENCE_STEP = Path(__file__).parent / "triton_models" / "sequence_step.py"
+_SERVED = Path(__file__).parent / "triton_models" / "served_model.py"  # what both share
+SERVED_FILE = "shipway_served.py"  # its name beside model.py
 
 
 def triton_model_name(model: str, build_id: str) -> str:
@@ -410,6 +413,7 @@ def package_repository(
         shutil.copyfile(engine_path, version_dir / BACKENDS[backend][1])
     if backend == "python":
         shutil.copyfile(_OPENVINO_MODEL if openvino else _PYTHON_MODEL, version_dir / "model.py")
+        shutil.copyfile(_SERVED, version_dir / SERVED_FILE)
     if trim is not None and layout is None:  # any other model is packaged as before
         shutil.copyfile(_PADDING, version_dir / "shipway_padding.py")
     return repo / model_name

@@ -24,7 +24,7 @@ from shipway.errors import Unavailable
 from shipway.runtime.processes import Ledger, ProcessId, spawn
 from shipway.runtime.triton_distribution import TritonDistribution
 
-# What the Python-backend model (builds/triton_models/onnxruntime_python.py) writes
+# What the Python-backend model (builds/triton_models/served_model.py) writes
 # before a failure it reports in the server's log.
 MODEL_ERROR_MARK = "shipway model error:"
 

@@ -198,7 +198,7 @@ def test_the_repository_holds_the_ir_as_each_backend_expects(
     assert f'backend: "{backend}"' in config
     assert (folder / "1" / "model.bin").read_bytes() == encoder_ir.with_suffix(".bin").read_bytes()
     if backend == "python":
-        assert files == {"model.xml", "model.bin", "model.py"}
+        assert files == {"model.xml", "model.bin", "model.py", "shipway_served.py"}
         model_py = (folder / "1" / "model.py").read_text()
         assert "import openvino as ov" in model_py and "import onnxruntime" not in model_py
         assert OPENVINO_PARAMETER in config

@@ -298,7 +298,11 @@ def test_packaging_trims_by_the_named_mask_and_copies_the_arithmetic(tmp_path: P
         if trimmed:
             assert copied.read_bytes() == Path(padding.__file__).read_bytes()
         else:  # any other model is packaged as before
-            assert sorted(p.name for p in (folder / "1").iterdir()) == ["model.onnx", "model.py"]
+            assert sorted(p.name for p in (folder / "1").iterdir()) == [
+                "model.onnx",
+                "model.py",
+                "shipway_served.py",  # what the Python-backend models share, trimmed or not
+            ]
 
 
 # ---- registration tags ---------------------------------------------------------------

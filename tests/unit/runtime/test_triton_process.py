@@ -42,6 +42,6 @@ def test_load_errors_fall_back_to_the_models_line_when_triton_died_first(
 
 def test_the_served_model_writes_the_mark_the_process_reads() -> None:
     # The model runs in Triton's environment and cannot import Shipway: one literal each.
-    served = Path(shipway.builds.__file__).parent / "triton_models" / "onnxruntime_python.py"
+    served = Path(shipway.builds.__file__).parent / "triton_models" / "served_model.py"
     source = served.read_text()
     assert f'ERROR_MARK = "{MODEL_ERROR_MARK}"' in source
