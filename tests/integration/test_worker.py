@@ -122,6 +122,7 @@ def test_worker_builds_fp32_repository(
         f"{prefix}/1/model.onnx",
         f"{prefix}/1/model.py",
         f"{prefix}/1/shipway_padding.py",  # MiniLM has a mask: its build trims padding
+        f"{prefix}/1/shipway_served.py",  # what the Python-backend models share
         f"{prefix}/config.pbtxt",
         f"{prefix}/warmup/0-input_ids.bin",  # the reference sample's first row
         f"{prefix}/warmup/1-attention_mask.bin",
@@ -225,6 +226,7 @@ def test_a_worker_killed_mid_build_leaves_it_to_the_next_worker_which_finishes_i
             f"{prefix}/1/model.onnx",
             f"{prefix}/1/model.py",
             f"{prefix}/1/shipway_padding.py",
+            f"{prefix}/1/shipway_served.py",
             f"{prefix}/config.pbtxt",
             f"{prefix}/warmup/0-input_ids.bin",
             f"{prefix}/warmup/1-attention_mask.bin",
