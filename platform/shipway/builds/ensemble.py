@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from shipway.builds.triton_config import TRITON_DTYPES, ServingOptions, TrimPlan, dims
+from shipway.builds.triton_config import ServingOptions, TrimPlan, dims, triton_dtype
 from shipway.errors import InvalidInput
 from shipway.registry.signature import Signature, TensorSpec
 
@@ -62,19 +62,10 @@ def engine_name(model_name: str) -> str:
     return model_name + ENGINE_SUFFIX
 
 
-def _dtype(spec: TensorSpec) -> str:
-    try:
-        return TRITON_DTYPES[spec.dtype]
-    except KeyError:
-        raise InvalidInput(
-            f"tensor {spec.name!r} has dtype {spec.dtype}, which Triton cannot serve"
-        ) from None
-
-
 def _tensor(name: str, spec: TensorSpec, ragged: bool = False) -> str:
     shape = ", ".join(map(str, dims(spec, True)))
     return (
-        f"  {{ name: {json.dumps(name)} data_type: {_dtype(spec)} dims: [ {shape} ]"
+        f"  {{ name: {json.dumps(name)} data_type: {triton_dtype(spec)} dims: [ {shape} ]"
         f"{' allow_ragged_batch: true' if ragged else ''} }}"
     )
 

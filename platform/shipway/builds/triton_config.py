@@ -371,7 +371,7 @@ def dims(spec: TensorSpec, batched: bool) -> tuple[int, ...]:
     return tuple(d if isinstance(d, int) else -1 for d in shape) or (1,)
 
 
-def _dtype(spec: TensorSpec) -> str:
+def triton_dtype(spec: TensorSpec) -> str:
     try:
         return TRITON_DTYPES[spec.dtype]
     except KeyError:
@@ -386,7 +386,7 @@ def _list(values: tuple[int, ...]) -> str:
 
 def _tensor(spec: TensorSpec, batched: bool, ragged: bool = False) -> str:
     return (
-        f"  {{ name: {json.dumps(spec.name)} data_type: {_dtype(spec)} "
+        f"  {{ name: {json.dumps(spec.name)} data_type: {triton_dtype(spec)} "
         f"dims: {_list(dims(spec, batched))}{' allow_ragged_batch: true' if ragged else ''} }}"
     )
 
@@ -493,7 +493,7 @@ def _warmup(signature: Signature, request: Mapping[str, np.ndarray]) -> str:
     reference row fails its load with ONNX Runtime's words."""
     inputs = [
         f"    inputs {{ key: {json.dumps(spec.name)} value: {{ "
-        f"data_type: {_dtype(spec)} dims: {_list(tuple(request[spec.name].shape))} "
+        f"data_type: {triton_dtype(spec)} dims: {_list(tuple(request[spec.name].shape))} "
         f"input_data_file: {json.dumps(warmup_file(i, spec.name))} }} }}"
         for i, spec in enumerate(signature.inputs)
     ]
